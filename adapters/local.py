@@ -1,0 +1,327 @@
+"""The ``local`` provider: the model server as a background process on 127.0.0.1.
+
+State lives under ``<state_dir>/local/<name>/deployment.json`` (pid, port, version, log).
+The same server code runs here as in every cloud container.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.base import Deployment, ProgressFn, Provider, no_progress
+from aiaas.bundle import open_bundle
+from aiaas.config import LocalSection, ProjectConfig, ServerSection
+from aiaas.errors import (
+    AiaasError,
+    DeadlineExceeded,
+    DeployFailed,
+    NotFound,
+    NotReady,
+    error_from_body,
+)
+from aiaas.manifest import Manifest
+
+STATE_FILE = "deployment.json"
+STOP_TIMEOUT_S = 35.0  # the server drains for up to 30 s after SIGTERM
+SWITCH_GRACE_S = 0.5  # callers that read the old port just before the switch still land
+
+
+class LocalProvider(Provider):
+    """Runs ``aiaas serve`` per deployment as a detached process on a free loopback port."""
+
+    name = "local"
+
+    def __init__(
+        self, settings: LocalSection | None = None, server: ServerSection | None = None
+    ) -> None:
+        self.settings = settings or LocalSection()
+        self.server = server or ServerSection()
+        self.root = Path(self.settings.state_dir).resolve()
+        self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=2.0), trust_env=False)
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> LocalProvider:
+        return cls(config.local, config.server)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _dir(self, name: str) -> Path:
+        return self.root / "local" / name
+
+    def _read_state(self, name: str) -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] = json.loads((self._dir(name) / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return state
+
+    def _write_state(self, name: str, state: dict[str, Any]) -> None:
+        path = self._dir(name) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(path)  # atomic: a reader sees the old or the new state, never half
+
+    def _url(self, state: dict[str, Any]) -> str:
+        return f"http://{self.settings.host}:{state['port']}"
+
+    # -- Provider ------------------------------------------------------------------------
+
+    def upload(self, bundle: Path) -> str:
+        bundle_dir, _ = open_bundle(bundle, cache_dir=self.root / "bundles")
+        return bundle_dir.as_uri()
+
+    def deploy(
+        self, bundle: Path, *, name: str | None = None, progress: ProgressFn = no_progress
+    ) -> Deployment:
+        progress("unpacking bundle", 0.05)
+        bundle_dir, manifest = open_bundle(bundle, cache_dir=self.root / "bundles")
+        name = name or manifest.name
+        current = self._read_state(name)
+        if current and current.get("version") == manifest.version and self._healthy(current):
+            progress("already live: nothing to do", 1.0)
+            return self._deployment(name, current, "ready")
+        self._dir(name).mkdir(parents=True, exist_ok=True)
+        progress(f"starting {manifest.name} {manifest.version}", 0.1)
+        new = self._start(name, bundle_dir, manifest)
+        try:
+            self._wait_ready(new, progress)
+            progress("smoke test", 0.9)
+            self._smoke_test(new, manifest)
+        except AiaasError as exc:
+            _stop_process(new["pid"])
+            raise DeployFailed(
+                f"{name} {manifest.version} did not become ready: {exc.message}"
+            ) from exc
+        self._write_state(name, new)
+        if current and current.get("pid") != new["pid"]:
+            progress(f"stopping previous version {current.get('version')}", 0.95)
+            time.sleep(SWITCH_GRACE_S)
+            _stop_process(current.get("pid"))
+        progress("ready", 1.0)
+        return self._deployment(name, new, "ready")
+
+    def describe(self, name: str) -> Deployment:
+        state = self._read_state(name)
+        if state is None:
+            raise NotFound(f"no local deployment named {name!r}")
+        if not _is_our_process(state.get("pid")):
+            status = "stopped"
+        else:
+            status = "ready" if self._healthy(state) else "creating"
+        return self._deployment(name, state, status)
+
+    def list(self) -> builtins.list[Deployment]:
+        base = self.root / "local"
+        names = (
+            sorted(p.name for p in base.iterdir() if (p / STATE_FILE).is_file())
+            if base.is_dir()
+            else []
+        )
+        return [self.describe(n) for n in names]
+
+    def invoke(
+        self, name: str, body: bytes, *, request_id: str | None = None, timeout: float = 60.0
+    ) -> bytes:
+        headers = {"content-type": "application/json"}
+        if request_id:
+            headers["x-request-id"] = request_id
+        state = self._state_or_raise(name)
+        for attempt in range(2):
+            try:
+                response = self._http.post(
+                    self._url(state) + "/invocations",
+                    content=body,
+                    headers=headers,
+                    timeout=timeout,
+                )
+                break
+            except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                # The request never reached a live server (a version switch closed the port
+                # or the keep-alive connection). Predictions have no side effects: re-read
+                # the state and try the new version once.
+                fresh = self._state_or_raise(name)
+                if attempt == 1 or (
+                    fresh["port"] == state["port"]
+                    and not isinstance(exc, httpx.RemoteProtocolError)
+                ):
+                    raise NotReady(f"local deployment {name!r} is not reachable: {exc}") from None
+                state = fresh
+            except httpx.TimeoutException:
+                raise DeadlineExceeded(
+                    f"local deployment {name!r} did not answer within {timeout:g}s"
+                ) from None
+        if response.status_code == 200:
+            return response.content
+        raise _error_from(response)
+
+    def delete(self, name: str) -> bool:
+        state = self._read_state(name)
+        directory = self._dir(name)
+        if state is None and not directory.exists():
+            return False
+        if state is not None:
+            _stop_process(state.get("pid"))
+        for path in sorted(directory.glob("*"), reverse=True):
+            if path.is_file():
+                path.unlink()
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+        return True
+
+    def logs(self, name: str, tail: int = 100) -> builtins.list[str]:
+        state = self._state_or_raise(name)
+        try:
+            lines = Path(state["log"]).read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return lines[-tail:]
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _state_or_raise(self, name: str) -> dict[str, Any]:
+        state = self._read_state(name)
+        if state is None:
+            raise NotFound(f"no local deployment named {name!r}; run `aiaas deploy` first")
+        return state
+
+    def _start(self, name: str, bundle_dir: Path, manifest: Manifest) -> dict[str, Any]:
+        port = _free_port(self.settings.host)
+        log_path = self._dir(name) / f"server-{manifest.version}-{port}.log"
+        s = self.server
+        cmd = [
+            sys.executable, "-m", "aiaas", "serve", str(bundle_dir),
+            "--host", self.settings.host, "--port", str(port),
+            "--max-queue-size", str(s.max_queue_size),
+            "--max-body-bytes", str(s.max_body_bytes),
+            "--request-timeout", str(s.request_timeout_s),
+        ]  # fmt: skip
+        if s.torch_threads:
+            cmd += ["--torch-threads", str(s.torch_threads)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, start_new_session=True,  # outlives the CLI that started it
+            )  # fmt: skip
+        return {
+            "name": name,
+            "version": manifest.version,
+            "digest": manifest.digest,
+            "model": manifest.name,
+            "pid": proc.pid,
+            "port": port,
+            "bundle_dir": str(bundle_dir),
+            "log": str(log_path),
+            "started_at": time.time(),
+        }
+
+    def _wait_ready(self, state: dict[str, Any], progress: ProgressFn) -> None:
+        deadline = time.monotonic() + self.settings.ready_timeout_s
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            if not _is_our_process(state["pid"]):
+                tail = "\n".join(Path(state["log"]).read_text(errors="replace").splitlines()[-15:])
+                raise DeployFailed(
+                    f"server process exited during start-up; last log lines:\n{tail}"
+                )
+            if self._healthy(state):
+                return
+            waited = time.monotonic() - started
+            progress(f"loading model ({waited:.0f}s)", 0.1 + 0.8 * min(waited / 60.0, 0.99))
+            time.sleep(0.2)
+        raise DeadlineExceeded(
+            f"not ready after {self.settings.ready_timeout_s:g}s (see {state['log']})"
+        )
+
+    def _smoke_test(self, state: dict[str, Any], manifest: Manifest) -> None:
+        body = json.dumps(manifest.example_request).encode()
+        response = self._http.post(
+            self._url(state) + "/invocations",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        if response.status_code != 200:
+            raise _error_from(response)
+
+    def _healthy(self, state: dict[str, Any]) -> bool:
+        try:
+            return self._http.get(self._url(state) + "/ping", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _deployment(self, name: str, state: dict[str, Any], status: str) -> Deployment:
+        return Deployment(
+            name=name,
+            provider=self.name,
+            version=str(state.get("version", "")),
+            status=status,
+            endpoint=self._url(state) if "port" in state else None,
+            details={k: state.get(k) for k in ("pid", "port", "digest", "log", "started_at")},
+        )
+
+
+def _error_from(response: httpx.Response) -> AiaasError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    retry_after = float(response.headers.get("retry-after", "1") or 1)
+    return error_from_body(response.status_code, body, retry_after)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _is_our_process(pid: Any) -> bool:
+    """True if ``pid`` is alive and is an aiaas model server (guards against pid reuse)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if b"aiaas" not in cmdline or b"serve" not in cmdline:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie has exited
+
+
+def _stop_process(pid: Any) -> None:
+    """SIGTERM (the server drains in-flight requests), then SIGKILL after the drain time."""
+    if not _is_our_process(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not _is_our_process(pid):
+            _reap(pid)
+            return
+        _reap(pid)
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,5 @@
+"""``python -m aiaas`` runs the CLI."""
+
+from aiaas.cli import main
+
+main()

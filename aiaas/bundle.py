@@ -1,0 +1,244 @@
+"""Build, open and inspect bundles: a deterministic ``model.tar.gz`` that every cloud takes.
+
+Layout (at the archive root, as SageMaker extracts it to ``/opt/ml/model``)::
+
+    aiaas-manifest.json
+    code/        the project's files (``bundle.include`` patterns)
+    artifacts/   weights written by ``Model.prepare`` or copied from the project
+
+Same inputs give the same bytes: entries are sorted, timestamps, owners and modes are
+normalised, and the gzip header carries no name or time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from aiaas.config import ProjectConfig, load_config
+from aiaas.errors import BundleError
+from aiaas.manifest import MANIFEST_FILE, Batching, Manifest, Resources, read_manifest
+from aiaas.model import Model
+
+CODE_DIR = "code"
+ARTIFACTS_DIR = "artifacts"
+_GZIP_LEVEL = 6
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BuiltBundle:
+    """A bundle archive on disk and its manifest."""
+
+    path: Path
+    manifest: Manifest
+
+
+def load_model_class(code_dir: Path, entrypoint: str) -> type[Model[Any, Any]]:
+    """Import ``module:Class`` from ``code_dir`` and check it is an :class:`aiaas.Model`."""
+    module_name, _, class_name = entrypoint.partition(":")
+    path = str(code_dir)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BundleError(
+            f"entrypoint {entrypoint!r}: cannot import {module_name!r} from {code_dir}: {exc}"
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise BundleError(
+            f"entrypoint {entrypoint!r}: {class_name!r} is not an aiaas.Model subclass"
+        )
+    if not hasattr(cls, "input_schema") or not hasattr(cls, "output_schema"):
+        raise BundleError(f"entrypoint {entrypoint!r}: set input_schema and output_schema")
+    return cls
+
+
+def build_bundle(project_dir: Path | str, output: Path | str | None = None) -> BuiltBundle:
+    """Build ``model.tar.gz`` for the project in ``project_dir`` (which holds ``aiaas.yaml``).
+
+    Imports the model class (to read its schemas and run ``prepare``), stages code and
+    artifacts, computes the content digest, and writes the archive deterministically.
+    """
+    project = Path(project_dir).resolve()
+    config = load_config(project)
+    out = Path(output) if output is not None else project / config.bundle.output
+    with tempfile.TemporaryDirectory(prefix="aiaas-bundle-") as tmp:
+        stage = Path(tmp)
+        _stage_code(project, config, stage / CODE_DIR)
+        cls = load_model_class(stage / CODE_DIR, config.model.entrypoint)
+        artifacts = stage / ARTIFACTS_DIR
+        artifacts.mkdir()
+        if (project / ARTIFACTS_DIR).is_dir():
+            shutil.copytree(project / ARTIFACTS_DIR, artifacts, dirs_exist_ok=True)
+        cls.prepare(artifacts)
+        manifest = _make_manifest(cls, config)
+        files = sorted(_walk(stage))
+        manifest.digest = "sha256:" + _content_digest(stage, files, manifest)
+        manifest.version = manifest.digest.removeprefix("sha256:")[:16]
+        (stage / MANIFEST_FILE).write_bytes(_manifest_bytes(manifest))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _write_archive(stage, [MANIFEST_FILE, *files], out)
+    return BuiltBundle(out, manifest)
+
+
+def _stage_code(project: Path, config: ProjectConfig, code_dir: Path) -> None:
+    code_dir.mkdir(parents=True)
+    skip = {ARTIFACTS_DIR, ".aiaas", ".venv", "dist", "__pycache__"}
+    for pattern in config.bundle.include:
+        for src in sorted(project.glob(pattern)):
+            rel = src.relative_to(project)
+            if not src.is_file() or rel.parts[0] in skip or "__pycache__" in rel.parts:
+                continue
+            dst = code_dir / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+
+
+def _make_manifest(cls: type[Model[Any, Any]], config: ProjectConfig) -> Manifest:
+    m = config.model
+    example = {"inputs": [cls.example_input]}
+    try:
+        cls.input_schema.model_validate(cls.example_input)
+    except ValidationError as exc:
+        raise BundleError(
+            f"{cls.__name__}.example_input does not match input_schema: {exc}"
+        ) from None
+    return Manifest(
+        name=m.name or cls.name,
+        entrypoint=m.entrypoint,
+        input_schema=cls.input_schema.model_json_schema(),
+        output_schema=cls.output_schema.model_json_schema(),
+        example_request=example,
+        batching=Batching(
+            max_batch_size=m.max_batch_size or cls.max_batch_size,
+            max_delay_ms=cls.max_delay_ms if m.max_delay_ms is None else m.max_delay_ms,
+        ),
+        resources=Resources(
+            gpu_count=cls.gpu_count if m.gpu_count is None else m.gpu_count,
+            memory_mb=m.memory_mb or cls.memory_mb,
+        ),
+    )
+
+
+def _walk(stage: Path) -> Iterator[str]:
+    for root, dirs, names in os.walk(stage):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in names:
+            rel = Path(root, name).relative_to(stage).as_posix()
+            if rel != MANIFEST_FILE:
+                yield rel
+
+
+def _content_digest(stage: Path, files: list[str], manifest: Manifest) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(manifest.canonical_for_digest(), sort_keys=True).encode())
+    for rel in files:
+        h.update(b"\0" + rel.encode() + b"\0" + _exec_bit(stage / rel).encode())
+        h.update(_file_sha256(stage / rel).encode())
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _exec_bit(path: Path) -> str:
+    return "x" if os.access(path, os.X_OK) else "-"
+
+
+def _manifest_bytes(manifest: Manifest) -> bytes:
+    return json.dumps(manifest.model_dump(), indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _write_archive(stage: Path, files: list[str], out: Path) -> None:
+    tmp_out = out.with_name(out.name + ".partial")
+    with (
+        tmp_out.open("wb") as raw,
+        gzip.GzipFile(
+            filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=_GZIP_LEVEL
+        ) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for rel in files:
+            src = stage / rel
+            info = tarfile.TarInfo(rel)
+            info.size = src.stat().st_size
+            info.mode = 0o755 if _exec_bit(src) == "x" else 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with src.open("rb") as f:
+                tar.addfile(info, f)
+    tmp_out.replace(out)
+
+
+def open_bundle(path: Path | str, cache_dir: Path | str | None = None) -> tuple[Path, Manifest]:
+    """Return an unpacked bundle directory and its manifest.
+
+    ``path`` is an unpacked bundle directory, or a ``.tar.gz`` that is extracted (safely,
+    once per digest) under ``cache_dir`` (default ``~/.cache/aiaas/bundles``).
+    """
+    src = Path(path)
+    if src.is_dir():
+        return src, read_manifest(src)
+    if not src.is_file():
+        raise BundleError(f"{src}: no such bundle file or directory")
+    manifest = inspect_archive(src)
+    root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "aiaas" / "bundles"
+    target = root / manifest.version
+    if not (target / MANIFEST_FILE).is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{manifest.version}-", dir=root))
+        try:
+            with tarfile.open(src, "r:gz") as tar:
+                tar.extractall(staging, filter="data")
+            try:
+                staging.rename(target)
+            except OSError:  # another process unpacked the same digest first
+                shutil.rmtree(staging, ignore_errors=True)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise BundleError(f"{src}: cannot unpack: {exc}") from exc
+    return target, read_manifest(target)
+
+
+def inspect_archive(path: Path | str) -> Manifest:
+    """Read the manifest of a bundle archive (or directory) without unpacking the rest."""
+    src = Path(path)
+    if src.is_dir():
+        return read_manifest(src)
+    try:
+        with tarfile.open(src, "r:gz") as tar:
+            first = tar.next()  # the manifest is written first: no need to read the weights
+            member = tar.extractfile(first) if first and first.name == MANIFEST_FILE else None
+            if member is None:
+                raise KeyError(MANIFEST_FILE)
+            data = member.read()
+    except (tarfile.TarError, KeyError, OSError, EOFError) as exc:
+        raise BundleError(
+            f"{src}: not a bundle archive ({MANIFEST_FILE} unreadable: {exc})"
+        ) from None
+    try:
+        return Manifest.model_validate_json(data)
+    except ValidationError as exc:
+        raise BundleError(f"{src}: invalid manifest: {exc.errors()[0]['msg']}") from None

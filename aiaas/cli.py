@@ -1,0 +1,341 @@
+"""The ``aiaas`` command line. Errors print one clear line and exit 1 (``--debug``: traceback)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aiaas.config import ProjectConfig, ServerSection, load_config
+from aiaas.errors import AiaasError, BadRequest, ConfigError
+
+if TYPE_CHECKING:
+    from adapters.base import Deployment, Provider
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+bundle_app = typer.Typer(no_args_is_help=True, help="Build and inspect model bundles.")
+function_app = typer.Typer(no_args_is_help=True, help="The function tier in front of a deployment.")
+app.add_typer(bundle_app, name="bundle")
+app.add_typer(function_app, name="function")
+
+out = Console()
+err = Console(stderr=True)
+_state: dict[str, bool] = {"debug": False}
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="Project config file or its directory.")
+]
+ProviderOpt = Annotated[
+    str | None, typer.Option("--provider", "-p", help="Provider (overrides aiaas.yaml).")
+]
+NameArg = Annotated[
+    str | None, typer.Argument(help="Deployment name (default: the project's model name).")
+]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """aiaas: one PyTorch model, packaged once, served on any cloud."""
+    _state["debug"] = debug
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _project(config: Path, provider: str | None = None) -> tuple[ProjectConfig, Path]:
+    cfg = load_config(config)
+    if provider:
+        cfg = cfg.model_copy(update={"provider": provider})
+    project_dir = config if config.is_dir() else config.parent
+    return cfg, project_dir.resolve()
+
+
+def _provider(cfg: ProjectConfig) -> Provider:
+    from adapters import get_provider
+
+    return get_provider(cfg.provider, cfg)
+
+
+def _deployment_name(cfg: ProjectConfig, project_dir: Path, name: str | None) -> str:
+    if name:
+        return name
+    if cfg.model.name:
+        return cfg.model.name
+    built = project_dir / cfg.bundle.output
+    if built.is_file():
+        from aiaas.bundle import inspect_archive
+
+        return inspect_archive(built).name
+    raise ConfigError(
+        f"{project_dir / 'aiaas.yaml'}: model.name is not set; pass the deployment name"
+    )
+
+
+@contextmanager
+def _progress_bar(title: str) -> Iterator[Any]:
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task(title, total=1.0)
+
+        def report(message: str, fraction: float | None) -> None:
+            bar.update(task, description=f"{title}: {message}", completed=fraction or 0.0)
+
+        yield report
+
+
+def _show_deployment(d: Deployment) -> None:
+    table = Table(show_header=False, box=None)
+    for key, value in (("name", d.name), ("provider", d.provider), ("version", d.version),
+                       ("status", d.status), ("endpoint", d.endpoint or "-")):  # fmt: skip
+        table.add_row(f"[bold]{key}", str(value))
+    out.print(table)
+
+
+def _read_data(data: str | None, cfg: ProjectConfig, project_dir: Path) -> bytes:
+    if data is None:
+        from aiaas.bundle import inspect_archive
+
+        return json.dumps(inspect_archive(project_dir / cfg.bundle.output).example_request).encode()
+    if data.startswith("@"):
+        path = Path(data[1:])
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise BadRequest(f"--data {data}: cannot read {path}: {exc.strerror}") from None
+    else:
+        raw = data.encode()
+    try:
+        json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"--data is not valid JSON: {exc}") from None
+    return raw
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
+    name: Annotated[str, typer.Option(help="Model name (lowercase, digits, dashes).")] = "my-model",
+) -> None:
+    """Scaffold a project: aiaas.yaml and a model.py to fill in."""
+    target = directory.resolve()
+    if (target / "aiaas.yaml").exists():
+        raise ConfigError(f"{target / 'aiaas.yaml'} already exists; not overwriting")
+    target.mkdir(parents=True, exist_ok=True)
+    for src in sorted((TEMPLATES / "init").iterdir()):
+        text = src.read_text().replace("{{name}}", name)
+        (target / src.name.removesuffix(".tmpl")).write_text(text)
+    out.print(f"created {target}: edit model.py, then `aiaas deploy -c {directory}`")
+
+
+@bundle_app.command("build")
+def bundle_build(
+    directory: Annotated[Path, typer.Argument(help="Project directory (holds aiaas.yaml).")] = Path(
+        "."
+    ),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Archive path.")] = None,
+) -> None:
+    """Build a deterministic model.tar.gz (same inputs, same digest)."""
+    from aiaas.bundle import build_bundle
+
+    with err.status(f"building bundle from {directory}"):
+        built = build_bundle(directory, output)
+    size = built.path.stat().st_size / 1e6
+    out.print(f"{built.path}  {built.manifest.name} {built.manifest.version}  {size:.1f} MB")
+
+
+@bundle_app.command("inspect")
+def bundle_inspect(
+    path: Annotated[Path, typer.Argument(help="model.tar.gz or bundle directory.")],
+) -> None:
+    """Print a bundle's manifest."""
+    from aiaas.bundle import inspect_archive
+
+    out.print_json(inspect_archive(path).model_dump_json())
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="model.tar.gz or unpacked bundle directory.")],
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (0.0.0.0 inside a container).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help="Port (default $SAGEMAKER_BIND_TO_PORT or 8080).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cuda or cpu (default: cuda if available).")
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Override the manifest's batching.")
+    ] = None,
+    max_delay_ms: Annotated[
+        float | None, typer.Option(help="Override the manifest's batching.")
+    ] = None,
+    max_queue_size: Annotated[
+        int, typer.Option(help="Queued items before 503.")
+    ] = ServerSection().max_queue_size,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Largest request body.")
+    ] = ServerSection().max_body_bytes,
+    request_timeout: Annotated[
+        float, typer.Option(help="Seconds before 504.")
+    ] = ServerSection().request_timeout_s,
+    torch_threads: Annotated[int | None, typer.Option(help="torch intra-op threads.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the model server (SageMaker, Azure ML, PAI-EAS and OIP v2 routes at once)."""
+    from aiaas.runtime.serve import serve as run_server
+
+    settings = ServerSection(
+        max_queue_size=max_queue_size, max_body_bytes=max_body_bytes,
+        request_timeout_s=request_timeout, torch_threads=torch_threads,
+    )  # fmt: skip
+    run_server(
+        bundle, host=host, port=port, settings=settings, device=device,
+        max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, log_level=log_level,
+    )  # fmt: skip
+
+
+@app.command()
+def deploy(
+    config: ConfigOpt = Path("aiaas.yaml"),
+    provider: ProviderOpt = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Deploy this archive instead of building.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Deployment name (default: model name).")] = None,
+) -> None:
+    """Build the bundle (unless --bundle) and deploy it to the configured provider."""
+    cfg, project_dir = _project(config, provider)
+    if bundle is None:
+        from aiaas.bundle import build_bundle
+
+        with err.status("building bundle"):
+            bundle = build_bundle(project_dir).path
+    prov = _provider(cfg)
+    with _progress_bar(f"deploying to {cfg.provider}") as report:
+        deployment = prov.deploy(bundle, name=name, progress=report)
+    _show_deployment(deployment)
+
+
+@app.command()
+def status(
+    config: ConfigOpt = Path("aiaas.yaml"), provider: ProviderOpt = None, name: NameArg = None
+) -> None:
+    """Show one deployment, or all of the provider's deployments."""
+    cfg, _ = _project(config, provider)
+    prov = _provider(cfg)
+    if name:
+        _show_deployment(prov.describe(name))
+        return
+    table = Table("name", "provider", "version", "status", "endpoint")
+    for d in prov.list():
+        table.add_row(d.name, d.provider, d.version, d.status, d.endpoint or "-")
+    out.print(table)
+
+
+@app.command()
+def invoke(
+    name: NameArg = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="JSON body, or @file.")] = None,
+    config: ConfigOpt = Path("aiaas.yaml"),
+    provider: ProviderOpt = None,
+) -> None:
+    """Send one request (default: the bundle's example) and print the response."""
+    cfg, project_dir = _project(config, provider)
+    body = _read_data(data, cfg, project_dir)
+    deployment = _deployment_name(cfg, project_dir, name)
+    response = _provider(cfg).invoke(deployment, body, request_id=uuid.uuid4().hex)
+    sys.stdout.write(response.decode() + "\n")
+
+
+@app.command()
+def logs(
+    name: NameArg = None,
+    tail: Annotated[int, typer.Option(help="Lines to show.")] = 100,
+    config: ConfigOpt = Path("aiaas.yaml"),
+    provider: ProviderOpt = None,
+) -> None:
+    """Print the deployment's recent log lines."""
+    cfg, project_dir = _project(config, provider)
+    for line in _provider(cfg).logs(_deployment_name(cfg, project_dir, name), tail):
+        sys.stdout.write(line + "\n")
+
+
+@app.command()
+def delete(
+    name: NameArg = None, config: ConfigOpt = Path("aiaas.yaml"), provider: ProviderOpt = None
+) -> None:
+    """Delete a deployment (idempotent)."""
+    cfg, project_dir = _project(config, provider)
+    deployment = _deployment_name(cfg, project_dir, name)
+    removed = _provider(cfg).delete(deployment)
+    out.print(f"deleted {deployment}" if removed else f"{deployment}: nothing to delete")
+
+
+@function_app.command("serve")
+def function_serve(
+    name: NameArg = None,
+    config: ConfigOpt = Path("aiaas.yaml"),
+    provider: ProviderOpt = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default: function.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: function.port).")] = None,
+) -> None:
+    """Run the function app (POST /predict) in front of the deployment."""
+    import uvicorn
+
+    from functions.app import create_app
+
+    cfg, project_dir = _project(config, provider)
+    deployment = _deployment_name(cfg, project_dir, name)
+    app_ = create_app(_provider(cfg), deployment, invoke_timeout_s=cfg.function.invoke_timeout_s)
+    uvicorn.run(
+        app_, host=host or cfg.function.host, port=port or cfg.function.port, access_log=False
+    )
+
+
+def main() -> None:
+    """Entry point of the ``aiaas`` console script."""
+    try:
+        app(standalone_mode=False)
+    except AiaasError as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except (typer.Exit, SystemExit) as exc:
+        code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
+        sys.exit(code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if _state["debug"]:
+            raise
+        err.print(
+            f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        )
+        sys.exit(1)

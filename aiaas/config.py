@@ -1,0 +1,147 @@
+"""``aiaas.yaml``: the project configuration, validated once at load time.
+
+Any value can be overridden by an ``AIAAS_*`` environment variable: ``AIAAS_PROVIDER=local``
+sets ``provider``; a double underscore walks into sections, so
+``AIAAS_SERVER__MAX_QUEUE_SIZE=64`` sets ``server.max_queue_size``. Errors name the file (or
+the variable) and the dotted key. Secrets never live in this file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aiaas.errors import ConfigError
+
+CONFIG_FILE = "aiaas.yaml"
+ENV_PREFIX = "AIAAS_"
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Section):
+    """Which class to serve and how to batch it. Unset values fall back to the class."""
+
+    entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
+    gpu_count: int | None = Field(default=None, ge=0, le=16)
+    memory_mb: int | None = Field(default=None, ge=128)
+
+
+class BundleSection(_Section):
+    """Which project files go into the bundle besides ``artifacts/``."""
+
+    include: list[str] = Field(default_factory=lambda: ["*.py"])
+    output: str = "dist/model.tar.gz"
+
+
+class ServerSection(_Section):
+    """Model server limits (shared by every cloud: the same image runs everywhere)."""
+
+    max_queue_size: int = Field(default=512, ge=1)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    torch_threads: int | None = Field(default=None, ge=1)
+
+
+class LocalSection(_Section):
+    """Settings of the ``local`` provider."""
+
+    host: str = Field(default="127.0.0.1", pattern=r"^(127\.\d+\.\d+\.\d+|localhost|::1)$")
+    state_dir: str = ".aiaas"
+    ready_timeout_s: float = Field(default=300.0, gt=0)
+
+
+class FunctionSection(_Section):
+    """Settings of the function tier in front of the provider."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    invoke_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ProjectConfig(_Section):
+    """The whole ``aiaas.yaml``."""
+
+    model: ModelSection
+    provider: str = Field(default="local", pattern=r"^[a-z][a-z0-9_]*$")
+    bundle: BundleSection = Field(default_factory=BundleSection)
+    server: ServerSection = Field(default_factory=ServerSection)
+    function: FunctionSection = Field(default_factory=FunctionSection)
+    local: LocalSection = Field(default_factory=LocalSection)
+
+
+def load_config(
+    path: Path | str | None = None, env: Mapping[str, str] | None = None
+) -> ProjectConfig:
+    """Read ``aiaas.yaml`` (or ``path``; a directory means its ``aiaas.yaml``), apply
+    ``AIAAS_*`` overrides from ``env`` (default ``os.environ``) and validate.
+
+    Raises:
+        ConfigError: naming the file or variable and the dotted key that is wrong.
+    """
+    file = Path(path) if path is not None else Path(CONFIG_FILE)
+    if file.is_dir():
+        file = file / CONFIG_FILE
+    if not file.is_file():
+        raise ConfigError(f"{file}: config file not found")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: top level must be a mapping, got {type(raw).__name__}")
+    sources = _apply_env(raw, os.environ if env is None else env)
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file, sources)) from None
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Merge ``AIAAS_A__B=v`` into ``raw["a"]["b"]``; return which key came from which variable.
+
+    Variables whose first segment is not a config section or key are left alone (other
+    ``AIAAS_*`` variables, such as secrets, share the prefix).
+    """
+    sources: dict[tuple[str, ...], str] = {}
+    top_level = set(ProjectConfig.model_fields)
+    for var, value in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        path = tuple(part.lower() for part in var[len(ENV_PREFIX) :].split("__"))
+        if not path or path[0] not in top_level:
+            continue
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+        sources[path] = var
+    return sources
+
+
+def _describe(exc: ValidationError, file: Path, sources: dict[tuple[str, ...], str]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc) or "(top level)"
+        where = f"{sources[loc]} (overrides {file})" if loc in sources else str(file)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{where}: {key}: {msg}")
+    return "; ".join(lines)

@@ -1,0 +1,181 @@
+"""The one error hierarchy of aiaas.
+
+Every layer raises these; each cloud adapter maps its own error codes onto them once, and
+the HTTP edges (model server, function app) map them onto status codes once. Nothing above
+``adapters/`` ever parses a cloud-specific error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AiaasError(Exception):
+    """Base class: a machine-readable ``code``, an HTTP status and a human message."""
+
+    code: str = "internal"
+    http_status: int = 500
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self, request_id: str | None = None) -> dict[str, Any]:
+        """The JSON error body used by every HTTP surface: ``{"error": {...}}``."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        if request_id is not None:
+            body["request_id"] = request_id
+        return {"error": body}
+
+
+class ConfigError(AiaasError):
+    """``aiaas.yaml`` or an ``AIAAS_*`` variable is invalid; the message names the key."""
+
+    code = "config_invalid"
+    http_status = 500
+
+
+class BundleError(AiaasError):
+    """A bundle directory or archive is malformed or cannot be built."""
+
+    code = "bundle_invalid"
+    http_status = 500
+
+
+class BadRequest(AiaasError):
+    """The request body is not what the protocol expects (e.g. malformed JSON)."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class MethodNotAllowed(AiaasError):
+    """The route exists but not for this HTTP method."""
+
+    code = "method_not_allowed"
+    http_status = 405
+
+
+class InvalidInput(AiaasError):
+    """An input item violates the model's input schema; details name index and field."""
+
+    code = "invalid_input"
+    http_status = 422
+
+
+class PayloadTooLarge(AiaasError):
+    """The request body exceeds the configured or platform limit."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class NotFound(AiaasError):
+    """The named model, deployment or endpoint does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class Throttled(AiaasError):
+    """The callee is saturated; retry after ``retry_after`` seconds."""
+
+    code = "throttled"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class Overloaded(Throttled):
+    """The model server's queue is full (answered as 503 with ``Retry-After``)."""
+
+    code = "overloaded"
+    http_status = 503
+
+
+class NotReady(AiaasError):
+    """The endpoint exists but is not (yet) ready to serve."""
+
+    code = "not_ready"
+    http_status = 503
+
+
+class ModelError(AiaasError):
+    """The user's model raised while predicting."""
+
+    code = "model_error"
+    http_status = 500
+
+
+class DeadlineExceeded(AiaasError):
+    """The call did not finish within its deadline."""
+
+    code = "deadline_exceeded"
+    http_status = 504
+
+
+class DeployFailed(AiaasError):
+    """A deployment did not become ready, or its smoke test failed; nothing was switched."""
+
+    code = "deploy_failed"
+    http_status = 500
+
+
+class ProviderError(AiaasError):
+    """A provider failed in a way none of the other classes describe."""
+
+    code = "provider_error"
+    http_status = 502
+
+
+_BY_CODE: dict[str, type[AiaasError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        InvalidInput,
+        PayloadTooLarge,
+        NotFound,
+        Throttled,
+        Overloaded,
+        NotReady,
+        ModelError,
+        DeadlineExceeded,
+        DeployFailed,
+        ProviderError,
+        ConfigError,
+        BundleError,
+    )
+}
+
+
+def error_from_body(
+    status: int, body: dict[str, Any] | None, retry_after: float = 1.0
+) -> AiaasError:
+    """Rebuild the typed error from an aiaas JSON error body (used by clients and providers)."""
+    err = (body or {}).get("error") if isinstance(body, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    message = str(err.get("message")) if isinstance(err, dict) else f"HTTP {status}"
+    details = err.get("details") if isinstance(err, dict) else None
+    cls = _BY_CODE.get(str(code)) if code else None
+    if cls is None:
+        cls = _class_for_status(status)
+    if issubclass(cls, Throttled):
+        return cls(message, retry_after=retry_after, details=details)
+    return cls(message, details=details)
+
+
+def _class_for_status(status: int) -> type[AiaasError]:
+    return {
+        400: BadRequest,
+        404: NotFound,
+        413: PayloadTooLarge,
+        422: InvalidInput,
+        429: Throttled,
+        503: NotReady,
+        504: DeadlineExceeded,
+    }.get(status, ModelError if status == 500 else ProviderError)

@@ -1,0 +1,69 @@
+"""The bundle manifest: everything a server or function needs to know without model code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aiaas.errors import BundleError
+
+MANIFEST_FILE = "aiaas-manifest.json"
+FORMAT_VERSION = 1
+
+
+class Batching(BaseModel):
+    """Dynamic-batching hints for the model server."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int = Field(ge=1)
+    max_delay_ms: float = Field(ge=0)
+
+
+class Resources(BaseModel):
+    """What the model needs from an instance; clouds map these to instance types."""
+
+    model_config = ConfigDict(extra="forbid")
+    gpu_count: int = Field(ge=0)
+    memory_mb: int = Field(ge=128)
+
+
+class Manifest(BaseModel):
+    """``aiaas-manifest.json`` at the root of every bundle.
+
+    ``digest`` is the SHA-256 over the bundle's files and this manifest (without the
+    digest fields), so identical inputs give an identical digest; ``version`` is its first
+    16 hex digits and is what deployments are keyed on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    format_version: int = FORMAT_VERSION
+    name: str
+    version: str = ""
+    digest: str = ""
+    entrypoint: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    example_request: dict[str, Any]
+    batching: Batching
+    resources: Resources
+
+    def canonical_for_digest(self) -> dict[str, Any]:
+        """The manifest as hashed into the digest (the digest fields left out)."""
+        return self.model_dump(exclude={"version", "digest"})
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """Read and validate the manifest of an unpacked bundle directory."""
+    path = bundle_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleError(
+            f"{bundle_dir}: no {MANIFEST_FILE}; is this a bundle? (aiaas bundle build)"
+        )
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise BundleError(f"{path}: {key}: {first['msg']}") from None

@@ -1,0 +1,65 @@
+"""The simple JSON protocol: ``{"inputs": [items]}`` → ``{"outputs": [...], "model", "version"}``.
+
+Parsing and per-item validation are shared by every HTTP surface, so the same input gives
+the same error everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from aiaas.errors import BadRequest, InvalidInput
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a JSON body or raise :class:`BadRequest` saying where it broke."""
+    if not body:
+        raise BadRequest("request body is empty; expected JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def simple_inputs(payload: Any) -> list[Any]:
+    """The ``inputs`` list of a simple-protocol request."""
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise BadRequest('expected a JSON object {"inputs": [item, ...]}')
+    inputs = payload["inputs"]
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest('"inputs" must be a non-empty list of items')
+    return inputs
+
+
+def validate_items(
+    schema: type[BaseModel], items: list[Any], where: str = "inputs"
+) -> list[BaseModel]:
+    """Validate each item against ``schema``; one :class:`InvalidInput` lists every problem.
+
+    Each problem names the item index and the field, e.g. ``inputs[2].text: Field required``.
+    """
+    validated: list[BaseModel] = []
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            validated.append(schema.model_validate(item))
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False, include_input=False):
+                field = ".".join(str(p) for p in err["loc"])
+                problems.append({"index": index, "field": field, "message": err["msg"]})
+    if problems:
+        first = problems[0]
+        path = f"{where}[{first['index']}]" + (f".{first['field']}" if first["field"] else "")
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InvalidInput(f"{path}: {first['message']}{more}", details=problems)
+    return validated
+
+
+def simple_response(outputs: list[Any], model: str, version: str) -> bytes:
+    """Encode a simple-protocol response."""
+    return orjson.dumps(
+        {"outputs": outputs, "model": model, "version": version}, option=orjson.OPT_SERIALIZE_NUMPY
+    )

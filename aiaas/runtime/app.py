@@ -1,0 +1,293 @@
+"""The model server's ASGI app: every cloud's container routes at once, one batcher behind.
+
+Routes (one image fits every cloud):
+
+=========================================  ==========================================
+SageMaker                                  ``GET /ping``, ``POST /invocations``
+Azure ML custom container                  liveness ``GET /``, readiness ``GET /ready``,
+                                           scoring ``POST /score``
+PAI-EAS (gateway forwards the service root) ``POST /``, ``POST /api/predict/{service}``
+Open Inference Protocol v2                 ``/v2``, ``/v2/health/{live,ready}``,
+                                           ``/v2/models/{name}[/versions/{v}][/ready|/infer]``
+Prometheus                                 ``GET /metrics``
+=========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aiaas import oip
+from aiaas.config import ServerSection
+from aiaas.errors import (
+    AiaasError,
+    DeadlineExceeded,
+    MethodNotAllowed,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    Throttled,
+)
+from aiaas.protocol import parse_json, simple_inputs, simple_response, validate_items
+from aiaas.runtime.batcher import Batcher
+from aiaas.runtime.metrics import CONTENT_TYPE, ServerMetrics
+from aiaas.runtime.runner import ModelRunner
+
+log = logging.getLogger("aiaas.server")
+
+JSON = "application/json"
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_OK = re.compile(r"^[\w.:/+=@-]{1,128}$")
+
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+class ModelServer:
+    """State of one serving process: the runner, the batcher, readiness and metrics."""
+
+    def __init__(self, runner: ModelRunner, settings: ServerSection) -> None:
+        self.runner = runner
+        self.manifest = runner.manifest
+        self.settings = settings
+        self.batcher = Batcher(
+            runner.run_batch,
+            max_batch_size=self.manifest.batching.max_batch_size,
+            max_delay_ms=self.manifest.batching.max_delay_ms,
+            max_queue_size=settings.max_queue_size,
+            on_batch=self._on_batch,
+        )
+        self.metrics = ServerMetrics(self.manifest.name, lambda: self.batcher.queue_depth)
+        self.ready = False
+        self.load_error: str | None = None
+        self._load_task: asyncio.Future[None] | None = None
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.metrics.observe_batch(size, seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        """Start batching and load the model in the background: the port opens at once and
+        readiness turns 200 only once the model is loaded and warmed up."""
+        self.batcher.start()
+        loop = asyncio.get_running_loop()
+        self._load_task = loop.run_in_executor(self.batcher.executor, self.runner.load)
+        self._load_task.add_done_callback(self._loaded)
+        try:
+            yield
+        finally:
+            self.ready = False
+            await self.batcher.stop()
+
+    def _loaded(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self.ready = True
+        else:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("model failed to load", exc_info=exc)
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            reason = (
+                f"model failed to load: {self.load_error}"
+                if self.load_error
+                else "model is loading"
+            )
+            raise NotReady(reason)
+
+    # -- the shared predict path -------------------------------------------------------
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _predict(
+        self, raw_items: list[Any], request_id: str, where: str = "inputs"
+    ) -> list[Any]:
+        self._require_ready()
+        items = validate_items(self.runner.input_schema, raw_items, where)
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return await self.batcher.submit(items, request_id)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"prediction took longer than {self.settings.request_timeout_s:g}s"
+            ) from None
+
+    async def simple(self, request: Request, request_id: str) -> Response:
+        """``{"inputs": [...]}`` → ``{"outputs": [...], "model", "version"}``."""
+        inputs = simple_inputs(parse_json(await self._read_body(request)))
+        outputs = await self._predict(inputs, request_id)
+        body = simple_response(outputs, self.manifest.name, self.manifest.version)
+        return Response(body, media_type=JSON)
+
+    # -- health --------------------------------------------------------------------------
+
+    async def ping(self, _request: Request, _rid: str) -> Response:
+        """SageMaker health check: 200 once loaded and warmed up."""
+        self._require_ready()
+        return Response(b"", status_code=200)
+
+    async def live(self, _request: Request, _rid: str) -> Response:
+        """Liveness: the process serves HTTP (also while the model loads)."""
+        return _json({"live": True})
+
+    async def ready_route(self, _request: Request, _rid: str) -> Response:
+        """Readiness: the model is loaded and warmed up."""
+        self._require_ready()
+        return _json({"ready": True, "model": self.manifest.name, "version": self.manifest.version})
+
+    # -- Open Inference Protocol v2 ------------------------------------------------------
+
+    def _check_model(self, request: Request) -> None:
+        name = request.path_params["name"]
+        version = request.path_params.get("version")
+        if name != self.manifest.name or (version is not None and version != self.manifest.version):
+            wanted = name + (f" version {version}" if version else "")
+            raise NotFound(
+                f"model {wanted!r} is not served here; this server serves {self.manifest.name!r}"
+            )
+
+    async def oip_server(self, _request: Request, _rid: str) -> Response:
+        """``GET /v2``: server metadata."""
+        import aiaas
+
+        return _json({"name": "aiaas", "version": aiaas.__version__, "extensions": []})
+
+    async def oip_metadata(self, request: Request, _rid: str) -> Response:
+        """``GET /v2/models/{name}``: tensors derived from the manifest's JSON Schemas."""
+        self._check_model(request)
+        m = self.manifest
+        return _json(
+            {
+                "name": m.name,
+                "versions": [m.version],
+                "platform": "pytorch",
+                "inputs": oip.tensor_metadata(m.input_schema),
+                "outputs": oip.tensor_metadata(m.output_schema),
+            }
+        )
+
+    async def oip_model_ready(self, request: Request, _rid: str) -> Response:
+        """``GET /v2/models/{name}/ready``."""
+        self._check_model(request)
+        self._require_ready()
+        return _json({"name": self.manifest.name, "ready": True})
+
+    async def oip_infer(self, request: Request, request_id: str) -> Response:
+        """``POST /v2/models/{name}/infer``: tensors in, tensors out."""
+        self._check_model(request)
+        items, oip_id = oip.items_from_request(parse_json(await self._read_body(request)))
+        outputs = await self._predict(items, request_id, where="instances")
+        body = oip.response(outputs, self.manifest.name, self.manifest.version, oip_id)
+        return Response(orjson.dumps(body), media_type=JSON)
+
+    async def metrics_route(self, _request: Request, _rid: str) -> Response:
+        """Prometheus text exposition."""
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def endpoint(self, route: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a handler: request id, one JSON error mapping, metrics by route and status."""
+
+        async def call(request: Request) -> Response:
+            started = time.perf_counter()
+            given = request.headers.get(REQUEST_ID_HEADER)
+            request_id = given if given and _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+            try:
+                response = await handler(request, request_id)
+            except AiaasError as exc:
+                response = _error(exc, request_id)
+            except Exception:
+                log.exception("unhandled error (request_id=%s)", request_id)
+                response = _error(AiaasError("internal server error"), request_id)
+            response.headers[REQUEST_ID_HEADER] = request_id
+            self.metrics.observe_request(route, response.status_code, time.perf_counter() - started)
+            return response
+
+        return call
+
+    def routes(self) -> list[Route]:
+        """Every route of the server."""
+        ep = self.endpoint
+        simple = self.simple
+        table: list[tuple[str, Handler, list[str]]] = [
+            ("/ping", self.ping, ["GET"]),
+            ("/invocations", simple, ["POST"]),
+            ("/", self.live, ["GET"]),
+            ("/ready", self.ready_route, ["GET"]),
+            ("/score", simple, ["POST"]),
+            ("/", simple, ["POST"]),
+            ("/api/predict/{service}", simple, ["POST"]),
+            ("/v2", self.oip_server, ["GET"]),
+            ("/v2/health/live", self.live, ["GET"]),
+            ("/v2/health/ready", self.ready_route, ["GET"]),
+            ("/v2/models/{name}", self.oip_metadata, ["GET"]),
+            ("/v2/models/{name}/versions/{version}", self.oip_metadata, ["GET"]),
+            ("/v2/models/{name}/ready", self.oip_model_ready, ["GET"]),
+            ("/v2/models/{name}/versions/{version}/ready", self.oip_model_ready, ["GET"]),
+            ("/v2/models/{name}/infer", self.oip_infer, ["POST"]),
+            ("/v2/models/{name}/versions/{version}/infer", self.oip_infer, ["POST"]),
+            ("/metrics", self.metrics_route, ["GET"]),
+        ]
+        return [Route(path, ep(path, handler), methods=methods) for path, handler, methods in table]
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+
+def _error(exc: AiaasError, request_id: str) -> Response:
+    response = _json(exc.to_dict(request_id), exc.http_status)
+    if isinstance(exc, Throttled):
+        response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    if status == 405:
+        err: AiaasError = MethodNotAllowed(
+            f"method {request.method} is not allowed on {request.url.path}"
+        )
+    else:
+        err = NotFound(f"no route {request.method} {request.url.path}")
+    return _error(err, uuid.uuid4().hex)
+
+
+def create_app(runner: ModelRunner, settings: ServerSection | None = None) -> Starlette:
+    """The model server app for ``runner`` (not yet loaded: loading starts with the app)."""
+    server = ModelServer(runner, settings or ServerSection())
+    app = Starlette(
+        routes=server.routes(),
+        lifespan=server.lifespan,
+        exception_handlers={404: _not_found, 405: _not_found},
+    )
+    app.state.server = server
+    return app

@@ -1,0 +1,61 @@
+"""Run the model server with uvicorn: ``aiaas serve BUNDLE``.
+
+The port defaults to ``$SAGEMAKER_BIND_TO_PORT`` or 8080 (SageMaker's contract). SIGTERM
+stops accepting connections, lets in-flight requests finish (up to 30 s), then exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from aiaas.bundle import open_bundle
+from aiaas.config import ServerSection
+from aiaas.runtime.app import create_app
+from aiaas.runtime.runner import ModelRunner
+
+GRACEFUL_SHUTDOWN_S = 30
+DEFAULT_PORT = 8080
+
+
+def default_port() -> int:
+    """``$SAGEMAKER_BIND_TO_PORT`` if set, else 8080."""
+    return int(os.environ.get("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT))
+
+
+def serve(
+    bundle: Path | str,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    settings: ServerSection | None = None,
+    device: str | None = None,
+    max_batch_size: int | None = None,
+    max_delay_ms: float | None = None,
+    log_level: str = "info",
+) -> None:
+    """Load ``bundle`` (directory or ``model.tar.gz``) and serve it until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = settings or ServerSection()
+    bundle_dir, manifest = open_bundle(bundle)
+    if max_batch_size is not None:
+        manifest.batching.max_batch_size = max_batch_size
+    if max_delay_ms is not None:
+        manifest.batching.max_delay_ms = max_delay_ms
+    runner = ModelRunner(bundle_dir, manifest, device=device, torch_threads=settings.torch_threads)
+    app = create_app(runner, settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=default_port() if port is None else port,
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
