@@ -44,16 +44,19 @@ class LocalProvider(Provider):
     name = "local"
 
     def __init__(
-        self, settings: LocalSection | None = None, server: ServerSection | None = None
+        self,
+        settings: LocalSection | None = None,
+        server: ServerSection | None = None,
+        project_dir: Path | None = None,
     ) -> None:
         self.settings = settings or LocalSection()
         self.server = server or ServerSection()
-        self.root = Path(self.settings.state_dir).resolve()
+        self.root = ((project_dir or Path.cwd()) / self.settings.state_dir).resolve()
         self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=2.0), trust_env=False)
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> LocalProvider:
-        return cls(config.local, config.server)
+        return cls(config.local, config.server, config.root)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -94,9 +97,9 @@ class LocalProvider(Provider):
             return self._deployment(name, current, "ready")
         self._dir(name).mkdir(parents=True, exist_ok=True)
         progress(f"starting {manifest.name} {manifest.version}", 0.1)
-        new = self._start(name, bundle_dir, manifest)
+        new, proc = self._start(name, bundle_dir, manifest)
         try:
-            self._wait_ready(new, progress)
+            self._wait_ready(new, proc, progress)
             progress("smoke test", 0.9)
             self._smoke_test(new, manifest)
         except AiaasError as exc:
@@ -196,7 +199,9 @@ class LocalProvider(Provider):
             raise NotFound(f"no local deployment named {name!r}; run `aiaas deploy` first")
         return state
 
-    def _start(self, name: str, bundle_dir: Path, manifest: Manifest) -> dict[str, Any]:
+    def _start(
+        self, name: str, bundle_dir: Path, manifest: Manifest
+    ) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
         port = _free_port(self.settings.host)
         log_path = self._dir(name) / f"server-{manifest.version}-{port}.log"
         s = self.server
@@ -215,7 +220,7 @@ class LocalProvider(Provider):
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=env, start_new_session=True,  # outlives the CLI that started it
             )  # fmt: skip
-        return {
+        state = {
             "name": name,
             "version": manifest.version,
             "digest": manifest.digest,
@@ -226,12 +231,15 @@ class LocalProvider(Provider):
             "log": str(log_path),
             "started_at": time.time(),
         }
+        return state, proc
 
-    def _wait_ready(self, state: dict[str, Any], progress: ProgressFn) -> None:
+    def _wait_ready(
+        self, state: dict[str, Any], proc: subprocess.Popen[bytes], progress: ProgressFn
+    ) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout_s
         started = time.monotonic()
         while time.monotonic() < deadline:
-            if not _is_our_process(state["pid"]):
+            if proc.poll() is not None:
                 tail = "\n".join(Path(state["log"]).read_text(errors="replace").splitlines()[-15:])
                 raise DeployFailed(
                     f"server process exited during start-up; last log lines:\n{tail}"

@@ -58,9 +58,8 @@ def _root(
 def _project(config: Path, provider: str | None = None) -> tuple[ProjectConfig, Path]:
     cfg = load_config(config)
     if provider:
-        cfg = cfg.model_copy(update={"provider": provider})
-    project_dir = config if config.is_dir() else config.parent
-    return cfg, project_dir.resolve()
+        cfg.provider = provider
+    return cfg, cfg.root
 
 
 def _provider(cfg: ProjectConfig) -> Provider:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from aiaas.errors import ConfigError
 
@@ -79,6 +79,12 @@ class ProjectConfig(_Section):
     server: ServerSection = Field(default_factory=ServerSection)
     function: FunctionSection = Field(default_factory=FunctionSection)
     local: LocalSection = Field(default_factory=LocalSection)
+    _root: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def root(self) -> Path:
+        """The project directory (where ``aiaas.yaml`` is); relative paths resolve from here."""
+        return self._root
 
 
 def load_config(
@@ -105,9 +111,11 @@ def load_config(
         raise ConfigError(f"{file}: top level must be a mapping, got {type(raw).__name__}")
     sources = _apply_env(raw, os.environ if env is None else env)
     try:
-        return ProjectConfig.model_validate(raw)
+        config = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file, sources)) from None
+    config._root = file.parent.resolve()
+    return config
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:

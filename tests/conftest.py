@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,3 +41,85 @@ def build_example(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], B
         return cache[name]
 
     return build
+
+
+PROJECTS = Path(__file__).resolve().parent / "projects"
+
+
+class ServerProcess:
+    """``aiaas serve`` as a real subprocess on 127.0.0.1; its output goes to a log file."""
+
+    def __init__(self, bundle: Path, log_path: Path, args: list[str], env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        cmd = [sys.executable, "-m", "aiaas", "serve", str(bundle), "--host", "127.0.0.1"]
+        cmd += ["--port", str(self.port), *args]
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            )
+
+    def wait_ready(self, timeout: float = 120.0) -> ServerProcess:
+        """Block until ``GET /ping`` answers 200."""
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/ping", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within 40 s."""
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """``start_server(bundle, "--max-queue-size", "2", env={...})``; stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(
+        bundle: Path, *args: str, env: dict[str, str] | None = None, ready: bool = True
+    ) -> ServerProcess:
+        server = ServerProcess(
+            bundle, tmp_path / f"server-{len(started)}.log", list(args), env or {}
+        )
+        started.append(server)
+        return server.wait_ready() if ready else server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def probe_bundle(tmp_path_factory: pytest.TempPathFactory) -> BuiltBundle:
+    """The probe test model (tests/projects/probe) built once per session."""
+    from aiaas.bundle import build_bundle
+
+    return build_bundle(PROJECTS / "probe", tmp_path_factory.mktemp("probe") / "probe.tar.gz")

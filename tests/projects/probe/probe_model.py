@@ -1,0 +1,58 @@
+"""A controllable test model: doubles a value, and can sleep or fail on request.
+
+Each output also reports the size of the batch it ran in, so tests can observe batching.
+``PROBE_LOAD_DELAY_S`` in the environment delays ``load`` (to observe readiness).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, Field
+
+import aiaas
+
+VERSION_SALT = "1"  # tests copy this project and change it to get a new digest
+
+
+class ProbeIn(BaseModel):
+    value: float
+    sleep_ms: int = Field(default=0, ge=0, le=10_000)
+    fail: bool = False
+
+
+class ProbeOut(BaseModel):
+    value: float
+    batch_size: int
+    salt: str
+
+
+class Probe(aiaas.Model[ProbeIn, ProbeOut]):
+    name = "probe"
+    input_schema = ProbeIn
+    output_schema = ProbeOut
+    example_input: ClassVar[dict[str, Any]] = {"value": 1.0}
+    gpu_count = 0
+    memory_mb = 256
+
+    @classmethod
+    def prepare(cls, artifacts_dir: Path) -> None:
+        (artifacts_dir / "scale.txt").write_text("2.0\n")
+
+    def load(self, model_dir: Path) -> None:
+        time.sleep(float(os.environ.get("PROBE_LOAD_DELAY_S", "0")))
+        self.scale = torch.tensor(float((model_dir / "scale.txt").read_text()), device=self.device)
+
+    def predict(self, batch: list[ProbeIn]) -> list[ProbeOut]:
+        assert torch.is_inference_mode_enabled(), "aiaas must run predict under inference_mode"
+        if any(item.fail for item in batch):
+            raise RuntimeError("probe was asked to fail")
+        time.sleep(max(item.sleep_ms for item in batch) / 1000.0)
+        values = torch.tensor([item.value for item in batch], device=self.device) * self.scale
+        return [
+            ProbeOut(value=v, batch_size=len(batch), salt=VERSION_SALT) for v in values.tolist()
+        ]

@@ -1,0 +1,56 @@
+"""ARCHITECTURE.md's import rules: the function tier and the core never load torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "transformers", "moto", "boto3", "azure.ai.ml", "alibabacloud_eas20210701")
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "aiaas",
+        "aiaas.cli",
+        "aiaas.bundle",
+        "aiaas.config",
+        "adapters",
+        "adapters.local",
+        "functions.app",
+    ],
+)
+def test_light_modules_do_not_import_heavy_packages(module: str) -> None:
+    # A fresh interpreter: this test process has torch loaded already.
+    code = (
+        f"import sys, {module}\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"{module} imported {r.stdout.strip()}"
+
+
+def test_the_runtime_is_the_only_core_package_that_imports_torch() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    for package in ("aiaas", "adapters", "functions"):
+        for path in (root / package).rglob("*.py"):
+            if package == "aiaas" and "runtime" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                if any(n.split(".")[0] in ("torch", "transformers") for n in names):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
