@@ -103,7 +103,8 @@ class LocalProvider(Provider):
             progress("smoke test", 0.9)
             self._smoke_test(new, manifest)
         except AiaasError as exc:
-            _stop_process(new["pid"])
+            proc.kill()  # never became live: nothing to drain
+            proc.wait()
             raise DeployFailed(
                 f"{name} {manifest.version} did not become ready: {exc.message}"
             ) from exc

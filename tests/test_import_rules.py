@@ -54,3 +54,18 @@ def test_the_runtime_is_the_only_core_package_that_imports_torch() -> None:
                 if any(n.split(".")[0] in ("torch", "transformers") for n in names):
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
+
+
+def test_plain_install_does_not_pull_torch() -> None:
+    from importlib.metadata import requires
+
+    base = [r for r in requires("aiaas") or [] if "extra ==" not in r]
+    assert base, "the core must declare its dependencies"
+    heavy = [
+        r
+        for r in base
+        if r.split(">")[0].split("=")[0].split("[")[0].strip() in ("torch", "transformers")
+    ]
+    assert heavy == []
+    serve = [r for r in requires("aiaas") or [] if 'extra == "serve"' in r]
+    assert any(r.startswith("torch==2.13.0") for r in serve)

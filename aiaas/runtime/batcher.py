@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiaas.errors import ModelError, Overloaded, PayloadTooLarge
+from aiaas.errors import ModelError, NotReady, Overloaded, PayloadTooLarge
 
 log = logging.getLogger("aiaas.batcher")
 
@@ -73,7 +73,7 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="aiaas-batcher")
 
     async def stop(self) -> None:
-        """Stop collecting; pending items fail with ModelError. Waits for the batch in flight."""
+        """Stop collecting; queued items fail with NotReady. Waits for the batch in flight."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -82,7 +82,7 @@ class Batcher:
             while not self._queue.empty():
                 pending = self._queue.get_nowait()
                 if not pending.future.done():
-                    pending.future.set_exception(ModelError("server is shutting down"))
+                    pending.future.set_exception(NotReady("server is shutting down"))
         self._executor.shutdown(wait=True)
 
     async def submit(self, items: Sequence[Any], request_id: str = "") -> list[Any]:
@@ -130,7 +130,10 @@ class Batcher:
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                    # asyncio.timeout, not wait_for: no extra task, and a cancelled
+                    # Queue.get leaves its item in the queue, so nothing is lost.
+                    async with asyncio.timeout(remaining):
+                        batch.append(await queue.get())
                 except TimeoutError:
                     break
             live = [p for p in batch if not p.future.done()]  # callers that gave up are skipped

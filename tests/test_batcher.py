@@ -1,0 +1,138 @@
+"""The batcher in-process: batch limits, order, isolation of failures, bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from aiaas.errors import ModelError, NotReady, Overloaded, PayloadTooLarge
+from aiaas.runtime.batcher import Batcher
+
+
+class Recorder:
+    """A batch function that records batch sizes and can block until released."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, items: list[int]) -> Sequence[int]:
+        self.gate.wait(timeout=10)
+        self.sizes.append(len(items))
+        if any(i < 0 for i in items):
+            raise ValueError("negative")
+        return [i * 10 for i in items]
+
+
+def _batcher(fn: Recorder, **kw: float) -> Batcher:
+    opts = {"max_batch_size": 4, "max_delay_ms": 50, "max_queue_size": 100, **kw}
+    return Batcher(fn, max_batch_size=int(opts["max_batch_size"]), max_delay_ms=opts["max_delay_ms"],
+                   max_queue_size=int(opts["max_queue_size"]))  # fmt: skip
+
+
+def test_concurrent_items_batch_up_to_the_limit_in_order() -> None:
+    fn = Recorder()
+
+    async def run() -> list[list[int]]:
+        b = _batcher(fn)
+        b.start()
+        try:
+            return list(await asyncio.gather(*(b.submit([i]) for i in range(10))))
+        finally:
+            await b.stop()
+
+    assert asyncio.run(run()) == [[i * 10] for i in range(10)]
+    assert sum(fn.sizes) == 10 and max(fn.sizes) == 4 and len(fn.sizes) == 3
+
+
+def test_multi_item_request_is_split_and_reassembled() -> None:
+    fn = Recorder()
+
+    async def run() -> list[int]:
+        b = _batcher(fn, max_delay_ms=0)
+        b.start()
+        try:
+            return await b.submit(list(range(9)))
+        finally:
+            await b.stop()
+
+    assert asyncio.run(run()) == [i * 10 for i in range(9)]
+    assert all(size <= 4 for size in fn.sizes)
+
+
+def test_a_failing_item_fails_alone() -> None:
+    fn = Recorder()
+
+    async def run() -> list[object]:
+        b = _batcher(fn)
+        b.start()
+        try:
+            return list(
+                await asyncio.gather(*(b.submit([i]) for i in (1, -1, 2)), return_exceptions=True)
+            )
+        finally:
+            await b.stop()
+
+    ok1, bad, ok2 = asyncio.run(run())
+    assert ok1 == [10] and ok2 == [20]
+    assert isinstance(bad, ModelError) and "negative" in bad.message
+
+
+def test_wrong_result_count_is_a_model_error() -> None:
+    async def run() -> None:
+        b = Batcher(lambda items: [], max_batch_size=2, max_delay_ms=0, max_queue_size=4)
+        b.start()
+        try:
+            with pytest.raises(ModelError, match="returned 0 results for 1 inputs"):
+                await b.submit([1])
+        finally:
+            await b.stop()
+
+    asyncio.run(run())
+
+
+def test_full_queue_is_refused_and_oversized_request_is_413() -> None:
+    fn = Recorder()
+    fn.gate.clear()  # the first batch blocks in the inference thread
+
+    async def run() -> None:
+        b = _batcher(fn, max_batch_size=1, max_delay_ms=0, max_queue_size=2)
+        b.start()
+        first = asyncio.ensure_future(b.submit([1]))
+        await asyncio.sleep(0.05)  # taken off the queue, running
+        queued = [asyncio.ensure_future(b.submit([i])) for i in (2, 3)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded):
+            await b.submit([4])
+        with pytest.raises(PayloadTooLarge):
+            await b.submit([0] * 3)
+        fn.gate.set()
+        assert await first == [10]
+        assert [await q for q in queued] == [[20], [30]]
+        await b.stop()
+
+    asyncio.run(run())
+
+
+def test_stop_fails_queued_items_as_not_ready() -> None:
+    fn = Recorder()
+    fn.gate.clear()
+
+    async def run() -> None:
+        b = _batcher(fn, max_batch_size=1, max_delay_ms=0)
+        b.start()
+        running = asyncio.ensure_future(b.submit([1]))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(b.submit([2]))
+        await asyncio.sleep(0.01)
+        threading.Timer(0.1, fn.gate.set).start()
+        await b.stop()
+        with pytest.raises(NotReady):
+            await waiting
+        running.cancel()
+
+    asyncio.run(run())
