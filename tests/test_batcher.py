@@ -30,8 +30,12 @@ class Recorder:
 
 def _batcher(fn: Recorder, **kw: float) -> Batcher:
     opts = {"max_batch_size": 4, "max_delay_ms": 50, "max_queue_size": 100, **kw}
-    return Batcher(fn, max_batch_size=int(opts["max_batch_size"]), max_delay_ms=opts["max_delay_ms"],
-                   max_queue_size=int(opts["max_queue_size"]))  # fmt: skip
+    return Batcher(
+        fn,
+        max_batch_size=int(opts["max_batch_size"]),
+        max_delay_ms=opts["max_delay_ms"],
+        max_queue_size=int(opts["max_queue_size"]),
+    )
 
 
 def test_concurrent_items_batch_up_to_the_limit_in_order() -> None:

@@ -86,7 +86,7 @@ def test_oip_metadata_and_infer(served: tuple[str, BuiltBundle, ServerProcess]) 
     for spec in meta["inputs"]:
         value = item[spec["name"]]
         shape = [2, len(value)] if isinstance(value, list) else [2]
-        data = [value, value] if isinstance(value, list) else [value, value]
+        data = [value, value]
         tensors.append(
             {"name": spec["name"], "shape": shape, "datatype": spec["datatype"], "data": data}
         )
