@@ -7,6 +7,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -279,3 +280,26 @@ class TestLifecycle:
         assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
         assert "Finished server process" in server.log()
         assert "Traceback" not in server.log()
+
+
+def test_a_model_that_cannot_load_exits_with_status_1(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    import shutil
+
+    from conftest import PROJECTS
+
+    from aiaas.bundle import build_bundle
+
+    project = tmp_path / "broken"
+    shutil.copytree(PROJECTS / "probe", project)
+    model = project / "probe_model.py"
+    model.write_text(
+        model.read_text().replace(
+            "self.scale = torch", "raise OSError('no weights'); self.scale = torch"
+        )
+    )
+    server = start_server(build_bundle(project, tmp_path / "b.tar.gz").path, ready=False)
+    assert server.proc.wait(timeout=60) == 1
+    log = server.log()
+    assert "model failed to load" in log and "OSError: no weights" in log

@@ -58,8 +58,14 @@ Handler = Callable[[Request, str], Awaitable[Response]]
 class ModelServer:
     """State of one serving process: the runner, the batcher, readiness and metrics."""
 
-    def __init__(self, runner: ModelRunner, settings: ServerSection) -> None:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        settings: ServerSection,
+        on_load_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.runner = runner
+        self._on_load_failure = on_load_failure
         self.manifest = runner.manifest
         self.settings = settings
         self.batcher = Batcher(
@@ -100,6 +106,8 @@ class ModelServer:
         else:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load", exc_info=exc)
+            if self._on_load_failure is not None:
+                self._on_load_failure(exc)
 
     def _require_ready(self) -> None:
         if not self.ready:
@@ -281,9 +289,18 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return _error(err, uuid.uuid4().hex)
 
 
-def create_app(runner: ModelRunner, settings: ServerSection | None = None) -> Starlette:
-    """The model server app for ``runner`` (not yet loaded: loading starts with the app)."""
-    server = ModelServer(runner, settings or ServerSection())
+def create_app(
+    runner: ModelRunner,
+    settings: ServerSection | None = None,
+    on_load_failure: Callable[[BaseException], None] | None = None,
+) -> Starlette:
+    """The model server app for ``runner`` (not yet loaded: loading starts with the app).
+
+    ``on_load_failure`` is called if the model cannot load; ``aiaas serve`` uses it to exit
+    with status 1 so the platform (or the local provider) sees the failure at once instead of
+    a readiness probe that never turns green.
+    """
+    server = ModelServer(runner, settings or ServerSection(), on_load_failure)
     app = Starlette(
         routes=server.routes(),
         lifespan=server.lifespan,

@@ -37,7 +37,10 @@ def serve(
     max_delay_ms: float | None = None,
     log_level: str = "info",
 ) -> None:
-    """Load ``bundle`` (directory or ``model.tar.gz``) and serve it until SIGTERM/SIGINT."""
+    """Load ``bundle`` (directory or ``model.tar.gz``) and serve it until SIGTERM/SIGINT.
+
+    Exits with status 1 if the model cannot be loaded.
+    """
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -48,7 +51,13 @@ def serve(
     if max_delay_ms is not None:
         manifest.batching.max_delay_ms = max_delay_ms
     runner = ModelRunner(bundle_dir, manifest, device=device, torch_threads=settings.torch_threads)
-    app = create_app(runner, settings)
+    failed: list[BaseException] = []
+
+    def stop_on_load_failure(exc: BaseException) -> None:
+        failed.append(exc)
+        server.should_exit = True
+
+    app = create_app(runner, settings, on_load_failure=stop_on_load_failure)
     config = uvicorn.Config(
         app,
         host=host,
@@ -58,4 +67,7 @@ def serve(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    if failed:
+        raise SystemExit(f"model failed to load: {type(failed[0]).__name__}: {failed[0]}")
