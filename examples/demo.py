@@ -36,7 +36,15 @@ def main() -> int:
     provider = LocalProvider.from_config(config)
     bundle = config.root / config.bundle.output
     print("deploying minilm to the local provider ...")
-    deployment = provider.deploy(bundle, progress=lambda msg, _f: print(f"  {msg}", flush=True))
+    shown: list[str] = []
+
+    def progress(message: str, _fraction: float | None) -> None:
+        step = message.split(" (")[0]  # "loading model (3s)" ticks every poll: show it once
+        if not shown or shown[-1] != step:
+            shown.append(step)
+            print(f"  {message}", flush=True)
+
+    deployment = provider.deploy(bundle, progress=progress)
     function = None
     try:
         port = _free_port()
