@@ -68,20 +68,17 @@ class ModelServer:
         self._on_load_failure = on_load_failure
         self.manifest = runner.manifest
         self.settings = settings
+        self.metrics = ServerMetrics(self.manifest.name, lambda: self.batcher.queue_depth)
         self.batcher = Batcher(
             runner.run_batch,
             max_batch_size=self.manifest.batching.max_batch_size,
             max_delay_ms=self.manifest.batching.max_delay_ms,
             max_queue_size=settings.max_queue_size,
-            on_batch=self._on_batch,
+            on_batch=self.metrics.observe_batch,
         )
-        self.metrics = ServerMetrics(self.manifest.name, lambda: self.batcher.queue_depth)
         self.ready = False
         self.load_error: str | None = None
         self._load_task: asyncio.Future[None] | None = None
-
-    def _on_batch(self, size: int, seconds: float) -> None:
-        self.metrics.observe_batch(size, seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
