@@ -290,6 +290,48 @@ def delete(
     out.print(f"deleted {deployment}" if removed else f"{deployment}: nothing to delete")
 
 
+@app.command()
+def doctor() -> None:
+    """Check the environment: import-name clashes, torch and CUDA, installed providers."""
+    import importlib.util
+    import platform
+    from importlib.metadata import packages_distributions
+
+    from adapters import available_providers
+
+    problems = 0
+    owners = packages_distributions()
+    table = Table("check", "result", show_header=False, box=None)
+    table.add_row("python", platform.python_version())
+    for package in ("aiaas", "adapters", "functions"):
+        others = sorted(set(owners.get(package, [])) - {"aiaas"})
+        if others:
+            problems += 1
+            table.add_row(
+                package, f"[red]also installed by {', '.join(others)}: imports may clash[/red]"
+            )
+        else:
+            table.add_row(package, "ok")
+    if importlib.util.find_spec("torch") is None:
+        table.add_row(
+            "torch",
+            "not installed (fine for the function tier; `pip install aiaas[serve]` to serve)",
+        )
+    else:
+        import torch
+
+        cuda = (
+            f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)"
+            if torch.cuda.is_available()
+            else "CPU only"
+        )
+        table.add_row("torch", f"{torch.__version__} ({cuda})")
+    table.add_row("providers", ", ".join(available_providers()) or "[red]none[/red]")
+    out.print(table)
+    if problems:
+        raise typer.Exit(1)
+
+
 @function_app.command("serve")
 def function_serve(
     name: NameArg = None,
@@ -314,7 +356,7 @@ def function_serve(
 def main() -> None:
     """Entry point of the ``aiaas`` console script."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
     except AiaasError as exc:
         if _state["debug"]:
             raise
@@ -338,3 +380,4 @@ def main() -> None:
             f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)"
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

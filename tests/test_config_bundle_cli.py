@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -22,9 +23,16 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "aiaas", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+        [sys.executable, "-m", "aiaas", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -174,3 +182,15 @@ class TestCli:
             r = _cli("delete", "probe", "--config", str(project))
         assert r.returncode == 0 and "deleted probe" in r.stdout
         assert "nothing to delete" in _cli("delete", "probe", "--config", str(project)).stdout
+
+
+def test_doctor_warns_when_another_distribution_owns_adapters(tmp_path: Path) -> None:
+    assert _cli("doctor").returncode == 0
+    # AdapterHub's package is also imported as `adapters`: fake its installed metadata.
+    dist = tmp_path / "adapters-1.0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: adapters\nVersion: 1.0.0\n")
+    (dist / "top_level.txt").write_text("adapters\n")
+    r = _cli("doctor", env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 1
+    assert "also installed by adapters" in r.stdout
