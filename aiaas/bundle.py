@@ -12,6 +12,7 @@ normalised, and the gzip header carries no name or time.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib
@@ -50,9 +51,12 @@ class BuiltBundle:
 def load_model_class(code_dir: Path, entrypoint: str) -> type[Model[Any, Any]]:
     """Import ``module:Class`` from ``code_dir`` and check it is an :class:`aiaas.Model`."""
     module_name, _, class_name = entrypoint.partition(":")
-    path = str(code_dir)
-    if path not in sys.path:
-        sys.path.insert(0, path)
+    path = str(code_dir.resolve())
+    _forget_module_from_elsewhere(module_name, code_dir.resolve())
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
+    importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -69,6 +73,21 @@ def load_model_class(code_dir: Path, entrypoint: str) -> type[Model[Any, Any]]:
     return cls
 
 
+def _forget_module_from_elsewhere(module_name: str, code_dir: Path) -> None:
+    """Drop a cached module of that name that was imported from another folder.
+
+    Every project may call its module ``model``; without this, the second bundle loaded in
+    one process would silently get the first one's code.
+    """
+    top = module_name.split(".")[0]
+    cached = sys.modules.get(top)
+    origin = getattr(cached, "__file__", None) if cached is not None else None
+    if cached is None or (origin is not None and Path(origin).resolve().is_relative_to(code_dir)):
+        return
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
+
+
 def build_bundle(project_dir: Path | str, output: Path | str | None = None) -> BuiltBundle:
     """Build ``model.tar.gz`` for the project in ``project_dir`` (which holds ``aiaas.yaml``).
 
@@ -82,12 +101,16 @@ def build_bundle(project_dir: Path | str, output: Path | str | None = None) -> B
         stage = Path(tmp)
         _stage_code(project, config, stage / CODE_DIR)
         cls = load_model_class(stage / CODE_DIR, config.model.entrypoint)
-        artifacts = stage / ARTIFACTS_DIR
-        artifacts.mkdir()
-        if (project / ARTIFACTS_DIR).is_dir():
-            shutil.copytree(project / ARTIFACTS_DIR, artifacts, dirs_exist_ok=True)
-        cls.prepare(artifacts)
-        manifest = _make_manifest(cls, config)
+        try:
+            artifacts = stage / ARTIFACTS_DIR
+            artifacts.mkdir()
+            if (project / ARTIFACTS_DIR).is_dir():
+                shutil.copytree(project / ARTIFACTS_DIR, artifacts, dirs_exist_ok=True)
+            cls.prepare(artifacts)
+            manifest = _make_manifest(cls, config)
+        finally:
+            with contextlib.suppress(ValueError):  # the staging folder is about to go
+                sys.path.remove(str((stage / CODE_DIR).resolve()))
         files = sorted(_walk(stage))
         manifest.digest = "sha256:" + _content_digest(stage, files, manifest)
         manifest.version = manifest.digest.removeprefix("sha256:")[:16]

@@ -194,3 +194,17 @@ def test_doctor_warns_when_another_distribution_owns_adapters(tmp_path: Path) ->
     r = _cli("doctor", env={"PYTHONPATH": str(tmp_path)})
     assert r.returncode == 1
     assert "also installed by adapters" in r.stdout
+
+
+def test_two_projects_with_the_same_module_name_build_in_one_process(tmp_path: Path) -> None:
+    import shutil
+
+    probe = tmp_path / "probe"
+    shutil.copytree(PROJECTS / "probe", probe)
+    (probe / "probe_model.py").rename(probe / "model.py")
+    (probe / "aiaas.yaml").write_text("model:\n  entrypoint: model:Probe\n")
+    assert _cli("init", str(tmp_path / "scorer"), "--name", "scorer").returncode == 0
+    first = build_bundle(probe, tmp_path / "1.tar.gz")
+    second = build_bundle(tmp_path / "scorer", tmp_path / "2.tar.gz")  # also `model:...`
+    assert (first.manifest.name, second.manifest.name) == ("probe", "scorer")
+    assert "x" in second.manifest.input_schema["properties"]
