@@ -3,16 +3,25 @@
 The data is scikit-learn's bundled copy of Fisher's iris set (no download). Training is
 seeded and single-threaded with deterministic algorithms, so every build writes the same
 bytes and the bundle digest is stable.
+
+Artifacts written by :meth:`Iris.prepare`:
+
+* ``iris.safetensors``: the network's weights;
+* ``iris.json``: class names, feature names, and the training split's feature mean and
+  standard deviation (inputs are standardised with them before the network sees them);
+* ``metrics.json``: held-out accuracy and how it was measured (seed, split sizes).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FiniteFloat
 from safetensors.torch import load_file, save_file
 
 import aiaas
@@ -20,12 +29,14 @@ import aiaas
 SEED = 7
 TEST_FRACTION = 0.3
 EPOCHS = 400
+LEARNING_RATE = 0.01
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
 
 class Measurements(BaseModel):
     """Sepal length, sepal width, petal length, petal width, in cm."""
 
-    features: list[float] = Field(
+    features: list[FiniteFloat] = Field(
         min_length=4,
         max_length=4,
         description="sepal length, sepal width, petal length, petal width (cm)",
@@ -35,9 +46,21 @@ class Measurements(BaseModel):
 class Species(BaseModel):
     """The predicted species and the probability of each class."""
 
-    label: str
-    label_id: int
-    probabilities: list[float]
+    label: str = Field(description="setosa, versicolor or virginica")
+    label_id: int = Field(ge=0, le=2, description="index of the label in the class list")
+    probabilities: list[float] = Field(
+        min_length=3, max_length=3, description="probability of each class, in label_id order"
+    )
+
+
+class Split(NamedTuple):
+    """The seeded, stratified train/test split (features in cm, labels as class ids)."""
+
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    y_train: torch.Tensor
+    y_test: torch.Tensor
+    labels: list[str]
 
 
 def network() -> torch.nn.Sequential:
@@ -51,8 +74,8 @@ def network() -> torch.nn.Sequential:
     )
 
 
-def split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """The seeded, stratified train/test split used for training and for the accuracy test."""
+def split() -> Split:
+    """The split used for training and for the accuracy test (same seed, same rows)."""
     from sklearn.datasets import load_iris
     from sklearn.model_selection import train_test_split
 
@@ -60,15 +83,37 @@ def split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, lis
     x_train, x_test, y_train, y_test = train_test_split(
         data.data, data.target, test_size=TEST_FRACTION, random_state=SEED, stratify=data.target
     )
-    as_x = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
-    as_y = lambda a: torch.tensor(a, dtype=torch.long)  # noqa: E731
-    return (
-        as_x(x_train),
-        as_x(x_test),
-        as_y(y_train),
-        as_y(y_test),
-        [str(n) for n in data.target_names],
+    return Split(
+        x_train=torch.tensor(x_train, dtype=torch.float32),
+        x_test=torch.tensor(x_test, dtype=torch.float32),
+        y_train=torch.tensor(y_train, dtype=torch.long),
+        y_test=torch.tensor(y_test, dtype=torch.long),
+        labels=[str(n) for n in data.target_names],
     )
+
+
+@contextmanager
+def deterministic_training(seed: int) -> Iterator[None]:
+    """Seeded, single-threaded, deterministic torch; the caller's settings come back after.
+
+    The global RNG state is forked, so training does not disturb the building process.
+    """
+    threads = torch.get_num_threads()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic, warn_only=warn_only)
+            torch.set_num_threads(threads)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, sort_keys=True, indent=2) + "\n", encoding="utf-8")
 
 
 class Iris(aiaas.Model[Measurements, Species]):
@@ -80,50 +125,60 @@ class Iris(aiaas.Model[Measurements, Species]):
     example_input: ClassVar[dict[str, Any]] = {"features": [5.1, 3.5, 1.4, 0.2]}
     max_batch_size = 64
     max_delay_ms = 2.0
-    gpu_count = 0
+    gpu_count = 0  # a 4-16-16-3 MLP: a CPU instance is plenty
     memory_mb = 512
 
     @classmethod
     def prepare(cls, artifacts_dir: Path) -> None:
-        """Train on the training split and write weights, normalisation and held-out accuracy."""
-        x_train, x_test, y_train, y_test, names = split()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        torch.use_deterministic_algorithms(True)
-        try:
-            torch.manual_seed(SEED)
-            mean, std = x_train.mean(dim=0), x_train.std(dim=0)
+        """Train on the training split; write weights, normalisation and held-out accuracy."""
+        data = split()
+        mean, std = data.x_train.mean(dim=0), data.x_train.std(dim=0)
+        with deterministic_training(SEED):
             net = network()
-            optimiser = torch.optim.Adam(net.parameters(), lr=0.01)
-            for _ in range(EPOCHS):
+            optimiser = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+            inputs = (data.x_train - mean) / std
+            for _ in range(EPOCHS):  # full batch: 105 flowers
                 optimiser.zero_grad()
-                loss = torch.nn.functional.cross_entropy(net((x_train - mean) / std), y_train)
-                loss.backward()
+                torch.nn.functional.cross_entropy(net(inputs), data.y_train).backward()
                 optimiser.step()
             with torch.no_grad():
-                accuracy = (
-                    (net((x_test - mean) / std).argmax(dim=1) == y_test).float().mean().item()
-                )
-        finally:
-            torch.use_deterministic_algorithms(False)
-            torch.set_num_threads(threads)
-        tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
-        save_file({**tensors, "mean": mean, "std": std}, str(artifacts_dir / "iris.safetensors"))
-        meta = {"labels": names, "test_accuracy": round(accuracy, 4), "seed": SEED}
-        (artifacts_dir / "metrics.json").write_text(
-            json.dumps(meta, sort_keys=True, indent=2) + "\n"
+                predicted = net((data.x_test - mean) / std).argmax(dim=1)
+            accuracy = (predicted == data.y_test).float().mean().item()
+        save_file(
+            {k: v.contiguous() for k, v in net.state_dict().items()},
+            str(artifacts_dir / "iris.safetensors"),
+        )
+        _write_json(
+            artifacts_dir / "iris.json",
+            {
+                "labels": data.labels,
+                "features": FEATURES,
+                "feature_mean": mean.tolist(),
+                "feature_std": std.tolist(),
+            },
+        )
+        _write_json(
+            artifacts_dir / "metrics.json",
+            {
+                "test_accuracy": round(accuracy, 4),
+                "test_size": len(data.y_test),
+                "train_size": len(data.y_train),
+                "seed": SEED,
+                "epochs": EPOCHS,
+            },
         )
 
     def load(self, model_dir: Path) -> None:
-        tensors = load_file(str(model_dir / "iris.safetensors"), device=self.device)
+        """Weights onto :attr:`device`; class names and normalisation from ``iris.json``."""
+        meta = json.loads((model_dir / "iris.json").read_text(encoding="utf-8"))
+        self.labels: list[str] = meta["labels"]
+        self.mean = torch.tensor(meta["feature_mean"], dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(meta["feature_std"], dtype=torch.float32, device=self.device)
         self.net = network().to(self.device).eval()
-        self.net.load_state_dict(
-            {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
-        )
-        self.mean, self.std = tensors["mean"], tensors["std"]
-        self.labels: list[str] = json.loads((model_dir / "metrics.json").read_text())["labels"]
+        self.net.load_state_dict(load_file(str(model_dir / "iris.safetensors"), device=self.device))
 
     def predict(self, batch: list[Measurements]) -> list[dict[str, Any]]:
+        """One forward pass over the whole batch."""
         x = torch.tensor([item.features for item in batch], dtype=torch.float32, device=self.device)
         probs = torch.softmax(self.net((x - self.mean) / self.std), dim=1)
         ids = probs.argmax(dim=1).tolist()
