@@ -313,19 +313,11 @@ def doctor() -> None:
         else:
             table.add_row(package, "ok")
     if importlib.util.find_spec("torch") is None:
-        table.add_row(
-            "torch",
-            "not installed (fine for the function tier; `pip install aiaas[serve]` to serve)",
-        )
+        table.add_row("torch", "not installed (fine for the function tier; aiaas[serve] to serve)")
     else:
-        import torch
+        from aiaas.runtime.runner import torch_summary
 
-        cuda = (
-            f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)"
-            if torch.cuda.is_available()
-            else "CPU only"
-        )
-        table.add_row("torch", f"{torch.__version__} ({cuda})")
+        table.add_row("torch", torch_summary())
     table.add_row("providers", ", ".join(available_providers()) or "[red]none[/red]")
     out.print(table)
     if problems:

@@ -25,6 +25,17 @@ def pick_device(requested: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def torch_summary() -> str:
+    """torch's version and the accelerators it sees, e.g. ``2.13.0+cpu (CPU only)``."""
+    import torch
+
+    if torch.cuda.is_available():
+        gpus = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)"
+    else:
+        gpus = "CPU only"
+    return f"{torch.__version__} ({gpus})"
+
+
 class ModelRunner:
     """Owns the user's :class:`~aiaas.Model` instance; every call runs in the inference thread."""
 
