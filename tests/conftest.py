@@ -123,3 +123,18 @@ def probe_bundle(tmp_path_factory: pytest.TempPathFactory) -> BuiltBundle:
     from aiaas.bundle import build_bundle
 
     return build_bundle(PROJECTS / "probe", tmp_path_factory.mktemp("probe") / "probe.tar.gz")
+
+
+def build_probe_variant(workdir: Path, old: str, new: str) -> BuiltBundle:
+    """Build a copy of the probe project with ``old`` replaced by ``new`` in its model code."""
+    import shutil
+
+    from aiaas.bundle import build_bundle
+
+    project = workdir / f"probe-variant-{abs(hash((old, new)))}"
+    shutil.copytree(PROJECTS / "probe", project)
+    model = project / "probe_model.py"
+    source = model.read_text()
+    assert old in source, f"{old!r} is not in the probe model"
+    model.write_text(source.replace(old, new))
+    return build_bundle(project, workdir / f"{project.name}.tar.gz")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -12,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PROJECTS
+from conftest import build_probe_variant
 
 from adapters.local import LocalProvider
-from aiaas.bundle import BuiltBundle, build_bundle
+from aiaas.bundle import BuiltBundle
 from aiaas.config import LocalSection
 from aiaas.errors import DeployFailed, InvalidInput, NotFound
 
@@ -41,11 +40,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _new_version(tmp_path: Path) -> BuiltBundle:
     """The probe project with one constant changed: a different digest."""
-    project = tmp_path / "probe-v2"
-    shutil.copytree(PROJECTS / "probe", project)
-    model = project / "probe_model.py"
-    model.write_text(model.read_text().replace('VERSION_SALT = "1"', 'VERSION_SALT = "2"'))
-    return build_bundle(project, tmp_path / "probe-v2.tar.gz")
+    return build_probe_variant(tmp_path, 'VERSION_SALT = "1"', 'VERSION_SALT = "2"')
 
 
 def test_deploy_invoke_describe_logs_delete(
@@ -140,15 +135,9 @@ def test_a_model_that_cannot_load_fails_the_deploy_and_keeps_the_old_one(
     provider: LocalProvider, probe_bundle: BuiltBundle, tmp_path: Path
 ) -> None:
     provider.deploy(probe_bundle.path)
-    broken = tmp_path / "broken"
-    shutil.copytree(PROJECTS / "probe", broken)
-    model = broken / "probe_model.py"
-    model.write_text(
-        model.read_text().replace(
-            "self.scale = torch", "raise OSError('weights missing'); self.scale = torch"
-        )
+    bundle = build_probe_variant(
+        tmp_path, "self.scale = torch", "raise OSError('weights missing'); self.scale = torch"
     )
-    bundle = build_bundle(broken, tmp_path / "broken.tar.gz")
     provider.settings.ready_timeout_s = 30
     with pytest.raises(DeployFailed, match=r"weights missing"):
         provider.deploy(bundle.path)

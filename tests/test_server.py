@@ -285,21 +285,12 @@ class TestLifecycle:
 def test_a_model_that_cannot_load_exits_with_status_1(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    import shutil
+    from conftest import build_probe_variant
 
-    from conftest import PROJECTS
-
-    from aiaas.bundle import build_bundle
-
-    project = tmp_path / "broken"
-    shutil.copytree(PROJECTS / "probe", project)
-    model = project / "probe_model.py"
-    model.write_text(
-        model.read_text().replace(
-            "self.scale = torch", "raise OSError('no weights'); self.scale = torch"
-        )
+    broken = build_probe_variant(
+        tmp_path, "self.scale = torch", "raise OSError('no weights'); self.scale = torch"
     )
-    server = start_server(build_bundle(project, tmp_path / "b.tar.gz").path, ready=False)
+    server = start_server(broken.path, ready=False)
     assert server.proc.wait(timeout=60) == 1
     log = server.log()
     assert "model failed to load" in log and "OSError: no weights" in log

@@ -21,8 +21,7 @@ import base64
 import binascii
 import io
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -32,6 +31,7 @@ from pydantic import BaseModel, Field, field_validator
 from safetensors.torch import load_file, save_file
 
 import aiaas
+from aiaas.runtime.determinism import deterministic_training
 
 SEED = 11
 TEST_FRACTION = 0.2
@@ -178,26 +178,6 @@ def split() -> Split:
         torch.tensor(y_train, dtype=torch.long),
         torch.tensor(y_test, dtype=torch.long),
     )
-
-
-@contextmanager
-def deterministic_training(seed: int) -> Iterator[None]:
-    """Seeded, single-threaded, deterministic torch; the caller's settings come back after.
-
-    The global RNG state is forked, so training does not disturb the building process.
-    """
-    threads = torch.get_num_threads()
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.set_num_threads(1)
-        torch.use_deterministic_algorithms(True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(was_deterministic, warn_only=warn_only)
-            torch.set_num_threads(threads)
 
 
 class Digits(aiaas.Model[DigitImage, Digit]):

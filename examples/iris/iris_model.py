@@ -15,8 +15,6 @@ Artifacts written by :meth:`Iris.prepare`:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -25,6 +23,7 @@ from pydantic import BaseModel, Field, FiniteFloat
 from safetensors.torch import load_file, save_file
 
 import aiaas
+from aiaas.runtime.determinism import deterministic_training
 
 SEED = 7
 TEST_FRACTION = 0.3
@@ -90,26 +89,6 @@ def split() -> Split:
         y_test=torch.tensor(y_test, dtype=torch.long),
         labels=[str(n) for n in data.target_names],
     )
-
-
-@contextmanager
-def deterministic_training(seed: int) -> Iterator[None]:
-    """Seeded, single-threaded, deterministic torch; the caller's settings come back after.
-
-    The global RNG state is forked, so training does not disturb the building process.
-    """
-    threads = torch.get_num_threads()
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.set_num_threads(1)
-        torch.use_deterministic_algorithms(True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(was_deterministic, warn_only=warn_only)
-            torch.set_num_threads(threads)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
