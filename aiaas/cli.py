@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from aiaas.config import ProjectConfig, ServerSection, load_config
-from aiaas.errors import AiaasError, BadRequest, ConfigError
+from aiaas.errors import AiaasError, BadRequest, ConfigError, NotFound
 
 if TYPE_CHECKING:
     from adapters.base import Deployment, Provider
@@ -25,7 +25,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 bundle_app = typer.Typer(no_args_is_help=True, help="Build and inspect model bundles.")
 function_app = typer.Typer(no_args_is_help=True, help="The function tier in front of a deployment.")
 app.add_typer(bundle_app, name="bundle")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the function tier.")
 app.add_typer(function_app, name="function")
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -331,18 +333,76 @@ def function_serve(
     provider: ProviderOpt = None,
     host: Annotated[str | None, typer.Option(help="Interface (default: function.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: function.port).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Bundle whose schemas to enforce.")] = None,
 ) -> None:
-    """Run the function app (POST /predict) in front of the deployment."""
+    """Run the function app (POST /predict, OIP v2) in front of the deployment."""
     import uvicorn
 
+    from aiaas.bundle import inspect_archive
     from functions.app import create_app
+    from functions.auth import load_checker
 
     cfg, project_dir = _project(config, provider)
     deployment = _deployment_name(cfg, project_dir, name)
-    app_ = create_app(_provider(cfg), deployment, invoke_timeout_s=cfg.function.invoke_timeout_s)
+    bundle_manifest = inspect_archive(manifest or project_dir / cfg.bundle.output)
+    keys = None
+    if cfg.function.auth == "api_key":
+        keys = load_checker(keys_file=_keys_file(cfg))
+        if not keys.key_ids:
+            err.print("[yellow]warning:[/yellow] no API keys configured: every call gets 401 "
+                      "(aiaas keys create, or set AIAAS_API_KEYS)")  # fmt: skip
+    app_ = create_app(
+        _provider(cfg), bundle_manifest, deployment=deployment, keys=keys,
+        invoke_timeout_s=cfg.function.invoke_timeout_s,
+    )  # fmt: skip
     uvicorn.run(
         app_, host=host or cfg.function.host, port=port or cfg.function.port, access_log=False
     )
+
+
+def _keys_file(cfg: ProjectConfig) -> Path:
+    from functions.auth import KEYS_FILE
+
+    return cfg.root / cfg.local.state_dir / KEYS_FILE
+
+
+@keys_app.command("create")
+def keys_create(config: ConfigOpt = Path("aiaas.yaml")) -> None:
+    """Create an API key: printed once; only its salted hash is stored."""
+    from functions.auth import add_record, create_key
+
+    cfg, _ = _project(config)
+    key, record = create_key()
+    add_record(_keys_file(cfg), record)
+    out.print(f"key id  {record.key_id}")
+    out.print(f"API key {key}", highlight=False)
+    err.print("Shown once. The local function reads its hash from "
+              f"{_keys_file(cfg)}; for a cloud, add this record to AIAAS_API_KEYS "
+              f"(comma-separated) in its secret store:\n{record}")  # fmt: skip
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = Path("aiaas.yaml")) -> None:
+    """List the ids of the local API keys (never the keys)."""
+    from functions.auth import list_records
+
+    cfg, _ = _project(config)
+    for record in list_records(_keys_file(cfg)):
+        out.print(record.key_id)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id to revoke.")],
+    config: ConfigOpt = Path("aiaas.yaml"),
+) -> None:
+    """Revoke a local API key by id."""
+    from functions.auth import revoke_record
+
+    cfg, _ = _project(config)
+    if not revoke_record(_keys_file(cfg), key_id):
+        raise NotFound(f"no API key with id {key_id!r} in {_keys_file(cfg)}")
+    out.print(f"revoked {key_id}")
 
 
 def main() -> None:

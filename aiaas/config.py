@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -63,11 +63,16 @@ class LocalSection(_Section):
 
 
 class FunctionSection(_Section):
-    """Settings of the function tier in front of the provider."""
+    """Settings of the function tier in front of the provider.
+
+    ``auth: api_key`` checks our API keys (hashes from ``AIAAS_API_KEYS``); ``platform``
+    leaves authentication to the platform (Lambda ``AWS_IAM``, Azure function keys, FC).
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     invoke_timeout_s: float = Field(default=30.0, gt=0)
+    auth: Literal["api_key", "platform"] = "api_key"
 
 
 class ProjectConfig(_Section):

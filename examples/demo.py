@@ -17,6 +17,7 @@ import httpx
 from adapters.local import LocalProvider
 from aiaas.bundle import build_bundle
 from aiaas.config import load_config
+from functions.auth import create_key
 
 EXAMPLES = Path(__file__).resolve().parent
 SENTENCE = "Serverless GPUs on every cloud, one config line apart."
@@ -48,15 +49,18 @@ def main() -> int:
     function = None
     try:
         port = _free_port()
+        api_key, record = create_key()  # only the salted hash goes to the function
         function = subprocess.Popen(
             [sys.executable, "-m", "aiaas", "function", "serve", "minilm",
              "--config", str(EXAMPLES / "minilm"), "--host", "127.0.0.1", "--port", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "AIAAS_API_KEYS": str(record)},
         )  # fmt: skip
         function_url = f"http://127.0.0.1:{port}"
         _wait_healthy(function_url + "/health", function)
         body = {"inputs": [{"text": SENTENCE}]}
-        response = httpx.post(function_url + "/predict", json=body, timeout=30.0)
+        auth = {"authorization": f"Bearer {api_key}"}
+        response = httpx.post(function_url + "/predict", json=body, headers=auth, timeout=30.0)
         response.raise_for_status()
         result = response.json()
         vector = result["outputs"][0]["embedding"]
@@ -68,10 +72,12 @@ def main() -> int:
         endpoint = deployment.endpoint
         print(f"\nmodel endpoint ({deployment.provider}): {endpoint}  version {deployment.version}")
         print(f"function URL: {function_url}/predict\n")
-        print("call them with curl (run `aiaas deploy -c examples/minilm` and "
-              "`aiaas function serve -c examples/minilm` to keep them up):")  # fmt: skip
+        print("call them with curl (to keep them up: `aiaas deploy -c examples/minilm`, then")
+        print(
+            "`aiaas keys create -c examples/minilm` and `aiaas function serve -c examples/minilm`):"
+        )
         data = json.dumps(body)
-        header = "-H 'content-type: application/json'"
+        header = f"-H 'authorization: Bearer {api_key}' -H 'content-type: application/json'"
         print(f"  curl -s -X POST {function_url}/predict {header} -d '{data}'")
         print(f"  curl -s -X POST {endpoint}/invocations -d '{data}'")
         print(f"  curl -s {endpoint}/v2/models/minilm")

@@ -1,4 +1,4 @@
-"""The minimal function app in front of a real local deployment, over real HTTP."""
+"""The function app in front of a real local deployment, over real HTTP."""
 
 from __future__ import annotations
 
@@ -15,7 +15,12 @@ from conftest import free_port
 from adapters.local import LocalProvider
 from aiaas.bundle import BuiltBundle
 from aiaas.config import LocalSection
+from aiaas.errors import NotReady
 from functions.app import create_app
+from functions.auth import KeyChecker, create_key
+
+API_KEY, RECORD = create_key()
+AUTH = {"authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +30,14 @@ def function_url(
     state = tmp_path_factory.mktemp("state")
     provider = LocalProvider(LocalSection(state_dir=str(state)))
     provider.deploy(probe_bundle.path)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(provider, "probe"), host="127.0.0.1", port=port, log_level="warning"
-        )
+    app = create_app(
+        provider,
+        probe_bundle.manifest,
+        keys=KeyChecker({RECORD.key_id: RECORD}),
+        max_body_bytes=4096,
     )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -45,29 +52,83 @@ def function_url(
 
 
 def test_predict_returns_a_real_prediction(function_url: str) -> None:
-    r = httpx.post(
-        function_url + "/predict",
-        json={"inputs": [{"value": 2.5}]},
-        headers={"x-request-id": "fn-1"},
-    )
+    headers = {**AUTH, "x-request-id": "fn-1"}
+    r = httpx.post(function_url + "/predict", json={"inputs": [{"value": 2.5}]}, headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["value"] == 5.0
     assert r.headers["x-request-id"] == "fn-1"
-    assert httpx.get(function_url + "/health").json()["provider"] == "local"
+    r = httpx.post(
+        function_url + "/predict", json={"inputs": [{"value": 1}]}, headers={"x-api-key": API_KEY}
+    )
+    assert r.status_code == 200
 
 
-def test_errors_pass_through_as_typed_json(function_url: str) -> None:
-    r = httpx.post(function_url + "/predict", json={"inputs": [{"value": "x"}]})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
-    r = httpx.post(function_url + "/predict", content=b"{oops")
+def test_missing_or_wrong_key_is_401_without_saying_which(function_url: str) -> None:
+    wrong = API_KEY[:-4] + "abcd"
+    bodies = []
+    for headers in (
+        {},
+        {"authorization": f"Bearer {wrong}"},
+        {"x-api-key": "aiaas_nope_nope"},
+        {"authorization": "Basic x"},
+    ):
+        r = httpx.post(function_url + "/predict", json={"inputs": [{"value": 1}]}, headers=headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        bodies.append({**r.json()["error"], "request_id": None})
+    assert all(b == bodies[0] for b in bodies)
+    assert httpx.get(function_url + "/health").status_code == 200  # health needs no key
+
+
+def test_edge_validation_rejects_before_forwarding(function_url: str) -> None:
+    r = httpx.post(
+        function_url + "/predict", json={"inputs": [{"value": 1}, {"value": "x"}]}, headers=AUTH
+    )
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["code"] == "invalid_input" and err["message"].startswith("inputs[1].value:")
+    r = httpx.post(function_url + "/predict", json={"inputs": [{"valu": 1}]}, headers=AUTH)
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "value"
+    r = httpx.post(function_url + "/predict", content=b"{oops", headers=AUTH)
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
-    r = httpx.post(function_url + "/predict", content=b"x" * (6 * 1024 * 1024 + 1))
+    r = httpx.post(function_url + "/predict", content=b"x" * 5000, headers=AUTH)
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
 
-def test_missing_deployment_is_404(tmp_path: Path) -> None:
-    app = create_app(LocalProvider(LocalSection(state_dir=str(tmp_path))), "ghost")
+def test_model_error_is_502_with_the_models_message(function_url: str) -> None:
+    r = httpx.post(
+        function_url + "/predict", json={"inputs": [{"value": 1, "fail": True}]}, headers=AUTH
+    )
+    assert r.status_code == 502
+    assert "probe was asked to fail" in r.json()["error"]["message"]
+
+
+def test_oip_routes(function_url: str, probe_bundle: BuiltBundle) -> None:
+    meta = httpx.get(function_url + "/v2/models/probe", headers=AUTH).json()
+    assert meta["versions"] == [probe_bundle.manifest.version]
+    request = {"inputs": [{"name": "value", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}
+    r = httpx.post(function_url + "/v2/models/probe/infer", json=request, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert {t["name"]: t["data"] for t in r.json()["outputs"]}["value"] == [2.0, 4.0]
+    assert (
+        httpx.post(function_url + "/v2/models/nope/infer", json=request, headers=AUTH).status_code
+        == 404
+    )
+    assert httpx.get(function_url + "/v2/models/probe/ready", headers=AUTH).status_code == 200
+    assert httpx.get(function_url + "/v2/health/live").status_code == 200
+
+
+def test_openapi_carries_the_models_schemas(function_url: str) -> None:
+    doc = httpx.get(function_url + "/openapi.json").json()
+    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    ref = body["properties"]["inputs"]["items"]["$ref"]
+    schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert schema["required"] == ["value"] and schema["properties"]["value"]["type"] == "number"
+
+
+def test_missing_deployment_is_503(tmp_path: Path, probe_bundle: BuiltBundle) -> None:
     from fastapi.testclient import TestClient
 
+    provider = LocalProvider(LocalSection(state_dir=str(tmp_path)))
+    app = create_app(provider, probe_bundle.manifest, keys=None)  # platform auth: no key needed
     r = TestClient(app).post("/predict", json={"inputs": [{"value": 1}]})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert r.status_code == 503 and r.json()["error"]["code"] == NotReady.code

@@ -1,0 +1,118 @@
+"""API keys: hashing, verification, configuration errors, the keys CLI, and no key in logs."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PROJECTS
+from fastapi.testclient import TestClient
+
+from adapters.local import LocalProvider
+from aiaas.bundle import BuiltBundle
+from aiaas.config import LocalSection
+from aiaas.errors import ConfigError
+from functions.app import create_app
+from functions.auth import KeyChecker, Unauthorized, create_key, load_checker, parse_records
+
+
+def test_a_created_key_verifies_and_its_record_holds_no_secret() -> None:
+    key, record = create_key()
+    checker = KeyChecker({record.key_id: record})
+    assert checker.verify(key) == record.key_id
+    secret = key.split("_", 2)[2]
+    assert secret not in str(record) and key not in str(record)
+    for bad in (
+        None,
+        "",
+        key + "x",
+        key.replace(record.key_id, "00000000"),
+        "aiaas_" + record.key_id,
+        "x_y_z",
+    ):
+        with pytest.raises(Unauthorized, match="missing or invalid API key"):
+            checker.verify(bad)
+
+
+def test_records_come_from_the_environment_first(tmp_path: Path) -> None:
+    key_a, rec_a = create_key()
+    key_b, rec_b = create_key()
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"{rec_b}\n")
+    from_env = load_checker({"AIAAS_API_KEYS": f"{rec_a}, "}, keys_file)
+    assert from_env.verify(key_a) == rec_a.key_id
+    with pytest.raises(Unauthorized):
+        from_env.verify(key_b)
+    assert load_checker({}, keys_file).verify(key_b) == rec_b.key_id
+    assert load_checker({}, tmp_path / "none").key_ids == []
+
+
+def test_a_malformed_record_names_its_position() -> None:
+    _, good = create_key()
+    with pytest.raises(ConfigError, match="AIAAS_API_KEYS: record 2 is not"):
+        parse_records(f"{good},abc:zz:11")
+
+
+def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
+    import shutil
+
+    project = tmp_path / "p"
+    shutil.copytree(PROJECTS / "probe", project)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "aiaas", "keys", *args, "--config", str(project)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    created = cli("create")
+    assert created.returncode == 0, created.stderr
+    key = next(
+        line.split()[-1] for line in created.stdout.splitlines() if line.startswith("API key")
+    )
+    key_id = key.split("_")[1]
+    stored = (project / ".aiaas" / "api-keys").read_text()
+    assert key_id in stored and key.split("_", 2)[2] not in stored
+    assert (project / ".aiaas" / "api-keys").stat().st_mode & 0o077 == 0
+    assert cli("list").stdout.split() == [key_id]
+    assert load_checker({}, project / ".aiaas" / "api-keys").verify(key) == key_id
+    assert cli("revoke", key_id).returncode == 0
+    assert cli("list").stdout.split() == []
+    again = cli("revoke", key_id)
+    assert again.returncode == 1 and "no API key with id" in again.stderr
+
+
+def test_no_key_material_reaches_the_logs(
+    probe_bundle: BuiltBundle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, record = create_key()
+    secret = key.split("_", 2)[2]
+    provider = LocalProvider(LocalSection(state_dir=str(tmp_path)))
+    provider.deploy(probe_bundle.path)
+    try:
+        client = TestClient(
+            create_app(provider, probe_bundle.manifest, keys=KeyChecker({record.key_id: record}))
+        )
+        with caplog.at_level(logging.DEBUG):
+            calls = [
+                ({"authorization": f"Bearer {key}"}, {"inputs": [{"value": 1}]}),
+                ({"authorization": f"Bearer {key}"}, {"inputs": [{"value": 1, "fail": True}]}),
+                ({"authorization": f"Bearer {key}"}, {"inputs": [{"value": "x"}]}),
+                ({"x-api-key": key + "wrong"}, {"inputs": [{"value": 1}]}),
+                ({"authorization": f"Bearer {key[:-1]}"}, {"inputs": [{"value": 1}]}),
+            ]
+            responses = [
+                client.post("/predict", json=body, headers=headers) for headers, body in calls
+            ]
+        assert [r.status_code for r in responses] == [200, 502, 422, 401, 401]
+        server_log = "\n".join(provider.logs("probe", tail=1000))
+    finally:
+        provider.delete("probe")
+    for text in (
+        caplog.text,
+        server_log,
+        *(r.text for r in responses),
+        *(str(dict(r.headers)) for r in responses),
+    ):
+        assert secret not in text and secret[:12] not in text
