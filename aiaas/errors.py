@@ -66,6 +66,13 @@ class InvalidInput(AiaasError):
     http_status = 422
 
 
+class Unauthorized(AiaasError):
+    """No valid credentials; never says whether they were missing, unknown or wrong."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
 class PayloadTooLarge(AiaasError):
     """The request body exceeds the configured or platform limit."""
 
@@ -137,6 +144,8 @@ _BY_CODE: dict[str, type[AiaasError]] = {
     cls.code: cls
     for cls in (
         BadRequest,
+        Unauthorized,
+        MethodNotAllowed,
         InvalidInput,
         PayloadTooLarge,
         NotFound,
@@ -172,7 +181,9 @@ def error_from_body(
 def _class_for_status(status: int) -> type[AiaasError]:
     return {
         400: BadRequest,
+        401: Unauthorized,
         404: NotFound,
+        405: MethodNotAllowed,
         413: PayloadTooLarge,
         422: InvalidInput,
         429: Throttled,

@@ -15,17 +15,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiaas.errors import AiaasError, ConfigError
+from aiaas.errors import ConfigError, Unauthorized
 
 KEY_PREFIX = "aiaas"
 _DUMMY_SALT = "0" * 32
-
-
-class Unauthorized(AiaasError):
-    """No valid API key: never says whether the key was missing, unknown or wrong."""
-
-    code = "unauthorized"
-    http_status = 401
 
 
 @dataclass(frozen=True)

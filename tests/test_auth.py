@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from adapters.local import LocalProvider
 from aiaas.bundle import BuiltBundle
 from aiaas.config import LocalSection
-from aiaas.errors import ConfigError
+from aiaas.errors import ConfigError, Unauthorized
 from functions.app import create_app
-from functions.auth import KeyChecker, Unauthorized, create_key, load_checker, parse_records
+from functions.auth import KeyChecker, create_key, load_checker, parse_records
 
 
 def test_a_created_key_verifies_and_its_record_holds_no_secret() -> None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from conftest import free_port
+from conftest import serve_asgi
 
 from adapters.local import LocalProvider
 from aiaas.bundle import BuiltBundle
@@ -36,18 +33,10 @@ def function_url(
         keys=KeyChecker({RECORD.key_id: RECORD}),
         max_body_bytes=4096,
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with serve_asgi(app) as url:
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         provider.delete("probe")
 
 
