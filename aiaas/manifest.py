@@ -56,13 +56,21 @@ class Manifest(BaseModel):
 
 def read_manifest(bundle_dir: Path) -> Manifest:
     """Read and validate the manifest of an unpacked bundle directory."""
-    path = bundle_dir / MANIFEST_FILE
-    if not path.is_file():
+    if not (bundle_dir / MANIFEST_FILE).is_file():
         raise BundleError(
             f"{bundle_dir}: no {MANIFEST_FILE}; is this a bundle? (aiaas bundle build)"
         )
+    return read_manifest_file(bundle_dir / MANIFEST_FILE)
+
+
+def read_manifest_file(path: Path) -> Manifest:
+    """Read and validate a manifest file; errors name the file and the key."""
     try:
-        return Manifest.model_validate_json(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the manifest: {exc.strerror}") from None
+    try:
+        return Manifest.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,26 @@ def test_plain_install_does_not_pull_torch() -> None:
     assert heavy == []
     serve = [r for r in requires("aiaas") or [] if 'extra == "serve"' in r]
     assert any(r.startswith("torch==2.13.0") for r in serve)
+
+
+def test_lambda_entrypoint_cold_import_stays_light(tmp_path: Path) -> None:
+    import os
+
+    from conftest import PROJECTS
+
+    from aiaas.bundle import build_bundle
+    from aiaas.manifest import MANIFEST_FILE
+
+    built = build_bundle(PROJECTS / "probe", tmp_path / "probe.tar.gz")
+    (tmp_path / MANIFEST_FILE).write_text(built.manifest.model_dump_json())
+    env = {**os.environ, "AIAAS_CONFIG": str(PROJECTS / "probe" / "aiaas.yaml"),
+           "AIAAS_MANIFEST": str(tmp_path / MANIFEST_FILE), "AIAAS_API_KEYS": ""}  # fmt: skip
+    code = (
+        "import sys, functions.aws_lambda\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"the Lambda entrypoint imported {r.stdout.strip()}"

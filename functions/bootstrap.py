@@ -1,0 +1,44 @@
+"""Build the function app from the environment a serverless platform gives it.
+
+Every platform entrypoint calls :func:`app_from_environment` once at cold start:
+
+- ``AIAAS_CONFIG``: the project's ``aiaas.yaml`` (default: next to the package root),
+  with ``AIAAS_*`` overrides (``AIAAS_PROVIDER`` picks the cloud);
+- ``AIAAS_MANIFEST``: the bundle manifest whose schemas the edge enforces
+  (default: ``aiaas-manifest.json`` in the package root);
+- ``AIAAS_API_KEYS``: salted key hashes, when ``function.auth`` is ``api_key``;
+- ``AIAAS_DEPLOYMENT``: the deployment to call (default: the model's name).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from adapters import get_provider
+from aiaas.config import load_config
+from aiaas.manifest import MANIFEST_FILE, read_manifest_file
+from functions.app import create_app
+from functions.auth import load_checker
+from functions.edge import PLATFORM_BODY_LIMITS
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def app_from_environment(platform: str) -> FastAPI:
+    """The function app for ``platform`` (``aws``, ``azure``, ``alibaba`` or ``local``)."""
+    config = load_config(os.environ.get("AIAAS_CONFIG", PACKAGE_ROOT / "aiaas.yaml"))
+    manifest = read_manifest_file(
+        Path(os.environ.get("AIAAS_MANIFEST", PACKAGE_ROOT / MANIFEST_FILE))
+    )
+    keys = load_checker() if config.function.auth == "api_key" else None
+    return create_app(
+        get_provider(config.provider, config),
+        manifest,
+        deployment=os.environ.get("AIAAS_DEPLOYMENT") or manifest.name,
+        keys=keys,
+        max_body_bytes=PLATFORM_BODY_LIMITS[platform],
+        invoke_timeout_s=config.function.invoke_timeout_s,
+    )
