@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from adapters import get_provider
-from aiaas.config import load_config
+from aiaas.config import ProjectConfig, load_config
 from aiaas.manifest import MANIFEST_FILE, read_manifest_file
 from functions.app import create_app
 from functions.auth import load_checker
@@ -27,9 +27,14 @@ from functions.edge import PLATFORM_BODY_LIMITS
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def app_from_environment(platform: str) -> FastAPI:
+def function_config() -> ProjectConfig:
+    """The project config the function runs with (``AIAAS_CONFIG`` + ``AIAAS_*`` overrides)."""
+    return load_config(os.environ.get("AIAAS_CONFIG", PACKAGE_ROOT / "aiaas.yaml"))
+
+
+def app_from_environment(platform: str, config: ProjectConfig | None = None) -> FastAPI:
     """The function app for ``platform`` (``aws``, ``azure``, ``alibaba`` or ``local``)."""
-    config = load_config(os.environ.get("AIAAS_CONFIG", PACKAGE_ROOT / "aiaas.yaml"))
+    config = config or function_config()
     manifest = read_manifest_file(
         Path(os.environ.get("AIAAS_MANIFEST", PACKAGE_ROOT / MANIFEST_FILE))
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -161,3 +162,54 @@ def serve_asgi(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@dataclasses.dataclass
+class FunctionSetup:
+    """A probe deployment (one-item queue, batch 1) and the env a function entrypoint needs."""
+
+    env: dict[str, str]
+    api_key: str
+    provider: Any
+
+
+@pytest.fixture(scope="module")
+def probe_function(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FunctionSetup]:
+    """Deploy the probe locally and write what a packaged function would carry."""
+    import shutil
+
+    from adapters.local import LocalProvider
+    from aiaas.bundle import build_bundle
+    from aiaas.config import load_config
+    from aiaas.manifest import MANIFEST_FILE
+    from functions.auth import create_key
+
+    work = tmp_path_factory.mktemp("function")
+    project = work / "probe"
+    shutil.copytree(PROJECTS / "probe", project)
+    (project / "aiaas.yaml").write_text(
+        "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
+        "server:\n  max_queue_size: 1\n"
+    )
+    built = build_bundle(project, work / "probe.tar.gz")
+    (work / MANIFEST_FILE).write_text(built.manifest.model_dump_json())
+    provider = LocalProvider.from_config(load_config(project, env={}))
+    provider.deploy(built.path)
+    key, record = create_key()
+    env = {"AIAAS_CONFIG": str(project / "aiaas.yaml"), "AIAAS_MANIFEST": str(work / MANIFEST_FILE),
+           "AIAAS_API_KEYS": str(record)}  # fmt: skip
+    try:
+        yield FunctionSetup(env, key, provider)
+    finally:
+        provider.delete("probe")
+
+
+def saturate(provider: Any, seconds: float = 1.5) -> Any:
+    """Fill the probe's one running slot and one queue slot; returns the futures' pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = f'{{"inputs": [{{"value": 1, "sleep_ms": {int(seconds * 1000)}}}]}}'.encode()
+    pool = ThreadPoolExecutor(2)
+    futures = [pool.submit(provider.invoke, "probe", slow) for _ in range(2)]
+    pool.shutdown(wait=False)
+    return futures
