@@ -7,17 +7,16 @@ the edge (API key, body size, the manifest's JSON Schema) before anything is for
 
 from __future__ import annotations
 
-import copy
 import logging
-import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from adapters.base import Provider
 from aiaas import oip
@@ -29,15 +28,15 @@ from aiaas.errors import (
     NotReady,
     Throttled,
 )
+from aiaas.http import JSON, error_response, json_response, request_id_of, route_not_found
 from aiaas.manifest import Manifest
 from aiaas.protocol import parse_json, simple_inputs
 from functions.auth import KeyChecker, presented_key
 from functions.edge import PLATFORM_BODY_LIMITS, EdgeValidator, check_body_size
+from functions.openapi import openapi_document
 
 log = logging.getLogger("aiaas.function")
 
-JSON = "application/json"
-_REQUEST_ID_OK = re.compile(r"^[\w.:/+=@-]{1,128}$")
 
 Handler = Callable[[Request, str], Awaitable[Response]]
 
@@ -101,7 +100,7 @@ class FunctionApp:
         """OIP v2 model metadata, from the manifest."""
         self._check_model(request)
         m = self.manifest
-        return _json(
+        return json_response(
             {
                 "name": m.name,
                 "versions": [m.version],
@@ -118,11 +117,11 @@ class FunctionApp:
         deployment = await anyio.to_thread.run_sync(lambda: self.provider.describe(self.deployment))
         if deployment.status != "ready":
             raise NotReady(f"deployment {self.deployment!r} is {deployment.status}")
-        return _json({"name": self.manifest.name, "ready": True})
+        return json_response({"name": self.manifest.name, "ready": True})
 
     async def live(self, _request: Request, _rid: str) -> Response:
         """The function answers."""
-        return _json({"live": True})
+        return json_response({"live": True})
 
     async def health(self, _request: Request, _rid: str) -> Response:
         """What this function serves (no call to the endpoint)."""
@@ -133,7 +132,7 @@ class FunctionApp:
             "version": m.version,
             "provider": self.provider.name,
         }
-        return _json(body)
+        return json_response(body)
 
     def _check_model(self, request: Request) -> None:
         name = request.path_params["name"]
@@ -149,8 +148,7 @@ class FunctionApp:
         """Request id, API key check, and the one mapping of errors to HTTP."""
 
         async def call(request: Request) -> Response:
-            given = request.headers.get("x-request-id")
-            request_id = given if given and _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+            request_id = request_id_of(request)
             try:
                 if authenticated and self.keys is not None:
                     self.keys.verify(
@@ -160,17 +158,17 @@ class FunctionApp:
                     )
                 response = await handler(request, request_id)
             except AiaasError as exc:
-                response = error_response(exc, request_id)
+                response = function_error(exc, request_id)
             except Exception:
                 log.exception("unhandled error (request_id=%s)", request_id)
-                response = error_response(AiaasError("internal error"), request_id)
+                response = function_error(AiaasError("internal error"), request_id)
             response.headers["x-request-id"] = request_id
             return response
 
         return call
 
 
-def error_response(exc: AiaasError, request_id: str) -> Response:
+def function_error(exc: AiaasError, request_id: str) -> Response:
     """The function tier's mapping: throttled 429 (+Retry-After), model error 502, deadline
     504, endpoint missing or not ready 503; everything else keeps its own status."""
     status = exc.http_status
@@ -180,16 +178,10 @@ def error_response(exc: AiaasError, request_id: str) -> Response:
         status = 502
     elif isinstance(exc, DeadlineExceeded):
         status = 504
-    response = _json(exc.to_dict(request_id), status)
-    if isinstance(exc, Throttled):
-        response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    response = error_response(exc, request_id, status)
     if status == 401:
         response.headers["www-authenticate"] = "Bearer"
     return response
-
-
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
 
 def create_app(
@@ -200,7 +192,7 @@ def create_app(
     keys: KeyChecker | None = None,
     max_body_bytes: int = PLATFORM_BODY_LIMITS["local"],
     invoke_timeout_s: float = 30.0,
-) -> FastAPI:
+) -> Starlette:
     """The function app forwarding to ``deployment`` (default: the manifest's name).
 
     ``keys=None`` turns our API-key check off (the platform authenticates instead).
@@ -209,8 +201,7 @@ def create_app(
         provider, manifest, deployment=deployment, keys=keys,
         max_body_bytes=max_body_bytes, invoke_timeout_s=invoke_timeout_s,
     )  # fmt: skip
-    app = FastAPI(title=f"{manifest.name} (aiaas function)", version=manifest.version)
-    routes: list[tuple[str, str, Handler, bool]] = [
+    table: list[tuple[str, str, Handler, bool]] = [
         ("POST", "/predict", state.predict, True),
         ("GET", "/health", state.health, False),
         ("GET", "/v2/health/live", state.live, False),
@@ -221,64 +212,19 @@ def create_app(
         ("POST", "/v2/models/{name}/infer", state.oip_infer, True),
         ("POST", "/v2/models/{name}/versions/{version}/infer", state.oip_infer, True),
     ]
-    for method, path, handler, authenticated in routes:
-        app.add_api_route(
-            path, state.endpoint(handler, authenticated=authenticated), methods=[method],
-            summary=(handler.__doc__ or "").strip().splitlines()[0],
-        )  # fmt: skip
-    app.openapi = lambda: _openapi(app, manifest)  # type: ignore[method-assign]
+    routes = [
+        Route(path, state.endpoint(handler, authenticated=auth), methods=[method])
+        for method, path, handler, auth in table
+    ]
+    summaries = [(m, p, (h.__doc__ or "").strip().splitlines()[0], a) for m, p, h, a in table]
+    document: list[bytes] = []  # built on first request: nothing extra at cold start
+
+    async def openapi(_request: Request) -> Response:
+        if not document:
+            document.append(orjson.dumps(openapi_document(manifest, summaries, keys is not None)))
+        return Response(document[0], media_type=JSON)
+
+    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    app = Starlette(routes=routes, exception_handlers={404: route_not_found, 405: route_not_found})
     app.state.function = state
     return app
-
-
-def _openapi(app: FastAPI, manifest: Manifest) -> dict[str, Any]:
-    """FastAPI's document plus the model's real input/output schemas on ``/predict``."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    from fastapi.openapi.utils import get_openapi
-
-    doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    item_in = _hoist(manifest.input_schema, "Input", schemas)
-    item_out = _hoist(manifest.output_schema, "Output", schemas)
-    doc["paths"]["/predict"]["post"]["requestBody"] = {
-        "required": True,
-        "content": {JSON: {"schema": {
-            "type": "object", "required": ["inputs"],
-            "properties": {"inputs": {"type": "array", "minItems": 1, "items": item_in}},
-            "example": manifest.example_request,
-        }}},
-    }  # fmt: skip
-    doc["paths"]["/predict"]["post"]["responses"]["200"]["content"] = {
-        JSON: {"schema": {
-            "type": "object",
-            "properties": {
-                "outputs": {"type": "array", "items": item_out},
-                "model": {"type": "string"}, "version": {"type": "string"},
-            },
-        }},
-    }  # fmt: skip
-    app.openapi_schema = doc
-    return doc
-
-
-def _hoist(schema: dict[str, Any], suffix: str, components: dict[str, Any]) -> dict[str, str]:
-    """Move a JSON Schema (and its ``$defs``) into OpenAPI components; return a ``$ref``."""
-    schema = copy.deepcopy(schema)
-    for name, sub in schema.pop("$defs", {}).items():
-        components[name] = _rewrite_refs(sub)
-    name = f"{schema.get('title', 'Model')}{suffix}"
-    components[name] = _rewrite_refs(schema)
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _rewrite_refs(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: (v.replace("#/$defs/", "#/components/schemas/") if k == "$ref" and isinstance(v, str)
-                else _rewrite_refs(v))
-            for k, v in node.items()
-        }  # fmt: skip
-    if isinstance(node, list):
-        return [_rewrite_refs(v) for v in node]
-    return node

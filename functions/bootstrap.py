@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from adapters import get_provider
 from aiaas.config import ProjectConfig, load_config
@@ -32,7 +32,7 @@ def function_config() -> ProjectConfig:
     return load_config(os.environ.get("AIAAS_CONFIG", PACKAGE_ROOT / "aiaas.yaml"))
 
 
-def app_from_environment(platform: str, config: ProjectConfig | None = None) -> FastAPI:
+def app_from_environment(platform: str, config: ProjectConfig | None = None) -> Starlette:
     """The function app for ``platform`` (``aws``, ``azure``, ``alibaba`` or ``local``)."""
     config = config or function_config()
     manifest = read_manifest_file(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECTS
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
 from adapters.local import LocalProvider
 from aiaas.bundle import BuiltBundle

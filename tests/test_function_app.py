@@ -115,7 +115,7 @@ def test_openapi_carries_the_models_schemas(function_url: str) -> None:
 
 
 def test_missing_deployment_is_503(tmp_path: Path, probe_bundle: BuiltBundle) -> None:
-    from fastapi.testclient import TestClient
+    from starlette.testclient import TestClient
 
     provider = LocalProvider(LocalSection(state_dir=str(tmp_path)))
     app = create_app(provider, probe_bundle.manifest, keys=None)  # platform auth: no key needed

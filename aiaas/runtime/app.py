@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -35,11 +33,17 @@ from aiaas.config import ServerSection
 from aiaas.errors import (
     AiaasError,
     DeadlineExceeded,
-    MethodNotAllowed,
     NotFound,
     NotReady,
     PayloadTooLarge,
-    Throttled,
+)
+from aiaas.http import (
+    JSON,
+    REQUEST_ID_HEADER,
+    error_response,
+    json_response,
+    request_id_of,
+    route_not_found,
 )
 from aiaas.protocol import parse_json, simple_inputs, simple_response, validate_items
 from aiaas.runtime.batcher import Batcher
@@ -48,9 +52,6 @@ from aiaas.runtime.runner import ModelRunner
 
 log = logging.getLogger("aiaas.server")
 
-JSON = "application/json"
-REQUEST_ID_HEADER = "x-request-id"
-_REQUEST_ID_OK = re.compile(r"^[\w.:/+=@-]{1,128}$")
 
 Handler = Callable[[Request, str], Awaitable[Response]]
 
@@ -160,12 +161,14 @@ class ModelServer:
 
     async def live(self, _request: Request, _rid: str) -> Response:
         """Liveness: the process serves HTTP (also while the model loads)."""
-        return _json({"live": True})
+        return json_response({"live": True})
 
     async def ready_route(self, _request: Request, _rid: str) -> Response:
         """Readiness: the model is loaded and warmed up."""
         self._require_ready()
-        return _json({"ready": True, "model": self.manifest.name, "version": self.manifest.version})
+        return json_response(
+            {"ready": True, "model": self.manifest.name, "version": self.manifest.version}
+        )
 
     # -- Open Inference Protocol v2 ------------------------------------------------------
 
@@ -182,13 +185,13 @@ class ModelServer:
         """``GET /v2``: server metadata."""
         import aiaas
 
-        return _json({"name": "aiaas", "version": aiaas.__version__, "extensions": []})
+        return json_response({"name": "aiaas", "version": aiaas.__version__, "extensions": []})
 
     async def oip_metadata(self, request: Request, _rid: str) -> Response:
         """``GET /v2/models/{name}``: tensors derived from the manifest's JSON Schemas."""
         self._check_model(request)
         m = self.manifest
-        return _json(
+        return json_response(
             {
                 "name": m.name,
                 "versions": [m.version],
@@ -202,7 +205,7 @@ class ModelServer:
         """``GET /v2/models/{name}/ready``."""
         self._check_model(request)
         self._require_ready()
-        return _json({"name": self.manifest.name, "ready": True})
+        return json_response({"name": self.manifest.name, "ready": True})
 
     async def oip_infer(self, request: Request, request_id: str) -> Response:
         """``POST /v2/models/{name}/infer``: tensors in, tensors out."""
@@ -223,15 +226,14 @@ class ModelServer:
 
         async def call(request: Request) -> Response:
             started = time.perf_counter()
-            given = request.headers.get(REQUEST_ID_HEADER)
-            request_id = given if given and _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+            request_id = request_id_of(request)
             try:
                 response = await handler(request, request_id)
             except AiaasError as exc:
-                response = _error(exc, request_id)
+                response = error_response(exc, request_id)
             except Exception:
                 log.exception("unhandled error (request_id=%s)", request_id)
-                response = _error(AiaasError("internal server error"), request_id)
+                response = error_response(AiaasError("internal server error"), request_id)
             response.headers[REQUEST_ID_HEADER] = request_id
             self.metrics.observe_request(route, response.status_code, time.perf_counter() - started)
             return response
@@ -264,28 +266,6 @@ class ModelServer:
         return [Route(path, ep(path, handler), methods=methods) for path, handler, methods in table]
 
 
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
-
-
-def _error(exc: AiaasError, request_id: str) -> Response:
-    response = _json(exc.to_dict(request_id), exc.http_status)
-    if isinstance(exc, Throttled):
-        response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
-    return response
-
-
-async def _not_found(request: Request, exc: Exception) -> Response:
-    status = getattr(exc, "status_code", 404)
-    if status == 405:
-        err: AiaasError = MethodNotAllowed(
-            f"method {request.method} is not allowed on {request.url.path}"
-        )
-    else:
-        err = NotFound(f"no route {request.method} {request.url.path}")
-    return _error(err, uuid.uuid4().hex)
-
-
 def create_app(
     runner: ModelRunner,
     settings: ServerSection | None = None,
@@ -301,7 +281,7 @@ def create_app(
     app = Starlette(
         routes=server.routes(),
         lifespan=server.lifespan,
-        exception_handlers={404: _not_found, 405: _not_found},
+        exception_handlers={404: route_not_found, 405: route_not_found},
     )
     app.state.server = server
     return app

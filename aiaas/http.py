@@ -1,0 +1,51 @@
+"""HTTP pieces shared by the model server and the function app (Starlette, no torch).
+
+One JSON error shape, one request-id rule, one 404/405 handler, so every aiaas surface
+answers alike.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aiaas.errors import AiaasError, MethodNotAllowed, NotFound, Throttled
+
+JSON = "application/json"
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_OK = re.compile(r"^[\w.:/+=@-]{1,128}$")
+
+
+def request_id_of(request: Request) -> str:
+    """The caller's ``x-request-id`` when it is sane, else a new one."""
+    given = request.headers.get(REQUEST_ID_HEADER)
+    return given if given and _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> Response:
+    """orjson-encoded JSON (FastAPI's encoder costs ~50x more per embedding)."""
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+
+def error_response(exc: AiaasError, request_id: str, status: int | None = None) -> Response:
+    """``{"error": {code, message, details, request_id}}`` with ``Retry-After`` when throttled."""
+    response = json_response(exc.to_dict(request_id), status or exc.http_status)
+    if isinstance(exc, Throttled):
+        response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
+async def route_not_found(request: Request, exc: Exception) -> Response:
+    """Starlette's 404/405 as aiaas JSON errors."""
+    if getattr(exc, "status_code", 404) == 405:
+        err: AiaasError = MethodNotAllowed(
+            f"method {request.method} is not allowed on {request.url.path}"
+        )
+    else:
+        err = NotFound(f"no route {request.method} {request.url.path}")
+    return error_response(err, request_id_of(request))
