@@ -341,6 +341,7 @@ def function_serve(
     from aiaas.bundle import inspect_archive
     from functions.app import create_app
     from functions.auth import load_checker
+    from functions.metering import FanOut, JsonLineSink, SqliteSink
 
     cfg, project_dir = _project(config, provider)
     deployment = _deployment_name(cfg, project_dir, name)
@@ -351,13 +352,50 @@ def function_serve(
         if not keys.key_ids:
             err.print("[yellow]warning:[/yellow] no API keys configured: every call gets 401 "
                       "(aiaas keys create, or set AIAAS_API_KEYS)")  # fmt: skip
+    usage = FanOut(JsonLineSink(), SqliteSink(_usage_file(cfg)))
     app_ = create_app(
         _provider(cfg), bundle_manifest, deployment=deployment, keys=keys,
-        invoke_timeout_s=cfg.function.invoke_timeout_s,
+        invoke_timeout_s=cfg.function.invoke_timeout_s, usage=usage,
     )  # fmt: skip
     uvicorn.run(
         app_, host=host or cfg.function.host, port=port or cfg.function.port, access_log=False
     )
+
+
+def _usage_file(cfg: ProjectConfig) -> Path:
+    return cfg.root / cfg.local.state_dir / "usage.sqlite"
+
+
+@app.command()
+def usage(
+    since: Annotated[str, typer.Option(help="Window: 30m, 24h, 7d, or an ISO date.")] = "24h",
+    by: Annotated[str, typer.Option(help="Group by key, model or provider.")] = "model",
+    config: ConfigOpt = Path("aiaas.yaml"),
+) -> None:
+    """Calls, errors, mean latency and estimated cost from the local usage records."""
+    from functions.metering import summarize
+
+    cfg, _ = _project(config)
+    column = {"key": "key_id", "model": "model", "provider": "provider"}.get(by)
+    if column is None:
+        raise BadRequest(f"--by {by}: use key, model or provider")
+    table = Table(by, "calls", "errors", "mean latency ms", "est. cost USD")
+    for group, calls, errors, latency, cost in summarize(_usage_file(cfg), _since(since), column):
+        table.add_row(group, str(calls), str(errors), f"{latency:.1f}", f"{cost:.6f}")
+    out.print(table)
+
+
+def _since(text: str) -> float:
+    import time
+    from datetime import datetime
+
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return time.time() - int(text[:-1]) * units[text[-1]]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise BadRequest(f"--since {text}: use 30m, 24h, 7d or an ISO date") from None
 
 
 def _keys_file(cfg: ProjectConfig) -> Path:

@@ -8,6 +8,7 @@ the edge (API key, body size, the manifest's JSON Schema) before anything is for
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,9 +31,11 @@ from aiaas.errors import (
 )
 from aiaas.http import JSON, error_response, json_response, request_id_of, route_not_found
 from aiaas.manifest import Manifest
+from aiaas.pricing import estimate_cost
 from aiaas.protocol import parse_json, simple_inputs
 from functions.auth import KeyChecker, presented_key
 from functions.edge import PLATFORM_BODY_LIMITS, EdgeValidator, check_body_size
+from functions.metering import UsageRecord, UsageSink, now
 from functions.openapi import openapi_document
 
 log = logging.getLogger("aiaas.function")
@@ -53,8 +56,14 @@ class FunctionApp:
         keys: KeyChecker | None = None,
         max_body_bytes: int = PLATFORM_BODY_LIMITS["local"],
         invoke_timeout_s: float = 30.0,
+        usage: UsageSink | None = None,
+        platform: str = "local",
+        memory_mb: int = 512,
     ) -> None:
         self.provider = provider
+        self.usage = usage
+        self.platform = platform
+        self.memory_mb = memory_mb
         self.manifest = manifest
         self.deployment = deployment or manifest.name
         self.keys = keys  # None: the platform authenticates (Lambda AWS_IAM, function keys, ...)
@@ -77,6 +86,7 @@ class FunctionApp:
 
     async def _items(self, request: Request) -> Any:
         body = await request.body()
+        request.state.bytes_in = len(body)
         check_body_size(body, self.max_body_bytes)
         return parse_json(body)
 
@@ -143,15 +153,17 @@ class FunctionApp:
             )
 
     def endpoint(
-        self, handler: Handler, *, authenticated: bool
+        self, handler: Handler, *, authenticated: bool, metered: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
         """Request id, API key check, and the one mapping of errors to HTTP."""
 
         async def call(request: Request) -> Response:
+            started = time.perf_counter()
             request_id = request_id_of(request)
+            key_id = "-"
             try:
                 if authenticated and self.keys is not None:
-                    self.keys.verify(
+                    key_id = self.keys.verify(
                         presented_key(
                             request.headers.get("authorization"), request.headers.get("x-api-key")
                         )
@@ -163,9 +175,28 @@ class FunctionApp:
                 log.exception("unhandled error (request_id=%s)", request_id)
                 response = function_error(AiaasError("internal error"), request_id)
             response.headers["x-request-id"] = request_id
+            if metered and self.usage is not None:
+                self._meter(request, response, request_id, key_id, time.perf_counter() - started)
             return response
 
         return call
+
+    def _meter(
+        self, request: Request, response: Response, request_id: str, key_id: str, seconds: float
+    ) -> None:
+        """Exactly one usage record per metered call, whatever its outcome."""
+        record = UsageRecord(
+            time=now(), request_id=request_id, key_id=key_id, model=self.manifest.name,
+            version=self.manifest.version, provider=self.provider.name,
+            status=response.status_code, latency_ms=round(seconds * 1000, 3),
+            bytes_in=getattr(request.state, "bytes_in", 0), bytes_out=len(response.body),
+            cost_usd=estimate_cost(self.platform, self.provider.name, seconds, self.memory_mb),
+        )  # fmt: skip
+        try:
+            assert self.usage is not None
+            self.usage.record(record)
+        except Exception:  # metering must never fail a call
+            log.exception("could not write the usage record (request_id=%s)", request_id)
 
 
 def function_error(exc: AiaasError, request_id: str) -> Response:
@@ -192,6 +223,9 @@ def create_app(
     keys: KeyChecker | None = None,
     max_body_bytes: int = PLATFORM_BODY_LIMITS["local"],
     invoke_timeout_s: float = 30.0,
+    usage: UsageSink | None = None,
+    platform: str = "local",
+    memory_mb: int = 512,
 ) -> Starlette:
     """The function app forwarding to ``deployment`` (default: the manifest's name).
 
@@ -200,6 +234,7 @@ def create_app(
     state = FunctionApp(
         provider, manifest, deployment=deployment, keys=keys,
         max_body_bytes=max_body_bytes, invoke_timeout_s=invoke_timeout_s,
+        usage=usage, platform=platform, memory_mb=memory_mb,
     )  # fmt: skip
     table: list[tuple[str, str, Handler, bool]] = [
         ("POST", "/predict", state.predict, True),
@@ -213,7 +248,11 @@ def create_app(
         ("POST", "/v2/models/{name}/versions/{version}/infer", state.oip_infer, True),
     ]
     routes = [
-        Route(path, state.endpoint(handler, authenticated=auth), methods=[method])
+        Route(
+            path,
+            state.endpoint(handler, authenticated=auth, metered=method == "POST"),
+            methods=[method],
+        )
         for method, path, handler, auth in table
     ]
     summaries = [(m, p, (h.__doc__ or "").strip().splitlines()[0], a) for m, p, h, a in table]

@@ -23,6 +23,7 @@ from aiaas.manifest import MANIFEST_FILE, read_manifest_file
 from functions.app import create_app
 from functions.auth import load_checker
 from functions.edge import PLATFORM_BODY_LIMITS
+from functions.metering import JsonLineSink
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,4 +47,7 @@ def app_from_environment(platform: str, config: ProjectConfig | None = None) -> 
         keys=keys,
         max_body_bytes=PLATFORM_BODY_LIMITS[platform],
         invoke_timeout_s=config.function.invoke_timeout_s,
+        usage=JsonLineSink(emf=platform == "aws"),
+        platform=platform,
+        memory_mb=int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")),
     )

@@ -204,12 +204,26 @@ def probe_function(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Functio
         provider.delete("probe")
 
 
-def saturate(provider: Any, seconds: float = 1.5) -> Any:
-    """Fill the probe's one running slot and one queue slot; returns the futures' pool."""
+def saturate(provider: Any, seconds: float = 3.0) -> Any:
+    """Fill the probe's one running slot and one queue slot; return the two calls' futures.
+
+    Returns once the server reports one item queued (so a third call is refused), rather
+    than after a fixed sleep that a busy machine can outrun.
+    """
+    import time
     from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
 
     slow = f'{{"inputs": [{{"value": 1, "sleep_ms": {int(seconds * 1000)}}}]}}'.encode()
     pool = ThreadPoolExecutor(2)
-    futures = [pool.submit(provider.invoke, "probe", slow) for _ in range(2)]
+    first = pool.submit(provider.invoke, "probe", slow)
+    time.sleep(0.2)  # the first is taken off the queue and runs; the second then waits
+    second = pool.submit(provider.invoke, "probe", slow)
     pool.shutdown(wait=False)
-    return futures
+    metrics = provider.describe("probe").endpoint + "/metrics"
+    deadline = time.monotonic() + seconds / 2
+    while 'aiaas_queue_depth{model="probe"} 1.0' not in httpx.get(metrics).text:
+        assert time.monotonic() < deadline, "the probe server never had an item queued"
+        time.sleep(0.02)
+    return [first, second]

@@ -8,7 +8,6 @@ import copy
 import importlib
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -98,7 +97,6 @@ def test_429_with_retry_after_when_the_endpoint_is_saturated(
     # Lambda runs one event at a time per instance (Mangum is not thread-safe), so other
     # callers fill the endpoint's one running slot and its one queue slot.
     busy = saturate(probe_function.provider)
-    time.sleep(0.5)
     response = handler(
         _event("function_url_v2.json", b'{"inputs": [{"value": 1}]}', key=probe_function.api_key),
         CONTEXT,
