@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from aiaas.errors import BadRequest
+from aiaas.errors import BadRequest, NotFound
+from aiaas.manifest import Manifest
 
 _JSON_TO_OIP = {"string": "BYTES", "number": "FP32", "integer": "INT64", "boolean": "BOOL"}
 
@@ -128,3 +129,22 @@ def tensor_metadata(schema: dict[str, Any]) -> list[dict[str, Any]]:
         datatype = _JSON_TO_OIP.get(str(node.get("type")), "BYTES")
         tensors.append({"name": name, "datatype": datatype, "shape": shape})
     return tensors
+
+
+def model_metadata(manifest: Manifest) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: name, versions and tensors, all from the manifest."""
+    return {
+        "name": manifest.name,
+        "versions": [manifest.version],
+        "platform": "pytorch",
+        "inputs": tensor_metadata(manifest.input_schema),
+        "outputs": tensor_metadata(manifest.output_schema),
+    }
+
+
+def check_model(manifest: Manifest, path_params: dict[str, Any]) -> None:
+    """Raise :class:`NotFound` unless ``{name}`` (and ``{version}``, if given) are served."""
+    name, version = path_params["name"], path_params.get("version")
+    if name != manifest.name or (version is not None and version != manifest.version):
+        wanted = name + (f" version {version}" if version else "")
+        raise NotFound(f"model {wanted!r} is not served here; this serves {manifest.name!r}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio.to_thread
 import orjson
@@ -71,54 +70,42 @@ class FunctionApp:
         self.invoke_timeout_s = invoke_timeout_s
         self.validator = EdgeValidator(manifest)
 
-    async def _forward(self, items: list[Any], request_id: str) -> dict[str, Any]:
-        body = orjson.dumps({"inputs": items})
+    async def _forward(self, body: bytes, request_id: str) -> bytes:
         try:
-            raw = await anyio.to_thread.run_sync(
+            return await anyio.to_thread.run_sync(
                 lambda: self.provider.invoke(
                     self.deployment, body, request_id=request_id, timeout=self.invoke_timeout_s
                 )
             )
         except NotFound as exc:  # the endpoint is gone: for the caller it is not available
             raise NotReady(f"endpoint unavailable: {exc.message}") from None
-        result: dict[str, Any] = orjson.loads(raw)
-        return result
 
-    async def _items(self, request: Request) -> Any:
+    async def _body(self, request: Request) -> bytes:
         body = await request.body()
         request.state.bytes_in = len(body)
         check_body_size(body, self.max_body_bytes)
-        return parse_json(body)
+        return body
 
     async def predict(self, request: Request, request_id: str) -> Response:
         """``{"inputs": [...]}`` → ``{"outputs": [...], "model", "version"}``."""
-        items = simple_inputs(await self._items(request))
-        self.validator.validate(items)
-        result = await self._forward(items, request_id)
-        return Response(orjson.dumps(result), media_type=JSON)
+        body = await self._body(request)
+        self.validator.validate(simple_inputs(parse_json(body)))
+        # Checked as it is, so forwarded as it is; the answer goes back untouched.
+        return Response(await self._forward(body, request_id), media_type=JSON)
 
     async def oip_infer(self, request: Request, request_id: str) -> Response:
         """OIP v2 infer: tensors in, validated per item, tensors out."""
         self._check_model(request)
-        items, oip_id = oip.items_from_request(await self._items(request))
+        items, oip_id = oip.items_from_request(parse_json(await self._body(request)))
         self.validator.validate(items, where="instances")
-        result = await self._forward(items, request_id)
+        result = orjson.loads(await self._forward(orjson.dumps({"inputs": items}), request_id))
         body = oip.response(result["outputs"], self.manifest.name, result["version"], oip_id)
         return Response(orjson.dumps(body), media_type=JSON)
 
     async def oip_metadata(self, request: Request, _rid: str) -> Response:
         """OIP v2 model metadata, from the manifest."""
         self._check_model(request)
-        m = self.manifest
-        return json_response(
-            {
-                "name": m.name,
-                "versions": [m.version],
-                "platform": "pytorch",
-                "inputs": oip.tensor_metadata(m.input_schema),
-                "outputs": oip.tensor_metadata(m.output_schema),
-            }
-        )
+        return json_response(oip.model_metadata(self.manifest))
 
     async def oip_ready(self, request: Request, _rid: str) -> Response:
         """Ready when the deployment behind the function is."""
@@ -145,12 +132,7 @@ class FunctionApp:
         return json_response(body)
 
     def _check_model(self, request: Request) -> None:
-        name = request.path_params["name"]
-        version = request.path_params.get("version")
-        if name != self.manifest.name or (version is not None and version != self.manifest.version):
-            raise NotFound(
-                f"model {name!r} is not served here; this function serves {self.manifest.name!r}"
-            )
+        oip.check_model(self.manifest, request.path_params)
 
     def endpoint(
         self, handler: Handler, *, authenticated: bool, metered: bool = False

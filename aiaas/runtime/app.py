@@ -33,7 +33,6 @@ from aiaas.config import ServerSection
 from aiaas.errors import (
     AiaasError,
     DeadlineExceeded,
-    NotFound,
     NotReady,
     PayloadTooLarge,
 )
@@ -173,13 +172,7 @@ class ModelServer:
     # -- Open Inference Protocol v2 ------------------------------------------------------
 
     def _check_model(self, request: Request) -> None:
-        name = request.path_params["name"]
-        version = request.path_params.get("version")
-        if name != self.manifest.name or (version is not None and version != self.manifest.version):
-            wanted = name + (f" version {version}" if version else "")
-            raise NotFound(
-                f"model {wanted!r} is not served here; this server serves {self.manifest.name!r}"
-            )
+        oip.check_model(self.manifest, request.path_params)
 
     async def oip_server(self, _request: Request, _rid: str) -> Response:
         """``GET /v2``: server metadata."""
@@ -190,16 +183,7 @@ class ModelServer:
     async def oip_metadata(self, request: Request, _rid: str) -> Response:
         """``GET /v2/models/{name}``: tensors derived from the manifest's JSON Schemas."""
         self._check_model(request)
-        m = self.manifest
-        return json_response(
-            {
-                "name": m.name,
-                "versions": [m.version],
-                "platform": "pytorch",
-                "inputs": oip.tensor_metadata(m.input_schema),
-                "outputs": oip.tensor_metadata(m.output_schema),
-            }
-        )
+        return json_response(oip.model_metadata(self.manifest))
 
     async def oip_model_ready(self, request: Request, _rid: str) -> Response:
         """``GET /v2/models/{name}/ready``."""
