@@ -404,6 +404,32 @@ def _keys_file(cfg: ProjectConfig) -> Path:
     return cfg.root / cfg.local.state_dir / KEYS_FILE
 
 
+@function_app.command("package")
+def function_package(
+    target: Annotated[str, typer.Option(help="aws, azure or alibaba.")],
+    arch: Annotated[str, typer.Option(help="x86_64 or arm64.")] = "x86_64",
+    python: Annotated[str, typer.Option(help="The platform's Python version.")] = "3.11",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Zip path.")] = None,
+    config: ConfigOpt = Path("aiaas.yaml"),
+    provider: ProviderOpt = None,
+) -> None:
+    """Build the function's deployable zip for a platform (never torch), within its limit."""
+    from aiaas.bundle import inspect_archive
+    from aiaas.packaging import package_function
+
+    cfg, project_dir = _project(config, provider)
+    bundle = project_dir / cfg.bundle.output
+    if not bundle.is_file():
+        raise ConfigError(f"{bundle}: no bundle yet; run `aiaas bundle build` (or deploy) first")
+    out_path = output or project_dir / "dist" / f"function-{target}-{arch}.zip"
+    with err.status(f"packaging the {target} function ({arch}, Python {python})"):
+        built = package_function(
+            cfg, inspect_archive(bundle), target, out_path, arch=arch, python=python
+        )
+    size, limit = built.size / 1e6, built.limit / 1e6
+    out.print(f"{built.path}  {size:.2f} MB (limit {limit:.0f} MB), {len(built.wheels)} wheels")
+
+
 @keys_app.command("create")
 def keys_create(config: ConfigOpt = Path("aiaas.yaml")) -> None:
     """Create an API key: printed once; only its salted hash is stored."""
