@@ -72,7 +72,12 @@ def test_plain_install_does_not_pull_torch() -> None:
     assert any(r.startswith("torch==2.13.0") for r in serve)
 
 
-def test_lambda_entrypoint_cold_import_stays_light(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "entrypoint", ["functions.aws_lambda", "functions.azure_functions", "functions.alibaba_fc"]
+)
+def test_platform_entrypoints_stay_light(entrypoint: str, tmp_path: Path) -> None:
+    """Each entrypoint builds its app at import, as at a cold start, and loads nothing heavy:
+    no torch, transformers or moto, and no cloud SDK the local provider does not use."""
     import os
 
     from conftest import PROJECTS
@@ -82,14 +87,15 @@ def test_lambda_entrypoint_cold_import_stays_light(tmp_path: Path) -> None:
 
     built = build_bundle(PROJECTS / "probe", tmp_path / "probe.tar.gz")
     (tmp_path / MANIFEST_FILE).write_text(built.manifest.model_dump_json())
-    env = {**os.environ, "AIAAS_CONFIG": str(PROJECTS / "probe" / "aiaas.yaml"),
-           "AIAAS_MANIFEST": str(tmp_path / MANIFEST_FILE), "AIAAS_API_KEYS": ""}  # fmt: skip
-    code = (
-        "import sys, functions.aws_lambda\n"
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
-    )
+    env = {
+        **os.environ,
+        "AIAAS_CONFIG": str(PROJECTS / "probe" / "aiaas.yaml"),
+        "AIAAS_MANIFEST": str(tmp_path / MANIFEST_FILE),
+        "AIAAS_API_KEYS": "",
+    }
+    code = f"import sys, {entrypoint}\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     r = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "", f"the Lambda entrypoint imported {r.stdout.strip()}"
+    assert r.stdout.strip() == "", f"{entrypoint} imported {r.stdout.strip()}"
