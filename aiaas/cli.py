@@ -339,7 +339,7 @@ def function_serve(
     import uvicorn
 
     from aiaas.bundle import inspect_archive
-    from functions.app import create_app
+    from functions.app import FunctionApp
     from functions.auth import load_checker
     from functions.metering import FanOut, JsonLineSink, SqliteSink
 
@@ -353,10 +353,10 @@ def function_serve(
             err.print("[yellow]warning:[/yellow] no API keys configured: every call gets 401 "
                       "(aiaas keys create, or set AIAAS_API_KEYS)")  # fmt: skip
     usage = FanOut(JsonLineSink(), SqliteSink(_usage_file(cfg)))
-    app_ = create_app(
+    app_ = FunctionApp(
         _provider(cfg), bundle_manifest, deployment=deployment, keys=keys,
         invoke_timeout_s=cfg.function.invoke_timeout_s, usage=usage,
-    )  # fmt: skip
+    ).asgi()  # fmt: skip
     uvicorn.run(
         app_, host=host or cfg.function.host, port=port or cfg.function.port, access_log=False
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import anyio.to_thread
 import orjson
@@ -43,32 +44,29 @@ log = logging.getLogger("aiaas.function")
 Handler = Callable[[Request, str], Awaitable[Response]]
 
 
+@dataclass
 class FunctionApp:
-    """State of the function tier: where to forward, what to accept, who may call."""
+    """The function tier: where to forward, what to accept, who may call.
 
-    def __init__(
-        self,
-        provider: Provider,
-        manifest: Manifest,
-        *,
-        deployment: str | None = None,
-        keys: KeyChecker | None = None,
-        max_body_bytes: int = PLATFORM_BODY_LIMITS["local"],
-        invoke_timeout_s: float = 30.0,
-        usage: UsageSink | None = None,
-        platform: str = "local",
-        memory_mb: int = 512,
-    ) -> None:
-        self.provider = provider
-        self.usage = usage
-        self.platform = platform
-        self.memory_mb = memory_mb
-        self.manifest = manifest
-        self.deployment = deployment or manifest.name
-        self.keys = keys  # None: the platform authenticates (Lambda AWS_IAM, function keys, ...)
-        self.max_body_bytes = max_body_bytes
-        self.invoke_timeout_s = invoke_timeout_s
-        self.validator = EdgeValidator(manifest)
+    ``FunctionApp(provider, manifest, keys=...).asgi()`` is the ASGI app. ``keys=None``
+    turns our API-key check off (the platform authenticates: Lambda ``AWS_IAM``, Azure
+    function keys, FC). ``deployment`` defaults to the manifest's name.
+    """
+
+    provider: Provider
+    manifest: Manifest
+    deployment: str = ""
+    keys: KeyChecker | None = None
+    max_body_bytes: int = PLATFORM_BODY_LIMITS["local"]
+    invoke_timeout_s: float = 30.0
+    usage: UsageSink | None = None
+    platform: str = "local"
+    memory_mb: int = 512
+    validator: EdgeValidator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deployment = self.deployment or self.manifest.name
+        self.validator = EdgeValidator(self.manifest)
 
     async def _forward(self, body: bytes, request_id: str) -> bytes:
         try:
@@ -180,6 +178,40 @@ class FunctionApp:
         except Exception:  # metering must never fail a call
             log.exception("could not write the usage record (request_id=%s)", request_id)
 
+    def asgi(self) -> Starlette:
+        """The Starlette app: the routes, 404/405 as JSON, ``/openapi.json`` on demand."""
+        table: list[tuple[str, str, Handler, bool]] = [
+            ("POST", "/predict", self.predict, True),
+            ("GET", "/health", self.health, False),
+            ("GET", "/v2/health/live", self.live, False),
+            ("GET", "/v2/health/ready", self.oip_ready, False),
+            ("GET", "/v2/models/{name}", self.oip_metadata, True),
+            ("GET", "/v2/models/{name}/versions/{version}", self.oip_metadata, True),
+            ("GET", "/v2/models/{name}/ready", self.oip_ready, True),
+            ("POST", "/v2/models/{name}/infer", self.oip_infer, True),
+            ("POST", "/v2/models/{name}/versions/{version}/infer", self.oip_infer, True),
+        ]
+        routes = [  # every POST is a prediction: metered, whatever its outcome
+            Route(
+                path, self.endpoint(handler, authenticated=auth, metered=m == "POST"), methods=[m]
+            )
+            for m, path, handler, auth in table
+        ]
+        summaries = [(m, p, (h.__doc__ or "").strip().splitlines()[0], a) for m, p, h, a in table]
+        document: list[bytes] = []  # built on first request: nothing extra at cold start
+
+        async def openapi(_request: Request) -> Response:
+            if not document:
+                doc = openapi_document(self.manifest, summaries, self.keys is not None)
+                document.append(orjson.dumps(doc))
+            return Response(document[0], media_type=JSON)
+
+        routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+        handlers = {404: route_not_found, 405: route_not_found}
+        app = Starlette(routes=routes, exception_handlers=handlers)
+        app.state.function = self
+        return app
+
 
 def function_error(exc: AiaasError, request_id: str) -> Response:
     """The function tier's mapping: throttled 429 (+Retry-After), model error 502, deadline
@@ -195,57 +227,3 @@ def function_error(exc: AiaasError, request_id: str) -> Response:
     if status == 401:
         response.headers["www-authenticate"] = "Bearer"
     return response
-
-
-def create_app(
-    provider: Provider,
-    manifest: Manifest,
-    *,
-    deployment: str | None = None,
-    keys: KeyChecker | None = None,
-    max_body_bytes: int = PLATFORM_BODY_LIMITS["local"],
-    invoke_timeout_s: float = 30.0,
-    usage: UsageSink | None = None,
-    platform: str = "local",
-    memory_mb: int = 512,
-) -> Starlette:
-    """The function app forwarding to ``deployment`` (default: the manifest's name).
-
-    ``keys=None`` turns our API-key check off (the platform authenticates instead).
-    """
-    state = FunctionApp(
-        provider, manifest, deployment=deployment, keys=keys,
-        max_body_bytes=max_body_bytes, invoke_timeout_s=invoke_timeout_s,
-        usage=usage, platform=platform, memory_mb=memory_mb,
-    )  # fmt: skip
-    table: list[tuple[str, str, Handler, bool]] = [
-        ("POST", "/predict", state.predict, True),
-        ("GET", "/health", state.health, False),
-        ("GET", "/v2/health/live", state.live, False),
-        ("GET", "/v2/health/ready", state.oip_ready, False),
-        ("GET", "/v2/models/{name}", state.oip_metadata, True),
-        ("GET", "/v2/models/{name}/versions/{version}", state.oip_metadata, True),
-        ("GET", "/v2/models/{name}/ready", state.oip_ready, True),
-        ("POST", "/v2/models/{name}/infer", state.oip_infer, True),
-        ("POST", "/v2/models/{name}/versions/{version}/infer", state.oip_infer, True),
-    ]
-    routes = [
-        Route(
-            path,
-            state.endpoint(handler, authenticated=auth, metered=method == "POST"),
-            methods=[method],
-        )
-        for method, path, handler, auth in table
-    ]
-    summaries = [(m, p, (h.__doc__ or "").strip().splitlines()[0], a) for m, p, h, a in table]
-    document: list[bytes] = []  # built on first request: nothing extra at cold start
-
-    async def openapi(_request: Request) -> Response:
-        if not document:
-            document.append(orjson.dumps(openapi_document(manifest, summaries, keys is not None)))
-        return Response(document[0], media_type=JSON)
-
-    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
-    app = Starlette(routes=routes, exception_handlers={404: route_not_found, 405: route_not_found})
-    app.state.function = state
-    return app

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from adapters import get_provider
 from aiaas.config import ProjectConfig, load_config
 from aiaas.manifest import MANIFEST_FILE, read_manifest_file
-from functions.app import create_app
+from functions.app import FunctionApp
 from functions.auth import load_checker
 from functions.edge import PLATFORM_BODY_LIMITS
 from functions.metering import JsonLineSink
@@ -40,7 +40,7 @@ def app_from_environment(platform: str, config: ProjectConfig | None = None) -> 
         Path(os.environ.get("AIAAS_MANIFEST", PACKAGE_ROOT / MANIFEST_FILE))
     )
     keys = load_checker() if config.function.auth == "api_key" else None
-    return create_app(
+    return FunctionApp(
         get_provider(config.provider, config),
         manifest,
         deployment=os.environ.get("AIAAS_DEPLOYMENT") or manifest.name,
@@ -50,4 +50,4 @@ def app_from_environment(platform: str, config: ProjectConfig | None = None) -> 
         usage=JsonLineSink(emf=platform == "aws"),
         platform=platform,
         memory_mb=int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")),
-    )
+    ).asgi()

@@ -15,7 +15,7 @@ from adapters.local import LocalProvider
 from aiaas.bundle import BuiltBundle
 from aiaas.config import LocalSection
 from aiaas.errors import ConfigError, Unauthorized
-from functions.app import create_app
+from functions.app import FunctionApp
 from functions.auth import KeyChecker, create_key, load_checker, parse_records
 
 
@@ -92,7 +92,9 @@ def test_no_key_material_reaches_the_logs(
     provider.deploy(probe_bundle.path)
     try:
         client = TestClient(
-            create_app(provider, probe_bundle.manifest, keys=KeyChecker({record.key_id: record}))
+            FunctionApp(
+                provider, probe_bundle.manifest, keys=KeyChecker({record.key_id: record})
+            ).asgi()
         )
         with caplog.at_level(logging.DEBUG):
             calls = [

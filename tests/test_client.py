@@ -19,7 +19,7 @@ from adapters.local import LocalProvider
 from aiaas.bundle import BuiltBundle
 from aiaas.config import LocalSection
 from aiaas.errors import DeadlineExceeded, InvalidInput, ModelError, Throttled
-from functions.app import create_app
+from functions.app import FunctionApp
 from functions.auth import KeyChecker, create_key
 
 
@@ -32,7 +32,9 @@ def function(
     provider.deploy(probe_bundle.path)
     try:
         with serve_asgi(
-            create_app(provider, probe_bundle.manifest, keys=KeyChecker({record.key_id: record}))
+            FunctionApp(
+                provider, probe_bundle.manifest, keys=KeyChecker({record.key_id: record})
+            ).asgi()
         ) as url:
             yield url, key
     finally:

@@ -13,7 +13,7 @@ from adapters.local import LocalProvider
 from aiaas.bundle import BuiltBundle
 from aiaas.config import LocalSection
 from aiaas.errors import NotReady
-from functions.app import create_app
+from functions.app import FunctionApp
 from functions.auth import KeyChecker, create_key
 
 API_KEY, RECORD = create_key()
@@ -27,12 +27,12 @@ def function_url(
     state = tmp_path_factory.mktemp("state")
     provider = LocalProvider(LocalSection(state_dir=str(state)))
     provider.deploy(probe_bundle.path)
-    app = create_app(
+    app = FunctionApp(
         provider,
         probe_bundle.manifest,
         keys=KeyChecker({RECORD.key_id: RECORD}),
         max_body_bytes=4096,
-    )
+    ).asgi()
     try:
         with serve_asgi(app) as url:
             yield url
@@ -118,6 +118,8 @@ def test_missing_deployment_is_503(tmp_path: Path, probe_bundle: BuiltBundle) ->
     from starlette.testclient import TestClient
 
     provider = LocalProvider(LocalSection(state_dir=str(tmp_path)))
-    app = create_app(provider, probe_bundle.manifest, keys=None)  # platform auth: no key needed
+    app = FunctionApp(
+        provider, probe_bundle.manifest, keys=None
+    ).asgi()  # platform auth: no key needed
     r = TestClient(app).post("/predict", json={"inputs": [{"value": 1}]})
     assert r.status_code == 503 and r.json()["error"]["code"] == NotReady.code

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from aiaas.manifest import read_manifest_file
 from aiaas.pricing import estimate_cost
-from functions.app import create_app
+from functions.app import FunctionApp
 from functions.auth import load_checker
 from functions.metering import JsonLineSink, SqliteSink, UsageRecord, summarize
 
@@ -32,10 +32,10 @@ class ListSink:
 def test_every_call_leaves_exactly_one_record(probe_function: FunctionSetup) -> None:
     sink = ListSink()
     env = probe_function.env
-    app = create_app(
+    app = FunctionApp(
         probe_function.provider, read_manifest_file(Path(env["AIAAS_MANIFEST"])),
         keys=load_checker({"AIAAS_API_KEYS": env["AIAAS_API_KEYS"]}), usage=sink, platform="aws",
-    )  # fmt: skip
+    ).asgi()  # fmt: skip
     client = TestClient(app)
     auth = {"authorization": f"Bearer {probe_function.api_key}"}
     calls = [
