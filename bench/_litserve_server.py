@@ -1,7 +1,9 @@
 """LitServe with batching (32 items / 5 ms) on the same MiniLM model.
 
-``--tuned`` adds what LitServe's docs and our notes show helps most: the zmq fast queue and
-an orjson ``Response`` from ``encode_response``.
+Default variant: what a user writes from LitServe's docs, ``decode_request`` / batched
+``predict`` / ``encode_response`` returning a dict, default queue. ``--tuned`` adds what
+helps most on this model (see docs/benchmarks.md): the zmq ``fast_queue`` and an orjson
+``Response`` built in ``encode_response``.
 """
 
 import sys
@@ -15,7 +17,7 @@ from _minilm import load_minilm
 from fastapi.responses import Response
 
 
-class MiniLMAPI(ls.LitAPI):  # type: ignore[misc]
+class MiniLMAPI(ls.LitAPI):  # type: ignore[misc]  # litserve ships no type hints
     """decode → batched predict → encode, the LitServe way."""
 
     def __init__(self, bundle_dir: Path, tuned: bool) -> None:
@@ -24,19 +26,25 @@ class MiniLMAPI(ls.LitAPI):  # type: ignore[misc]
         self.tuned = tuned
 
     def setup(self, device: str) -> None:
+        """Load the model in the inference worker."""
         self.model = load_minilm(self.bundle_dir)
         self.text_in = self.model.input_schema
 
-    # LitServe reads these annotations at run time to build its FastAPI endpoint: no
-    # annotation on ``request`` means "parse the JSON body", as in LitServe's own examples.
+    # LitServe reads these two methods' annotations at run time to build its FastAPI route: no
+    # annotation on ``request`` means "parse the JSON body" and none on the return value means
+    # a plain response, as in LitServe's own examples. Annotating them would change the
+    # system under test, hence the ignores.
     def decode_request(self, request):  # type: ignore[no-untyped-def]
+        """One item of the simple protocol: ``{"inputs": [{"text": ...}]}``."""
         return self.text_in.model_validate(request["inputs"][0])
 
     def predict(self, batch: list[Any]) -> list[Any]:
+        """One forward pass for the whole batch."""
         with torch.inference_mode():
             return list(self.model.predict(batch))
 
-    def encode_response(self, output: Any) -> Any:
+    def encode_response(self, output):  # type: ignore[no-untyped-def]
+        """``{"outputs": [{"embedding": [...]}]}``: a dict, or orjson bytes when tuned."""
         body = {"outputs": [output]}
         if self.tuned:
             return Response(orjson.dumps(body), media_type="application/json")
@@ -44,7 +52,7 @@ class MiniLMAPI(ls.LitAPI):  # type: ignore[misc]
 
 
 def main() -> None:
-    """``_litserve_server.py BUNDLE_DIR PORT [--tuned]``."""
+    """``_litserve_server.py BUNDLE_DIR PORT [--tuned]``: serve on 127.0.0.1."""
     tuned = "--tuned" in sys.argv
     api = MiniLMAPI(Path(sys.argv[1]), tuned)
     server = ls.LitServer(

@@ -1,7 +1,8 @@
 """The server a user writes first: FastAPI, one forward pass per request, no batching.
 
-It still gets the two cheap wins (orjson bytes, ``inference_mode``), so the comparison is
-about batching, not about JSON encoding.
+The endpoint is ``async def`` and calls ``predict`` directly, so a forward blocks the event
+loop. It still gets the two cheap wins (orjson bytes, ``inference_mode``), so the comparison
+with aiaas is about batching, not JSON encoding.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi.responses import Response
 
 
 def main() -> None:
-    """``_naive_server.py BUNDLE_DIR PORT``."""
+    """``_naive_server.py BUNDLE_DIR PORT``: serve on 127.0.0.1 once the model is loaded."""
     model = load_minilm(Path(sys.argv[1]))
     text_in = model.input_schema
     app = FastAPI()
