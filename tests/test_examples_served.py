@@ -115,6 +115,13 @@ def test_schema_violation_names_the_field(served: tuple[str, BuiltBundle, Server
 
 
 def test_metrics_count_the_requests(served: tuple[str, BuiltBundle, ServerProcess]) -> None:
-    _, _, server = served
-    text = httpx.get(server.url + "/metrics").text
-    assert 'aiaas_requests_total{route="/invocations",status="200"}' in text
+    _, bundle, server = served
+
+    def count() -> float:
+        text = httpx.get(server.url + "/metrics").text
+        line = 'aiaas_requests_total{route="/invocations",status="200"} '
+        return sum(float(ln[len(line) :]) for ln in text.splitlines() if ln.startswith(line))
+
+    before = count()
+    httpx.post(server.url + "/invocations", json=bundle.manifest.example_request, timeout=30)
+    assert count() == before + 1
