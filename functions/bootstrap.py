@@ -43,7 +43,7 @@ def app_from_environment(platform: str, config: ProjectConfig | None = None) -> 
     return FunctionApp(
         get_provider(config.provider, config),
         manifest,
-        deployment=os.environ.get("AIAAS_DEPLOYMENT") or manifest.name,
+        deployment=os.environ.get("AIAAS_DEPLOYMENT", ""),  # empty: the model's name
         keys=keys,
         max_body_bytes=PLATFORM_BODY_LIMITS[platform],
         invoke_timeout_s=config.function.invoke_timeout_s,
