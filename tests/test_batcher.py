@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -140,3 +141,27 @@ def test_stop_fails_queued_items_as_not_ready() -> None:
         running.cancel()
 
     asyncio.run(run())
+
+
+def test_next_batch_runs_while_the_event_loop_is_busy() -> None:
+    """The inference thread takes the next batch itself: a busy event loop (here blocked
+    outright) does not leave the forward pass idle at a batch boundary."""
+    fn = Recorder()
+    fn.gate.clear()
+
+    async def run() -> list[list[int]]:
+        b = _batcher(fn, max_batch_size=4, max_delay_ms=0)
+        b.start()
+        try:
+            calls = [asyncio.ensure_future(b.submit([i])) for i in range(8)]
+            await asyncio.sleep(0.05)  # first batch of 4 taken and blocked; 4 queued
+            fn.gate.set()
+            deadline = time.monotonic() + 5
+            while len(fn.sizes) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)  # blocks the event loop on purpose
+            assert fn.sizes == [4, 4]
+            return list(await asyncio.gather(*calls))
+        finally:
+            await b.stop()
+
+    assert asyncio.run(run()) == [[i * 10] for i in range(8)]

@@ -84,10 +84,11 @@ class ModelServer:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         """Start batching and load the model in the background: the port opens at once and
         readiness turns 200 only once the model is loaded and warmed up."""
-        self.batcher.start()
         loop = asyncio.get_running_loop()
+        # Loading goes to the inference thread first; batching starts there once it is done.
         self._load_task = loop.run_in_executor(self.batcher.executor, self.runner.load)
         self._load_task.add_done_callback(self._loaded)
+        self.batcher.start()
         try:
             yield
         finally:

@@ -1,20 +1,24 @@
 """Dynamic batching: items from concurrent requests run as one forward pass.
 
-Requests put their items on a bounded asyncio queue; one collector coroutine takes up to
-``max_batch_size`` items (waiting at most ``max_delay_ms`` after the first) and runs the
-batch in a single inference thread, so the event loop never blocks. A full queue is refused
-at once (:class:`~aiaas.errors.Overloaded`) instead of growing memory.
+Requests put their items on a bounded, thread-safe queue. The inference thread itself
+takes up to ``max_batch_size`` items (waiting at most ``max_delay_ms`` after the first),
+runs them as one batch and posts all results back to the event loop in a single callback.
+It then takes the next batch at once, without waiting for the event loop to hand it over:
+the forward pass never idles at a batch boundary while the loop is busy answering the
+previous batch's callers. A full queue is refused at once (:class:`~aiaas.errors.Overloaded`)
+instead of growing memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import queue
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from aiaas.errors import ModelError, NotReady, Overloaded, PayloadTooLarge
 
@@ -30,13 +34,27 @@ class _Pending:
     request_id: str = field(default="")
 
 
+@dataclass(slots=True)
+class _Failure:
+    exc: BaseException
+
+
+_STOP: Final = object()
+"""Put on the queue by :meth:`Batcher.stop` to wake an idle inference thread."""
+
+
 class Batcher:
     """Queue items, run them in batches on one inference thread, hand results back in order.
 
     Args:
         run_batch: called in the inference thread with 1..max_batch_size items; must return
             one result per item, in order.
-        on_batch: called (in the event loop) with each batch's size, e.g. for metrics.
+        max_batch_size: most items in one call of ``run_batch``.
+        max_delay_ms: how long a batch may wait for more items after its first.
+        max_queue_size: most items waiting (not counting the batch in flight); more are
+            refused with :class:`~aiaas.errors.Overloaded`.
+        on_batch: called in the event loop with each batch's size and its run time in
+            seconds, e.g. for metrics.
     """
 
     def __init__(
@@ -53,36 +71,54 @@ class Batcher:
         self._max_delay_s = max_delay_ms / 1000.0
         self.max_queue_size = max_queue_size
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending] | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiaas-infer")
-        self._task: asyncio.Task[None] | None = None
+        self._worker: asyncio.Future[list[_Pending]] | None = None
+        self._stopping = False
 
     @property
     def queue_depth(self) -> int:
         """Items waiting for a batch (not counting the batch in flight)."""
-        return self._queue.qsize() if self._queue is not None else 0
+        return self._queue.qsize()
 
     @property
     def executor(self) -> ThreadPoolExecutor:
-        """The inference thread; model loading runs here too, so torch sees one thread."""
+        """The inference thread. Work submitted here before :meth:`start` (model loading)
+        runs before the first batch, so torch only ever sees this one thread."""
         return self._executor
 
     def start(self) -> None:
-        """Start the collector; call from inside the running event loop."""
-        self._queue = asyncio.Queue(self.max_queue_size)
-        self._task = asyncio.get_running_loop().create_task(self._collect(), name="aiaas-batcher")
+        """Start batching on the inference thread; call from inside the running event loop."""
+        loop = asyncio.get_running_loop()
+        self._worker = loop.run_in_executor(self._executor, self._work, loop)
+        self._worker.add_done_callback(self._worker_ended)
+
+    def _worker_ended(self, worker: asyncio.Future[list[_Pending]]) -> None:
+        if not self._stopping and not worker.cancelled() and worker.exception() is not None:
+            log.critical("the inference thread died", exc_info=worker.exception())
 
     async def stop(self) -> None:
-        """Stop collecting; queued items fail with NotReady. Waits for the batch in flight."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._queue is not None:
-            while not self._queue.empty():
-                pending = self._queue.get_nowait()
-                if not pending.future.done():
-                    pending.future.set_exception(NotReady("server is shutting down"))
+        """Stop batching: the batch in flight finishes and is answered; items still queued
+        fail with :class:`~aiaas.errors.NotReady`."""
+        self._stopping = True
+        leftovers: list[_Pending] = []
+        if self._worker is not None:
+            self._queue.put(_STOP)
+            try:
+                leftovers = await self._worker
+            except Exception:
+                log.exception("the inference thread failed")  # also logged when it died
+            self._worker = None
+        while True:
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if entry is not _STOP:
+                leftovers.append(entry)
+        for pending in leftovers:
+            if not pending.future.done():
+                pending.future.set_exception(NotReady("server is shutting down"))
         self._executor.shutdown(wait=True)
 
     async def submit(self, items: Sequence[Any], request_id: str = "") -> list[Any]:
@@ -92,71 +128,89 @@ class Batcher:
             Overloaded: the queue cannot take all items now (retry later).
             PayloadTooLarge: more items than the queue can ever hold.
             ModelError: the model failed on an item of this request.
+            NotReady: the batcher is stopping.
         """
-        assert self._queue is not None, "Batcher.start() was not called"
+        assert self._worker is not None, "Batcher.start() was not called"
         n = len(items)
         if n > self.max_queue_size:
             raise PayloadTooLarge(
                 f"request has {n} items; this server takes at most "
                 f"{self.max_queue_size} per request"
             )
+        if self._stopping:
+            raise NotReady("server is shutting down")
         if self._queue.qsize() + n > self.max_queue_size:
             raise Overloaded("model server queue is full; retry later", retry_after=1.0)
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(n)]
         for item, fut in zip(items, futures, strict=True):
-            self._queue.put_nowait(_Pending(item, fut, request_id))
+            self._queue.put(_Pending(item, fut, request_id))
         try:
             if n == 1:
                 return [await futures[0]]
             return list(await asyncio.gather(*futures))
         except BaseException:
             for fut in futures:
-                fut.cancel()
+                fut.cancel()  # the inference thread skips items whose caller gave up
             raise
 
-    async def _collect(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        loop = asyncio.get_running_loop()
+    # -- the inference thread -------------------------------------------------------------
+
+    def _work(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
+        """Take batches and run them until stopped; return items taken but not run."""
         while True:
-            batch = [await queue.get()]
-            deadline = loop.time() + self._max_delay_s
-            while len(batch) < self.max_batch_size:
-                if not queue.empty():
-                    batch.append(queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
+            batch = self._take_batch()
+            if self._stopping:
+                return batch
+            live = [p for p in batch if not p.future.done()]  # callers that gave up
+            if not live:
+                continue
+            started = time.perf_counter()
+            outcomes = self._run_isolated([p.item for p in live])
+            elapsed = time.perf_counter() - started
+            loop.call_soon_threadsafe(self._deliver, live, outcomes, elapsed)
+
+    def _take_batch(self) -> list[_Pending]:
+        """Block for one item, then take more until the batch is full or the delay is up.
+        Returns early (possibly empty) once :meth:`stop` has been called."""
+        get = self._queue.get
+        first = get()
+        if first is _STOP:
+            return []
+        batch: list[_Pending] = [first]
+        deadline = time.monotonic() + self._max_delay_s
+        while len(batch) < self.max_batch_size and not self._stopping:
+            try:
+                entry = get(block=False)
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
-                    # asyncio.timeout, not wait_for: no extra task, and a cancelled
-                    # Queue.get leaves its item in the queue, so nothing is lost.
-                    async with asyncio.timeout(remaining):
-                        batch.append(await queue.get())
-                except TimeoutError:
+                    entry = get(timeout=remaining)
+                except queue.Empty:
                     break
-            live = [p for p in batch if not p.future.done()]  # callers that gave up are skipped
-            if not live:
+            if entry is _STOP:
+                break
+            batch.append(entry)
+        return batch
+
+    def _deliver(self, live: list[_Pending], outcomes: list[Any], elapsed: float) -> None:
+        """In the event loop: resolve one batch's futures."""
+        if self._on_batch is not None:
+            self._on_batch(len(live), elapsed)
+        for pending, outcome in zip(live, outcomes, strict=True):
+            if pending.future.done():
                 continue
-            started = loop.time()
-            outcomes = await loop.run_in_executor(
-                self._executor, self._run_isolated, [p.item for p in live]
-            )
-            if self._on_batch is not None:
-                self._on_batch(len(live), loop.time() - started)
-            for pending, outcome in zip(live, outcomes, strict=True):
-                if pending.future.done():
-                    continue
-                if isinstance(outcome, _Failure):
-                    log.error(
-                        "model raised on an item (request_id=%s)",
-                        pending.request_id,
-                        exc_info=outcome.exc,
-                    )
-                    pending.future.set_exception(ModelError(f"model error: {outcome.exc!r}"))
-                else:
-                    pending.future.set_result(outcome)
+            if isinstance(outcome, _Failure):
+                log.error(
+                    "model raised on an item (request_id=%s)",
+                    pending.request_id,
+                    exc_info=outcome.exc,
+                )
+                pending.future.set_exception(ModelError(f"model error: {outcome.exc!r}"))
+            else:
+                pending.future.set_result(outcome)
 
     def _run_isolated(self, items: list[Any]) -> list[Any]:
         """Run a batch; if it raises, run its items one by one so one bad item fails alone."""
@@ -178,8 +232,3 @@ class Batcher:
         if len(results) != len(items):
             raise ValueError(f"predict returned {len(results)} results for {len(items)} inputs")
         return results
-
-
-@dataclass(slots=True)
-class _Failure:
-    exc: BaseException
