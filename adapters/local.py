@@ -212,6 +212,7 @@ class LocalProvider(Provider):
             "--max-queue-size", str(s.max_queue_size),
             "--max-body-bytes", str(s.max_body_bytes),
             "--request-timeout", str(s.request_timeout_s),
+            "--inference-workers", str(s.inference_workers),
         ]  # fmt: skip
         if s.torch_threads:
             cmd += ["--torch-threads", str(s.torch_threads)]

@@ -200,6 +200,9 @@ def serve(
         float, typer.Option(help="Seconds before 504.")
     ] = ServerSection().request_timeout_s,
     torch_threads: Annotated[int | None, typer.Option(help="torch intra-op threads.")] = None,
+    inference_workers: Annotated[
+        int, typer.Option(help="Batches run side by side, each on its own model copy.")
+    ] = ServerSection().inference_workers,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the model server (SageMaker, Azure ML, PAI-EAS and OIP v2 routes at once)."""
@@ -208,6 +211,7 @@ def serve(
     settings = ServerSection(
         max_queue_size=max_queue_size, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout, torch_threads=torch_threads,
+        inference_workers=inference_workers,
     )  # fmt: skip
     run_server(
         bundle, host=host, port=port, settings=settings, device=device,

@@ -52,6 +52,7 @@ class ServerSection(_Section):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     request_timeout_s: float = Field(default=60.0, gt=0)
     torch_threads: int | None = Field(default=None, ge=1)
+    inference_workers: int = Field(default=1, ge=1, le=64)
 
 
 class LocalSection(_Section):

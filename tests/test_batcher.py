@@ -165,3 +165,39 @@ def test_next_batch_runs_while_the_event_loop_is_busy() -> None:
             await b.stop()
 
     assert asyncio.run(run()) == [[i * 10] for i in range(8)]
+
+
+def test_workers_run_batches_at_the_same_time() -> None:
+    """With two workers, two batches are inside ``run_batch`` at once: each waits at a
+    two-party barrier that only opens when the other arrives."""
+    barrier = threading.Barrier(2, timeout=5)
+    threads: set[str] = set()
+
+    def run_batch(items: list[int]) -> list[int]:
+        threads.add(threading.current_thread().name)
+        barrier.wait()
+        return [i + 1 for i in items]
+
+    async def run() -> list[list[int]]:
+        b = Batcher(run_batch, max_batch_size=1, max_delay_ms=0, max_queue_size=8, workers=2)
+        b.start()
+        try:
+            return list(await asyncio.gather(b.submit([1]), b.submit([2])))
+        finally:
+            await b.stop()
+
+    assert asyncio.run(run()) == [[2], [3]]
+    assert len(threads) == 2
+
+
+def test_stop_wakes_every_idle_worker() -> None:
+    async def run() -> None:
+        b = Batcher(lambda items: items, max_batch_size=4, max_delay_ms=0, max_queue_size=8,
+                    workers=3)  # fmt: skip
+        b.start()
+        assert await b.submit([7]) == [7]
+        await asyncio.wait_for(b.stop(), timeout=10)
+        with pytest.raises(NotReady):
+            await b.submit([1])
+
+    asyncio.run(run())

@@ -138,6 +138,21 @@ class TestBatching:
         assert statuses[3] == 500
         assert statuses[:3] + statuses[4:] == [200] * 5
 
+    def test_inference_workers_run_batches_side_by_side(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(
+            probe_bundle.path, "--inference-workers", "2", "--max-batch-size", "1"
+        )
+        assert "2 workers" in server.log()
+        bodies = [{"inputs": [{"value": i, "sleep_ms": 1500}]} for i in range(2)]
+        started = time.monotonic()
+        responses = asyncio.run(_post_many(server.url + "/invocations", bodies))
+        elapsed = time.monotonic() - started
+        assert [r.json()["outputs"][0]["value"] for r in responses] == [0.0, 2.0]
+        # one at a time would take 3 s: the two 1.5 s batches ran at once, one per worker
+        assert elapsed < 2.7, elapsed
+
 
 class TestBackpressure:
     def test_full_queue_answers_503_with_retry_after(

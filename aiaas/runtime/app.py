@@ -75,6 +75,7 @@ class ModelServer:
             max_delay_ms=self.manifest.batching.max_delay_ms,
             max_queue_size=settings.max_queue_size,
             on_batch=self.metrics.observe_batch,
+            workers=runner.workers,
         )
         self.ready = False
         self.load_error: str | None = None

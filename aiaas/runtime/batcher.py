@@ -1,17 +1,18 @@
 """Dynamic batching: items from concurrent requests run as one forward pass.
 
-Requests put their items on a bounded, thread-safe queue. The inference thread itself
-takes up to ``max_batch_size`` items (waiting at most ``max_delay_ms`` after the first),
-runs them as one batch and posts all results back to the event loop in a single callback.
-It then takes the next batch at once, without waiting for the event loop to hand it over:
-the forward pass never idles at a batch boundary while the loop is busy answering the
-previous batch's callers. A full queue is refused at once (:class:`~aiaas.errors.Overloaded`)
-instead of growing memory.
+Requests put their items on a bounded, thread-safe queue. Each inference thread (one by
+default; ``workers`` of them run batches side by side) takes up to ``max_batch_size`` items
+itself (waiting at most ``max_delay_ms`` after the first), runs them as one batch and posts
+all results back to the event loop in a single callback. It then takes the next batch at
+once, without waiting for the event loop to hand it over: the forward pass never idles at a
+batch boundary while the loop is busy answering the previous batch's callers. A full queue
+is refused at once (:class:`~aiaas.errors.Overloaded`) instead of growing memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import time
@@ -44,17 +45,19 @@ _STOP: Final = object()
 
 
 class Batcher:
-    """Queue items, run them in batches on one inference thread, hand results back in order.
+    """Queue items, run them in batches on inference threads, hand results back in order.
 
     Args:
-        run_batch: called in the inference thread with 1..max_batch_size items; must return
-            one result per item, in order.
+        run_batch: called in an inference thread with 1..max_batch_size items; must return
+            one result per item, in order. With ``workers > 1`` it is called from several
+            threads at once.
         max_batch_size: most items in one call of ``run_batch``.
         max_delay_ms: how long a batch may wait for more items after its first.
         max_queue_size: most items waiting (not counting the batch in flight); more are
             refused with :class:`~aiaas.errors.Overloaded`.
         on_batch: called in the event loop with each batch's size and its run time in
             seconds, e.g. for metrics.
+        workers: inference threads, each running one batch at a time.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Batcher:
         max_delay_ms: float,
         max_queue_size: int,
         on_batch: Callable[[int, float], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -72,8 +76,9 @@ class Batcher:
         self.max_queue_size = max_queue_size
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiaas-infer")
-        self._worker: asyncio.Future[list[_Pending]] | None = None
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aiaas-infer")
+        self._workers: list[asyncio.Future[list[_Pending]]] = []
         self._stopping = False
 
     @property
@@ -83,32 +88,33 @@ class Batcher:
 
     @property
     def executor(self) -> ThreadPoolExecutor:
-        """The inference thread. Work submitted here before :meth:`start` (model loading)
-        runs before the first batch, so torch only ever sees this one thread."""
+        """The inference threads' pool. Work submitted here before :meth:`start` (model
+        loading) runs before the batches, so torch only ever sees these threads."""
         return self._executor
 
     def start(self) -> None:
-        """Start batching on the inference thread; call from inside the running event loop."""
+        """Start batching on the inference threads; call from inside the running event loop."""
         loop = asyncio.get_running_loop()
-        self._worker = loop.run_in_executor(self._executor, self._work, loop)
-        self._worker.add_done_callback(self._worker_ended)
+        for _ in range(self.workers):
+            worker = loop.run_in_executor(self._executor, self._work, loop)
+            worker.add_done_callback(self._worker_ended)
+            self._workers.append(worker)
 
     def _worker_ended(self, worker: asyncio.Future[list[_Pending]]) -> None:
-        if not self._stopping and not worker.cancelled() and worker.exception() is not None:
-            log.critical("the inference thread died", exc_info=worker.exception())
+        if not worker.cancelled() and worker.exception() is not None:
+            log.critical("an inference thread died", exc_info=worker.exception())
 
     async def stop(self) -> None:
-        """Stop batching: the batch in flight finishes and is answered; items still queued
+        """Stop batching: the batches in flight finish and are answered; items still queued
         fail with :class:`~aiaas.errors.NotReady`."""
         self._stopping = True
         leftovers: list[_Pending] = []
-        if self._worker is not None:
-            self._queue.put(_STOP)
-            try:
-                leftovers = await self._worker
-            except Exception:
-                log.exception("the inference thread failed")  # also logged when it died
-            self._worker = None
+        for _ in self._workers:
+            self._queue.put(_STOP)  # one each: wakes every idle inference thread
+        for worker in self._workers:
+            with contextlib.suppress(Exception):  # logged by _worker_ended
+                leftovers += await worker
+        self._workers = []
         while True:
             try:
                 entry = self._queue.get_nowait()
@@ -130,15 +136,15 @@ class Batcher:
             ModelError: the model failed on an item of this request.
             NotReady: the batcher is stopping.
         """
-        assert self._worker is not None, "Batcher.start() was not called"
+        if self._stopping:
+            raise NotReady("server is shutting down")
+        assert self._workers, "Batcher.start() was not called"
         n = len(items)
         if n > self.max_queue_size:
             raise PayloadTooLarge(
                 f"request has {n} items; this server takes at most "
                 f"{self.max_queue_size} per request"
             )
-        if self._stopping:
-            raise NotReady("server is shutting down")
         if self._queue.qsize() + n > self.max_queue_size:
             raise Overloaded("model server queue is full; retry later", retry_after=1.0)
         loop = asyncio.get_running_loop()
@@ -191,6 +197,7 @@ class Batcher:
                 except queue.Empty:
                     break
             if entry is _STOP:
+                self._queue.put(_STOP)  # another idle inference thread may need it
                 break
             batch.append(entry)
         return batch

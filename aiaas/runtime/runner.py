@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,12 @@ def torch_summary() -> str:
 
 
 class ModelRunner:
-    """Owns the user's :class:`~aiaas.Model` instance; every call runs in the inference thread."""
+    """Owns the user's :class:`~aiaas.Model` instances; every call runs in an inference thread.
+
+    With ``workers > 1`` it loads one instance per worker, so batches can run side by side
+    without the model having to be thread-safe (a tokenizer, for one, often is not), and
+    splits torch's intra-op threads between them unless ``torch_threads`` says otherwise.
+    """
 
     def __init__(
         self,
@@ -46,47 +52,69 @@ class ModelRunner:
         *,
         device: str | None = None,
         torch_threads: int | None = None,
+        workers: int = 1,
     ) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
         self._requested_device = device
         self._torch_threads = torch_threads
+        self.workers = workers
         self.model_class: type[Model[Any, Any]] = load_model_class(
             bundle_dir / CODE_DIR, manifest.entrypoint
         )
         self.input_schema: type[BaseModel] = self.model_class.input_schema
-        self.model: Model[Any, Any] | None = None
+        self._idle: queue.SimpleQueue[Model[Any, Any]] = queue.SimpleQueue()
+        self.loaded = False
         self.device = "cpu"
 
     def load(self) -> None:
-        """Instantiate, load weights onto the device and warm up with the example request."""
+        """Instantiate each worker's model, load weights onto the device and warm each up
+        with the example request."""
         import torch
 
-        if self._torch_threads:
-            torch.set_num_threads(self._torch_threads)
+        threads = self._torch_threads
+        if threads is None and self.workers > 1:
+            threads = max(1, torch.get_num_threads() // self.workers)
+        if threads:
+            torch.set_num_threads(threads)
         started = time.perf_counter()
         self.device = pick_device(self._requested_device)
-        model = self.model_class()
-        model.device = self.device
-        model.load(self.bundle_dir / ARTIFACTS_DIR)
-        self.model = model
         example = [
             self.input_schema.model_validate(i) for i in self.manifest.example_request["inputs"]
         ]
-        self.run_batch(example)  # warm-up: first forward pays for lazy init, not the first caller
+        for _ in range(self.workers):
+            model = self.model_class()
+            model.device = self.device
+            model.load(self.bundle_dir / ARTIFACTS_DIR)
+            # warm-up: the first forward pays for lazy init, not the first caller
+            self._predict(model, example)
+            self._idle.put(model)
+        self.loaded = True
         log.info(
-            "model %s %s loaded on %s in %.2fs",
+            "model %s %s loaded on %s in %.2fs (%d worker%s, %d torch threads each)",
             self.manifest.name,
             self.manifest.version,
             self.device,
             time.perf_counter() - started,
+            self.workers,
+            "" if self.workers == 1 else "s",
+            torch.get_num_threads(),
         )
 
     def run_batch(self, items: list[Any]) -> list[Any]:
-        """``predict`` under ``torch.inference_mode()``; results become JSON-ready dicts."""
+        """``predict`` on an idle instance under ``torch.inference_mode()``; results become
+        JSON-ready dicts."""
+        assert self.loaded, "load() first"
+        model = self._idle.get()  # never waits: at most `workers` batches run at once
+        try:
+            return self._predict(model, items)
+        finally:
+            self._idle.put(model)
+
+    @staticmethod
+    def _predict(model: Model[Any, Any], items: list[Any]) -> list[Any]:
         import torch
 
-        assert self.model is not None, "load() first"
         with torch.inference_mode():
-            results = self.model.predict(items)
+            results = model.predict(items)
         return [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in results]

@@ -50,7 +50,13 @@ def serve(
         manifest.batching.max_batch_size = max_batch_size
     if max_delay_ms is not None:
         manifest.batching.max_delay_ms = max_delay_ms
-    runner = ModelRunner(bundle_dir, manifest, device=device, torch_threads=settings.torch_threads)
+    runner = ModelRunner(
+        bundle_dir,
+        manifest,
+        device=device,
+        torch_threads=settings.torch_threads,
+        workers=settings.inference_workers,
+    )
     failed: list[BaseException] = []
 
     def stop_on_load_failure(exc: BaseException) -> None:
