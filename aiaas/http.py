@@ -23,7 +23,11 @@ _REQUEST_ID_OK = re.compile(r"^[\w.:/+=@-]{1,128}$")
 
 def request_id_of(request: Request) -> str:
     """The caller's ``x-request-id`` when it is sane, else a new one."""
-    given = request.headers.get(REQUEST_ID_HEADER)
+    return request_id_from(request.headers.get(REQUEST_ID_HEADER))
+
+
+def request_id_from(given: str | None) -> str:
+    """``given`` (an ``x-request-id`` header's value) when it is sane, else a new id."""
     return given if given and _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
 
 

@@ -6,7 +6,7 @@ import asyncio
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +216,17 @@ class TestBadInput:
         big = {"inputs": [{"value": 1.0}] * 1000}  # > 4096 bytes (the fixture's limit)
         self._error(httpx.post(probe.url + "/invocations", json=big), 413, "payload_too_large")
 
+    def test_chunked_body_over_limit_is_413(self, probe: ServerProcess) -> None:
+        def chunks() -> Iterator[bytes]:  # no content-length: the limit applies as it streams
+            yield b'{"inputs": ['
+            for _ in range(1000):
+                yield b'{"value": 1.0},'
+            yield b'{"value": 1.0}]}'
+
+        r = httpx.post(probe.url + "/invocations", content=chunks())
+        self._error(r, 413, "payload_too_large")
+        assert "exceeds the limit of 4096 bytes" in r.json()["error"]["message"]
+
     def test_unknown_model_is_404(self, probe: ServerProcess) -> None:
         for path in ("/v2/models/nope", "/v2/models/nope/ready"):
             self._error(httpx.get(probe.url + path), 404, "not_found")
@@ -223,6 +234,7 @@ class TestBadInput:
         self._error(httpx.get(probe.url + "/v2/models/probe/versions/0000/ready"), 404, "not_found")
         self._error(httpx.get(probe.url + "/no/such/route"), 404, "not_found")
         self._error(httpx.get(probe.url + "/invocations"), 405, "method_not_allowed")
+        self._error(httpx.post(probe.url + "/api/predict/a/b", json={}), 404, "not_found")
 
     def test_model_exception_is_500_logged_once_and_server_keeps_serving(
         self, probe: ServerProcess

@@ -46,6 +46,7 @@ from aiaas.http import (
 )
 from aiaas.protocol import parse_json, simple_inputs, simple_response, validate_items
 from aiaas.runtime.batcher import Batcher
+from aiaas.runtime.fastpath import SimpleFastPath
 from aiaas.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from aiaas.runtime.runner import ModelRunner
 
@@ -119,19 +120,23 @@ class ModelServer:
 
     # -- the shared predict path -------------------------------------------------------
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def read_body(self, chunks: AsyncIterator[bytes], declared: str | None) -> bytes:
+        """The whole body from ``chunks``, refused (413) as soon as it is over the limit:
+        at once if the declared ``content-length`` says so."""
         limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
-        chunks: list[bytes] = []
+        parts: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        async for chunk in chunks:
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _read_body(self, request: Request) -> bytes:
+        return await self.read_body(request.stream(), request.headers.get("content-length"))
 
     async def _predict(
         self, raw_items: list[Any], request_id: str, where: str = "inputs"
@@ -148,10 +153,13 @@ class ModelServer:
 
     async def simple(self, request: Request, request_id: str) -> Response:
         """``{"inputs": [...]}`` → ``{"outputs": [...], "model", "version"}``."""
-        inputs = simple_inputs(parse_json(await self._read_body(request)))
-        outputs = await self._predict(inputs, request_id)
-        body = simple_response(outputs, self.manifest.name, self.manifest.version)
+        body = await self.simple_body(await self._read_body(request), request_id)
         return Response(body, media_type=JSON)
+
+    async def simple_body(self, body: bytes, request_id: str) -> bytes:
+        """The simple protocol from request body to response body (see :meth:`simple`)."""
+        outputs = await self._predict(simple_inputs(parse_json(body)), request_id)
+        return simple_response(outputs, self.manifest.name, self.manifest.version)
 
     # -- health --------------------------------------------------------------------------
 
@@ -213,18 +221,23 @@ class ModelServer:
         async def call(request: Request) -> Response:
             started = time.perf_counter()
             request_id = request_id_of(request)
-            try:
-                response = await handler(request, request_id)
-            except AiaasError as exc:
-                response = error_response(exc, request_id)
-            except Exception:
-                log.exception("unhandled error (request_id=%s)", request_id)
-                response = error_response(AiaasError("internal server error"), request_id)
-            response.headers[REQUEST_ID_HEADER] = request_id
+            response = await self.respond(handler(request, request_id), request_id)
             self.metrics.observe_request(route, response.status_code, time.perf_counter() - started)
             return response
 
         return call
+
+    async def respond(self, work: Awaitable[Response], request_id: str) -> Response:
+        """``work``'s response, or its error as aiaas JSON; tagged with the request id."""
+        try:
+            response = await work
+        except AiaasError as exc:
+            response = error_response(exc, request_id)
+        except Exception:
+            log.exception("unhandled error (request_id=%s)", request_id)
+            response = error_response(AiaasError("internal server error"), request_id)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
 
     def routes(self) -> list[Route]:
         """Every route of the server."""
@@ -256,7 +269,7 @@ def create_app(
     runner: ModelRunner,
     settings: ServerSection | None = None,
     on_load_failure: Callable[[BaseException], None] | None = None,
-) -> Starlette:
+) -> SimpleFastPath:
     """The model server app for ``runner`` (not yet loaded: loading starts with the app).
 
     ``on_load_failure`` is called if the model cannot load; ``aiaas serve`` uses it to exit
@@ -269,5 +282,4 @@ def create_app(
         lifespan=server.lifespan,
         exception_handlers={404: route_not_found, 405: route_not_found},
     )
-    app.state.server = server
-    return app
+    return SimpleFastPath(app, server)
