@@ -3,7 +3,9 @@
 Default variant: what a user writes from LitServe's docs, ``decode_request`` / batched
 ``predict`` / ``encode_response`` returning a dict, default queue. ``--tuned`` adds what
 helps most on this model (see docs/benchmarks.md): the zmq ``fast_queue`` and an orjson
-``Response`` built in ``encode_response``.
+``Response`` built in ``encode_response``. ``--workers 2`` (with ``--tuned``) is LitServe's
+answer to ``aiaas serve --inference-workers 2``: two inference processes
+(``workers_per_device=2``), one torch thread and batches of up to 16 each.
 """
 
 import sys
@@ -20,13 +22,16 @@ from fastapi.responses import Response
 class MiniLMAPI(ls.LitAPI):  # type: ignore[misc]  # litserve ships no type hints
     """decode → batched predict → encode, the LitServe way."""
 
-    def __init__(self, bundle_dir: Path, tuned: bool) -> None:
-        super().__init__(max_batch_size=32, batch_timeout=0.005)
+    def __init__(self, bundle_dir: Path, tuned: bool, workers: int = 1) -> None:
+        super().__init__(max_batch_size=32 // workers, batch_timeout=0.005)
         self.bundle_dir = bundle_dir
         self.tuned = tuned
+        self.workers = workers
 
     def setup(self, device: str) -> None:
-        """Load the model in the inference worker."""
+        """Load the model in the inference worker (torch's threads split between workers)."""
+        if self.workers > 1:
+            torch.set_num_threads(max(1, torch.get_num_threads() // self.workers))
         self.model = load_minilm(self.bundle_dir)
         self.text_in = self.model.input_schema
 
@@ -52,11 +57,16 @@ class MiniLMAPI(ls.LitAPI):  # type: ignore[misc]  # litserve ships no type hint
 
 
 def main() -> None:
-    """``_litserve_server.py BUNDLE_DIR PORT [--tuned]``: serve on 127.0.0.1."""
+    """``_litserve_server.py BUNDLE_DIR PORT [--tuned] [--workers N]``: serve on 127.0.0.1."""
     tuned = "--tuned" in sys.argv
-    api = MiniLMAPI(Path(sys.argv[1]), tuned)
+    workers = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else 1
+    api = MiniLMAPI(Path(sys.argv[1]), tuned, workers)
     server = ls.LitServer(
-        api, accelerator="cpu", workers_per_device=1, fast_queue=tuned, healthcheck_path="/ping"
+        api,
+        accelerator="cpu",
+        workers_per_device=workers,
+        fast_queue=tuned,
+        healthcheck_path="/ping",
     )
     server.run(
         host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", generate_client_file=False
