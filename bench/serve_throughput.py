@@ -1034,7 +1034,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument(
         "--pairs",
         type=int,
-        default=3,
+        default=5,
         help="aiaas runs alternated with raw-limit runs for the 0.85 target (0: compare "
         "with the raw limit of the sweep instead)",
     )
