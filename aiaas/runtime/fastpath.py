@@ -2,8 +2,9 @@
 
 Under load the model server's event loop shares the GIL (and the cores) with the inference
 threads, so every microsecond it spends per request is taken from the forward pass.
-Starlette's middleware stack, router and ``Request`` object cost more per request than the
-work itself (read the body, parse, validate, queue, encode). This wrapper answers
+Starlette's middleware stack, router and ``Request`` object were a large share of the
+loop's time per request in py-spy profiles (next to the work itself: read the body, parse,
+validate, queue, encode). This wrapper answers
 ``POST /invocations``, ``/score``, ``/`` and ``/api/predict/{service}`` directly, with the
 same handler, error mapping, request id and metrics as the Starlette routes
 (:meth:`ModelServer.simple_body`, :meth:`ModelServer.respond`); everything else (other
