@@ -572,26 +572,34 @@ def measure_once(system: System, port: int, sid: int, lua: Path, args: Args) -> 
     run_wrk(url, lua, args.warmup, args.connections)
     time.sleep(2.0)
     batches_before = aiaas_batches(base) if system.metrics else None
-    ticks_before, busy_before, ours_before = session_ticks(sid), busy_ticks(), children_cpu_s()
-    started = time.monotonic()
-    output = run_wrk(url, lua, args.duration, args.connections)
-    wall = time.monotonic() - started
-    server_s = (session_ticks(sid) - ticks_before) / CLK_TCK
-    busy_s = (busy_ticks() - busy_before) / CLK_TCK
-    ours_s = children_cpu_s() - ours_before  # wrk and this script
-    pss = session_pss_mb(sid)
+    wrk, server_cores, other_cores = accounted_wrk(url, lua, args.duration, args.connections, sid)
     mean_batch = None
     if batches_before is not None:
         items, count = (a - b for a, b in zip(aiaas_batches(base), batches_before, strict=True))
         mean_batch = items / count if count else 0.0
     return SystemResult(
         name=system.name,
-        wrk=parse_wrk(output),
-        server_cores=server_s / wall,
-        other_cores=max(0.0, busy_s - server_s - ours_s) / wall,
-        pss_mb=pss,
+        wrk=wrk,
+        server_cores=server_cores,
+        other_cores=other_cores,
+        pss_mb=session_pss_mb(sid),
         mean_batch=mean_batch,
     )
+
+
+def accounted_wrk(
+    url: str, lua: Path, seconds: int, connections: int, sid: int
+) -> tuple[WrkRun, float, float]:
+    """One measured wrk run: wrk's figures, the cores the server's session ``sid`` used,
+    and the cores every other process used meanwhile (leaving out wrk and this script)."""
+    ticks_before, busy_before, ours_before = session_ticks(sid), busy_ticks(), children_cpu_s()
+    started = time.monotonic()
+    output = run_wrk(url, lua, seconds, connections)
+    wall = time.monotonic() - started
+    server_s = (session_ticks(sid) - ticks_before) / CLK_TCK
+    busy_s = (busy_ticks() - busy_before) / CLK_TCK
+    ours_s = children_cpu_s() - ours_before  # wrk and this script
+    return parse_wrk(output), server_s / wall, max(0.0, busy_s - server_s - ours_s) / wall
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -710,13 +718,7 @@ def measure_paired(
     for n in range(1, args.pairs + 1):
         run_wrk(url, lua, 2, args.connections)  # new connections ramp up, the queue fills
         time.sleep(1.0)  # the warm-up's last requests finish, not inside the measured run
-        ticks_before, busy_before, ours_before = session_ticks(sid), busy_ticks(), children_cpu_s()
-        started = time.monotonic()
-        run = parse_wrk(run_wrk(url, lua, round(args.pair_seconds), args.connections))
-        wall = time.monotonic() - started
-        server_s = (session_ticks(sid) - ticks_before) / CLK_TCK
-        ours_s = children_cpu_s() - ours_before
-        other = max(0.0, (busy_ticks() - busy_before) / CLK_TCK - server_s - ours_s) / wall
+        run, _, other = accounted_wrk(url, lua, round(args.pair_seconds), args.connections, sid)
         if run.non_2xx or run.errors:
             raise BenchError(f"paired run {n}: {run.non_2xx} non-2xx, {run.errors} socket errors")
         paired.server_rates.append(run.ok_per_s)
