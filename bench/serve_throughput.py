@@ -202,12 +202,17 @@ class Paired:
     ``server_rates`` and brackets each of them."""
 
     system: str
-    raw: str  # the raw configuration, e.g. ``bs16, 2 x 1 torch thread``
+    batch: int  # the raw side's batch size
+    layout: str  # the thread layout both sides share, e.g. ``2 x 1 torch thread``
     seconds: float
-    workers: int = 1  # the thread layout both sides share
     raw_rates: list[float] = field(default_factory=list)
     server_rates: list[float] = field(default_factory=list)
     other_cores: list[float] = field(default_factory=list)  # per phase, in order
+
+    @property
+    def raw(self) -> str:
+        """The raw configuration, e.g. ``bs16, 2 x 1 torch thread``."""
+        return f"bs{self.batch}, {self.layout}"
 
     @property
     def ratios(self) -> list[float]:
@@ -704,10 +709,8 @@ def measure_paired(
     running server, so each server run has a raw run just before and just after it. The
     server sits idle while the raw child runs."""
     url = f"http://127.0.0.1:{port}{system.predict_path}"
-    paired = Paired(
-        system=system.name, raw=raw.best, seconds=args.pair_seconds, workers=raw.workers
-    )
     batch = raw.best_batch
+    paired = Paired(system.name, batch, raw.layout, args.pair_seconds)
 
     def raw_phase() -> None:
         again = measure_raw_once(bundle_dir, args, [batch], args.pair_seconds, raw.workers)
@@ -808,7 +811,7 @@ def checks(raw: RawLimit, results: list[SystemResult], paired: list[Paired]) -> 
 
     raw_checks = [
         check(
-            f"{p.system} >= 0.85 x raw limit, {p.raw.split(', ')[1]} (paired median)",
+            f"{p.system} >= 0.85 x raw limit, {p.layout} (paired median)",
             p.median_ratio,
             0.85,
         )

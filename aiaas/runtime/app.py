@@ -243,6 +243,8 @@ class ModelServer:
         """Every route of the server."""
         ep = self.endpoint
         simple = self.simple
+        # SimpleFastPath answers the simple protocol's POSTs before they reach these routes;
+        # they stay so that other methods on those paths get 405 and as the reference handler.
         table: list[tuple[str, Handler, list[str]]] = [
             ("/ping", self.ping, ["GET"]),
             ("/invocations", simple, ["POST"]),
