@@ -165,8 +165,14 @@ _BY_CODE: dict[str, type[AiaasError]] = {
 def error_from_body(
     status: int, body: dict[str, Any] | None, retry_after: float = 1.0
 ) -> AiaasError:
-    """Rebuild the typed error from an aiaas JSON error body (used by clients and providers)."""
+    """Rebuild the typed error from an aiaas JSON error body (used by clients and providers).
+
+    Takes both shapes aiaas answers with: ``{"error": {"code", "message", ...}}`` and, on
+    OIP routes, ``{"error": "<message>", "code", ...}``.
+    """
     err = (body or {}).get("error") if isinstance(body, dict) else None
+    if isinstance(err, str) and isinstance(body, dict):  # the OIP shape: {"error": "<message>"}
+        err = {**body, "message": err}
     code = err.get("code") if isinstance(err, dict) else None
     message = str(err.get("message")) if isinstance(err, dict) else f"HTTP {status}"
     details = err.get("details") if isinstance(err, dict) else None

@@ -44,6 +44,23 @@ def error_response(exc: AiaasError, request_id: str, status: int | None = None) 
     return response
 
 
+def oip_error_response(exc: AiaasError, request_id: str, status: int | None = None) -> Response:
+    """An error on an Open Inference Protocol route, in the shape OIP clients parse.
+
+    The OIP v2 REST spec answers errors as ``{"error": "<message>"}`` (tritonclient and
+    KServe's client read that string); aiaas adds ``code`` and ``request_id`` beside it, so
+    :func:`aiaas.errors.error_from_body` still rebuilds the typed error. ``Retry-After`` as
+    in :func:`error_response`.
+    """
+    body: dict[str, Any] = {"error": exc.message, "code": exc.code, "request_id": request_id}
+    if exc.details is not None:
+        body["details"] = exc.details
+    response = json_response(body, status or exc.http_status)
+    if isinstance(exc, Throttled):
+        response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
 async def route_not_found(request: Request, exc: Exception) -> Response:
     """Starlette's 404/405 as aiaas JSON errors."""
     if getattr(exc, "status_code", 404) == 405:

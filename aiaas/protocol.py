@@ -13,6 +13,10 @@ from pydantic import BaseModel, ValidationError
 
 from aiaas.errors import BadRequest, InvalidInput
 
+#: At most this many problems are listed in an :class:`InvalidInput`'s details; the rest are
+#: counted. A request with a million bad items must not get a hundred-megabyte answer.
+MAX_LISTED_PROBLEMS = 10
+
 
 def parse_json(body: bytes) -> Any:
     """Decode a JSON body or raise :class:`BadRequest` saying where it broke."""
@@ -51,11 +55,21 @@ def validate_items(
                 field = ".".join(str(p) for p in err["loc"])
                 problems.append({"index": index, "field": field, "message": err["msg"]})
     if problems:
-        first = problems[0]
-        path = f"{where}[{first['index']}]" + (f".{first['field']}" if first["field"] else "")
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise InvalidInput(f"{path}: {first['message']}{more}", details=problems)
+        raise invalid_input(problems, where)
     return validated
+
+
+def invalid_input(problems: list[dict[str, Any]], where: str = "inputs") -> InvalidInput:
+    """One :class:`InvalidInput` for ``problems`` (each ``{"index", "field", "message"}``).
+
+    The message names the first problem's item and field and counts the rest; ``details``
+    lists the first :data:`MAX_LISTED_PROBLEMS` of them, so the error's size is bounded
+    whatever the request held.
+    """
+    first = problems[0]
+    path = f"{where}[{first['index']}]" + (f".{first['field']}" if first["field"] else "")
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return InvalidInput(f"{path}: {first['message']}{more}", details=problems[:MAX_LISTED_PROBLEMS])
 
 
 def simple_response(outputs: list[Any], model: str, version: str) -> bytes:
