@@ -59,6 +59,13 @@ class MethodNotAllowed(AiaasError):
     http_status = 405
 
 
+class UnsupportedMediaType(AiaasError):
+    """The request's ``content-type`` is not one the route reads; the message names those."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
 class InvalidInput(AiaasError):
     """An input item violates the model's input schema; details name index and field."""
 
@@ -146,6 +153,7 @@ _BY_CODE: dict[str, type[AiaasError]] = {
         BadRequest,
         Unauthorized,
         MethodNotAllowed,
+        UnsupportedMediaType,
         InvalidInput,
         PayloadTooLarge,
         NotFound,
@@ -191,6 +199,7 @@ def _class_for_status(status: int) -> type[AiaasError]:
         404: NotFound,
         405: MethodNotAllowed,
         413: PayloadTooLarge,
+        415: UnsupportedMediaType,
         422: InvalidInput,
         429: Throttled,
         503: NotReady,

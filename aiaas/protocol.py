@@ -11,11 +11,33 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from aiaas.errors import BadRequest, InvalidInput
+from aiaas.errors import BadRequest, InvalidInput, UnsupportedMediaType
 
 #: At most this many problems are listed in an :class:`InvalidInput`'s details; the rest are
 #: counted. A request with a million bad items must not get a hundred-megabyte answer.
 MAX_LISTED_PROBLEMS = 10
+
+
+#: What the JSON routes take; a request without a ``content-type`` is read as JSON too.
+JSON_MEDIA_TYPES = ("application/json", "application/*+json", "text/json")
+
+
+def check_json_content_type(content_type: str | None) -> None:
+    """Raise :class:`UnsupportedMediaType` (415) unless ``content_type`` is JSON or absent.
+
+    Without this, a CSV or form body would be answered "malformed JSON", which blames the
+    caller's data instead of naming the type it should send.
+    """
+    if not content_type:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in ("application/json", "text/json") or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise UnsupportedMediaType(
+        f"content-type {media!r} is not supported here; send {', '.join(JSON_MEDIA_TYPES)}"
+    )
 
 
 def parse_json(body: bytes) -> Any:
