@@ -29,7 +29,14 @@ from aiaas.errors import (
     NotReady,
     Throttled,
 )
-from aiaas.http import JSON, error_response, json_response, request_id_of, route_not_found
+from aiaas.http import (
+    JSON,
+    error_response,
+    json_response,
+    oip_error_response,
+    request_id_of,
+    route_not_found,
+)
 from aiaas.manifest import Manifest
 from aiaas.pricing import estimate_cost
 from aiaas.protocol import parse_json, simple_inputs
@@ -133,9 +140,10 @@ class FunctionApp:
         oip.check_model(self.manifest, request.path_params)
 
     def endpoint(
-        self, handler: Handler, *, authenticated: bool, metered: bool = False
+        self, handler: Handler, *, authenticated: bool, metered: bool = False, oip: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
-        """Request id, API key check, and the one mapping of errors to HTTP."""
+        """Request id, API key check, and the one mapping of errors to HTTP (in the OIP
+        error shape on ``oip`` routes)."""
 
         async def call(request: Request) -> Response:
             started = time.perf_counter()
@@ -150,10 +158,10 @@ class FunctionApp:
                     )
                 response = await handler(request, request_id)
             except AiaasError as exc:
-                response = function_error(exc, request_id)
+                response = function_error(exc, request_id, oip=oip)
             except Exception:
                 log.exception("unhandled error (request_id=%s)", request_id)
-                response = function_error(AiaasError("internal error"), request_id)
+                response = function_error(AiaasError("internal error"), request_id, oip=oip)
             response.headers["x-request-id"] = request_id
             if metered and self.usage is not None:
                 self._meter(request, response, request_id, key_id, time.perf_counter() - started)
@@ -193,7 +201,11 @@ class FunctionApp:
         ]
         routes = [  # every POST is a prediction: metered, whatever its outcome
             Route(
-                path, self.endpoint(handler, authenticated=auth, metered=m == "POST"), methods=[m]
+                path,
+                self.endpoint(
+                    handler, authenticated=auth, metered=m == "POST", oip=path.startswith("/v2/")
+                ),
+                methods=[m],
             )
             for m, path, handler, auth in table
         ]
@@ -213,9 +225,13 @@ class FunctionApp:
         return app
 
 
-def function_error(exc: AiaasError, request_id: str) -> Response:
+def function_error(exc: AiaasError, request_id: str, *, oip: bool = False) -> Response:
     """The function tier's mapping: throttled 429 (+Retry-After), model error 502, deadline
-    504, endpoint missing or not ready 503; everything else keeps its own status."""
+    504, endpoint missing or not ready 503; everything else keeps its own status.
+
+    ``oip``: the body is the Open Inference Protocol's ``{"error": "<message>", ...}``
+    (:func:`aiaas.http.oip_error_response`) instead of aiaas's ``{"error": {...}}``.
+    """
     status = exc.http_status
     if isinstance(exc, Throttled):
         status = 429
@@ -223,7 +239,7 @@ def function_error(exc: AiaasError, request_id: str) -> Response:
         status = 502
     elif isinstance(exc, DeadlineExceeded):
         status = 504
-    response = error_response(exc, request_id, status)
+    response = (oip_error_response if oip else error_response)(exc, request_id, status)
     if status == 401:
         response.headers["www-authenticate"] = "Bearer"
     return response

@@ -123,3 +123,31 @@ def test_missing_deployment_is_503(tmp_path: Path, probe_bundle: BuiltBundle) ->
     ).asgi()  # platform auth: no key needed
     r = TestClient(app).post("/predict", json={"inputs": [{"value": 1}]})
     assert r.status_code == 503 and r.json()["error"]["code"] == NotReady.code
+
+
+def test_oip_routes_answer_errors_in_the_oip_shape(function_url: str) -> None:
+    """OIP clients (tritonclient, KServe) read ``{"error": "<string>"}`` on /v2 routes."""
+    request = {"inputs": [{"name": "value", "shape": [1], "datatype": "FP32", "data": [1]}]}
+    r = httpx.post(function_url + "/v2/models/probe/infer", json=request)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.json()["error"] == "missing or invalid API key"
+    assert r.json()["code"] == "unauthorized" and r.json()["request_id"]
+    r = httpx.post(function_url + "/v2/models/nope/infer", json=request, headers=AUTH)
+    assert r.status_code == 404 and isinstance(r.json()["error"], str)
+    bad = {"inputs": [{"name": "value", "shape": [1], "datatype": "FP32", "data": ["x"]}]}
+    r = httpx.post(function_url + "/v2/models/probe/infer", json=bad, headers=AUTH)
+    assert r.status_code in (400, 422) and isinstance(r.json()["error"], str), r.text
+    fail = {
+        "inputs": [
+            {"name": "value", "shape": [1], "datatype": "FP32", "data": [1]},
+            {"name": "fail", "shape": [1], "datatype": "BOOL", "data": [True]},
+        ]
+    }
+    r = httpx.post(function_url + "/v2/models/probe/infer", json=fail, headers=AUTH)
+    assert r.status_code == 502 and "probe was asked to fail" in r.json()["error"]
+    assert r.json()["code"] == "model_error"
+    r = httpx.get(function_url + "/v2/models/nope", headers=AUTH)
+    assert r.status_code == 404 and isinstance(r.json()["error"], str)
+    # The simple protocol keeps aiaas's own shape.
+    r = httpx.post(function_url + "/predict", json={"inputs": [{"value": 1}]})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
