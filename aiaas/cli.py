@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aiaas.config import ProjectConfig, ServerSection, load_config
+from aiaas.config import ModelSection, ProjectConfig, ServerSection, load_config
 from aiaas.errors import AiaasError, BadRequest, ConfigError, NotFound
 
 if TYPE_CHECKING:
@@ -46,10 +47,29 @@ NameArg = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("aiaas")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            installed = "unknown"
+        _plain(out, f"aiaas {installed}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-) -> None:
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:  # fmt: skip
     """aiaas: one PyTorch model, packaged once, served on any cloud."""
     _state["debug"] = debug
 
@@ -94,7 +114,8 @@ def _progress_bar(title: str) -> Iterator[Any]:
         task = bar.add_task(title, total=1.0)
 
         def report(message: str, fraction: float | None) -> None:
-            bar.update(task, description=f"{title}: {message}", completed=fraction or 0.0)
+            description = escape(f"{title}: {message}")
+            bar.update(task, description=description, completed=fraction or 0.0)
 
         yield report
 
@@ -103,7 +124,7 @@ def _show_deployment(d: Deployment) -> None:
     table = Table(show_header=False, box=None)
     for key, value in (("name", d.name), ("provider", d.provider), ("version", d.version),
                        ("status", d.status), ("endpoint", d.endpoint or "-")):  # fmt: skip
-        table.add_row(f"[bold]{key}", str(value))
+        table.add_row(f"[bold]{key}", escape(str(value)))
     out.print(table)
 
 
@@ -133,9 +154,13 @@ def _read_data(data: str | None, cfg: ProjectConfig, project_dir: Path) -> bytes
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
-    name: Annotated[str, typer.Option(help="Model name (lowercase, digits, dashes).")] = "my-model",
+    name: Annotated[
+        str,
+        typer.Option(help="Model name: a lowercase letter or digit, then up to 62 more or dashes."),
+    ] = "my-model",
 ) -> None:
     """Scaffold a project: aiaas.yaml and a model.py to fill in."""
+    _check_model_name(name)
     target = directory.resolve()
     if (target / "aiaas.yaml").exists():
         raise ConfigError(f"{target / 'aiaas.yaml'} already exists; not overwriting")
@@ -143,7 +168,22 @@ def init(
     for src in sorted((TEMPLATES / "init").iterdir()):
         text = src.read_text().replace("{{name}}", name)
         (target / src.name.removesuffix(".tmpl")).write_text(text)
-    out.print(f"created {target}: edit model.py, then `aiaas deploy -c {directory}`")
+    _plain(out, f"created {target}: edit model.py, then `aiaas deploy -c {directory}`")
+
+
+def _check_model_name(name: str) -> None:
+    """Refuse a ``--name`` that ``aiaas.yaml`` would refuse later (the config's own rule)."""
+    from pydantic import ValidationError
+
+    try:
+        ModelSection.model_validate({"entrypoint": "model:Model", "name": name})
+    except ValidationError:
+        rule = ModelSection.model_fields["name"].metadata
+        pattern = next((m.pattern for m in rule if getattr(m, "pattern", None)), "")
+        raise BadRequest(
+            f"--name {name!r}: a model name must match {pattern} (lowercase letters, digits "
+            "and dashes, starting with a letter or digit)"
+        ) from None
 
 
 @bundle_app.command("build")
@@ -156,10 +196,10 @@ def bundle_build(
     """Build a deterministic model.tar.gz (same inputs, same digest)."""
     from aiaas.bundle import build_bundle
 
-    with err.status(f"building bundle from {directory}"):
+    with err.status(escape(f"building bundle from {directory}")):
         built = build_bundle(directory, output)
     size = built.path.stat().st_size / 1e6
-    out.print(f"{built.path}  {built.manifest.name} {built.manifest.version}  {size:.1f} MB")
+    _plain(out, f"{built.path}  {built.manifest.name} {built.manifest.version}  {size:.1f} MB")
 
 
 @bundle_app.command("inspect")
@@ -253,7 +293,8 @@ def status(
         return
     table = Table("name", "provider", "version", "status", "endpoint")
     for d in prov.list():
-        table.add_row(d.name, d.provider, d.version, d.status, d.endpoint or "-")
+        table.add_row(*(escape(v) for v in (d.name, d.provider, d.version, d.status)),
+                      escape(d.endpoint or "-"))  # fmt: skip
     out.print(table)
 
 
@@ -293,7 +334,8 @@ def delete(
     cfg, project_dir = _project(config, provider)
     deployment = _deployment_name(cfg, project_dir, name)
     removed = _provider(cfg).delete(deployment)
-    out.print(f"deleted {deployment}" if removed else f"{deployment}: nothing to delete")
+    message = f"deleted {deployment}" if removed else f"{deployment}: nothing to delete"
+    _plain(out, message)
 
 
 @app.command()
@@ -314,7 +356,8 @@ def doctor() -> None:
         if others:
             problems += 1
             table.add_row(
-                package, f"[red]also installed by {', '.join(others)}: imports may clash[/red]"
+                package,
+                f"[red]also installed by {escape(', '.join(others))}: imports may clash[/red]",
             )
         else:
             table.add_row(package, "ok")
@@ -323,8 +366,9 @@ def doctor() -> None:
     else:
         from aiaas.runtime.runner import torch_summary
 
-        table.add_row("torch", torch_summary())
-    table.add_row("providers", ", ".join(available_providers()) or "[red]none[/red]")
+        table.add_row("torch", escape(torch_summary()))
+    providers = escape(", ".join(available_providers()))
+    table.add_row("providers", providers or "[red]none[/red]")
     out.print(table)
     if problems:
         raise typer.Exit(1)
@@ -385,7 +429,7 @@ def usage(
         raise BadRequest(f"--by {by}: use key, model or provider")
     table = Table(by, "calls", "errors", "mean latency ms", "est. cost USD")
     for group, calls, errors, latency, cost in summarize(_usage_file(cfg), _since(since), column):
-        table.add_row(group, str(calls), str(errors), f"{latency:.1f}", f"{cost:.6f}")
+        table.add_row(escape(group), str(calls), str(errors), f"{latency:.1f}", f"{cost:.6f}")
     out.print(table)
 
 
@@ -416,8 +460,16 @@ def function_package(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Zip path.")] = None,
     config: ConfigOpt = Path("aiaas.yaml"),
     provider: ProviderOpt = None,
+    allow_local: Annotated[
+        bool, typer.Option(help="Package provider: local anyway, to try the zip on this machine.")
+    ] = False,
+    compile_bytecode: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="Ship .pyc for the target Python.")
+    ] = True,
 ) -> None:
     """Build the function's deployable zip for a platform (never torch), within its limit."""
+    from rich.markup import escape
+
     from aiaas.bundle import inspect_archive
     from aiaas.packaging import package_function
 
@@ -426,12 +478,26 @@ def function_package(
     if not bundle.is_file():
         raise ConfigError(f"{bundle}: no bundle yet; run `aiaas bundle build` (or deploy) first")
     out_path = output or project_dir / "dist" / f"function-{target}-{arch}.zip"
-    with err.status(f"packaging the {target} function ({arch}, Python {python})"):
+    with err.status(escape(f"packaging the {target} function ({arch}, Python {python})")):
         built = package_function(
-            cfg, inspect_archive(bundle), target, out_path, arch=arch, python=python
-        )
+            cfg, inspect_archive(bundle), target, out_path, arch=arch, python=python,
+            allow_local=allow_local, compile_bytecode=compile_bytecode,
+        )  # fmt: skip
     size, limit = built.size / 1e6, built.limit / 1e6
-    out.print(f"{built.path}  {size:.2f} MB (limit {limit:.0f} MB), {len(built.wheels)} wheels")
+    out.print(
+        f"{built.path}  {size:.2f} MB (limit {limit:.0f} MB), {len(built.wheels)} wheels",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    if compile_bytecode and not built.compiled:
+        err.print(
+            f"[yellow]warning:[/yellow] no Python {escape(python)} interpreter here "
+            f"(python{escape(python)} on PATH): shipped without bytecode, so every cold start "
+            "compiles each module again; install it and package again",
+            highlight=False,
+        )
+    lines = [f"handler: {built.handler}", "environment:"]
+    lines += [f"  {name}  {why}" for name, why in built.environment.items()]
+    out.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
 
 
 @keys_app.command("create")
@@ -442,11 +508,13 @@ def keys_create(config: ConfigOpt = Path("aiaas.yaml")) -> None:
     cfg, _ = _project(config)
     key, record = create_key()
     add_record(_keys_file(cfg), record)
-    out.print(f"key id  {record.key_id}")
-    out.print(f"API key {key}", highlight=False)
-    err.print("Shown once. The local function reads its hash from "
-              f"{_keys_file(cfg)}; for a cloud, add this record to AIAAS_API_KEYS "
-              f"(comma-separated) in its secret store:\n{record}")  # fmt: skip
+    # Never wrapped: a key or record broken over two lines is a broken secret.
+    _plain(out, f"key id  {record.key_id}")
+    _plain(out, f"API key {key}")
+    _plain(err, "Shown once. The local function reads its hash from "
+                f"{_keys_file(cfg)}; for a cloud, add this record to AIAAS_API_KEYS "
+                "(comma-separated) in its secret store:")  # fmt: skip
+    _plain(err, str(record))
 
 
 @keys_app.command("list")
@@ -456,7 +524,7 @@ def keys_list(config: ConfigOpt = Path("aiaas.yaml")) -> None:
 
     cfg, _ = _project(config)
     for record in list_records(_keys_file(cfg)):
-        out.print(record.key_id)
+        _plain(out, record.key_id)
 
 
 @keys_app.command("revoke")
@@ -470,7 +538,7 @@ def keys_revoke(
     cfg, _ = _project(config)
     if not revoke_record(_keys_file(cfg), key_id):
         raise NotFound(f"no API key with id {key_id!r} in {_keys_file(cfg)}")
-    out.print(f"revoked {key_id}")
+    _plain(out, f"revoked {key_id}")
 
 
 def main() -> None:
@@ -480,7 +548,7 @@ def main() -> None:
     except AiaasError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except (typer.Exit, SystemExit) as exc:
         code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
@@ -489,15 +557,45 @@ def main() -> None:
         err.print("aborted")
         sys.exit(130)
     except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if _is_click_error(exc):
+            _show_usage_error(exc)
+            sys.exit(getattr(exc, "exit_code", 2))
         if _state["debug"]:
             raise
         err.print(
-            f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)"
-        )
+            f"[red]error:[/red] {escape(f'{type(exc).__name__}: {exc}')} "
+            "(run with --debug for the traceback)",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    """A usage error of click, or of the copy of click that newer typer versions vendor."""
+    if isinstance(exc, typer.TyperException):
+        return True
+    try:
+        import click
+    except ImportError:
+        return False
+    return isinstance(exc, click.ClickException)
+
+
+def _show_usage_error(exc: Exception) -> None:
+    """Print click's usage line, a help hint and the error, with a "did you mean" when a
+    mistyped option resembles real ones (click computes the ``possibilities``)."""
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        _plain(err, ctx.get_usage())
+        _plain(err, f"Try '{ctx.command_path} --help' for help.")
+    message = str(getattr(exc, "message", exc))
+    possibilities = sorted(getattr(exc, "possibilities", None) or [])
+    if possibilities:
+        message += f"; did you mean {' or '.join(possibilities)}?"
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _plain(console: Console, text: str) -> None:
+    """Print ``text`` as it is: no markup, no highlighting, never wrapped (safe to copy)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
