@@ -151,21 +151,26 @@ class LocalProvider(Provider):
                     timeout=timeout,
                 )
                 break
+            except httpx.TimeoutException:  # a TransportError too: it must be matched first
+                raise DeadlineExceeded(
+                    f"local deployment {name!r} did not answer within {timeout:g}s"
+                ) from None
             except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-                # The request never reached a live server (a version switch closed the port
-                # or the keep-alive connection). Predictions have no side effects: re-read
-                # the state and try the new version once.
+                # A version switch closed the port (ConnectError: the request never left) or
+                # the kept-alive connection (RemoteProtocolError: the server closed it,
+                # possibly after reading the request). Re-sending is safe because a
+                # prediction has no side effects: re-read the state, try the new version once.
                 fresh = self._state_or_raise(name)
                 if attempt == 1 or (
                     fresh["port"] == state["port"]
                     and not isinstance(exc, httpx.RemoteProtocolError)
                 ):
-                    raise NotReady(f"local deployment {name!r} is not reachable: {exc}") from None
+                    raise _unreachable(name, exc) from None
                 state = fresh
-            except httpx.TimeoutException:
-                raise DeadlineExceeded(
-                    f"local deployment {name!r} did not answer within {timeout:g}s"
-                ) from None
+            except httpx.TransportError as exc:
+                # ReadError, WriteError, ...: the server went away while it had the request
+                # (e.g. it was killed mid-prediction). Not re-sent: the caller retries.
+                raise _unreachable(name, exc) from None
         if response.status_code == 200:
             return response.content
         raise _error_from(response)
@@ -282,13 +287,31 @@ class LocalProvider(Provider):
         )
 
 
+RETRY_AFTER_S = 1.0
+"""What a caller is told to wait when the model server is unreachable (a restart or a
+version switch takes about that long)."""
+
+
+def _unreachable(name: str, exc: httpx.TransportError) -> NotReady:
+    reason = str(exc) or type(exc).__name__
+    return NotReady(
+        f"local deployment {name!r} is not reachable: {reason}", retry_after=RETRY_AFTER_S
+    )
+
+
 def _error_from(response: httpx.Response) -> AiaasError:
     try:
         body = response.json()
     except ValueError:
         body = None
-    retry_after = float(response.headers.get("retry-after", "1") or 1)
-    return error_from_body(response.status_code, body, retry_after)
+    try:
+        retry_after = float(response.headers.get("retry-after") or RETRY_AFTER_S)
+    except ValueError:
+        retry_after = RETRY_AFTER_S
+    error = error_from_body(response.status_code, body, retry_after)
+    if isinstance(error, NotReady):  # e.g. a server draining after SIGTERM: back soon
+        error.retry_after = retry_after
+    return error
 
 
 def _free_port(host: str) -> int:

@@ -113,10 +113,19 @@ class Overloaded(Throttled):
 
 
 class NotReady(AiaasError):
-    """The endpoint exists but is not (yet) ready to serve."""
+    """The endpoint exists but is not (yet) ready to serve.
+
+    ``retry_after`` (seconds), when set, is answered as ``Retry-After``: the caller may try
+    again then (e.g. the model server went away and is expected back)."""
 
     code = "not_ready"
     http_status = 503
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, details: Any = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
 
 
 class ModelError(AiaasError):

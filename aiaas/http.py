@@ -14,7 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aiaas.errors import AiaasError, MethodNotAllowed, NotFound, Throttled
+from aiaas.errors import AiaasError, MethodNotAllowed, NotFound, NotReady, Throttled
 
 JSON = "application/json"
 REQUEST_ID_HEADER = "x-request-id"
@@ -39,7 +39,7 @@ def json_response(body: dict[str, Any], status: int = 200) -> Response:
 def error_response(exc: AiaasError, request_id: str, status: int | None = None) -> Response:
     """``{"error": {code, message, details, request_id}}`` with ``Retry-After`` when throttled."""
     response = json_response(exc.to_dict(request_id), status or exc.http_status)
-    if isinstance(exc, Throttled):
+    if isinstance(exc, Throttled | NotReady) and exc.retry_after is not None:
         response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
     return response
 
@@ -56,7 +56,7 @@ def oip_error_response(exc: AiaasError, request_id: str, status: int | None = No
     if exc.details is not None:
         body["details"] = exc.details
     response = json_response(body, status or exc.http_status)
-    if isinstance(exc, Throttled):
+    if isinstance(exc, Throttled | NotReady) and exc.retry_after is not None:
         response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
     return response
 
