@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from aiaas.errors import AiaasError, MethodNotAllowed, NotFound, NotReady, Throttled
 
@@ -61,12 +62,55 @@ def oip_error_response(exc: AiaasError, request_id: str, status: int | None = No
     return response
 
 
+def is_oip_path(path: str) -> bool:
+    """True for the Open Inference Protocol's routes (``/v2`` and below): their errors are
+    answered with :func:`oip_error_response`, every other route's with :func:`error_response`."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def route_path(scope: Scope) -> str:
+    """The path routes match against: ``scope["path"]`` without the ``root_path`` prefix."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of ``request``'s app takes on its path, sorted.
+
+    Starlette's 405 names only the first route whose path matches, but a path may be served
+    by several routes (the model server has ``GET /`` and ``POST /``)."""
+    path = route_path(request.scope)
+    methods: set[str] = set()
+    app = request.scope.get("app")
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path) and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 async def route_not_found(request: Request, exc: Exception) -> Response:
-    """Starlette's 404/405 as aiaas JSON errors."""
+    """Starlette's 404/405 as JSON errors (the OIP shape under ``/v2``); a 405 carries the
+    ``Allow`` header (RFC 9110) listing the path's methods."""
+    path = request.url.path
+    allow = ""
     if getattr(exc, "status_code", 404) == 405:
+        allow = ", ".join(allowed_methods(request)) or str(
+            (getattr(exc, "headers", None) or {}).get("Allow", "")
+        )
         err: AiaasError = MethodNotAllowed(
-            f"method {request.method} is not allowed on {request.url.path}"
+            f"method {request.method} is not allowed on {path}"
+            + (f"; allowed: {allow}" if allow else "")
         )
     else:
-        err = NotFound(f"no route {request.method} {request.url.path}")
-    return error_response(err, request_id_of(request))
+        err = NotFound(f"no route {request.method} {path}")
+    answer = oip_error_response if is_oip_path(route_path(request.scope)) else error_response
+    request_id = request_id_of(request)
+    response = answer(err, request_id)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    if allow:
+        response.headers["allow"] = allow
+    return response

@@ -174,9 +174,16 @@ class TestBackpressure:
 
 class TestBadInput:
     def _error(self, r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+        """The error of ``r``, in aiaas's shape ``{"error": {...}}`` or, on OIP routes, the
+        OIP shape ``{"error": "<message>", "code", ...}`` (returned as aiaas's)."""
         assert r.status_code == status, r.text
         assert r.headers["content-type"] == "application/json"
-        err: dict[str, Any] = r.json()["error"]
+        body: dict[str, Any] = r.json()
+        if r.url.path.startswith("/v2"):
+            assert isinstance(body["error"], str), body
+            err = {**body, "message": body["error"]}
+        else:
+            err = body["error"]
         assert err["code"] == code
         return err
 

@@ -40,7 +40,9 @@ from aiaas.http import (
     JSON,
     REQUEST_ID_HEADER,
     error_response,
+    is_oip_path,
     json_response,
+    oip_error_response,
     request_id_of,
     route_not_found,
 )
@@ -216,26 +218,32 @@ class ModelServer:
     # -- wiring --------------------------------------------------------------------------
 
     def endpoint(self, route: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """Wrap a handler: request id, one JSON error mapping, metrics by route and status."""
+        """Wrap a handler: request id, one JSON error mapping (the OIP error shape on
+        ``/v2`` routes), metrics by route and status."""
+        oip = is_oip_path(route)
 
         async def call(request: Request) -> Response:
             started = time.perf_counter()
             request_id = request_id_of(request)
-            response = await self.respond(handler(request, request_id), request_id)
+            response = await self.respond(handler(request, request_id), request_id, oip=oip)
             self.metrics.observe_request(route, response.status_code, time.perf_counter() - started)
             return response
 
         return call
 
-    async def respond(self, work: Awaitable[Response], request_id: str) -> Response:
-        """``work``'s response, or its error as aiaas JSON; tagged with the request id."""
+    async def respond(
+        self, work: Awaitable[Response], request_id: str, *, oip: bool = False
+    ) -> Response:
+        """``work``'s response, or its error as JSON (aiaas's shape, or with ``oip`` the Open
+        Inference Protocol's ``{"error": "<message>"}``); tagged with the request id."""
+        answer = oip_error_response if oip else error_response
         try:
             response = await work
         except AiaasError as exc:
-            response = error_response(exc, request_id)
+            response = answer(exc, request_id)
         except Exception:
             log.exception("unhandled error (request_id=%s)", request_id)
-            response = error_response(AiaasError("internal server error"), request_id)
+            response = answer(AiaasError("internal server error"), request_id)
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
 

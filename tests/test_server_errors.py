@@ -1,0 +1,124 @@
+"""How the model server answers what it will not serve: the error shape per route family,
+``Allow`` on 405, 415 for non-JSON bodies, the per-request item limit; the function app's
+405 too (the 404/405 handler is shared)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ServerProcess, serve_asgi
+
+from adapters.local import LocalProvider
+from aiaas.bundle import BuiltBundle
+from aiaas.config import LocalSection
+from functions.app import FunctionApp
+
+StartServer = Callable[..., ServerProcess]
+
+
+@pytest.fixture(scope="module")
+def probe(
+    probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("server-errors") / "server.log"
+    server = ServerProcess(probe_bundle.path, log, ["--max-body-bytes", "4096"], {})
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+def _oip_error(r: httpx.Response, status: int, code: str) -> str:
+    """The message of an OIP-shaped error ``{"error": "<message>", "code", "request_id"}``."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert isinstance(body["error"], str), body
+    assert body["code"] == code and body["request_id"] == r.headers["x-request-id"]
+    message: str = body["error"]
+    return message
+
+
+class TestErrorShape:
+    """OIP routes answer ``{"error": "<string>"}`` (what tritonclient and KServe's client
+    parse); every other route aiaas's ``{"error": {"code", "message", ...}}``."""
+
+    def test_oip_routes_answer_the_oip_shape(self, probe: ServerProcess) -> None:
+        url = probe.url
+        assert "nope" in _oip_error(httpx.get(url + "/v2/models/nope"), 404, "not_found")
+        _oip_error(httpx.post(url + "/v2/models/nope/infer", json={}), 404, "not_found")
+        _oip_error(httpx.get(url + "/v2/models/probe/versions/0/ready"), 404, "not_found")
+        msg = _oip_error(
+            httpx.post(url + "/v2/models/probe/infer", content=b"{"), 400, "bad_request"
+        )
+        assert "malformed JSON" in msg
+        bad = {"inputs": [{"name": "value", "shape": [1], "datatype": "FP32", "data": ["x"]}]}
+        r = httpx.post(url + "/v2/models/probe/infer", json=bad)
+        assert _oip_error(r, 422, "invalid_input").startswith("instances[0].value:")
+        assert r.json()["details"][0]["field"] == "value"
+        # routes no handler matched: the shared 404/405 handler uses the shape too
+        _oip_error(httpx.get(url + "/v2/no/such/route"), 404, "not_found")
+        _oip_error(httpx.get(url + "/v2/models/probe/infer"), 405, "method_not_allowed")
+
+    def test_other_routes_keep_the_aiaas_shape(self, probe: ServerProcess) -> None:
+        r = httpx.post(probe.url + "/invocations", content=b"{")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+        r = httpx.get(probe.url + "/no/such/route")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        r = httpx.get(probe.url + "/v2x")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+    def test_oip_503_keeps_its_status(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(probe_bundle.path, env={"PROBE_LOAD_DELAY_S": "30"}, ready=False)
+        deadline = time.monotonic() + 60
+        while True:  # the port opens before the model is loaded
+            try:
+                r = httpx.get(server.url + "/v2/health/ready", timeout=1.0)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.05)
+        assert "loading" in _oip_error(r, 503, "not_ready")
+        r = httpx.get(server.url + "/ready")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+
+
+class TestAllow:
+    """A 405 names the methods the path takes (RFC 9110 §15.5.6), on both servers."""
+
+    @pytest.mark.parametrize(
+        ("method", "path", "allow"),
+        [
+            ("GET", "/invocations", "POST"),
+            ("PUT", "/ping", "GET, HEAD"),
+            ("DELETE", "/", "GET, HEAD, POST"),  # two routes share "/"
+            ("GET", "/api/predict/svc", "POST"),
+            ("PUT", "/v2/models/probe/infer", "POST"),
+            ("POST", "/metrics", "GET, HEAD"),
+        ],
+    )
+    def test_model_server(self, probe: ServerProcess, method: str, path: str, allow: str) -> None:
+        r = httpx.request(method, probe.url + path)
+        assert r.status_code == 405, r.text
+        assert r.headers["allow"] == allow
+        assert allow in r.text
+
+    def test_function_app(self, probe_bundle: BuiltBundle, tmp_path: Path) -> None:
+        # No deployment: a 405 is answered before anything would reach the provider.
+        provider = LocalProvider(LocalSection(state_dir=str(tmp_path)))
+        app = FunctionApp(provider, probe_bundle.manifest).asgi()
+        with serve_asgi(app) as url:
+            r = httpx.get(url + "/predict")
+            assert r.status_code == 405 and r.headers["allow"] == "POST"
+            assert r.json()["error"]["code"] == "method_not_allowed"
+            r = httpx.delete(url + "/v2/models/probe/infer")
+            assert r.status_code == 405 and r.headers["allow"] == "POST"
+            assert r.json()["code"] == "method_not_allowed"  # the OIP shape under /v2
+            r = httpx.post(url + "/health")
+            assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
