@@ -39,9 +39,17 @@ from aiaas.http import (
 )
 from aiaas.manifest import Manifest
 from aiaas.pricing import estimate_cost
-from aiaas.protocol import parse_json, simple_inputs
+from aiaas.protocol import check_json_content_type, parse_json, simple_inputs
 from functions.auth import KeyChecker, presented_key
-from functions.edge import PLATFORM_BODY_LIMITS, EdgeValidator, check_body_size
+from functions.edge import (
+    DEFAULT_MAX_ITEMS,
+    ESCAPED_RESPONSE_PLATFORMS,
+    PLATFORM_BODY_LIMITS,
+    PLATFORM_RESPONSE_LIMITS,
+    EdgeValidator,
+    check_response_size,
+    read_body,
+)
 from functions.metering import UsageRecord, UsageSink, now
 from functions.openapi import openapi_document
 
@@ -57,7 +65,9 @@ class FunctionApp:
 
     ``FunctionApp(provider, manifest, keys=...).asgi()`` is the ASGI app. ``keys=None``
     turns our API-key check off (the platform authenticates: Lambda ``AWS_IAM``, Azure
-    function keys, FC). ``deployment`` defaults to the manifest's name.
+    function keys, FC). ``deployment`` defaults to the manifest's name. ``max_items``: most
+    items per request (``server.max_items_per_request``). ``max_response_bytes`` defaults
+    to the platform's response limit (:data:`functions.edge.PLATFORM_RESPONSE_LIMITS`).
     """
 
     provider: Provider
@@ -69,11 +79,17 @@ class FunctionApp:
     usage: UsageSink | None = None
     platform: str = "local"
     memory_mb: int = 512
+    max_items: int = DEFAULT_MAX_ITEMS
+    max_response_bytes: int | None = None
     validator: EdgeValidator = field(init=False)
 
     def __post_init__(self) -> None:
         self.deployment = self.deployment or self.manifest.name
-        self.validator = EdgeValidator(self.manifest)
+        self.validator = EdgeValidator(self.manifest, self.max_items)
+        if self.max_response_bytes is None:
+            limits = PLATFORM_RESPONSE_LIMITS
+            self.max_response_bytes = limits.get(self.platform, limits["local"])
+        self._escaped_response = self.platform in ESCAPED_RESPONSE_PLATFORMS
 
     async def _forward(self, body: bytes, request_id: str) -> bytes:
         try:
@@ -86,13 +102,18 @@ class FunctionApp:
             raise NotReady(f"endpoint unavailable: {exc.message}") from None
 
     async def _body(self, request: Request) -> bytes:
-        body = await request.body()
+        """The body, refused (413) on its declared length or once the bytes read pass the
+        limit, so an oversized upload is never buffered."""
+        request.state.bytes_in = 0
+        body = await read_body(
+            request.stream(), request.headers.get("content-length"), self.max_body_bytes
+        )
         request.state.bytes_in = len(body)
-        check_body_size(body, self.max_body_bytes)
         return body
 
     async def predict(self, request: Request, request_id: str) -> Response:
         """``{"inputs": [...]}`` → ``{"outputs": [...], "model", "version"}``."""
+        check_json_content_type(request.headers.get("content-type"))
         body = await self._body(request)
         self.validator.validate(simple_inputs(parse_json(body)))
         # Checked as it is, so forwarded as it is; the answer goes back untouched.
@@ -157,6 +178,7 @@ class FunctionApp:
                         )
                     )
                 response = await handler(request, request_id)
+                self._check_response(response)
             except AiaasError as exc:
                 response = function_error(exc, request_id, oip=oip)
             except Exception:
@@ -168,6 +190,12 @@ class FunctionApp:
             return response
 
         return call
+
+    def _check_response(self, response: Response) -> None:
+        """Raise :class:`~functions.edge.ResponseTooLarge` (502) rather than hand the
+        platform an answer it would refuse (Lambda: 6 MB)."""
+        assert self.max_response_bytes is not None
+        check_response_size(response.body, self.max_response_bytes, self._escaped_response)
 
     def _meter(
         self, request: Request, response: Response, request_id: str, key_id: str, seconds: float

@@ -47,6 +47,7 @@ def app_from_environment(platform: str, config: ProjectConfig | None = None) -> 
         keys=keys,
         max_body_bytes=PLATFORM_BODY_LIMITS[platform],
         invoke_timeout_s=config.function.invoke_timeout_s,
+        max_items=config.server.max_items_per_request,
         usage=JsonLineSink(emf=platform == "aws"),
         platform=platform,
         memory_mb=int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")),

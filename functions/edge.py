@@ -1,16 +1,22 @@
-"""Validation at the edge: requests are checked against the bundle manifest's JSON Schemas
-before anything is forwarded, without importing model code, torch or transformers.
+"""Checks at the edge, before anything is forwarded and before anything is answered.
+
+Requests: the body size (refused on the declared length at once, and while reading), the
+number of items, then each item against the bundle manifest's JSON Schema, without
+importing model code, torch or transformers. Answers: the size the platform will accept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import fastjsonschema
 
-from aiaas.errors import InvalidInput, PayloadTooLarge
+from aiaas.errors import AiaasError, PayloadTooLarge
 from aiaas.manifest import Manifest
+from aiaas.protocol import invalid_input
+
+DEFAULT_MAX_ITEMS = 512  # as config.server.max_items_per_request
 
 # Request-body ceilings of each serverless platform (shared/notes/contracts.md).
 PLATFORM_BODY_LIMITS = {
@@ -20,16 +26,51 @@ PLATFORM_BODY_LIMITS = {
     "local": 6 * 1024 * 1024,  # as strict as the strictest cloud, so local finds it first
 }
 
+# Response-body ceilings. Lambda: 6 MB for a buffered (function URL / API Gateway)
+# response, counted on the JSON document the runtime sends, in which the body is a JSON
+# string (so quotes and non-ASCII characters count escaped: see response_size). Azure
+# Functions and FC document no response cap we could confirm; these are aiaas's choices,
+# equal to their request limits.
+PLATFORM_RESPONSE_LIMITS = {
+    "aws": 6 * 1024 * 1024,
+    "azure": 100 * 1024 * 1024,
+    "alibaba": 32 * 1024 * 1024,
+    "local": 6 * 1024 * 1024,
+}
+# Platforms whose limit counts the body escaped inside a JSON envelope (Lambda's runtime
+# serialises the handler's {"statusCode", "headers", "body"} answer; local mirrors it).
+ESCAPED_RESPONSE_PLATFORMS = frozenset({"aws", "local"})
+ENVELOPE_RESERVE = 16 * 1024  # status, headers and the envelope's own keys
+
+
+class ResponseTooLarge(AiaasError):
+    """The answer would exceed what the platform can return; nothing was cut short."""
+
+    code = "response_too_large"
+    http_status = 502
+
 
 class EdgeValidator:
     """Checks request items against the model's input JSON Schema (compiled once)."""
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, max_items: int = DEFAULT_MAX_ITEMS) -> None:
         self.manifest = manifest
+        self.max_items = max_items
         self._check: Callable[[Any], Any] = fastjsonschema.compile(manifest.input_schema)
 
+    def check_count(self, count: int, where: str = "inputs") -> None:
+        """Raise :class:`PayloadTooLarge` (413) if ``count`` items are more than one request
+        may carry; call it before expanding or validating anything."""
+        if count > self.max_items:
+            raise PayloadTooLarge(
+                f"{where}: the request has {count} items; this function accepts at most "
+                f"{self.max_items} per request (server.max_items_per_request)"
+            )
+
     def validate(self, items: list[Any], where: str = "inputs") -> None:
-        """Raise :class:`InvalidInput` naming the first bad item index and field."""
+        """Refuse too many items (413), then raise :class:`~aiaas.errors.InvalidInput`
+        naming the first bad item's index and field (at most a few problems are listed)."""
+        self.check_count(len(items), where)
         problems: list[dict[str, Any]] = []
         for index, item in enumerate(items):
             try:
@@ -37,10 +78,7 @@ class EdgeValidator:
             except fastjsonschema.JsonSchemaValueException as exc:
                 problems.append({"index": index, **_describe(exc, item)})
         if problems:
-            first = problems[0]
-            path = f"{where}[{first['index']}]" + (f".{first['field']}" if first["field"] else "")
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise InvalidInput(f"{path}: {first['message']}{more}", details=problems)
+            raise invalid_input(problems, where)
 
 
 def _describe(exc: fastjsonschema.JsonSchemaValueException, item: Any) -> dict[str, str]:
@@ -56,7 +94,48 @@ def _describe(exc: fastjsonschema.JsonSchemaValueException, item: Any) -> dict[s
     return {"field": ".".join(path), "message": message}
 
 
-def check_body_size(body: bytes, limit: int) -> None:
-    """Raise :class:`PayloadTooLarge` if ``body`` exceeds ``limit`` bytes."""
-    if len(body) > limit:
-        raise PayloadTooLarge(f"request body is {len(body)} bytes; this function accepts {limit}")
+async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+    """The whole body from ``chunks``, refused (413) as soon as it is over ``limit``: at once
+    when the declared ``content-length`` says so, else when the bytes read pass it (the rest
+    is never read)."""
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"request body is {int(declared)} bytes; this function accepts {limit}"
+        )
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request body is over {limit} bytes; this function accepts {limit}"
+            )
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def response_size(body: bytes | memoryview, escaped: bool) -> int:
+    """The bytes ``body`` counts against a platform's response limit.
+
+    ``escaped``: the body travels as a JSON string (Lambda), where ``"`` and ``\\`` take two
+    bytes and a non-ASCII character up to twelve (``ensure_ascii``, as Lambda's Python 3.11
+    runtime serialises). Answers under a sixth of any limit are never scanned.
+    """
+    if not escaped:
+        return len(body)
+    import json  # the rare path: only for answers big enough to matter
+
+    return len(json.dumps(bytes(body).decode("utf-8", "replace")))
+
+
+def check_response_size(body: bytes | memoryview, limit: int, escaped: bool) -> None:
+    """Raise :class:`ResponseTooLarge` if ``body`` would not fit in ``limit`` bytes."""
+    budget = limit - ENVELOPE_RESERVE
+    if len(body) * (6 if escaped else 1) <= budget:  # cheap: no answer this small can exceed
+        return
+    size = response_size(body, escaped)
+    if size > budget:
+        raise ResponseTooLarge(
+            f"the answer is {len(body)} bytes ({size} as the platform counts it); this "
+            f"function can return at most {budget}: send fewer items per request"
+        )

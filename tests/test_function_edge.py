@@ -1,0 +1,174 @@
+"""The function app's edge under hostile requests, over real sockets against real uvicorn:
+bodies refused on their declared length or while streaming (413), too many items refused
+before any validation, bounded error bodies, and 415 for a body that is not JSON."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import serve_asgi
+
+from adapters.local import LocalProvider
+from aiaas.bundle import BuiltBundle
+from aiaas.config import LocalSection
+from functions.app import FunctionApp
+from functions.auth import KeyChecker, create_key
+
+API_KEY, RECORD = create_key()
+AUTH = {"authorization": f"Bearer {API_KEY}"}
+BODY_LIMIT = 64 * 1024
+
+
+class CountingApp:
+    """Wraps the real ASGI app and counts the request-body bytes it was handed: the
+    server-side measure of how much of an upload the function read."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.body_bytes = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def counted() -> Any:
+            message = await receive()
+            self.body_bytes += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+@pytest.fixture(scope="module")
+def provider(
+    probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalProvider]:
+    local = LocalProvider(LocalSection(state_dir=str(tmp_path_factory.mktemp("state"))))
+    local.deploy(probe_bundle.path)
+    try:
+        yield local
+    finally:
+        local.delete("probe")
+
+
+@pytest.fixture(scope="module")
+def served(provider: LocalProvider, probe_bundle: BuiltBundle) -> Iterator[tuple[str, CountingApp]]:
+    app = FunctionApp(
+        provider,
+        probe_bundle.manifest,
+        keys=KeyChecker({RECORD.key_id: RECORD}),
+        max_body_bytes=BODY_LIMIT,
+    ).asgi()
+    counting = CountingApp(app)
+    with serve_asgi(counting) as url:
+        yield url, counting
+
+
+def _raw(url: str, head: bytes, timeout: float = 5.0) -> tuple[socket.socket, bytes]:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    sock.sendall(head)
+    return sock, b""
+
+
+def _read_status(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_declared_length_over_the_limit_is_refused_at_once(
+    served: tuple[str, CountingApp],
+) -> None:
+    url, _ = served
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {API_KEY}\r\n".encode()
+        + b"Content-Length: 1000000000000\r\n\r\n"
+    )
+    started = time.monotonic()
+    sock, _ = _raw(url, head)
+    with sock:
+        answer = _read_status(sock)  # no body is ever sent: only the declared length counts
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_chunked_body_over_the_limit_is_not_read_to_its_end(
+    served: tuple[str, CountingApp],
+) -> None:
+    url, counting = served
+    counting.body_bytes = 0
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {API_KEY}\r\n".encode()
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = 64 * 1024
+    chunk = f"{piece:x}\r\n".encode() + b"x" * piece + b"\r\n"
+    total = 50 * 1024 * 1024  # 50 MB offered; the function must stop near 64 KiB
+    sock, _ = _raw(url, head, timeout=10.0)
+    sent = 0
+    with sock:
+        try:
+            while sent < total:
+                sock.sendall(chunk)
+                sent += piece
+        except OSError:  # the server answered and closed: it stopped reading
+            pass
+        answer = _read_status(sock)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # uvicorn may drain (and drop) the rest of the upload; the app itself stopped here.
+    assert counting.body_bytes <= BODY_LIMIT + 2 * piece, counting.body_bytes
+
+
+def test_too_many_items_are_refused_before_validation_with_a_small_answer(
+    provider: LocalProvider, probe_bundle: BuiltBundle
+) -> None:
+    app_limit = 6 * 1024 * 1024
+    body = b'{"inputs":[' + b",".join([b"1"] * 1_000_000) + b"]}"  # ~2 MB, all invalid
+    assert len(body) < app_limit
+    app = FunctionApp(provider, probe_bundle.manifest, keys=None, max_body_bytes=app_limit)
+    with serve_asgi(app.asgi()) as url:
+        started = time.monotonic()
+        r = httpx.post(url + "/predict", content=body, timeout=30)
+        elapsed = time.monotonic() - started
+    assert r.status_code == 413, r.text[:300]
+    assert len(r.content) < 1024 and "at most 512" in r.json()["error"]["message"]
+    assert elapsed < 2.0
+
+
+def test_many_invalid_items_under_the_limit_get_a_bounded_error(
+    served: tuple[str, CountingApp],
+) -> None:
+    url, _ = served
+    body = {"inputs": [{"value": "x"}] * 300}
+    r = httpx.post(url + "/predict", json=body, headers=AUTH)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["message"].startswith("inputs[0].value:") and "(and 299 more)" in err["message"]
+    assert len(err["details"]) == 10 and len(r.content) < 4096
+
+
+def test_a_body_that_is_not_json_is_415_naming_the_accepted_types(
+    served: tuple[str, CountingApp],
+) -> None:
+    url, _ = served
+    r = httpx.post(
+        url + "/predict", content=b"1,2,3\n", headers={**AUTH, "content-type": "text/csv"}
+    )
+    assert r.status_code == 415, r.text
+    assert r.json()["error"]["code"] == "unsupported_media_type"
+    assert "application/json" in r.json()["error"]["message"]
+    ok = httpx.post(
+        url + "/predict",
+        content=b'{"inputs": [{"value": 1}]}',
+        headers={**AUTH, "content-type": "application/json; charset=utf-8"},
+    )
+    assert ok.status_code == 200, ok.text
