@@ -77,6 +77,7 @@ class SqliteSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -90,6 +91,20 @@ class SqliteSink:
             self._db.execute(
                 f"INSERT INTO usage VALUES ({marks})", [values[n] for n, _ in _COLUMNS]
             )
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` readable by its owner only (0600, whatever the umask) before SQLite
+    opens it; SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. An
+    existing file (from an older aiaas) is tightened too: usage names keys and models."""
+    import os
+
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.chmod(side, 0o600)
 
 
 class FanOut:

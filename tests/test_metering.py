@@ -109,3 +109,23 @@ def test_cost_estimate_adds_function_and_endpoint_share() -> None:
     one_second = estimate_cost("aws", "sagemaker", 1.0, 1024)
     assert one_second == pytest.approx(0.20 / 1e6 + 0.0000166667 + 0.736 / 3600)
     assert estimate_cost("local", "local", 5.0, 512) == 0.0
+
+
+def test_the_usage_database_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)  # the usual umask, which made the file 0644
+    try:
+        path = tmp_path / ".aiaas" / "usage.sqlite"
+        sink = SqliteSink(path)
+        sink.record(UsageRecord(2e9, "r", "k", "probe", "v", "local", 200, 1.0, 1, 1, 0.0))
+        files = [path, path.with_name("usage.sqlite-wal"), path.with_name("usage.sqlite-shm")]
+        assert all(f.exists() for f in files)
+        assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600] * 3
+        older = tmp_path / "old.sqlite"  # written by an earlier aiaas with mode 0644
+        older.touch(mode=0o644)
+        SqliteSink(older)
+        assert stat.S_IMODE(older.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
