@@ -8,6 +8,9 @@ Layout (at the archive root, as SageMaker extracts it to ``/opt/ml/model``)::
 
 Same inputs give the same bytes: entries are sorted, timestamps, owners and modes are
 normalised, and the gzip header carries no name or time.
+
+Opening a bundle (:func:`open_bundle`, :func:`verify_archive`) recomputes its content digest
+and refuses a bundle whose files no longer match it, naming the file that differs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import gzip
 import hashlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -31,13 +35,21 @@ from pydantic import ValidationError
 
 from aiaas.config import ProjectConfig, load_config
 from aiaas.errors import BundleError
-from aiaas.manifest import MANIFEST_FILE, Batching, Manifest, Resources, read_manifest
+from aiaas.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    Batching,
+    Manifest,
+    Resources,
+    read_manifest,
+)
 from aiaas.model import Model
 
 CODE_DIR = "code"
 ARTIFACTS_DIR = "artifacts"
 _GZIP_LEVEL = 6
 _CHUNK = 1 << 20
+log = logging.getLogger("aiaas.bundle")
 
 
 @dataclass(frozen=True)
@@ -111,12 +123,13 @@ def build_bundle(project_dir: Path | str, output: Path | str | None = None) -> B
         finally:
             with contextlib.suppress(ValueError):  # the staging folder is about to go
                 sys.path.remove(str((stage / CODE_DIR).resolve()))
-        files = sorted(_walk(stage))
-        manifest.digest = "sha256:" + _content_digest(stage, files, manifest)
+        files = _file_facts(stage)
+        manifest.files = {rel: sha for rel, (_, sha) in files.items()}
+        manifest.digest = "sha256:" + _content_digest(manifest, files)
         manifest.version = manifest.digest.removeprefix("sha256:")[:16]
         (stage / MANIFEST_FILE).write_bytes(_manifest_bytes(manifest))
         out.parent.mkdir(parents=True, exist_ok=True)
-        _write_archive(stage, [MANIFEST_FILE, *files], out)
+        _write_archive(stage, [MANIFEST_FILE, *sorted(files)], out)
     return BuiltBundle(out, manifest)
 
 
@@ -168,13 +181,69 @@ def _walk(stage: Path) -> Iterator[str]:
                 yield rel
 
 
-def _content_digest(stage: Path, files: list[str], manifest: Manifest) -> str:
+FileFacts = dict[str, tuple[str, str]]
+"""Every file of a bundle (the manifest aside): path → (exec bit ``x``/``-``, SHA-256 hex)."""
+
+
+def _file_facts(root: Path) -> FileFacts:
+    return {rel: (_exec_bit(root / rel), _file_sha256(root / rel)) for rel in sorted(_walk(root))}
+
+
+def _content_digest(manifest: Manifest, files: FileFacts) -> str:
+    """The bundle's digest: the manifest's canonical form, then each file's path, exec bit
+    and SHA-256 in path order."""
     h = hashlib.sha256()
     h.update(json.dumps(manifest.canonical_for_digest(), sort_keys=True).encode())
-    for rel in files:
-        h.update(b"\0" + rel.encode() + b"\0" + _exec_bit(stage / rel).encode())
-        h.update(_file_sha256(stage / rel).encode())
+    for rel in sorted(files):
+        exec_bit, sha = files[rel]
+        h.update(b"\0" + rel.encode() + b"\0" + exec_bit.encode())
+        h.update(sha.encode())
     return h.hexdigest()
+
+
+def verify_files(where: Path | str, manifest: Manifest, files: FileFacts) -> None:
+    """Check ``files`` (what a bundle holds) against ``manifest``'s digest.
+
+    Raises :class:`BundleError` naming the first file that is missing, extra or changed, or
+    saying that the digest does not match when no single file can be named (a format-1
+    manifest has no per-file digests; a changed manifest or executable bit).
+    """
+    if manifest.format_version > FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: bundle format {manifest.format_version} is newer than this aiaas "
+            f"reads ({FORMAT_VERSION}); upgrade aiaas"
+        )
+    rebuild = "the bundle was changed after it was built; rebuild it (aiaas bundle build)"
+    if manifest.files:
+        for rel in sorted(set(manifest.files) | set(files)):
+            if rel not in files:
+                raise BundleError(f"{where}: {rel} is missing: {rebuild}")
+            if rel not in manifest.files:
+                raise BundleError(f"{where}: {rel} is not in the manifest: {rebuild}")
+            if files[rel][1] != manifest.files[rel]:
+                raise BundleError(
+                    f"{where}: {rel} does not match its digest in the manifest "
+                    f"(sha256 {files[rel][1][:12]}…, expected {manifest.files[rel][:12]}…): "
+                    f"{rebuild}"
+                )
+    if "sha256:" + _content_digest(manifest, files) != manifest.digest:
+        which = (
+            "the manifest or a file's executable bit differs"
+            if manifest.files
+            else "this format-1 bundle lists no per-file digests to name the file"
+        )
+        raise BundleError(
+            f"{where}: content does not match digest {manifest.digest or '(none)'} "
+            f"({which}): {rebuild}"
+        )
+
+
+def verify_bundle_dir(bundle_dir: Path, manifest: Manifest | None = None) -> Manifest:
+    """Verify an unpacked bundle against its digest (hashing every file once); return its
+    manifest. Raises :class:`BundleError` naming the file that differs."""
+    manifest = manifest or read_manifest(bundle_dir)
+    verify_files(bundle_dir, manifest, _file_facts(bundle_dir))
+    return manifest
 
 
 def _file_sha256(path: Path) -> str:
@@ -216,33 +285,83 @@ def _write_archive(stage: Path, files: list[str], out: Path) -> None:
 
 
 def open_bundle(path: Path | str, cache_dir: Path | str | None = None) -> tuple[Path, Manifest]:
-    """Return an unpacked bundle directory and its manifest.
+    """Return an unpacked, verified bundle directory and its manifest.
 
     ``path`` is an unpacked bundle directory, or a ``.tar.gz`` that is extracted (safely,
-    once per digest) under ``cache_dir`` (default ``~/.cache/aiaas/bundles``).
+    once per digest) under ``cache_dir`` (default ``~/.cache/aiaas/bundles``). Either way the
+    files are checked against the manifest's digest (once per call, never per request); a
+    mismatch raises :class:`BundleError` naming the file. A cached copy that no longer
+    matches is not trusted: it is unpacked again from the archive.
     """
     src = Path(path)
     if src.is_dir():
-        return src, read_manifest(src)
+        return src, verify_bundle_dir(src)
     if not src.is_file():
         raise BundleError(f"{src}: no such bundle file or directory")
     manifest = inspect_archive(src)
+    if not manifest.version or "/" in manifest.version or manifest.version.startswith("."):
+        raise BundleError(f"{src}: invalid manifest: version {manifest.version!r}")
     root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "aiaas" / "bundles"
     target = root / manifest.version
-    if not (target / MANIFEST_FILE).is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{manifest.version}-", dir=root))
+    if (target / MANIFEST_FILE).is_file():
+        try:
+            return target, verify_bundle_dir(target)
+        except BundleError as exc:
+            log.warning("cached bundle not trusted, unpacking %s again: %s", src, exc.message)
+            _remove_dir(target, root)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{manifest.version}-", dir=root))
+    try:
         try:
             with tarfile.open(src, "r:gz") as tar:
                 tar.extractall(staging, filter="data")
-            try:
-                staging.rename(target)
-            except OSError:  # another process unpacked the same digest first
-                shutil.rmtree(staging, ignore_errors=True)
         except (tarfile.TarError, OSError, EOFError) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
             raise BundleError(f"{src}: cannot unpack: {exc}") from exc
-    return target, read_manifest(target)
+        if read_manifest(staging) != manifest:
+            raise BundleError(f"{src}: the archive holds more than one {MANIFEST_FILE}")
+        verify_files(src, manifest, _file_facts(staging))
+    except BundleError:
+        shutil.rmtree(staging, ignore_errors=True)  # never leave an untrusted copy behind
+        raise
+    try:
+        staging.rename(target)
+    except OSError:  # another process unpacked (and verified) the same digest first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, manifest
+
+
+def _remove_dir(target: Path, root: Path) -> None:
+    """Move ``target`` aside in one rename (so no one finds it half-deleted), then delete it."""
+    aside = Path(tempfile.mkdtemp(prefix=".untrusted-", dir=root))
+    with contextlib.suppress(OSError):  # already moved by another process
+        target.rename(aside / "bundle")
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def verify_archive(path: Path | str) -> Manifest:
+    """Verify a bundle archive against its digest without unpacking it to disk (for uploads
+    that ship the archive as is); return its manifest. Raises :class:`BundleError`."""
+    src = Path(path)
+    if src.is_dir():
+        return verify_bundle_dir(src)
+    manifest = inspect_archive(src)
+    files: FileFacts = {}
+    try:
+        with tarfile.open(src, "r:gz") as tar:
+            for member in tar:
+                if member.name == MANIFEST_FILE or member.isdir():
+                    continue
+                f = tar.extractfile(member) if member.isfile() else None
+                if f is None:
+                    raise BundleError(f"{src}: {member.name} is not a regular file")
+                h = hashlib.sha256()
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+                files[member.name] = ("x" if member.mode & 0o100 else "-", h.hexdigest())
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleError(f"{src}: cannot read the archive: {exc}") from None
+    verify_files(src, manifest, files)
+    return manifest
 
 
 def inspect_archive(path: Path | str) -> Manifest:

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from aiaas.errors import BundleError
 
 MANIFEST_FILE = "aiaas-manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2 added ``files`` (per-file SHA-256); format 1 bundles are still read and verified whole."""
 
 
 class Batching(BaseModel):
@@ -34,7 +35,9 @@ class Manifest(BaseModel):
 
     ``digest`` is the SHA-256 over the bundle's files and this manifest (without the
     digest fields), so identical inputs give an identical digest; ``version`` is its first
-    16 hex digits and is what deployments are keyed on.
+    16 hex digits and is what deployments are keyed on. ``files`` maps every file's path in
+    the bundle to its SHA-256, so a bundle that no longer matches its digest can say which
+    file differs.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -48,10 +51,12 @@ class Manifest(BaseModel):
     example_request: dict[str, Any]
     batching: Batching
     resources: Resources
+    files: dict[str, str] = Field(default_factory=dict)
 
     def canonical_for_digest(self) -> dict[str, Any]:
-        """The manifest as hashed into the digest (the digest fields left out)."""
-        return self.model_dump(exclude={"version", "digest"})
+        """The manifest as hashed into the digest: the digest fields left out, and ``files``
+        too (the files themselves are hashed into the digest)."""
+        return self.model_dump(exclude={"version", "digest", "files"})
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:

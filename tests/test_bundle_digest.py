@@ -1,0 +1,174 @@
+"""A bundle is checked against its own digest whenever it is opened (serve, deploy, upload)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from adapters.local import LocalProvider
+from aiaas.bundle import (
+    BuiltBundle,
+    _content_digest,
+    _file_facts,
+    open_bundle,
+    verify_archive,
+)
+from aiaas.config import LocalSection
+from aiaas.errors import BundleError
+from aiaas.manifest import MANIFEST_FILE, read_manifest
+
+WEIGHTS = "artifacts/scale.txt"
+
+
+def _tampered_archive(src: Path, out: Path, edits: dict[str, bytes | None]) -> Path:
+    """Copy the archive ``src`` member by member, replacing (or, with None, dropping) some
+    members' contents and appending the ones that were not there; the manifest is kept."""
+    with tarfile.open(src, "r:gz") as tar, tarfile.open(out, "w:gz") as new:
+        for member in tar:
+            data = tar.extractfile(member)
+            content = data.read() if data else b""
+            if member.name in edits:
+                replaced = edits.pop(member.name)
+                if replaced is None:
+                    continue
+                content = replaced
+            member.size = len(content)
+            new.addfile(member, io.BytesIO(content))
+        for name, added in edits.items():
+            assert added is not None
+            info = tarfile.TarInfo(name)
+            info.size = len(added)
+            new.addfile(info, io.BytesIO(added))
+    return out
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_manifest_lists_every_file_with_its_sha256(probe_bundle: BuiltBundle) -> None:
+    files = probe_bundle.manifest.files
+    assert sorted(files) == ["artifacts/scale.txt", "code/probe_model.py"]
+    assert all(len(sha) == 64 for sha in files.values())
+    assert verify_archive(probe_bundle.path) == probe_bundle.manifest
+
+
+def test_a_changed_weight_in_the_archive_is_refused(
+    probe_bundle: BuiltBundle, tmp_path: Path
+) -> None:
+    bad = _tampered_archive(probe_bundle.path, tmp_path / "bad.tar.gz", {WEIGHTS: b"3.0\n"})
+    cache = tmp_path / "cache"
+    with pytest.raises(BundleError, match=rf"bad.tar.gz: {WEIGHTS} does not match its digest"):
+        open_bundle(bad, cache_dir=cache)
+    assert list(cache.iterdir()) == []  # nothing unpacked is left to be trusted later
+    with pytest.raises(BundleError, match=rf"{WEIGHTS} does not match its digest"):
+        verify_archive(bad)  # the check an upload makes without unpacking
+
+
+def test_extra_and_missing_files_in_the_archive_are_refused(
+    probe_bundle: BuiltBundle, tmp_path: Path
+) -> None:
+    extra = _tampered_archive(
+        probe_bundle.path, tmp_path / "extra.tar.gz", {"code/sitecustomize.py": b"print(1)\n"}
+    )
+    for check in (verify_archive, lambda p: open_bundle(p, cache_dir=tmp_path / "c1")):
+        with pytest.raises(BundleError, match=r"code/sitecustomize.py is not in the manifest"):
+            check(extra)
+    missing = _tampered_archive(probe_bundle.path, tmp_path / "missing.tar.gz", {WEIGHTS: None})
+    for check in (verify_archive, lambda p: open_bundle(p, cache_dir=tmp_path / "c2")):
+        with pytest.raises(BundleError, match=rf"{WEIGHTS} is missing"):
+            check(missing)
+
+
+def test_a_changed_unpacked_directory_is_refused(probe_bundle: BuiltBundle, tmp_path: Path) -> None:
+    unpacked, _ = open_bundle(probe_bundle.path, cache_dir=tmp_path / "cache")
+    bundle_dir = tmp_path / "dir"
+    shutil.copytree(unpacked, bundle_dir)
+    assert open_bundle(bundle_dir)[1] == probe_bundle.manifest  # intact: accepted
+    (bundle_dir / "code" / "__pycache__").mkdir()  # what Python writes when serving: ignored
+    (bundle_dir / "code" / "__pycache__" / "probe_model.cpython-311.pyc").write_bytes(b"x")
+    assert open_bundle(bundle_dir)[1] == probe_bundle.manifest
+    _flip_a_byte(bundle_dir / WEIGHTS)
+    with pytest.raises(BundleError, match=rf"dir: {WEIGHTS} does not match its digest"):
+        open_bundle(bundle_dir)
+    shutil.copyfile(unpacked / WEIGHTS, bundle_dir / WEIGHTS)
+    (bundle_dir / "artifacts" / "extra.bin").write_bytes(b"\0")
+    with pytest.raises(BundleError, match=r"artifacts/extra.bin is not in the manifest"):
+        open_bundle(bundle_dir)
+    (bundle_dir / "artifacts" / "extra.bin").unlink()
+    (bundle_dir / "code" / "probe_model.py").unlink()
+    with pytest.raises(BundleError, match=r"code/probe_model.py is missing"):
+        open_bundle(bundle_dir)
+
+
+def test_an_edited_manifest_or_exec_bit_breaks_the_digest(
+    probe_bundle: BuiltBundle, tmp_path: Path
+) -> None:
+    unpacked, _ = open_bundle(probe_bundle.path, cache_dir=tmp_path / "cache")
+    bundle_dir = tmp_path / "dir"
+    shutil.copytree(unpacked, bundle_dir)
+    os.chmod(bundle_dir / WEIGHTS, 0o755)
+    with pytest.raises(BundleError, match=r"content does not match digest sha256:"):
+        open_bundle(bundle_dir)
+    os.chmod(bundle_dir / WEIGHTS, 0o644)
+    manifest = read_manifest(bundle_dir)
+    manifest.batching.max_batch_size += 1  # e.g. someone "tuned" the manifest by hand
+    (bundle_dir / MANIFEST_FILE).write_text(manifest.model_dump_json())
+    with pytest.raises(BundleError, match=r"the manifest or a file's executable bit differs"):
+        open_bundle(bundle_dir)
+
+
+def test_a_tampered_cache_is_not_trusted(probe_bundle: BuiltBundle, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    unpacked, _ = open_bundle(probe_bundle.path, cache_dir=cache)
+    original = (unpacked / WEIGHTS).read_bytes()
+    (unpacked / WEIGHTS).write_bytes(b"1000.0\n")
+    again, manifest = open_bundle(probe_bundle.path, cache_dir=cache)
+    assert manifest == probe_bundle.manifest
+    assert (again / WEIGHTS).read_bytes() == original  # unpacked afresh from the archive
+    assert sorted(p.name for p in cache.iterdir()) == [manifest.version]
+
+
+def test_a_format_1_bundle_is_verified_whole(probe_bundle: BuiltBundle, tmp_path: Path) -> None:
+    unpacked, _ = open_bundle(probe_bundle.path, cache_dir=tmp_path / "cache")
+    bundle_dir = tmp_path / "old"
+    shutil.copytree(unpacked, bundle_dir)
+    old = probe_bundle.manifest.model_copy(update={"format_version": 1, "files": {}})
+    old.digest = "sha256:" + _content_digest(old, _file_facts(bundle_dir))  # as 0.1 built it
+    (bundle_dir / MANIFEST_FILE).write_text(old.model_dump_json(exclude={"files"}))
+    assert open_bundle(bundle_dir)[1].format_version == 1
+    _flip_a_byte(bundle_dir / WEIGHTS)
+    with pytest.raises(BundleError, match=r"format-1 bundle lists no per-file digests"):
+        open_bundle(bundle_dir)
+
+
+def test_deploy_and_serve_refuse_a_changed_weight(
+    probe_bundle: BuiltBundle, tmp_path: Path
+) -> None:
+    bad = _tampered_archive(probe_bundle.path, tmp_path / "bad.tar.gz", {WEIGHTS: b"3.0\n"})
+    provider = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    with pytest.raises(BundleError, match=rf"{WEIGHTS} does not match its digest"):
+        provider.deploy(bad)
+    assert provider.list() == []  # no server was started
+    unpacked, _ = open_bundle(probe_bundle.path, cache_dir=tmp_path / "cache")
+    bundle_dir = tmp_path / "dir"
+    shutil.copytree(unpacked, bundle_dir)
+    _flip_a_byte(bundle_dir / WEIGHTS)
+    for bundle in (bad, bundle_dir):
+        r = subprocess.run(
+            [sys.executable, "-m", "aiaas", "serve", str(bundle), "--port", "9"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "HOME": str(tmp_path / "home")},  # its own bundle cache
+        )  # fmt: skip
+        assert r.returncode == 1, r.stderr
+        assert f"{WEIGHTS} does not match its digest" in r.stderr
+        assert "Traceback" not in r.stderr
