@@ -218,6 +218,8 @@ class LocalProvider(Provider):
             "--max-body-bytes", str(s.max_body_bytes),
             "--request-timeout", str(s.request_timeout_s),
             "--inference-workers", str(s.inference_workers),
+            "--max-items-per-request", str(s.max_items_per_request),
+            "--output-validation", s.output_validation,
         ]  # fmt: skip
         if s.torch_threads:
             cmd += ["--torch-threads", str(s.torch_threads)]

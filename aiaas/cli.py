@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -243,6 +243,13 @@ def serve(
     inference_workers: Annotated[
         int, typer.Option(help="Batches run side by side, each on its own model copy.")
     ] = ServerSection().inference_workers,
+    max_items_per_request: Annotated[
+        int, typer.Option(help="Items one request may carry before 413.")
+    ] = ServerSection().max_items_per_request,
+    output_validation: Annotated[
+        Literal["strict", "warn"],
+        typer.Option(help="strict: a result breaking the output schema is a 500; warn: log it."),
+    ] = ServerSection().output_validation,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the model server (SageMaker, Azure ML, PAI-EAS and OIP v2 routes at once)."""
@@ -251,7 +258,8 @@ def serve(
     settings = ServerSection(
         max_queue_size=max_queue_size, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout, torch_threads=torch_threads,
-        inference_workers=inference_workers,
+        inference_workers=inference_workers, max_items_per_request=max_items_per_request,
+        output_validation=output_validation,
     )  # fmt: skip
     run_server(
         bundle, host=host, port=port, settings=settings, device=device,

@@ -52,6 +52,9 @@ class ServerSection(_Section):
     # Most items one request may carry, checked at the function edge and on the server
     # before anything is expanded or validated (an OIP shape of [1000000, 0] is 89 bytes).
     max_items_per_request: int = Field(default=512, ge=1)
+    # What predict returns is checked against the output schema (finite numbers only):
+    # strict answers a bad result 500 model_error, warn serves it and logs each problem once.
+    output_validation: Literal["strict", "warn"] = "strict"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     request_timeout_s: float = Field(default=60.0, gt=0)
     torch_threads: int | None = Field(default=None, ge=1)

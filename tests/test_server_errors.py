@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,3 +123,83 @@ class TestAllow:
             assert r.json()["code"] == "method_not_allowed"  # the OIP shape under /v2
             r = httpx.post(url + "/health")
             assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+
+
+class TestContentType:
+    """The simple protocol reads JSON only: anything else is 415 naming what it takes, not
+    "malformed JSON"."""
+
+    @pytest.mark.parametrize("path", ["/invocations", "/score", "/", "/api/predict/svc"])
+    def test_csv_is_415_naming_the_accepted_types(self, probe: ServerProcess, path: str) -> None:
+        r = httpx.post(
+            probe.url + path, content=b"1.0\n2.0\n", headers={"content-type": "text/csv"}
+        )
+        assert r.status_code == 415, r.text
+        err = r.json()["error"]
+        assert err["code"] == "unsupported_media_type"
+        assert "'text/csv'" in err["message"] and "application/json" in err["message"]
+        assert r.headers["x-request-id"] == err["request_id"]
+
+    @pytest.mark.parametrize(
+        "content_type",
+        [None, "application/json", "application/json; charset=utf-8", "application/vnd.x+json"],
+    )
+    def test_json_or_no_type_is_served(
+        self, probe: ServerProcess, content_type: str | None
+    ) -> None:
+        headers = {"content-type": content_type} if content_type else {}
+        r = httpx.post(
+            probe.url + "/invocations", content=b'{"inputs": [{"value": 2}]}', headers=headers
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["value"] == 4.0
+
+    def test_415_is_counted_in_metrics(self, probe: ServerProcess) -> None:
+        httpx.post(probe.url + "/score", content=b"a=1", headers={"content-type": "text/plain"})
+        text = httpx.get(probe.url + "/metrics").text
+        assert 'aiaas_requests_total{route="/score",status="415"}' in text
+
+
+class TestItemLimit:
+    """``server.max_items_per_request`` is enforced before any item is validated."""
+
+    def test_one_item_over_the_limit_is_413_naming_count_and_limit(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(probe_bundle.path, "--max-items-per-request", "3")
+        ok = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 1}] * 3})
+        assert ok.status_code == 200, ok.text
+        r = httpx.post(server.url + "/score", json={"inputs": [{"value": 1}] * 4})
+        assert r.status_code == 413, r.text
+        err = r.json()["error"]
+        assert err["code"] == "payload_too_large"
+        assert "4 items" in err["message"] and "limit is 3" in err["message"]
+
+    def test_a_million_invalid_items_get_a_small_answer_fast(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(probe_bundle.path)  # default limits: 6 MB bodies, 512 items
+        body = b'{"inputs": [' + b"0," * 999_999 + b"0]}"  # 2 MB, a million invalid items
+        answer: list[httpx.Response] = []
+
+        def post() -> None:
+            answer.append(httpx.post(server.url + "/invocations", content=body, timeout=60))
+
+        worker = threading.Thread(target=post)
+        started = time.monotonic()
+        worker.start()
+        slowest_ping = 0.0
+        with httpx.Client(timeout=30) as client:
+            while worker.is_alive():  # the server keeps answering health checks meanwhile
+                ping_started = time.monotonic()
+                assert client.get(server.url + "/ping").status_code == 200
+                slowest_ping = max(slowest_ping, time.monotonic() - ping_started)
+        worker.join()
+        elapsed = time.monotonic() - started
+        r = answer[0]
+        assert r.status_code == 413, r.text[:500]
+        assert len(r.content) < 1000
+        assert "1000000 items" in r.json()["error"]["message"]
+        # Validating a million items took seconds and blocked /ping for as long.
+        assert elapsed < 2.0, elapsed
+        assert slowest_ping < 0.5, slowest_ping

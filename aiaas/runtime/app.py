@@ -46,7 +46,13 @@ from aiaas.http import (
     request_id_of,
     route_not_found,
 )
-from aiaas.protocol import parse_json, simple_inputs, simple_response, validate_items
+from aiaas.protocol import (
+    check_json_content_type,
+    parse_json,
+    simple_inputs,
+    simple_response,
+    validate_items,
+)
 from aiaas.runtime.batcher import Batcher
 from aiaas.runtime.fastpath import SimpleFastPath
 from aiaas.runtime.metrics import CONTENT_TYPE, ServerMetrics
@@ -140,10 +146,23 @@ class ModelServer:
     async def _read_body(self, request: Request) -> bytes:
         return await self.read_body(request.stream(), request.headers.get("content-length"))
 
+    def check_item_count(self, count: int) -> None:
+        """Refuse (413 ``payload_too_large``) a request of more than
+        ``server.max_items_per_request`` items, before any of them is validated or expanded:
+        a few bytes per item must not buy seconds of validation and a huge error list."""
+        limit = self.settings.max_items_per_request
+        if count > limit:
+            raise PayloadTooLarge(
+                f"request has {count} items; the limit is {limit} per request "
+                "(server.max_items_per_request)",
+                details={"items": count, "limit": limit},
+            )
+
     async def _predict(
         self, raw_items: list[Any], request_id: str, where: str = "inputs"
     ) -> list[Any]:
         self._require_ready()
+        self.check_item_count(len(raw_items))
         items = validate_items(self.runner.input_schema, raw_items, where)
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
@@ -155,6 +174,7 @@ class ModelServer:
 
     async def simple(self, request: Request, request_id: str) -> Response:
         """``{"inputs": [...]}`` → ``{"outputs": [...], "model", "version"}``."""
+        check_json_content_type(request.headers.get("content-type"))
         body = await self.simple_body(await self._read_body(request), request_id)
         return Response(body, media_type=JSON)
 

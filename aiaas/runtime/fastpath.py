@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aiaas.http import JSON, request_id_from
+from aiaas.protocol import check_json_content_type
 
 if TYPE_CHECKING:
     from aiaas.runtime.app import ModelServer
@@ -63,20 +64,26 @@ class SimpleFastPath:
         started = time.perf_counter()
         declared: str | None = None
         given: str | None = None
+        content_type: str | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 declared = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
             elif name == b"x-request-id":
                 given = value.decode("latin-1")
         request_id = request_id_from(given)
-        work = self._simple(receive, declared, request_id)
+        work = self._simple(receive, declared, content_type, request_id)
         response = await self.server.respond(work, request_id)
         self.server.metrics.observe_request(
             route, response.status_code, time.perf_counter() - started
         )
         await response(scope, receive, send)
 
-    async def _simple(self, receive: Receive, declared: str | None, request_id: str) -> Response:
+    async def _simple(
+        self, receive: Receive, declared: str | None, content_type: str | None, request_id: str
+    ) -> Response:
+        check_json_content_type(content_type)  # 415 before reading a body we cannot parse
         body = await self.server.read_body(_body_chunks(receive), declared)
         return Response(await self.server.simple_body(body, request_id), media_type=JSON)
 
