@@ -5,11 +5,19 @@ configured provider needs, their dependencies as wheels for the *target* platfor
 Python (``pip download --platform``; never the build machine's own wheels), the bundle
 manifest and ``aiaas.yaml``. Never torch or transformers. Entries are sorted and dated
 1980-01-01, so the same inputs give the same bytes.
+
+Every module ships with its bytecode compiled by an interpreter of the target Python version,
+as unchecked-hash ``.pyc`` files: Lambda's ``/var/task`` is read-only, so without them the
+function compiles every module again at every cold start (the zip's fixed 1980 timestamps
+would invalidate timestamp-based ``.pyc`` files; unchecked-hash ones are used as they are).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +33,7 @@ from aiaas.manifest import MANIFEST_FILE, Manifest
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "functions"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+MIN_PYTHON = (3, 11)  # what aiaas itself needs (pyproject's requires-python)
 
 # What the function tier imports at run time, whatever the platform.
 COMMON_REQUIREMENTS = [
@@ -59,6 +68,7 @@ class Target:
     templates: list[str] = field(default_factory=list)
     max_zip_bytes: int = 50 * 1024 * 1024
     limit_source: str = ""
+    handler: str = ""  # what the platform is told to run (printed after packaging)
 
 
 TARGETS: dict[str, Target] = {
@@ -68,6 +78,7 @@ TARGETS: dict[str, Target] = {
         "",
         max_zip_bytes=50 * 1024 * 1024,
         limit_source="Lambda: 50 MB zipped for a direct upload",
+        handler="functions.aws_lambda.handler (runtime python{python}, architecture {arch})",
     ),
     "azure": Target(
         "azure_functions.py",
@@ -76,6 +87,7 @@ TARGETS: dict[str, Target] = {
         ["azure/function_app.py", "azure/host.json", "azure/requirements.txt"],
         max_zip_bytes=100 * 1024 * 1024,
         limit_source="Azure Functions: no zip limit found in the notes; aiaas caps at 100 MB",
+        handler="function_app.py (Python {python}, v2 programming model; host.json included)",
     ),
     "alibaba": Target(
         "alibaba_fc.py",
@@ -84,6 +96,7 @@ TARGETS: dict[str, Target] = {
         ["alibaba/bootstrap"],
         max_zip_bytes=100 * 1024 * 1024,
         limit_source="Function Compute 3.0: code package limit unconfirmed; aiaas caps at 100 MB",
+        handler="custom runtime: ./bootstrap serves on port 9000 (needs python{python} as python3)",
     ),
 }
 ARCHES = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
@@ -97,6 +110,11 @@ class FunctionPackage:
     size: int
     limit: int
     wheels: list[str]
+    handler: str = ""
+    environment: dict[str, str] = field(default_factory=dict)
+    """Variables the platform must (or may) set, each with what it is for."""
+    compiled: bool = True
+    """False when no interpreter of the target Python was found: source only, slower start."""
 
 
 def package_function(
@@ -107,15 +125,29 @@ def package_function(
     *,
     arch: str = "x86_64",
     python: str = "3.11",
+    allow_local: bool = False,
+    compile_bytecode: bool = True,
 ) -> FunctionPackage:
-    """Build the zip for ``target`` (aws, azure, alibaba); refuse it above the platform limit."""
+    """Build the zip for ``target`` (aws, azure, alibaba); refuse it above the platform limit.
+
+    ``provider: local`` is refused unless ``allow_local``: such a function would call
+    127.0.0.1 from the cloud. It is allowed for trying the zip on this machine (the tests and
+    ``bench/function_overhead.py`` do). ``compile_bytecode=False`` ships source only.
+    """
     if target not in TARGETS:
         raise ConfigError(f"--target {target}: use one of {', '.join(TARGETS)}")
     if arch not in ARCHES:
         raise ConfigError(f"--arch {arch}: use one of {', '.join(ARCHES)}")
+    _check_python(python)
     if config.provider not in PROVIDER_REQUIREMENTS:
         known = ", ".join(PROVIDER_REQUIREMENTS)
         raise ConfigError(f"provider: {config.provider!r} cannot be packaged (known: {known})")
+    if config.provider == "local" and not allow_local:
+        raise ConfigError(
+            "provider: local: a packaged function would call the model server on 127.0.0.1 "
+            "from the cloud; set provider to the cloud that serves the model (or pass "
+            "--allow-local to try the zip on this machine)"
+        )
     spec = TARGETS[target]
     provider_reqs = [
         r
@@ -130,6 +162,12 @@ def package_function(
         entries.append((MANIFEST_FILE, manifest.model_dump_json(indent=2).encode()))
         entries.append(("aiaas.yaml", (config.root / "aiaas.yaml").read_bytes()))
         entries += _metadata_entries(spec.site_packages)
+        compiled = False
+        if compile_bytecode:
+            interpreter = _interpreter_for(python)
+            if interpreter is not None:
+                entries += _bytecode_entries(entries, interpreter, Path(tmp) / "compile")
+                compiled = True
         data = _zip(entries)
     if len(data) > spec.max_zip_bytes:
         raise BundleError(
@@ -138,7 +176,89 @@ def package_function(
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(data)
-    return FunctionPackage(output, len(data), spec.max_zip_bytes, sorted(w.name for w in wheels))
+    return FunctionPackage(
+        output,
+        len(data),
+        spec.max_zip_bytes,
+        sorted(w.name for w in wheels),
+        handler=spec.handler.format(python=python, arch=arch),
+        environment=_environment(config),
+        compiled=compiled,
+    )
+
+
+def _check_python(python: str) -> None:
+    match = re.fullmatch(r"(\d+)\.(\d+)", python)
+    if match is None:
+        raise ConfigError(f"--python {python}: give major.minor, e.g. 3.11")
+    if (int(match[1]), int(match[2])) < MIN_PYTHON:
+        need = ".".join(map(str, MIN_PYTHON))
+        raise ConfigError(f"--python {python}: aiaas needs Python {need} or newer")
+
+
+def _interpreter_for(python: str) -> str | None:
+    """An interpreter of Python ``python`` (major.minor) on this machine, or None.
+
+    Bytecode is only valid for the version that wrote it (the magic number differs between
+    minor versions), so it is compiled by such an interpreter, never by whatever runs us.
+    """
+    if python == f"{sys.version_info.major}.{sys.version_info.minor}":
+        return sys.executable
+    found = shutil.which(f"python{python}")
+    if found is None:
+        return None
+    probe = "import sys; print('%d.%d' % sys.version_info[:2])"
+    done = subprocess.run([found, "-c", probe], capture_output=True, text=True)
+    return found if done.returncode == 0 and done.stdout.strip() == python else None
+
+
+# Compiles every .py below argv[1] as unchecked-hash .pyc, paths relative to the zip's root
+# (tracebacks then name "functions/app.py", found from the task root on sys.path).
+_COMPILE = """
+import compileall, py_compile, sys
+compileall.compile_dir(sys.argv[1], quiet=2, stripdir=sys.argv[1], workers=1,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+"""
+
+
+def _bytecode_entries(
+    entries: list[tuple[str, bytes]], interpreter: str, workdir: Path
+) -> list[tuple[str, bytes]]:
+    """``__pycache__/*.pyc`` entries for the ``.py`` entries, written by ``interpreter``.
+
+    A file that does not compile (some packages ship templates named ``.py``) simply gets
+    no ``.pyc`` and is compiled on import, as before.
+    """
+    for name, data in entries:
+        if name.endswith(".py"):
+            path = workdir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    # A fixed hash seed: set and frozenset constants are marshalled in hash order, so with
+    # the default random seed the same source would give different bytes from run to run.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(
+        [interpreter, "-c", _COMPILE, str(workdir)], capture_output=True, text=True, env=env
+    )
+    if done.returncode != 0:
+        raise BundleError(f"compiling the function's bytecode failed: {done.stderr.strip()}")
+    return [
+        (pyc.relative_to(workdir).as_posix(), pyc.read_bytes())
+        for pyc in sorted(workdir.rglob("__pycache__/*.pyc"))
+    ]
+
+
+def _environment(config: ProjectConfig) -> dict[str, str]:
+    """What the platform's function configuration sets, and why."""
+    env = {
+        "AIAAS_DEPLOYMENT": "optional: the deployment to call (default: the model's name)",
+    }
+    if config.function.auth == "api_key":
+        env["AIAAS_API_KEYS"] = (
+            "required: the key records from `aiaas keys create`, comma-separated, "
+            "from the platform's secret store"
+        )
+    return env
 
 
 def _download(requirements: list[str], dest: Path, arch: str, python: str) -> list[Path]:

@@ -3,8 +3,10 @@ runs on its own (a fresh interpreter with no site-packages answers a Lambda even
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,7 +38,7 @@ def packaged(
         ("alibaba", "x86_64"),
     ]:
         zips[f"{target}-{arch}"] = package_function(
-            config, manifest, target, out / f"{target}-{arch}.zip", arch=arch
+            config, manifest, target, out / f"{target}-{arch}.zip", arch=arch, allow_local=True
         ).path
     return zips
 
@@ -71,7 +73,7 @@ def test_packaging_is_deterministic(
 ) -> None:
     config = load_config(probe_function.env["AIAAS_CONFIG"], env={})
     manifest = read_manifest_file(Path(probe_function.env["AIAAS_MANIFEST"]))
-    again = package_function(config, manifest, "aws", tmp_path / "again.zip").path
+    again = package_function(config, manifest, "aws", tmp_path / "again.zip", allow_local=True).path
     assert again.read_bytes() == packaged["aws-x86_64"].read_bytes()
 
 
@@ -121,13 +123,101 @@ def test_bad_target_arch_and_limit(
     config = load_config(probe_function.env["AIAAS_CONFIG"], env={})
     manifest = read_manifest_file(Path(probe_function.env["AIAAS_MANIFEST"]))
     with pytest.raises(ConfigError, match="--target gcp"):
-        package_function(config, manifest, "gcp", tmp_path / "x.zip")
+        package_function(config, manifest, "gcp", tmp_path / "x.zip", allow_local=True)
     with pytest.raises(ConfigError, match="--arch sparc"):
         package_function(config, manifest, "aws", tmp_path / "x.zip", arch="sparc")
+    with pytest.raises(ConfigError, match=r"--python 3\.9: aiaas needs Python 3\.11 or newer"):
+        package_function(config, manifest, "aws", tmp_path / "x.zip", python="3.9")
+    with pytest.raises(ConfigError, match=r"--python three: give major\.minor"):
+        package_function(config, manifest, "aws", tmp_path / "x.zip", python="three")
     import dataclasses
 
     tiny = dataclasses.replace(TARGETS["aws"], max_zip_bytes=1024)
     monkeypatch.setitem(TARGETS, "aws", tiny)
     with pytest.raises(BundleError, match=r"would be .* MB; the limit is 0 MB \(Lambda"):
+        package_function(config, manifest, "aws", tmp_path / "x.zip", allow_local=True)
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_local_provider_is_refused_unless_asked_for(
+    probe_function: FunctionSetup, tmp_path: Path
+) -> None:
+    """A zip for provider: local would call 127.0.0.1 from the cloud."""
+    config = load_config(probe_function.env["AIAAS_CONFIG"], env={})
+    manifest = read_manifest_file(Path(probe_function.env["AIAAS_MANIFEST"]))
+    with pytest.raises(ConfigError, match=r"provider: local: .*127\.0\.0\.1.*--allow-local"):
         package_function(config, manifest, "aws", tmp_path / "x.zip")
     assert not (tmp_path / "x.zip").exists()
+    cli = _cli_project(probe_function)
+    cmd = [
+        str(cli),
+        "function",
+        "package",
+        "--target",
+        "aws",
+        "-c",
+        probe_function.env["AIAAS_CONFIG"],
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "--allow-local" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_every_module_ships_unchecked_hash_bytecode_for_the_target_python(
+    packaged: dict[str, Path],
+) -> None:
+    """Lambda's task root is read-only: without .pyc every cold start compiles every module."""
+    tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
+    for key, path in packaged.items():
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            sources = [n for n in names if n.endswith(".py")]
+            for source in sources:
+                folder, _, file = source.rpartition("/")
+                pyc = f"{folder}/__pycache__/{file[:-3]}.{tag}.pyc".lstrip("/")
+                assert pyc in names, f"{key}: {source} has no {pyc}"
+            header = zf.read(f"functions/__pycache__/app.{tag}.pyc")[:8]
+        # PEP 552: flags 0b01 = hash-based, check_source off (the 1980 dates do not matter)
+        assert int.from_bytes(header[4:8], "little") == 0b01, key
+        assert header[:4] == importlib.util.MAGIC_NUMBER
+
+
+def test_the_shipped_bytecode_is_what_runs(
+    probe_function: FunctionSetup, packaged: dict[str, Path], tmp_path: Path
+) -> None:
+    """Change a source file after packaging: the unchecked .pyc still runs, so it is used."""
+    root = tmp_path / "task"
+    with zipfile.ZipFile(packaged["aws-x86_64"]) as zf:
+        zf.extractall(root)
+    edge = root / "functions" / "edge.py"
+    edge.write_text(edge.read_text() + "\nRAN_FROM_SOURCE = True\n")
+    code = "import functions.edge as e; print(hasattr(e, 'RAN_FROM_SOURCE'))"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(root), "HOME": str(tmp_path)}
+    # -B: write no bytecode, as on Lambda's read-only /var/task.
+    done = subprocess.run(
+        [sys.executable, "-S", "-B", "-c", code], capture_output=True, text=True, env=env,
+        cwd=root, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_packaging_says_what_the_platform_must_set(
+    probe_function: FunctionSetup, packaged: dict[str, Path], tmp_path: Path
+) -> None:
+    cli = _cli_project(probe_function)
+    out = tmp_path / "fn.zip"
+    cmd = [str(cli), "function", "package", "--target", "aws", "--allow-local", "-o", str(out),
+           "-c", probe_function.env["AIAAS_CONFIG"]]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "handler: functions.aws_lambda.handler (runtime python3.11" in done.stdout
+    assert "AIAAS_API_KEYS  required" in done.stdout
+
+
+def _cli_project(setup: FunctionSetup) -> Path:
+    """Put the fixture's bundle where the CLI looks for it; return the ``aiaas`` executable."""
+    project = Path(setup.env["AIAAS_CONFIG"]).parent
+    (project / "dist").mkdir(exist_ok=True)
+    shutil.copyfile(project.parent / "probe.tar.gz", project / "dist" / "model.tar.gz")
+    return Path(sys.executable).parent / "aiaas"
