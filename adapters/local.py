@@ -1,13 +1,19 @@
 """The ``local`` provider: the model server as a background process on 127.0.0.1.
 
-State lives under ``<state_dir>/local/<name>/deployment.json`` (pid, port, version, log).
-The same server code runs here as in every cloud container.
+State lives under ``<state_dir>/local/<name>/``: ``deployment.json`` (the live server's pid,
+port, version, log) and one ``server-<pid>.json`` per server this provider started and has
+not stopped yet, written before the server is waited on, so ``delete`` can stop every one of
+them and ``describe`` reports strays. Deploys and deletes of one name take an exclusive
+``flock`` on ``<state_dir>/local/<name>.lock``: the kernel releases it when the holder dies,
+so a crashed deploy never leaves it stuck. The same server code runs here as in every cloud
+container.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -15,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ from aiaas.errors import (
 from aiaas.manifest import Manifest
 
 STATE_FILE = "deployment.json"
+SERVER_RECORD = "server-{pid}.json"
 STOP_TIMEOUT_S = 35.0  # the server drains for up to 30 s after SIGTERM
 SWITCH_GRACE_S = 0.5  # callers that read the old port just before the switch still land
 
@@ -76,6 +84,62 @@ class LocalProvider(Provider):
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         tmp.replace(path)  # atomic: a reader sees the old or the new state, never half
 
+    @contextlib.contextmanager
+    def _locked(self, name: str, progress: ProgressFn = no_progress) -> Iterator[None]:
+        """Hold the exclusive lock of deployment ``name`` (one deploy or delete at a time).
+
+        The lock file lives beside the deployment's folder and is never deleted (deleting a
+        lock file lets two holders lock two different files). ``flock`` belongs to the open
+        file: the kernel drops it when this process exits, however it exits.
+        """
+        base = self.root / "local"
+        base.mkdir(parents=True, exist_ok=True)
+        with (base / f"{name}.lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                progress(f"waiting for another deploy or delete of {name}", None)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
+
+    def _record_server(self, name: str, state: dict[str, Any]) -> None:
+        path = self._dir(name) / SERVER_RECORD.format(pid=state["pid"])
+        path.write_text(json.dumps(state, indent=2, sort_keys=True))
+
+    def _forget_server(self, name: str, pid: Any) -> None:
+        with contextlib.suppress(OSError):
+            (self._dir(name) / SERVER_RECORD.format(pid=pid)).unlink()
+
+    def _recorded_servers(self, name: str) -> builtins.list[dict[str, Any]]:
+        """Every server this provider started for ``name`` and has not stopped yet."""
+        records = []
+        for path in sorted(self._dir(name).glob(SERVER_RECORD.format(pid="*"))):
+            with contextlib.suppress(OSError, ValueError):
+                records.append(json.loads(path.read_text()))
+        return records
+
+    def _strays(self, name: str, state: dict[str, Any] | None) -> builtins.list[int]:
+        """Live servers of ``name`` that are not the one ``state`` points to (e.g. left by a
+        deploy that was killed before it switched over)."""
+        live = state.get("pid") if state else None
+        return [
+            pid
+            for pid in (r.get("pid") for r in self._recorded_servers(name))
+            if isinstance(pid, int) and pid != live and _is_our_process(pid)
+        ]
+
+    def _stop_strays(self, name: str, state: dict[str, Any] | None, progress: ProgressFn) -> None:
+        """Stop stray servers and forget the records of servers that are gone (under the lock:
+        no other deploy is starting one right now)."""
+        strays = self._strays(name, state)
+        if strays:
+            progress(f"stopping {len(strays)} stray server(s) {strays}", None)
+            _stop_processes(strays)
+        live = state.get("pid") if state else None
+        for record in self._recorded_servers(name):
+            if record.get("pid") != live and not _is_our_process(record.get("pid")):
+                self._forget_server(name, record.get("pid"))
+
     def _url(self, state: dict[str, Any]) -> str:
         return f"http://{self.settings.host}:{state['port']}"
 
@@ -91,49 +155,93 @@ class LocalProvider(Provider):
         progress("unpacking bundle", 0.05)
         bundle_dir, manifest = open_bundle(bundle, cache_dir=self.root / "bundles")
         name = name or manifest.name
+        with self._locked(name, progress):
+            return self._deploy_locked(name, bundle_dir, manifest, progress)
+
+    def _deploy_locked(
+        self, name: str, bundle_dir: Path, manifest: Manifest, progress: ProgressFn
+    ) -> Deployment:
+        self._dir(name).mkdir(parents=True, exist_ok=True)
         current = self._read_state(name)
+        self._stop_strays(name, current, progress)
         if current and current.get("version") == manifest.version and self._healthy(current):
             progress("already live: nothing to do", 1.0)
             return self._deployment(name, current, "ready")
-        self._dir(name).mkdir(parents=True, exist_ok=True)
         progress(f"starting {manifest.name} {manifest.version}", 0.1)
         new, proc = self._start(name, bundle_dir, manifest)
+        self._record_server(name, new)  # before waiting: delete must find it whatever happens
         try:
             self._wait_ready(new, proc, progress)
             progress("smoke test", 0.9)
             self._smoke_test(new, manifest)
-        except AiaasError as exc:
+        except BaseException as exc:
             proc.kill()  # never became live: nothing to drain
             proc.wait()
-            raise DeployFailed(
-                f"{name} {manifest.version} did not become ready: {exc.message}"
-            ) from exc
+            self._forget_server(name, new["pid"])
+            if isinstance(exc, AiaasError):
+                raise DeployFailed(
+                    f"{name} {manifest.version} did not become ready: {exc.message}"
+                ) from exc
+            raise
         self._write_state(name, new)
         if current and current.get("pid") != new["pid"]:
             progress(f"stopping previous version {current.get('version')}", 0.95)
             time.sleep(SWITCH_GRACE_S)
             _stop_process(current.get("pid"))
+            self._forget_server(name, current.get("pid"))
         progress("ready", 1.0)
         return self._deployment(name, new, "ready")
 
     def describe(self, name: str) -> Deployment:
+        """The deployment's state; ``details["strays"]`` lists the pids of servers started for
+        it that are not the live one (a deploy running now, or one that was killed)."""
         state = self._read_state(name)
         if state is None:
-            raise NotFound(f"no local deployment named {name!r}")
+            strays = self._strays(name, None)
+            if not strays:
+                raise NotFound(f"no local deployment named {name!r}")
+            status = "creating" if self._deploy_in_progress(name) else "stopped"
+            return Deployment(name, self.name, "", status, None, {"strays": strays})
         if not _is_our_process(state.get("pid")):
             status = "stopped"
         else:
             status = "ready" if self._healthy(state) else "creating"
-        return self._deployment(name, state, status)
+        deployment = self._deployment(name, state, status)
+        strays = self._strays(name, state)
+        if strays:  # servers a deploy started but never switched to (or a deploy running now)
+            deployment.details["strays"] = strays
+        return deployment
 
     def list(self) -> builtins.list[Deployment]:
         base = self.root / "local"
         names = (
-            sorted(p.name for p in base.iterdir() if (p / STATE_FILE).is_file())
+            sorted(p.name for p in base.iterdir() if p.is_dir() and self._any_state(p))
             if base.is_dir()
             else []
         )
-        return [self.describe(n) for n in names]
+        found = []
+        for name in names:
+            with contextlib.suppress(NotFound):  # only dead servers' records: nothing to show
+                found.append(self.describe(name))
+        return found
+
+    @staticmethod
+    def _any_state(directory: Path) -> bool:
+        return (directory / STATE_FILE).is_file() or any(
+            directory.glob(SERVER_RECORD.format(pid="*"))
+        )
+
+    def _deploy_in_progress(self, name: str) -> bool:
+        """True while another deploy or delete of ``name`` holds its lock."""
+        path = self.root / "local" / f"{name}.lock"
+        if not path.is_file():
+            return False
+        with path.open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+        return False
 
     def invoke(
         self, name: str, body: bytes, *, request_id: str | None = None, timeout: float = 60.0
@@ -176,12 +284,18 @@ class LocalProvider(Provider):
         raise _error_from(response)
 
     def delete(self, name: str) -> bool:
+        with self._locked(name):
+            return self._delete_locked(name)
+
+    def _delete_locked(self, name: str) -> bool:
         state = self._read_state(name)
         directory = self._dir(name)
         if state is None and not directory.exists():
             return False
+        pids = {r.get("pid") for r in self._recorded_servers(name)}
         if state is not None:
-            _stop_process(state.get("pid"))
+            pids.add(state.get("pid"))
+        _stop_processes([pid for pid in pids if isinstance(pid, int)])
         for path in sorted(directory.glob("*"), reverse=True):
             if path.is_file():
                 path.unlink()
@@ -341,20 +455,27 @@ def _is_our_process(pid: Any) -> bool:
 
 def _stop_process(pid: Any) -> None:
     """SIGTERM (the server drains in-flight requests), then SIGKILL after the drain time."""
-    if not _is_our_process(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    _stop_processes([pid])
+
+
+def _stop_processes(pids: builtins.list[Any]) -> None:
+    """:func:`_stop_process` for several servers at once (they drain side by side)."""
+    ours = [pid for pid in pids if _is_our_process(pid)]
+    for pid in ours:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not _is_our_process(pid):
+        for pid in ours:
             _reap(pid)
+        ours = [pid for pid in ours if _is_our_process(pid)]
+        if not ours:
             return
-        _reap(pid)
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    _reap(pid)
+    for pid in ours:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _reap(pid)
 
 
 def _reap(pid: int) -> None:

@@ -125,6 +125,9 @@ def _show_deployment(d: Deployment) -> None:
     for key, value in (("name", d.name), ("provider", d.provider), ("version", d.version),
                        ("status", d.status), ("endpoint", d.endpoint or "-")):  # fmt: skip
         table.add_row(f"[bold]{key}", escape(str(value)))
+    strays = d.details.get("strays")
+    if strays:  # servers the provider started that are not the live one
+        table.add_row("[bold]strays", escape(", ".join(f"pid {pid}" for pid in strays)))
     out.print(table)
 
 
@@ -301,7 +304,10 @@ def status(
         return
     table = Table("name", "provider", "version", "status", "endpoint")
     for d in prov.list():
-        table.add_row(*(escape(v) for v in (d.name, d.provider, d.version, d.status)),
+        state = d.status + (
+            f" (+{len(d.details['strays'])} stray)" if d.details.get("strays") else ""
+        )
+        table.add_row(*(escape(v) for v in (d.name, d.provider, d.version, state)),
                       escape(d.endpoint or "-"))  # fmt: skip
     out.print(table)
 
