@@ -1,11 +1,20 @@
-"""What the function tier costs: cold import of the Lambda entrypoint, and warm latency added
-over calling ``Provider.invoke`` directly against the same local endpoint.
+"""What the function tier costs: its cold start as Lambda runs it, and the warm latency it
+adds over calling ``Provider.invoke`` directly against the same local endpoint.
 
-    .venv/bin/python bench/function_overhead.py [--calls 400] [--imports 7]
+    .venv/bin/python bench/function_overhead.py [--calls 400] [--imports 9]
 
-Targets (issue 3): cold import ≤ 250 ms (median of fresh interpreters); the AWS zip built
-by ``aiaas function package`` ≤ 10 MB (boto3 is left out: Lambda's runtime has it); added
-warm latency ≤ 1.5 ms at p50.
+The cold start is measured as Lambda's Python runtime meets it: the zip that ``aiaas function
+package --target aws`` builds, unzipped into a folder mounted read-only (Lambda's
+``/var/task`` is read-only, so nothing can write ``__pycache__``), and a fresh ``python -S``
+(no site-packages: only the zip's own files import) whose working directory is that folder,
+importing ``functions.aws_lambda`` (which builds the app, as Lambda's init phase does). The
+time is the whole process, from spawn to exit, interpreter start included. The read-only
+mount needs a private mount namespace (``unshare -m``, root); without one the folder is
+used as is with ``-B`` (no bytecode written), which the output says. The same import in the
+development venv (warm ``__pycache__``, site-packages) is printed beside it, for comparison.
+
+Targets (issue 7): Lambda-style cold start ≤ 250 ms (median of at least 7); the AWS zip
+≤ 10 MB (boto3 is left out: Lambda's runtime has it); added warm latency ≤ 1.5 ms at p50.
 """
 
 from __future__ import annotations
@@ -14,11 +23,13 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +51,51 @@ def cold_imports(env: dict[str, str], runs: int) -> list[float]:
         )
         times.append(float(done.stdout.strip().splitlines()[-1]))
     return times
+
+
+# Run inside a private mount namespace: bind the task folder read-only over itself, then time
+# fresh interpreters importing the entrypoint from it (argv: task dir, runs, env as JSON).
+_READ_ONLY_RUNS = """
+import json, subprocess, sys, time
+task, runs, env = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+subprocess.run(["mount", "--bind", task, task], check=True)
+subprocess.run(["mount", "-o", "remount,bind,ro", task, task], check=True)
+code = "import functions.aws_lambda"
+times = []
+for _ in range(runs):
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-S", "-c", code], cwd=task, env=env, check=True)
+    times.append((time.perf_counter() - t) * 1000)
+print(json.dumps(times))
+"""
+
+
+def lambda_cold_starts(
+    zip_path: Path, task: Path, env: dict[str, str], runs: int
+) -> tuple[list[float], str]:
+    """Milliseconds from spawn to exit of fresh ``python -S`` processes importing
+    ``functions.aws_lambda`` from the unzipped package, and how the folder was made read-only."""
+    shutil.rmtree(task, ignore_errors=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(task)
+    python: str = getattr(sys, "_base_executable", sys.executable)  # not the venv wrapper
+    unshare = shutil.which("unshare")
+    if unshare is not None:
+        cmd = [unshare, "-m", python, "-c", _READ_ONLY_RUNS, str(task), str(runs), json.dumps(env)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode == 0:
+            return json.loads(done.stdout), "read-only bind mount"
+    # No mount namespace here: -B keeps the interpreter from writing bytecode, as a
+    # read-only folder would.
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(
+            [python, "-S", "-B", "-c", "import functions.aws_lambda"], cwd=task, env=env,
+            check=True,
+        )  # fmt: skip
+        times.append((time.perf_counter() - t) * 1000)
+    return times, "python -B (no read-only mount available)"
 
 
 def _event(body: bytes, api_key: str) -> dict[str, Any]:
@@ -70,7 +126,7 @@ def main() -> int:
     )
     parser.add_argument("--calls", type=int, default=400, help="warm calls per path")
     parser.add_argument(
-        "--imports", type=int, default=7, help="fresh interpreters for the cold import"
+        "--imports", type=int, default=9, help="fresh interpreters per cold-start figure (>= 7)"
     )
     args = parser.parse_args()
 
@@ -102,7 +158,16 @@ def main() -> int:
             from aiaas.packaging import package_function
 
             config = load_config(project, env={})
-            zip_size = package_function(config, built.manifest, "aws", work / "fn.zip").size
+            # provider: local, so the packaged function calls the probe deployed above.
+            package = package_function(
+                config, built.manifest, "aws", work / "fn.zip", allow_local=True
+            )
+            zip_size = package.size
+            lambda_env = {
+                "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work),
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AIAAS_API_KEYS": str(record),
+            }  # fmt: skip
+            starts, how = lambda_cold_starts(package.path, work / "task", lambda_env, args.imports)
             imports = cold_imports({**os.environ, **env}, args.imports)
             os.environ.update(env)
             import functions.aws_lambda as entry
@@ -130,22 +195,25 @@ def main() -> int:
         finally:
             provider.delete("probe")
 
-    cold = statistics.median(imports)
+    cold = statistics.median(starts)
+    venv_import = statistics.median(imports)
     added = percentile(through, 0.5) - percentile(direct, 0.5)
     p50_direct, p50_through = percentile(direct, 0.5), percentile(through, 0.5)
     p99_direct, p99_through = percentile(direct, 0.99), percentile(through, 0.99)
     checks = (cold <= 250, zip_size <= 10 * 1024 * 1024, added <= 1.5)
     cold_ok, zip_ok, added_ok = ("PASS" if ok else "FAIL" for ok in checks)
     lines = [
-        f"cold import of functions.aws_lambda: median {cold:.0f} ms over {len(imports)} "
-        f"fresh interpreters (min {min(imports):.0f}, max {max(imports):.0f})",
+        f"Lambda-style cold start (packaged zip, {how}, python -S, spawn to exit): "
+        f"median {cold:.0f} ms over {len(starts)} (min {min(starts):.0f}, max {max(starts):.0f})",
+        f"  for comparison, the import alone in the dev venv (warm __pycache__): median "
+        f"{venv_import:.0f} ms (min {min(imports):.0f}, max {max(imports):.0f})",
         f"warm Provider.invoke direct: p50 {p50_direct:.2f} ms, p99 {p99_direct:.2f} ms",
         f"warm via Lambda handler: p50 {p50_through:.2f} ms, p99 {p99_through:.2f} ms",
         f"added by the function tier: p50 {added:.2f} ms ({args.calls} calls each, interleaved)",
         f"AWS function zip (x86_64, Python 3.11, local provider): {zip_size / 1e6:.2f} MB",
         "",
         "targets:",
-        f"  {cold_ok}  cold import <= 250 ms  ({cold:.0f} ms)",
+        f"  {cold_ok}  Lambda-style cold start <= 250 ms median  ({cold:.0f} ms)",
         f"  {zip_ok}  AWS zip <= 10 MB  ({zip_size / 1e6:.2f} MB)",
         f"  {added_ok}  added warm latency <= 1.5 ms at p50  ({added:.2f} ms)",
     ]
