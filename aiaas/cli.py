@@ -395,12 +395,22 @@ def function_serve(
     provider: ProviderOpt = None,
     host: Annotated[str | None, typer.Option(help="Interface (default: function.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: function.port).")] = None,
-    manifest: Annotated[Path | None, typer.Option(help="Bundle whose schemas to enforce.")] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="Bundle whose schemas to enforce (default: the live deployment's)."),
+    ] = None,
 ) -> None:
-    """Run the function app (POST /predict, OIP v2) in front of the deployment."""
+    """Run the function app (POST /predict, OIP v2) in front of the deployment.
+
+    Keys in ``.aiaas/api-keys`` are re-read within a second of ``aiaas keys create/revoke``;
+    with the local provider, the app follows the live deployment's manifest after a redeploy.
+    """
+    import json
+
     import uvicorn
 
     from aiaas.bundle import inspect_archive
+    from aiaas.manifest import Manifest, read_manifest
     from functions.app import FunctionApp
     from functions.auth import load_checker
     from functions.metering import FanOut, JsonLineSink, SqliteSink
@@ -412,12 +422,35 @@ def function_serve(
     if cfg.function.auth == "api_key":
         keys = load_checker(keys_file=_keys_file(cfg))
         if not keys.key_ids:
-            err.print("[yellow]warning:[/yellow] no API keys configured: every call gets 401 "
-                      "(aiaas keys create, or set AIAAS_API_KEYS)")  # fmt: skip
+            err.print("[yellow]warning:[/yellow] no API keys configured yet: calls get 401 "
+                      "until one is (aiaas keys create, or AIAAS_API_KEYS)")  # fmt: skip
+    live_source = None
+    if cfg.provider == "local" and manifest is None:
+        # The local provider's state names the live bundle (adapters/local.py); a stat tells
+        # a redeploy, so following it costs one stat a second. See docs/functions.md.
+        from adapters.local import STATE_FILE
+
+        state_file = cfg.root / cfg.local.state_dir / "local" / deployment / STATE_FILE
+        seen: dict[str, Any] = {}
+
+        def live_source() -> Manifest | None:
+            try:
+                stat = state_file.stat()
+            except FileNotFoundError:  # not deployed (yet): keep what we have
+                return None
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if seen.get("signature") != signature:
+                state = json.loads(state_file.read_text())
+                seen["manifest"] = read_manifest(Path(state["bundle_dir"]))
+                seen["signature"] = signature
+            live: Manifest | None = seen.get("manifest")
+            return live
+
     usage = FanOut(JsonLineSink(), SqliteSink(_usage_file(cfg)))
     app_ = FunctionApp(
         _provider(cfg), bundle_manifest, deployment=deployment, keys=keys,
         invoke_timeout_s=cfg.function.invoke_timeout_s, usage=usage,
+        max_items=cfg.server.max_items_per_request, manifest_source=live_source,
     ).asgi()  # fmt: skip
     uvicorn.run(
         app_, host=host or cfg.function.host, port=port or cfg.function.port, access_log=False

@@ -68,6 +68,13 @@ class FunctionApp:
     function keys, FC). ``deployment`` defaults to the manifest's name. ``max_items``: most
     items per request (``server.max_items_per_request``). ``max_response_bytes`` defaults
     to the platform's response limit (:data:`functions.edge.PLATFORM_RESPONSE_LIMITS`).
+
+    ``manifest_source`` follows the live deployment: a cheap callable returning the manifest
+    of the version now deployed (``None`` when unknown), asked at most every
+    ``manifest_check_s`` seconds and at once when an answer names another version. A new
+    version replaces the schemas the edge enforces, the OpenAPI document and the version in
+    usage records. Without one (a packaged cloud function carries its manifest), an answer
+    from another version is logged once as a stale manifest.
     """
 
     provider: Provider
@@ -81,6 +88,8 @@ class FunctionApp:
     memory_mb: int = 512
     max_items: int = DEFAULT_MAX_ITEMS
     max_response_bytes: int | None = None
+    manifest_source: Callable[[], Manifest | None] | None = None
+    manifest_check_s: float = 1.0
     validator: EdgeValidator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +99,48 @@ class FunctionApp:
             limits = PLATFORM_RESPONSE_LIMITS
             self.max_response_bytes = limits.get(self.platform, limits["local"])
         self._escaped_response = self.platform in ESCAPED_RESPONSE_PLATFORMS
+        self._next_manifest_check = 0.0
+        self._openapi: bytes | None = None  # built on first request: nothing at cold start
+        self._stale_warned: set[str] = set()
+
+    def follow_manifest(self, force: bool = False) -> None:
+        """Switch to the live deployment's manifest if it changed (see ``manifest_source``)."""
+        if self.manifest_source is None:
+            return
+        now = time.monotonic()
+        if not force and now < self._next_manifest_check:
+            return
+        self._next_manifest_check = now + self.manifest_check_s
+        try:
+            live = self.manifest_source()
+        except Exception:  # a half-written state file: keep serving, look again next time
+            log.warning("could not read the live deployment's manifest", exc_info=True)
+            return
+        if live is not None and live.version != self.manifest.version:
+            log.info(
+                "deployment %r is now %s %s (was %s): following its manifest",
+                self.deployment, live.name, live.version, self.manifest.version,
+            )  # fmt: skip
+            self.validator = EdgeValidator(live, self.max_items)
+            self.manifest = live
+            self._openapi = None
+
+    def _answered_by(self, request: Request, version: str | None) -> None:
+        """Note the version that answered; another than ours means a redeploy happened."""
+        if version is None or version == self.manifest.version:
+            return
+        request.state.version = version
+        if self.manifest_source is not None:
+            self.follow_manifest(force=True)
+        elif version not in self._stale_warned:
+            self._stale_warned.add(version)
+            log.warning(
+                "stale manifest: deployment %r answers with version %s, but this function "
+                "checks requests against %s (its aiaas-manifest.json); package and deploy "
+                "the function again (aiaas function package) so the edge enforces the "
+                "live schemas",
+                self.deployment, version, self.manifest.version,
+            )  # fmt: skip
 
     async def _forward(self, body: bytes, request_id: str) -> bytes:
         try:
@@ -117,7 +168,9 @@ class FunctionApp:
         body = await self._body(request)
         self.validator.validate(simple_inputs(parse_json(body)))
         # Checked as it is, so forwarded as it is; the answer goes back untouched.
-        return Response(await self._forward(body, request_id), media_type=JSON)
+        answer = await self._forward(body, request_id)
+        self._answered_by(request, answer_version(answer))
+        return Response(answer, media_type=JSON)
 
     async def oip_infer(self, request: Request, request_id: str) -> Response:
         """OIP v2 infer: tensors in, validated per item, tensors out."""
@@ -171,6 +224,7 @@ class FunctionApp:
             request_id = request_id_of(request)
             key_id = "-"
             try:
+                self.follow_manifest()
                 if authenticated and self.keys is not None:
                     key_id = self.keys.verify(
                         presented_key(
@@ -201,9 +255,10 @@ class FunctionApp:
         self, request: Request, response: Response, request_id: str, key_id: str, seconds: float
     ) -> None:
         """Exactly one usage record per metered call, whatever its outcome."""
+        version = getattr(request.state, "version", None) or self.manifest.version
         record = UsageRecord(
             time=now(), request_id=request_id, key_id=key_id, model=self.manifest.name,
-            version=self.manifest.version, provider=self.provider.name,
+            version=version, provider=self.provider.name,
             status=response.status_code, latency_ms=round(seconds * 1000, 3),
             bytes_in=getattr(request.state, "bytes_in", 0), bytes_out=len(response.body),
             cost_usd=estimate_cost(self.platform, self.provider.name, seconds, self.memory_mb),
@@ -231,26 +286,41 @@ class FunctionApp:
             Route(
                 path,
                 self.endpoint(
-                    handler, authenticated=auth, metered=m == "POST", oip=path.startswith("/v2/")
+                    handler, authenticated=auth, metered=m == "POST", oip=path.startswith("/v2")
                 ),
                 methods=[m],
             )
             for m, path, handler, auth in table
         ]
         summaries = [(m, p, (h.__doc__ or "").strip().splitlines()[0], a) for m, p, h, a in table]
-        document: list[bytes] = []  # built on first request: nothing extra at cold start
 
         async def openapi(_request: Request) -> Response:
-            if not document:
+            self.follow_manifest()
+            if self._openapi is None:
                 doc = openapi_document(self.manifest, summaries, self.keys is not None)
-                document.append(orjson.dumps(doc))
-            return Response(document[0], media_type=JSON)
+                self._openapi = orjson.dumps(doc)
+            return Response(self._openapi, media_type=JSON)
 
         routes.append(Route("/openapi.json", openapi, methods=["GET"]))
         handlers = {404: route_not_found, 405: route_not_found}
         app = Starlette(routes=routes, exception_handlers=handlers)
         app.state.function = self
         return app
+
+
+_VERSION_KEY = b'"version":"'
+
+
+def answer_version(answer: bytes) -> str | None:
+    """The ``version`` of a simple-protocol answer, read without decoding it: the model
+    server writes it last (``…,"model":"m","version":"v"}``), so the search from the end is
+    short whatever the size of the outputs."""
+    start = answer.rfind(_VERSION_KEY, max(0, len(answer) - 512))
+    if start < 0:
+        return None
+    start += len(_VERSION_KEY)
+    end = answer.find(b'"', start)
+    return answer[start:end].decode("utf-8", "replace") if end > start else None
 
 
 def function_error(exc: AiaasError, request_id: str, *, oip: bool = False) -> Response:

@@ -1,17 +1,24 @@
 """API keys for the function tier.
 
 A key looks like ``aiaas_<id>_<secret>``. Only a salted hash is ever configured, as records
-``<id>:<salt>:<sha256(salt + secret)>`` separated by commas in ``AIAAS_API_KEYS`` (or the
-cloud's secret store, surfaced as that variable). Secrets are 32 random bytes, so one fast
-salted SHA-256 is enough (no slow KDF needed for high-entropy keys, and none on the hot
-path). Comparison is constant-time, and a missing and a wrong key are refused alike.
+``<id>:<salt>:<sha256(salt + secret)>`` separated by commas or newlines: in a file
+(``AIAAS_API_KEYS_FILE``, or the local ``.aiaas/api-keys``), which is re-read when it
+changes (checked at most once a second, so a revoked key stops working and a new one starts
+within :data:`RELOAD_INTERVAL_S`), or in the ``AIAAS_API_KEYS`` variable (fixed for the
+life of the process: on a cloud, changing it starts new instances). Secrets are 32 random
+bytes, so one fast salted SHA-256 is enough (no slow KDF needed for high-entropy keys, and
+none on the hot path). Comparison is constant-time, and a missing and a wrong key are
+refused alike.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +26,10 @@ from aiaas.errors import ConfigError, Unauthorized
 
 KEY_PREFIX = "aiaas"
 _DUMMY_SALT = "0" * 32
+RELOAD_INTERVAL_S = 1.0
+"""How stale a key file may be: a change is seen by every request made this long after it."""
+
+log = logging.getLogger("aiaas.function")
 
 
 @dataclass(frozen=True)
@@ -67,21 +78,80 @@ def _is_hex(text: str) -> bool:
     return True
 
 
-class KeyChecker:
-    """Verifies presented keys against configured records, in constant time."""
+class KeyFile:
+    """Key records in a file, re-read when the file changed.
 
-    def __init__(self, records: dict[str, KeyRecord]) -> None:
+    A ``stat`` (modification time, size, inode) tells a change apart, and is made at most
+    once every ``interval_s``, so the hot path costs a clock read. A file that is gone holds
+    no keys (every call is refused). One that cannot be parsed fails the start; later, it
+    keeps the last good records, logs why, and is tried again at the next check.
+    """
+
+    def __init__(self, path: Path, interval_s: float = RELOAD_INTERVAL_S) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self._records: dict[str, KeyRecord] = {}
+        self._seen: tuple[int, int, int] | None = None
+        self._next_check = 0.0
+        self._load(self._signature(), at_start=True)
+
+    def records(self) -> dict[str, KeyRecord]:
+        """The current records (re-read first if the file changed since the last check)."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.interval_s
+            signature = self._signature()
+            if signature != self._seen:
+                self._load(signature)
+        return self._records
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _load(self, signature: tuple[int, int, int] | None, at_start: bool = False) -> None:
+        """Read the records; a bad file fails the start, and is logged and skipped later."""
+        try:
+            text = self.path.read_text() if signature is not None else ""
+            records = parse_records(text.replace("\n", ","), str(self.path))
+        except (OSError, ConfigError) as exc:
+            if at_start:
+                raise
+            message = exc.message if isinstance(exc, ConfigError) else str(exc)
+            log.error("API keys not reloaded, keeping the previous ones: %s", message)
+            return
         self._records = records
+        self._seen = signature
+
+
+class KeyChecker:
+    """Verifies presented keys against configured records, in constant time.
+
+    ``KeyChecker(records)`` holds fixed records; ``KeyChecker(source=KeyFile(path))``
+    follows a file.
+    """
+
+    def __init__(
+        self, records: dict[str, KeyRecord] | None = None, *, source: KeyFile | None = None
+    ) -> None:
+        self._records = records or {}
+        self._source = source
 
     @property
     def key_ids(self) -> list[str]:
         """The configured key ids."""
-        return sorted(self._records)
+        return sorted(self._current())
+
+    def _current(self) -> dict[str, KeyRecord]:
+        return self._source.records() if self._source is not None else self._records
 
     def verify(self, presented: str | None) -> str:
         """Return the key id of a valid key, else raise :class:`Unauthorized`."""
         prefix, key_id, secret = _split(presented)
-        record = self._records.get(key_id)
+        record = self._current().get(key_id)
         salt = record.salt if record else _DUMMY_SALT
         expected = record.digest if record else "0" * 64
         # Hash and compare even for unknown ids, so timing does not tell ids apart.
@@ -104,18 +174,31 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
 
 
 KEYS_ENV = "AIAAS_API_KEYS"
+KEYS_FILE_ENV = "AIAAS_API_KEYS_FILE"
 KEYS_FILE = "api-keys"
 
 
-def load_checker(env: dict[str, str] | None = None, keys_file: Path | None = None) -> KeyChecker:
-    """Records from ``$AIAAS_API_KEYS`` if set, else from the local keys file (hashes only)."""
-    import os
+def load_checker(
+    env: dict[str, str] | None = None,
+    keys_file: Path | None = None,
+    interval_s: float = RELOAD_INTERVAL_S,
+) -> KeyChecker:
+    """Where the key records come from, first match wins:
 
+    1. ``$AIAAS_API_KEYS_FILE``: a file (e.g. a mounted secret), followed as it changes;
+    2. ``$AIAAS_API_KEYS``: fixed for the life of the process;
+    3. ``keys_file`` (the local ``.aiaas/api-keys``), followed as it changes, also when it
+       does not exist yet;
+
+    else no keys (every call is refused).
+    """
     environ = os.environ if env is None else env
+    if environ.get(KEYS_FILE_ENV):
+        return KeyChecker(source=KeyFile(Path(environ[KEYS_FILE_ENV]), interval_s))
     if environ.get(KEYS_ENV):
         return KeyChecker(parse_records(environ[KEYS_ENV]))
-    if keys_file is not None and keys_file.is_file():
-        return KeyChecker(parse_records(keys_file.read_text().replace("\n", ","), str(keys_file)))
+    if keys_file is not None:
+        return KeyChecker(source=KeyFile(keys_file, interval_s))
     return KeyChecker({})
 
 
@@ -140,5 +223,10 @@ def revoke_record(keys_file: Path, key_id: str) -> bool:
     kept = [r for r in records if r.key_id != key_id]
     if len(kept) == len(records):
         return False
-    keys_file.write_text("".join(f"{r}\n" for r in kept))
+    # Replaced whole (new file, then rename), so a running function never reads half a file.
+    tmp = keys_file.with_name(f".{keys_file.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{r}\n" for r in kept))
+    os.replace(tmp, keys_file)
     return True

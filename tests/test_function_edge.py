@@ -172,3 +172,14 @@ def test_a_body_that_is_not_json_is_415_naming_the_accepted_types(
         headers={**AUTH, "content-type": "application/json; charset=utf-8"},
     )
     assert ok.status_code == 200, ok.text
+
+
+def test_the_lambda_limit_counts_the_body_as_lambda_sends_it() -> None:
+    from functions.edge import ResponseTooLarge, check_response_size
+
+    limit = 6 * 1024 * 1024
+    check_response_size(b"1" * 5_000_000, limit, escaped=True)  # 5 MB of digits: fits
+    quotes = b'"' * 4_000_000  # 4 MB raw, 8 MB once escaped in Lambda's JSON envelope
+    check_response_size(quotes, limit, escaped=False)  # a platform that sends bytes as is
+    with pytest.raises(ResponseTooLarge, match="4000000 bytes"):
+        check_response_size(quotes, limit, escaped=True)
