@@ -151,3 +151,42 @@ def test_oip_routes_answer_errors_in_the_oip_shape(function_url: str) -> None:
     # The simple protocol keeps aiaas's own shape.
     r = httpx.post(function_url + "/predict", json={"inputs": [{"value": 1}]})
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+def test_openapi_describes_the_oip_infer_body_and_the_refusals(function_url: str) -> None:
+    import fastjsonschema
+
+    doc = httpx.get(function_url + "/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        op = doc["paths"][path]["post"]
+        content = op["requestBody"]["content"]["application/json"]
+        assert content["schema"] == {"$ref": "#/components/schemas/InferRequest"}
+        ok = op["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": "#/components/schemas/InferResponse"}
+        for status in ("413", "415", "422"):
+            error = op["responses"][status]["content"]["application/json"]["schema"]
+            assert error == {"$ref": "#/components/schemas/OipError"}
+    for status in ("413", "415", "422"):
+        error = doc["paths"]["/predict"]["post"]["responses"][status]["content"]
+        assert error["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    tensor = schemas["InferRequestInput"]
+    assert tensor["required"] == ["name", "shape", "datatype", "data"]
+    assert "FP32" in tensor["properties"]["datatype"]["enum"]
+
+    # The documented example is a request the route accepts, and its answer has the
+    # documented shape (both checked with the document's own schemas).
+    example = doc["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]["example"]
+    resolver = {"components": doc["components"]}
+    check_request = fastjsonschema.compile(
+        {**resolver, "$ref": "#/components/schemas/InferRequest"}
+    )
+    check_response = fastjsonschema.compile(
+        {**resolver, "$ref": "#/components/schemas/InferResponse"}
+    )
+    check_request(example)
+    r = httpx.post(function_url + "/v2/models/probe/infer", json=example, headers=AUTH)
+    assert r.status_code == 200, r.text
+    check_response(r.json())
