@@ -32,6 +32,7 @@ from aiaas.errors import (
 from aiaas.http import (
     JSON,
     error_response,
+    is_oip_path,
     json_response,
     oip_error_response,
     request_id_of,
@@ -286,7 +287,7 @@ class FunctionApp:
             Route(
                 path,
                 self.endpoint(
-                    handler, authenticated=auth, metered=m == "POST", oip=path.startswith("/v2")
+                    handler, authenticated=auth, metered=m == "POST", oip=is_oip_path(path)
                 ),
                 methods=[m],
             )

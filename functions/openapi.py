@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from aiaas import oip
+from aiaas.http import is_oip_path
 from aiaas.manifest import Manifest
 
 JSON = "application/json"
@@ -132,7 +133,7 @@ def openapi_document(
     item_out = _hoist(manifest.output_schema, "Output", schemas)
     paths: dict[str, Any] = {}
     for method, path, summary, authenticated in routes:
-        is_oip = path.startswith("/v2")
+        is_oip = is_oip_path(path)
         error = _error_response(_OIP_ERROR if is_oip else _ERROR)
         operation: dict[str, Any] = {
             "summary": summary,
