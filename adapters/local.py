@@ -465,6 +465,7 @@ def _stop_process(pid: Any) -> None:
 def _stop_processes(pids: builtins.list[Any]) -> None:
     """:func:`_stop_process` for several servers at once (they drain side by side)."""
     ours = [pid for pid in pids if _is_our_process(pid)]
+    stopping = list(ours)
     for pid in ours:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -472,14 +473,27 @@ def _stop_processes(pids: builtins.list[Any]) -> None:
     while time.monotonic() < deadline:
         for pid in ours:
             _reap(pid)
-        ours = [pid for pid in ours if _is_our_process(pid)]
+        # Exited, not merely "no longer looks like ours": an exiting process's cmdline
+        # reads empty for a moment before it becomes a zombie.
+        ours = [pid for pid in ours if not _exited(pid)]
         if not ours:
+            for pid in stopping:  # a child that turned zombie since the last pass
+                _reap(pid)
             return
         time.sleep(0.05)
     for pid in ours:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         _reap(pid)
+
+
+def _exited(pid: int) -> bool:
+    """True once ``pid`` is gone or a zombie (it has exited; only the reaping is left)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
 def _reap(pid: int) -> None:
