@@ -8,17 +8,18 @@ the variable) and the dotted key. Secrets never live in this file.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from aiaas.errors import ConfigError
 
 CONFIG_FILE = "aiaas.yaml"
+PACKAGED_CONFIG_FILE = "aiaas.json"  # the same mapping, as a function package carries it
 ENV_PREFIX = "AIAAS_"
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 
@@ -113,10 +114,7 @@ def load_config(
         file = file / CONFIG_FILE
     if not file.is_file():
         raise ConfigError(f"{file}: config file not found")
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    raw = _read_mapping(file)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -128,6 +126,23 @@ def load_config(
         raise ConfigError(_describe(exc, file, sources)) from None
     config._root = file.parent.resolve()
     return config
+
+
+def _read_mapping(file: Path) -> Any:
+    """The file's top-level value: JSON for ``*.json`` (what a packaged function carries, so
+    its cold start never imports a YAML parser), YAML otherwise."""
+    text = file.read_text(encoding="utf-8")
+    if file.suffix == ".json":
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{file}: not valid JSON: {exc}") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:

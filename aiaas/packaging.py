@@ -3,8 +3,9 @@
 The zip holds the function code, the parts of the ``aiaas`` core and of ``adapters`` the
 configured provider needs, their dependencies as wheels for the *target* platform and
 Python (``pip download --platform``; never the build machine's own wheels), the bundle
-manifest and ``aiaas.yaml``. Never torch or transformers. Entries are sorted and dated
-1980-01-01, so the same inputs give the same bytes.
+manifest and the project's ``aiaas.yaml`` (as ``aiaas.json``: no YAML parser at cold start).
+Never torch or transformers. Entries are sorted and dated 1980-01-01, so the same inputs
+give the same bytes.
 
 Every module ships with its bytecode compiled by an interpreter of the target Python version,
 as unchecked-hash ``.pyc`` files: Lambda's ``/var/task`` is read-only, so without them the
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiaas import __version__
-from aiaas.config import ProjectConfig
+from aiaas.config import CONFIG_FILE, PACKAGED_CONFIG_FILE, ProjectConfig
 from aiaas.errors import BundleError, ConfigError
 from aiaas.manifest import MANIFEST_FILE, Manifest
 
@@ -41,7 +42,6 @@ COMMON_REQUIREMENTS = [
     "pydantic>=2.7,<3",
     "orjson>=3.10",
     "fastjsonschema>=2.19",
-    "pyyaml>=6",
 ]
 # What each provider's invoke path needs. Lambda's Python runtime ships boto3, so the AWS
 # zip leaves it out (and stays small); other platforms get it.
@@ -160,7 +160,7 @@ def package_function(
         )
         entries = _code_entries(config, spec) + _wheel_entries(wheels, spec.site_packages)
         entries.append((MANIFEST_FILE, manifest.model_dump_json(indent=2).encode()))
-        entries.append(("aiaas.yaml", (config.root / "aiaas.yaml").read_bytes()))
+        entries.append((PACKAGED_CONFIG_FILE, _config_as_json(config)))
         entries += _metadata_entries(spec.site_packages)
         compiled = False
         if compile_bytecode:
@@ -185,6 +185,17 @@ def package_function(
         environment=_environment(config),
         compiled=compiled,
     )
+
+
+def _config_as_json(config: ProjectConfig) -> bytes:
+    """The project's ``aiaas.yaml`` as JSON, key for key: read at cold start without a YAML
+    parser (``AIAAS_*`` overrides still apply on top, as for the YAML file)."""
+    import json
+
+    import yaml
+
+    raw = yaml.safe_load((config.root / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    return json.dumps(raw, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def _check_python(python: str) -> None:

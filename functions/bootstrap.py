@@ -2,7 +2,8 @@
 
 Every platform entrypoint calls :func:`app_from_environment` once at cold start:
 
-- ``AIAAS_CONFIG``: the project's ``aiaas.yaml`` (default: next to the package root),
+- ``AIAAS_CONFIG``: the project's config (default: ``aiaas.json`` in the package root, which
+  ``aiaas function package`` writes from ``aiaas.yaml``),
   with ``AIAAS_*`` overrides (``AIAAS_PROVIDER`` picks the cloud);
 - ``AIAAS_MANIFEST``: the bundle manifest whose schemas the edge enforces
   (default: ``aiaas-manifest.json`` in the package root);
@@ -18,7 +19,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from adapters import get_provider
-from aiaas.config import ProjectConfig, load_config
+from aiaas.config import PACKAGED_CONFIG_FILE, ProjectConfig, load_config
 from aiaas.manifest import MANIFEST_FILE, read_manifest_file
 from functions.app import FunctionApp
 from functions.auth import load_checker
@@ -30,7 +31,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 def function_config() -> ProjectConfig:
     """The project config the function runs with (``AIAAS_CONFIG`` + ``AIAAS_*`` overrides)."""
-    return load_config(os.environ.get("AIAAS_CONFIG", PACKAGE_ROOT / "aiaas.yaml"))
+    return load_config(os.environ.get("AIAAS_CONFIG", PACKAGE_ROOT / PACKAGED_CONFIG_FILE))
 
 
 def app_from_environment(platform: str, config: ProjectConfig | None = None) -> Starlette:

@@ -54,7 +54,8 @@ def test_each_zip_has_its_entrypoint_target_wheels_and_no_torch(packaged: dict[s
         target, arch = key.split("-")
         site = TARGETS[target].site_packages
         assert f"functions/{TARGETS[target].entrypoint}" in names
-        assert "aiaas-manifest.json" in names and "aiaas.yaml" in names
+        assert "aiaas-manifest.json" in names and "aiaas.json" in names
+        assert not [n for n in names if n.startswith("yaml/")]  # no YAML parser at cold start
         assert not [n for n in names if n.startswith(HEAVY) or f"/{HEAVY[0]}" in n]
         assert not [n for n in names if n.startswith("aiaas/runtime/") or n == "aiaas/cli.py"]
         core = [n for n in names if "pydantic_core/_pydantic_core" in n and n.endswith(".so")]
@@ -99,10 +100,15 @@ def test_the_aws_zip_runs_on_its_own(
         "print(json.dumps({'response': response, 'heavy': heavy, 'path': sys.path}))\n"
     )
     # -S: no site-packages at all; only the zip's own files are importable, as in Lambda.
+    # The project's config as the zip carries it (JSON), but in the project folder, so the
+    # local provider finds the probe deployment's state there.
+    packed = json.loads((root / "aiaas.json").read_text())
+    project_config = Path(probe_function.env["AIAAS_CONFIG"]).with_name("aiaas.json")
+    project_config.write_text(json.dumps(packed))
     env = {
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(root),
-        "AIAAS_CONFIG": probe_function.env["AIAAS_CONFIG"],
+        "AIAAS_CONFIG": str(project_config),
         "AIAAS_API_KEYS": probe_function.env["AIAAS_API_KEYS"],
         "HOME": str(tmp_path),
     }
@@ -221,3 +227,18 @@ def _cli_project(setup: FunctionSetup) -> Path:
     (project / "dist").mkdir(exist_ok=True)
     shutil.copyfile(project.parent / "probe.tar.gz", project / "dist" / "model.tar.gz")
     return Path(sys.executable).parent / "aiaas"
+
+
+def test_the_packaged_config_is_the_projects_as_json(
+    probe_function: FunctionSetup, packaged: dict[str, Path], tmp_path: Path
+) -> None:
+    """The zip carries aiaas.yaml as aiaas.json: the same config, read without YAML."""
+    with zipfile.ZipFile(packaged["aws-x86_64"]) as zf:
+        (tmp_path / "aiaas.json").write_bytes(zf.read("aiaas.json"))
+    from_json = load_config(tmp_path / "aiaas.json", env={"AIAAS_SERVER__MAX_QUEUE_SIZE": "7"})
+    from_yaml = load_config(probe_function.env["AIAAS_CONFIG"], env={})
+    assert from_json.model_dump() == {**from_yaml.model_dump(), "server": {
+        **from_yaml.server.model_dump(), "max_queue_size": 7}}  # fmt: skip
+    (tmp_path / "broken.json").write_text('{"model": ')
+    with pytest.raises(ConfigError, match=r"broken\.json: not valid JSON"):
+        load_config(tmp_path / "broken.json", env={})
