@@ -240,6 +240,10 @@ class FunctionApp:
                 log.exception("unhandled error (request_id=%s)", request_id)
                 response = function_error(AiaasError("internal error"), request_id, oip=oip)
             response.headers["x-request-id"] = request_id
+            if response.status_code == 413 and self.platform in CLOSE_AFTER_413:
+                # The rest of an oversized upload is unread: closing stops uvicorn from
+                # draining it (and the caller from sending it) after the answer.
+                response.headers["connection"] = "close"
             if metered and self.usage is not None:
                 self._meter(request, response, request_id, key_id, time.perf_counter() - started)
             return response
@@ -310,6 +314,7 @@ class FunctionApp:
 
 
 _VERSION_KEY = b'"version":"'
+CLOSE_AFTER_413 = frozenset({"local", "alibaba"})  # served by uvicorn itself (not Lambda/Azure)
 
 
 def answer_version(answer: bytes) -> str | None:
