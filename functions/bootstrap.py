@@ -7,7 +7,8 @@ Every platform entrypoint calls :func:`app_from_environment` once at cold start:
   with ``AIAAS_*`` overrides (``AIAAS_PROVIDER`` picks the cloud);
 - ``AIAAS_MANIFEST``: the bundle manifest whose schemas the edge enforces
   (default: ``aiaas-manifest.json`` in the package root);
-- ``AIAAS_API_KEYS``: salted key hashes, when ``function.auth`` is ``api_key``;
+- ``AIAAS_API_KEYS``: salted key hashes, when ``function.auth`` is ``api_key`` (or
+  ``AIAAS_API_KEYS_FILE``: a file of them, re-read within a second when it changes);
 - ``AIAAS_DEPLOYMENT``: the deployment to call (default: the model's name).
 """
 
