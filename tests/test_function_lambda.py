@@ -53,7 +53,11 @@ class Lambda:
 def lam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lambda]:
     work = tmp_path_factory.mktemp("lambda")
     # A probe whose answer grows with its input: value v gives a salt of 2v characters.
-    built = build_probe_variant(work, "salt=VERSION_SALT)", "salt=VERSION_SALT * int(v))")
+    built = build_probe_variant(
+        work,
+        "salt=VERSION_SALT) for v in values.tolist()",
+        "salt=VERSION_SALT * int(v)) for v in values.tolist()",
+    )
     project = work / built.path.name.removesuffix(".tar.gz")
     provider = LocalProvider.from_config(load_config(project, env={}))
     provider.deploy(built.path)
