@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from aiaas.errors import ModelError, NotReady, Overloaded, PayloadTooLarge
-from aiaas.runtime.batcher import Batcher
+from aiaas.runtime.batcher import BadResult, Batcher
 
 
 class Recorder:
@@ -98,6 +98,53 @@ def test_wrong_result_count_is_a_model_error() -> None:
             await b.stop()
 
     asyncio.run(run())
+
+
+def test_wrong_result_count_fails_the_batch_without_rerunning_its_items(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[list[int]] = []
+
+    def short(items: list[int]) -> list[int]:  # a predict that drops its last result
+        calls.append(items)
+        return [i * 10 for i in items][:-1]
+
+    async def run() -> list[list[int] | BaseException]:
+        b = Batcher(short, max_batch_size=3, max_delay_ms=200, max_queue_size=8)
+        b.start()
+        try:
+            return list(
+                await asyncio.gather(*(b.submit([i]) for i in (1, 2, 3)), return_exceptions=True)
+            )
+        finally:
+            await b.stop()
+
+    outcomes = asyncio.run(run())
+    assert calls == [[1, 2, 3]]  # one forward pass; no silent item-by-item retry
+    assert all(isinstance(o, ModelError) for o in outcomes), outcomes
+    assert "predict returned 2 results for 3 inputs" in str(outcomes[0])
+    logged = [r for r in caplog.records if "returned 2 results" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is None
+
+
+def test_a_bad_result_fails_its_item_alone_naming_its_index() -> None:
+    def check(items: list[int]) -> list[object]:
+        return [BadResult(".x", "broken") if i == 7 else i for i in items]
+
+    async def run() -> list[list[int] | BaseException]:
+        b = Batcher(check, max_batch_size=8, max_delay_ms=100, max_queue_size=8)
+        b.start()
+        try:
+            return list(
+                await asyncio.gather(b.submit([1, 2]), b.submit([3, 4, 7]), return_exceptions=True)
+            )
+        finally:
+            await b.stop()
+
+    good, bad = asyncio.run(run())
+    assert good == [1, 2]
+    assert isinstance(bad, ModelError)
+    assert bad.message == "model returned an invalid result: outputs[2].x: broken"
 
 
 def test_full_queue_is_refused_and_oversized_request_is_413() -> None:

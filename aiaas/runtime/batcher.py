@@ -33,11 +33,24 @@ class _Pending:
     item: Any
     future: asyncio.Future[Any]
     request_id: str = field(default="")
+    index: int = 0  # the item's position in its request
 
 
 @dataclass(slots=True)
 class _Failure:
     exc: BaseException
+    logged: bool = False  # already logged once for the whole batch
+
+
+@dataclass(frozen=True, slots=True)
+class BadResult:
+    """What ``run_batch`` returns in place of a result that must not be served (e.g. one
+    that breaks the output schema): that item alone fails with
+    :class:`~aiaas.errors.ModelError` ``outputs[<index in its request>]<path>: <message>``,
+    logged once, without a traceback."""
+
+    path: str
+    message: str
 
 
 _STOP: Final = object()
@@ -49,8 +62,10 @@ class Batcher:
 
     Args:
         run_batch: called in an inference thread with 1..max_batch_size items; must return
-            one result per item, in order. With ``workers > 1`` it is called from several
-            threads at once.
+            one result per item, in order (a :class:`BadResult` fails its item alone). With
+            ``workers > 1`` it is called from several threads at once. If it raises, each
+            item is run alone so that one bad item fails alone; if it returns the wrong number
+            of results, the whole batch fails (a model bug, logged once with the counts).
         max_batch_size: most items in one call of ``run_batch``.
         max_delay_ms: how long a batch may wait for more items after its first.
         max_queue_size: most items waiting (not counting the batch in flight); more are
@@ -149,8 +164,8 @@ class Batcher:
             raise Overloaded("model server queue is full; retry later", retry_after=1.0)
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(n)]
-        for item, fut in zip(items, futures, strict=True):
-            self._queue.put(_Pending(item, fut, request_id))
+        for index, (item, fut) in enumerate(zip(items, futures, strict=True)):
+            self._queue.put(_Pending(item, fut, request_id, index))
         try:
             if n == 1:
                 return [await futures[0]]
@@ -210,32 +225,54 @@ class Batcher:
             if pending.future.done():
                 continue
             if isinstance(outcome, _Failure):
+                if outcome.logged:  # one line for the whole batch, already written
+                    pending.future.set_exception(ModelError(str(outcome.exc)))
+                    continue
                 log.error(
                     "model raised on an item (request_id=%s)",
                     pending.request_id,
                     exc_info=outcome.exc,
                 )
                 pending.future.set_exception(ModelError(f"model error: {outcome.exc!r}"))
+            elif isinstance(outcome, BadResult):
+                message = (
+                    f"model returned an invalid result: outputs[{pending.index}]"
+                    f"{outcome.path}: {outcome.message}"
+                )
+                log.error("%s (request_id=%s)", message, pending.request_id)
+                pending.future.set_exception(ModelError(message))
             else:
                 pending.future.set_result(outcome)
 
     def _run_isolated(self, items: list[Any]) -> list[Any]:
-        """Run a batch; if it raises, run its items one by one so one bad item fails alone."""
+        """Run a batch; if it raises, run its items one by one so one bad item fails alone.
+
+        A wrong number of results is not retried item by item: it is a bug in ``predict``
+        (not in an input), so every item of the batch fails, with one log line."""
         try:
-            return self._checked(items)
+            results = list(self._run_batch(items))
         except Exception as exc:
             if len(items) == 1:
                 return [_Failure(exc)]
+        else:
+            return self._counted(results, len(items))
         outcomes: list[Any] = []
         for item in items:
             try:
-                outcomes.extend(self._checked([item]))
+                outcomes.extend(self._counted(list(self._run_batch([item])), 1))
             except Exception as exc:
                 outcomes.append(_Failure(exc))
         return outcomes
 
-    def _checked(self, items: list[Any]) -> list[Any]:
-        results = list(self._run_batch(items))
-        if len(results) != len(items):
-            raise ValueError(f"predict returned {len(results)} results for {len(items)} inputs")
-        return results
+    @staticmethod
+    def _counted(results: list[Any], expected: int) -> list[Any]:
+        """``results`` if there is one per item, else a logged failure for every item."""
+        if len(results) == expected:
+            return results
+        message = (
+            f"model error: predict returned {len(results)} results for {expected} inputs "
+            "(it must return one result per input, in order)"
+        )
+        log.error(message)
+        failure = _Failure(ModelError(message), logged=True)
+        return [failure] * expected

@@ -11,8 +11,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from aiaas.bundle import ARTIFACTS_DIR, CODE_DIR, load_model_class
+from aiaas.errors import ModelError
 from aiaas.manifest import Manifest
 from aiaas.model import Model
+from aiaas.runtime.outputs import OutputChecker, OutputValidation
 
 log = logging.getLogger("aiaas.runner")
 
@@ -53,6 +55,7 @@ class ModelRunner:
         device: str | None = None,
         torch_threads: int | None = None,
         workers: int = 1,
+        output_validation: OutputValidation = "strict",
     ) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
@@ -63,6 +66,7 @@ class ModelRunner:
             bundle_dir / CODE_DIR, manifest.entrypoint
         )
         self.input_schema: type[BaseModel] = self.model_class.input_schema
+        self.outputs = OutputChecker(self.model_class.output_schema, output_validation)
         self._idle: queue.SimpleQueue[Model[Any, Any]] = queue.SimpleQueue()
         self.loaded = False
         self.device = "cpu"
@@ -87,7 +91,7 @@ class ModelRunner:
             model.device = self.device
             model.load(self.bundle_dir / ARTIFACTS_DIR)
             # warm-up: the first forward pays for lazy init, not the first caller
-            self._predict(model, example)
+            self._check_example(self._predict(model, example))
             self._idle.put(model)
         self.loaded = True
         log.info(
@@ -101,15 +105,32 @@ class ModelRunner:
             torch.get_num_threads(),
         )
 
+    def _check_example(self, results: list[Any]) -> None:
+        """The example request's results must fit the output schema: in ``strict`` mode a
+        model that breaks its own contract fails to load, saying how, instead of answering
+        every caller 500."""
+        problems = self.outputs.problems(results)
+        if not problems:
+            return
+        index, (path, message) = next(iter(problems.items()))
+        if self.outputs.mode == "strict":
+            raise ModelError(
+                f"predict's result for the example request breaks the output schema "
+                f"{self.outputs.schema.__name__}: outputs[{index}]{path}: {message}"
+            )
+        self.outputs.check(results)  # warn: logged once
+
     def run_batch(self, items: list[Any]) -> list[Any]:
         """``predict`` on an idle instance under ``torch.inference_mode()``; results become
-        JSON-ready dicts."""
+        JSON-ready dicts, checked against the output schema (in ``strict`` mode a bad one is
+        a :class:`~aiaas.runtime.batcher.BadResult`)."""
         assert self.loaded, "load() first"
         model = self._idle.get()  # never waits: at most `workers` batches run at once
         try:
-            return self._predict(model, items)
+            results = self._predict(model, items)
         finally:
             self._idle.put(model)
+        return self.outputs.check(results)
 
     @staticmethod
     def _predict(model: Model[Any, Any], items: list[Any]) -> list[Any]:

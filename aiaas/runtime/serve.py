@@ -56,6 +56,7 @@ def serve(
         device=device,
         torch_threads=settings.torch_threads,
         workers=settings.inference_workers,
+        output_validation=settings.output_validation,
     )
     failed: list[BaseException] = []
 

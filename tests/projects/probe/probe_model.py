@@ -2,10 +2,14 @@
 
 Each output also reports the size of the batch it ran in, so tests can observe batching.
 ``PROBE_LOAD_DELAY_S`` in the environment delays ``load`` (to observe readiness).
+``PROBE_BREAK=<kind>:<value>`` makes ``predict`` misbehave on items whose value is
+``<value>``: ``wrong_key`` (that result says ``valeu`` instead of ``value``), ``nan`` (its
+value is NaN), ``short`` (the batch holding it gets one result fewer than its items).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -53,6 +57,16 @@ class Probe(aiaas.Model[ProbeIn, ProbeOut]):
             raise RuntimeError("probe was asked to fail")
         time.sleep(max(item.sleep_ms for item in batch) / 1000.0)
         values = torch.tensor([item.value for item in batch], device=self.device) * self.scale
-        return [
+        results: list[Any] = [
             ProbeOut(value=v, batch_size=len(batch), salt=VERSION_SALT) for v in values.tolist()
         ]
+        kind, _, trigger = os.environ.get("PROBE_BREAK", "").partition(":")
+        hit = [i for i, item in enumerate(batch) if trigger and item.value == float(trigger)]
+        if hit and kind == "short":
+            return results[:-1]
+        for i in hit:
+            if kind == "wrong_key":
+                results[i] = {"valeu": results[i].value, "batch_size": len(batch), "salt": "x"}
+            elif kind == "nan":
+                results[i] = ProbeOut(value=math.nan, batch_size=len(batch), salt=VERSION_SALT)
+        return results

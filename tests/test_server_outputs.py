@@ -1,0 +1,137 @@
+"""What ``predict`` returns is checked before it is served: the count, the output schema,
+finite numbers. The probe model misbehaves on request (``PROBE_BREAK``); iris is driven
+into NaN by huge inputs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from conftest import ServerProcess
+
+from aiaas.bundle import BuiltBundle
+
+StartServer = Callable[..., ServerProcess]
+
+
+def _model_error(r: httpx.Response) -> str:
+    assert r.status_code == 500, r.text
+    err = r.json()["error"]
+    assert err["code"] == "model_error"
+    message: str = err["message"]
+    return message
+
+
+async def _post_together(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        return list(await asyncio.gather(*(client.post(url, json=b) for b in bodies)))
+
+
+class TestStrict:
+    """The default: a result that breaks the output schema is a 500 for its caller only."""
+
+    def test_wrong_key_is_a_model_error_naming_item_and_field(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "wrong_key:13"})
+        r = httpx.post(
+            server.url + "/invocations",
+            json={"inputs": [{"value": 1}, {"value": 13}]},
+            headers={"x-request-id": "bad-key-1"},
+        )
+        message = _model_error(r)
+        assert "outputs[1].value: Field required" in message
+        ok = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 2}]})
+        assert ok.status_code == 200 and ok.json()["outputs"][0]["value"] == 4.0
+        log = server.log()
+        assert log.count("outputs[1].value: Field required (request_id=bad-key-1)") == 1
+        assert "Traceback" not in log
+
+    def test_neighbours_in_the_batch_are_served(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "wrong_key:13"})
+        # the first request holds the inference thread, the other three share one batch
+        bodies = [
+            {"inputs": [{"value": v, "sleep_ms": 300 if v == 0 else 0}]} for v in (0, 1, 13, 2)
+        ]
+        responses = asyncio.run(_post_together(server.url + "/invocations", bodies))
+        assert [r.status_code for r in responses] == [200, 200, 500, 200]
+        assert "outputs[0].value" in _model_error(responses[2])
+
+    def test_nan_is_a_model_error(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "nan:13"})
+        r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 13}]})
+        assert "outputs[0].value: not a finite number (nan)" in _model_error(r)
+        request = {"inputs": [{"name": "value", "shape": [2], "datatype": "FP32", "data": [1, 13]}]}
+        r = httpx.post(server.url + "/v2/models/probe/infer", json=request)
+        assert r.status_code == 500 and "outputs[1].value: not a finite" in r.json()["error"]
+
+    def test_iris_with_huge_inputs_is_not_served_null_probabilities(
+        self, start_server: StartServer, build_example: Callable[[str], BuiltBundle]
+    ) -> None:
+        server = start_server(build_example("iris").path)
+        r = httpx.post(
+            server.url + "/invocations",
+            json={
+                "inputs": [
+                    {"features": [5.1, 3.5, 1.4, 0.2]},
+                    {"features": [1e308, 1e308, -1e308, 1e308]},
+                ]
+            },
+        )
+        assert "outputs[1].probabilities[0]: not a finite number (nan)" in _model_error(r)
+        r = httpx.post(
+            server.url + "/invocations", json={"inputs": [{"features": [5.1, 3.5, 1.4, 0.2]}]}
+        )
+        assert r.status_code == 200 and r.json()["outputs"][0]["label"] == "setosa"
+
+    def test_a_model_breaking_its_schema_on_the_example_does_not_load(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        # The probe's example input is {"value": 1.0}: its warm-up result breaks the schema.
+        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "wrong_key:1"}, ready=False)
+        assert server.proc.wait(timeout=60) == 1
+        log = server.log()
+        assert "model failed to load" in log
+        assert "example request breaks the output schema ProbeOut: outputs[0].value" in log
+
+
+class TestCount:
+    def test_wrong_count_fails_the_batch_once_without_retrying_items(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "short:13"})
+        r = httpx.post(
+            server.url + "/invocations",
+            json={"inputs": [{"value": 1}, {"value": 13}, {"value": 2}]},
+        )
+        assert "predict returned 2 results for 3 inputs" in _model_error(r)
+        log = server.log()
+        # one line with the counts; before, each item was silently re-run alone
+        assert log.count("predict returned 2 results for 3 inputs") == 1
+        assert "model raised on an item" not in log and "Traceback" not in log
+        text = httpx.get(server.url + "/metrics").text
+        assert 'aiaas_batch_size_count{model="probe"} 1.0' in text  # one forward pass
+        ok = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 2}]})
+        assert ok.status_code == 200
+
+
+class TestWarn:
+    def test_bad_results_are_served_and_logged_once(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(
+            probe_bundle.path, "--output-validation", "warn", env={"PROBE_BREAK": "wrong_key:1"}
+        )  # loads although its example breaks the schema: warn
+        for _ in range(3):
+            r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 1}]})
+            assert r.status_code == 200, r.text
+            assert r.json()["outputs"][0]["valeu"] == 2.0
+        log = server.log()
+        assert log.count("breaks the output schema ProbeOut") == 1
+        assert "outputs[i].value: Field required" in log
