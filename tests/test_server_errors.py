@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -203,3 +204,39 @@ class TestItemLimit:
         # Validating a million items took seconds and blocked /ping for as long.
         assert elapsed < 2.0, elapsed
         assert slowest_ping < 0.5, slowest_ping
+
+
+def _send_half_a_body_and_leave(url: str, path: str) -> None:
+    """A raw HTTP/1.1 request that promises 100 bytes of body, sends 12, and closes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        sock.sendall(head.encode() + b'content-length: 100\r\n\r\n{"inputs": [')
+        time.sleep(0.2)  # the server has read the head and the first chunk
+
+
+class TestClientDisconnect:
+    """A client that leaves mid-body is a disconnect (one log line, status 499 in
+    /metrics), not an unhandled 500."""
+
+    @pytest.mark.parametrize(
+        ("path", "route"),
+        [("/invocations", "/invocations"), ("/v2/models/probe/infer", "/v2/models/{name}/infer")],
+    )
+    def test_is_logged_and_counted_apart(
+        self, start_server: StartServer, probe_bundle: BuiltBundle, path: str, route: str
+    ) -> None:
+        server = start_server(probe_bundle.path)
+        _send_half_a_body_and_leave(server.url, path)
+        deadline = time.monotonic() + 10
+        while f'aiaas_requests_total{{route="{route}",status="499"}} 1.0' not in (
+            metrics := httpx.get(server.url + "/metrics").text
+        ):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
+        assert 'status="500"' not in metrics
+        log = server.log()
+        assert log.count("client disconnected before sending its whole body") == 1
+        assert "unhandled error" not in log and "Traceback" not in log
+        ok = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 1}]})
+        assert ok.status_code == 200

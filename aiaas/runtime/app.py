@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -62,6 +62,10 @@ log = logging.getLogger("aiaas.server")
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]
+
+#: The status /metrics records for a request whose client left before sending its whole
+#: body (nginx's convention; nothing is sent).
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ModelServer:
@@ -261,6 +265,13 @@ class ModelServer:
             response = await work
         except AiaasError as exc:
             response = answer(exc, request_id)
+        except ClientDisconnect:
+            # Nobody is left to answer: not a server error. One line, and status 499 (nginx's
+            # "client closed request") so /metrics counts it apart from the 5xx.
+            log.info(
+                "client disconnected before sending its whole body (request_id=%s)", request_id
+            )
+            response = Response(b"", status_code=CLIENT_CLOSED_REQUEST)
         except Exception:
             log.exception("unhandled error (request_id=%s)", request_id)
             response = answer(AiaasError("internal server error"), request_id)
