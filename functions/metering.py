@@ -8,7 +8,6 @@ without extra calls) and, for local deployments, to a SQLite file read by ``aiaa
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import threading
 import time
@@ -79,6 +78,8 @@ class SqliteSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         _create_private(path)
         self._lock = threading.Lock()
+        import sqlite3  # local deployments only: a cloud function's cold start skips it
+
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS)
@@ -131,6 +132,8 @@ def summarize(path: Path, since: float, by: str) -> list[tuple[str, int, int, fl
         raise ValueError(f"cannot group by {by!r}")
     if not path.is_file():
         return []
+    import sqlite3
+
     db = sqlite3.connect(path)
     try:
         rows = db.execute(
