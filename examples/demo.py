@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  curl -s -X POST {endpoint}/invocations "
                   f"-H 'content-type: application/json' -d {data}")  # fmt: skip
             print(f"  curl -s {endpoint}/v2/models/minilm")
+            signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up as Ctrl-C does
             with contextlib.suppress(KeyboardInterrupt):
                 function.wait()
         return 0
@@ -104,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         provider.delete(deployment.name)
         print("\nstopped the function app and deleted the local deployment.")
         if not keep:
-            print("\nto run it yourself, paste this into a shell (or run "
-                  f"`{shlex.quote(sys.executable)} examples/demo.py --keep`):\n")  # fmt: skip
+            again = f"{shlex.quote(sys.executable)} {shlex.quote(str(EXAMPLES / 'demo.py'))} --keep"
+            print(f"\nto run it yourself, paste this into a shell (or run `{again}`):\n")
             print(paste_commands(config.root, {"inputs": [{"text": SENTENCE}]}))
 
 
@@ -139,6 +141,10 @@ def paste_commands(
         f"{cli} invoke -c {cfg} -d {data}",
         f"kill $FUNCTION; {cli} delete -c {cfg}",
     ])  # fmt: skip
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _free_port() -> int:
