@@ -636,10 +636,12 @@ def _show_usage_error(exc: Exception) -> None:
     if ctx is not None:
         _plain(err, ctx.get_usage())
         _plain(err, f"Try '{ctx.command_path} --help' for help.")
-    message = str(getattr(exc, "message", exc))
     possibilities = sorted(getattr(exc, "possibilities", None) or [])
-    if possibilities:
-        message += f"; did you mean {' or '.join(possibilities)}?"
+    if possibilities:  # click's own wording would be "(Possible options: ...)"
+        message = f"{getattr(exc, 'message', exc)}; did you mean {' or '.join(possibilities)}?"
+    else:
+        format_message = getattr(exc, "format_message", None)
+        message = str(format_message() if callable(format_message) else exc)
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 

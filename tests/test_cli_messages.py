@@ -67,6 +67,10 @@ def test_a_mistyped_option_is_a_usage_error_with_a_suggestion() -> None:
     r = _cli("deploy", "--nothing-like-it")
     assert r.returncode == 2 and "No such option: --nothing-like-it" in r.stderr
     assert "did you mean" not in r.stderr
+    r = _cli("bundle", "inspect")  # other usage errors keep click's own message
+    assert r.returncode == 2 and "error: Missing argument 'path'." in r.stderr
+    r = _cli("serve", "x", "--port", "[abc]")
+    assert r.returncode == 2 and "Invalid value for '--port'" in r.stderr
 
 
 def test_version() -> None:
