@@ -382,11 +382,14 @@ class LocalProvider(Provider):
 
     def _smoke_test(self, state: dict[str, Any], manifest: Manifest) -> None:
         body = json.dumps(manifest.example_request).encode()
-        response = self._http.post(
-            self._url(state) + "/invocations",
-            content=body,
-            headers={"content-type": "application/json"},
-        )
+        try:
+            response = self._http.post(
+                self._url(state) + "/invocations",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+        except httpx.TransportError as exc:  # the new server died or hung: a failed deploy
+            raise _unreachable(state["name"], exc) from None
         if response.status_code != 200:
             raise _error_from(response)
 

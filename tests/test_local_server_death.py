@@ -18,6 +18,7 @@ from conftest import build_probe_variant, serve_asgi
 
 from adapters.local import LocalProvider
 from aiaas.config import LocalSection
+from aiaas.errors import DeployFailed
 from functions.app import FunctionApp
 
 SLEEP_LINE = "        time.sleep(max(item.sleep_ms for item in batch) / 1000.0)"
@@ -73,3 +74,21 @@ def test_killed_server_mid_request_gives_503_with_retry_after(
                 assert "not reachable" in after.json()["error"]["message"]
     finally:
         provider.delete(deployment.name)
+
+
+def test_a_server_dying_in_the_smoke_test_fails_the_deploy_cleanly(tmp_path: Path) -> None:
+    # Call 1 is the server's own warm-up (it must pass for /ping to turn 200); call 2 is the
+    # deploy's smoke test.
+    dies_on_the_second_call = (
+        "        Probe.calls = getattr(Probe, 'calls', 0) + 1\n"
+        "        if Probe.calls == 2:\n"
+        "            os._exit(3)\n" + SLEEP_LINE
+    )
+    dying = build_probe_variant(tmp_path, SLEEP_LINE, dies_on_the_second_call)
+    provider = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    try:
+        with pytest.raises(DeployFailed, match=r"did not become ready: .*not reachable"):
+            provider.deploy(dying.path)
+        assert provider.list() == []  # nothing live, no stray
+    finally:
+        provider.delete("probe")
