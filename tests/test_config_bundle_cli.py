@@ -174,6 +174,9 @@ class TestCli:
             body = _write(tmp_path / "req.json", '{"inputs": [{"value": "four"}]}')
             r = _cli("invoke", "probe", "--config", str(project), "--data", f"@{body}")
             assert r.returncode == 1 and "inputs[0].value" in r.stderr
+            r = _cli("invoke", "probe", "--config", str(project), "--data", "[1]")
+            assert r.returncode == 1  # the server's message, square brackets and all
+            assert 'expected a JSON object {"inputs": [item, ...]}' in r.stderr
             r = _cli("status", "--config", str(project))
             assert "probe" in r.stdout and "ready" in r.stdout
             r = _cli("logs", "probe", "--config", str(project), "--tail", "50")
