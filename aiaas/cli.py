@@ -517,7 +517,7 @@ def function_package(
     """Build the function's deployable zip for a platform (never torch), within its limit."""
     from rich.markup import escape
 
-    from aiaas.bundle import inspect_archive
+    from aiaas.bundle import verify_archive
     from aiaas.packaging import package_function
 
     cfg, project_dir = _project(config, provider)
@@ -525,9 +525,10 @@ def function_package(
     if not bundle.is_file():
         raise ConfigError(f"{bundle}: no bundle yet; run `aiaas bundle build` (or deploy) first")
     out_path = output or project_dir / "dist" / f"function-{target}-{arch}.zip"
+    # The edge enforces this manifest's schemas: it must be the bundle's own (digest checked).
     with err.status(escape(f"packaging the {target} function ({arch}, Python {python})")):
         built = package_function(
-            cfg, inspect_archive(bundle), target, out_path, arch=arch, python=python,
+            cfg, verify_archive(bundle), target, out_path, arch=arch, python=python,
             allow_local=allow_local, compile_bytecode=compile_bytecode,
         )  # fmt: skip
     size, limit = built.size / 1e6, built.limit / 1e6

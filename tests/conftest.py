@@ -227,3 +227,28 @@ def saturate(provider: Any, seconds: float = 3.0) -> Any:
         assert time.monotonic() < deadline, "the probe server never had an item queued"
         time.sleep(0.02)
     return [first, second]
+
+
+def tampered_archive(src: Path, out: Path, edits: dict[str, bytes | None]) -> Path:
+    """Copy the bundle archive ``src`` member by member, replacing (or, with None, dropping) some
+    members' contents and appending the ones that were not there; the manifest is kept."""
+    import io
+    import tarfile
+
+    with tarfile.open(src, "r:gz") as tar, tarfile.open(out, "w:gz") as new:
+        for member in tar:
+            data = tar.extractfile(member)
+            content = data.read() if data else b""
+            if member.name in edits:
+                replaced = edits.pop(member.name)
+                if replaced is None:
+                    continue
+                content = replaced
+            member.size = len(content)
+            new.addfile(member, io.BytesIO(content))
+        for name, added in edits.items():
+            assert added is not None
+            info = tarfile.TarInfo(name)
+            info.size = len(added)
+            new.addfile(info, io.BytesIO(added))
+    return out

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import tampered_archive
 
 from adapters.local import LocalProvider
 from aiaas.bundle import (
@@ -25,28 +24,6 @@ from aiaas.errors import BundleError
 from aiaas.manifest import MANIFEST_FILE, read_manifest
 
 WEIGHTS = "artifacts/scale.txt"
-
-
-def _tampered_archive(src: Path, out: Path, edits: dict[str, bytes | None]) -> Path:
-    """Copy the archive ``src`` member by member, replacing (or, with None, dropping) some
-    members' contents and appending the ones that were not there; the manifest is kept."""
-    with tarfile.open(src, "r:gz") as tar, tarfile.open(out, "w:gz") as new:
-        for member in tar:
-            data = tar.extractfile(member)
-            content = data.read() if data else b""
-            if member.name in edits:
-                replaced = edits.pop(member.name)
-                if replaced is None:
-                    continue
-                content = replaced
-            member.size = len(content)
-            new.addfile(member, io.BytesIO(content))
-        for name, added in edits.items():
-            assert added is not None
-            info = tarfile.TarInfo(name)
-            info.size = len(added)
-            new.addfile(info, io.BytesIO(added))
-    return out
 
 
 def _flip_a_byte(path: Path) -> None:
@@ -65,7 +42,7 @@ def test_manifest_lists_every_file_with_its_sha256(probe_bundle: BuiltBundle) ->
 def test_a_changed_weight_in_the_archive_is_refused(
     probe_bundle: BuiltBundle, tmp_path: Path
 ) -> None:
-    bad = _tampered_archive(probe_bundle.path, tmp_path / "bad.tar.gz", {WEIGHTS: b"3.0\n"})
+    bad = tampered_archive(probe_bundle.path, tmp_path / "bad.tar.gz", {WEIGHTS: b"3.0\n"})
     cache = tmp_path / "cache"
     with pytest.raises(BundleError, match=rf"bad.tar.gz: {WEIGHTS} does not match its digest"):
         open_bundle(bad, cache_dir=cache)
@@ -77,13 +54,13 @@ def test_a_changed_weight_in_the_archive_is_refused(
 def test_extra_and_missing_files_in_the_archive_are_refused(
     probe_bundle: BuiltBundle, tmp_path: Path
 ) -> None:
-    extra = _tampered_archive(
+    extra = tampered_archive(
         probe_bundle.path, tmp_path / "extra.tar.gz", {"code/sitecustomize.py": b"print(1)\n"}
     )
     for check in (verify_archive, lambda p: open_bundle(p, cache_dir=tmp_path / "c1")):
         with pytest.raises(BundleError, match=r"code/sitecustomize.py is not in the manifest"):
             check(extra)
-    missing = _tampered_archive(probe_bundle.path, tmp_path / "missing.tar.gz", {WEIGHTS: None})
+    missing = tampered_archive(probe_bundle.path, tmp_path / "missing.tar.gz", {WEIGHTS: None})
     for check in (verify_archive, lambda p: open_bundle(p, cache_dir=tmp_path / "c2")):
         with pytest.raises(BundleError, match=rf"{WEIGHTS} is missing"):
             check(missing)
@@ -154,7 +131,7 @@ def test_a_format_1_bundle_is_verified_whole(probe_bundle: BuiltBundle, tmp_path
 def test_deploy_and_serve_refuse_a_changed_weight(
     probe_bundle: BuiltBundle, tmp_path: Path
 ) -> None:
-    bad = _tampered_archive(probe_bundle.path, tmp_path / "bad.tar.gz", {WEIGHTS: b"3.0\n"})
+    bad = tampered_archive(probe_bundle.path, tmp_path / "bad.tar.gz", {WEIGHTS: b"3.0\n"})
     provider = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
     with pytest.raises(BundleError, match=rf"{WEIGHTS} does not match its digest"):
         provider.deploy(bad)

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import FunctionSetup
+from conftest import FunctionSetup, tampered_archive
 
 from aiaas.config import load_config
 from aiaas.errors import BundleError, ConfigError
@@ -245,3 +245,16 @@ def test_the_packaged_config_is_the_projects_as_json(
     (tmp_path / "broken.json").write_text('{"model": ')
     with pytest.raises(ConfigError, match=r"broken\.json: not valid JSON"):
         load_config(tmp_path / "broken.json", env={})
+
+
+def test_a_tampered_bundle_is_not_packaged(probe_function: FunctionSetup, tmp_path: Path) -> None:
+    """The edge enforces the packaged manifest's schemas: it must be the bundle's own."""
+    cli = _cli_project(probe_function)
+    model = Path(probe_function.env["AIAAS_CONFIG"]).parent / "dist" / "model.tar.gz"
+    tampered_archive(model, tmp_path / "t.tar.gz", {"code/probe_model.py": b"# edited\n"})
+    shutil.copyfile(tmp_path / "t.tar.gz", model)
+    cmd = [str(cli), "function", "package", "--target", "aws", "--allow-local"]
+    cmd += ["-o", str(tmp_path / "fn.zip"), "-c", probe_function.env["AIAAS_CONFIG"]]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "code/probe_model.py" in done.stderr, done.stderr
+    assert not (tmp_path / "fn.zip").exists()
