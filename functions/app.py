@@ -59,6 +59,10 @@ log = logging.getLogger("aiaas.function")
 
 Handler = Callable[[Request, str], Awaitable[Response]]
 
+#: ``Retry-After`` when the deployment behind the function does not exist (deleted, or not
+#: deployed yet): it will not be back within a second, but may be within a deploy.
+ENDPOINT_MISSING_RETRY_S = 30.0
+
 
 @dataclass
 class FunctionApp:
@@ -151,7 +155,9 @@ class FunctionApp:
                 )
             )
         except NotFound as exc:  # the endpoint is gone: for the caller it is not available
-            raise NotReady(f"endpoint unavailable: {exc.message}") from None
+            raise NotReady(
+                f"endpoint unavailable: {exc.message}", retry_after=ENDPOINT_MISSING_RETRY_S
+            ) from None
 
     async def _body(self, request: Request) -> bytes:
         """The body, refused (413) on its declared length or once the bytes read pass the
@@ -346,4 +352,6 @@ def function_error(exc: AiaasError, request_id: str, *, oip: bool = False) -> Re
     response = (oip_error_response if oip else error_response)(exc, request_id, status)
     if status == 401:
         response.headers["www-authenticate"] = "Bearer"
+    elif status == 503 and "retry-after" not in response.headers:
+        response.headers["retry-after"] = "1"  # every 503 of the function tier says when
     return response

@@ -121,8 +121,10 @@ def test_missing_deployment_is_503(tmp_path: Path, probe_bundle: BuiltBundle) ->
     app = FunctionApp(
         provider, probe_bundle.manifest, keys=None
     ).asgi()  # platform auth: no key needed
-    r = TestClient(app).post("/predict", json={"inputs": [{"value": 1}]})
+    client = TestClient(app)
+    r = client.post("/predict", json={"inputs": [{"value": 1}]})
     assert r.status_code == 503 and r.json()["error"]["code"] == NotReady.code
+    assert r.headers["retry-after"] == "30"  # gone: back within a deploy, if at all
 
 
 def test_oip_routes_answer_errors_in_the_oip_shape(function_url: str) -> None:
