@@ -180,16 +180,24 @@ class FunctionApp:
         return Response(answer, media_type=JSON)
 
     async def oip_infer(self, request: Request, request_id: str) -> Response:
-        """OIP v2 infer: tensors in, validated per item, tensors out."""
+        """OIP v2 infer: tensors in (JSON or binary), validated per item, tensors out."""
         self._check_model(request)
-        items, oip_id = oip.items_from_request(parse_json(await self._body(request)))
-        self.validator.validate(items, where="instances")
-        result = orjson.loads(await self._forward(orjson.dumps({"inputs": items}), request_id))
-        body = oip.response(result["outputs"], self.manifest.name, result["version"], oip_id)
-        return Response(orjson.dumps(body), media_type=JSON)
+        infer = oip.parse_infer(
+            await self._body(request),
+            header_length=request.headers.get(oip.HEADER_LENGTH),
+            content_type=request.headers.get("content-type"),
+            max_items=self.max_items,
+            output_names=oip.output_names(self.manifest),
+        )
+        self.validator.validate(infer.items, where="instances")
+        # Binary tensor data is decoded here and encoded here: the provider sees JSON items.
+        result = orjson.loads(await self._forward(oip.forward_body(infer.items), request_id))
+        return oip.infer_response(infer, result["outputs"], self.manifest.name, result["version"])
 
     async def oip_metadata(self, request: Request, _rid: str) -> Response:
-        """OIP v2 model metadata, from the manifest."""
+        """OIP v2 metadata: the server's at ``/v2``, the model's (from the manifest)."""
+        if "name" not in request.path_params:
+            return json_response(oip.server_metadata())
         self._check_model(request)
         return json_response(oip.model_metadata(self.manifest))
 
@@ -285,6 +293,7 @@ class FunctionApp:
         table: list[tuple[str, str, Handler, bool]] = [
             ("POST", "/predict", self.predict, True),
             ("GET", "/health", self.health, False),
+            ("GET", "/v2", self.oip_metadata, False),
             ("GET", "/v2/health/live", self.live, False),
             ("GET", "/v2/health/ready", self.oip_ready, False),
             ("GET", "/v2/models/{name}", self.oip_metadata, True),

@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -211,10 +210,8 @@ class ModelServer:
         oip.check_model(self.manifest, request.path_params)
 
     async def oip_server(self, _request: Request, _rid: str) -> Response:
-        """``GET /v2``: server metadata."""
-        import aiaas
-
-        return json_response({"name": "aiaas", "version": aiaas.__version__, "extensions": []})
+        """``GET /v2``: server metadata, with the OIP extensions supported."""
+        return json_response(oip.server_metadata())
 
     async def oip_metadata(self, request: Request, _rid: str) -> Response:
         """``GET /v2/models/{name}``: tensors derived from the manifest's JSON Schemas."""
@@ -228,12 +225,18 @@ class ModelServer:
         return json_response({"name": self.manifest.name, "ready": True})
 
     async def oip_infer(self, request: Request, request_id: str) -> Response:
-        """``POST /v2/models/{name}/infer``: tensors in, tensors out."""
+        """``POST /v2/models/{name}/infer``: tensors in, tensors out (as JSON or as binary
+        tensor data, see :mod:`aiaas.oip`)."""
         self._check_model(request)
-        items, oip_id = oip.items_from_request(parse_json(await self._read_body(request)))
-        outputs = await self._predict(items, request_id, where="instances")
-        body = oip.response(outputs, self.manifest.name, self.manifest.version, oip_id)
-        return Response(orjson.dumps(body), media_type=JSON)
+        infer = oip.parse_infer(
+            await self._read_body(request),
+            header_length=request.headers.get(oip.HEADER_LENGTH),
+            content_type=request.headers.get("content-type"),
+            max_items=self.settings.max_items_per_request,
+            output_names=oip.output_names(self.manifest),
+        )
+        outputs = await self._predict(infer.items, request_id, where="instances")
+        return oip.infer_response(infer, outputs, self.manifest.name, self.manifest.version)
 
     async def metrics_route(self, _request: Request, _rid: str) -> Response:
         """Prometheus text exposition."""
