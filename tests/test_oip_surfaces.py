@@ -75,7 +75,7 @@ def test_valid_request_still_works(urls: dict[str, str], surface: str) -> None:
 # -- item 6: a small request must not buy large work ----------------------------------------
 
 AMPLIFIER = (
-    b'{"inputs": [{"name": "features", "shape": [1000000, 0], "datatype": "FP32", "data": []}]}'  # noqa: E501
+    b'{"inputs": [{"name": "features", "shape": [1000000, 0], "datatype": "FP32", "data": []}]}'
 )
 
 
