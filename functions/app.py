@@ -299,6 +299,7 @@ class FunctionApp:
             ("GET", "/v2/models/{name}", self.oip_metadata, True),
             ("GET", "/v2/models/{name}/versions/{version}", self.oip_metadata, True),
             ("GET", "/v2/models/{name}/ready", self.oip_ready, True),
+            ("GET", "/v2/models/{name}/versions/{version}/ready", self.oip_ready, True),
             ("POST", "/v2/models/{name}/infer", self.oip_infer, True),
             ("POST", "/v2/models/{name}/versions/{version}/infer", self.oip_infer, True),
         ]

@@ -213,3 +213,11 @@ def test_server_metadata_advertises_the_extensions_supported(
 ) -> None:
     meta = httpx.get(urls[surface] + "/v2").json()
     assert meta["name"] == "aiaas" and meta["extensions"] == ["binary_tensor_data"]
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_versioned_readiness_on_both_surfaces(urls: dict[str, str], surface: str) -> None:
+    version = httpx.get(urls[surface] + "/v2/models/probe").json()["versions"][0]
+    assert httpx.get(urls[surface] + f"/v2/models/probe/versions/{version}/ready").is_success
+    r = httpx.get(urls[surface] + "/v2/models/probe/versions/0000/ready")
+    _oip_error(r, 404, "not served here")
