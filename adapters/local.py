@@ -333,6 +333,7 @@ class LocalProvider(Provider):
             sys.executable, "-m", "aiaas", "serve", str(bundle_dir),
             "--host", self.settings.host, "--port", str(port),
             "--max-queue-size", str(s.max_queue_size),
+            "--queue-wait-ms", str(s.queue_wait_ms),
             "--max-body-bytes", str(s.max_body_bytes),
             "--request-timeout", str(s.request_timeout_s),
             "--inference-workers", str(s.inference_workers),

@@ -236,6 +236,9 @@ def serve(
     max_queue_size: Annotated[
         int, typer.Option(help="Queued items before 503.")
     ] = ServerSection().max_queue_size,
+    queue_wait_ms: Annotated[
+        float, typer.Option(help="How long a request waits for room in a full queue before 503.")
+    ] = ServerSection().queue_wait_ms,
     max_body_bytes: Annotated[
         int, typer.Option(help="Largest request body.")
     ] = ServerSection().max_body_bytes,
@@ -259,7 +262,7 @@ def serve(
     from aiaas.runtime.serve import serve as run_server
 
     settings = ServerSection(
-        max_queue_size=max_queue_size, max_body_bytes=max_body_bytes,
+        max_queue_size=max_queue_size, queue_wait_ms=queue_wait_ms, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout, torch_threads=torch_threads,
         inference_workers=inference_workers, max_items_per_request=max_items_per_request,
         output_validation=output_validation,

@@ -50,6 +50,9 @@ class ServerSection(_Section):
     """Model server limits (shared by every cloud: the same image runs everywhere)."""
 
     max_queue_size: int = Field(default=512, ge=1)
+    # A request that finds the queue full waits this long for room before its 503: clients
+    # that ignore Retry-After cannot come back faster than this (0: refuse at once).
+    queue_wait_ms: float = Field(default=1000.0, ge=0, le=60_000)
     # Most items one request may carry, checked at the function edge and on the server
     # before anything is expanded or validated (an OIP shape of [1000000, 0] is 89 bytes).
     max_items_per_request: int = Field(default=512, ge=1)

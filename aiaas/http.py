@@ -6,8 +6,9 @@ answers alike.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from typing import Any
 
 import orjson
@@ -29,7 +30,18 @@ def request_id_of(request: Request) -> str:
 
 def request_id_from(given: str | None) -> str:
     """``given`` (an ``x-request-id`` header's value) when it is sane, else a new id."""
-    return given if given and _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+    return given if given and _REQUEST_ID_OK.match(given) else new_request_id()
+
+
+#: New ids are this process's random prefix and a counter: unique, 32 hex digits like a
+#: UUID's, at a tenth of ``uuid4``'s cost (no system call per request).
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A new request id: 32 hex digits, unique across processes and requests."""
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> Response:

@@ -170,6 +170,72 @@ def test_full_queue_is_refused_and_oversized_request_is_413() -> None:
     asyncio.run(run())
 
 
+def test_a_full_queue_admits_waiters_in_order_and_refuses_after_the_wait() -> None:
+    fn = Recorder()
+    fn.gate.clear()  # the first batch blocks in the inference thread
+
+    async def run() -> None:
+        b = Batcher(fn, max_batch_size=1, max_delay_ms=0, max_queue_size=1, queue_wait_ms=400)
+        b.start()
+        try:
+            first = asyncio.ensure_future(b.submit([1]))
+            await asyncio.sleep(0.05)  # taken off the queue, running
+            queued = asyncio.ensure_future(b.submit([2]))
+            await asyncio.sleep(0.01)
+            # the queue is full: these wait for room, oldest first, instead of a 503 at once
+            waiters = [asyncio.ensure_future(b.submit([i])) for i in (3, 4)]
+            await asyncio.sleep(0.05)
+            assert not any(w.done() for w in waiters)
+            fn.gate.set()  # batches run now, each freeing one place in the queue
+            assert [await first, await queued, await waiters[0], await waiters[1]] == [
+                [10],
+                [20],
+                [30],
+                [40],
+            ]
+            assert fn.sizes == [1, 1, 1, 1]  # in arrival order
+            fn.gate.clear()
+            blocked = asyncio.ensure_future(b.submit([5]))
+            await asyncio.sleep(0.05)
+            filler = asyncio.ensure_future(b.submit([6]))  # the queue is full again
+            await asyncio.sleep(0.01)
+            started = time.monotonic()
+            with pytest.raises(Overloaded):  # no room within the wait: refused then
+                await b.submit([7])
+            assert 0.35 < time.monotonic() - started < 2.0
+            fn.gate.set()
+            assert await blocked == [50] and await filler == [60]
+        finally:
+            fn.gate.set()
+            await b.stop()
+
+    asyncio.run(run())
+
+
+def test_stop_fails_waiters_as_not_ready() -> None:
+    fn = Recorder()
+    fn.gate.clear()
+
+    async def run() -> None:
+        b = Batcher(fn, max_batch_size=1, max_delay_ms=0, max_queue_size=1, queue_wait_ms=5000)
+        b.start()
+        running = asyncio.ensure_future(b.submit([1]))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(b.submit([2]))
+        waiter = asyncio.ensure_future(b.submit([3]))
+        await asyncio.sleep(0.05)
+        stopping = asyncio.ensure_future(b.stop())
+        await asyncio.sleep(0.05)
+        fn.gate.set()
+        await stopping
+        assert await running == [10]
+        for future in (queued, waiter):
+            with pytest.raises(NotReady):
+                await future
+
+    asyncio.run(run())
+
+
 def test_stop_fails_queued_items_as_not_ready() -> None:
     fn = Recorder()
     fn.gate.clear()

@@ -171,6 +171,39 @@ class TestBackpressure:
             == 200
         )
 
+    def test_a_full_queue_holds_a_request_for_room_before_refusing_it(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        # Clients that ignore Retry-After must not be able to come straight back: each
+        # refusal costs them the wait (and the server next to nothing meanwhile).
+        server = start_server(
+            probe_bundle.path, "--max-queue-size", "1", "--max-batch-size", "1",
+            "--queue-wait-ms", "600",
+        )  # fmt: skip
+        url = server.url + "/invocations"
+
+        async def scenario(running_ms: int) -> tuple[list[httpx.Response], float]:
+            async with httpx.AsyncClient(timeout=30.0) as client:
+                running = asyncio.create_task(
+                    client.post(url, json={"inputs": [{"value": 1, "sleep_ms": running_ms}]})
+                )
+                await asyncio.sleep(0.2)  # in the inference thread
+                queued = asyncio.create_task(client.post(url, json={"inputs": [{"value": 2}]}))
+                await asyncio.sleep(0.1)  # in the queue, which is now full
+                started = time.monotonic()
+                third = await client.post(url, json={"inputs": [{"value": 3}]})
+                waited = time.monotonic() - started
+                return [await running, await queued, third], waited
+
+        responses, waited = asyncio.run(scenario(running_ms=2500))
+        assert [r.status_code for r in responses] == [200, 200, 503]
+        assert responses[2].headers["retry-after"] == "1"
+        assert 0.5 < waited < 2.0, waited  # refused after the wait, not at once
+        responses, waited = asyncio.run(scenario(running_ms=600))
+        # room came within the wait: served instead of refused
+        assert [r.status_code for r in responses] == [200, 200, 200]
+        assert responses[2].json()["outputs"][0]["value"] == 6.0
+
 
 class TestBadInput:
     def _error(self, r: httpx.Response, status: int, code: str) -> dict[str, Any]:

@@ -88,6 +88,7 @@ class ModelServer:
             max_queue_size=settings.max_queue_size,
             on_batch=self.metrics.observe_batch,
             workers=runner.workers,
+            queue_wait_ms=settings.queue_wait_ms,
         )
         self.ready = False
         self.load_error: str | None = None
