@@ -108,6 +108,9 @@ def test_tritonclient_with_its_defaults(
         assert probabilities is not None and probabilities.shape == (3, 3)
         assert np.allclose(probabilities, [e["probabilities"] for e in expected], atol=1e-6)
 
+        pending = client.async_infer("iris", [features], headers=headers())
+        assert np.array_equal(pending.get_result().as_numpy("label_id"), label_ids)
+
         # One output asked for (binary by default), and JSON both ways when asked.
         only = client.infer(
             "iris", [features], outputs=[triton.InferRequestedOutput("label_id")], headers=headers()
