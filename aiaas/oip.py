@@ -195,9 +195,26 @@ def parse_infer(
 
 
 def _brief(value: Any, limit: int = 60) -> str:
-    """``repr`` of a value from the request, cut short: error messages stay small."""
-    text = repr(value) if not isinstance(value, str) else value
+    """A value from the request as error messages show it: short, and flat (never ``repr``
+    of request data, which recurses as deep as the data is nested)."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list):
+        parts = [_scalar(v) for v in value[:8]] + (["…"] if len(value) > 8 else [])
+        text = "[" + ", ".join(parts) + "]"
+    else:
+        text = _scalar(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, list):
+        return "[…]"
+    if isinstance(value, dict):
+        return "{…}"
+    if isinstance(value, str):
+        return repr(value[:20])
+    return repr(value)  # a number, true/false or null: JSON has nothing else
 
 
 def _request_id(value: Any) -> str | None:

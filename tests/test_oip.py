@@ -168,6 +168,22 @@ def test_json_content_type_is_checked_unless_binary() -> None:
     assert _parse(raw, length, content_type="application/octet-stream").items == [{"x": 1.0}]
 
 
+def test_messages_show_request_values_short_and_flat() -> None:
+    """Deeply nested or huge values in shape, datatype or name are named, not ``repr``-ed
+    (``repr`` of 1000 nested lists raises RecursionError: a 500)."""
+    deep = b"[" * 1000 + b"]" * 1000
+    for field in (b"shape", b"datatype", b"name"):
+        tensor = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}
+        body = orjson.dumps({"inputs": [tensor]}).replace(
+            b'"%s":' % field + orjson.dumps(tensor[field.decode()]), b'"%s":%s' % (field, deep)
+        )
+        message = _refused(body).message
+        assert len(message) < 300 and ("[[…]]" in message or "non-empty string" in message)
+    long_shape = {"name": "x", "shape": [1] * 100_000, "datatype": "FP32", "data": [1]}
+    message = _refused(orjson.dumps({"inputs": [long_shape]})).message
+    assert "1 to 64 sizes" in message and len(message) < 300
+
+
 def test_duplicate_names_and_mismatched_batches_are_400() -> None:
     one = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}
     two = {"name": "y", "shape": [2], "datatype": "FP32", "data": [1, 2]}
