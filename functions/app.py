@@ -192,6 +192,7 @@ class FunctionApp:
         self.validator.validate(infer.items, where="instances")
         # Binary tensor data is decoded here and encoded here: the provider sees JSON items.
         result = orjson.loads(await self._forward(oip.forward_body(infer.items), request_id))
+        self._answered_by(request, result.get("version"))
         return oip.infer_response(infer, result["outputs"], self.manifest.name, result["version"])
 
     async def oip_metadata(self, request: Request, _rid: str) -> Response:
@@ -205,7 +206,14 @@ class FunctionApp:
         """Ready when the deployment behind the function is."""
         if "name" in request.path_params:
             self._check_model(request)
-        deployment = await anyio.to_thread.run_sync(lambda: self.provider.describe(self.deployment))
+        try:
+            deployment = await anyio.to_thread.run_sync(
+                lambda: self.provider.describe(self.deployment)
+            )
+        except NotFound as exc:  # the route exists; what is behind it is not ready
+            raise NotReady(
+                f"endpoint unavailable: {exc.message}", retry_after=ENDPOINT_MISSING_RETRY_S
+            ) from None
         if deployment.status != "ready":
             raise NotReady(f"deployment {self.deployment!r} is {deployment.status}")
         return json_response({"name": self.manifest.name, "ready": True})

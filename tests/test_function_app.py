@@ -125,6 +125,8 @@ def test_missing_deployment_is_503(tmp_path: Path, probe_bundle: BuiltBundle) ->
     r = client.post("/predict", json={"inputs": [{"value": 1}]})
     assert r.status_code == 503 and r.json()["error"]["code"] == NotReady.code
     assert r.headers["retry-after"] == "30"  # gone: back within a deploy, if at all
+    ready = client.get("/v2/health/ready")  # the route exists: not ready, not 404
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "30"
 
 
 def test_oip_routes_answer_errors_in_the_oip_shape(function_url: str) -> None:
