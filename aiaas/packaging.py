@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiaas import __version__
-from aiaas.config import CONFIG_FILE, PACKAGED_CONFIG_FILE, ProjectConfig
+from aiaas.config import PACKAGED_CONFIG_FILE, ProjectConfig
 from aiaas.errors import BundleError, ConfigError
 from aiaas.manifest import MANIFEST_FILE, Manifest
 
@@ -160,7 +160,7 @@ def package_function(
         )
         entries = _code_entries(config, spec) + _wheel_entries(wheels, spec.site_packages)
         entries.append((MANIFEST_FILE, manifest.model_dump_json(indent=2).encode()))
-        entries.append((PACKAGED_CONFIG_FILE, _config_as_json(config)))
+        entries.append((PACKAGED_CONFIG_FILE, function_config_json(config)))
         entries += _metadata_entries(spec.site_packages)
         compiled = False
         if compile_bytecode:
@@ -187,14 +187,13 @@ def package_function(
     )
 
 
-def _config_as_json(config: ProjectConfig) -> bytes:
-    """The project's ``aiaas.yaml`` as JSON, key for key: read at cold start without a YAML
-    parser (``AIAAS_*`` overrides still apply on top, as for the YAML file)."""
+def function_config_json(config: ProjectConfig) -> bytes:
+    """The config a packaged function starts with (its ``aiaas.json``): what was checked here,
+    ``--provider`` and ``AIAAS_*`` overrides of this build included, keys the user set only
+    (defaults stay defaults), read at cold start without a YAML parser."""
     import json
 
-    import yaml
-
-    raw = yaml.safe_load((config.root / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    raw = config.model_dump(mode="json", exclude_unset=True)
     return json.dumps(raw, indent=2, sort_keys=True).encode() + b"\n"
 
 

@@ -129,6 +129,8 @@ def main() -> int:
         "--imports", type=int, default=9, help="fresh interpreters per cold-start figure (>= 7)"
     )
     args = parser.parse_args()
+    if args.imports < 7:
+        parser.error("--imports: at least 7 cold starts make the median (issue 7)")
 
     from adapters.local import LocalProvider
     from aiaas.bundle import build_bundle

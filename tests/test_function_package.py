@@ -18,7 +18,7 @@ from conftest import FunctionSetup, tampered_archive
 from aiaas.config import load_config
 from aiaas.errors import BundleError, ConfigError
 from aiaas.manifest import read_manifest_file
-from aiaas.packaging import TARGETS, package_function
+from aiaas.packaging import TARGETS, function_config_json, package_function
 
 HEAVY = ("torch/", "transformers/", "boto3/", "botocore/", "moto/", "azure/ai/ml/")
 
@@ -258,3 +258,15 @@ def test_a_tampered_bundle_is_not_packaged(probe_function: FunctionSetup, tmp_pa
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "code/probe_model.py" in done.stderr, done.stderr
     assert not (tmp_path / "fn.zip").exists()
+
+
+def test_the_packaged_config_is_the_one_that_was_checked(probe_function: FunctionSetup) -> None:
+    """``--provider`` and ``AIAAS_*`` overrides of the build go into the zip's aiaas.json:
+    the provider whose adapter was packaged is the one the function starts with."""
+    config = load_config(
+        probe_function.env["AIAAS_CONFIG"], env={"AIAAS_SERVER__MAX_QUEUE_SIZE": "3"}
+    )
+    config.provider = "other"  # what `--provider other` does
+    packed = json.loads(function_config_json(config))
+    assert packed["provider"] == "other" and packed["server"] == {"max_queue_size": 3}
+    assert "function" not in packed  # defaults stay defaults: not frozen into the zip
