@@ -60,7 +60,6 @@ def lam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lambda]:
     )
     project = work / built.path.name.removesuffix(".tar.gz")
     provider = LocalProvider.from_config(load_config(project, env={}))
-    provider.deploy(built.path)
     (work / MANIFEST_FILE).write_text(built.manifest.model_dump_json())
     keys_file = work / "api-keys"  # as a mounted secret would be
     key, record = create_key()
@@ -70,7 +69,8 @@ def lam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lambda]:
         "AIAAS_MANIFEST": str(work / MANIFEST_FILE),
         "AIAAS_API_KEYS_FILE": str(keys_file),
     }
-    try:
+    try:  # the deploy too: a failure after it starts a server must still delete it
+        provider.deploy(built.path)
         with pytest.MonkeyPatch.context() as mp:
             mp.delenv("AIAAS_API_KEYS", raising=False)
             for name, value in env.items():
