@@ -58,9 +58,9 @@ class TestErrorShape:
             httpx.post(url + "/v2/models/probe/infer", content=b"{"), 400, "bad_request"
         )
         assert "malformed JSON" in msg
-        bad = {"inputs": [{"name": "value", "shape": [1], "datatype": "FP32", "data": ["x"]}]}
+        bad = {"inputs": [{"name": "valu", "shape": [1], "datatype": "FP32", "data": [1]}]}
         r = httpx.post(url + "/v2/models/probe/infer", json=bad)
-        assert _oip_error(r, 422, "invalid_input").startswith("instances[0].value:")
+        assert "value" in _oip_error(r, 422, "invalid_input")
         assert r.json()["details"][0]["field"] == "value"
         # routes no handler matched: the shared 404/405 handler uses the shape too
         _oip_error(httpx.get(url + "/v2/no/such/route"), 404, "not_found")
