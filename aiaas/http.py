@@ -23,6 +23,25 @@ REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[\w.:/+=@-]{1,128}$")
 
 
+_DECIMAL = re.compile(r"[0-9]{1,20}")
+
+
+def header_int(value: str | None, header: str) -> int | None:
+    """A byte-count header (``Content-Length``…) as an int; ``None`` when absent.
+
+    Only ASCII digits count: ``"²".isdigit()`` is true but ``int("²")`` fails. Anything
+    else raises :class:`~aiaas.errors.BadRequest` (400) naming the header.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _DECIMAL.fullmatch(text) is None:
+        from aiaas.errors import BadRequest
+
+        raise BadRequest(f"{header} {text[:20]!r} is not a byte count (ASCII digits)")
+    return int(text)
+
+
 def request_id_of(request: Request) -> str:
     """The caller's ``x-request-id`` when it is sane, else a new one."""
     return request_id_from(request.headers.get(REQUEST_ID_HEADER))

@@ -27,6 +27,7 @@ import orjson
 from starlette.responses import Response
 
 from aiaas.errors import BadRequest, NotFound, PayloadTooLarge
+from aiaas.http import header_int
 from aiaas.manifest import Manifest
 from aiaas.protocol import check_json_content_type, parse_json
 
@@ -133,14 +134,15 @@ def parse_infer(
         check_json_content_type(content_type)
         payload = parse_json(body)
     else:
-        length = header_length.strip()
-        if not length.isdigit() or int(length) > len(body):
+        length = header_int(header_length, "Inference-Header-Content-Length")
+        assert length is not None
+        if length > len(body):
             raise BadRequest(
-                f"Inference-Header-Content-Length {length[:20]!r} is not a length within"
+                f"Inference-Header-Content-Length {length} is not a length within"
                 f" the {len(body)}-byte body"
             )
-        payload = parse_json(body[: int(length)])
-        binary = memoryview(body)[int(length) :]
+        payload = parse_json(body[:length])
+        binary = memoryview(body)[length:]
     if (
         not isinstance(payload, dict)
         or not isinstance(payload.get("inputs"), list)

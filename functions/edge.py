@@ -13,6 +13,7 @@ from typing import Any
 import fastjsonschema
 
 from aiaas.errors import AiaasError, PayloadTooLarge
+from aiaas.http import header_int
 from aiaas.manifest import Manifest
 from aiaas.protocol import invalid_input
 
@@ -98,10 +99,9 @@ async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: i
     """The whole body from ``chunks``, refused (413) as soon as it is over ``limit``: at once
     when the declared ``content-length`` says so, else when the bytes read pass it (the rest
     is never read)."""
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"request body is {int(declared)} bytes; this function accepts {limit}"
-        )
+    length = header_int(declared, "Content-Length")
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"request body is {length} bytes; this function accepts {limit}")
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:

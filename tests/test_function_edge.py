@@ -185,3 +185,65 @@ def test_the_lambda_limit_counts_the_body_as_lambda_sends_it() -> None:
     check_response_size(quotes, limit, escaped=False)  # a platform that sends bytes as is
     with pytest.raises(ResponseTooLarge, match="4000000 bytes"):
         check_response_size(quotes, limit, escaped=True)
+
+
+async def _asgi_call(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+    """One request straight into the ASGI app, as Mangum or Azure's ``AsgiFunctionApp``
+    would make it (neither checks header values; uvicorn would refuse this one itself)."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "https", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("x", 443),
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if received:
+            return {"type": "http.disconnect"}
+        received = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+@pytest.mark.parametrize(
+    ("path", "header"),
+    [
+        ("/predict", b"content-length"),
+        ("/v2/models/probe/infer", b"inference-header-content-length"),
+    ],
+)
+@pytest.mark.parametrize("value", [b"\xb2", b"\xd9\xa3", b"12x", b"-1"])  # ², ٣ (UTF-8), junk
+def test_a_length_header_that_is_not_ascii_digits_is_400_naming_it(
+    provider: LocalProvider, probe_bundle: BuiltBundle, path: str, header: bytes, value: bytes
+) -> None:
+    """Before: ``"²".isdigit()`` is true, ``int("²")`` raised, and the answer was a 500."""
+    import anyio
+    import orjson
+
+    app = FunctionApp(provider, probe_bundle.manifest, keys=KeyChecker({RECORD.key_id: RECORD}))
+    body = b'{"inputs": [{"value": 1}]}'
+    if "infer" in path:
+        body = b'{"inputs": [{"name": "value", "shape": [1], "datatype": "FP32", "data": [1]}]}'
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"authorization", f"Bearer {API_KEY}".encode()),
+        (header, value),
+    ]
+    if header != b"content-length":
+        headers.append((b"content-length", str(len(body)).encode()))
+    status, answer = anyio.run(_asgi_call, app.asgi(), path, headers, body)
+    assert status == 400, answer[:300]
+    error = orjson.loads(answer)["error"]
+    message = error if isinstance(error, str) else error["message"]
+    expected = (
+        "Content-Length" if header == b"content-length" else "Inference-Header-Content-Length"
+    )
+    assert message.startswith(expected) and "byte count" in message, message

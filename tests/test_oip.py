@@ -103,7 +103,12 @@ def test_binary_and_json_inputs_mix_in_declaration_order() -> None:
         ({"inputs": [_tensor("x", [1], "BYTES", 7)]}, _strings(b"ab") + b"\0", None, "exactly 1"),
         ({"inputs": [_tensor("x", [1], "BYTES", 5)]}, _strings(b"\xff"), None, "not UTF-8"),
         ({"inputs": [_tensor("x", [1], "BYTES", 4)]}, struct.pack("<I", 99), None, "runs past"),
-        ({"inputs": [_tensor("x", [1], "FP32", 4)]}, struct.pack("<f", 1.0), "x", "not a length"),
+        (
+            {"inputs": [_tensor("x", [1], "FP32", 4)]},
+            struct.pack("<f", 1.0),
+            "x",
+            "not a byte count",
+        ),
         ({"inputs": [_tensor("x", [1], "FP32", 4)]}, struct.pack("<f", 1.0), "999", "not a len"),
         ({"inputs": [_tensor("x", [1], "FP32", 4)]}, struct.pack("<f", float("nan")), None, "NaN"),
         ({"inputs": [_tensor("x", [2], "FP64", 16)]}, struct.pack("<2d", 1e308, 1e308), None, ""),
