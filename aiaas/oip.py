@@ -260,6 +260,8 @@ def _requested_outputs(value: Any, request: InferRequest, known: Collection[str]
         label = f"outputs[{index}] ({_brief(name)})"
         if known and name not in known:
             raise BadRequest(f"{label}: the model has no such output; it has {sorted(known)}")
+        if name in request.outputs:  # each would be encoded again: a small request, huge answer
+            raise BadRequest(f"{label}: this output was asked for before; name each output once")
         parameters = _parameters(output, label)
         if parameters.get("classification"):
             raise BadRequest(f"{label}: the classification extension is not supported")

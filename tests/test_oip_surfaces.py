@@ -221,3 +221,18 @@ def test_versioned_readiness_on_both_surfaces(urls: dict[str, str], surface: str
     assert httpx.get(urls[surface] + f"/v2/models/probe/versions/{version}/ready").is_success
     r = httpx.get(urls[surface] + "/v2/models/probe/versions/0000/ready")
     _oip_error(r, 404, "not served here")
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_an_output_asked_for_twice_is_400(urls: dict[str, str], surface: str) -> None:
+    """Before: each repetition encoded the whole tensor again (a 508 KB request bought a
+    124 MB answer); now the list holds each known output at most once."""
+    repeated = [{"name": "value"}, {"name": "salt"}, {"name": "value"}] + [{"name": "value"}] * 5000
+    started = time.monotonic()
+    r = _infer(urls[surface], {"inputs": [_value(*range(512))], "outputs": repeated})
+    _oip_error(r, 400, "outputs[2]", "value", "asked for before")
+    assert len(r.content) < 1024 and time.monotonic() - started < 2.0
+    unknown = _infer(urls[surface], {"inputs": [_value(1)], "outputs": [{"name": "nope"}]})
+    _oip_error(unknown, 400, "outputs[0]", "no such output")
+    once = _infer(urls[surface], {"inputs": [_value(1)], "outputs": [{"name": "salt"}]})
+    assert once.status_code == 200 and [t["name"] for t in once.json()["outputs"]] == ["salt"]
