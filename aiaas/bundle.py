@@ -19,6 +19,8 @@ import contextlib
 import gzip
 import hashlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import json
 import logging
 import os
@@ -26,7 +28,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +63,15 @@ class BuiltBundle:
 
 
 def load_model_class(code_dir: Path, entrypoint: str) -> type[Model[Any, Any]]:
-    """Import ``module:Class`` from ``code_dir`` and check it is an :class:`aiaas.Model`."""
+    """Import ``module:Class`` from ``code_dir`` and check it is an :class:`aiaas.Model`.
+
+    Modules under ``code_dir`` are compiled from their (digest-checked) source on every
+    import: bytecode in a ``__pycache__`` there is never read, and none is written there.
+    """
     module_name, _, class_name = entrypoint.partition(":")
     path = str(code_dir.resolve())
     _forget_module_from_elsewhere(module_name, code_dir.resolve())
+    _install_source_only_finder(code_dir.resolve())
     if path in sys.path:
         sys.path.remove(path)
     sys.path.insert(0, path)
@@ -83,6 +90,40 @@ def load_model_class(code_dir: Path, entrypoint: str) -> type[Model[Any, Any]]:
     if not hasattr(cls, "input_schema") or not hasattr(cls, "output_schema"):
         raise BundleError(f"entrypoint {entrypoint!r}: set input_schema and output_schema")
     return cls
+
+
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the source every time: without source stats, ``SourceLoader.get_code``
+    neither reads nor writes cached bytecode."""
+
+    def path_stats(self, path: str) -> Mapping[str, Any]:
+        raise OSError(f"{path}: bytecode caching is off for bundle code")
+
+
+_SOURCE_ONLY_ROOTS: set[Path] = set()
+
+
+def _source_only_hook(entry: str) -> importlib.abc.PathEntryFinder:
+    """``sys.path_hooks`` entry: folders under a bundle's code dir get a finder that loads
+    sources (via :class:`_SourceOnlyLoader`) and extension modules, never bare bytecode."""
+    where = Path(entry or ".").resolve()
+    if not any(where.is_relative_to(root) for root in _SOURCE_ONLY_ROOTS):
+        raise ImportError("not bundle code")  # the next hook handles it
+    return importlib.machinery.FileFinder(
+        str(where),
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES),
+    )
+
+
+def _install_source_only_finder(code_dir: Path) -> None:
+    _SOURCE_ONLY_ROOTS.add(code_dir)
+    if _source_only_hook not in sys.path_hooks:
+        sys.path_hooks.insert(0, _source_only_hook)
+    for entry in list(sys.path_importer_cache):  # finders made before the hook was there
+        with contextlib.suppress(ValueError, OSError):
+            if Path(entry or ".").resolve().is_relative_to(code_dir):
+                del sys.path_importer_cache[entry]
 
 
 def _forget_module_from_elsewhere(module_name: str, code_dir: Path) -> None:
@@ -173,8 +214,11 @@ def _make_manifest(cls: type[Model[Any, Any]], config: ProjectConfig) -> Manifes
 
 
 def _walk(stage: Path) -> Iterator[str]:
-    for root, dirs, names in os.walk(stage):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
+    # Every file, ``__pycache__`` included: Python runs bytecode found there (an
+    # unchecked-hash ``.pyc`` without looking at its source), so bytecode the manifest does
+    # not list is an extra file like any other. The model server never writes any there
+    # (see :func:`load_model_class`).
+    for root, _dirs, names in os.walk(stage):
         for name in names:
             rel = Path(root, name).relative_to(stage).as_posix()
             if rel != MANIFEST_FILE:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -71,9 +72,6 @@ def test_a_changed_unpacked_directory_is_refused(probe_bundle: BuiltBundle, tmp_
     bundle_dir = tmp_path / "dir"
     shutil.copytree(unpacked, bundle_dir)
     assert open_bundle(bundle_dir)[1] == probe_bundle.manifest  # intact: accepted
-    (bundle_dir / "code" / "__pycache__").mkdir()  # what Python writes when serving: ignored
-    (bundle_dir / "code" / "__pycache__" / "probe_model.cpython-311.pyc").write_bytes(b"x")
-    assert open_bundle(bundle_dir)[1] == probe_bundle.manifest
     _flip_a_byte(bundle_dir / WEIGHTS)
     with pytest.raises(BundleError, match=rf"dir: {WEIGHTS} does not match its digest"):
         open_bundle(bundle_dir)
@@ -85,6 +83,73 @@ def test_a_changed_unpacked_directory_is_refused(probe_bundle: BuiltBundle, tmp_
     (bundle_dir / "code" / "probe_model.py").unlink()
     with pytest.raises(BundleError, match=r"code/probe_model.py is missing"):
         open_bundle(bundle_dir)
+
+
+PYC = "code/__pycache__/probe_model.cpython-311.pyc"
+
+
+def _injected_pyc(bundle_dir: Path, where: Path) -> bytes:
+    """An unchecked-hash ``.pyc`` of the probe's code with ``VERSION_SALT`` changed: Python
+    would run it without comparing it to the source beside it."""
+    edited = where / "probe_model.py"
+    source = (bundle_dir / "code" / "probe_model.py").read_text()
+    edited.write_text(source.replace('VERSION_SALT = "1"', 'VERSION_SALT = "injected"'))
+    cfile = where / "probe_model.pyc"
+    py_compile.compile(
+        str(edited), cfile=str(cfile), doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )  # fmt: skip
+    return cfile.read_bytes()
+
+
+def test_bytecode_in_pycache_is_refused(probe_bundle: BuiltBundle, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    unpacked, _ = open_bundle(probe_bundle.path, cache_dir=cache)
+    pyc = _injected_pyc(unpacked, tmp_path)
+    bad = tampered_archive(probe_bundle.path, tmp_path / "pyc.tar.gz", {PYC: pyc})
+    for check in (verify_archive, lambda p: open_bundle(p, cache_dir=tmp_path / "c1")):
+        with pytest.raises(BundleError, match=rf"{PYC} is not in the manifest"):
+            check(bad)
+    bundle_dir = tmp_path / "dir"
+    shutil.copytree(unpacked, bundle_dir)
+    (bundle_dir / PYC).parent.mkdir()
+    (bundle_dir / PYC).write_bytes(pyc)
+    with pytest.raises(BundleError, match=rf"{PYC} is not in the manifest"):
+        open_bundle(bundle_dir)
+    (unpacked / PYC).parent.mkdir()  # planted in a cached copy verified before
+    (unpacked / PYC).write_bytes(pyc)
+    again, _ = open_bundle(probe_bundle.path, cache_dir=cache)
+    assert not (again / "code" / "__pycache__").exists()  # not trusted: unpacked afresh
+
+
+def test_bundle_code_is_imported_from_source_only(
+    probe_bundle: BuiltBundle, tmp_path: Path
+) -> None:
+    """Even bytecode that appears after verification is never run, and importing the
+    bundle's code writes no ``__pycache__`` into it (the next open would refuse it)."""
+    unpacked, _ = open_bundle(probe_bundle.path, cache_dir=tmp_path / "cache")
+    pyc = _injected_pyc(unpacked, tmp_path)
+    bundle_dir = tmp_path / "dir"
+    shutil.copytree(unpacked, bundle_dir)
+    script = (
+        "import sys; from pathlib import Path; from aiaas.bundle import load_model_class\n"
+        "cls = load_model_class(Path(sys.argv[1]) / 'code', 'probe_model:Probe')\n"
+        "print(sys.modules[cls.__module__].VERSION_SALT)\n"
+    )
+    clean = subprocess.run(
+        [sys.executable, "-c", script, str(bundle_dir)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert clean.stdout.strip() == "1"
+    assert not (bundle_dir / "code" / "__pycache__").exists()
+    assert open_bundle(bundle_dir)[1] == probe_bundle.manifest
+    (bundle_dir / PYC).parent.mkdir()
+    (bundle_dir / PYC).write_bytes(pyc)
+    planted = subprocess.run(
+        [sys.executable, "-c", script, str(bundle_dir)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert planted.stdout.strip() == "1"  # the source ran, not the injected bytecode
 
 
 def test_an_edited_manifest_or_exec_bit_breaks_the_digest(
