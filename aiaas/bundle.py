@@ -24,6 +24,7 @@ import importlib.machinery
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -51,6 +52,7 @@ CODE_DIR = "code"
 ARTIFACTS_DIR = "artifacts"
 _GZIP_LEVEL = 6
 _CHUNK = 1 << 20
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 log = logging.getLogger("aiaas.bundle")
 
 
@@ -258,6 +260,7 @@ def verify_files(where: Path | str, manifest: Manifest, files: FileFacts) -> Non
             f"reads ({FORMAT_VERSION}); upgrade aiaas"
         )
     rebuild = "the bundle was changed after it was built; rebuild it (aiaas bundle build)"
+    _check_version(where, manifest, rebuild)
     if manifest.files:
         for rel in sorted(set(manifest.files) | set(files)):
             if rel not in files:
@@ -279,6 +282,16 @@ def verify_files(where: Path | str, manifest: Manifest, files: FileFacts) -> Non
         raise BundleError(
             f"{where}: content does not match digest {manifest.digest or '(none)'} "
             f"({which}): {rebuild}"
+        )
+
+
+def _check_version(where: Path | str, manifest: Manifest, rebuild: str) -> None:
+    """``version`` is what deployments and caches are keyed on: it must be the digest's."""
+    expected = manifest.digest.removeprefix("sha256:")[:16]
+    if not _DIGEST.fullmatch(manifest.digest) or manifest.version != expected:
+        raise BundleError(
+            f"{where}: version {manifest.version!r} is not the first 16 hex digits of digest "
+            f"{manifest.digest or '(none)'}: {rebuild}"
         )
 
 
@@ -343,13 +356,17 @@ def open_bundle(path: Path | str, cache_dir: Path | str | None = None) -> tuple[
     if not src.is_file():
         raise BundleError(f"{src}: no such bundle file or directory")
     manifest = inspect_archive(src)
-    if not manifest.version or "/" in manifest.version or manifest.version.startswith("."):
-        raise BundleError(f"{src}: invalid manifest: version {manifest.version!r}")
+    _check_version(src, manifest, "rebuild it (aiaas bundle build)")  # it names the cache dir
     root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "aiaas" / "bundles"
     target = root / manifest.version
     if (target / MANIFEST_FILE).is_file():
         try:
-            return target, verify_bundle_dir(target)
+            cached = read_manifest(target)
+            if cached != manifest:  # another bundle under this version's name
+                raise BundleError(
+                    f"{target}: holds digest {cached.digest}, not {src}'s {manifest.digest}"
+                )
+            return target, verify_bundle_dir(target, cached)
         except BundleError as exc:
             log.warning("cached bundle not trusted, unpacking %s again: %s", src, exc.message)
             _remove_dir(target, root)

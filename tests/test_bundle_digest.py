@@ -10,15 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tampered_archive
+from conftest import build_probe_variant, tampered_archive
 
 from adapters.local import LocalProvider
 from aiaas.bundle import (
     BuiltBundle,
     _content_digest,
     _file_facts,
+    _write_archive,
     open_bundle,
     verify_archive,
+    verify_bundle_dir,
 )
 from aiaas.config import LocalSection
 from aiaas.errors import BundleError
@@ -180,12 +182,64 @@ def test_a_tampered_cache_is_not_trusted(probe_bundle: BuiltBundle, tmp_path: Pa
     assert sorted(p.name for p in cache.iterdir()) == [manifest.version]
 
 
+def _forge(probe_bundle: BuiltBundle, tmp_path: Path) -> tuple[Path, Path]:
+    """A bundle with changed weights whose ``files`` and ``digest`` were recomputed but whose
+    ``version`` still says the original's: (its directory, its archive)."""
+    unpacked, _ = open_bundle(probe_bundle.path, cache_dir=tmp_path / "forge-cache")
+    stage = tmp_path / "forged"
+    shutil.copytree(unpacked, stage)
+    (stage / WEIGHTS).write_bytes(b"3.0\n")
+    files = _file_facts(stage)
+    forged = read_manifest(stage)
+    forged.files = {rel: sha for rel, (_, sha) in files.items()}
+    forged.digest = "sha256:" + _content_digest(forged, files)
+    assert forged.version == probe_bundle.manifest.version
+    (stage / MANIFEST_FILE).write_text(forged.model_dump_json())
+    archive = tmp_path / "forged.tar.gz"
+    _write_archive(stage, [MANIFEST_FILE, *sorted(files)], archive)
+    return stage, archive
+
+
+def test_a_version_that_is_not_the_digest_is_refused(
+    probe_bundle: BuiltBundle, tmp_path: Path
+) -> None:
+    stage, archive = _forge(probe_bundle, tmp_path)
+    version = probe_bundle.manifest.version
+    refused = rf"version '{version}' is not the first 16 hex digits of digest sha256:"
+    for check in (
+        verify_bundle_dir,
+        lambda _: verify_archive(archive),
+        lambda _: open_bundle(archive, cache_dir=tmp_path / "fresh"),
+    ):
+        with pytest.raises(BundleError, match=refused):
+            check(stage)
+    cache = tmp_path / "cache"
+    real, _ = open_bundle(probe_bundle.path, cache_dir=cache)  # the real V is cached
+    with pytest.raises(BundleError, match=refused):
+        open_bundle(archive, cache_dir=cache)  # never answered with the cached real V
+    assert (real / WEIGHTS).read_bytes() != b"3.0\n"  # and the cache still holds the real V
+
+
+def test_a_cache_hit_must_hold_the_archives_digest(
+    probe_bundle: BuiltBundle, tmp_path: Path
+) -> None:
+    other = build_probe_variant(tmp_path, 'VERSION_SALT = "1"', 'VERSION_SALT = "other"')
+    cache = tmp_path / "cache"
+    misplaced, _ = open_bundle(other.path, cache_dir=cache)
+    misplaced.rename(cache / probe_bundle.manifest.version)  # a valid bundle, wrong name
+    got, manifest = open_bundle(probe_bundle.path, cache_dir=cache)
+    assert manifest == probe_bundle.manifest
+    assert read_manifest(got) == probe_bundle.manifest  # unpacked afresh, not the other one
+    assert verify_bundle_dir(got) == probe_bundle.manifest
+
+
 def test_a_format_1_bundle_is_verified_whole(probe_bundle: BuiltBundle, tmp_path: Path) -> None:
     unpacked, _ = open_bundle(probe_bundle.path, cache_dir=tmp_path / "cache")
     bundle_dir = tmp_path / "old"
     shutil.copytree(unpacked, bundle_dir)
     old = probe_bundle.manifest.model_copy(update={"format_version": 1, "files": {}})
     old.digest = "sha256:" + _content_digest(old, _file_facts(bundle_dir))  # as 0.1 built it
+    old.version = old.digest.removeprefix("sha256:")[:16]
     (bundle_dir / MANIFEST_FILE).write_text(old.model_dump_json(exclude={"files"}))
     assert open_bundle(bundle_dir)[1].format_version == 1
     _flip_a_byte(bundle_dir / WEIGHTS)
