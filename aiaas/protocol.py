@@ -88,10 +88,18 @@ def invalid_input(problems: list[dict[str, Any]], where: str = "inputs") -> Inva
     lists the first :data:`MAX_LISTED_PROBLEMS` of them, so the error's size is bounded
     whatever the request held.
     """
-    first = problems[0]
+    listed = [  # fields and messages cut short: a field can be a request's key, any length
+        {**p, "field": _cut(str(p["field"])), "message": _cut(str(p["message"]))}
+        for p in problems[:MAX_LISTED_PROBLEMS]
+    ]
+    first = listed[0]
     path = f"{where}[{first['index']}]" + (f".{first['field']}" if first["field"] else "")
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return InvalidInput(f"{path}: {first['message']}{more}", details=problems[:MAX_LISTED_PROBLEMS])
+    return InvalidInput(f"{path}: {first['message']}{more}", details=listed)
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def simple_response(outputs: list[Any], model: str, version: str) -> bytes:

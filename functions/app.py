@@ -7,6 +7,7 @@ the edge (API key, body size, the manifest's JSON Schema) before anything is for
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,8 @@ from functions.edge import (
     PLATFORM_BODY_LIMITS,
     PLATFORM_RESPONSE_LIMITS,
     EdgeValidator,
+    ResponseTooLarge,
+    brief,
     check_response_size,
     read_body,
 )
@@ -257,7 +260,7 @@ class FunctionApp:
                 response = await handler(request, request_id)
                 self._check_response(response)
             except AiaasError as exc:
-                response = function_error(exc, request_id, oip=oip)
+                response = self._error(exc, request_id, oip)
             except Exception:
                 log.exception("unhandled error (request_id=%s)", request_id)
                 response = function_error(AiaasError("internal error"), request_id, oip=oip)
@@ -277,6 +280,18 @@ class FunctionApp:
         platform an answer it would refuse (Lambda: 6 MB)."""
         assert self.max_response_bytes is not None
         check_response_size(response.body, self.max_response_bytes, self._escaped_response)
+
+    def _error(self, exc: AiaasError, request_id: str, oip: bool) -> Response:
+        """The error answer, within the platform's response limit like any other: one that
+        is not keeps its status and code, with its message cut short and no details."""
+        response = function_error(exc, request_id, oip=oip)
+        try:
+            self._check_response(response)
+        except ResponseTooLarge:
+            small = copy.copy(exc)  # keeps the type, so status and Retry-After are the same
+            small.message, small.details = brief(exc.message), None
+            response = function_error(small, request_id, oip=oip)
+        return response
 
     def _meter(
         self, request: Request, response: Response, request_id: str, key_id: str, seconds: float

@@ -82,8 +82,24 @@ class EdgeValidator:
             raise invalid_input(problems, where)
 
 
+#: Longest text a problem's field or message (or an error's message) keeps: fastjsonschema's
+#: ``additionalProperties`` message lists every unexpected key, as long as the request is.
+MAX_MESSAGE_CHARS = 200
+
+
+def brief(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis says it was)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _describe(exc: fastjsonschema.JsonSchemaValueException, item: Any) -> dict[str, str]:
-    """Turn fastjsonschema's ``data.x must be string`` into a field and a message."""
+    """Turn fastjsonschema's ``data.x must be string`` into a field and a message, each at
+    most :data:`MAX_MESSAGE_CHARS` long whatever the item held."""
+    described = _describe_in_full(exc, item)
+    return {"field": brief(described["field"]), "message": brief(described["message"])}
+
+
+def _describe_in_full(exc: fastjsonschema.JsonSchemaValueException, item: Any) -> dict[str, str]:
     path = [str(p) for p in (exc.path or [])[1:]]  # drop the leading "data"
     message = exc.message
     prefix = ".".join(["data", *path])
