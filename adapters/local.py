@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,9 +30,10 @@ import httpx
 
 from adapters.base import Deployment, ProgressFn, Provider, no_progress
 from aiaas.bundle import open_bundle
-from aiaas.config import LocalSection, ProjectConfig, ServerSection
+from aiaas.config import NAME_PATTERN, LocalSection, ProjectConfig, ServerSection
 from aiaas.errors import (
     AiaasError,
+    BadRequest,
     DeadlineExceeded,
     DeployFailed,
     NotFound,
@@ -73,7 +75,7 @@ class LocalProvider(Provider):
     # -- state ---------------------------------------------------------------------------
 
     def _dir(self, name: str) -> Path:
-        return self.root / "local" / name
+        return self.root / "local" / _checked_name(name)
 
     def _read_state(self, name: str) -> dict[str, Any] | None:
         try:
@@ -98,7 +100,7 @@ class LocalProvider(Provider):
         """
         base = self.root / "local"
         base.mkdir(parents=True, exist_ok=True)
-        with (base / f"{name}.lock").open("a") as lock:
+        with (base / f"{_checked_name(name)}.lock").open("a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -219,7 +221,11 @@ class LocalProvider(Provider):
     def list(self) -> builtins.list[Deployment]:
         base = self.root / "local"
         names = (
-            sorted(p.name for p in base.iterdir() if p.is_dir() and self._any_state(p))
+            sorted(
+                p.name
+                for p in base.iterdir()
+                if p.is_dir() and re.fullmatch(NAME_PATTERN, p.name) and self._any_state(p)
+            )
             if base.is_dir()
             else []
         )
@@ -237,7 +243,7 @@ class LocalProvider(Provider):
 
     def _deploy_in_progress(self, name: str) -> bool:
         """True while another deploy or delete of ``name`` holds its lock."""
-        path = self.root / "local" / f"{name}.lock"
+        path = self.root / "local" / f"{_checked_name(name)}.lock"
         if not path.is_file():
             return False
         with path.open("a") as lock:
@@ -436,6 +442,17 @@ def _error_from(response: httpx.Response) -> AiaasError:
     if isinstance(error, NotReady):  # e.g. a server draining after SIGTERM: back soon
         error.retry_after = retry_after
     return error
+
+
+def _checked_name(name: str) -> str:
+    """``name`` if it is a valid deployment name (it becomes a folder under the state dir:
+    ``..`` or a ``/`` would reach outside it)."""
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise BadRequest(
+            f"invalid deployment name {name!r}: a name matches {NAME_PATTERN} "
+            "(lowercase letters, digits and '-', starting with a letter or digit, at most 63)"
+        )
+    return name
 
 
 def _free_port(host: str) -> int:

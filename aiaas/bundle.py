@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aiaas.config import ProjectConfig, load_config
+from aiaas.config import NAME_PATTERN, ProjectConfig, load_config
 from aiaas.errors import BundleError
 from aiaas.manifest import (
     FORMAT_VERSION,
@@ -198,8 +198,14 @@ def _make_manifest(cls: type[Model[Any, Any]], config: ProjectConfig) -> Manifes
         raise BundleError(
             f"{cls.__name__}.example_input does not match input_schema: {exc}"
         ) from None
+    name = m.name or cls.name
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise BundleError(
+            f"model name {name!r} does not match {NAME_PATTERN} (lowercase letters, digits "
+            f"and '-'): set model.name in aiaas.yaml or {cls.__name__}.name"
+        )
     return Manifest(
-        name=m.name or cls.name,
+        name=name,
         entrypoint=m.entrypoint,
         input_schema=cls.input_schema.model_json_schema(),
         output_schema=cls.output_schema.model_json_schema(),
@@ -444,4 +450,6 @@ def inspect_archive(path: Path | str) -> Manifest:
     try:
         return Manifest.model_validate_json(data)
     except ValidationError as exc:
-        raise BundleError(f"{src}: invalid manifest: {exc.errors()[0]['msg']}") from None
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        raise BundleError(f"{src}: invalid manifest: {key}: {error['msg']}") from None

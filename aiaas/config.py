@@ -28,11 +28,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+"""A model's and a deployment's name: also a folder, a URL segment and a cloud resource name."""
+
+
 class ModelSection(_Section):
     """Which class to serve and how to batch it. Unset values fall back to the class."""
 
     entrypoint: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     max_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
     gpu_count: int | None = Field(default=None, ge=0, le=16)

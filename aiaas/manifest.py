@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aiaas.config import NAME_PATTERN
 from aiaas.errors import BundleError
 
 MANIFEST_FILE = "aiaas-manifest.json"
@@ -42,7 +43,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     format_version: int = FORMAT_VERSION
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)  # a folder and a URL segment: no "/" or ".."
     version: str = ""
     digest: str = ""
     entrypoint: str
