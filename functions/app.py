@@ -279,7 +279,12 @@ class FunctionApp:
         """Raise :class:`~functions.edge.ResponseTooLarge` (502) rather than hand the
         platform an answer it would refuse (Lambda: 6 MB)."""
         assert self.max_response_bytes is not None
-        check_response_size(response.body, self.max_response_bytes, self._escaped_response)
+        check_response_size(
+            response.body,
+            self.max_response_bytes,
+            self._escaped_response,
+            response.headers.get("content-type"),
+        )
 
     def _error(self, exc: AiaasError, request_id: str, oip: bool) -> Response:
         """The error answer, within the platform's response limit like any other: one that

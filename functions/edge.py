@@ -29,7 +29,7 @@ PLATFORM_BODY_LIMITS = {
 
 # Response-body ceilings. Lambda: 6 MB for a buffered (function URL / API Gateway)
 # response, counted on the JSON document the runtime sends, in which the body is a JSON
-# string (so quotes and non-ASCII characters count escaped: see response_size). Azure
+# string (text escaped, anything else base64: see response_size). Azure
 # Functions and FC document no response cap we could confirm; these are aiaas's choices,
 # equal to their request limits.
 PLATFORM_RESPONSE_LIMITS = {
@@ -130,26 +130,51 @@ async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: i
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def response_size(body: bytes | memoryview, escaped: bool) -> int:
+#: Mangum's ``DEFAULT_TEXT_MIME_TYPES``: a body whose content type contains one of these goes
+#: back to Lambda as text (if it is UTF-8); any other body is base64-encoded (a test checks
+#: this list against Mangum's own).
+LAMBDA_TEXT_TYPES = (
+    "text/",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/vnd.api+json",
+    "application/vnd.oai.openapi",
+)
+
+
+def response_size(body: bytes | memoryview, escaped: bool, content_type: str | None = None) -> int:
     """The bytes ``body`` counts against a platform's response limit.
 
-    ``escaped``: the body travels as a JSON string (Lambda), where ``"`` and ``\\`` take two
-    bytes and a non-ASCII character up to twelve (``ensure_ascii``, as Lambda's Python 3.11
-    runtime serialises). Answers under a sixth of any limit are never scanned.
+    ``escaped``: the body travels as a JSON string in the runtime's answer (Lambda, through
+    Mangum). A text body (``content_type`` one of :data:`LAMBDA_TEXT_TYPES`, and UTF-8) is
+    that string as is, where ``"`` and ``\\`` take two bytes and a non-ASCII character up to
+    twelve (``ensure_ascii``, as Lambda's Python 3.11 runtime serialises); any other body
+    (binary OIP answers: ``application/octet-stream``) is base64, 4 bytes for every 3.
     """
     if not escaped:
         return len(body)
-    import json  # the rare path: only for answers big enough to matter
+    if any(kind in (content_type or "") for kind in LAMBDA_TEXT_TYPES):
+        try:
+            text = str(body, "utf-8")
+        except UnicodeDecodeError:  # Mangum sends it base64 then
+            pass
+        else:
+            import json  # the rare path: only for answers big enough to matter
 
-    return len(json.dumps(bytes(body).decode("utf-8", "replace")))
+            return len(json.dumps(text))
+    return 4 * ((len(body) + 2) // 3) + 2  # base64, in quotes
 
 
-def check_response_size(body: bytes | memoryview, limit: int, escaped: bool) -> None:
-    """Raise :class:`ResponseTooLarge` if ``body`` would not fit in ``limit`` bytes."""
+def check_response_size(
+    body: bytes | memoryview, limit: int, escaped: bool, content_type: str | None = None
+) -> None:
+    """Raise :class:`ResponseTooLarge` if ``body`` (of ``content_type``) would not fit in
+    ``limit`` bytes as the platform counts it (see :func:`response_size`)."""
     budget = limit - ENVELOPE_RESERVE
     if len(body) * (6 if escaped else 1) <= budget:  # cheap: no answer this small can exceed
         return
-    size = response_size(body, escaped)
+    size = response_size(body, escaped, content_type)
     if size > budget:
         raise ResponseTooLarge(
             f"the answer is {len(body)} bytes ({size} as the platform counts it); this "

@@ -180,11 +180,12 @@ def test_the_lambda_limit_counts_the_body_as_lambda_sends_it() -> None:
     from functions.edge import ResponseTooLarge, check_response_size
 
     limit = 6 * 1024 * 1024
-    check_response_size(b"1" * 5_000_000, limit, escaped=True)  # 5 MB of digits: fits
+    json = "application/json"
+    check_response_size(b"1" * 5_000_000, limit, escaped=True, content_type=json)  # fits
     quotes = b'"' * 4_000_000  # 4 MB raw, 8 MB once escaped in Lambda's JSON envelope
     check_response_size(quotes, limit, escaped=False)  # a platform that sends bytes as is
     with pytest.raises(ResponseTooLarge, match="4000000 bytes"):
-        check_response_size(quotes, limit, escaped=True)
+        check_response_size(quotes, limit, escaped=True, content_type=json)
 
 
 async def _asgi_call(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
@@ -247,3 +248,31 @@ def test_a_length_header_that_is_not_ascii_digits_is_400_naming_it(
         "Content-Length" if header == b"content-length" else "Inference-Header-Content-Length"
     )
     assert message.startswith(expected) and "byte count" in message, message
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"1" * 5_020_000, "application/octet-stream"),  # binary BYTES: base64 is 6.69 MB
+        (bytes(range(256)) * 6_500, "application/octet-stream"),  # random FP32: not escaped
+        (b'"\xc3\xa9' * 1_000_000, "application/json"),  # JSON text: escaped
+        (b"\xff" * 1_100_000, "application/json"),  # not UTF-8: Mangum sends it base64
+        (b"x" * 1_100_000, "text/plain; charset=utf-8"),
+    ],
+)
+def test_the_lambda_limit_counts_what_mangum_sends(body: bytes, content_type: str) -> None:
+    """Exactly the length of the body string in Mangum's answer, whichever way it goes.
+    Before: binary bodies were counted as escaped UTF-8 (a 1.6 MB FP32 answer as 5.9 MB, a
+    5.02 MB BYTES answer as 5.02 MB) instead of base64."""
+    import json
+
+    from mangum.adapter import DEFAULT_TEXT_MIME_TYPES
+    from mangum.handlers.utils import handle_base64_response_body
+
+    from functions.edge import LAMBDA_TEXT_TYPES, response_size
+
+    assert list(LAMBDA_TEXT_TYPES) == DEFAULT_TEXT_MIME_TYPES
+    sent, _ = handle_base64_response_body(
+        body, {"content-type": content_type}, DEFAULT_TEXT_MIME_TYPES
+    )
+    assert response_size(body, True, content_type) == len(json.dumps(sent))

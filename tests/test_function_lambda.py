@@ -4,6 +4,7 @@ limit, and keys from a file (``AIAAS_API_KEYS_FILE``) follow revocation while it
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib
 import json
@@ -110,6 +111,31 @@ def test_amplifying_requests_get_small_answers(lam: Lambda) -> None:
     some = json.dumps({"inputs": [{"value": "x"}] * 500}).encode()
     response = lam.call("/predict", some)
     assert response["statusCode"] == 422 and len(response["body"]) < 4096
+
+
+def _salt_infer(value: int, binary: bool) -> bytes:
+    """OIP infer of one item whose ``salt`` output is ``2 * value`` characters."""
+    return json.dumps(
+        {
+            "inputs": [{"name": "value", "shape": [1], "datatype": "FP32", "data": [value]}],
+            "outputs": [{"name": "salt", "parameters": {"binary_data": binary}}],
+        }
+    ).encode()
+
+
+def test_a_binary_answer_counts_as_mangum_sends_it_in_base64(lam: Lambda) -> None:
+    """Binary OIP answers (tritonclient's default) go back base64-encoded, 4 bytes per 3.
+    Before: a 5.02 MB BYTES tensor was counted as 5.02 MB, passed, and Lambda got 6.69 MB."""
+    response = lam.call("/v2/models/probe/infer", _salt_infer(2_510_000, binary=True))
+    assert response["statusCode"] == 502, str(response)[:300]
+    assert json.loads(response["body"])["code"] == "response_too_large"
+    # The same answer as JSON text is 5.02 MB as Lambda counts it: it fits.
+    response = lam.call("/v2/models/probe/infer", _salt_infer(2_510_000, binary=False))
+    assert response["statusCode"] == 200, str(response)[:300]
+    # A binary answer that fits in base64 comes back whole.
+    response = lam.call("/v2/models/probe/infer", _salt_infer(2_200_000, binary=True))
+    assert response["statusCode"] == 200 and response["isBase64Encoded"], str(response)[:300]
+    assert len(base64.b64decode(response["body"])) > 4_400_000
 
 
 def _until(bound_s: float, lam: Lambda, key: str, status: int) -> None:
