@@ -28,6 +28,9 @@ KEY_PREFIX = "aiaas"
 _DUMMY_SALT = "0" * 32
 RELOAD_INTERVAL_S = 1.0
 """How stale a key file may be: a change is seen by every request made this long after it."""
+FULL_RELOAD_S = 10.0
+"""A key file is read again this often even when its ``stat`` looks unchanged (a same-size
+rewrite in place within one timestamp tick changes nothing ``stat`` shows)."""
 
 log = logging.getLogger("aiaas.function")
 
@@ -78,21 +81,33 @@ def _is_hex(text: str) -> bool:
     return True
 
 
+_Signature = tuple[int, int, int, int]
+
+
 class KeyFile:
     """Key records in a file, re-read when the file changed.
 
-    A ``stat`` (modification time, size, inode) tells a change apart, and is made at most
-    once every ``interval_s``, so the hot path costs a clock read. A file that is gone holds
+    A ``stat`` (modification and change times, size, inode) tells a change apart, and is
+    made at most once every ``interval_s``, so the hot path costs a clock read; the file is
+    also read again every ``full_reload_s`` whatever ``stat`` says (a same-size rewrite in
+    place within one timestamp tick looks unchanged to it). A file that is gone holds
     no keys (every call is refused). One that cannot be parsed fails the start; later, it
     keeps the last good records, logs why, and is tried again at the next check.
     """
 
-    def __init__(self, path: Path, interval_s: float = RELOAD_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        path: Path,
+        interval_s: float = RELOAD_INTERVAL_S,
+        full_reload_s: float = FULL_RELOAD_S,
+    ) -> None:
         self.path = path
         self.interval_s = interval_s
+        self.full_reload_s = full_reload_s
         self._records: dict[str, KeyRecord] = {}
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: _Signature | None = None
         self._next_check = 0.0
+        self._next_full = time.monotonic() + full_reload_s
         self._load(self._signature(), at_start=True)
 
     def records(self) -> dict[str, KeyRecord]:
@@ -101,18 +116,19 @@ class KeyFile:
         if now >= self._next_check:
             self._next_check = now + self.interval_s
             signature = self._signature()
-            if signature != self._seen:
+            if signature != self._seen or now >= self._next_full:
+                self._next_full = now + self.full_reload_s
                 self._load(signature)
         return self._records
 
-    def _signature(self) -> tuple[int, int, int] | None:
+    def _signature(self) -> _Signature | None:
         try:
             st = os.stat(self.path)
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
-    def _load(self, signature: tuple[int, int, int] | None, at_start: bool = False) -> None:
+    def _load(self, signature: _Signature | None, at_start: bool = False) -> None:
         """Read the records; a bad file fails the start, and is logged and skipped later."""
         try:
             text = self.path.read_text() if signature is not None else ""

@@ -118,3 +118,58 @@ def test_no_key_material_reaches_the_logs(
         *(str(dict(r.headers)) for r in responses),
     ):
         assert secret not in text and secret[:12] not in text
+
+
+def _rewrite_in_place_same_tick(path: Path, text: str) -> None:
+    """Overwrite ``path`` in place with same-size ``text`` and give it back its modification
+    time: a rewrite within one timestamp tick (coarse-timestamp filesystems)."""
+    import os
+
+    before = os.stat(path)
+    assert len(text.encode()) == before.st_size
+    with open(path, "r+") as f:  # same inode, same size
+        f.write(text)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_same_size_rewrite_in_the_same_tick_is_seen(tmp_path: Path) -> None:
+    """Before: ``(mtime, size, inode)`` did not change, so a revoked key kept working."""
+    from functions.auth import KeyFile
+
+    _, record = create_key()
+    _, other = create_key()  # records have a fixed length: the rewrite has the same size
+    path = tmp_path / "api-keys"
+    path.write_text(str(record))
+    keys = KeyFile(path, interval_s=0.0)
+    assert record.key_id in keys.records()
+    _rewrite_in_place_same_tick(path, str(other))
+    assert set(keys.records()) == {other.key_id}  # the change time moved: seen at once
+
+
+def test_a_key_file_is_read_again_even_when_stat_looks_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where even the change time does not move (its tick is coarse too), the periodic
+    re-read still picks the rewrite up within ``full_reload_s``."""
+    import os
+    import time
+    import types
+
+    import functions.auth as auth
+
+    _, record = create_key()
+    _, other = create_key()
+    path = tmp_path / "api-keys"
+    path.write_text(str(record))
+    frozen = os.stat(path)
+    # The filesystem's timestamps are the boundary here: no local filesystem lets a test
+    # keep a file's ctime from moving, so stat is made to report the old one.
+    # Only KeyFile's view of os is replaced (pytest itself needs the real os.stat).
+    monkeypatch.setattr(auth, "os", types.SimpleNamespace(stat=lambda _p: frozen))
+    keys = auth.KeyFile(path, interval_s=0.0, full_reload_s=1.0)
+    _rewrite_in_place_same_tick(path, str(other))
+    assert set(keys.records()) == {record.key_id}  # not yet: stat looks the same
+    deadline = time.monotonic() + 5
+    while set(keys.records()) != {other.key_id}:
+        assert time.monotonic() < deadline, "never re-read"
+        time.sleep(0.02)
