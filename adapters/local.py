@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,26 +124,30 @@ class LocalProvider(Provider):
                 records.append(json.loads(path.read_text()))
         return records
 
-    def _strays(self, name: str, state: dict[str, Any] | None) -> builtins.list[int]:
+    def _stray_records(
+        self, name: str, state: dict[str, Any] | None
+    ) -> builtins.list[dict[str, Any]]:
         """Live servers of ``name`` that are not the one ``state`` points to (e.g. left by a
         deploy that was killed before it switched over)."""
         live = state.get("pid") if state else None
         return [
-            pid
-            for pid in (r.get("pid") for r in self._recorded_servers(name))
-            if isinstance(pid, int) and pid != live and _is_our_process(pid)
+            r for r in self._recorded_servers(name) if r.get("pid") != live and _is_our_process(r)
         ]
+
+    def _strays(self, name: str, state: dict[str, Any] | None) -> builtins.list[int]:
+        """The pids of :meth:`_stray_records`."""
+        return [r["pid"] for r in self._stray_records(name, state)]
 
     def _stop_strays(self, name: str, state: dict[str, Any] | None, progress: ProgressFn) -> None:
         """Stop stray servers and forget the records of servers that are gone (under the lock:
         no other deploy is starting one right now)."""
-        strays = self._strays(name, state)
+        strays = self._stray_records(name, state)
         if strays:
-            progress(f"stopping {len(strays)} stray server(s) {strays}", None)
+            progress(f"stopping {len(strays)} stray server(s) {[r['pid'] for r in strays]}", None)
             _stop_processes(strays)
         live = state.get("pid") if state else None
         for record in self._recorded_servers(name):
-            if record.get("pid") != live and not _is_our_process(record.get("pid")):
+            if record.get("pid") != live and not _is_our_process(record):
                 self._forget_server(name, record.get("pid"))
 
     def _url(self, state: dict[str, Any]) -> str:
@@ -193,7 +197,7 @@ class LocalProvider(Provider):
         if current and current.get("pid") != new["pid"]:
             progress(f"stopping previous version {current.get('version')}", 0.95)
             time.sleep(SWITCH_GRACE_S)
-            _stop_process(current.get("pid"))
+            _stop_process(current)
             self._forget_server(name, current.get("pid"))
         progress("ready", 1.0)
         return self._deployment(name, new, "ready")
@@ -208,7 +212,7 @@ class LocalProvider(Provider):
                 raise NotFound(f"no local deployment named {name!r}")
             status = "creating" if self._deploy_in_progress(name) else "stopped"
             return Deployment(name, self.name, "", status, None, {"strays": strays})
-        if not _is_our_process(state.get("pid")):
+        if not _is_our_process(state):
             status = "stopped"
         else:
             status = "ready" if self._healthy(state) else "creating"
@@ -302,10 +306,10 @@ class LocalProvider(Provider):
         directory = self._dir(name)
         if state is None and not directory.exists():
             return False
-        pids = {r.get("pid") for r in self._recorded_servers(name)}
+        servers = {r.get("pid"): r for r in self._recorded_servers(name)}
         if state is not None:
-            pids.add(state.get("pid"))
-        _stop_processes([pid for pid in pids if isinstance(pid, int)])
+            servers[state.get("pid")] = state
+        _stop_processes(list(servers.values()))
         for path in sorted(directory.glob("*"), reverse=True):
             if path.is_file():
                 path.unlink()
@@ -360,6 +364,7 @@ class LocalProvider(Provider):
             "digest": manifest.digest,
             "model": manifest.name,
             "pid": proc.pid,
+            "pid_start": _start_time(proc.pid),  # with the pid: names this process only
             "port": port,
             "bundle_dir": str(bundle_dir),
             "log": str(log_path),
@@ -461,31 +466,55 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _is_our_process(pid: Any) -> bool:
-    """True if ``pid`` is alive and is an aiaas model server (guards against pid reuse)."""
-    if not isinstance(pid, int) or pid <= 0:
+def _stat_fields(pid: int) -> builtins.list[str] | None:
+    """``/proc/<pid>/stat`` from field 3 (the state) on; None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()  # the command name (field 2) may hold anything
+
+
+def _start_time(pid: int) -> int | None:
+    """When ``pid`` started (``/proc/<pid>/stat`` field 22, clock ticks since boot)."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def _is_our_process(record: dict[str, Any] | None) -> bool:
+    """True if the server that ``record`` (a state or server record) describes is alive.
+
+    A pid alone is not enough: once our server has exited, the pid may be reused, even by
+    another project's ``aiaas serve``. The process must also have the recorded start time
+    and serve the recorded port (records written before start times were kept: the port).
+    """
+    pid = record.get("pid") if record else None
+    if record is None or not isinstance(pid, int) or pid <= 0:
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if b"aiaas" not in cmdline or b"serve" not in cmdline:
+    if b"aiaas" not in cmdline or b"serve" not in cmdline or b"--port" not in cmdline:
         return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    at = cmdline.index(b"--port") + 1
+    if at >= len(cmdline) or cmdline[at] != str(record.get("port")).encode():
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie has exited
+    fields = _stat_fields(pid)
+    if not fields or fields[0] == "Z":  # a zombie has exited
+        return False
+    started = record.get("pid_start")
+    return started is None or (len(fields) > 19 and fields[19] == str(started))
 
 
-def _stop_process(pid: Any) -> None:
+def _stop_process(record: dict[str, Any] | None) -> None:
     """SIGTERM (the server drains in-flight requests), then SIGKILL after the drain time."""
-    _stop_processes([pid])
+    _stop_processes([record])
 
 
-def _stop_processes(pids: builtins.list[Any]) -> None:
+def _stop_processes(records: Sequence[dict[str, Any] | None]) -> None:
     """:func:`_stop_process` for several servers at once (they drain side by side)."""
-    ours = [pid for pid in pids if _is_our_process(pid)]
+    ours: builtins.list[int] = [r["pid"] for r in records if r and _is_our_process(r)]
     stopping = list(ours)
     for pid in ours:
         with contextlib.suppress(ProcessLookupError):

@@ -1,0 +1,72 @@
+"""A stale server record whose pid now belongs to another process, even another project's
+``aiaas serve``, must never get that process signalled (pid reuse)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+from adapters.local import SERVER_RECORD, LocalProvider, _start_time
+from aiaas.bundle import BuiltBundle
+from aiaas.config import LocalSection
+from aiaas.errors import NotFound
+
+
+@pytest.fixture
+def other_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Stands in for another project's model server: a process whose command line reads
+    ``... aiaas serve DIR --port P`` like one (the real server would need a second bundle
+    and seconds of start-up, and only its command line and pid matter here)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)",
+         "aiaas", "serve", "/elsewhere/bundle", "--port", str(port)],
+    )  # fmt: skip
+    yield proc, port
+    proc.kill()
+    proc.wait()
+
+
+def _plant(provider: LocalProvider, name: str, record: dict[str, int]) -> None:
+    directory = provider.root / "local" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / SERVER_RECORD.format(pid=record["pid"])
+    path.write_text(json.dumps(record))
+
+
+def test_a_reused_pid_is_not_ours(
+    tmp_path: Path,
+    probe_bundle: BuiltBundle,
+    other_server: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    proc, port = other_server
+    started = _start_time(proc.pid)
+    assert started is not None
+    provider = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    stale = [
+        # our server had this pid and port, but started at another time
+        {"pid": proc.pid, "port": port, "pid_start": started - 1},
+        # a record from before start times were kept: our server had another port
+        {"pid": proc.pid, "port": free_port()},
+    ]
+    for record in stale:
+        _plant(provider, "probe", record)
+        with pytest.raises(NotFound):  # not reported as a stray either
+            provider.describe("probe")
+        assert provider.delete("probe") is True  # removes the record...
+        assert proc.poll() is None  # ...and leaves the other server alone
+    _plant(provider, "probe", stale[0])
+    try:
+        deployed = provider.deploy(probe_bundle.path)  # stops strays first
+        assert deployed.status == "ready" and "strays" not in deployed.details
+        assert proc.poll() is None
+    finally:
+        provider.delete("probe")
+    assert proc.poll() is None
+    assert _start_time(deployed.details["pid"]) is None  # while our own server was stopped
