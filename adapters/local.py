@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from adapters.base import Deployment, ProgressFn, Provider, no_progress
-from aiaas.bundle import open_bundle
+from aiaas.bundle import inspect_archive, open_bundle, verify_archive
 from aiaas.config import NAME_PATTERN, LocalSection, ProjectConfig, ServerSection
 from aiaas.errors import (
     AiaasError,
@@ -162,21 +162,25 @@ class LocalProvider(Provider):
     def deploy(
         self, bundle: Path, *, name: str | None = None, progress: ProgressFn = no_progress
     ) -> Deployment:
-        progress("unpacking bundle", 0.05)
-        bundle_dir, manifest = open_bundle(bundle, cache_dir=self.root / "bundles")
-        name = name or manifest.name
+        claimed = inspect_archive(bundle)  # the manifest alone: which name to lock
+        name = name or claimed.name
         with self._locked(name, progress):
-            return self._deploy_locked(name, bundle_dir, manifest, progress)
+            return self._deploy_locked(name, bundle, claimed, progress)
 
     def _deploy_locked(
-        self, name: str, bundle_dir: Path, manifest: Manifest, progress: ProgressFn
+        self, name: str, bundle: Path, claimed: Manifest, progress: ProgressFn
     ) -> Deployment:
         self._dir(name).mkdir(parents=True, exist_ok=True)
         current = self._read_state(name)
         self._stop_strays(name, current, progress)
-        if current and current.get("version") == manifest.version and self._healthy(current):
+        if current and current.get("digest") == claimed.digest and self._healthy(current):
+            # Checked as it is, not unpacked: opening it would re-check the live server's
+            # unpacked copy and delete it if the model's load wrote into it.
+            verify_archive(bundle)
             progress("already live: nothing to do", 1.0)
             return self._deployment(name, current, "ready")
+        progress("unpacking bundle", 0.05)  # under the lock: no deploy of this name races it
+        bundle_dir, manifest = open_bundle(bundle, cache_dir=self.root / "bundles")
         progress(f"starting {manifest.name} {manifest.version}", 0.1)
         new, proc = self._start(name, bundle_dir, manifest)
         self._record_server(name, new)  # before waiting: delete must find it whatever happens
