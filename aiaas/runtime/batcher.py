@@ -238,10 +238,10 @@ class Batcher:
             batch = self._take_batch()
             if self._stopping:
                 return batch
+            if self._waiting:  # taking the batch made room in the queue: let waiters in
+                loop.call_soon_threadsafe(self._admit)
             live = [p for p in batch if not p.future.done()]  # callers that gave up
             if not live:
-                if self._waiting:  # the queue has room now: let waiters in
-                    loop.call_soon_threadsafe(self._admit)
                 continue
             started = time.perf_counter()
             outcomes = self._run_isolated([p.item for p in live])
@@ -300,8 +300,6 @@ class Batcher:
                 pending.future.set_exception(ModelError(message))
             else:
                 pending.future.set_result(outcome)
-        if self._waiting:  # the inference thread has taken its next batch: room in the queue
-            self._admit()
 
     def _run_isolated(self, items: list[Any]) -> list[Any]:
         """Run a batch; if it raises, run its items one by one so one bad item fails alone.
