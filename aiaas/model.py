@@ -75,5 +75,10 @@ class Model(Generic[InputT, OutputT]):
         raise NotImplementedError
 
     def predict(self, batch: list[InputT]) -> list[OutputT] | list[dict[str, Any]]:
-        """Return one result per input item, in order. Called with 1..max_batch_size items."""
+        """Return one result per input item, in order. Called with 1..max_batch_size items.
+
+        The server checks what comes back: the wrong number of results fails the batch, and
+        each result must fit :attr:`output_schema` with finite numbers only (with
+        ``server.output_validation: strict``, the default, a result that does not is a
+        ``model_error`` for its caller instead of being served)."""
         raise NotImplementedError
