@@ -69,10 +69,10 @@ def json_response(body: dict[str, Any], status: int = 200) -> Response:
 
 
 def error_response(exc: AiaasError, request_id: str, status: int | None = None) -> Response:
-    """``{"error": {code, message, details, request_id}}`` with ``Retry-After`` when throttled."""
+    """``{"error": {code, message, details, request_id}}``; ``Retry-After`` when throttled or
+    unavailable (503)."""
     response = json_response(exc.to_dict(request_id), status or exc.http_status)
-    if isinstance(exc, Throttled | NotReady) and exc.retry_after is not None:
-        response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    _say_when_to_retry(response, exc)
     return response
 
 
@@ -88,9 +88,18 @@ def oip_error_response(exc: AiaasError, request_id: str, status: int | None = No
     if exc.details is not None:
         body["details"] = exc.details
     response = json_response(body, status or exc.http_status)
-    if isinstance(exc, Throttled | NotReady) and exc.retry_after is not None:
-        response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    _say_when_to_retry(response, exc)
     return response
+
+
+def _say_when_to_retry(response: Response, exc: AiaasError) -> None:
+    """``Retry-After``: the error's own hint when it has one, else 1 s on every 503 (every
+    "try again later" of aiaas says when)."""
+    hint = exc.retry_after if isinstance(exc, Throttled | NotReady) else None
+    if hint is not None:
+        response.headers["retry-after"] = str(max(1, round(hint)))
+    elif response.status_code == 503:
+        response.headers["retry-after"] = "1"
 
 
 def is_oip_path(path: str) -> bool:

@@ -390,6 +390,4 @@ def function_error(exc: AiaasError, request_id: str, *, oip: bool = False) -> Re
     response = (oip_error_response if oip else error_response)(exc, request_id, status)
     if status == 401:
         response.headers["www-authenticate"] = "Bearer"
-    elif status == 503 and "retry-after" not in response.headers:
-        response.headers["retry-after"] = "1"  # every 503 of the function tier says when
     return response

@@ -313,10 +313,13 @@ class TestLifecycle:
             except httpx.ConnectError:
                 time.sleep(0.05)
         assert live.status_code == 200
-        assert httpx.get(server.url + "/ping").status_code == 503
-        assert httpx.get(server.url + "/v2/health/ready").status_code == 503
+        ping = httpx.get(server.url + "/ping")
+        assert ping.status_code == 503 and ping.headers["retry-after"] == "1"
+        ready = httpx.get(server.url + "/v2/health/ready")
+        assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
         r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 1}]})
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+        assert r.headers["retry-after"] == "1"  # every 503 says when to try again
         server.wait_ready()
         assert httpx.get(server.url + "/ready").status_code == 200
 

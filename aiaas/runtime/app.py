@@ -39,6 +39,7 @@ from aiaas.http import (
     JSON,
     REQUEST_ID_HEADER,
     error_response,
+    header_int,
     is_oip_path,
     json_response,
     oip_error_response,
@@ -136,8 +137,9 @@ class ModelServer:
         """The whole body from ``chunks``, refused (413) as soon as it is over the limit:
         at once if the declared ``content-length`` says so."""
         limit = self.settings.max_body_bytes
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+        length = header_int(declared, "Content-Length")
+        if length is not None and length > limit:
+            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
         parts: list[bytes] = []
         size = 0
         async for chunk in chunks:
