@@ -24,7 +24,10 @@ from aiaas.config import NAME_PATTERN, LocalSection
 from aiaas.errors import BadRequest, BundleError
 from aiaas.manifest import MANIFEST_FILE, read_manifest
 
-BAD_NAMES = ["..", "../..", "../x", "a/b", "/etc", ".hidden", "Upper", ""]
+#: "<absolute>" stands for an absolute path to a folder of this test's own (see below). Every
+#: name here resolves inside the test's tmp_path even if the check regressed: a real system
+#: folder such as /etc must never be one, since a regression would empty it.
+BAD_NAMES = ["..", "../..", "../x", "a/b", "<absolute>", ".hidden", "Upper", ""]
 
 
 def _project(tmp_path: Path) -> tuple[Path, list[Path]]:
@@ -46,6 +49,12 @@ def _project(tmp_path: Path) -> tuple[Path, list[Path]]:
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_a_bad_name_is_refused_by_every_operation(tmp_path: Path, name: str) -> None:
     project, precious = _project(tmp_path)
+    if name == "<absolute>":  # an absolute name would replace the state dir in a path join
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "canary").write_text("keep me\n")
+        precious.append(outside / "canary")
+        name = str(outside)
     provider = LocalProvider(project_dir=project)
     for operation in (
         lambda: provider.delete(name),
