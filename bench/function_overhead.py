@@ -170,6 +170,14 @@ def main() -> int:
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AIAAS_API_KEYS": str(record),
             }  # fmt: skip
             starts, how = lambda_cold_starts(package.path, work / "task", lambda_env, args.imports)
+            # The same zip without bytecode, as it was built before issue 7: what it saves.
+            source_only = package_function(
+                config, built.manifest, "aws", work / "fn-source.zip", allow_local=True,
+                compile_bytecode=False,
+            )  # fmt: skip
+            uncompiled, _ = lambda_cold_starts(
+                source_only.path, work / "task-source", lambda_env, args.imports
+            )
             imports = cold_imports({**os.environ, **env}, args.imports)
             os.environ.update(env)
             import functions.aws_lambda as entry
@@ -207,6 +215,9 @@ def main() -> int:
     lines = [
         f"Lambda-style cold start (packaged zip, {how}, python -S, spawn to exit): "
         f"median {cold:.0f} ms over {len(starts)} (min {min(starts):.0f}, max {max(starts):.0f})",
+        f"  the same zip without bytecode (every module compiled at start): median "
+        f"{statistics.median(uncompiled):.0f} ms (min {min(uncompiled):.0f}, "
+        f"max {max(uncompiled):.0f})",
         f"  for comparison, the import alone in the dev venv (warm __pycache__): median "
         f"{venv_import:.0f} ms (min {min(imports):.0f}, max {max(imports):.0f})",
         f"warm Provider.invoke direct: p50 {p50_direct:.2f} ms, p99 {p99_direct:.2f} ms",
