@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -16,7 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from aiaas.errors import AiaasError, MethodNotAllowed, NotFound, NotReady, Throttled
+from aiaas.errors import (
+    AiaasError,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    Throttled,
+)
 
 JSON = "application/json"
 REQUEST_ID_HEADER = "x-request-id"
@@ -36,10 +45,28 @@ def header_int(value: str | None, header: str) -> int | None:
         return None
     text = value.strip()
     if _DECIMAL.fullmatch(text) is None:
-        from aiaas.errors import BadRequest
-
         raise BadRequest(f"{header} {text[:20]!r} is not a byte count (ASCII digits)")
     return int(text)
+
+
+async def read_limited_body(
+    chunks: AsyncIterator[bytes], declared: str | None, limit: int, *, who: str = "this server"
+) -> bytes:
+    """The whole body from ``chunks``, refused (413) as soon as it is over ``limit`` bytes: at
+    once when the declared ``Content-Length`` says so, else when the bytes read pass it (the
+    rest is never read, so an oversized upload is never buffered). Both servers read bodies
+    through this."""
+    length = header_int(declared, "Content-Length")
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"request body is {length} bytes; {who} accepts {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over {limit} bytes; {who} accepts {limit}")
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def request_id_of(request: Request) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import fastjsonschema
 
 from aiaas.errors import AiaasError, PayloadTooLarge
-from aiaas.http import header_int
+from aiaas.http import read_limited_body
 from aiaas.manifest import Manifest
 from aiaas.protocol import invalid_input
 
@@ -112,22 +112,9 @@ def _describe_in_full(exc: fastjsonschema.JsonSchemaValueException, item: Any) -
 
 
 async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
-    """The whole body from ``chunks``, refused (413) as soon as it is over ``limit``: at once
-    when the declared ``content-length`` says so, else when the bytes read pass it (the rest
-    is never read)."""
-    length = header_int(declared, "Content-Length")
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"request body is {length} bytes; this function accepts {limit}")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"request body is over {limit} bytes; this function accepts {limit}"
-            )
-        parts.append(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    """The whole body, refused (413) on its declared length or once the bytes read pass
+    ``limit`` (:func:`aiaas.http.read_limited_body`)."""
+    return await read_limited_body(chunks, declared, limit, who="this function")
 
 
 #: Mangum's ``DEFAULT_TEXT_MIME_TYPES``: a body whose content type contains one of these goes

@@ -265,7 +265,7 @@ class TestBadInput:
 
         r = httpx.post(probe.url + "/invocations", content=chunks())
         self._error(r, 413, "payload_too_large")
-        assert "exceeds the limit of 4096 bytes" in r.json()["error"]["message"]
+        assert "request body is over 4096 bytes" in r.json()["error"]["message"]
 
     def test_unknown_model_is_404(self, probe: ServerProcess) -> None:
         for path in ("/v2/models/nope", "/v2/models/nope/ready"):

@@ -39,10 +39,10 @@ from aiaas.http import (
     JSON,
     REQUEST_ID_HEADER,
     error_response,
-    header_int,
     is_oip_path,
     json_response,
     oip_error_response,
+    read_limited_body,
     request_id_of,
     route_not_found,
 )
@@ -136,18 +136,7 @@ class ModelServer:
     async def read_body(self, chunks: AsyncIterator[bytes], declared: str | None) -> bytes:
         """The whole body from ``chunks``, refused (413) as soon as it is over the limit:
         at once if the declared ``content-length`` says so."""
-        limit = self.settings.max_body_bytes
-        length = header_int(declared, "Content-Length")
-        if length is not None and length > limit:
-            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+        return await read_limited_body(chunks, declared, self.settings.max_body_bytes)
 
     async def _read_body(self, request: Request) -> bytes:
         return await self.read_body(request.stream(), request.headers.get("content-length"))
