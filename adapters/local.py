@@ -517,28 +517,39 @@ def _stop_process(record: dict[str, Any] | None) -> None:
 
 
 def _stop_processes(records: Sequence[dict[str, Any] | None]) -> None:
-    """:func:`_stop_process` for several servers at once (they drain side by side)."""
-    ours: builtins.list[int] = [r["pid"] for r in records if r and _is_our_process(r)]
-    stopping = list(ours)
-    for pid in ours:
+    """:func:`_stop_process` for several servers at once (they drain side by side).
+
+    Each process is followed by its pid *and* start time, so a pid that is reused during the
+    drain (by another project's server, say) counts as ours having exited and is never sent
+    the final SIGKILL."""
+    ours = [(r["pid"], _start_time(r["pid"])) for r in records if r and _is_our_process(r)]
+    stopping = [pid for pid, _ in ours]
+    for pid, _ in ours:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        for pid in ours:
+        for pid, _ in ours:
             _reap(pid)
         # Exited, not merely "no longer looks like ours": an exiting process's cmdline
         # reads empty for a moment before it becomes a zombie.
-        ours = [pid for pid in ours if not _exited(pid)]
+        ours = [(pid, start) for pid, start in ours if not _gone(pid, start)]
         if not ours:
             for pid in stopping:  # a child that turned zombie since the last pass
                 _reap(pid)
             return
         time.sleep(0.05)
-    for pid in ours:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    for pid, start in ours:
+        if not _gone(pid, start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         _reap(pid)
+
+
+def _gone(pid: int, start: int | None) -> bool:
+    """True once the process that started at ``start`` as ``pid`` has exited (the pid may
+    already belong to another process)."""
+    return _exited(pid) or _start_time(pid) != start
 
 
 def _exited(pid: int) -> bool:

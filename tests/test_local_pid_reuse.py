@@ -70,3 +70,51 @@ def test_a_reused_pid_is_not_ours(
         provider.delete("probe")
     assert proc.poll() is None
     assert _start_time(deployed.details["pid"]) is None  # while our own server was stopped
+
+
+def test_a_pid_reused_during_the_drain_is_not_killed(
+    monkeypatch: pytest.MonkeyPatch, other_server: tuple[subprocess.Popen[bytes], int]
+) -> None:
+    """The stand-in ignores SIGTERM, like a server still draining; while it drains, its pid
+    'is reused': its start time reads differently from then on. The final SIGKILL must spare it.
+
+    The reuse itself is simulated by patching ``_start_time`` after the first SIGTERM: a real
+    pid cannot be made to be reused on demand."""
+    import os
+    import signal
+
+    import adapters.local as local
+
+    proc, port = other_server
+    # The stand-in ignores SIGTERM from here on (sleep in a loop, handler set first).
+    proc.kill()
+    proc.wait()
+    proc = subprocess.Popen(
+        [sys.executable, "-c",
+         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print('ready', flush=True); time.sleep(300)",
+         "aiaas", "serve", "/elsewhere/bundle", "--port", str(port)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        record = {"pid": proc.pid, "port": port, "pid_start": _start_time(proc.pid)}
+        real_start_time = local._start_time
+        real_kill = os.kill
+        sent: list[int] = []
+
+        def kill(pid: int, sig: int) -> None:
+            sent.append(sig)
+            if sig == signal.SIGTERM:  # from now on the pid belongs to "another" process
+                monkeypatch.setattr(local, "_start_time", lambda p: -1 if p == pid else
+                                    real_start_time(p))  # fmt: skip
+            real_kill(pid, sig)
+
+        monkeypatch.setattr(os, "kill", kill)  # the local provider calls os.kill
+        monkeypatch.setattr(local, "STOP_TIMEOUT_S", 0.3)
+        local._stop_process(record)
+        assert sent == [signal.SIGTERM]  # no SIGKILL for a process that is no longer ours
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
