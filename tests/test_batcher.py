@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -175,36 +176,31 @@ def test_a_full_queue_admits_waiters_in_order_and_refuses_after_the_wait() -> No
     fn.gate.clear()  # the first batch blocks in the inference thread
 
     async def run() -> None:
-        b = Batcher(fn, max_batch_size=1, max_delay_ms=0, max_queue_size=1, queue_wait_ms=400)
+        b = Batcher(fn, max_batch_size=1, max_delay_ms=0, max_queue_size=2, queue_wait_ms=400)
         b.start()
         try:
             first = asyncio.ensure_future(b.submit([1]))
             await asyncio.sleep(0.05)  # taken off the queue, running
-            queued = asyncio.ensure_future(b.submit([2]))
+            queued = [asyncio.ensure_future(b.submit([i])) for i in (2, 3)]
             await asyncio.sleep(0.01)
             # the queue is full: these wait for room, oldest first, instead of a 503 at once
-            waiters = [asyncio.ensure_future(b.submit([i])) for i in (3, 4)]
+            waiters = [asyncio.ensure_future(b.submit([i])) for i in (4, 5)]
             await asyncio.sleep(0.05)
             assert not any(w.done() for w in waiters)
             fn.gate.set()  # batches run now, each freeing one place in the queue
-            assert [await first, await queued, await waiters[0], await waiters[1]] == [
-                [10],
-                [20],
-                [30],
-                [40],
-            ]
-            assert fn.sizes == [1, 1, 1, 1]  # in arrival order
+            assert [await f for f in (first, *queued, *waiters)] == [[10], [20], [30], [40], [50]]
+            assert fn.sizes == [1, 1, 1, 1, 1]  # in arrival order
             fn.gate.clear()
-            blocked = asyncio.ensure_future(b.submit([5]))
+            blocked = asyncio.ensure_future(b.submit([6]))
             await asyncio.sleep(0.05)
-            filler = asyncio.ensure_future(b.submit([6]))  # the queue is full again
+            fillers = [asyncio.ensure_future(b.submit([i])) for i in (7, 8)]  # full again
             await asyncio.sleep(0.01)
             started = time.monotonic()
             with pytest.raises(Overloaded):  # no room within the wait: refused then
-                await b.submit([7])
+                await b.submit([9])
             assert 0.35 < time.monotonic() - started < 2.0
             fn.gate.set()
-            assert await blocked == [50] and await filler == [60]
+            assert [await f for f in (blocked, *fillers)] == [[60], [70], [80]]
         finally:
             fn.gate.set()
             await b.stop()
@@ -312,5 +308,91 @@ def test_stop_wakes_every_idle_worker() -> None:
         await asyncio.wait_for(b.stop(), timeout=10)
         with pytest.raises(NotReady):
             await b.submit([1])
+
+    asyncio.run(run())
+
+
+class _Stalling(collections.deque[tuple[int, "asyncio.Future[None]"]]):
+    """The waiting list, with a hook run (once) before the first append: it stands for the
+    event loop being preempted between a request's "the queue is full" and its joining the
+    list. Injected because no real component can force that interleaving on demand."""
+
+    def __init__(self, before_append: Callable[[], None]) -> None:
+        super().__init__()
+        self.before_append: Callable[[], None] | None = before_append
+
+    def append(self, entry: tuple[int, asyncio.Future[None]]) -> None:
+        if self.before_append is not None:
+            hook, self.before_append = self.before_append, None
+            hook()
+        super().append(entry)
+
+
+def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` (blocking the caller, the event loop included) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def test_a_waiter_is_admitted_when_the_queue_empties_as_it_joins_the_list() -> None:
+    fn = Recorder()
+    fn.gate.clear()
+
+    async def run() -> None:
+        b = Batcher(fn, max_batch_size=2, max_delay_ms=0, max_queue_size=2, queue_wait_ms=2000)
+
+        def drain_meanwhile() -> None:
+            fn.gate.set()  # the inference thread takes [2, 3] (one take empties the queue)
+            _until(lambda: len(fn.sizes) == 2)  # ... and has run it: past its waiter check
+
+        b._waiting = _Stalling(drain_meanwhile)
+        b.start()
+        try:
+            first = asyncio.ensure_future(b.submit([1]))
+            await asyncio.sleep(0)
+            _until(lambda: b.queue_depth == 0)  # taken: blocked at the gate
+            queued = [asyncio.ensure_future(b.submit([i])) for i in (2, 3)]
+            await asyncio.sleep(0)  # the queue is full
+            assert b.queue_depth == 2
+            # finds the queue full; it is empty by the time the request joins the list
+            waiter = asyncio.ensure_future(b.submit([4]))
+            assert await asyncio.wait_for(waiter, 1.5) == [40]  # not a 503 after the wait
+            assert [await first, *[await q for q in queued]] == [[10], [20], [30]]
+            assert await asyncio.wait_for(b.submit([5]), 1.5) == [50]
+        finally:
+            fn.gate.set()
+            await b.stop()
+
+    asyncio.run(run())
+
+
+def test_a_waiter_that_gives_up_lets_the_next_one_in() -> None:
+    fn = Recorder()
+    fn.gate.clear()
+
+    async def run() -> None:
+        b = Batcher(fn, max_batch_size=1, max_delay_ms=0, max_queue_size=3, queue_wait_ms=5000)
+        b.start()
+        try:
+            first = asyncio.ensure_future(b.submit([1]))
+            await asyncio.sleep(0)
+            _until(lambda: b.queue_depth == 0)  # taken: blocked at the gate
+            queued = asyncio.ensure_future(b.submit([2, 3]))  # one place left
+            big = asyncio.ensure_future(b.submit([4, 5]))  # needs two: waits
+            small = asyncio.ensure_future(b.submit([6]))  # would fit, but waits its turn
+            await asyncio.sleep(0.05)
+            assert b.queue_depth == 2 and not small.done()
+            big.cancel()  # its client went away: the next waiter fits and goes in
+            deadline = time.monotonic() + 2
+            while b.queue_depth < 3:
+                assert time.monotonic() < deadline, "the next waiter was not admitted"
+                await asyncio.sleep(0.01)
+            fn.gate.set()
+            assert [await first, await queued, await small] == [[10], [20, 30], [60]]
+        finally:
+            fn.gate.set()
+            await b.stop()
 
     asyncio.run(run())

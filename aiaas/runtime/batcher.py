@@ -204,15 +204,20 @@ class Batcher:
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (n, ticket)
         self._waiting.append(entry)
+        # The inference thread may have emptied the queue between our "full" and the append,
+        # seeing no waiter: nobody else would admit us (nor anyone queued behind us).
+        self._admit()
+        if ticket.done():
+            return
         try:
             async with asyncio.timeout(self._queue_wait_s):
                 await ticket
         except BaseException as exc:
             if ticket.done() and not ticket.cancelled() and ticket.exception() is None:
                 self._reserved -= n  # admitted just as it gave up: hand the room on
-                self._admit()
             with contextlib.suppress(ValueError):
                 self._waiting.remove(entry)
+            self._admit()  # those behind may fit now
             if isinstance(exc, TimeoutError):
                 raise Overloaded(
                     "model server queue is full; retry later", retry_after=1.0
