@@ -106,7 +106,11 @@ class Batcher:
         self._workers: list[asyncio.Future[list[_Pending]]] = []
         self._stopping = False
         self._queue_wait_s = queue_wait_ms / 1000.0
+        # Requests waiting for room, oldest first, as (items, ticket). A waiter that gives up
+        # leaves its entry behind (its ticket is done) and _admit drops it when it comes to
+        # the front: no O(n) removal per timeout under a storm.
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._waiting_items = 0  # items of the requests waiting now (not admitted, not gone)
         self._reserved = 0  # room promised to admitted waiters that have not queued yet
 
     @property
@@ -157,6 +161,7 @@ class Batcher:
             _, ticket = self._waiting.popleft()
             if not ticket.done():
                 ticket.set_exception(NotReady("server is shutting down"))
+        self._waiting_items = 0
         self._executor.shutdown(wait=True)
 
     async def submit(self, items: Sequence[Any], request_id: str = "") -> list[Any]:
@@ -177,7 +182,7 @@ class Batcher:
                 f"request has {n} items; this server takes at most "
                 f"{self.max_queue_size} per request"
             )
-        if self._waiting or self._queue.qsize() + self._reserved + n > self.max_queue_size:
+        if self._waiting_items or self._queue.qsize() + self._reserved + n > self.max_queue_size:
             await self._wait_for_room(n)
             self._reserved -= n
             if self._stopping:
@@ -202,8 +207,8 @@ class Batcher:
         if self._queue_wait_s <= 0:
             raise Overloaded("model server queue is full; retry later", retry_after=1.0)
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (n, ticket)
-        self._waiting.append(entry)
+        self._waiting.append((n, ticket))
+        self._waiting_items += n
         # The inference thread may have emptied the queue between our "full" and the append,
         # seeing no waiter: nobody else would admit us (nor anyone queued behind us).
         self._admit()
@@ -213,11 +218,14 @@ class Batcher:
             async with asyncio.timeout(self._queue_wait_s):
                 await ticket
         except BaseException as exc:
-            if ticket.done() and not ticket.cancelled() and ticket.exception() is None:
+            if not ticket.done():
+                ticket.cancel()
+            if ticket.cancelled():  # gave up unadmitted: those behind may fit now
+                self._waiting_items -= n
+                self._admit()
+            elif ticket.exception() is None:
                 self._reserved -= n  # admitted just as it gave up: hand the room on
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(entry)
-            self._admit()  # those behind may fit now
+                self._admit()
             if isinstance(exc, TimeoutError):
                 raise Overloaded(
                     "model server queue is full; retry later", retry_after=1.0
@@ -227,11 +235,17 @@ class Batcher:
     def _admit(self) -> None:
         """In the event loop: admit waiters, oldest first, while their items fit."""
         room = self.max_queue_size - self._queue.qsize() - self._reserved
-        while self._waiting and self._waiting[0][0] <= room:
-            n, ticket = self._waiting.popleft()
-            if ticket.done():  # its caller gave up
+        waiting = self._waiting
+        while waiting:
+            n, ticket = waiting[0]
+            if ticket.done():  # its caller gave up (already uncounted)
+                waiting.popleft()
                 continue
+            if n > room:
+                break
+            waiting.popleft()
             ticket.set_result(None)
+            self._waiting_items -= n
             self._reserved += n
             room -= n
 
@@ -243,7 +257,7 @@ class Batcher:
             batch = self._take_batch()
             if self._stopping:
                 return batch
-            if self._waiting:  # taking the batch made room in the queue: let waiters in
+            if self._waiting_items:  # taking the batch made room in the queue: let waiters in
                 loop.call_soon_threadsafe(self._admit)
             live = [p for p in batch if not p.future.done()]  # callers that gave up
             if not live:
