@@ -433,3 +433,38 @@ def test_many_waiters_leave_in_any_order_without_quadratic_cost() -> None:
 
     elapsed = asyncio.run(run())
     assert elapsed < 5.0, elapsed
+
+
+def test_at_most_max_queue_size_items_wait_beyond_which_refusal_is_at_once() -> None:
+    """Parked requests hold their bodies: their items are bounded like the queue's."""
+    fn = Recorder()
+    fn.gate.clear()
+
+    async def run() -> None:
+        b = Batcher(fn, max_batch_size=1, max_delay_ms=0, max_queue_size=2, queue_wait_ms=5000)
+        b.start()
+        try:
+            first = asyncio.ensure_future(b.submit([1]))
+            await asyncio.sleep(0)
+            _until(lambda: b.queue_depth == 0)  # taken: blocked at the gate
+            queued = asyncio.ensure_future(b.submit([2, 3]))  # the queue is full
+            waiters = [asyncio.ensure_future(b.submit([i])) for i in (4, 5)]  # 2 items wait
+            await asyncio.sleep(0.05)
+            assert not any(w.done() for w in waiters)
+            started = time.monotonic()
+            with pytest.raises(Overloaded) as refused:  # a third would exceed the cap
+                await asyncio.wait_for(b.submit([6]), 1.0)
+            assert refused.value.retry_after == 1.0 and time.monotonic() - started < 0.5
+            waiters[1].cancel()  # one leaves: there is room to wait again
+            again = asyncio.ensure_future(b.submit([7]))
+            await asyncio.sleep(0.05)
+            assert not again.done()
+            fn.gate.set()
+            assert [await f for f in (first, queued, waiters[0], again)] == [
+                [10], [20, 30], [40], [70]
+            ]  # fmt: skip
+        finally:
+            fn.gate.set()
+            await b.stop()
+
+    asyncio.run(run())

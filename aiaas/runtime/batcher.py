@@ -9,10 +9,12 @@ batch boundary while the loop is busy answering the previous batch's callers.
 
 A request that finds the queue full waits up to ``queue_wait_ms`` for room, first come first
 served, and is refused (:class:`~aiaas.errors.Overloaded`, 503 with ``Retry-After``) only
-then. Refusing at once let clients that ignore ``Retry-After`` come straight back: the event
-loop spent its time (and the GIL) answering thousands of 503s a second and starved the
-forward pass (7 % of capacity under 1,024 such connections). Waiting costs a parked
-coroutine, no CPU, and bounds how often each connection can be refused.
+then, or at once if requests holding ``max_queue_size`` items already wait (each holds its
+body: the waiting room is bounded like the queue). Refusing at once let clients that ignore
+``Retry-After`` come straight back: the event loop spent its time (and the GIL) answering
+thousands of 503s a second and starved the forward pass (7 % of capacity under 1,024 such
+connections). Waiting costs a parked coroutine, no CPU, and bounds how often each
+connection can be refused.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ class Batcher:
         max_batch_size: most items in one call of ``run_batch``.
         max_delay_ms: how long a batch may wait for more items after its first.
         max_queue_size: most items waiting (not counting the batch in flight); more are
-            refused with :class:`~aiaas.errors.Overloaded`.
+            refused with :class:`~aiaas.errors.Overloaded`. Also the most items of the
+            requests waiting for room in the queue; beyond that, refused at once.
         on_batch: called in the event loop with each batch's size and its run time in
             seconds, e.g. for metrics.
         workers: inference threads, each running one batch at a time.
@@ -203,8 +206,10 @@ class Batcher:
     async def _wait_for_room(self, n: int) -> None:
         """Wait, behind earlier waiters, until ``n`` items fit in the queue; the room is then
         reserved (the caller queues its items and releases the reservation). Raises
-        :class:`~aiaas.errors.Overloaded` after ``queue_wait_ms``."""
-        if self._queue_wait_s <= 0:
+        :class:`~aiaas.errors.Overloaded` after ``queue_wait_ms``, or at once when waiting is
+        off or the waiting requests would hold more than ``max_queue_size`` items (parked
+        requests hold their bodies: they are bounded like the queue)."""
+        if self._queue_wait_s <= 0 or self._waiting_items + n > self.max_queue_size:
             raise Overloaded("model server queue is full; retry later", retry_after=1.0)
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((n, ticket))
