@@ -176,9 +176,11 @@ class TestBackpressure:
     ) -> None:
         # Clients that ignore Retry-After must not be able to come straight back: each
         # refusal costs them the wait (and the server next to nothing meanwhile).
+        # Margins of over a second either way: a loaded machine's scheduler jitter must not
+        # turn "room came within the wait" into a refusal, nor the reverse.
         server = start_server(
             probe_bundle.path, "--max-queue-size", "1", "--max-batch-size", "1",
-            "--queue-wait-ms", "600",
+            "--queue-wait-ms", "1500",
         )  # fmt: skip
         url = server.url + "/invocations"
 
@@ -187,18 +189,24 @@ class TestBackpressure:
                 running = asyncio.create_task(
                     client.post(url, json={"inputs": [{"value": 1, "sleep_ms": running_ms}]})
                 )
-                await asyncio.sleep(0.2)  # in the inference thread
+                await asyncio.sleep(0.2)  # in the inference thread (nothing to poll for)
                 queued = asyncio.create_task(client.post(url, json={"inputs": [{"value": 2}]}))
-                await asyncio.sleep(0.1)  # in the queue, which is now full
-                started = time.monotonic()
+                deadline = time.monotonic() + 5
+                while _metric((await client.get(server.url + "/metrics")).text,
+                              "aiaas_queue_depth") < 1:  # fmt: skip
+                    assert time.monotonic() < deadline, "the second request never queued"
+                    await asyncio.sleep(0.01)
+                started = time.monotonic()  # the queue is full
                 third = await client.post(url, json={"inputs": [{"value": 3}]})
                 waited = time.monotonic() - started
                 return [await running, await queued, third], waited
 
-        responses, waited = asyncio.run(scenario(running_ms=2500))
+        # the queue stays full ~2.7 s past the third's arrival, well beyond its 1.5 s wait
+        responses, waited = asyncio.run(scenario(running_ms=3000))
         assert [r.status_code for r in responses] == [200, 200, 503]
         assert responses[2].headers["retry-after"] == "1"
-        assert 0.5 < waited < 2.0, waited  # refused after the wait, not at once
+        assert 1.4 < waited < 2.7, waited  # refused after the wait, not at once
+        # room comes ~0.3 s after the third's arrival, well within its 1.5 s wait
         responses, waited = asyncio.run(scenario(running_ms=600))
         # room came within the wait: served instead of refused
         assert [r.status_code for r in responses] == [200, 200, 200]
