@@ -253,6 +253,7 @@ def _requested_outputs(value: Any, request: InferRequest, known: Collection[str]
     if not isinstance(value, list):
         raise BadRequest('"outputs" must be a list of {"name", "parameters"}')
     request.outputs = []
+    seen: set[str] = set()
     for index, output in enumerate(value):
         name = output.get("name") if isinstance(output, dict) else None
         if not isinstance(name, str):
@@ -260,8 +261,9 @@ def _requested_outputs(value: Any, request: InferRequest, known: Collection[str]
         label = f"outputs[{index}] ({_brief(name)})"
         if known and name not in known:
             raise BadRequest(f"{label}: the model has no such output; it has {sorted(known)}")
-        if name in request.outputs:  # each would be encoded again: a small request, huge answer
+        if name in seen:  # each would be encoded again: a small request, huge answer
             raise BadRequest(f"{label}: this output was asked for before; name each output once")
+        seen.add(name)
         parameters = _parameters(output, label)
         if parameters.get("classification"):
             raise BadRequest(f"{label}: the classification extension is not supported")

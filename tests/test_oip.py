@@ -261,3 +261,23 @@ def test_asking_for_an_output_the_answer_lacks_is_400() -> None:
     request = oip.InferRequest(items=[], outputs=["missing"])
     with pytest.raises(BadRequest, match="not in the model's answer"):
         oip.infer_response(request, OUTPUTS, "m", "v1")
+
+
+def test_many_distinct_requested_outputs_are_deduplicated_in_linear_time() -> None:
+    # With no known output names (nothing to check them against), a request may name as
+    # many outputs as its body holds; each is checked against those before it in O(1).
+    names = [{"name": f"o{i}"} for i in range(50_000)]
+    body = orjson.dumps(
+        {
+            "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+            "outputs": names,
+        }
+    )
+    started = time.perf_counter()
+    request = oip.parse_infer(body, max_items=8)
+    assert time.perf_counter() - started < 1.0  # a list lookup took ~10 s
+    assert request.outputs is not None and len(request.outputs) == 50_000
+    with pytest.raises(BadRequest, match="asked for before"):
+        oip.parse_infer(
+            orjson.dumps({**orjson.loads(body), "outputs": [*names, names[7]]}), max_items=8
+        )
