@@ -138,4 +138,9 @@ class ModelRunner:
 
         with torch.inference_mode():
             results = model.predict(items)
-        return [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in results]
+        # by alias: the output schema the manifest publishes (and the checker validates)
+        # names a field by its alias (``class_: str = Field(alias="class")`` is "class")
+        return [
+            r.model_dump(mode="json", by_alias=True) if isinstance(r, BaseModel) else r
+            for r in results
+        ]
