@@ -69,24 +69,75 @@ def validate_items(
     """
     validated: list[BaseModel] = []
     problems: list[dict[str, Any]] = []
+    total = 0
     for index, item in enumerate(items):
         try:
             validated.append(schema.model_validate(item))
         except ValidationError as exc:
-            for err in exc.errors(include_url=False, include_input=False):
-                field = ".".join(str(p) for p in err["loc"])
-                problems.append({"index": index, "field": field, "message": err["msg"]})
-    if problems:
-        raise invalid_input(problems, where)
+            count = exc.error_count()
+            total += count
+            if len(problems) < MAX_LISTED_PROBLEMS:
+                problems += _problems(schema, item, index, exc, count)
+    if total:
+        raise invalid_input(problems, where, total=total)
     return validated
 
 
-def invalid_input(problems: list[dict[str, Any]], where: str = "inputs") -> InvalidInput:
+def _problems(
+    schema: type[BaseModel], item: Any, index: int, exc: ValidationError, count: int
+) -> list[dict[str, Any]]:
+    """The first :data:`MAX_LISTED_PROBLEMS` problems of one item.
+
+    ``exc.errors()`` builds a dict per error: for one item holding a million bad list
+    elements that is seconds of the event loop and hundreds of megabytes. Then the item is
+    validated again with every list cut short, which finds the first problems cheaply
+    (each still named where it is in the item), and the rest are only counted.
+    """
+    if count > MAX_LISTED_PROBLEMS:
+        try:
+            schema.model_validate(_cut_lists(item))
+        except ValidationError as short:
+            errors = [
+                e
+                for e in short.errors(include_url=False, include_input=False)
+                if e["type"] != "too_short"  # made by the cutting, not by the caller
+            ]
+        else:
+            errors = []
+        if not errors:  # the problems lie past the cut: say how many there are
+            message = (
+                f"a value past the first {MAX_LISTED_PROBLEMS} elements of a list breaks"
+                " the input schema"
+            )
+            return [{"index": index, "field": "", "message": message}]
+    else:
+        errors = exc.errors(include_url=False, include_input=False)
+    return [
+        {"index": index, "field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+        for e in errors[:MAX_LISTED_PROBLEMS]
+    ]
+
+
+def _cut_lists(value: Any, depth: int = 0) -> Any:
+    """``value`` with each list (to a depth of 32) cut to :data:`MAX_LISTED_PROBLEMS`."""
+    if depth > 32:
+        return value
+    if type(value) is list:
+        return [_cut_lists(v, depth + 1) for v in value[:MAX_LISTED_PROBLEMS]]
+    if type(value) is dict:
+        return {k: _cut_lists(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def invalid_input(
+    problems: list[dict[str, Any]], where: str = "inputs", *, total: int | None = None
+) -> InvalidInput:
     """One :class:`InvalidInput` for ``problems`` (each ``{"index", "field", "message"}``).
 
-    The message names the first problem's item and field and counts the rest; ``details``
-    lists the first :data:`MAX_LISTED_PROBLEMS` of them, so the error's size is bounded
-    whatever the request held.
+    The message names the first problem's item and field and counts the rest (``total``
+    problems in all, if more than are listed); ``details`` lists the first
+    :data:`MAX_LISTED_PROBLEMS` of them, so the error's size is bounded whatever the request
+    held.
     """
     listed = [  # fields and messages cut short: a field can be a request's key, any length
         {**p, "field": _cut(str(p["field"])), "message": _cut(str(p["message"]))}
@@ -94,7 +145,8 @@ def invalid_input(problems: list[dict[str, Any]], where: str = "inputs") -> Inva
     ]
     first = listed[0]
     path = f"{where}[{first['index']}]" + (f".{first['field']}" if first["field"] else "")
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    count = max(total or 0, len(problems))
+    more = f" (and {count - 1} more)" if count > 1 else ""
     return InvalidInput(f"{path}: {first['message']}{more}", details=listed)
 
 
