@@ -29,7 +29,7 @@ from starlette.responses import Response
 from aiaas.errors import BadRequest, NotFound, PayloadTooLarge
 from aiaas.http import header_int
 from aiaas.manifest import Manifest
-from aiaas.protocol import check_json_content_type, parse_json
+from aiaas.protocol import check_json_content_type, parse_json, unencodable
 
 #: The header that gives the JSON header's length when binary tensor data follows it.
 HEADER_LENGTH = "inference-header-content-length"
@@ -446,7 +446,21 @@ def forward_body(items: list[dict[str, Any]]) -> bytes:
 def infer_response(request: InferRequest, outputs: list[Any], model: str, version: str) -> Response:
     """The ``/infer`` answer for per-item result dicts: JSON, or a JSON header followed by
     binary tensor data (with ``Inference-Header-Content-Length``) when any output was asked
-    for as binary."""
+    for as binary.
+
+    Results are JSON-native values (output checking turns numpy values into what the
+    simple protocol would send); one that still cannot be encoded is a
+    :class:`~aiaas.errors.ModelError` naming it, not a 500 with a traceback.
+    """
+    try:
+        return _infer_response(request, outputs, model, version)
+    except (TypeError, OverflowError, struct.error) as exc:  # JSONEncodeError is a TypeError
+        raise unencodable(outputs, exc) from None
+
+
+def _infer_response(
+    request: InferRequest, outputs: list[Any], model: str, version: str
+) -> Response:
     names = request.outputs
     if names is None:
         first = outputs[0] if outputs else {}

@@ -6,12 +6,15 @@ the same error everywhere.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from aiaas.errors import BadRequest, InvalidInput, UnsupportedMediaType
+from aiaas.errors import BadRequest, InvalidInput, ModelError, UnsupportedMediaType
+
+log = logging.getLogger("aiaas.protocol")
 
 #: At most this many problems are listed in an :class:`InvalidInput`'s details; the rest are
 #: counted. A request with a million bad items must not get a hundred-megabyte answer.
@@ -155,7 +158,34 @@ def _cut(text: str, limit: int = 200) -> str:
 
 
 def simple_response(outputs: list[Any], model: str, version: str) -> bytes:
-    """Encode a simple-protocol response."""
-    return orjson.dumps(
-        {"outputs": outputs, "model": model, "version": version}, option=orjson.OPT_SERIALIZE_NUMPY
+    """Encode a simple-protocol response; a result JSON cannot carry is a
+    :class:`~aiaas.errors.ModelError` naming it (see :func:`unencodable`)."""
+    try:
+        return orjson.dumps(
+            {"outputs": outputs, "model": model, "version": version},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+    except orjson.JSONEncodeError as exc:
+        raise unencodable(outputs, exc) from None
+
+
+def unencodable(outputs: list[Any], exc: Exception) -> ModelError:
+    """The :class:`ModelError` for results that could not be encoded (output checking
+    catches most such results first; this is the net under it): it names the first item
+    that cannot be encoded on its own, and is logged once, without a traceback."""
+    index = next(
+        (i for i, out in enumerate(outputs) if not _encodes(out)),
+        None,
     )
+    where = "outputs" if index is None else f"outputs[{index}]"
+    message = f"model returned a result that cannot be encoded as JSON: {where}: {exc}"
+    log.warning("%s", message)
+    return ModelError(message)
+
+
+def _encodes(value: Any) -> bool:
+    try:
+        orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:
+        return False
+    return True

@@ -4,7 +4,11 @@ Each output also reports the size of the batch it ran in, so tests can observe b
 ``PROBE_LOAD_DELAY_S`` in the environment delays ``load`` (to observe readiness).
 ``PROBE_BREAK=<kind>:<value>`` makes ``predict`` misbehave on items whose value is
 ``<value>``: ``wrong_key`` (that result says ``valeu`` instead of ``value``), ``nan`` (its
-value is NaN), ``short`` (the batch holding it gets one result fewer than its items).
+value is NaN), ``short`` (the batch holding it gets one result fewer than its items),
+``numpy`` (a dict of numpy scalars, a numpy array ``embedding`` and a tuple ``pair``, all
+fitting the schema once encoded), ``big_int`` (``batch_size`` is 2**70, beyond 64 bits),
+``int_key`` (an extra key that is not a string), ``str_float`` (``value`` is the string
+``"0.5"``), ``bool_int`` (``batch_size`` is ``True``).
 """
 
 from __future__ import annotations
@@ -69,4 +73,26 @@ class Probe(aiaas.Model[ProbeIn, ProbeOut]):
                 results[i] = {"valeu": results[i].value, "batch_size": len(batch), "salt": "x"}
             elif kind == "nan":
                 results[i] = ProbeOut(value=math.nan, batch_size=len(batch), salt=VERSION_SALT)
+            elif kind == "numpy":
+                import numpy as np
+
+                value = results[i].value
+                results[i] = {
+                    "value": np.float32(value),
+                    "batch_size": np.int64(len(batch)),
+                    "salt": VERSION_SALT,
+                    "embedding": np.array([value, -value], dtype=np.float32),
+                    "pair": (np.float64(value), 1),
+                }
+            elif kind in ("big_int", "int_key", "str_float", "bool_int"):
+                result = results[i].model_dump()
+                if kind == "big_int":
+                    result["batch_size"] = 2**70
+                elif kind == "int_key":
+                    result[1] = "a key that is not a string"
+                elif kind == "str_float":
+                    result["value"] = "0.5"
+                else:
+                    result["batch_size"] = True
+                results[i] = result
         return results
