@@ -135,6 +135,24 @@ class TestUnencodable:
         assert "Traceback" not in server.log()
 
 
+class TestStrictTypes:
+    """Finding 6: validation is strict, so what is served is what the schema publishes."""
+
+    @pytest.mark.parametrize(
+        ("kind", "expected"),
+        [
+            ("str_float", "outputs[0].value: Input should be a valid number"),
+            ("bool_int", "outputs[0].batch_size: Input should be a valid integer"),
+        ],
+    )
+    def test_a_value_of_the_wrong_json_type_is_a_model_error(
+        self, start_server: StartServer, probe_bundle: BuiltBundle, kind: str, expected: str
+    ) -> None:
+        server = start_server(probe_bundle.path, env={"PROBE_BREAK": f"{kind}:13"})
+        r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 13}]})
+        assert expected in _model_error(r)
+
+
 class Embedded(BaseModel):
     """An output schema with a list of floats and an integer."""
 
@@ -164,20 +182,24 @@ class TestChecker:
         assert type(checked[2]["count"]) is int
         assert checked[3] is results[3]  # native results are not copied
 
-    def test_values_json_cannot_carry(self) -> None:
+    def test_strict_types_and_values_json_cannot_carry(self) -> None:
         checker = OutputChecker(Embedded)
         problems = checker.problems(
             [
+                {"embedding": ["0.5", 1.0]},
+                {"embedding": [1.0, 1.0], "count": True},
                 {"embedding": [np.float32(1.0), np.float32("nan")]},
                 {"embedding": (1.0, math.inf)},
                 {"embedding": [1.0, 1.0], "count": 2**64},
                 {"embedding": [np.zeros(2), np.zeros(3)]},  # sum() raises ValueError
             ]
         )
-        assert problems[0][0] == ".embedding[1]" and "not a finite number" in problems[0][1]
-        assert problems[1][0] == ".embedding[1]" and "not a finite number" in problems[1][1]
-        assert problems[2] == (".count", "cannot be encoded as JSON: an integer beyond 64 bits")
-        assert problems[3] == (".embedding[0]", "Input should be a valid number")
+        assert problems[0] == (".embedding[0]", "Input should be a valid number")
+        assert problems[1] == (".count", "Input should be a valid integer")
+        assert problems[2][0] == ".embedding[1]" and "not a finite number" in problems[2][1]
+        assert problems[3][0] == ".embedding[1]" and "not a finite number" in problems[3][1]
+        assert problems[4] == (".count", "cannot be encoded as JSON: an integer beyond 64 bits")
+        assert problems[5] == (".embedding[0]", "Input should be a valid number")
 
     def test_a_bad_result_is_replaced_in_strict_mode(self) -> None:
         checked = OutputChecker(Embedded).check([{"embedding": [1.0, 1.0], "count": 2**70}])

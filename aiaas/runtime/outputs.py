@@ -7,13 +7,13 @@ would send as ``null``) is caught here instead of reaching the caller.
 
 One :class:`pydantic.TypeAdapter` call per batch validates every result, plus a walk for
 non-finite numbers (pydantic's ``float`` accepts NaN unless the schema forbids it): a few
-microseconds per item against milliseconds of forward pass. Validation is pydantic's lax
-mode on the JSON-ready values (what :meth:`pydantic.BaseModel.model_dump` with
-``mode="json", by_alias=True`` gives), so a value pydantic would coerce (``"1"`` for an
-integer) passes. A result holding other values (numpy arrays and scalars, tuples) is
-checked as its JSON encoding and replaced by it, so every encoder sends the value that was
-checked; values JSON cannot carry (NaN, integers beyond 64 bits, keys that are not
-strings) are bad results in either mode.
+microseconds per item against milliseconds of forward pass. Validation is pydantic's
+strict mode on the JSON-ready values (what :meth:`pydantic.BaseModel.model_dump` with
+``mode="json", by_alias=True`` gives), so ``"1"`` or ``true`` for an integer is a bad
+result (an integer for a float is fine, as in JSON Schema). A result holding other values
+(numpy arrays and scalars, tuples) is checked as its JSON encoding and replaced by it, so
+every encoder sends the value that was checked; values JSON cannot carry (NaN, integers
+beyond 64 bits, keys that are not strings) are bad results in either mode.
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ class OutputChecker:
             if first is not None:
                 found[index] = first
         try:
-            self._adapter.validate_python(results)
+            # strict: "0.5" for a float or true for an integer would break the published
+            # schema; strict still takes an integer for a float, as JSON Schema does
+            self._adapter.validate_python(results, strict=True)
         except ValidationError as exc:
             for err in exc.errors(include_url=False, include_input=False):
                 position, *loc = err["loc"]
@@ -118,7 +120,7 @@ class OutputChecker:
         except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
             return _UNSENDABLE, ("", f"{_CANNOT_ENCODE}: {exc}")
         try:
-            self._adapter.validate_python([sent])
+            self._adapter.validate_python([sent], strict=True)
         except ValidationError as exc:
             err = exc.errors(include_url=False, include_input=False)[0]
             return sent, (_path(err["loc"][1:]), err["msg"])
