@@ -45,6 +45,7 @@ from aiaas.manifest import Manifest
 STATE_FILE = "deployment.json"
 SERVER_RECORD = "server-{pid}.json"
 STOP_TIMEOUT_S = 35.0  # the server drains for up to 30 s after SIGTERM
+REAP_PATIENCE_S = 2.0  # a server seen exiting is collected within this, not left a zombie
 SWITCH_GRACE_S = 0.5  # callers that read the old port just before the switch still land
 
 
@@ -523,7 +524,7 @@ def _stop_processes(records: Sequence[dict[str, Any] | None]) -> None:
     drain (by another project's server, say) counts as ours having exited and is never sent
     the final SIGKILL."""
     ours = [(r["pid"], _start_time(r["pid"])) for r in records if r and _is_our_process(r)]
-    stopping = [pid for pid, _ in ours]
+    stopping = list(ours)
     for pid, _ in ours:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -535,8 +536,9 @@ def _stop_processes(records: Sequence[dict[str, Any] | None]) -> None:
         # reads empty for a moment before it becomes a zombie.
         ours = [(pid, start) for pid, start in ours if not _gone(pid, start)]
         if not ours:
-            for pid in stopping:  # a child that turned zombie since the last pass
-                _reap(pid)
+            for pid, start in stopping:  # a child may still be on its way to being a zombie
+                if _start_time(pid) in (start, None):  # not if the pid is another's now
+                    _reap(pid, patience_s=REAP_PATIENCE_S)
             return
         time.sleep(0.05)
     for pid, start in ours:
@@ -561,6 +563,15 @@ def _exited(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+def _reap(pid: int, patience_s: float = 0.0) -> None:
+    """Collect ``pid``'s exit status if it is our child, so it leaves no zombie; with
+    ``patience_s``, keep trying that long for a child that is still on its way out."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except (ChildProcessError, OSError):  # not our child, or already collected
+            return
+        if done or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
