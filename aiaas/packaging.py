@@ -266,7 +266,8 @@ def _environment(config: ProjectConfig) -> dict[str, str]:
     if config.function.auth == "api_key":
         env["AIAAS_API_KEYS"] = (
             "required: the key records from `aiaas keys create`, comma-separated, "
-            "from the platform's secret store"
+            "from the platform's secret store (or AIAAS_API_KEYS_FILE: a mounted file of "
+            "records, re-read within 1 s, for rotation without a restart)"
         )
     return env
 
