@@ -17,12 +17,28 @@ from aiaas.manifest import Manifest
 JSON = "application/json"
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _OIP_ERROR = {"$ref": "#/components/schemas/OipError"}
-# Open Inference Protocol v2 REST datatypes (https://kserve.github.io/website/ "V2 protocol").
-OIP_DATATYPES = [
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BYTES",
-]  # fmt: skip
+OIP_DATATYPES = list(oip.DATATYPES)  # the datatypes the OIP parser checks against
 _PARAMETERS = {"type": "object", "description": "Free-form parameters (OIP)."}
+
+
+def _tensor(data_description: str | None = None) -> dict[str, Any]:
+    """An OIP tensor as requests send and responses return it."""
+    data: dict[str, Any] = {"type": "array"}
+    if data_description:
+        data["description"] = data_description
+    return {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "datatype": {"type": "string", "enum": OIP_DATATYPES},
+            "parameters": _PARAMETERS,
+            "data": data,
+        },
+    }
+
+
 _OIP_SCHEMAS: dict[str, Any] = {
     "OipError": {
         "type": "object",
@@ -36,21 +52,10 @@ _OIP_SCHEMAS: dict[str, Any] = {
             "details": {},
         },
     },
-    "InferRequestInput": {
-        "type": "object",
-        "required": ["name", "shape", "datatype", "data"],
-        "properties": {
-            "name": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-            "datatype": {"type": "string", "enum": OIP_DATATYPES},
-            "parameters": _PARAMETERS,
-            "data": {
-                "type": "array",
-                "description": "The tensor's elements, flat in row-major order (or nested "
-                "as its shape); the first dimension is the batch.",
-            },
-        },
-    },
+    "InferRequestInput": _tensor(
+        "The tensor's elements, flat in row-major order (or nested as its shape); the first "
+        "dimension is the batch."
+    ),
     "InferRequestOutput": {
         "type": "object",
         "required": ["name"],
@@ -73,17 +78,7 @@ _OIP_SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "InferResponseOutput": {
-        "type": "object",
-        "required": ["name", "shape", "datatype", "data"],
-        "properties": {
-            "name": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-            "datatype": {"type": "string", "enum": OIP_DATATYPES},
-            "parameters": _PARAMETERS,
-            "data": {"type": "array"},
-        },
-    },
+    "InferResponseOutput": _tensor(),
     "InferResponse": {
         "type": "object",
         "required": ["model_name", "outputs"],

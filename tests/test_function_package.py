@@ -81,9 +81,7 @@ def test_packaging_is_deterministic(
 def test_the_aws_zip_runs_on_its_own(
     probe_function: FunctionSetup, packaged: dict[str, Path], tmp_path: Path
 ) -> None:
-    root = tmp_path / "task"
-    with zipfile.ZipFile(packaged["aws-x86_64"]) as zf:
-        zf.extractall(root)
+    root = _unzip(packaged["aws-x86_64"], tmp_path / "task")
     http = {"method": "POST", "path": "/predict", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"}
     event = {
         "version": "2.0", "routeKey": "$default", "rawPath": "/predict", "rawQueryString": "",
@@ -195,9 +193,7 @@ def test_the_shipped_bytecode_is_what_runs(
     probe_function: FunctionSetup, packaged: dict[str, Path], tmp_path: Path
 ) -> None:
     """Change a source file after packaging: the unchecked .pyc still runs, so it is used."""
-    root = tmp_path / "task"
-    with zipfile.ZipFile(packaged["aws-x86_64"]) as zf:
-        zf.extractall(root)
+    root = _unzip(packaged["aws-x86_64"], tmp_path / "task")
     edge = root / "functions" / "edge.py"
     edge.write_text(edge.read_text() + "\nRAN_FROM_SOURCE = True\n")
     code = "import functions.edge as e; print(hasattr(e, 'RAN_FROM_SOURCE'))"
@@ -270,3 +266,10 @@ def test_the_packaged_config_is_the_one_that_was_checked(probe_function: Functio
     packed = json.loads(function_config_json(config))
     assert packed["provider"] == "other" and packed["server"] == {"max_queue_size": 3}
     assert "function" not in packed  # defaults stay defaults: not frozen into the zip
+
+
+def _unzip(zip_path: Path, root: Path) -> Path:
+    """The zip unpacked into ``root``, as Lambda lays it out in its task root."""
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(root)
+    return root
