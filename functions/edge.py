@@ -7,15 +7,18 @@ importing model code, torch or transformers. Answers: the size the platform will
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
-
-import fastjsonschema
 
 from aiaas.errors import AiaasError, PayloadTooLarge
 from aiaas.http import read_limited_body
 from aiaas.manifest import Manifest
-from aiaas.protocol import invalid_input
+
+# brief and MAX_MESSAGE_CHARS moved to aiaas.protocol (the server describes problems the
+# same way); they stay importable from here.
+from aiaas.protocol import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS
+from aiaas.protocol import InputCheck
+from aiaas.protocol import brief as brief
 
 DEFAULT_MAX_ITEMS = 512  # as config.server.max_items_per_request
 
@@ -52,12 +55,15 @@ class ResponseTooLarge(AiaasError):
 
 
 class EdgeValidator:
-    """Checks request items against the model's input JSON Schema (compiled once)."""
+    """Checks request items against the model's input JSON Schema (compiled once), with
+    the model server's own check (:class:`aiaas.protocol.InputCheck`): the edge and the
+    server give the same verdict, index, field and message, and the items are only read,
+    never changed (no schema default is written into what is forwarded)."""
 
     def __init__(self, manifest: Manifest, max_items: int = DEFAULT_MAX_ITEMS) -> None:
         self.manifest = manifest
         self.max_items = max_items
-        self._check: Callable[[Any], Any] = fastjsonschema.compile(manifest.input_schema)
+        self.input_check = InputCheck(manifest.input_schema)
 
     def check_count(self, count: int, where: str = "inputs") -> None:
         """Raise :class:`PayloadTooLarge` (413) if ``count`` items are more than one request
@@ -72,43 +78,7 @@ class EdgeValidator:
         """Refuse too many items (413), then raise :class:`~aiaas.errors.InvalidInput`
         naming the first bad item's index and field (at most a few problems are listed)."""
         self.check_count(len(items), where)
-        problems: list[dict[str, Any]] = []
-        for index, item in enumerate(items):
-            try:
-                self._check(item)
-            except fastjsonschema.JsonSchemaValueException as exc:
-                problems.append({"index": index, **_describe(exc, item)})
-        if problems:
-            raise invalid_input(problems, where)
-
-
-#: Longest text a problem's field or message (or an error's message) keeps: fastjsonschema's
-#: ``additionalProperties`` message lists every unexpected key, as long as the request is.
-MAX_MESSAGE_CHARS = 200
-
-
-def brief(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``text`` cut to ``limit`` characters (an ellipsis says it was)."""
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _describe(exc: fastjsonschema.JsonSchemaValueException, item: Any) -> dict[str, str]:
-    """Turn fastjsonschema's ``data.x must be string`` into a field and a message, each at
-    most :data:`MAX_MESSAGE_CHARS` long whatever the item held."""
-    described = _describe_in_full(exc, item)
-    return {"field": brief(described["field"]), "message": brief(described["message"])}
-
-
-def _describe_in_full(exc: fastjsonschema.JsonSchemaValueException, item: Any) -> dict[str, str]:
-    path = [str(p) for p in (exc.path or [])[1:]]  # drop the leading "data"
-    message = exc.message
-    prefix = ".".join(["data", *path])
-    if message.startswith(prefix + " "):
-        message = message[len(prefix) + 1 :]
-    if exc.rule == "required" and isinstance(item, dict) and isinstance(exc.rule_definition, list):
-        missing = [k for k in exc.rule_definition if k not in item]
-        return {"field": ".".join([*path, *missing[:1]]), "message": "Field required"}
-    return {"field": ".".join(path), "message": message}
+        self.input_check.check(items, where)
 
 
 async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:

@@ -1,12 +1,21 @@
-"""Which requests the model server's plain-ASGI fast path takes (the rest go to Starlette)."""
+"""Which requests the model server's plain-ASGI fast path takes (the rest go to Starlette), and
+that the fast path, the Starlette app and the data plane below both form no import cycle."""
 
 from __future__ import annotations
 
-from typing import Any
+import ast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from aiaas.bundle import open_bundle
+from aiaas.runtime.app import create_app
 from aiaas.runtime.fastpath import simple_route
+from aiaas.runtime.runner import ModelRunner
+
+if TYPE_CHECKING:
+    from aiaas.bundle import BuiltBundle
 
 
 def _scope(method: str, path: str, root_path: str = "", kind: str = "http") -> dict[str, Any]:
@@ -46,3 +55,54 @@ def test_everything_else_goes_to_starlette(scope: dict[str, Any]) -> None:
 def test_root_path_is_stripped_like_starlette_does() -> None:
     assert simple_route(_scope("POST", "/prefix/invocations", "/prefix")) == "/invocations"
     assert simple_route(_scope("POST", "/prefix", "/prefix")) == "/"
+
+
+RUNTIME = Path(__file__).resolve().parent.parent / "aiaas" / "runtime"
+TRANSPORTS = ("app", "fastpath", "dataplane")
+
+
+def _runtime_imports(module: str) -> set[str]:
+    """The ``aiaas.runtime`` transports and data plane that ``module`` imports, anywhere in
+    the file (under ``TYPE_CHECKING`` too: a cycle hidden there is still a cycle)."""
+    tree = ast.parse((RUNTIME / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {n.rsplit(".", 1)[-1] for n in names if n.startswith("aiaas.runtime.")}
+    return found & set(TRANSPORTS)
+
+
+def test_the_data_plane_is_below_both_transports_and_they_form_no_cycle() -> None:
+    graph = {module: _runtime_imports(module) - {module} for module in TRANSPORTS}
+    assert graph["dataplane"] == set(), "the data plane must import neither transport"
+    assert "app" not in graph["fastpath"], "the fast path must not import the Starlette app"
+    assert "dataplane" in graph["fastpath"] and "dataplane" in graph["app"]
+    for module, imports in graph.items():  # no module reaches itself
+        seen, todo = set(), list(imports)
+        while todo:
+            current = todo.pop()
+            assert current != module, f"import cycle through aiaas.runtime.{module}"
+            if current not in seen:
+                seen.add(current)
+                todo += graph[current]
+
+
+def test_starlette_routes_the_simple_paths_to_the_fast_paths_own_endpoints(
+    probe_bundle: BuiltBundle, tmp_path: Path
+) -> None:
+    """One simple-protocol handler: Starlette's routes for those paths (kept so that another
+    method gets 405 with the right Allow) are the very endpoints the fast path calls."""
+    bundle_dir, manifest = open_bundle(probe_bundle.path, cache_dir=tmp_path)
+    app = create_app(ModelRunner(bundle_dir, manifest))
+    starlette_routes = {
+        route.path: route
+        for route in app.app.router.routes  # type: ignore[attr-defined]
+    }
+    for template, endpoint in app.endpoints.items():
+        route = starlette_routes[template]
+        assert route.app is endpoint and route.methods == {"POST"}, template

@@ -4,33 +4,35 @@ Under load the model server's event loop shares the GIL (and the cores) with the
 threads, so every microsecond it spends per request is taken from the forward pass.
 Starlette's middleware stack, router and ``Request`` object were a large share of the
 loop's time per request in py-spy profiles (next to the work itself: read the body, parse,
-validate, queue, encode). This wrapper answers
-``POST /invocations``, ``/score``, ``/`` and ``/api/predict/{service}`` directly, with the
-same handler, error mapping, request id and metrics as the Starlette routes
-(:meth:`ModelServer.simple_body`, :meth:`ModelServer.respond`); everything else (other
-methods and routes, lifespan) goes to the Starlette app unchanged.
+validate, queue, encode). :class:`SimpleFastPath` answers ``POST /invocations``,
+``/score``, ``/`` and ``/api/predict/{service}`` directly with :class:`SimpleEndpoint`:
+the data plane's simple protocol (:meth:`DataPlane.simple`), error mapping, request id and
+metrics, the same as every Starlette route. Everything else (other methods and routes,
+lifespan) goes to the Starlette app unchanged; its routes for these paths are the same
+:class:`SimpleEndpoint` objects (they declare the paths, so that another method gets 405
+with the right ``Allow``). This module imports the data plane only, never the app.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.requests import ClientDisconnect
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aiaas.http import JSON, request_id_from
 from aiaas.protocol import check_json_content_type
-
-if TYPE_CHECKING:
-    from aiaas.runtime.app import ModelServer
+from aiaas.runtime.dataplane import Answer, DataPlane
 
 #: Exact paths of the simple protocol, and the metrics label of each.
 _SIMPLE_ROUTES = {"/invocations": "/invocations", "/score": "/score", "/": "/"}
 _PAI_PREFIX = "/api/predict/"
 _PAI_ROUTE = "/api/predict/{service}"
+#: Every route template of the simple protocol.
+SIMPLE_ROUTES = (*_SIMPLE_ROUTES.values(), _PAI_ROUTE)
+
+_JSON_TYPE = (b"content-type", JSON.encode("latin-1"))
 
 
 def simple_route(scope: Scope) -> str | None:
@@ -48,19 +50,15 @@ def simple_route(scope: Scope) -> str | None:
     return _PAI_ROUTE if service and "/" not in service else None
 
 
-class SimpleFastPath:
-    """ASGI middleware: the simple protocol's POST routes without Starlette's per-request
-    machinery; every other request goes to ``app``."""
+class SimpleEndpoint:
+    """One simple-protocol route as an ASGI app: ``{"inputs": [...]}`` in, the data
+    plane's answer out, with the request id and the route's metrics."""
 
-    def __init__(self, app: ASGIApp, server: ModelServer) -> None:
-        self.app = app
-        self.server = server
+    def __init__(self, plane: DataPlane, route: str) -> None:
+        self.plane = plane
+        self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = simple_route(scope)
-        if route is None:
-            await self.app(scope, receive, send)
-            return
         started = time.perf_counter()
         declared: str | None = None
         given: str | None = None
@@ -74,18 +72,56 @@ class SimpleFastPath:
                 given = value.decode("latin-1")
         request_id = request_id_from(given)
         work = self._simple(receive, declared, content_type, request_id)
-        response = await self.server.respond(work, request_id)
-        self.server.metrics.observe_request(
-            route, response.status_code, time.perf_counter() - started
-        )
-        await response(scope, receive, send)
+        answer = await self.plane.respond(work, request_id, oip=False)
+        self.plane.observe(self.route, answer.status, started)
+        await send_answer(send, answer, request_id)
 
     async def _simple(
         self, receive: Receive, declared: str | None, content_type: str | None, request_id: str
-    ) -> Response:
+    ) -> Answer:
         check_json_content_type(content_type)  # 415 before reading a body we cannot parse
-        body = await self.server.read_body(_body_chunks(receive), declared)
-        return Response(await self.server.simple_body(body, request_id), media_type=JSON)
+        body = await self.plane.read_body(_body_chunks(receive), declared)
+        return Answer(200, await self.plane.simple(body, request_id))
+
+
+async def send_answer(send: Send, answer: Answer, request_id: str) -> None:
+    """Send ``answer`` as an ASGI response (what a Starlette ``Response`` sends, without
+    building one): ``content-length``, ``content-type``, its headers, ``x-request-id``."""
+    status, body, media_type, extra = answer
+    headers = [(b"content-length", str(len(body)).encode("latin-1"))]
+    if media_type == JSON:
+        headers.append(_JSON_TYPE)
+    elif media_type is not None:
+        headers.append((b"content-type", media_type.encode("latin-1")))
+    if extra:
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    headers.append((b"x-request-id", request_id.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def simple_endpoints(plane: DataPlane) -> dict[str, SimpleEndpoint]:
+    """One :class:`SimpleEndpoint` for each simple-protocol route, by route template."""
+    return {route: SimpleEndpoint(plane, route) for route in SIMPLE_ROUTES}
+
+
+class SimpleFastPath:
+    """ASGI middleware: the simple protocol's POST routes straight to their
+    :class:`SimpleEndpoint` (``endpoints``, by route template), without Starlette's
+    per-request machinery; every other request goes to ``app``."""
+
+    def __init__(self, app: ASGIApp, endpoints: Mapping[str, SimpleEndpoint]) -> None:
+        self.app = app
+        self.endpoints = dict(endpoints)
+        missing = set(SIMPLE_ROUTES) - self.endpoints.keys()
+        assert not missing, f"no endpoint for {sorted(missing)}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = simple_route(scope)
+        if route is None:
+            await self.app(scope, receive, send)
+        else:
+            await self.endpoints[route](scope, receive, send)
 
 
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:

@@ -1,0 +1,281 @@
+"""The model server's data plane, free of any transport.
+
+Body bytes and the few header values it needs go in; a :class:`Answer` (status, body,
+media type, extra headers) comes out, or a typed :class:`~aiaas.errors.AiaasError` is
+raised and :meth:`DataPlane.respond` maps it to one. It owns what a request goes through
+(parse → validate → batch → encode), readiness, and the metrics hooks. Two transports call
+it: the Starlette app (:mod:`aiaas.runtime.app`: every route) and the plain-ASGI fast path
+(:mod:`aiaas.runtime.fastpath`: the simple protocol's POSTs). It imports neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NamedTuple
+
+import orjson
+from pydantic import BaseModel
+from starlette.requests import ClientDisconnect  # what both transports raise on a lost body
+from starlette.responses import Response
+
+from aiaas import oip
+from aiaas.config import ServerSection
+from aiaas.errors import AiaasError, DeadlineExceeded, NotReady, PayloadTooLarge
+from aiaas.http import JSON, error_response, oip_error_response, read_limited_body
+from aiaas.protocol import (
+    InputCheck,
+    parse_json,
+    simple_inputs,
+    simple_response,
+    validate_items,
+)
+from aiaas.runtime.batcher import Batcher
+from aiaas.runtime.metrics import CONTENT_TYPE, ServerMetrics
+from aiaas.runtime.runner import ModelRunner
+
+log = logging.getLogger("aiaas.server")
+
+#: The status /metrics records for a request whose client left before sending its whole
+#: body (nginx's convention; nothing is sent).
+CLIENT_CLOSED_REQUEST = 499
+
+#: The headers a transport sets itself; an :class:`Answer` never carries them.
+_TRANSPORT_HEADERS = frozenset({"content-length", "content-type"})
+
+
+class Answer(NamedTuple):
+    """What to send: status, body, its media type (None: no ``content-type``) and any
+    other headers (``retry-after``, OIP's ``inference-header-content-length``). The
+    transport adds ``content-length`` and ``x-request-id``."""
+
+    status: int
+    body: bytes
+    media_type: str | None = JSON
+    headers: Mapping[str, str] | None = None
+
+
+def json_answer(body: dict[str, Any], status: int = 200) -> Answer:
+    """``body`` as an orjson-encoded JSON answer."""
+    return Answer(status, orjson.dumps(body))
+
+
+def answer_of(response: Response) -> Answer:
+    """The :class:`Answer` a Starlette ``Response`` value (as :mod:`aiaas.oip` and
+    :mod:`aiaas.http` build them) holds."""
+    extra = {k: v for k, v in response.headers.items() if k not in _TRANSPORT_HEADERS}
+    return Answer(response.status_code, bytes(response.body), response.media_type, extra or None)
+
+
+class DataPlane:
+    """State of one serving process (the runner, the batcher, readiness, metrics) and every
+    request it serves, whatever carried it."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        settings: ServerSection,
+        on_load_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.runner = runner
+        self._on_load_failure = on_load_failure
+        self.manifest = runner.manifest
+        self.settings = settings
+        #: The one validation truth, shared with the function tier's edge.
+        self.input_check = InputCheck(self.manifest.input_schema)
+        self.metrics = ServerMetrics(self.manifest.name, lambda: self.batcher.queue_depth)
+        self.batcher = Batcher(
+            runner.run_batch,
+            max_batch_size=self.manifest.batching.max_batch_size,
+            max_delay_ms=self.manifest.batching.max_delay_ms,
+            max_queue_size=settings.max_queue_size,
+            on_batch=self.metrics.observe_batch,
+            workers=runner.workers,
+            queue_wait_ms=settings.queue_wait_ms,
+        )
+        self.ready = False
+        self.load_error: str | None = None
+        self._load_task: asyncio.Future[None] | None = None
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start batching and load the model in the background (call it on the running
+        loop): readiness turns true only once the model is loaded and warmed up."""
+        loop = asyncio.get_running_loop()
+        # Loading goes to the inference thread first; batching starts there once it is done.
+        self._load_task = loop.run_in_executor(self.batcher.executor, self.runner.load)
+        self._load_task.add_done_callback(self._loaded)
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        """Stop being ready and drain the batcher."""
+        self.ready = False
+        await self.batcher.stop()
+
+    def _loaded(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self.ready = True
+        else:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("model failed to load", exc_info=exc)
+            if self._on_load_failure is not None:
+                self._on_load_failure(exc)
+
+    def require_ready(self) -> None:
+        """Raise :class:`~aiaas.errors.NotReady` (503) unless the model is loaded."""
+        if not self.ready:
+            reason = (
+                f"model failed to load: {self.load_error}"
+                if self.load_error
+                else "model is loading"
+            )
+            raise NotReady(reason)
+
+    # -- the predict path ----------------------------------------------------------------
+
+    async def read_body(self, chunks: AsyncIterator[bytes], declared: str | None) -> bytes:
+        """The whole body from ``chunks``, refused (413) as soon as it is over the limit:
+        at once if the declared ``content-length`` says so."""
+        return await read_limited_body(chunks, declared, self.settings.max_body_bytes)
+
+    def check_item_count(self, count: int) -> None:
+        """Refuse (413 ``payload_too_large``) a request of more than
+        ``server.max_items_per_request`` items, before any of them is validated or expanded:
+        a few bytes per item must not buy seconds of validation and a huge error list."""
+        limit = self.settings.max_items_per_request
+        if count > limit:
+            raise PayloadTooLarge(
+                f"request has {count} items; the limit is {limit} per request "
+                "(server.max_items_per_request)",
+                details={"items": count, "limit": limit},
+            )
+
+    def validate(self, raw_items: list[Any], where: str = "inputs") -> list[BaseModel]:
+        """The items as the model's input objects, or :class:`~aiaas.errors.InvalidInput`.
+
+        First the manifest's JSON Schema (:class:`~aiaas.protocol.InputCheck`, the check
+        the function tier's edge runs: same verdict, index, field and message), then the
+        model's pydantic input schema builds the objects and runs the model's own
+        validators, which no JSON Schema carries (those refusals are the server's alone).
+        """
+        self.check_item_count(len(raw_items))
+        self.input_check.check(raw_items, where)
+        return validate_items(self.runner.input_schema, raw_items, where)
+
+    async def predict(
+        self, raw_items: list[Any], request_id: str, where: str = "inputs"
+    ) -> list[Any]:
+        """Validate the items, queue them for a batch, and return their results."""
+        self.require_ready()
+        items = self.validate(raw_items, where)
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return await self.batcher.submit(items, request_id)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"prediction took longer than {self.settings.request_timeout_s:g}s"
+            ) from None
+
+    async def simple(self, body: bytes, request_id: str) -> bytes:
+        """The simple protocol, request body to response body:
+        ``{"inputs": [...]}`` → ``{"outputs": [...], "model", "version"}`` (JSON)."""
+        outputs = await self.predict(simple_inputs(parse_json(body)), request_id)
+        return simple_response(outputs, self.manifest.name, self.manifest.version)
+
+    async def infer(
+        self,
+        body: bytes,
+        path_params: Mapping[str, Any],
+        *,
+        header_length: str | None,
+        content_type: str | None,
+        request_id: str,
+    ) -> Answer:
+        """Open Inference Protocol ``/infer``: tensors in, tensors out (as JSON or as binary
+        tensor data, see :mod:`aiaas.oip`)."""
+        oip.check_model(self.manifest, dict(path_params))
+        infer = oip.parse_infer(
+            body,
+            header_length=header_length,
+            content_type=content_type,
+            max_items=self.settings.max_items_per_request,
+            output_names=oip.output_names(self.manifest),
+        )
+        outputs = await self.predict(infer.items, request_id, where="instances")
+        response = oip.infer_response(infer, outputs, self.manifest.name, self.manifest.version)
+        return answer_of(response)
+
+    # -- health and metadata -------------------------------------------------------------
+
+    def ping(self) -> Answer:
+        """SageMaker health check: 200 (empty) once loaded and warmed up."""
+        self.require_ready()
+        return Answer(200, b"", None)
+
+    def live(self) -> Answer:
+        """Liveness: the process serves (also while the model loads)."""
+        return json_answer({"live": True})
+
+    def readiness(self) -> Answer:
+        """Readiness: the model is loaded and warmed up."""
+        self.require_ready()
+        return json_answer(
+            {"ready": True, "model": self.manifest.name, "version": self.manifest.version}
+        )
+
+    def server_metadata(self) -> Answer:
+        """OIP ``GET /v2``: server metadata, with the extensions supported."""
+        return json_answer(oip.server_metadata())
+
+    def model_metadata(self, path_params: Mapping[str, Any]) -> Answer:
+        """OIP ``GET /v2/models/{name}``: tensors derived from the manifest's schemas."""
+        oip.check_model(self.manifest, dict(path_params))
+        return json_answer(oip.model_metadata(self.manifest))
+
+    def model_ready(self, path_params: Mapping[str, Any]) -> Answer:
+        """OIP ``GET /v2/models/{name}/ready``."""
+        oip.check_model(self.manifest, dict(path_params))
+        self.require_ready()
+        return json_answer({"name": self.manifest.name, "ready": True})
+
+    def metrics_text(self) -> Answer:
+        """Prometheus text exposition."""
+        return Answer(200, self.metrics.render(), CONTENT_TYPE)
+
+    # -- errors and metrics --------------------------------------------------------------
+
+    async def respond(self, work: Awaitable[Answer], request_id: str, *, oip: bool) -> Answer:
+        """``work``'s answer, or its error as JSON (aiaas's shape, or with ``oip`` the Open
+        Inference Protocol's ``{"error": "<message>"}``): one error mapping for every
+        route of both transports."""
+        try:
+            return await work
+        except Exception as exc:  # mapped; logged when unexpected
+            return self.failure(exc, request_id, oip=oip)
+
+    def failure(self, exc: Exception, request_id: str, *, oip: bool) -> Answer:
+        """The answer for ``exc``: its own status for an :class:`AiaasError`, 499 (nothing
+        sent) for a client gone before its whole body arrived, 500 for anything else."""
+        if isinstance(exc, ClientDisconnect):
+            # Nobody is left to answer: not a server error. One line, and status 499 (nginx's
+            # "client closed request") so /metrics counts it apart from the 5xx.
+            log.info(
+                "client disconnected before sending its whole body (request_id=%s)", request_id
+            )
+            return Answer(CLIENT_CLOSED_REQUEST, b"", None)
+        if not isinstance(exc, AiaasError):
+            log.error("unhandled error (request_id=%s)", request_id, exc_info=exc)
+            exc = AiaasError("internal server error")
+        answer = oip_error_response if oip else error_response
+        return answer_of(answer(exc, request_id))
+
+    def observe(self, route: str, status: int, started: float) -> None:
+        """Count one finished request on ``route`` (its template), begun at ``started``
+        (:func:`time.perf_counter`)."""
+        self.metrics.observe_request(route, status, time.perf_counter() - started)
