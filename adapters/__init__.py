@@ -1,37 +1,43 @@
-"""Providers: one contract (:class:`adapters.base.Provider`) and one module per cloud.
+"""Providers: one contract (:mod:`adapters.base`) and one package per cloud.
 
-Providers are discovered through the ``aiaas.providers`` entry-point group, so a new cloud
-is a package, not an ``if`` branch: ``get_provider("local", config)``.
+Providers are discovered through the ``aiaas.providers`` entry-point group, whose entry
+points are :class:`aiaas.plugins.ProviderSpec` objects, so a new cloud is a package, not an
+``if`` branch. :func:`get_provider` builds a control plane (the CLI); :func:`get_invoker`
+builds only the light invoke path (a function's cold start).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from aiaas.errors import ConfigError
+from aiaas.plugins import installed_providers, provider_spec
 
 if TYPE_CHECKING:
-    from adapters.base import Provider
+    from adapters.base import Invoker, Provider
     from aiaas.config import ProjectConfig
-
-ENTRY_POINT_GROUP = "aiaas.providers"
 
 
 def available_providers() -> list[str]:
     """Names of the installed providers."""
-    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(installed_providers())
 
 
 def get_provider(name: str, config: ProjectConfig) -> Provider:
-    """Instantiate the provider registered under ``name`` with the project's config."""
+    """The control plane of provider ``name``, built from the project's config."""
     from adapters.base import Provider
 
-    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
-    if not found:
-        installed = ", ".join(available_providers()) or "none"
-        raise ConfigError(f"provider: unknown provider {name!r}; installed: {installed}")
-    cls = found[0].load()
-    if not (isinstance(cls, type) and issubclass(cls, Provider)):
-        raise ConfigError(f"provider: entry point {name!r} is not an adapters.base.Provider")
+    cls = provider_spec(name).load_control_plane()
+    if not issubclass(cls, Provider):
+        raise ConfigError(f"provider: {name!r}'s control plane is not an adapters.base.Provider")
+    return cls.from_config(config)
+
+
+def get_invoker(name: str, config: ProjectConfig) -> Invoker:
+    """The invoke path of provider ``name`` (no control-plane SDK is imported)."""
+    from adapters.base import Invoker
+
+    cls = provider_spec(name).load_invoker()
+    if not issubclass(cls, Invoker):
+        raise ConfigError(f"provider: {name!r}'s invoke path is not an adapters.base.Invoker")
     return cls.from_config(config)

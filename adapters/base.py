@@ -1,20 +1,32 @@
-"""The Provider contract every cloud implements, with the guarantees callers rely on.
+"""The provider contract every cloud implements, with the guarantees callers rely on.
 
-Nothing above ``adapters/`` knows a cloud's name: the router, the function tier and the
-CLI talk to :class:`Provider` only, and the conformance suite holds every implementation to
-the guarantees written here. Errors are always :mod:`aiaas.errors` types.
+A provider has two halves, split where the hot path needs it:
+
+- the **control plane** (:class:`Provider`): upload, deploy, plan, describe, list, delete,
+  logs. The CLI and the conformance suite use it; it may load the cloud's control-plane SDK.
+- the **invoke path** (:class:`Invoker`): one light object that sends predictions to a
+  deployment, ``async`` for the function tier (awaited on its event loop, no thread hop) and
+  sync for the CLI. A function's cold start builds only this, so it must never import a
+  control-plane SDK or torch.
+
+Nothing above ``adapters/`` knows a cloud's name: the function tier and the CLI talk to these
+two classes only, and ``tests/conformance`` holds every implementation to the guarantees
+written here. Errors are always :mod:`aiaas.errors` types, mapped once per provider.
 """
 
 from __future__ import annotations
 
 import builtins
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from types import TracebackType
+from typing import Any, ClassVar, Literal
 
 from aiaas.config import ProjectConfig
+from aiaas.manifest import Manifest
 
 ProgressFn = Callable[[str, float | None], None]
 """Progress callback: a status message and a completed fraction (``None`` if unknown)."""
@@ -24,23 +36,72 @@ def no_progress(_message: str, _fraction: float | None) -> None:
     """The default progress callback: report nothing."""
 
 
+class DeploymentStatus(enum.StrEnum):
+    """Where a deployment is, in every provider's terms."""
+
+    CREATING = "creating"  # first version starting; not answering yet
+    READY = "ready"  # answering predictions
+    UPDATING = "updating"  # answering with one version while another rolls out
+    FAILED = "failed"  # not answering, and will not without a new deploy
+    STOPPED = "stopped"  # exists, but nothing runs (e.g. its server died)
+    DELETING = "deleting"  # on its way out
+
+
 @dataclass(frozen=True)
 class Deployment:
-    """What a provider reports about one named deployment.
-
-    ``status`` is one of ``ready``, ``creating``, ``updating``, ``failed``, ``stopped``.
-    """
+    """What a provider reports about one named deployment."""
 
     name: str
     provider: str
     version: str
-    status: str
+    status: DeploymentStatus
     endpoint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
+Action = Literal["create", "update", "delete", "keep"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource a deploy would touch: ``kind`` in the provider's terms (a server
+    process, an S3 object, an endpoint config, ...), its ``name``, and what happens to it."""
+
+    action: Action
+    kind: str
+    name: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :meth:`Provider.deploy` of ``version`` to deployment ``name`` would do."""
+
+    name: str
+    version: str
+    changes: tuple[Change, ...]
+
+    @property
+    def unchanged(self) -> bool:
+        """True when the deploy would change nothing (the digest is already live)."""
+        return all(c.action == "keep" for c in self.changes)
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """A prediction's answer: the body as the model server wrote it, and the version that
+    answered (``None`` when the answer does not say)."""
+
+    body: bytes
+    version: str | None
+
+
 class Provider(ABC):
-    """A place that runs the model server: ``local``, ``sagemaker``, ``azureml``, ``pai``."""
+    """The control plane of a place that runs the model server.
+
+    A provider holds clients (HTTP sessions, SDK clients): :meth:`close` releases them, and
+    ``with provider: ...`` closes it on the way out.
+    """
 
     name: ClassVar[str]
 
@@ -53,7 +114,17 @@ class Provider(ABC):
     def upload(self, bundle: Path) -> str:
         """Put the bundle archive where the provider reads it and return its URI.
 
-        Skipped (same URI returned) when an archive with the same digest is already there.
+        Content-addressed: the URI names the digest, and nothing is written when an archive
+        with the same digest is already there (the same URI is returned). :meth:`deploy`
+        uploads through this method.
+        """
+
+    @abstractmethod
+    def plan(self, bundle: Path, *, name: str | None = None) -> Plan:
+        """What :meth:`deploy` of ``bundle`` would create, update or delete.
+
+        Guarantees: makes no change anywhere; the plan of the digest already live is
+        :attr:`Plan.unchanged`.
         """
 
     @abstractmethod
@@ -63,9 +134,10 @@ class Provider(ABC):
         """Create or update deployment ``name`` (default: the manifest's name) to ``bundle``.
 
         Guarantees: returns only once the new version answers a smoke-test prediction;
-        deploying the digest that is already live changes nothing; a new digest becomes
-        live without failing requests in between, and the old version is then removed. On
-        failure raises :class:`~aiaas.errors.DeployFailed` and the old version keeps serving.
+        deploying the digest that is already live changes nothing (for a cloud: no write
+        call); a new digest becomes live without failing requests in between, and the old
+        version is then removed. On failure raises :class:`~aiaas.errors.DeployFailed` (with
+        the provider's reason) and the old version keeps serving.
         """
 
     @abstractmethod
@@ -74,23 +146,92 @@ class Provider(ABC):
 
     @abstractmethod
     def list(self) -> builtins.list[Deployment]:
-        """Every deployment this provider manages for the project."""
-
-    @abstractmethod
-    def invoke(
-        self, name: str, body: bytes, *, request_id: str | None = None, timeout: float = 60.0
-    ) -> bytes:
-        """Send a simple-protocol JSON body to deployment ``name`` and return the response body.
-
-        Raises the typed errors: InvalidInput/BadRequest (the request is wrong), Throttled or
-        Overloaded (retry after ``retry_after``), NotFound, NotReady, ModelError,
-        DeadlineExceeded, PayloadTooLarge.
-        """
+        """Every deployment this provider manages for the project (and no one else's)."""
 
     @abstractmethod
     def delete(self, name: str) -> bool:
-        """Remove the deployment; idempotent: returns False when there was nothing to remove."""
+        """Remove the deployment and everything deploy made for it.
+
+        Idempotent: returns False, and raises nothing, when there was nothing to remove.
+        """
 
     def logs(self, name: str, tail: int = 100) -> builtins.list[str]:
         """The last ``tail`` log lines of the deployment, where the provider keeps them."""
         return []
+
+    def live_manifest(self, name: str) -> Manifest | None:
+        """The manifest of the version deployment ``name`` serves now (``None`` if unknown).
+
+        Cheap enough to ask once a second: a development function follows redeploys with it.
+        """
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook: a provider without clients has nothing to close
+        """Release the provider's clients; the provider is not used afterwards."""
+
+    def __enter__(self) -> Provider:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Invoker(ABC):
+    """The invoke path of a provider: what a function loads, and all it loads.
+
+    Raises the typed errors: InvalidInput/BadRequest (the request is wrong), Throttled or
+    Overloaded (retry after ``retry_after``), NotFound (no such deployment), NotReady,
+    ModelError, DeadlineExceeded (``timeout`` passed), PayloadTooLarge (over the
+    provider's request limit, refused before sending).
+    """
+
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: ProjectConfig) -> Invoker:
+        """Build the invoke path from the validated config (credentials from the env)."""
+
+    @abstractmethod
+    async def invoke(
+        self, name: str, body: bytes, *, request_id: str | None = None, timeout: float = 60.0
+    ) -> InvokeResult:
+        """Send a simple-protocol JSON body to deployment ``name``; the answer and the
+        version that produced it."""
+
+    @abstractmethod
+    def invoke_sync(
+        self, name: str, body: bytes, *, request_id: str | None = None, timeout: float = 60.0
+    ) -> InvokeResult:
+        """:meth:`invoke` for callers without an event loop (the CLI)."""
+
+    @abstractmethod
+    async def status(self, name: str) -> DeploymentStatus:
+        """Whether deployment ``name`` answers, asked cheaply (a function's readiness
+        route); raises :class:`~aiaas.errors.NotFound`."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, as Provider.close
+        """Release the async clients."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, as Provider.close
+        """Release the sync clients."""
+
+
+_VERSION_KEY = b'"version":"'
+
+
+def answer_version(answer: bytes) -> str | None:
+    """The ``version`` of a simple-protocol answer, read without decoding it: the model
+    server writes it last (``…,"model":"m","version":"v"}``), so the search from the end is
+    short whatever the size of the outputs."""
+    start = answer.rfind(_VERSION_KEY, max(0, len(answer) - 512))
+    if start < 0:
+        return None
+    start += len(_VERSION_KEY)
+    end = answer.find(b'"', start)
+    return answer[start:end].decode("utf-8", "replace") if end > start else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -20,7 +20,7 @@ from aiaas.config import ModelSection, ProjectConfig, ServerSection, load_config
 from aiaas.errors import AiaasError, BadRequest, ConfigError, NotFound
 
 if TYPE_CHECKING:
-    from adapters.base import Deployment, Provider
+    from adapters.base import Deployment, Plan, Provider
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 bundle_app = typer.Typer(no_args_is_help=True, help="Build and inspect model bundles.")
@@ -281,6 +281,9 @@ def deploy(
         Path | None, typer.Option(help="Deploy this archive instead of building.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Deployment name (default: model name).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what deploy would change; change nothing.")
+    ] = False,
 ) -> None:
     """Build the bundle (unless --bundle) and deploy it to the configured provider."""
     cfg, project_dir = _project(config, provider)
@@ -289,10 +292,25 @@ def deploy(
 
         with err.status("building bundle"):
             bundle = build_bundle(project_dir).path
-    prov = _provider(cfg)
-    with _progress_bar(f"deploying to {cfg.provider}") as report:
-        deployment = prov.deploy(bundle, name=name, progress=report)
+    with _provider(cfg) as prov:
+        if dry_run:
+            _show_plan(prov.plan(bundle, name=name), cfg.provider)
+            return
+        with _progress_bar(f"deploying to {cfg.provider}") as report:
+            deployment = prov.deploy(bundle, name=name, progress=report)
     _show_deployment(deployment)
+
+
+def _show_plan(plan: Plan, provider: str) -> None:
+    if plan.unchanged:
+        out.print(f"{escape(plan.name)} {plan.version} is already live on {provider}: "
+                  "deploy would change nothing")  # fmt: skip
+    else:
+        out.print(f"deploy of {escape(plan.name)} {plan.version} to {provider} would:")
+    table = Table("action", "kind", "name", "detail")
+    for c in plan.changes:
+        table.add_row(c.action, escape(c.kind), escape(c.name), escape(c.detail))
+    out.print(table)
 
 
 @app.command()
@@ -301,12 +319,13 @@ def status(
 ) -> None:
     """Show one deployment, or all of the provider's deployments."""
     cfg, _ = _project(config, provider)
-    prov = _provider(cfg)
-    if name:
-        _show_deployment(prov.describe(name))
-        return
+    with _provider(cfg) as prov:
+        if name:
+            _show_deployment(prov.describe(name))
+            return
+        deployments = prov.list()
     table = Table("name", "provider", "version", "status", "endpoint")
-    for d in prov.list():
+    for d in deployments:
         state = d.status + (
             f" (+{len(d.details['strays'])} stray)" if d.details.get("strays") else ""
         )
@@ -326,8 +345,14 @@ def invoke(
     cfg, project_dir = _project(config, provider)
     body = _read_data(data, cfg, project_dir)
     deployment = _deployment_name(cfg, project_dir, name)
-    response = _provider(cfg).invoke(deployment, body, request_id=uuid.uuid4().hex)
-    sys.stdout.write(response.decode() + "\n")
+    from adapters import get_invoker
+
+    invoker = get_invoker(cfg.provider, cfg)
+    try:
+        answer = invoker.invoke_sync(deployment, body, request_id=uuid.uuid4().hex)
+    finally:
+        invoker.close()
+    sys.stdout.write(answer.body.decode() + "\n")
 
 
 @app.command()
@@ -408,14 +433,12 @@ def function_serve(
     Keys in ``.aiaas/api-keys`` are re-read within a second of ``aiaas keys create/revoke``;
     with the local provider, the app follows the live deployment's manifest after a redeploy.
     """
-    import json
-
     import uvicorn
 
     from aiaas.bundle import inspect_archive
-    from aiaas.manifest import Manifest, read_manifest
-    from functions.app import FunctionApp
+    from aiaas.manifest import Manifest
     from functions.auth import load_checker
+    from functions.bootstrap import build_function_app
     from functions.metering import FanOut, JsonLineSink, SqliteSink
 
     cfg, project_dir = _project(config, provider)
@@ -427,41 +450,26 @@ def function_serve(
         if not keys.key_ids:
             err.print("[yellow]warning:[/yellow] no API keys configured yet: calls get 401 "
                       "until one is (aiaas keys create, or AIAAS_API_KEYS)")  # fmt: skip
-    live_source = None
-    if cfg.provider == "local" and manifest is None:
-        # The local provider's state names the live bundle (adapters/local.py); a stat tells
-        # a redeploy, so following it costs one stat a second. See docs/functions.md.
-        from adapters.local import STATE_FILE
-
-        state_file = cfg.root / cfg.local.state_dir / "local" / deployment / STATE_FILE
-        seen: dict[str, Any] = {}
+    live_source: Callable[[], Manifest | None] | None = None
+    if manifest is None:
+        # The provider names the live version's manifest; the app asks at most once a
+        # second and follows a redeploy (docs/functions.md).
+        control = _provider(cfg)
 
         def live_source() -> Manifest | None:
-            try:
-                stat = state_file.stat()
-            except FileNotFoundError:  # not deployed (yet): keep what we have
-                return None
-            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-            if seen.get("signature") != signature:
-                state = json.loads(state_file.read_text())
-                seen["manifest"] = read_manifest(Path(state["bundle_dir"]))
-                seen["signature"] = signature
-            live: Manifest | None = seen.get("manifest")
-            return live
+            return control.live_manifest(deployment)
 
-    usage = FanOut(JsonLineSink(), SqliteSink(_usage_file(cfg)))
-    app_ = FunctionApp(
-        _provider(cfg), bundle_manifest, deployment=deployment, keys=keys,
-        invoke_timeout_s=cfg.function.invoke_timeout_s, usage=usage,
-        max_items=cfg.server.max_items_per_request, manifest_source=live_source,
-    ).asgi()  # fmt: skip
+    app_ = build_function_app(
+        "local", cfg, bundle_manifest, deployment=deployment, keys=keys,
+        usage=FanOut(JsonLineSink(), SqliteSink(_usage_file(cfg))), manifest_source=live_source,
+    )  # fmt: skip
     uvicorn.run(
         app_, host=host or cfg.function.host, port=port or cfg.function.port, access_log=False
     )
 
 
 def _usage_file(cfg: ProjectConfig) -> Path:
-    return cfg.root / cfg.local.state_dir / "usage.sqlite"
+    return cfg.state_path / "usage.sqlite"
 
 
 @app.command()
@@ -499,7 +507,7 @@ def _since(text: str) -> float:
 def _keys_file(cfg: ProjectConfig) -> Path:
     from functions.auth import KEYS_FILE
 
-    return cfg.root / cfg.local.state_dir / KEYS_FILE
+    return cfg.state_path / KEYS_FILE
 
 
 @function_app.command("package")

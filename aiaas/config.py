@@ -4,6 +4,12 @@ Any value can be overridden by an ``AIAAS_*`` environment variable: ``AIAAS_PROV
 sets ``provider``; a double underscore walks into sections, so
 ``AIAAS_SERVER__MAX_QUEUE_SIZE=64`` sets ``server.max_queue_size``. Errors name the file (or
 the variable) and the dotted key. Secrets never live in this file.
+
+Every installed provider declares the model of its own section (``sagemaker:``,
+``azureml:``, ...; see :mod:`aiaas.plugins`), so the sections of every cloud can sit side by
+side and switching cloud is the one line ``provider:``. The neutral ``deploy:`` section says
+how many instances, how to scale and how to roll out; the selected provider maps each key or
+refuses it at load time, naming the key and itself.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from aiaas.errors import ConfigError
+from aiaas.plugins import installed_providers
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 CONFIG_FILE = "aiaas.yaml"
 PACKAGED_CONFIG_FILE = "aiaas.json"  # the same mapping, as a function package carries it
@@ -69,12 +78,51 @@ class ServerSection(_Section):
     inference_workers: int = Field(default=1, ge=1, le=64)
 
 
-class LocalSection(_Section):
-    """Settings of the ``local`` provider."""
+class ScalingSection(_Section):
+    """Autoscaling between ``min_instances`` and ``max_instances``, aiming at
+    ``target_concurrency`` requests in flight per instance."""
 
-    host: str = Field(default="127.0.0.1", pattern=r"^(127\.\d+\.\d+\.\d+|localhost|::1)$")
-    state_dir: str = ".aiaas"
-    ready_timeout_s: float = Field(default=300.0, gt=0)
+    min_instances: int = Field(default=1, ge=0, le=1000)
+    max_instances: int = Field(default=1, ge=1, le=1000)
+    target_concurrency: float = Field(default=8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScalingSection:
+        if self.max_instances < self.min_instances:
+            raise ValueError(
+                f"max_instances ({self.max_instances}) is below min_instances "
+                f"({self.min_instances})"
+            )
+        return self
+
+
+class RolloutSection(_Section):
+    """How a new version takes the traffic: ``all_at_once`` (after its smoke test),
+    ``canary`` (``canary_percent`` first, the rest after ``wait_s``) or ``linear``
+    (``step_percent`` more every ``wait_s``). ``rollback_alarms`` name the cloud's alarms
+    that roll a rollout back while it runs."""
+
+    strategy: Literal["all_at_once", "canary", "linear"] = "all_at_once"
+    canary_percent: int = Field(default=10, ge=1, le=99)
+    step_percent: int = Field(default=25, ge=1, le=99)
+    wait_s: float = Field(default=300.0, ge=0, le=3600)
+    rollback_alarms: list[str] = Field(default_factory=list)
+
+
+class DeploySection(_Section):
+    """Cloud-neutral deployment settings: every provider maps each key or refuses it."""
+
+    instance_count: int = Field(default=1, ge=1, le=1000)
+    scaling: ScalingSection | None = None
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+
+
+class PricingSection(_Section):
+    """Overrides of the list prices behind each usage record's cost estimate (USD)."""
+
+    function_request_usd: float | None = Field(default=None, ge=0)
+    function_gb_second_usd: float | None = Field(default=None, ge=0)
+    endpoint_hourly_usd: float | None = Field(default=None, ge=0)
 
 
 class FunctionSection(_Section):
@@ -91,20 +139,48 @@ class FunctionSection(_Section):
 
 
 class ProjectConfig(_Section):
-    """The whole ``aiaas.yaml``."""
+    """The whole ``aiaas.yaml``: the core's sections here, each provider's section in
+    :meth:`provider_settings`."""
 
     model: ModelSection
     provider: str = Field(default="local", pattern=r"^[a-z][a-z0-9_]*$")
+    # Where this project keeps its local working state: API keys, the usage database and
+    # the local provider's servers (relative to the project directory).
+    state_dir: str = ".aiaas"
     bundle: BundleSection = Field(default_factory=BundleSection)
     server: ServerSection = Field(default_factory=ServerSection)
     function: FunctionSection = Field(default_factory=FunctionSection)
-    local: LocalSection = Field(default_factory=LocalSection)
+    deploy: DeploySection = Field(default_factory=DeploySection)
+    pricing: PricingSection = Field(default_factory=PricingSection)
     _root: Path = PrivateAttr(default_factory=Path.cwd)
+    _providers: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
     @property
     def root(self) -> Path:
         """The project directory (where ``aiaas.yaml`` is); relative paths resolve from here."""
         return self._root
+
+    @property
+    def state_path(self) -> Path:
+        """``state_dir`` resolved against the project directory."""
+        return (self._root / self.state_dir).resolve()
+
+    def provider_settings(self, name: str, model: type[SectionT]) -> SectionT:
+        """Provider ``name``'s validated section (its defaults when the file has none)."""
+        section = self._providers.get(name)
+        if section is None:
+            section = model()
+            self._providers[name] = section
+        if not isinstance(section, model):
+            raise ConfigError(f"{name}: section is {type(section).__name__}, not {model.__name__}")
+        return section
+
+    def provider_sections(self) -> dict[str, dict[str, Any]]:
+        """The provider sections as written (defaults left out), for a packaged config."""
+        return {
+            name: section.model_dump(mode="json", exclude_unset=True)
+            for name, section in self._providers.items()
+        }
 
 
 def load_config(
@@ -126,12 +202,50 @@ def load_config(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: top level must be a mapping, got {type(raw).__name__}")
-    sources = _apply_env(raw, os.environ if env is None else env)
+    specs = installed_providers()
+    sources = _apply_env(raw, os.environ if env is None else env, set(specs))
+    sections = {key: raw.pop(key) for key in list(raw) if key in specs}
+    problems: list[str] = []
+    for key in raw:
+        if key not in ProjectConfig.model_fields:
+            installed = ", ".join(sorted(specs)) or "none"
+            problems.append(
+                f"{_where((key,), file, sources)}: {key}: unknown key (not a setting, and no "
+                f"installed provider is named {key!r}; installed providers: {installed})"
+            )
+    if problems:
+        raise ConfigError("; ".join(problems))
     try:
         config = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file, sources)) from None
     config._root = file.parent.resolve()
+    if config.provider not in specs:
+        installed = ", ".join(sorted(specs)) or "none"
+        raise ConfigError(
+            f"{_where(('provider',), file, sources)}: provider: unknown provider "
+            f"{config.provider!r}; installed: {installed}"
+        )
+    if config.provider not in sections:
+        sections[config.provider] = {}  # its defaults: required keys are reported missing
+    for name, section in sections.items():
+        if section is None:
+            section = {}
+        try:
+            config._providers[name] = specs[name].settings.model_validate(section)
+        except ValidationError as exc:
+            problems.append(_describe(exc, file, sources, prefix=(name,)))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    spec = specs[config.provider]
+    settings = config._providers[config.provider]
+    refused = [
+        f"{_where(tuple(key.split('.')), file, sources)}: {key}: not supported by provider "
+        f"{config.provider!r}: {why}"
+        for key, why in spec.check_deploy(config.deploy, settings)
+    ]
+    if refused:
+        raise ConfigError("; ".join(refused))
     return config
 
 
@@ -152,14 +266,16 @@ def _read_mapping(file: Path) -> Any:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
 
 
-def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+def _apply_env(
+    raw: dict[str, Any], env: Mapping[str, str], provider_names: set[str]
+) -> dict[tuple[str, ...], str]:
     """Merge ``AIAAS_A__B=v`` into ``raw["a"]["b"]``; return which key came from which variable.
 
     Variables whose first segment is not a config section or key are left alone (other
     ``AIAAS_*`` variables, such as secrets, share the prefix).
     """
     sources: dict[tuple[str, ...], str] = {}
-    top_level = set(ProjectConfig.model_fields)
+    top_level = set(ProjectConfig.model_fields) | provider_names
     for var, value in sorted(env.items()):
         if not var.startswith(ENV_PREFIX):
             continue
@@ -178,12 +294,20 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, .
     return sources
 
 
-def _describe(exc: ValidationError, file: Path, sources: dict[tuple[str, ...], str]) -> str:
+def _where(loc: tuple[str, ...], file: Path, sources: dict[tuple[str, ...], str]) -> str:
+    return f"{sources[loc]} (overrides {file})" if loc in sources else str(file)
+
+
+def _describe(
+    exc: ValidationError,
+    file: Path,
+    sources: dict[tuple[str, ...], str],
+    prefix: tuple[str, ...] = (),
+) -> str:
     lines = []
     for err in exc.errors():
-        loc = tuple(str(p) for p in err["loc"])
+        loc = prefix + tuple(str(p) for p in err["loc"])
         key = ".".join(loc) or "(top level)"
-        where = f"{sources[loc]} (overrides {file})" if loc in sources else str(file)
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{where}: {key}: {msg}")
+        lines.append(f"{_where(loc, file, sources)}: {key}: {msg}")
     return "; ".join(lines)

@@ -24,38 +24,35 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from aiaas import __version__
 from aiaas.config import PACKAGED_CONFIG_FILE, ProjectConfig
 from aiaas.errors import BundleError, ConfigError
 from aiaas.manifest import MANIFEST_FILE, Manifest
+from aiaas.plugins import ENTRY_POINT_GROUP, provider_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "functions"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 MIN_PYTHON = (3, 11)  # what aiaas itself needs (pyproject's requires-python)
 
-# What the function tier imports at run time, whatever the platform.
+# What the function tier imports at run time, whatever the platform. What the provider's
+# invoke path needs comes from its spec (ProviderSpec.invoke_requirements).
 COMMON_REQUIREMENTS = [
     "starlette>=0.37",
     "pydantic>=2.7,<3",
     "orjson>=3.10",
     "fastjsonschema>=2.19",
 ]
-# What each provider's invoke path needs. Lambda's Python runtime ships boto3, so the AWS
-# zip leaves it out (and stays small); other platforms get it.
-PROVIDER_REQUIREMENTS: dict[str, list[str]] = {
-    "local": ["httpx>=0.27"],
-    "sagemaker": ["boto3>=1.34"],
-    "azureml": ["httpx>=0.27", "azure-identity>=1.15"],
-    "pai": ["httpx>=0.27"],
-}
 # Core modules the function tier uses (not the CLI, the model server or the templates).
 CORE_MODULES = [
     "__init__.py", "bundle.py", "config.py", "errors.py", "http.py", "manifest.py", "model.py",
-    "oip.py", "pricing.py", "protocol.py", "client.py",
+    "oip.py", "plugins.py", "pricing.py", "protocol.py", "client.py",
 ]  # fmt: skip
+# The provider contract, whatever the provider.
+ADAPTER_MODULES = ["adapters", "adapters.base"]
 
 
 @dataclass(frozen=True)
@@ -139,9 +136,7 @@ def package_function(
     if arch not in ARCHES:
         raise ConfigError(f"--arch {arch}: use one of {', '.join(ARCHES)}")
     _check_python(python)
-    if config.provider not in PROVIDER_REQUIREMENTS:
-        known = ", ".join(PROVIDER_REQUIREMENTS)
-        raise ConfigError(f"provider: {config.provider!r} cannot be packaged (known: {known})")
+    provider = provider_spec(config.provider)
     if config.provider == "local" and not allow_local:
         raise ConfigError(
             "provider: local: a packaged function would call the model server on 127.0.0.1 "
@@ -149,11 +144,7 @@ def package_function(
             "--allow-local to try the zip on this machine)"
         )
     spec = TARGETS[target]
-    provider_reqs = [
-        r
-        for r in PROVIDER_REQUIREMENTS[config.provider]
-        if not (target == "aws" and r.startswith("boto3"))
-    ]
+    provider_reqs = list(provider.invoke_requirements)
     with tempfile.TemporaryDirectory(prefix="aiaas-fn-") as tmp:
         wheels = _download(
             COMMON_REQUIREMENTS + provider_reqs + spec.requirements, Path(tmp), arch, python
@@ -161,7 +152,7 @@ def package_function(
         entries = _code_entries(config, spec) + _wheel_entries(wheels, spec.site_packages)
         entries.append((MANIFEST_FILE, manifest.model_dump_json(indent=2).encode()))
         entries.append((PACKAGED_CONFIG_FILE, function_config_json(config)))
-        entries += _metadata_entries(spec.site_packages)
+        entries += _metadata_entries(spec.site_packages, config.provider)
         compiled = False
         if compile_bytecode:
             interpreter = _interpreter_for(python)
@@ -194,6 +185,10 @@ def function_config_json(config: ProjectConfig) -> bytes:
     import json
 
     raw = config.model_dump(mode="json", exclude_unset=True)
+    # Only the packaged provider's section: the zip carries no other provider.
+    sections = config.provider_sections()
+    if config.provider in sections:
+        raw[config.provider] = sections[config.provider]
     return json.dumps(raw, indent=2, sort_keys=True).encode() + b"\n"
 
 
@@ -290,12 +285,11 @@ def _download(requirements: list[str], dest: Path, arch: str, python: str) -> li
 
 def _code_entries(config: ProjectConfig, spec: Target) -> list[tuple[str, bytes]]:
     entries = [(f"aiaas/{name}", (ROOT / "aiaas" / name).read_bytes()) for name in CORE_MODULES]
-    provider_module = {"local": "local.py"}.get(config.provider, f"{config.provider}.py")
-    for name in ("__init__.py", "base.py", provider_module):
-        path = ROOT / "adapters" / name
-        if not path.is_file():
-            raise ConfigError(f"provider: adapters/{name} is not in this installation")
-        entries.append((f"adapters/{name}", path.read_bytes()))
+    provider = provider_spec(config.provider)
+    spec_module = _entry_point(config.provider).value.partition(":")[0]
+    modules = [*ADAPTER_MODULES, *_parents(spec_module), *provider.invoke_modules]
+    for module in dict.fromkeys(modules):
+        entries.append(_module_entry(module))
     for name in (
         "__init__.py",
         "app.py",
@@ -322,12 +316,38 @@ def _wheel_entries(wheels: list[Path], prefix: str) -> list[tuple[str, bytes]]:
     return entries
 
 
-def _metadata_entries(prefix: str) -> list[tuple[str, bytes]]:
-    """A dist-info for aiaas, so providers are discovered by entry point inside the zip."""
-    from importlib.metadata import entry_points
+def _entry_point(provider: str) -> EntryPoint:
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == provider]
+    if not found:
+        raise ConfigError(f"provider: {provider!r} is not installed")
+    return found[0]
 
+
+def _parents(module: str) -> list[str]:
+    """``a.b.c`` → ``a``, ``a.b``, ``a.b.c``: a module needs its packages' ``__init__``."""
+    parts = module.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _module_entry(module: str) -> tuple[str, bytes]:
+    """The zip entry of one module of the provider, from its installed source."""
+    import importlib.util
+
+    found = importlib.util.find_spec(module)
+    if found is None or found.origin is None or not found.origin.endswith(".py"):
+        raise ConfigError(f"provider: module {module!r} is not installed as source")
+    origin = Path(found.origin)
+    parts = module.split(".")
+    name = "/".join(parts) + ("/__init__.py" if origin.name == "__init__.py" else ".py")
+    return name, origin.read_bytes()
+
+
+def _metadata_entries(prefix: str, provider: str) -> list[tuple[str, bytes]]:
+    """A dist-info for aiaas naming the packaged provider's entry point (the only provider
+    the zip carries), so it is discovered inside the zip as it is here."""
     base = f"{prefix}/aiaas-{__version__}.dist-info".lstrip("/")
-    providers = "".join(f"{ep.name} = {ep.value}\n" for ep in entry_points(group="aiaas.providers"))
+    ep = _entry_point(provider)
+    providers = f"{ep.name} = {ep.value}\n"
     return [
         (
             f"{base}/METADATA",

@@ -3,13 +3,15 @@
 Each figure says where it comes from and when it was taken. They are list prices in USD
 for one region, written from the providers' public price pages; they were NOT re-checked
 against the live pages when this table was written (no network here), so treat them as
-estimates and update the table (and its ``as_of``) when you check them. Override any of
-them per deployment with ``AIAAS_PRICE_<NAME>`` (e.g. ``AIAAS_PRICE_ENDPOINT_HOURLY``).
+estimates and update the table (and its ``as_of``) when you check them. The function
+platforms' prices live here (the function tier's platforms); the price of the instance behind
+an endpoint is declared by each provider (``ProviderSpec.endpoint_hourly``). Override any of
+them per deployment in the ``pricing:`` section (or ``AIAAS_PRICING__ENDPOINT_HOURLY_USD``
+and friends): the overrides are read with the rest of the config, once.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 
@@ -67,35 +69,47 @@ FUNCTION_PRICES: dict[str, tuple[Price, Price]] = {
     ),
 }
 
-# provider -> hourly price of the default GPU instance behind the endpoint
-ENDPOINT_HOURLY: dict[str, Price] = {
-    "sagemaker": Price(
-        0.736, "hour", "aws.amazon.com/sagemaker/pricing ml.g4dn.xlarge, us-east-1", "2024"
-    ),
-    "azureml": Price(
-        0.526, "hour", "azure.microsoft.com/pricing/details/machine-learning NC4as T4 v3", "2024"
-    ),
-    "pai": Price(0.60, "hour", "alibabacloud.com PAI-EAS ecs.gn6i-c4g1.xlarge (approx.)", "2024"),
-    "local": Price(0.0, "hour", "runs on your machine", "-"),
-}
+FREE = Price(0.0, "hour", "runs on your machine", "-")
 
 
-def _override(name: str, default: float) -> float:
-    value = os.environ.get(f"AIAAS_PRICE_{name}")
-    return float(value) if value else default
+@dataclass(frozen=True)
+class CostModel:
+    """The prices behind one function's usage records, fixed when the function starts."""
+
+    per_request: float
+    per_gb_second: float
+    endpoint_hourly: float
+    memory_mb: int
+
+    @classmethod
+    def build(
+        cls,
+        platform: str,
+        endpoint_hourly: Price,
+        memory_mb: int,
+        *,
+        function_request_usd: float | None = None,
+        function_gb_second_usd: float | None = None,
+        endpoint_hourly_usd: float | None = None,
+    ) -> CostModel:
+        """The platform's and endpoint's list prices, each replaced by its override if set."""
+        per_request, per_gb_s = FUNCTION_PRICES.get(platform, FUNCTION_PRICES["local"])
+        return cls(
+            per_request=_pick(function_request_usd, per_request.value),
+            per_gb_second=_pick(function_gb_second_usd, per_gb_s.value),
+            endpoint_hourly=_pick(endpoint_hourly_usd, endpoint_hourly.value),
+            memory_mb=memory_mb,
+        )
+
+    def estimate(self, seconds: float) -> float:
+        """USD for one call: the function's request + GB-seconds, plus the endpoint's share.
+
+        The endpoint share charges the call its wall time on one instance, which
+        over-counts when the server batches concurrent calls: an upper bound, by design.
+        """
+        function = self.per_request + self.per_gb_second * (self.memory_mb / 1024) * seconds
+        return function + self.endpoint_hourly / 3600 * seconds
 
 
-def estimate_cost(platform: str, provider: str, seconds: float, memory_mb: int) -> float:
-    """USD for one call: the function's request + GB-seconds, plus the endpoint's time share.
-
-    The endpoint share charges the call its wall time on one instance, which over-counts
-    when the server batches concurrent calls: an upper bound, by design.
-    """
-    per_request, per_gb_s = FUNCTION_PRICES.get(platform, FUNCTION_PRICES["local"])
-    hourly = ENDPOINT_HOURLY.get(provider, ENDPOINT_HOURLY["local"])
-    function = (
-        _override("FUNCTION_REQUEST", per_request.value)
-        + _override("FUNCTION_GB_SECOND", per_gb_s.value) * (memory_mb / 1024) * seconds
-    )
-    endpoint = _override("ENDPOINT_HOURLY", hourly.value) / 3600 * seconds
-    return function + endpoint
+def _pick(override: float | None, default: float) -> float:
+    return default if override is None else override

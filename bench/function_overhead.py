@@ -132,7 +132,7 @@ def main() -> int:
     if args.imports < 7:
         parser.error("--imports: at least 7 cold starts make the median (issue 7)")
 
-    from adapters.local import LocalProvider
+    from adapters.local.provider import LocalProvider
     from aiaas.bundle import build_bundle
     from aiaas.config import load_config
     from aiaas.manifest import MANIFEST_FILE
@@ -189,11 +189,11 @@ def main() -> int:
             real_stdout, sys.stdout = sys.stdout, sink
             try:
                 for _ in range(50):  # warm both paths
-                    provider.invoke("probe", body)
+                    provider.invoker.invoke_sync("probe", body)
                     entry.handler(event, CONTEXT)
                 for _ in range(args.calls):  # interleaved, so drift hits both alike
                     t = time.perf_counter()
-                    provider.invoke("probe", body)
+                    provider.invoker.invoke_sync("probe", body)
                     direct.append((time.perf_counter() - t) * 1000)
                     t = time.perf_counter()
                     response = entry.handler(event, CONTEXT)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import build_bundle
 from aiaas.config import load_config
 from functions.auth import create_key
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     deployment = provider.deploy(bundle, progress=progress)
     function = None
-    function_log = config.root / config.local.state_dir / "demo-function.log"
+    function_log = config.state_path / "demo-function.log"
     try:
         port = _free_port()
         api_key, record = create_key()  # only the salted hash goes to the function

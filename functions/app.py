@@ -2,7 +2,8 @@
 
 ``POST /predict`` (simple protocol) and the Open Inference Protocol v2 routes, checked at
 the edge (API key, body size, the manifest's JSON Schema) before anything is forwarded to
-``Provider.invoke``. Provider errors map to HTTP once, here. Never imports torch.
+the provider's invoke path (:class:`adapters.base.Invoker`, awaited on this event loop).
+Provider errors map to HTTP once, here. Never imports torch or a control-plane SDK.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import anyio.to_thread
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.base import Provider
+from adapters.base import DeploymentStatus, Invoker, InvokeResult
 from aiaas import oip
 from aiaas.errors import (
     AiaasError,
@@ -40,7 +40,7 @@ from aiaas.http import (
     route_not_found,
 )
 from aiaas.manifest import Manifest
-from aiaas.pricing import estimate_cost
+from aiaas.pricing import FREE, CostModel
 from aiaas.protocol import check_json_content_type, parse_json, simple_inputs
 from functions.auth import KeyChecker, presented_key
 from functions.edge import (
@@ -71,11 +71,12 @@ ENDPOINT_MISSING_RETRY_S = 30.0
 class FunctionApp:
     """The function tier: where to forward, what to accept, who may call.
 
-    ``FunctionApp(provider, manifest, keys=...).asgi()`` is the ASGI app. ``keys=None``
+    ``FunctionApp(invoker, manifest, keys=...).asgi()`` is the ASGI app. ``keys=None``
     turns our API-key check off (the platform authenticates: Lambda ``AWS_IAM``, Azure
     function keys, FC). ``deployment`` defaults to the manifest's name. ``max_items``: most
     items per request (``server.max_items_per_request``). ``max_response_bytes`` defaults
     to the platform's response limit (:data:`functions.edge.PLATFORM_RESPONSE_LIMITS`).
+    ``cost`` prices each usage record (default: the platform's list prices, a free endpoint).
 
     ``manifest_source`` follows the live deployment: a cheap callable returning the manifest
     of the version now deployed (``None`` when unknown), asked at most every
@@ -85,7 +86,7 @@ class FunctionApp:
     from another version is logged once as a stale manifest.
     """
 
-    provider: Provider
+    invoker: Invoker
     manifest: Manifest
     deployment: str = ""
     keys: KeyChecker | None = None
@@ -98,6 +99,7 @@ class FunctionApp:
     max_response_bytes: int | None = None
     manifest_source: Callable[[], Manifest | None] | None = None
     manifest_check_s: float = 1.0
+    cost: CostModel | None = None
     validator: EdgeValidator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +112,8 @@ class FunctionApp:
         self._next_manifest_check = 0.0
         self._openapi: bytes | None = None  # built on first request: nothing at cold start
         self._stale_warned: set[str] = set()
+        if self.cost is None:
+            self.cost = CostModel.build(self.platform, FREE, self.memory_mb)
 
     def follow_manifest(self, force: bool = False) -> None:
         """Switch to the live deployment's manifest if it changed (see ``manifest_source``)."""
@@ -150,12 +154,10 @@ class FunctionApp:
                 self.deployment, version, self.manifest.version,
             )  # fmt: skip
 
-    async def _forward(self, body: bytes, request_id: str) -> bytes:
+    async def _forward(self, body: bytes, request_id: str) -> InvokeResult:
         try:
-            return await anyio.to_thread.run_sync(
-                lambda: self.provider.invoke(
-                    self.deployment, body, request_id=request_id, timeout=self.invoke_timeout_s
-                )
+            return await self.invoker.invoke(
+                self.deployment, body, request_id=request_id, timeout=self.invoke_timeout_s
             )
         except NotFound as exc:  # the endpoint is gone: for the caller it is not available
             raise NotReady(
@@ -179,8 +181,8 @@ class FunctionApp:
         self.validator.validate(simple_inputs(parse_json(body)))
         # Checked as it is, so forwarded as it is; the answer goes back untouched.
         answer = await self._forward(body, request_id)
-        self._answered_by(request, answer_version(answer))
-        return Response(answer, media_type=JSON)
+        self._answered_by(request, answer.version)
+        return Response(answer.body, media_type=JSON)
 
     async def oip_infer(self, request: Request, request_id: str) -> Response:
         """OIP v2 infer: tensors in (JSON or binary), validated per item, tensors out."""
@@ -194,7 +196,8 @@ class FunctionApp:
         )
         self.validator.validate(infer.items, where="instances")
         # Binary tensor data is decoded here and encoded here: the provider sees JSON items.
-        result = orjson.loads(await self._forward(oip.forward_body(infer.items), request_id))
+        answer = await self._forward(oip.forward_body(infer.items), request_id)
+        result = orjson.loads(answer.body)
         self._answered_by(request, result.get("version"))
         return oip.infer_response(infer, result["outputs"], self.manifest.name, result["version"])
 
@@ -210,15 +213,13 @@ class FunctionApp:
         if "name" in request.path_params:
             self._check_model(request)
         try:
-            deployment = await anyio.to_thread.run_sync(
-                lambda: self.provider.describe(self.deployment)
-            )
+            status = await self.invoker.status(self.deployment)
         except NotFound as exc:  # the route exists; what is behind it is not ready
             raise NotReady(
                 f"endpoint unavailable: {exc.message}", retry_after=ENDPOINT_MISSING_RETRY_S
             ) from None
-        if deployment.status != "ready":
-            raise NotReady(f"deployment {self.deployment!r} is {deployment.status}")
+        if status not in (DeploymentStatus.READY, DeploymentStatus.UPDATING):
+            raise NotReady(f"deployment {self.deployment!r} is {status.value}")
         return json_response({"name": self.manifest.name, "ready": True})
 
     async def live(self, _request: Request, _rid: str) -> Response:
@@ -232,7 +233,7 @@ class FunctionApp:
             "status": "ok",
             "model": m.name,
             "version": m.version,
-            "provider": self.provider.name,
+            "provider": self.invoker.name,
         }
         return json_response(body)
 
@@ -305,10 +306,10 @@ class FunctionApp:
         version = getattr(request.state, "version", None) or self.manifest.version
         record = UsageRecord(
             time=now(), request_id=request_id, key_id=key_id, model=self.manifest.name,
-            version=version, provider=self.provider.name,
+            version=version, provider=self.invoker.name,
             status=response.status_code, latency_ms=round(seconds * 1000, 3),
             bytes_in=getattr(request.state, "bytes_in", 0), bytes_out=len(response.body),
-            cost_usd=estimate_cost(self.platform, self.provider.name, seconds, self.memory_mb),
+            cost_usd=self.cost.estimate(seconds) if self.cost else 0.0,
         )  # fmt: skip
         try:
             assert self.usage is not None
@@ -357,20 +358,7 @@ class FunctionApp:
         return app
 
 
-_VERSION_KEY = b'"version":"'
 CLOSE_AFTER_413 = frozenset({"local", "alibaba"})  # served by uvicorn itself (not Lambda/Azure)
-
-
-def answer_version(answer: bytes) -> str | None:
-    """The ``version`` of a simple-protocol answer, read without decoding it: the model
-    server writes it last (``…,"model":"m","version":"v"}``), so the search from the end is
-    short whatever the size of the outputs."""
-    start = answer.rfind(_VERSION_KEY, max(0, len(answer) - 512))
-    if start < 0:
-        return None
-    start += len(_VERSION_KEY)
-    end = answer.find(b'"', start)
-    return answer[start:end].decode("utf-8", "replace") if end > start else None
 
 
 def function_error(exc: AiaasError, request_id: str, *, oip: bool = False) -> Response:

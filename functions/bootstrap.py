@@ -1,6 +1,8 @@
-"""Build the function app from the environment a serverless platform gives it.
+"""Build the function app: once per cold start, from the environment a platform gives it.
 
-Every platform entrypoint calls :func:`app_from_environment` once at cold start:
+Every platform entrypoint calls :func:`app_from_environment` once at cold start, and
+``aiaas function serve`` builds its app with :func:`build_function_app`, the same code. The
+environment is read here, once (:class:`FunctionEnvironment`):
 
 - ``AIAAS_CONFIG``: the project's config (default: ``aiaas.json`` in the package root, which
   ``aiaas function package`` writes from ``aiaas.yaml``),
@@ -9,48 +11,110 @@ Every platform entrypoint calls :func:`app_from_environment` once at cold start:
   (default: ``aiaas-manifest.json`` in the package root);
 - ``AIAAS_API_KEYS``: salted key hashes, when ``function.auth`` is ``api_key`` (or
   ``AIAAS_API_KEYS_FILE``: a file of them, re-read within a second when it changes);
-- ``AIAAS_DEPLOYMENT``: the deployment to call (default: the model's name).
+- ``AIAAS_DEPLOYMENT``: the deployment to call (default: the model's name);
+- ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``: the function's memory, which its cost estimate uses.
+
+Only the provider's invoke path is built (:func:`adapters.get_invoker`): a cold start never
+loads a control-plane SDK.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
 
-from adapters import get_provider
+from adapters import get_invoker
 from aiaas.config import PACKAGED_CONFIG_FILE, ProjectConfig, load_config
-from aiaas.manifest import MANIFEST_FILE, read_manifest_file
+from aiaas.manifest import MANIFEST_FILE, Manifest, read_manifest_file
+from aiaas.plugins import provider_spec
+from aiaas.pricing import CostModel
 from functions.app import FunctionApp
-from functions.auth import load_checker
+from functions.auth import KeyChecker, load_checker
 from functions.edge import PLATFORM_BODY_LIMITS
-from functions.metering import JsonLineSink
+from functions.metering import JsonLineSink, UsageSink
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MEMORY_MB = 512
 
 
-def function_config() -> ProjectConfig:
+@dataclass(frozen=True)
+class FunctionEnvironment:
+    """What a function reads from its environment, read once."""
+
+    config_path: Path
+    manifest_path: Path
+    deployment: str
+    memory_mb: int
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None) -> FunctionEnvironment:
+        """From ``env`` (default ``os.environ``)."""
+        env = os.environ if env is None else env
+        return cls(
+            config_path=Path(env.get("AIAAS_CONFIG", PACKAGE_ROOT / PACKAGED_CONFIG_FILE)),
+            manifest_path=Path(env.get("AIAAS_MANIFEST", PACKAGE_ROOT / MANIFEST_FILE)),
+            deployment=env.get("AIAAS_DEPLOYMENT", ""),  # empty: the model's name
+            memory_mb=int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", DEFAULT_MEMORY_MB)),
+        )
+
+
+def function_config(env: FunctionEnvironment | None = None) -> ProjectConfig:
     """The project config the function runs with (``AIAAS_CONFIG`` + ``AIAAS_*`` overrides)."""
-    return load_config(os.environ.get("AIAAS_CONFIG", PACKAGE_ROOT / PACKAGED_CONFIG_FILE))
+    return load_config((env or FunctionEnvironment.read()).config_path)
 
 
-def app_from_environment(platform: str, config: ProjectConfig | None = None) -> Starlette:
-    """The function app for ``platform`` (``aws``, ``azure``, ``alibaba`` or ``local``)."""
-    config = config or function_config()
-    manifest = read_manifest_file(
-        Path(os.environ.get("AIAAS_MANIFEST", PACKAGE_ROOT / MANIFEST_FILE))
+def build_function_app(
+    platform: str,
+    config: ProjectConfig,
+    manifest: Manifest,
+    *,
+    deployment: str = "",
+    keys: KeyChecker | None = None,
+    usage: UsageSink | None = None,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    manifest_source: Callable[[], Manifest | None] | None = None,
+) -> Starlette:
+    """The function app for ``platform`` (``aws``, ``azure``, ``alibaba`` or ``local``)
+    in front of ``config.provider``'s invoke path."""
+    prices = config.pricing
+    cost = CostModel.build(
+        platform,
+        provider_spec(config.provider).endpoint_hourly,
+        memory_mb,
+        function_request_usd=prices.function_request_usd,
+        function_gb_second_usd=prices.function_gb_second_usd,
+        endpoint_hourly_usd=prices.endpoint_hourly_usd,
     )
-    keys = load_checker() if config.function.auth == "api_key" else None
     return FunctionApp(
-        get_provider(config.provider, config),
+        get_invoker(config.provider, config),
         manifest,
-        deployment=os.environ.get("AIAAS_DEPLOYMENT", ""),  # empty: the model's name
+        deployment=deployment,
         keys=keys,
         max_body_bytes=PLATFORM_BODY_LIMITS[platform],
         invoke_timeout_s=config.function.invoke_timeout_s,
         max_items=config.server.max_items_per_request,
-        usage=JsonLineSink(emf=platform == "aws"),
+        usage=usage,
         platform=platform,
-        memory_mb=int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")),
+        memory_mb=memory_mb,
+        manifest_source=manifest_source,
+        cost=cost,
     ).asgi()
+
+
+def app_from_environment(platform: str, config: ProjectConfig | None = None) -> Starlette:
+    """The function app for ``platform``, configured from the environment (read once)."""
+    env = FunctionEnvironment.read()
+    config = config or function_config(env)
+    return build_function_app(
+        platform,
+        config,
+        read_manifest_file(env.manifest_path),
+        deployment=env.deployment,
+        keys=load_checker() if config.function.auth == "api_key" else None,
+        usage=JsonLineSink(emf=platform == "aws"),
+        memory_mb=env.memory_mb,
+    )

@@ -178,7 +178,7 @@ def probe_function(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Functio
     """Deploy the probe locally and write what a packaged function would carry."""
     import shutil
 
-    from adapters.local import LocalProvider
+    from adapters.local.provider import LocalProvider
     from aiaas.bundle import build_bundle
     from aiaas.config import load_config
     from aiaas.manifest import MANIFEST_FILE
@@ -217,9 +217,9 @@ def saturate(provider: Any, seconds: float = 3.0) -> Any:
 
     slow = f'{{"inputs": [{{"value": 1, "sleep_ms": {int(seconds * 1000)}}}]}}'.encode()
     pool = ThreadPoolExecutor(2)
-    first = pool.submit(provider.invoke, "probe", slow)
+    first = pool.submit(provider.invoker.invoke_sync, "probe", slow)
     time.sleep(0.2)  # the first is taken off the queue and runs; the second then waits
-    second = pool.submit(provider.invoke, "probe", slow)
+    second = pool.submit(provider.invoker.invoke_sync, "probe", slow)
     pool.shutdown(wait=False)
     metrics = provider.describe("probe").endpoint + "/metrics"
     deadline = time.monotonic() + seconds / 2

@@ -11,9 +11,8 @@ import pytest
 from conftest import PROJECTS
 from starlette.testclient import TestClient
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from aiaas.errors import ConfigError, Unauthorized
 from functions.app import FunctionApp
 from functions.auth import KeyChecker, create_key, load_checker, parse_records
@@ -88,12 +87,12 @@ def test_no_key_material_reaches_the_logs(
 ) -> None:
     key, record = create_key()
     secret = key.split("_", 2)[2]
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path)))
+    provider = LocalProvider(state_dir=str(tmp_path))
     provider.deploy(probe_bundle.path)
     try:
         client = TestClient(
             FunctionApp(
-                provider, probe_bundle.manifest, keys=KeyChecker({record.key_id: record})
+                provider.invoker, probe_bundle.manifest, keys=KeyChecker({record.key_id: record})
             ).asgi()
         )
         with caplog.at_level(logging.DEBUG):

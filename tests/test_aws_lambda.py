@@ -101,7 +101,7 @@ def test_429_with_retry_after_when_the_endpoint_is_saturated(
         _event("function_url_v2.json", b'{"inputs": [{"value": 1}]}', key=probe_function.api_key),
         CONTEXT,
     )
-    assert all(json.loads(f.result())["outputs"] for f in busy)
+    assert all(json.loads(f.result().body)["outputs"] for f in busy)
     assert response["statusCode"] == 429, response
     assert response["headers"]["retry-after"] == "1"
     assert json.loads(response["body"])["error"]["code"] == "overloaded"

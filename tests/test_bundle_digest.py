@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import build_probe_variant, tampered_archive
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import (
     BuiltBundle,
     _content_digest,
@@ -22,7 +22,6 @@ from aiaas.bundle import (
     verify_archive,
     verify_bundle_dir,
 )
-from aiaas.config import LocalSection
 from aiaas.errors import BundleError
 from aiaas.manifest import MANIFEST_FILE, read_manifest
 
@@ -251,7 +250,7 @@ def test_deploy_and_serve_refuse_a_changed_weight(
     probe_bundle: BuiltBundle, tmp_path: Path
 ) -> None:
     bad = tampered_archive(probe_bundle.path, tmp_path / "bad.tar.gz", {WEIGHTS: b"3.0\n"})
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    provider = LocalProvider(state_dir=str(tmp_path / "state"))
     with pytest.raises(BundleError, match=rf"{WEIGHTS} does not match its digest"):
         provider.deploy(bad)
     assert provider.list() == []  # no server was started

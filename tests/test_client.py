@@ -15,9 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import aiaas
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from aiaas.errors import DeadlineExceeded, InvalidInput, ModelError, Throttled
 from functions.app import FunctionApp
 from functions.auth import KeyChecker, create_key
@@ -28,12 +27,12 @@ def function(
     probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
     key, record = create_key()
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path_factory.mktemp("state"))))
+    provider = LocalProvider(state_dir=str(tmp_path_factory.mktemp("state")))
     provider.deploy(probe_bundle.path)
     try:
         with serve_asgi(
             FunctionApp(
-                provider, probe_bundle.manifest, keys=KeyChecker({record.key_id: record})
+                provider.invoker, probe_bundle.manifest, keys=KeyChecker({record.key_id: record})
             ).asgi()
         ) as url:
             yield url, key

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECTS
 
+from adapters.local import LocalSection
 from aiaas.bundle import build_bundle, inspect_archive, open_bundle
 from aiaas.config import load_config
 from aiaas.errors import BundleError, ConfigError
@@ -42,12 +43,14 @@ class TestConfig:
         cfg = load_config(
             f,
             env={
-                "AIAAS_PROVIDER": "sagemaker",
+                "AIAAS_PROVIDER": "local",
                 "AIAAS_SERVER__MAX_QUEUE_SIZE": "7",
+                "AIAAS_LOCAL__READY_TIMEOUT_S": "9",
                 "AIAAS_API_KEY": "x",
             },
         )
-        assert cfg.provider == "sagemaker"
+        assert cfg.provider == "local"
+        assert cfg.provider_settings("local", LocalSection).ready_timeout_s == 9
         assert cfg.server.max_queue_size == 7
         assert cfg.root == tmp_path
         assert load_config(tmp_path, env={}).provider == "local"

@@ -9,9 +9,8 @@ import httpx
 import pytest
 from conftest import serve_asgi
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from aiaas.errors import NotReady
 from functions.app import FunctionApp
 from functions.auth import KeyChecker, create_key
@@ -25,10 +24,10 @@ def function_url(
     probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     state = tmp_path_factory.mktemp("state")
-    provider = LocalProvider(LocalSection(state_dir=str(state)))
+    provider = LocalProvider(state_dir=str(state))
     provider.deploy(probe_bundle.path)
     app = FunctionApp(
-        provider,
+        provider.invoker,
         probe_bundle.manifest,
         keys=KeyChecker({RECORD.key_id: RECORD}),
         max_body_bytes=4096,
@@ -117,9 +116,9 @@ def test_openapi_carries_the_models_schemas(function_url: str) -> None:
 def test_missing_deployment_is_503(tmp_path: Path, probe_bundle: BuiltBundle) -> None:
     from starlette.testclient import TestClient
 
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path)))
+    provider = LocalProvider(state_dir=str(tmp_path))
     app = FunctionApp(
-        provider, probe_bundle.manifest, keys=None
+        provider.invoker, probe_bundle.manifest, keys=None
     ).asgi()  # platform auth: no key needed
     client = TestClient(app)
     r = client.post("/predict", json={"inputs": [{"value": 1}]})

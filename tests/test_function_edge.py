@@ -13,9 +13,8 @@ import httpx
 import pytest
 from conftest import serve_asgi
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from functions.app import FunctionApp
 from functions.auth import KeyChecker, create_key
 
@@ -45,7 +44,7 @@ class CountingApp:
 def provider(
     probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalProvider]:
-    local = LocalProvider(LocalSection(state_dir=str(tmp_path_factory.mktemp("state"))))
+    local = LocalProvider(state_dir=str(tmp_path_factory.mktemp("state")))
     local.deploy(probe_bundle.path)
     try:
         yield local
@@ -56,7 +55,7 @@ def provider(
 @pytest.fixture(scope="module")
 def served(provider: LocalProvider, probe_bundle: BuiltBundle) -> Iterator[tuple[str, CountingApp]]:
     app = FunctionApp(
-        provider,
+        provider.invoker,
         probe_bundle.manifest,
         keys=KeyChecker({RECORD.key_id: RECORD}),
         max_body_bytes=BODY_LIMIT,
@@ -136,7 +135,7 @@ def test_too_many_items_are_refused_before_validation_with_a_small_answer(
     app_limit = 6 * 1024 * 1024
     body = b'{"inputs":[' + b",".join([b"1"] * 1_000_000) + b"]}"  # ~2 MB, all invalid
     assert len(body) < app_limit
-    app = FunctionApp(provider, probe_bundle.manifest, keys=None, max_body_bytes=app_limit)
+    app = FunctionApp(provider.invoker, probe_bundle.manifest, keys=None, max_body_bytes=app_limit)
     with serve_asgi(app.asgi()) as url:
         started = time.monotonic()
         r = httpx.post(url + "/predict", content=body, timeout=30)
@@ -229,7 +228,9 @@ def test_a_length_header_that_is_not_ascii_digits_is_400_naming_it(
     import anyio
     import orjson
 
-    app = FunctionApp(provider, probe_bundle.manifest, keys=KeyChecker({RECORD.key_id: RECORD}))
+    app = FunctionApp(
+        provider.invoker, probe_bundle.manifest, keys=KeyChecker({RECORD.key_id: RECORD})
+    )
     body = b'{"inputs": [{"value": 1}]}'
     if "infer" in path:
         body = b'{"inputs": [{"name": "value", "shape": [1], "datatype": "FP32", "data": [1]}]}'

@@ -15,9 +15,8 @@ import orjson
 import pytest
 from conftest import build_probe_variant, serve_asgi
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from functions.app import FunctionApp
 from functions.edge import ENVELOPE_RESERVE
 
@@ -29,7 +28,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalProv
     work: Path = tmp_path_factory.mktemp("strict")
     built = build_probe_variant(work, "class ProbeIn(BaseModel):\n", FORBID)
     assert built.manifest.input_schema.get("additionalProperties") is False
-    provider = LocalProvider(LocalSection(state_dir=str(work / "state")))
+    provider = LocalProvider(state_dir=str(work / "state"))
     provider.deploy(built.path)
     try:
         yield provider, built
@@ -49,7 +48,7 @@ def test_a_schema_error_listing_every_key_is_cut_short(
 ) -> None:
     """Before: a 5.85 MB request got a 10.8 MB 422 (every key in the message, twice)."""
     provider, built = strict
-    app = FunctionApp(provider, built.manifest, keys=None).asgi()
+    app = FunctionApp(provider.invoker, built.manifest, keys=None).asgi()
     body = _many_keys(5_850_000)
     if "infer" in route:  # an extra tensor named by 5 MB: an extra key of the item
         body = orjson.dumps(
@@ -71,7 +70,7 @@ def test_an_error_over_the_response_limit_keeps_its_status_without_details(
     """Before: error answers were never checked against the limit at all."""
     provider, built = strict
     limit = ENVELOPE_RESERVE + 600  # room for a short error, not for ten listed problems
-    app = FunctionApp(provider, built.manifest, keys=None, max_response_bytes=limit).asgi()
+    app = FunctionApp(provider.invoker, built.manifest, keys=None, max_response_bytes=limit).asgi()
     items = [{"value": "not a number " * 10} for _ in range(20)]
     with serve_asgi(app) as url:
         r = httpx.post(url + "/predict", json={"inputs": items})

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import build_probe_variant
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.config import load_config
 from aiaas.manifest import MANIFEST_FILE
 from functions.auth import RELOAD_INTERVAL_S, add_record, create_key, revoke_record

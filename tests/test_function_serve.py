@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import PROJECTS, build_probe_variant, free_port
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import build_bundle
 from aiaas.config import load_config
 from functions.auth import RELOAD_INTERVAL_S

@@ -19,14 +19,13 @@ from pathlib import Path
 import pytest
 from conftest import REPO, build_probe_variant
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 
 
 @pytest.fixture
 def provider(tmp_path: Path) -> Iterator[LocalProvider]:
-    prov = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    prov = LocalProvider(state_dir=str(tmp_path / "state"))
     yield prov
     prov.delete("probe")
     for pid in _servers_of(prov):  # whatever the provider could not find: never leak it
@@ -89,9 +88,9 @@ def test_two_concurrent_deploys_leave_exactly_one_server(
 DEPLOY = """
 import sys
 from pathlib import Path
-from adapters.local import LocalProvider
-from aiaas.config import LocalSection
-LocalProvider(LocalSection(state_dir=sys.argv[1])).deploy(Path(sys.argv[2]))
+from adapters.local.provider import LocalProvider
+from adapters.local import LocalSection
+LocalProvider(state_dir=sys.argv[1]).deploy(Path(sys.argv[2]))
 """
 
 
@@ -149,7 +148,7 @@ def test_status_reports_strays_and_delete_stops_every_server(
     assert described.details["strays"] == stray
     assert [d.details.get("strays") for d in provider.list()] == [stray]
     config = tmp_path / "aiaas.yaml"
-    config.write_text(f"model:\n  entrypoint: m:M\nlocal:\n  state_dir: {provider.root}\n")
+    config.write_text(f"model:\n  entrypoint: m:M\nstate_dir: {provider.root}\n")
     for args in (["status", "probe"], ["status"]):  # what a user sees
         r = subprocess.run(
             [sys.executable, "-m", "aiaas", *args, "--config", str(config)],

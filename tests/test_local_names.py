@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECTS
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import (
     BuiltBundle,
     _content_digest,
@@ -20,7 +20,7 @@ from aiaas.bundle import (
     _write_archive,
     open_bundle,
 )
-from aiaas.config import NAME_PATTERN, LocalSection
+from aiaas.config import NAME_PATTERN
 from aiaas.errors import BadRequest, BundleError
 from aiaas.manifest import MANIFEST_FILE, read_manifest
 
@@ -55,12 +55,12 @@ def test_a_bad_name_is_refused_by_every_operation(tmp_path: Path, name: str) -> 
         (outside / "canary").write_text("keep me\n")
         precious.append(outside / "canary")
         name = str(outside)
-    provider = LocalProvider(project_dir=project)
+    provider = LocalProvider(state_dir=project / ".aiaas")
     for operation in (
         lambda: provider.delete(name),
         lambda: provider.describe(name),
         lambda: provider.logs(name),
-        lambda: provider.invoke(name, b"{}"),
+        lambda: provider.invoker.invoke_sync(name, b"{}"),
     ):
         with pytest.raises(BadRequest) as caught:
             operation()
@@ -97,7 +97,7 @@ def test_a_bundle_named_like_a_path_is_refused(probe_bundle: BuiltBundle, tmp_pa
     archive = tmp_path / "named.tar.gz"
     _write_archive(stage, [MANIFEST_FILE, *sorted(files)], archive)
     state = tmp_path / "project" / "state"
-    provider = LocalProvider(LocalSection(state_dir=str(state)))
+    provider = LocalProvider(state_dir=str(state))
     for bundle in (archive, stage):
         with pytest.raises(BundleError, match=r"name: String should match pattern"):
             provider.deploy(bundle)

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from adapters.local import SERVER_RECORD, LocalProvider, _start_time
+from adapters.local.provider import SERVER_RECORD, LocalProvider, _start_time
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from aiaas.errors import NotFound
 
 
@@ -48,7 +47,7 @@ def test_a_reused_pid_is_not_ours(
     proc, port = other_server
     started = _start_time(proc.pid)
     assert started is not None
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    provider = LocalProvider(state_dir=str(tmp_path / "state"))
     stale = [
         # our server had this pid and port, but started at another time
         {"pid": proc.pid, "port": port, "pid_start": started - 1},
@@ -83,7 +82,7 @@ def test_a_pid_reused_during_the_drain_is_not_killed(
     import os
     import signal
 
-    import adapters.local as local
+    import adapters.local.provider as local
 
     proc, port = other_server
     # The stand-in ignores SIGTERM from here on (sleep in a loop, handler set first).

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import build_probe_variant
 
-from adapters.local import LocalProvider
+from adapters.local.invoke import LocalInvoker
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from aiaas.errors import DeployFailed, InvalidInput, NotFound
 
 BODY = json.dumps({"inputs": [{"value": 3}]}).encode()
@@ -23,7 +23,7 @@ BODY = json.dumps({"inputs": [{"value": 3}]}).encode()
 
 @pytest.fixture
 def provider(tmp_path: Path) -> Iterator[LocalProvider]:
-    prov = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    prov = LocalProvider(state_dir=str(tmp_path / "state"))
     yield prov
     for d in prov.list():
         prov.delete(d.name)
@@ -51,10 +51,10 @@ def test_deploy_invoke_describe_logs_delete(
     assert d.status == "ready" and d.version == probe_bundle.manifest.version
     assert d.endpoint and d.endpoint.startswith("http://127.0.0.1:")
     assert steps[-1] == "ready" and any(s.startswith("smoke test") for s in steps)
-    out = json.loads(provider.invoke("probe", BODY, request_id="rid-1"))
+    out = json.loads(provider.invoker.invoke_sync("probe", BODY, request_id="rid-1").body)
     assert out["outputs"][0]["value"] == 6.0
     with pytest.raises(InvalidInput, match=r"inputs\[0\]\.value"):
-        provider.invoke("probe", b'{"inputs": [{"value": "x"}]}')
+        provider.invoker.invoke_sync("probe", b'{"inputs": [{"value": "x"}]}')
     assert provider.describe("probe").status == "ready"
     assert [x.name for x in provider.list()] == ["probe"]
     assert any("loaded on cpu" in line for line in provider.logs("probe"))
@@ -65,7 +65,7 @@ def test_deploy_invoke_describe_logs_delete(
     with pytest.raises(NotFound):
         provider.describe("probe")
     with pytest.raises(NotFound):
-        provider.invoke("probe", BODY)
+        provider.invoker.invoke_sync("probe", BODY)
 
 
 def test_redeploying_the_same_digest_changes_nothing(
@@ -89,12 +89,14 @@ def test_new_digest_switches_without_a_failed_request(
     stop = threading.Event()
 
     def client() -> None:
-        caller = LocalProvider(provider.settings)  # a separate caller, as the function tier is
-        caller.root = provider.root
+        # A separate invoke path over the same state, as the function tier builds it.
+        caller = LocalInvoker(provider.root, provider.settings.host)
         deadline = time.monotonic() + 120
         while not stop.is_set() and time.monotonic() < deadline:
             try:
-                salts.append(json.loads(caller.invoke("probe", BODY))["outputs"][0]["salt"])
+                salts.append(
+                    json.loads(caller.invoke_sync("probe", BODY).body)["outputs"][0]["salt"]
+                )
             except Exception as exc:
                 failures.append(exc)
 
@@ -142,4 +144,6 @@ def test_a_model_that_cannot_load_fails_the_deploy_and_keeps_the_old_one(
     with pytest.raises(DeployFailed, match=r"weights missing"):
         provider.deploy(bundle.path)
     assert provider.describe("probe").version == probe_bundle.manifest.version
-    assert json.loads(provider.invoke("probe", BODY))["outputs"][0]["value"] == 6.0
+    assert (
+        json.loads(provider.invoker.invoke_sync("probe", BODY).body)["outputs"][0]["value"] == 6.0
+    )

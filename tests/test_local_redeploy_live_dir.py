@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 from conftest import tampered_archive
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from aiaas.errors import BundleError
 
 BODY = json.dumps({"inputs": [{"value": 3}]}).encode()
 
 
 def test_redeploy_keeps_the_live_bundle_dir(probe_bundle: BuiltBundle, tmp_path: Path) -> None:
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    provider = LocalProvider(state_dir=str(tmp_path / "state"))
     try:
         first = provider.deploy(probe_bundle.path)
         state = json.loads((provider.root / "local" / "probe" / "deployment.json").read_text())
@@ -35,6 +34,9 @@ def test_redeploy_keeps_the_live_bundle_dir(probe_bundle: BuiltBundle, tmp_path:
         )
         with pytest.raises(BundleError, match=r"scale.txt does not match its digest"):
             provider.deploy(bad)  # a broken archive is still refused
-        assert json.loads(provider.invoke("probe", BODY))["outputs"][0]["value"] == 6.0
+        assert (
+            json.loads(provider.invoker.invoke_sync("probe", BODY).body)["outputs"][0]["value"]
+            == 6.0
+        )
     finally:
         provider.delete("probe")

@@ -16,8 +16,7 @@ import httpx
 import pytest
 from conftest import build_probe_variant, serve_asgi
 
-from adapters.local import LocalProvider
-from aiaas.config import LocalSection
+from adapters.local.provider import LocalProvider
 from aiaas.errors import DeployFailed
 from functions.app import FunctionApp
 
@@ -41,12 +40,12 @@ def test_killed_server_mid_request_gives_503_with_retry_after(
     mark = tmp_path / "predicting"
     monkeypatch.setenv("PROBE_MARK", str(mark))  # the server process inherits it
     bundle = build_probe_variant(tmp_path, SLEEP_LINE, MARKED)
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    provider = LocalProvider(state_dir=str(tmp_path / "state"))
     deployment = provider.deploy(bundle.path)
     pid = deployment.details["pid"]
     try:
         mark.unlink()  # written by the deploy's smoke test
-        app = FunctionApp(provider, bundle.manifest, keys=None).asgi()
+        app = FunctionApp(provider.invoker, bundle.manifest, keys=None).asgi()
         with serve_asgi(app) as url:
             answers: list[httpx.Response] = []
             slow = {"inputs": [{"value": 1, "sleep_ms": 10_000}]}
@@ -85,7 +84,7 @@ def test_a_server_dying_in_the_smoke_test_fails_the_deploy_cleanly(tmp_path: Pat
         "            os._exit(3)\n" + SLEEP_LINE
     )
     dying = build_probe_variant(tmp_path, SLEEP_LINE, dies_on_the_second_call)
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path / "state")))
+    provider = LocalProvider(state_dir=str(tmp_path / "state"))
     try:
         with pytest.raises(DeployFailed, match=r"did not become ready: .*not reachable"):
             provider.deploy(dying.path)

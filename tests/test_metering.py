@@ -12,8 +12,10 @@ import pytest
 from conftest import PROJECTS, FunctionSetup
 from starlette.testclient import TestClient
 
+from aiaas.config import load_config
+from aiaas.errors import ConfigError
 from aiaas.manifest import read_manifest_file
-from aiaas.pricing import estimate_cost
+from aiaas.pricing import FREE, CostModel, Price
 from functions.app import FunctionApp
 from functions.auth import load_checker
 from functions.metering import JsonLineSink, SqliteSink, UsageRecord, summarize
@@ -33,7 +35,7 @@ def test_every_call_leaves_exactly_one_record(probe_function: FunctionSetup) -> 
     sink = ListSink()
     env = probe_function.env
     app = FunctionApp(
-        probe_function.provider, read_manifest_file(Path(env["AIAAS_MANIFEST"])),
+        probe_function.provider.invoker, read_manifest_file(Path(env["AIAAS_MANIFEST"])),
         keys=load_checker({"AIAAS_API_KEYS": env["AIAAS_API_KEYS"]}), usage=sink, platform="aws",
     ).asgi()  # fmt: skip
     client = TestClient(app)
@@ -106,9 +108,29 @@ def test_sqlite_records_and_the_usage_command(tmp_path: Path) -> None:
 
 
 def test_cost_estimate_adds_function_and_endpoint_share() -> None:
-    one_second = estimate_cost("aws", "sagemaker", 1.0, 1024)
+    gpu = Price(0.736, "hour", "a GPU instance", "test")
+    one_second = CostModel.build("aws", gpu, 1024).estimate(1.0)
     assert one_second == pytest.approx(0.20 / 1e6 + 0.0000166667 + 0.736 / 3600)
-    assert estimate_cost("local", "local", 5.0, 512) == 0.0
+    assert CostModel.build("local", FREE, 512).estimate(5.0) == 0.0
+
+
+def test_price_overrides_come_from_the_config_read_once(tmp_path: Path) -> None:
+    (tmp_path / "aiaas.yaml").write_text(
+        "model: {entrypoint: m:M}\npricing:\n  endpoint_hourly_usd: 3.6\n"
+    )
+    env = {"AIAAS_PRICING__FUNCTION_REQUEST_USD": "0.5"}
+    prices = load_config(tmp_path, env=env).pricing
+    cost = CostModel.build(
+        "aws", FREE, 1024,
+        function_request_usd=prices.function_request_usd,
+        function_gb_second_usd=prices.function_gb_second_usd,
+        endpoint_hourly_usd=prices.endpoint_hourly_usd,
+    )  # fmt: skip
+    assert cost.estimate(1.0) == pytest.approx(0.5 + 0.0000166667 + 3.6 / 3600)
+    with pytest.raises(
+        ConfigError, match=r"AIAAS_PRICING__ENDPOINT_HOURLY_USD .*pricing\.endpoint_hourly_usd"
+    ):
+        load_config(tmp_path, env={"AIAAS_PRICING__ENDPOINT_HOURLY_USD": "-1"})
 
 
 def test_the_usage_database_is_private_whatever_the_umask(tmp_path: Path) -> None:

@@ -25,9 +25,8 @@ from conftest import serve_asgi
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from tritonclient.utils import InferenceServerException
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from functions.app import FunctionApp
 from functions.auth import KeyChecker, create_key
 
@@ -45,11 +44,11 @@ def iris(
     """``{surface: (base URL, headers)}``: the iris model server and a function app (with
     an API key) forwarding to it."""
     bundle = build_example("iris")
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path_factory.mktemp("clients"))))
+    provider = LocalProvider(state_dir=str(tmp_path_factory.mktemp("clients")))
     deployment = provider.deploy(bundle.path)
     assert deployment.endpoint is not None
     keys = KeyChecker({RECORD.key_id: RECORD})
-    app = FunctionApp(provider, bundle.manifest, keys=keys).asgi()
+    app = FunctionApp(provider.invoker, bundle.manifest, keys=keys).asgi()
     try:
         with serve_asgi(app) as function_url:
             yield {

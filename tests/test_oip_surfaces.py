@@ -17,9 +17,8 @@ import orjson
 import pytest
 from conftest import serve_asgi
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from functions.app import FunctionApp
 
 SURFACES = ["server", "function"]
@@ -31,10 +30,10 @@ def urls(
 ) -> Iterator[dict[str, str]]:
     """``{"server": model server URL, "function": function app URL}``; the function app
     forwards to that same server."""
-    provider = LocalProvider(LocalSection(state_dir=str(tmp_path_factory.mktemp("oip-state"))))
+    provider = LocalProvider(state_dir=str(tmp_path_factory.mktemp("oip-state")))
     deployment = provider.deploy(probe_bundle.path)
     assert deployment.endpoint is not None
-    app = FunctionApp(provider, probe_bundle.manifest, keys=None).asgi()
+    app = FunctionApp(provider.invoker, probe_bundle.manifest, keys=None).asgi()
     try:
         with serve_asgi(app) as function_url:
             yield {"server": deployment.endpoint, "function": function_url}

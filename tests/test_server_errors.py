@@ -14,9 +14,8 @@ import httpx
 import pytest
 from conftest import ServerProcess, serve_asgi
 
-from adapters.local import LocalProvider
+from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
-from aiaas.config import LocalSection
 from functions.app import FunctionApp
 
 StartServer = Callable[..., ServerProcess]
@@ -113,8 +112,8 @@ class TestAllow:
 
     def test_function_app(self, probe_bundle: BuiltBundle, tmp_path: Path) -> None:
         # No deployment: a 405 is answered before anything would reach the provider.
-        provider = LocalProvider(LocalSection(state_dir=str(tmp_path)))
-        app = FunctionApp(provider, probe_bundle.manifest).asgi()
+        provider = LocalProvider(state_dir=str(tmp_path))
+        app = FunctionApp(provider.invoker, probe_bundle.manifest).asgi()
         with serve_asgi(app) as url:
             r = httpx.get(url + "/predict")
             assert r.status_code == 405 and r.headers["allow"] == "POST"

@@ -1,4 +1,4 @@
-"""The ``local`` provider: the model server as a background process on 127.0.0.1.
+"""The ``local`` provider's control plane: the model server as a background process.
 
 State lives under ``<state_dir>/local/<name>/``: ``deployment.json`` (the live server's pid,
 port, version, log) and one ``server-<pid>.json`` per server this provider started and has
@@ -28,21 +28,32 @@ from typing import Any
 
 import httpx
 
-from adapters.base import Deployment, ProgressFn, Provider, no_progress
-from aiaas.bundle import inspect_archive, open_bundle, verify_archive
-from aiaas.config import NAME_PATTERN, LocalSection, ProjectConfig, ServerSection
-from aiaas.errors import (
-    AiaasError,
-    BadRequest,
-    DeadlineExceeded,
-    DeployFailed,
-    NotFound,
-    NotReady,
-    error_from_body,
+from adapters.base import (
+    Change,
+    Deployment,
+    DeploymentStatus,
+    Plan,
+    ProgressFn,
+    Provider,
+    no_progress,
 )
-from aiaas.manifest import Manifest
+from adapters.local import LocalSection
+from adapters.local.invoke import LocalInvoker
+from adapters.local.state import (
+    STATE_FILE,
+    checked_name,
+    deployment_dir,
+    error_from,
+    read_state,
+    server_url,
+    state_or_raise,
+    unreachable,
+)
+from aiaas.bundle import inspect_archive, open_bundle, verify_archive
+from aiaas.config import NAME_PATTERN, ProjectConfig, ServerSection
+from aiaas.errors import AiaasError, DeadlineExceeded, DeployFailed, NotFound
+from aiaas.manifest import MANIFEST_FILE, Manifest, read_manifest_file
 
-STATE_FILE = "deployment.json"
 SERVER_RECORD = "server-{pid}.json"
 STOP_TIMEOUT_S = 35.0  # the server drains for up to 30 s after SIGTERM
 REAP_PATIENCE_S = 2.0  # a server seen exiting is collected within this, not left a zombie
@@ -58,32 +69,44 @@ class LocalProvider(Provider):
         self,
         settings: LocalSection | None = None,
         server: ServerSection | None = None,
-        project_dir: Path | None = None,
+        *,
+        state_dir: Path | str = ".aiaas",
     ) -> None:
+        """``state_dir``: where deployments are recorded (relative paths from the cwd)."""
         self.settings = settings or LocalSection()
         self.server = server or ServerSection()
-        self.root = ((project_dir or Path.cwd()) / self.settings.state_dir).resolve()
+        self.root = Path(state_dir).resolve()
         # Plain HTTP to a loopback port only (settings.host is loopback): no TLS, so no CA
-        # bundle to load either (that load was ~25 ms of a function's cold start).
+        # bundle to load either.
         self._http = httpx.Client(
             timeout=httpx.Timeout(60.0, connect=2.0), trust_env=False, verify=False
         )
+        self._invoker = LocalInvoker(self.root, self.settings.host)
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> LocalProvider:
-        return cls(config.local, config.server, config.root)
+        return cls(
+            config.provider_settings("local", LocalSection),
+            config.server,
+            state_dir=config.state_path,
+        )
+
+    @property
+    def invoker(self) -> LocalInvoker:
+        """The invoke path over this provider's state (what a function would build)."""
+        return self._invoker
+
+    def close(self) -> None:
+        self._http.close()
+        self._invoker.close()
 
     # -- state ---------------------------------------------------------------------------
 
     def _dir(self, name: str) -> Path:
-        return self.root / "local" / _checked_name(name)
+        return deployment_dir(self.root, name)
 
     def _read_state(self, name: str) -> dict[str, Any] | None:
-        try:
-            state: dict[str, Any] = json.loads((self._dir(name) / STATE_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return state
+        return read_state(self.root, name)
 
     def _write_state(self, name: str, state: dict[str, Any]) -> None:
         path = self._dir(name) / STATE_FILE
@@ -101,7 +124,7 @@ class LocalProvider(Provider):
         """
         base = self.root / "local"
         base.mkdir(parents=True, exist_ok=True)
-        with (base / f"{_checked_name(name)}.lock").open("a") as lock:
+        with (base / f"{checked_name(name)}.lock").open("a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -152,13 +175,38 @@ class LocalProvider(Provider):
                 self._forget_server(name, record.get("pid"))
 
     def _url(self, state: dict[str, Any]) -> str:
-        return f"http://{self.settings.host}:{state['port']}"
+        return server_url(self.settings.host, state)
 
     # -- Provider ------------------------------------------------------------------------
 
     def upload(self, bundle: Path) -> str:
+        """Unpack and verify the bundle into ``<state_dir>/bundles/<version>`` (skipped when
+        that version is there and matches); the folder's ``file://`` URI."""
         bundle_dir, _ = open_bundle(bundle, cache_dir=self.root / "bundles")
         return bundle_dir.as_uri()
+
+    def plan(self, bundle: Path, *, name: str | None = None) -> Plan:
+        claimed = inspect_archive(bundle)
+        name = checked_name(name or claimed.name)
+        current = self._read_state(name)
+        live = current is not None and _is_our_process(current) and self._healthy(current)
+        server = f"{name} (model server on {self.settings.host})"
+        if live and current is not None and current.get("digest") == claimed.digest:
+            keep = f"{claimed.version} already live (pid {current.get('pid')})"
+            return Plan(name, claimed.version, (Change("keep", "server process", server, keep),))
+        cached = (self.root / "bundles" / claimed.version).is_dir()
+        changes = [
+            Change("keep" if cached else "create", "bundle folder",
+                   str(self.root / "bundles" / claimed.version),
+                   "already unpacked" if cached else "unpack and verify the archive"),
+        ]  # fmt: skip
+        if current is None or not live:
+            changes.append(Change("create", "server process", server, f"start {claimed.version}"))
+        else:
+            changes.append(Change("update", "server process", server,
+                f"start {claimed.version}, switch to it after its smoke test, stop "
+                f"{current.get('version')} (pid {current.get('pid')})"))  # fmt: skip
+        return Plan(name, claimed.version, tuple(changes))
 
     def deploy(
         self, bundle: Path, *, name: str | None = None, progress: ProgressFn = no_progress
@@ -179,9 +227,10 @@ class LocalProvider(Provider):
             # unpacked copy and delete it if the model's load wrote into it.
             verify_archive(bundle)
             progress("already live: nothing to do", 1.0)
-            return self._deployment(name, current, "ready")
+            return self._deployment(name, current, DeploymentStatus.READY)
         progress("unpacking bundle", 0.05)  # under the lock: no deploy of this name races it
-        bundle_dir, manifest = open_bundle(bundle, cache_dir=self.root / "bundles")
+        bundle_dir = _path_of(self.upload(bundle))
+        manifest = read_manifest_file(bundle_dir / MANIFEST_FILE)
         progress(f"starting {manifest.name} {manifest.version}", 0.1)
         new, proc = self._start(name, bundle_dir, manifest)
         self._record_server(name, new)  # before waiting: delete must find it whatever happens
@@ -205,7 +254,7 @@ class LocalProvider(Provider):
             _stop_process(current)
             self._forget_server(name, current.get("pid"))
         progress("ready", 1.0)
-        return self._deployment(name, new, "ready")
+        return self._deployment(name, new, DeploymentStatus.READY)
 
     def describe(self, name: str) -> Deployment:
         """The deployment's state; ``details["strays"]`` lists the pids of servers started for
@@ -215,12 +264,20 @@ class LocalProvider(Provider):
             strays = self._strays(name, None)
             if not strays:
                 raise NotFound(f"no local deployment named {name!r}")
-            status = "creating" if self._deploy_in_progress(name) else "stopped"
+            status = (
+                DeploymentStatus.CREATING
+                if self._deploy_in_progress(name)
+                else DeploymentStatus.STOPPED
+            )
             return Deployment(name, self.name, "", status, None, {"strays": strays})
         if not _is_our_process(state):
-            status = "stopped"
+            status = DeploymentStatus.STOPPED
+        elif not self._healthy(state):
+            status = DeploymentStatus.CREATING
+        elif self._deploy_in_progress(name) and self._strays(name, state):
+            status = DeploymentStatus.UPDATING  # a new version is starting beside this one
         else:
-            status = "ready" if self._healthy(state) else "creating"
+            status = DeploymentStatus.READY
         deployment = self._deployment(name, state, status)
         strays = self._strays(name, state)
         if strays:  # servers a deploy started but never switched to (or a deploy running now)
@@ -252,7 +309,7 @@ class LocalProvider(Provider):
 
     def _deploy_in_progress(self, name: str) -> bool:
         """True while another deploy or delete of ``name`` holds its lock."""
-        path = self.root / "local" / f"{_checked_name(name)}.lock"
+        path = self.root / "local" / f"{checked_name(name)}.lock"
         if not path.is_file():
             return False
         with path.open("a") as lock:
@@ -262,45 +319,14 @@ class LocalProvider(Provider):
                 return True
         return False
 
-    def invoke(
-        self, name: str, body: bytes, *, request_id: str | None = None, timeout: float = 60.0
-    ) -> bytes:
-        headers = {"content-type": "application/json"}
-        if request_id:
-            headers["x-request-id"] = request_id
-        state = self._state_or_raise(name)
-        for attempt in range(2):
-            try:
-                response = self._http.post(
-                    self._url(state) + "/invocations",
-                    content=body,
-                    headers=headers,
-                    timeout=timeout,
-                )
-                break
-            except httpx.TimeoutException:  # a TransportError too: it must be matched first
-                raise DeadlineExceeded(
-                    f"local deployment {name!r} did not answer within {timeout:g}s"
-                ) from None
-            except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-                # A version switch closed the port (ConnectError: the request never left) or
-                # the kept-alive connection (RemoteProtocolError: the server closed it,
-                # possibly after reading the request). Re-sending is safe because a
-                # prediction has no side effects: re-read the state, try the new version once.
-                fresh = self._state_or_raise(name)
-                if attempt == 1 or (
-                    fresh["port"] == state["port"]
-                    and not isinstance(exc, httpx.RemoteProtocolError)
-                ):
-                    raise _unreachable(name, exc) from None
-                state = fresh
-            except httpx.TransportError as exc:
-                # ReadError, WriteError, ...: the server went away while it had the request
-                # (e.g. it was killed mid-prediction). Not re-sent: the caller retries.
-                raise _unreachable(name, exc) from None
-        if response.status_code == 200:
-            return response.content
-        raise _error_from(response)
+    def live_manifest(self, name: str) -> Manifest | None:
+        state = self._read_state(name)
+        if state is None or "bundle_dir" not in state:
+            return None
+        try:
+            return read_manifest_file(Path(state["bundle_dir"]) / MANIFEST_FILE)
+        except (OSError, AiaasError):
+            return None
 
     def delete(self, name: str) -> bool:
         with self._locked(name):
@@ -333,10 +359,7 @@ class LocalProvider(Provider):
     # -- helpers -------------------------------------------------------------------------
 
     def _state_or_raise(self, name: str) -> dict[str, Any]:
-        state = self._read_state(name)
-        if state is None:
-            raise NotFound(f"no local deployment named {name!r}; run `aiaas deploy` first")
-        return state
+        return state_or_raise(self.root, name)
 
     def _start(
         self, name: str, bundle_dir: Path, manifest: Manifest
@@ -406,9 +429,11 @@ class LocalProvider(Provider):
                 headers={"content-type": "application/json"},
             )
         except httpx.TransportError as exc:  # the new server died or hung: a failed deploy
-            raise _unreachable(state["name"], exc) from None
+            raise unreachable(state["name"], str(exc) or type(exc).__name__) from None
         if response.status_code != 200:
-            raise _error_from(response)
+            raise error_from(
+                response.status_code, response.content, response.headers.get("retry-after")
+            )
 
     def _healthy(self, state: dict[str, Any]) -> bool:
         try:
@@ -416,7 +441,9 @@ class LocalProvider(Provider):
         except httpx.HTTPError:
             return False
 
-    def _deployment(self, name: str, state: dict[str, Any], status: str) -> Deployment:
+    def _deployment(
+        self, name: str, state: dict[str, Any], status: DeploymentStatus
+    ) -> Deployment:
         return Deployment(
             name=name,
             provider=self.name,
@@ -427,42 +454,11 @@ class LocalProvider(Provider):
         )
 
 
-RETRY_AFTER_S = 1.0
-"""What a caller is told to wait when the model server is unreachable (a restart or a
-version switch takes about that long)."""
+def _path_of(uri: str) -> Path:
+    """The local path of a ``file://`` URI (what :meth:`LocalProvider.upload` returns)."""
+    from urllib.parse import unquote, urlparse
 
-
-def _unreachable(name: str, exc: httpx.TransportError) -> NotReady:
-    reason = str(exc) or type(exc).__name__
-    return NotReady(
-        f"local deployment {name!r} is not reachable: {reason}", retry_after=RETRY_AFTER_S
-    )
-
-
-def _error_from(response: httpx.Response) -> AiaasError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    try:
-        retry_after = float(response.headers.get("retry-after") or RETRY_AFTER_S)
-    except ValueError:
-        retry_after = RETRY_AFTER_S
-    error = error_from_body(response.status_code, body, retry_after)
-    if isinstance(error, NotReady):  # e.g. a server draining after SIGTERM: back soon
-        error.retry_after = retry_after
-    return error
-
-
-def _checked_name(name: str) -> str:
-    """``name`` if it is a valid deployment name (it becomes a folder under the state dir:
-    ``..`` or a ``/`` would reach outside it)."""
-    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
-        raise BadRequest(
-            f"invalid deployment name {name!r}: a name matches {NAME_PATTERN} "
-            "(lowercase letters, digits and '-', starting with a letter or digit, at most 63)"
-        )
-    return name
+    return Path(unquote(urlparse(uri).path))
 
 
 def _free_port(host: str) -> int:

@@ -1,0 +1,109 @@
+"""The provider plug-in point: what each provider declares, and how the core finds them.
+
+A provider is a package registered under the ``aiaas.providers`` entry-point group whose
+entry point is a :class:`ProviderSpec`. The spec is cheap to load (a pydantic model and some
+constants): the control plane and the invoke path are named by import path and imported only
+when used, so reading config, packaging a function or estimating a cost never loads a cloud
+SDK. The core reads specs through this module and never names a provider.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from aiaas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiaas.config import DeploySection
+    from aiaas.pricing import Price
+
+ENTRY_POINT_GROUP = "aiaas.providers"
+
+DeployCheck = Callable[["DeploySection", Any], list[tuple[str, str]]]
+"""Given the neutral ``deploy:`` section and the provider's own section, the neutral settings
+the provider cannot honour: ``(dotted key, why)`` pairs, empty when it honours them all."""
+
+
+def _honours_everything(_deploy: DeploySection, _settings: Any) -> list[tuple[str, str]]:
+    return []
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What one provider declares to the core.
+
+    - ``settings``: the pydantic model of its own ``aiaas.yaml`` section (the key is ``name``);
+    - ``control_plane`` / ``invoker``: ``"module:Class"`` of its
+      :class:`adapters.base.Provider` and :class:`adapters.base.Invoker`;
+    - ``invoke_requirements``: pip requirements its invoke path needs at run time, all that
+      ``aiaas function package`` adds for it (never a control-plane SDK);
+    - ``invoke_modules``: the modules of its invoke path (dotted names), copied into a
+      function package; the spec's own module is always included;
+    - ``endpoint_hourly``: the list price of one default instance behind its endpoint;
+    - ``check_deploy``: which neutral ``deploy:`` settings it cannot honour (see
+      :data:`DeployCheck`); they are refused at config load, naming the key and provider.
+    """
+
+    name: str
+    settings: type[BaseModel]
+    control_plane: str
+    invoker: str
+    endpoint_hourly: Price
+    invoke_requirements: tuple[str, ...] = ()
+    invoke_modules: tuple[str, ...] = ()
+    check_deploy: DeployCheck = field(default=_honours_everything)
+
+    def load_control_plane(self) -> type[Any]:
+        """The control-plane class (imports its module and SDK now)."""
+        return _load(self.control_plane, self.name)
+
+    def load_invoker(self) -> type[Any]:
+        """The invoke-path class (imports only the invoke path's modules)."""
+        return _load(self.invoker, self.name)
+
+
+def _load(target: str, provider: str) -> type[Any]:
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"provider: {provider!r} needs {exc.name or module_name!r}, which is not installed "
+            f"(pip install 'aiaas[{provider}]' or the extra its docs name)"
+        ) from None
+    cls = getattr(module, attr, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"provider: {provider!r} declares {target!r}, which is not a class")
+    return cls
+
+
+@functools.cache
+def installed_providers() -> dict[str, ProviderSpec]:
+    """Every installed provider's spec, by name (read once per process)."""
+    specs: dict[str, ProviderSpec] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        spec = ep.load()
+        if not isinstance(spec, ProviderSpec) or spec.name != ep.name:
+            raise ConfigError(
+                f"provider: entry point {ep.name!r} ({ep.value}) is not the ProviderSpec of "
+                f"a provider named {ep.name!r}"
+            )
+        specs[ep.name] = spec
+    return specs
+
+
+def provider_spec(name: str) -> ProviderSpec:
+    """The spec of provider ``name``; a :class:`ConfigError` naming the installed ones."""
+    specs = installed_providers()
+    if name not in specs:
+        installed = ", ".join(sorted(specs)) or "none"
+        raise ConfigError(f"provider: unknown provider {name!r}; installed: {installed}")
+    return specs[name]

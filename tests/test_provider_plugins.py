@@ -1,0 +1,189 @@
+"""A new cloud is a package registered under the ``aiaas.providers`` entry-point group.
+
+These tests install a provider the way a third party would (a dist-info with an entry point
+and a module on ``sys.path``; importlib.metadata finds it as it finds any distribution) and
+check what the core does with it without any edit: its config section, its refusals of
+neutral ``deploy:`` keys, its prices and its function-package facts.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aiaas.config import load_config
+from aiaas.errors import ConfigError
+from aiaas.plugins import installed_providers
+
+SPEC_MODULE = """
+from typing import Any, Literal
+from pydantic import BaseModel, ConfigDict, Field
+from aiaas.plugins import ProviderSpec
+from aiaas.pricing import Price
+
+
+class AcmeSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    region: str = Field(pattern=r"^[a-z]+-[0-9]$")
+    instance_type: Literal["gpu.small", "gpu.large"] = "gpu.small"
+
+
+def check_deploy(deploy: Any, settings: Any) -> list[tuple[str, str]]:
+    if deploy.rollout.strategy == "linear":
+        return [("deploy.rollout.strategy", "acme shifts traffic all at once or by canary")]
+    return []
+
+
+SPEC = ProviderSpec(
+    name="acme", settings=AcmeSection,
+    control_plane="acme_cloud.control:AcmeProvider", invoker="acme_cloud.invoke:AcmeInvoker",
+    endpoint_hourly=Price(1.5, "hour", "acme price page", "test"),
+    invoke_requirements=("httpx>=0.27",), invoke_modules=("acme_cloud.invoke",),
+    check_deploy=check_deploy,
+)
+"""
+
+
+@pytest.fixture
+def acme(tmp_path: Path) -> Iterator[Path]:
+    """The ``acme`` provider installed on ``sys.path`` for this test only."""
+    site = tmp_path / "site"
+    (site / "acme_cloud").mkdir(parents=True)
+    (site / "acme_cloud" / "__init__.py").write_text(SPEC_MODULE)
+    (site / "acme_cloud" / "invoke.py").write_text("import httpx  # the invoke path\n")
+    dist = site / "acme_cloud-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-cloud\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[aiaas.providers]\nacme = acme_cloud:SPEC\n")
+    sys.path.insert(0, str(site))
+    installed_providers.cache_clear()
+    try:
+        yield tmp_path
+    finally:
+        sys.path.remove(str(site))
+        for name in [m for m in sys.modules if m.startswith("acme_cloud")]:
+            del sys.modules[name]
+        installed_providers.cache_clear()
+
+
+def _config(directory: Path, text: str) -> Path:
+    path = directory / "aiaas.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_every_cloud_section_sits_side_by_side_and_one_line_switches(acme: Path) -> None:
+    path = _config(
+        acme,
+        """
+        model: {entrypoint: m:M}
+        provider: local
+        local: {ready_timeout_s: 5}
+        acme: {region: eu-1, instance_type: gpu.large}
+        """,
+    )
+    local = load_config(path, env={})
+    assert local.provider == "local"
+    switched = load_config(path, env={"AIAAS_PROVIDER": "acme"})
+    section = switched.provider_settings("acme", installed_providers()["acme"].settings)
+    assert section.model_dump() == {"region": "eu-1", "instance_type": "gpu.large"}
+
+
+def test_a_provider_section_is_validated_by_its_own_model_with_the_dotted_key(
+    acme: Path,
+) -> None:
+    path = _config(
+        acme, "model: {entrypoint: m:M}\nacme: {region: eu-1, instance_type: gpu.huge}\n"
+    )
+    with pytest.raises(ConfigError, match=r"aiaas\.yaml: acme\.instance_type: Input should be"):
+        load_config(path, env={})
+    with pytest.raises(ConfigError, match=r"AIAAS_ACME__REGION \(overrides .*\): acme\.region"):
+        load_config(path, env={"AIAAS_ACME__REGION": "Nowhere", "AIAAS_PROVIDER": "acme"})
+
+
+def test_the_selected_providers_required_settings_are_reported_missing(acme: Path) -> None:
+    path = _config(acme, "model: {entrypoint: m:M}\nprovider: acme\n")
+    with pytest.raises(ConfigError, match=r"acme\.region: Field required"):
+        load_config(path, env={})
+
+
+def test_a_section_of_a_provider_that_is_not_installed_names_the_installed_ones(
+    acme: Path,
+) -> None:
+    path = _config(acme, "model: {entrypoint: m:M}\nazureml: {workspace: w}\n")
+    with pytest.raises(
+        ConfigError, match=r"azureml: unknown key .*installed providers: acme, local"
+    ):
+        load_config(path, env={})
+    path = _config(acme, "model: {entrypoint: m:M}\nprovider: azureml\n")
+    with pytest.raises(ConfigError, match=r"provider: unknown provider 'azureml'; installed: acme"):
+        load_config(path, env={})
+
+
+def test_a_neutral_setting_the_provider_cannot_honour_is_refused_by_key_and_provider(
+    acme: Path,
+) -> None:
+    path = _config(
+        acme,
+        """
+        model: {entrypoint: m:M}
+        provider: acme
+        acme: {region: eu-1}
+        deploy: {rollout: {strategy: linear}}
+        """,
+    )
+    with pytest.raises(
+        ConfigError, match=r"deploy\.rollout\.strategy: not supported by provider 'acme': acme"
+    ):
+        load_config(path, env={})
+    # The same neutral section, switched to local: local names what it cannot do itself.
+    with pytest.raises(
+        ConfigError, match=r"deploy\.rollout\.strategy: not supported by provider 'local'"
+    ):
+        load_config(path, env={"AIAAS_PROVIDER": "local"})
+    ok = load_config(path, env={"AIAAS_DEPLOY__ROLLOUT__STRATEGY": "canary"})
+    assert ok.deploy.rollout.strategy == "canary" and ok.deploy.rollout.canary_percent == 10
+
+
+def test_local_refuses_scaling_and_instances_it_cannot_run(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        """
+        model: {entrypoint: m:M}
+        deploy:
+          instance_count: 2
+          scaling: {min_instances: 1, max_instances: 4, target_concurrency: 8}
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    message = str(caught.value)
+    assert "deploy.instance_count: not supported by provider 'local'" in message
+    assert "deploy.scaling: not supported by provider 'local'" in message
+
+
+def test_scaling_bounds_are_checked(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        "model: {entrypoint: m:M}\ndeploy: {scaling: {min_instances: 3, max_instances: 2}}\n",
+    )
+    with pytest.raises(ConfigError, match=r"deploy\.scaling: .*max_instances \(2\) is below"):
+        load_config(path, env={})
+
+
+def test_the_packaged_config_carries_only_the_packaged_providers_section(acme: Path) -> None:
+    from aiaas.packaging import function_config_json
+
+    path = _config(
+        acme,
+        "model: {entrypoint: m:M}\nprovider: acme\nacme: {region: eu-1}\n"
+        "local: {ready_timeout_s: 5}\n",
+    )
+    import json
+
+    packaged = json.loads(function_config_json(load_config(path, env={})))
+    assert packaged["acme"] == {"region": "eu-1"} and "local" not in packaged
