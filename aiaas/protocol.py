@@ -95,10 +95,12 @@ class InputCheck:
     JSON Schema, not pydantic's lax mode, is the verdict: a JSON API that silently turned
     ``"3"`` into ``3`` or ``true`` into ``1`` would accept, at the server, what the
     published schema (the manifest, the OIP metadata, the OpenAPI document) says is wrong,
-    and what the edge refuses. Beyond the compiled check, string properties of the item
-    that declare ``contentEncoding: base64`` must decode, and a ``contentMediaType`` of
-    :data:`MEDIA_SIGNATURES` must start with that file type's signature (JSON Schema makes
-    these keywords annotations; aiaas asserts them, as the model that declares them does).
+    and what the edge refuses. Beyond the compiled check (which decodes
+    ``contentEncoding: base64`` leniently), the item's top-level string properties that
+    declare ``contentEncoding: base64`` must be strict base64 (no stray characters), and a
+    ``contentMediaType`` of :data:`MEDIA_SIGNATURES` must start with that file type's
+    signature (JSON Schema makes these keywords annotations; aiaas asserts them, as a model
+    that declares them does).
     """
 
     def __init__(self, schema: dict[str, Any]) -> None:
@@ -191,10 +193,10 @@ def _content_problem(rules: list[_ContentRule], item: Any) -> dict[str, str] | N
             try:
                 raw = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
-                return {"field": brief(name), "message": "must be base64 (contentEncoding)"}
+                return {"field": brief(name), "message": "must be encoded by base64"}
         if signature is not None and not raw.startswith(signature):
             media = next(k for k, v in MEDIA_SIGNATURES.items() if v == signature)
-            return {"field": brief(name), "message": f"must be a {media} file (contentMediaType)"}
+            return {"field": brief(name), "message": f"must be {media} data (contentMediaType)"}
     return None
 
 
