@@ -52,7 +52,7 @@ CORE_MODULES = [
     "oip.py", "plugins.py", "pricing.py", "protocol.py", "client.py",
 ]  # fmt: skip
 # The provider contract, whatever the provider.
-ADAPTER_MODULES = ["adapters", "adapters.base"]
+ADAPTER_MODULES = ["adapters", "adapters.base", "adapters.transport"]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from adapters.local.state import (
     state_or_raise,
     unreachable,
 )
+from adapters.transport import AsyncH11Transport
 from aiaas.config import ProjectConfig
 from aiaas.errors import DeadlineExceeded, NotFound
 
@@ -58,7 +59,7 @@ class LocalInvoker(Invoker):
         own client."""
         loop = asyncio.get_running_loop()
         if self._async is None or self._async_loop is not loop:
-            self._async = httpx.AsyncClient(**_CLIENT_ARGS)
+            self._async = httpx.AsyncClient(**_CLIENT_ARGS, transport=AsyncH11Transport())
             self._async_loop = loop
         return self._async
 
@@ -74,9 +75,7 @@ class LocalInvoker(Invoker):
         for attempt in range(2):
             url = server_url(self.host, state) + "/invocations"
             try:
-                response = await client.post(
-                    url, content=body, headers=headers, timeout=timeout
-                )
+                response = await client.post(url, content=body, headers=headers, timeout=timeout)
                 return _result(response)
             except httpx.TransportError as exc:
                 state = self._retry_state(name, state, exc, attempt, timeout)

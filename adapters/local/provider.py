@@ -441,9 +441,7 @@ class LocalProvider(Provider):
         except httpx.HTTPError:
             return False
 
-    def _deployment(
-        self, name: str, state: dict[str, Any], status: DeploymentStatus
-    ) -> Deployment:
+    def _deployment(self, name: str, state: dict[str, Any], status: DeploymentStatus) -> Deployment:
         return Deployment(
             name=name,
             provider=self.name,
