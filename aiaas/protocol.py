@@ -104,7 +104,9 @@ class InputCheck:
     """
 
     def __init__(self, schema: dict[str, Any]) -> None:
-        self._check: Callable[[Any], Any] = fastjsonschema.compile(schema, use_default=False)
+        self._check: Callable[[Any], Any] = fastjsonschema.compile(
+            _draft7(schema), use_default=False
+        )
         self._content = _content_rules(schema)
 
     def problem(self, item: Any) -> dict[str, str] | None:
@@ -132,6 +134,24 @@ class InputCheck:
                     problems.append({"index": index, **found})
         if bad:
             raise invalid_input(problems, where, total=bad)
+
+
+def _draft7(node: Any) -> Any:
+    """``node`` with the tuple keywords pydantic writes (JSON Schema 2020-12: ``prefixItems``,
+    then ``items`` for the rest) spelt as draft 7 has them (``items`` as a list, then
+    ``additionalItems``): fastjsonschema implements draft 7 and would skip ``prefixItems``,
+    leaving a tuple's elements unchecked."""
+    if isinstance(node, list):
+        return [_draft7(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _draft7(v) for k, v in node.items()}
+    if out.get("type") == "array" and isinstance(out.get("prefixItems"), list):
+        rest = out.pop("items", None)
+        out["items"] = out.pop("prefixItems")
+        if rest is not None:
+            out["additionalItems"] = rest
+    return out
 
 
 def brief(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:

@@ -4,14 +4,21 @@ that the fast path, the Starlette app and the data plane below both form no impo
 from __future__ import annotations
 
 import ast
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from starlette.types import Message, Scope, Send
 
+from aiaas import oip
 from aiaas.bundle import open_bundle
-from aiaas.runtime.app import create_app
-from aiaas.runtime.fastpath import simple_route
+from aiaas.http import JSON
+from aiaas.runtime.app import create_app, to_response
+from aiaas.runtime.dataplane import CLIENT_CLOSED_REQUEST, Answer
+from aiaas.runtime.fastpath import send_answer, simple_route
+from aiaas.runtime.metrics import CONTENT_TYPE
 from aiaas.runtime.runner import ModelRunner
 
 if TYPE_CHECKING:
@@ -106,3 +113,40 @@ def test_starlette_routes_the_simple_paths_to_the_fast_paths_own_endpoints(
     for template, endpoint in app.endpoints.items():
         route = starlette_routes[template]
         assert route.app is endpoint and route.methods == {"POST"}, template
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Answer(200, b'{"outputs": []}'),
+        Answer(503, b'{"error": {}}', JSON, {"retry-after": "1"}),
+        Answer(CLIENT_CLOSED_REQUEST, b"", None),
+        Answer(200, b"# metrics\n", CONTENT_TYPE),
+        Answer(200, b"\x00bin", "application/octet-stream", {oip.HEADER_LENGTH: "3"}),
+    ],
+    ids=["json", "retry-after", "empty", "text", "binary"],
+)
+def test_both_transports_send_an_answer_alike(answer: Answer) -> None:
+    """The fast path sends the data plane's answer itself (no Response object per request):
+    the same status, headers and body as the Starlette app's ``Response`` for it."""
+
+    def sent(send_with: Callable[[Send], Awaitable[None]]) -> list[Any]:
+        messages: list[Message] = []
+
+        async def send(message: Message) -> None:
+            messages.append(message)
+
+        async def run() -> None:
+            await send_with(send)
+
+        asyncio.run(run())
+        start, body = messages
+        return [start["status"], sorted(start["headers"]), body["body"]]
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": []}
+    fast = sent(lambda send: send_answer(send, answer, "rid-1"))
+    assert fast == sent(lambda send: to_response(answer, "rid-1")(scope, receive, send))
+    assert (b"x-request-id", b"rid-1") in fast[1]

@@ -21,12 +21,13 @@ import base64
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, build_probe_variant
 
 from aiaas import oip
 from aiaas.bundle import open_bundle
@@ -279,3 +280,29 @@ def test_table_covers_the_examples_schemas(tiers: dict[str, Tiers]) -> None:
         labels = [label for label, _ in hostile_bodies(t.good, t.schema)]
         for key in t.schema["properties"]:
             assert sum(label.startswith(f"{key}=") for label in labels) == len(HOSTILE_VALUES)
+
+
+def test_tuples_are_checked_alike(tmp_path: Path) -> None:
+    """pydantic writes a tuple as JSON Schema 2020-12's ``prefixItems``, a keyword the
+    compiled check (draft 7) would skip: it is checked, at the edge as at the server."""
+    bundle = build_probe_variant(
+        tmp_path,
+        "    fail: bool = False\n",
+        "    fail: bool = False\n    pair: tuple[int, str] = (0, '')\n",
+    )
+    bundle_dir, manifest = open_bundle(bundle.path, cache_dir=tmp_path / "unpacked")
+    plane = DataPlane(ModelRunner(bundle_dir, manifest), ServerSection())
+    t = Tiers(EdgeValidator(manifest), plane, {"value": 1.0}, manifest.input_schema)
+    for pair, field in [
+        (b'["x", 1]', "pair.0"),
+        (b"[true, 1]", "pair.0"),
+        (b"[1, 2]", "pair.1"),
+        (b'[1, "x", 3]', "pair"),
+        (b"[1]", "pair"),
+    ]:
+        body = _body(b'{"value": 1}', b'{"value": 1, "pair": ' + pair + b"}")
+        edge = edge_verdict(t, body)
+        assert edge == server_verdict(t, body), pair
+        assert edge[0] == "invalid_input" and edge[2][0]["field"] == field, (pair, edge)
+    good = _body(b'{"value": 1, "pair": [1, "x"]}')
+    assert edge_verdict(t, good) == server_verdict(t, good) == ("accepted", "", None)

@@ -191,7 +191,7 @@ class DataPlane:
     async def infer(
         self,
         body: bytes,
-        path_params: Mapping[str, Any],
+        path_params: dict[str, Any],
         *,
         header_length: str | None,
         content_type: str | None,
@@ -199,7 +199,7 @@ class DataPlane:
     ) -> Answer:
         """Open Inference Protocol ``/infer``: tensors in, tensors out (as JSON or as binary
         tensor data, see :mod:`aiaas.oip`)."""
-        oip.check_model(self.manifest, dict(path_params))
+        oip.check_model(self.manifest, path_params)
         infer = oip.parse_infer(
             body,
             header_length=header_length,
@@ -233,14 +233,14 @@ class DataPlane:
         """OIP ``GET /v2``: server metadata, with the extensions supported."""
         return json_answer(oip.server_metadata())
 
-    def model_metadata(self, path_params: Mapping[str, Any]) -> Answer:
+    def model_metadata(self, path_params: dict[str, Any]) -> Answer:
         """OIP ``GET /v2/models/{name}``: tensors derived from the manifest's schemas."""
-        oip.check_model(self.manifest, dict(path_params))
+        oip.check_model(self.manifest, path_params)
         return json_answer(oip.model_metadata(self.manifest))
 
-    def model_ready(self, path_params: Mapping[str, Any]) -> Answer:
+    def model_ready(self, path_params: dict[str, Any]) -> Answer:
         """OIP ``GET /v2/models/{name}/ready``."""
-        oip.check_model(self.manifest, dict(path_params))
+        oip.check_model(self.manifest, path_params)
         self.require_ready()
         return json_answer({"name": self.manifest.name, "ready": True})
 
