@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,13 @@ import fastjsonschema
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from aiaas.errors import BadRequest, InvalidInput, ModelError, UnsupportedMediaType
+from aiaas.errors import (
+    BadRequest,
+    BundleError,
+    InvalidInput,
+    ModelError,
+    UnsupportedMediaType,
+)
 
 log = logging.getLogger("aiaas.protocol")
 
@@ -104,9 +111,17 @@ class InputCheck:
     """
 
     def __init__(self, schema: dict[str, Any]) -> None:
-        self._check: Callable[[Any], Any] = fastjsonschema.compile(
-            _draft7(schema), use_default=False
-        )
+        try:
+            self._check: Callable[[Any], Any] = fastjsonschema.compile(
+                _draft7(schema), use_default=False
+            )
+        except (fastjsonschema.JsonSchemaDefinitionException, re.error) as exc:
+            # e.g. a pattern in a regex dialect Python's re does not speak (pydantic's
+            # patterns run in Rust: \p{L}): neither tier could check what the schema says
+            raise BundleError(
+                f"the model's input schema cannot be checked as JSON Schema: {exc}; use "
+                "keywords and patterns of JSON Schema draft 7 that Python's re understands"
+            ) from None
         self._content = _content_rules(schema)
 
     def problem(self, item: Any) -> dict[str, str] | None:

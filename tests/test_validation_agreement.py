@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,3 +307,24 @@ def test_tuples_are_checked_alike(tmp_path: Path) -> None:
         assert edge[0] == "invalid_input" and edge[2][0]["field"] == field, (pair, edge)
     good = _body(b'{"value": 1, "pair": [1, "x"]}')
     assert edge_verdict(t, good) == server_verdict(t, good) == ("accepted", "", None)
+
+
+def test_a_schema_neither_tier_can_check_stops_the_server_saying_why(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """A pattern in pydantic's Rust regex dialect (``\\p{L}``) is no JSON Schema that Python
+    can check: the server refuses to start (exit 1, one clear line), as the edge would
+    refuse to, instead of serving what the edge cannot check."""
+    line = "    fail: bool = False\n"
+    field = "    name: str = Field(default='a', pattern=r'^\\p{L}+$')\n"
+    bundle = build_probe_variant(tmp_path, line, line + field)
+    server = start_server(bundle.path, ready=False)
+    deadline = time.monotonic() + 60
+    while server.proc.poll() is None:
+        assert time.monotonic() < deadline, "the server kept running"
+        time.sleep(0.05)
+    assert server.proc.returncode == 1
+    assert "the model's input schema cannot be checked as JSON Schema: bad escape \\p" in (
+        server.log()
+    )
+    assert "Traceback" not in server.log()
