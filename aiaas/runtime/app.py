@@ -11,6 +11,11 @@ Open Inference Protocol v2                 ``/v2``, ``/v2/health/{live,ready}``,
                                            ``/v2/models/{name}[/versions/{v}][/ready|/infer]``
 Prometheus                                 ``GET /metrics``
 =========================================  ==========================================
+
+Three layers, imports pointing down: this module (the Starlette transport and
+:func:`create_app`, which composes the app) → :mod:`aiaas.runtime.fastpath` (the simple
+protocol's POSTs as plain ASGI, in front of Starlette) → :mod:`aiaas.runtime.dataplane`
+(the work, free of any transport).
 """
 
 from __future__ import annotations
