@@ -26,6 +26,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint templates/container/Dockerfile
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from aiaas.config import ModelSection, ProjectConfig, ServerSection, load_config
 from aiaas.errors import AiaasError, BadRequest, ConfigError, NotFound
+from aiaas.template_files import templates_dir
 
 if TYPE_CHECKING:
     from adapters.base import Deployment, Plan, Provider
@@ -34,7 +35,7 @@ out = Console()
 err = Console(stderr=True)
 _state: dict[str, bool] = {"debug": False}
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = templates_dir()
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="Project config file or its directory.")

@@ -32,9 +32,10 @@ from aiaas.config import PACKAGED_CONFIG_FILE, ProjectConfig
 from aiaas.errors import BundleError, ConfigError
 from aiaas.manifest import MANIFEST_FILE, Manifest
 from aiaas.plugins import ENTRY_POINT_GROUP, provider_spec
+from aiaas.template_files import templates_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = Path(__file__).resolve().parent / "templates" / "functions"
+TEMPLATES = templates_dir() / "functions"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 MIN_PYTHON = (3, 11)  # what aiaas itself needs (pyproject's requires-python)
 

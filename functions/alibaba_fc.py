@@ -1,6 +1,6 @@
 """Alibaba Function Compute 3.0 entrypoint: the custom runtime.
 
-FC starts ``bootstrap`` (aiaas/templates/functions/alibaba/bootstrap), which runs this module:
+FC starts ``bootstrap`` (templates/functions/alibaba/bootstrap), which runs this module:
 uvicorn serving the one function app on ``0.0.0.0:9000``, as FC's custom runtime requires
 (binding 127.0.0.1 there gives ``FunctionNotStarted``). ``FC_SERVER_HOST`` and
 ``FC_SERVER_PORT`` override both, which is how the tests run it on 127.0.0.1.

@@ -1,7 +1,7 @@
 """Azure Functions entrypoint (Python v2 programming model).
 
 The deployed ``function_app.py`` is one line, ``from functions.azure_functions import app``
-(aiaas/templates/functions/azure/); ``host.json`` sets ``routePrefix`` to ``""`` so the routes are
+(templates/functions/azure/); ``host.json`` sets ``routePrefix`` to ``""`` so the routes are
 ``/predict`` and ``/v2/...`` as everywhere else. With ``function.auth: platform`` Azure's
 function keys (``x-functions-key``) guard the app and our API-key check is off.
 """

@@ -1,0 +1,162 @@
+"""The container image's entrypoint: ``python -m aiaas.runtime.container [serve]``.
+
+One image serves on AWS SageMaker, Azure ML and Alibaba PAI-EAS. This module finds the
+bundle where the cloud put it, picks the port the cloud gives, and runs the model server
+(:func:`aiaas.runtime.serve.serve`: every cloud's routes at once; SIGTERM drains, then exits).
+
+Where the bundle is looked for (the first variable that is set decides; nothing falls
+through to another cloud's place):
+
+======================  ==============================================================
+``AIAAS_MODEL_DIR``     ours: PAI-EAS mounts the OSS path at the service's ``mount_path``
+                        and the service config sets this to it (any cloud may set it)
+``AZUREML_MODEL_DIR``   Azure ML: the registered model (a file or a folder, possibly one
+                        level deeper, e.g. ``.../<name>/<version>/<folder>``)
+``$SAGEMAKER_BASE_DIR/model``  SageMaker: ``model.tar.gz`` extracted there (``/opt/ml/model``)
+======================  ==============================================================
+
+In each place a bundle folder (holding the manifest), a ``model.tar.gz`` (or the only
+``*.tar.gz``) or either of these one folder deeper is accepted. The port is ``AIAAS_PORT``
+(Azure ML and PAI-EAS configs set it to the port their probes use), else
+``SAGEMAKER_BIND_TO_PORT``, else 8080. The host is ``AIAAS_HOST``, default ``0.0.0.0``
+(tests bind 127.0.0.1). A ``model.tar.gz`` is unpacked under ``$HOME/.cache/aiaas``.
+Problems exit with status 2 and one line naming what was looked at; never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiaas.manifest import MANIFEST_FILE
+
+DEFAULT_HOST = "0.0.0.0"  # a container listens on every interface
+DEFAULT_PORT = 8080
+SAGEMAKER_BASE_DIR = "/opt/ml"
+ARCHIVE_NAME = "model.tar.gz"
+USAGE = "usage: python -m aiaas.runtime.container [serve]"
+
+
+class ContainerError(Exception):
+    """The container cannot start: the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where the bundle is (a folder or an archive) and which variable pointed there."""
+
+    bundle: Path
+    source: str
+
+
+def bundle_places(env: Mapping[str, str]) -> tuple[str, Path]:
+    """The variable that decides where to look, and the path it names."""
+    for name in ("AIAAS_MODEL_DIR", "AZUREML_MODEL_DIR"):
+        if env.get(name):
+            return name, Path(env[name])
+    base = env.get("SAGEMAKER_BASE_DIR") or SAGEMAKER_BASE_DIR
+    return "SAGEMAKER_BASE_DIR", Path(base) / "model"
+
+
+def _bundle_in(folder: Path) -> Path | None:
+    """A bundle right in ``folder``: the folder itself, or its one archive."""
+    if (folder / MANIFEST_FILE).is_file():
+        return folder
+    if (folder / ARCHIVE_NAME).is_file():
+        return folder / ARCHIVE_NAME
+    archives = sorted(p for p in folder.glob("*.tar.gz") if p.is_file())
+    if len(archives) > 1:
+        names = ", ".join(p.name for p in archives)
+        raise ContainerError(f"{folder}: more than one archive ({names}); which is the bundle?")
+    return archives[0] if archives else None
+
+
+def locate_bundle(env: Mapping[str, str]) -> Located:
+    """Find the bundle where the cloud put it; :class:`ContainerError` names the places."""
+    source, path = bundle_places(env)
+    if path.is_file():
+        return Located(path, source)
+    if path.is_dir():
+        found = _bundle_in(path)
+        if found is not None:
+            return Located(found, source)
+        deeper = [f for f in sorted(path.iterdir()) if f.is_dir()]
+        matches = [m for m in (_bundle_in(f) for f in deeper) if m is not None]
+        if len(matches) == 1:
+            return Located(matches[0], source)
+        if len(matches) > 1:
+            names = ", ".join(str(m) for m in matches)
+            raise ContainerError(f"{source}={path} holds more than one bundle: {names}")
+        what = f"no {MANIFEST_FILE} and no *.tar.gz in {path} or its sub-folders"
+    else:
+        what = f"{path} does not exist"
+    hint = "set AIAAS_MODEL_DIR (PAI-EAS mount path), AZUREML_MODEL_DIR (Azure ML)"
+    hint += f" or SAGEMAKER_BASE_DIR (SageMaker, {SAGEMAKER_BASE_DIR}/model)"
+    raise ContainerError(f"no model bundle found: looked at {source} ({what}); {hint}")
+
+
+def _port_from(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise ContainerError(f"{name}={raw!r} is not a TCP port (1-65535)")
+    return port
+
+
+def choose_port(env: Mapping[str, str]) -> int:
+    """``AIAAS_PORT``, else ``SAGEMAKER_BIND_TO_PORT``, else 8080."""
+    for name in ("AIAAS_PORT", "SAGEMAKER_BIND_TO_PORT"):
+        port = _port_from(env, name)
+        if port is not None:
+            return port
+    return DEFAULT_PORT
+
+
+def check_args(args: Sequence[str]) -> None:
+    """SageMaker runs the image with ``serve``; the other clouds with no argument."""
+    if list(args) not in ([], ["serve"]):
+        raise ContainerError(f"unexpected arguments {' '.join(args)!r}; {USAGE}")
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Locate the bundle, choose host and port, and serve until SIGTERM."""
+    env = os.environ if env is None else env
+    args = sys.argv[1:] if argv is None else argv
+    if list(args) in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
+    try:
+        check_args(args)
+        port = choose_port(env)
+        located = locate_bundle(env)
+    except ContainerError as exc:
+        print(f"aiaas container: {exc}", file=sys.stderr)
+        return 2
+    host = env.get("AIAAS_HOST") or DEFAULT_HOST
+    print(
+        f"aiaas container: serving {located.bundle} (from {located.source}) on {host}:{port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    # Imported here: the locating above stays fast and free of torch for its tests.
+    from aiaas.errors import AiaasError
+    from aiaas.runtime.serve import serve
+
+    try:
+        serve(located.bundle, host=host, port=port)
+    except AiaasError as exc:  # a malformed bundle: one line, no traceback
+        print(f"aiaas container: {located.bundle}: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Where the shipped template files are: ``templates/`` (function packaging files, the
+``aiaas init`` scaffold, the container image).
+
+The files live in the repository's top-level ``templates/``. A built wheel carries them as
+``aiaas/templates/`` (``setup.py`` maps the folder there); a source checkout or an editable
+install reads the top-level folder itself. :func:`templates_dir` is the one place that knows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+# Installed from a wheel first, then the source checkout this package sits in.
+CANDIDATES = (_PACKAGE / "templates", _PACKAGE.parent / "templates")
+# Sub-folders every real templates folder has (an unrelated ``templates`` folder next to
+# the package in site-packages does not count).
+_MARKERS = ("init", "functions", "container")
+
+
+def templates_dir() -> Path:
+    """The templates folder, or the wheel's place for it if none is found.
+
+    A missing folder is not an error here: reading a file from it raises
+    ``FileNotFoundError`` naming the path, which is where the problem shows.
+    """
+    for candidate in CANDIDATES:
+        if all((candidate / marker).is_dir() for marker in _MARKERS):
+            return candidate
+    return CANDIDATES[0]

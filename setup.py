@@ -1,0 +1,19 @@
+"""setuptools' package list (all metadata lives in pyproject.toml).
+
+The wheel holds the import packages ``aiaas``, ``adapters`` and ``functions``, and the
+repository's top-level ``templates/`` folder as ``aiaas/templates/`` (found at run time by
+:func:`aiaas.template_files.templates_dir`). pyproject.toml alone cannot map a folder into a
+package that ``find`` discovers, hence this file.
+"""
+
+from setuptools import find_namespace_packages, setup
+
+IMPORT_PACKAGES = ["aiaas*", "adapters*", "functions*"]
+TEMPLATE_PACKAGES = [
+    "aiaas." + name for name in find_namespace_packages(include=["templates", "templates.*"])
+]
+
+setup(
+    packages=find_namespace_packages(include=IMPORT_PACKAGES) + TEMPLATE_PACKAGES,
+    package_dir={"aiaas.templates": "templates"},
+)
