@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install demo test lint typecheck pytest bench clean image image-check
 
 # torch is installed first and pinned: 2.13.0 is the CPU wheel on this machine; anything
 # that depends on torch afterwards must not pull a different (CUDA) build.
@@ -39,6 +39,14 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/serve_throughput.py
+
+# The one container image (templates/container/Dockerfile), built and checked here with podman
+# (minutes, gigabytes; not part of `make test`). See docs/container.md.
+image: $(STAMP)
+	scripts/image_build.sh
+
+image-check: $(STAMP)
+	$(PY) scripts/image_check.py
 
 clean:
 	rm -rf $(VENV) .aiaas dist .mypy_cache .ruff_cache .pytest_cache

@@ -6,7 +6,7 @@ repository's top-level ``templates/`` folder as ``aiaas/templates/`` (found at r
 package that ``find`` discovers, hence this file.
 """
 
-from setuptools import find_namespace_packages, setup
+from setuptools import find_namespace_packages, setup  # type: ignore[import-untyped]
 
 IMPORT_PACKAGES = ["aiaas*", "adapters*", "functions*"]
 TEMPLATE_PACKAGES = [

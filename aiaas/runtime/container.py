@@ -26,6 +26,7 @@ Problems exit with status 2 and one line naming what was looked at; never a trac
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -126,6 +127,10 @@ def check_args(args: Sequence[str]) -> None:
         raise ContainerError(f"unexpected arguments {' '.join(args)!r}; {USAGE}")
 
 
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Locate the bundle, choose host and port, and serve until SIGTERM."""
     env = os.environ if env is None else env
@@ -150,6 +155,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     from aiaas.errors import AiaasError
     from aiaas.runtime.serve import serve
 
+    # uvicorn drains on SIGTERM, then raises the signal again once its handler is gone:
+    # this one makes that (and a SIGTERM while the bundle is still unpacked) exit 0.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         serve(located.bundle, host=host, port=port)
     except AiaasError as exc:  # a malformed bundle: one line, no traceback

@@ -1,0 +1,270 @@
+"""The container entrypoint (``python -m aiaas.runtime.container``) under each cloud's contract.
+
+The locating and port rules are checked as functions; then the entrypoint runs as a real
+process against a real bundle laid out in a tmp dir as each cloud lays it out, bound to
+127.0.0.1 (``AIAAS_HOST``; the image binds 0.0.0.0), and that cloud's health and scoring
+routes must answer a real prediction; SIGTERM must stop it cleanly. The image itself is
+checked by ``make image-check`` (scripts/image_check.py), which is not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aiaas.bundle import BuiltBundle
+from aiaas.manifest import MANIFEST_FILE
+from aiaas.runtime.container import (
+    DEFAULT_PORT,
+    ContainerError,
+    check_args,
+    choose_port,
+    locate_bundle,
+)
+from tests.conftest import free_port
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    """Extract a bundle archive into ``into`` (what SageMaker does with model.tar.gz)."""
+    into.mkdir(parents=True)
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(into, filter="data")
+    assert (into / MANIFEST_FILE).is_file()
+    return into
+
+
+def copy_as(archive: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(archive, target)
+    return target
+
+
+# -- where the bundle is found ---------------------------------------------------------------
+
+
+class TestLocate:
+    def test_sagemaker_extracts_model_tar_gz_into_opt_ml_model(
+        self, probe_bundle: BuiltBundle, tmp_path: Path
+    ) -> None:
+        model = unpack(probe_bundle.path, tmp_path / "opt" / "ml" / "model")
+        found = locate_bundle({"SAGEMAKER_BASE_DIR": str(tmp_path / "opt" / "ml")})
+        assert (found.bundle, found.source) == (model, "SAGEMAKER_BASE_DIR")
+
+    def test_sagemaker_default_place_is_opt_ml_model(self) -> None:
+        with pytest.raises(ContainerError, match=r"/opt/ml/model"):
+            locate_bundle({})  # nothing there on a test machine
+
+    def test_an_archive_inside_the_folder_is_accepted(
+        self, probe_bundle: BuiltBundle, tmp_path: Path
+    ) -> None:
+        archive = copy_as(probe_bundle.path, tmp_path / "data" / "model.tar.gz")
+        found = locate_bundle({"AIAAS_MODEL_DIR": str(tmp_path / "data")})
+        assert (found.bundle, found.source) == (archive, "AIAAS_MODEL_DIR")
+
+    def test_azureml_model_dir_naming_the_file(
+        self, probe_bundle: BuiltBundle, tmp_path: Path
+    ) -> None:
+        archive = copy_as(probe_bundle.path, tmp_path / "azureml-models" / "probe" / "1" / "p.tgz")
+        assert locate_bundle({"AZUREML_MODEL_DIR": str(archive)}).bundle == archive
+
+    def test_azureml_model_folder_one_level_deeper(
+        self, probe_bundle: BuiltBundle, tmp_path: Path
+    ) -> None:
+        version_dir = tmp_path / "azureml-models" / "probe" / "1"
+        model = unpack(probe_bundle.path, version_dir / "probe")
+        found = locate_bundle({"AZUREML_MODEL_DIR": str(version_dir)})
+        assert (found.bundle, found.source) == (model, "AZUREML_MODEL_DIR")
+
+    def test_azureml_registered_archive_under_its_own_name(
+        self, probe_bundle: BuiltBundle, tmp_path: Path
+    ) -> None:
+        version_dir = tmp_path / "azureml-models" / "probe" / "3"
+        archive = copy_as(probe_bundle.path, version_dir / "probe-v3.tar.gz")
+        assert locate_bundle({"AZUREML_MODEL_DIR": str(version_dir)}).bundle == archive
+
+    def test_our_variable_decides_over_the_clouds(
+        self, probe_bundle: BuiltBundle, tmp_path: Path
+    ) -> None:
+        unpack(probe_bundle.path, tmp_path / "azure")
+        mine = copy_as(probe_bundle.path, tmp_path / "mine" / "model.tar.gz")
+        env = {"AIAAS_MODEL_DIR": str(mine.parent), "AZUREML_MODEL_DIR": str(tmp_path / "azure")}
+        assert locate_bundle(env).bundle == mine
+
+    def test_a_set_variable_does_not_fall_through(
+        self, probe_bundle: BuiltBundle, tmp_path: Path
+    ) -> None:
+        unpack(probe_bundle.path, tmp_path / "opt" / "ml" / "model")
+        env = {
+            "AIAAS_MODEL_DIR": str(tmp_path / "mnt" / "model"),
+            "SAGEMAKER_BASE_DIR": str(tmp_path / "opt" / "ml"),
+        }
+        with pytest.raises(ContainerError) as caught:
+            locate_bundle(env)
+        message = str(caught.value)
+        assert f"AIAAS_MODEL_DIR ({tmp_path / 'mnt' / 'model'} does not exist)" in message
+
+    def test_an_empty_folder_names_what_was_missing(self, tmp_path: Path) -> None:
+        (tmp_path / "empty" / "sub").mkdir(parents=True)
+        with pytest.raises(ContainerError, match=r"no aiaas-manifest.json and no \*\.tar\.gz in"):
+            locate_bundle({"AZUREML_MODEL_DIR": str(tmp_path / "empty")})
+
+    def test_two_archives_are_ambiguous(self, probe_bundle: BuiltBundle, tmp_path: Path) -> None:
+        copy_as(probe_bundle.path, tmp_path / "m" / "a.tar.gz")
+        copy_as(probe_bundle.path, tmp_path / "m" / "b.tar.gz")
+        with pytest.raises(ContainerError, match=r"a\.tar\.gz, b\.tar\.gz"):
+            locate_bundle({"AIAAS_MODEL_DIR": str(tmp_path / "m")})
+
+
+class TestPortAndArgs:
+    def test_default_is_sagemakers_8080(self) -> None:
+        assert choose_port({}) == DEFAULT_PORT == 8080
+
+    def test_sagemaker_bind_to_port(self) -> None:
+        assert choose_port({"SAGEMAKER_BIND_TO_PORT": "9123"}) == 9123
+
+    def test_our_port_variable_wins(self) -> None:
+        assert choose_port({"AIAAS_PORT": "5001", "SAGEMAKER_BIND_TO_PORT": "9123"}) == 5001
+
+    @pytest.mark.parametrize("raw", ["http", "0", "70000", "-1"])
+    def test_a_bad_port_is_named(self, raw: str) -> None:
+        with pytest.raises(ContainerError, match=rf"AIAAS_PORT='{raw}' is not a TCP port"):
+            choose_port({"AIAAS_PORT": raw})
+
+    def test_serve_or_nothing(self) -> None:
+        check_args([])
+        check_args(["serve"])
+        with pytest.raises(ContainerError, match="unexpected arguments 'train'"):
+            check_args(["train"])
+
+
+# -- the entrypoint as a real process, one cloud at a time -------------------------------------
+
+
+@dataclass
+class Cloud:
+    """How one cloud lays out the bundle, what it sets, and which routes it probes."""
+
+    name: str
+    args: list[str]
+    layout: Callable[[Path, Path], dict[str, str]]  # (archive, root) -> environment
+    health: list[str]
+    scoring: str
+
+
+def sagemaker_layout(archive: Path, root: Path) -> dict[str, str]:
+    unpack(archive, root / "opt" / "ml" / "model")
+    return {"SAGEMAKER_BASE_DIR": str(root / "opt" / "ml"), "SAGEMAKER_BIND_TO_PORT": "{port}"}
+
+
+def azureml_layout(archive: Path, root: Path) -> dict[str, str]:
+    version_dir = root / "var" / "azureml-app" / "azureml-models" / "probe" / "1"
+    copy_as(archive, version_dir / "probe" / "model.tar.gz")  # a registered folder
+    return {"AZUREML_MODEL_DIR": str(version_dir), "AIAAS_PORT": "{port}"}
+
+
+def pai_layout(archive: Path, root: Path) -> dict[str, str]:
+    copy_as(archive, root / "mnt" / "model" / "model.tar.gz")  # OSS path at mount_path
+    return {"AIAAS_MODEL_DIR": str(root / "mnt" / "model"), "AIAAS_PORT": "{port}"}
+
+
+CLOUDS = [
+    Cloud("sagemaker", ["serve"], sagemaker_layout, ["/ping"], "/invocations"),
+    Cloud("azureml", [], azureml_layout, ["/", "/ready"], "/score"),
+    Cloud("pai", [], pai_layout, ["/ready"], "/api/predict/probe-svc"),
+]
+
+
+@pytest.fixture
+def run_entrypoint(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start the entrypoint with exactly the given environment (plus what Python needs)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home")}
+        base["HF_HUB_OFFLINE"] = "1"
+        log = (tmp_path / f"entrypoint-{len(started)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aiaas.runtime.container", *args],
+            env={**base, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the entrypoint exited before it was ready"
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} not ready after {timeout}s")
+
+
+@pytest.mark.parametrize("cloud", CLOUDS, ids=lambda c: c.name)
+def test_each_cloud_layout_serves_and_drains(
+    cloud: Cloud,
+    probe_bundle: BuiltBundle,
+    tmp_path: Path,
+    run_entrypoint: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    port = free_port()
+    env = {k: v.format(port=port) for k, v in cloud.layout(probe_bundle.path, tmp_path).items()}
+    proc = run_entrypoint(cloud.args, {**env, "AIAAS_HOST": "127.0.0.1"})
+    url = f"http://127.0.0.1:{port}"
+    wait_until_ready(url + cloud.health[-1], proc)
+    for path in cloud.health:
+        assert httpx.get(url + path).status_code == 200, path
+    r = httpx.post(url + cloud.scoring, json={"inputs": [{"value": 1.25}]}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["value"] == 2.5
+    assert r.json()["version"] == probe_bundle.manifest.version
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=40) == 0
+    log = (tmp_path / "entrypoint-0.log").read_text()
+    assert "Traceback" not in log
+    assert f"on 127.0.0.1:{port}" in log
+
+
+def test_missing_bundle_exits_non_zero_naming_the_place(
+    tmp_path: Path, run_entrypoint: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    proc = run_entrypoint(["serve"], {"SAGEMAKER_BASE_DIR": str(tmp_path / "opt" / "ml")})
+    assert proc.wait(timeout=60) == 2
+    log = (tmp_path / "entrypoint-0.log").read_text()
+    assert f"looked at SAGEMAKER_BASE_DIR ({tmp_path / 'opt' / 'ml' / 'model'} does not" in log
+    assert "AIAAS_MODEL_DIR" in log and "AZUREML_MODEL_DIR" in log
+    assert "Traceback" not in log
+
+
+def test_unexpected_argument_exits_non_zero(
+    tmp_path: Path, run_entrypoint: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    proc = run_entrypoint(["train"], {})
+    assert proc.wait(timeout=60) == 2
+    log = (tmp_path / "entrypoint-0.log").read_text()
+    assert "unexpected arguments 'train'" in log
+    assert "Traceback" not in log
