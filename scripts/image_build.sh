@@ -124,8 +124,8 @@ main() {
     nice -n 10 podman build --isolation chroot --format docker -q \
         -f templates/container/Dockerfile \
         --build-arg BASE_IMAGE="$BASE_IMAGE" \
-        --build-arg PIP_FIND_LINKS=/run/aiaas-wheels \
-        --build-arg PIP_CERT=/run/aiaas-ca.pem \
+        --build-arg WHEELS_DIR=/run/aiaas-wheels \
+        --build-arg CA_BUNDLE=/run/aiaas-ca.pem \
         -v "$WHEELS:/run/aiaas-wheels:ro" \
         -v "$CA_BUNDLE:/run/aiaas-ca.pem:ro" \
         -t "$IMAGE" "$CONTEXT" >/dev/null
