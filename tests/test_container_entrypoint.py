@@ -9,6 +9,7 @@ checked by ``make image-check`` (scripts/image_check.py), which is not part of `
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import signal
@@ -268,3 +269,31 @@ def test_unexpected_argument_exits_non_zero(
     log = (tmp_path / "entrypoint-0.log").read_text()
     assert "unexpected arguments 'train'" in log
     assert "Traceback" not in log
+
+
+def test_sigterm_drains_an_in_flight_request(
+    probe_bundle: BuiltBundle,
+    tmp_path: Path,
+    run_entrypoint: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """SIGTERM while a request is being computed: it still gets its answer, then exit 0."""
+    port = free_port()
+    env = {k: v.format(port=port) for k, v in sagemaker_layout(probe_bundle.path, tmp_path).items()}
+    proc = run_entrypoint(["serve"], {**env, "AIAAS_HOST": "127.0.0.1"})
+    url = f"http://127.0.0.1:{port}"
+    wait_until_ready(url + "/ping", proc)
+    # 9 items, max_batch_size 8: while the first 8 sleep in predict, the 9th waits in the
+    # queue, so a queue depth of 1 proves the request is inside the server.
+    items = [{"value": float(i), "sleep_ms": 1000} for i in range(9)]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.post, url + "/invocations", json={"inputs": items}, timeout=60)
+        deadline = time.monotonic() + 30
+        while 'aiaas_queue_depth{model="probe"} 1.0' not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline, "the request never reached the queue"
+            assert not answer.done(), answer.result().text
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        r = answer.result()
+    assert r.status_code == 200, r.text
+    assert [o["value"] for o in r.json()["outputs"]] == [2.0 * i for i in range(9)]
+    assert proc.wait(timeout=40) == 0
