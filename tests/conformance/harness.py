@@ -121,6 +121,11 @@ class Harness(ABC):
         """While inside, a deployment named ``name`` of ``bundle`` exists that this project's
         provider must not manage (another project's, or one made outside aiaas)."""
 
+    def request_limit(self) -> int:
+        """The largest request body (bytes) the deployment takes: the provider's own limit
+        where it has one (SageMaker's 6 MB), else the model server's ``max_body_bytes``."""
+        return self.config.server.max_body_bytes
+
     @abstractmethod
     def clients_closed(self, provider: Provider) -> bool:
         """True once ``provider`` (from :meth:`make_provider`) has released its clients."""

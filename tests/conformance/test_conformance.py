@@ -36,6 +36,7 @@ from aiaas.errors import (
     InvalidInput,
     ModelError,
     NotFound,
+    PayloadTooLarge,
     Throttled,
 )
 from conformance.harness import Candidate, Harness, discover
@@ -459,14 +460,29 @@ def test_model_errors_and_deadlines_are_typed(
     _wait_for(lambda: _serves(h, bundles.example()), 30, "the endpoint to serve again")
 
 
+def test_a_body_over_the_request_limit_is_payload_too_large(
+    h: Harness, bundles: Bundles, first_deploy: FirstDeploy
+) -> None:
+    limit = h.request_limit()
+    head, tail = b'{"inputs": [{"value": 1}], "padding": "', b'"}'
+    body = head + b"x" * (limit + 1 - len(head) - len(tail)) + tail
+    assert len(body) == limit + 1
+    with pytest.raises(PayloadTooLarge):
+        h.invoker.invoke_sync(NAME, body)
+    with pytest.raises(PayloadTooLarge):
+        _run(h.invoker, lambda: h.invoker.invoke(NAME, body))
+    assert isinstance(h.invoker.invoke_sync(NAME, bundles.example()), InvokeResult)
+
+
 def test_a_throttled_endpoint_raises_throttled_with_retry_after(
     h: Harness, bundles: Bundles, first_deploy: FirstDeploy
 ) -> None:
+    # An invoke path that retries throttling gives up within the call's timeout.
     with h.throttled(NAME):
         with pytest.raises(Throttled) as sync_error:  # Overloaded is a Throttled
-            h.invoker.invoke_sync(NAME, bundles.example())
+            h.invoker.invoke_sync(NAME, bundles.example(), timeout=10)
         with pytest.raises(Throttled) as async_error:
-            _run(h.invoker, lambda: h.invoker.invoke(NAME, bundles.example()))
+            _run(h.invoker, lambda: h.invoker.invoke(NAME, bundles.example(), timeout=10))
     for error in (sync_error.value, async_error.value):
         assert error.retry_after > 0
     assert isinstance(h.invoker.invoke_sync(NAME, bundles.example()), InvokeResult)
