@@ -21,6 +21,11 @@ WHEELS=${WHEELS:-$("$PYTHON" -m pip config get global.find-links 2>/dev/null || 
 CACHE=build/image
 BASE_TAR=$CACHE/base-bookworm.tar
 
+# Temporary folders this run made, removed however it ends.
+TEMPS=()
+cleanup() { ((${#TEMPS[@]} == 0)) || rm -rf --one-file-system "${TEMPS[@]}"; }
+trap cleanup EXIT
+
 say() { printf '[image] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
 since() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }
@@ -83,13 +88,13 @@ make_base() {
     if [[ ! -s $BASE_TAR ]]; then
         local rootfs
         rootfs=$(mktemp -d /tmp/aiaas-rootfs.XXXXXX)
+        TEMPS+=("$rootfs")
         say "debootstrap bookworm from $(debian_mirror) into $rootfs"
         debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
             bookworm "$rootfs" "$(debian_mirror)" >"$CACHE/debootstrap.log" 2>&1 \
             || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
         add_python "$rootfs"
         tar -C "$rootfs" -cf "$BASE_TAR.partial" . && mv "$BASE_TAR.partial" "$BASE_TAR"
-        rm -rf --one-file-system "$rootfs"
     fi
     local path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin python_bin
     python_bin=$(tar -xOf "$BASE_TAR" ./.aiaas-python-bin 2>/dev/null || true)
@@ -103,10 +108,10 @@ build_wheel() {
     local src
     src=$(mktemp -d /tmp/aiaas-src.XXXXXX)
     CONTEXT=$(mktemp -d /tmp/aiaas-context.XXXXXX)
+    TEMPS+=("$src" "$CONTEXT")
     tar -cf - --exclude=__pycache__ --exclude='*.egg-info' \
         pyproject.toml setup.py README.md aiaas adapters functions templates | tar -C "$src" -xf -
     "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$CONTEXT" "$src"
-    rm -rf --one-file-system "$src"
 }
 
 main() {
@@ -129,7 +134,6 @@ main() {
         -v "$WHEELS:/run/aiaas-wheels:ro" \
         -v "$CA_BUNDLE:/run/aiaas-ca.pem:ro" \
         -t "$IMAGE" "$CONTEXT" >/dev/null
-    rm -rf --one-file-system "$CONTEXT"
     # The image this build replaced, now untagged (kept if something else still uses it).
     if [[ -n $previous && $previous != $(podman image inspect --format '{{.Id}}' "$IMAGE") ]]; then
         podman rmi "$previous" >/dev/null 2>&1 || true
