@@ -297,3 +297,15 @@ def test_sigterm_drains_an_in_flight_request(
     assert r.status_code == 200, r.text
     assert [o["value"] for o in r.json()["outputs"]] == [2.0 * i for i in range(9)]
     assert proc.wait(timeout=40) == 0
+
+
+def test_a_broken_archive_exits_non_zero_in_one_line(
+    tmp_path: Path, run_entrypoint: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "mnt" / "model.tar.gz").write_bytes(b"not a gzip file")
+    proc = run_entrypoint([], {"AIAAS_MODEL_DIR": str(tmp_path / "mnt")})
+    assert proc.wait(timeout=60) == 2
+    log = (tmp_path / "entrypoint-0.log").read_text()
+    assert f"aiaas container: {tmp_path / 'mnt' / 'model.tar.gz'}: " in log
+    assert "Traceback" not in log

@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         check_args(args)
         port = choose_port(env)
         located = locate_bundle(env)
-    except ContainerError as exc:
+    except (ContainerError, OSError) as exc:  # OSError: a place it may not read
         print(f"aiaas container: {exc}", file=sys.stderr)
         return 2
     host = env.get("AIAAS_HOST") or DEFAULT_HOST
