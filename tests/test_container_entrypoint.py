@@ -193,6 +193,7 @@ def run_entrypoint(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[by
 
     def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home")}
+        base["AIAAS_HOST"] = "127.0.0.1"  # were a server to start, never on every interface
         base["HF_HUB_OFFLINE"] = "1"
         log = (tmp_path / f"entrypoint-{len(started)}.log").open("wb")
         proc = subprocess.Popen(
@@ -304,8 +305,9 @@ def test_a_broken_archive_exits_non_zero_in_one_line(
 ) -> None:
     (tmp_path / "mnt").mkdir()
     (tmp_path / "mnt" / "model.tar.gz").write_bytes(b"not a gzip file")
-    proc = run_entrypoint([], {"AIAAS_MODEL_DIR": str(tmp_path / "mnt")})
+    env = {"AIAAS_MODEL_DIR": str(tmp_path / "mnt"), "AIAAS_PORT": str(free_port())}
+    proc = run_entrypoint([], env)
     assert proc.wait(timeout=60) == 2
     log = (tmp_path / "entrypoint-0.log").read_text()
-    assert f"aiaas container: {tmp_path / 'mnt' / 'model.tar.gz'}: " in log
+    assert f"aiaas container: {tmp_path / 'mnt' / 'model.tar.gz'}: not a bundle archive" in log
     assert "Traceback" not in log

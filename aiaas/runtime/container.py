@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         serve(located.bundle, host=host, port=port)
     except AiaasError as exc:  # a malformed bundle: one line, no traceback
-        print(f"aiaas container: {located.bundle}: {exc.message}", file=sys.stderr)
+        print(f"aiaas container: {exc.message}", file=sys.stderr)  # it names the file
         return 2
     return 0
 
