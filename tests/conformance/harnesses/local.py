@@ -4,8 +4,9 @@ What it writes is seen independently of the provider's own records: the files un
 project's state folder (the servers' own logs left out: the running server writes those, not
 the control plane) and the ``aiaas serve`` processes whose bundle lies under that folder,
 found in ``/proc``. The endpoint throttles the way a real one does: the test project's server
-takes one item at a time with one queue slot and no queue wait, and two slow probe requests
-fill both, so the next prediction is refused ``503 Overloaded`` with ``Retry-After``.
+has one worker and a queue of :data:`QUEUE_SLOTS` with no waiting for room; one slow probe
+request holds the worker and fast ones fill the queue behind it, so the next prediction is
+refused ``503 Overloaded`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,9 @@ from adapters.base import Provider
 from adapters.local.provider import LocalProvider
 from conformance.harness import Harness, register
 
-HOLD_S = 3.0  # how long each slow request keeps the probe busy while throttled
-_QUEUED_ONE = re.compile(r"^aiaas_queue_depth\{[^}]*\} 1\.0$", re.MULTILINE)
+QUEUE_SLOTS = 4  # the test project's server queue (room for the suite's looping clients)
+HOLD_S = 3.0  # how long one slow request keeps the probe's one worker busy when throttled
+_DEPTH = re.compile(r"^aiaas_queue_depth\{[^}]*\} (\S+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,8 @@ class LocalHarness(Harness):
             "provider: local\n"
             "state_dir: state\n"
             "local:\n  ready_timeout_s: 60\n"
-            # one item at a time, one queue slot, no waiting for room: see throttled()
-            "server:\n  max_queue_size: 1\n  queue_wait_ms: 0\n  request_timeout_s: 30\n"
+            # a small queue and no waiting for room: see throttled()
+            f"server:\n  max_queue_size: {QUEUE_SLOTS}\n  queue_wait_ms: 0\n"
         )
 
     @property
@@ -97,44 +99,36 @@ class LocalHarness(Harness):
     def throttled(self, name: str) -> Iterator[None]:
         endpoint = self.provider.describe(name).endpoint
         assert endpoint, f"{name} has no endpoint"
-        slow = json.dumps({"inputs": [{"value": 1, "sleep_ms": int(HOLD_S * 1000)}]}).encode()
-        with httpx.Client(timeout=HOLD_S * 4, trust_env=False) as http:
+        slow, fill = (_probe_body(ms) for ms in (int(HOLD_S * 1000), 0))
+        with (
+            httpx.Client(timeout=HOLD_S * 4, trust_env=False) as http,
+            ThreadPoolExecutor(1 + QUEUE_SLOTS) as pool,
+        ):
 
-            def post() -> httpx.Response:
-                return http.post(endpoint + "/invocations", content=slow, headers=_JSON)
+            def send(body: bytes) -> Future[httpx.Response]:
+                url = endpoint + "/invocations"
+                return pool.submit(http.post, url, content=body, headers=_JSON)
 
-            with ThreadPoolExecutor(2) as pool:
-                calls = [pool.submit(post), pool.submit(post)]
-                self._wait_saturated(http, endpoint, calls, pool, post)
-                yield
-                # Both slow calls were admitted, so both must be answered.
-                for call in calls:
-                    assert call.result().status_code == 200, call.result().text
-
-    @staticmethod
-    def _wait_saturated(
-        http: httpx.Client,
-        endpoint: str,
-        calls: list[Future[httpx.Response]],
-        pool: ThreadPoolExecutor,
-        post: Callable[[], httpx.Response],
-    ) -> None:
-        """Return once one slow call runs and the other holds the one queue slot.
-
-        That is: the queue holds one item on two scrapes in a row with both calls pending
-        (a call that arrived while the other was still queued is refused: it is sent again).
-        """
-        deadline = time.monotonic() + HOLD_S / 2
-        seen = 0
-        while seen < 2:
-            assert time.monotonic() < deadline, "the probe server never had an item queued"
-            for i, call in enumerate(calls):
-                if call.done():
-                    assert call.result().status_code == 503, call.result().text
-                    calls[i] = pool.submit(post)
-                    seen = 0
-            queued = _QUEUED_ONE.search(http.get(endpoint + "/metrics").text) is not None
-            seen = seen + 1 if queued and not any(c.done() for c in calls) else 0
+            bodies = [slow] + [fill] * QUEUE_SLOTS
+            calls = [send(body) for body in bodies]
+            # Saturated: the queue full on two scrapes in a row while no call has come back
+            # (the slow one runs; the fillers wait behind it). Until then every call that
+            # came back (refused, or run before the slow one) is sent again.
+            deadline = time.monotonic() + HOLD_S / 2
+            full = 0
+            while full < 2:
+                assert time.monotonic() < deadline, "the probe server's queue never filled up"
+                for i, call in enumerate(calls):
+                    if call.done():
+                        assert call.result().status_code in (200, 503), call.result().text
+                        calls[i] = send(bodies[i])
+                depth = _DEPTH.search(http.get(endpoint + "/metrics").text)
+                queued = float(depth.group(1)) if depth else 0.0
+                pending = not any(call.done() for call in calls)
+                full = full + 1 if queued == QUEUE_SLOTS and pending else 0
+            yield
+            for call in calls:  # admitted, so answered
+                assert call.result().status_code == 200, call.result().text
 
     @contextlib.contextmanager
     def foreign(self, name: str, bundle: Path) -> Iterator[None]:
@@ -165,3 +159,7 @@ class LocalHarness(Harness):
 
 
 _JSON = {"content-type": "application/json"}
+
+
+def _probe_body(sleep_ms: int) -> bytes:
+    return json.dumps({"inputs": [{"value": 1, "sleep_ms": sleep_ms}]}).encode()
