@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 
 from aiaas.bundle import BuiltBundle
 from aiaas.manifest import MANIFEST_FILE
@@ -33,7 +34,6 @@ from aiaas.runtime.container import (
     choose_port,
     locate_bundle,
 )
-from tests.conftest import free_port
 
 
 def unpack(archive: Path, into: Path) -> Path:
