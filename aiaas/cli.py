@@ -5,47 +5,41 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aiaas.config import ModelSection, ProjectConfig, ServerSection, load_config
-from aiaas.errors import AiaasError, BadRequest, ConfigError, NotFound
+from aiaas.cli_support import (
+    ConfigOpt,
+    NameArg,
+    ProviderOpt,
+    deployment_name,
+    err,
+    load_project,
+    out,
+    plain,
+)
+from aiaas.config import ModelSection, ProjectConfig, ServerSection
+from aiaas.errors import AiaasError, BadRequest, ConfigError
 from aiaas.template_files import templates_dir
+from functions.cli import register as register_function_commands
 
 if TYPE_CHECKING:
     from adapters.base import Deployment, Plan, Provider
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 bundle_app = typer.Typer(no_args_is_help=True, help="Build and inspect model bundles.")
-function_app = typer.Typer(no_args_is_help=True, help="The function tier in front of a deployment.")
 app.add_typer(bundle_app, name="bundle")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys of the function tier.")
-app.add_typer(function_app, name="function")
-app.add_typer(keys_app, name="keys")
 
-out = Console()
-err = Console(stderr=True)
 _state: dict[str, bool] = {"debug": False}
 
 TEMPLATES = templates_dir()
-
-ConfigOpt = Annotated[
-    Path, typer.Option("--config", "-c", help="Project config file or its directory.")
-]
-ProviderOpt = Annotated[
-    str | None, typer.Option("--provider", "-p", help="Provider (overrides aiaas.yaml).")
-]
-NameArg = Annotated[
-    str | None, typer.Argument(help="Deployment name (default: the project's model name).")
-]
 
 
 def _print_version(value: bool) -> None:
@@ -56,7 +50,7 @@ def _print_version(value: bool) -> None:
             installed = version("aiaas")
         except PackageNotFoundError:  # run from a source tree that was never installed
             installed = "unknown"
-        _plain(out, f"aiaas {installed}")
+        plain(out, f"aiaas {installed}")
         raise typer.Exit(0)
 
 
@@ -78,32 +72,10 @@ def _root(
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _project(config: Path, provider: str | None = None) -> tuple[ProjectConfig, Path]:
-    cfg = load_config(config)
-    if provider:
-        cfg.provider = provider
-    return cfg, cfg.root
-
-
 def _provider(cfg: ProjectConfig) -> Provider:
     from adapters import get_provider
 
     return get_provider(cfg.provider, cfg)
-
-
-def _deployment_name(cfg: ProjectConfig, project_dir: Path, name: str | None) -> str:
-    if name:
-        return name
-    if cfg.model.name:
-        return cfg.model.name
-    built = project_dir / cfg.bundle.output
-    if built.is_file():
-        from aiaas.bundle import inspect_archive
-
-        return inspect_archive(built).name
-    raise ConfigError(
-        f"{project_dir / 'aiaas.yaml'}: model.name is not set; pass the deployment name"
-    )
 
 
 @contextmanager
@@ -172,7 +144,7 @@ def init(
     for src in sorted((TEMPLATES / "init").iterdir()):
         text = src.read_text().replace("{{name}}", name)
         (target / src.name.removesuffix(".tmpl")).write_text(text)
-    _plain(out, f"created {target}: edit model.py, then `aiaas deploy -c {directory}`")
+    plain(out, f"created {target}: edit model.py, then `aiaas deploy -c {directory}`")
 
 
 def _check_model_name(name: str) -> None:
@@ -203,7 +175,7 @@ def bundle_build(
     with err.status(escape(f"building bundle from {directory}")):
         built = build_bundle(directory, output)
     size = built.path.stat().st_size / 1e6
-    _plain(out, f"{built.path}  {built.manifest.name} {built.manifest.version}  {size:.1f} MB")
+    plain(out, f"{built.path}  {built.manifest.name} {built.manifest.version}  {size:.1f} MB")
 
 
 @bundle_app.command("inspect")
@@ -287,7 +259,7 @@ def deploy(
     ] = False,
 ) -> None:
     """Build the bundle (unless --bundle) and deploy it to the configured provider."""
-    cfg, project_dir = _project(config, provider)
+    cfg, project_dir = load_project(config, provider)
     if bundle is None:
         from aiaas.bundle import build_bundle
 
@@ -319,7 +291,7 @@ def status(
     config: ConfigOpt = Path("aiaas.yaml"), provider: ProviderOpt = None, name: NameArg = None
 ) -> None:
     """Show one deployment, or all of the provider's deployments."""
-    cfg, _ = _project(config, provider)
+    cfg, _ = load_project(config, provider)
     with _provider(cfg) as prov:
         if name:
             _show_deployment(prov.describe(name))
@@ -343,9 +315,9 @@ def invoke(
     provider: ProviderOpt = None,
 ) -> None:
     """Send one request (default: the bundle's example) and print the response."""
-    cfg, project_dir = _project(config, provider)
+    cfg, project_dir = load_project(config, provider)
     body = _read_data(data, cfg, project_dir)
-    deployment = _deployment_name(cfg, project_dir, name)
+    deployment = deployment_name(cfg, project_dir, name)
     from adapters import get_invoker
 
     invoker = get_invoker(cfg.provider, cfg)
@@ -364,8 +336,8 @@ def logs(
     provider: ProviderOpt = None,
 ) -> None:
     """Print the deployment's recent log lines."""
-    cfg, project_dir = _project(config, provider)
-    for line in _provider(cfg).logs(_deployment_name(cfg, project_dir, name), tail):
+    cfg, project_dir = load_project(config, provider)
+    for line in _provider(cfg).logs(deployment_name(cfg, project_dir, name), tail):
         sys.stdout.write(line + "\n")
 
 
@@ -374,11 +346,11 @@ def delete(
     name: NameArg = None, config: ConfigOpt = Path("aiaas.yaml"), provider: ProviderOpt = None
 ) -> None:
     """Delete a deployment (idempotent)."""
-    cfg, project_dir = _project(config, provider)
-    deployment = _deployment_name(cfg, project_dir, name)
+    cfg, project_dir = load_project(config, provider)
+    deployment = deployment_name(cfg, project_dir, name)
     removed = _provider(cfg).delete(deployment)
     message = f"deleted {deployment}" if removed else f"{deployment}: nothing to delete"
-    _plain(out, message)
+    plain(out, message)
 
 
 @app.command()
@@ -417,188 +389,8 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-@function_app.command("serve")
-def function_serve(
-    name: NameArg = None,
-    config: ConfigOpt = Path("aiaas.yaml"),
-    provider: ProviderOpt = None,
-    host: Annotated[str | None, typer.Option(help="Interface (default: function.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: function.port).")] = None,
-    manifest: Annotated[
-        Path | None,
-        typer.Option(help="Bundle whose schemas to enforce (default: the live deployment's)."),
-    ] = None,
-) -> None:
-    """Run the function app (POST /predict, OIP v2) in front of the deployment.
-
-    Keys in ``.aiaas/api-keys`` are re-read within a second of ``aiaas keys create/revoke``;
-    with the local provider, the app follows the live deployment's manifest after a redeploy.
-    """
-    import uvicorn
-
-    from aiaas.bundle import inspect_archive
-    from aiaas.manifest import Manifest
-    from functions.auth import load_checker
-    from functions.bootstrap import build_function_app
-    from functions.metering import FanOut, JsonLineSink, SqliteSink
-
-    cfg, project_dir = _project(config, provider)
-    deployment = _deployment_name(cfg, project_dir, name)
-    bundle_manifest = inspect_archive(manifest or project_dir / cfg.bundle.output)
-    keys = None
-    if cfg.function.auth == "api_key":
-        keys = load_checker(keys_file=_keys_file(cfg))
-        if not keys.key_ids:
-            err.print("[yellow]warning:[/yellow] no API keys configured yet: calls get 401 "
-                      "until one is (aiaas keys create, or AIAAS_API_KEYS)")  # fmt: skip
-    live_source: Callable[[], Manifest | None] | None = None
-    if manifest is None:
-        # The provider names the live version's manifest; the app asks at most once a
-        # second and follows a redeploy (docs/functions.md).
-        control = _provider(cfg)
-
-        def live_source() -> Manifest | None:
-            return control.live_manifest(deployment)
-
-    app_ = build_function_app(
-        "local", cfg, bundle_manifest, deployment=deployment, keys=keys,
-        usage=FanOut(JsonLineSink(), SqliteSink(_usage_file(cfg))), manifest_source=live_source,
-    )  # fmt: skip
-    uvicorn.run(
-        app_, host=host or cfg.function.host, port=port or cfg.function.port, access_log=False
-    )
-
-
-def _usage_file(cfg: ProjectConfig) -> Path:
-    return cfg.state_path / "usage.sqlite"
-
-
-@app.command()
-def usage(
-    since: Annotated[str, typer.Option(help="Window: 30m, 24h, 7d, or an ISO date.")] = "24h",
-    by: Annotated[str, typer.Option(help="Group by key, model or provider.")] = "model",
-    config: ConfigOpt = Path("aiaas.yaml"),
-) -> None:
-    """Calls, errors, mean latency and estimated cost from the local usage records."""
-    from functions.metering import summarize
-
-    cfg, _ = _project(config)
-    column = {"key": "key_id", "model": "model", "provider": "provider"}.get(by)
-    if column is None:
-        raise BadRequest(f"--by {by}: use key, model or provider")
-    table = Table(by, "calls", "errors", "mean latency ms", "est. cost USD")
-    for group, calls, errors, latency, cost in summarize(_usage_file(cfg), _since(since), column):
-        table.add_row(escape(group), str(calls), str(errors), f"{latency:.1f}", f"{cost:.6f}")
-    out.print(table)
-
-
-def _since(text: str) -> float:
-    import time
-    from datetime import datetime
-
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return time.time() - int(text[:-1]) * units[text[-1]]
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise BadRequest(f"--since {text}: use 30m, 24h, 7d or an ISO date") from None
-
-
-def _keys_file(cfg: ProjectConfig) -> Path:
-    from functions.auth import KEYS_FILE
-
-    return cfg.state_path / KEYS_FILE
-
-
-@function_app.command("package")
-def function_package(
-    target: Annotated[str, typer.Option(help="aws, azure or alibaba.")],
-    arch: Annotated[str, typer.Option(help="x86_64 or arm64.")] = "x86_64",
-    python: Annotated[str, typer.Option(help="The platform's Python version.")] = "3.11",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Zip path.")] = None,
-    config: ConfigOpt = Path("aiaas.yaml"),
-    provider: ProviderOpt = None,
-    allow_local: Annotated[
-        bool, typer.Option(help="Package provider: local anyway, to try the zip on this machine.")
-    ] = False,
-    compile_bytecode: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="Ship .pyc for the target Python.")
-    ] = True,
-) -> None:
-    """Build the function's deployable zip for a platform (never torch), within its limit."""
-    from rich.markup import escape
-
-    from aiaas.bundle import verify_archive
-    from aiaas.packaging import package_function
-
-    cfg, project_dir = _project(config, provider)
-    bundle = project_dir / cfg.bundle.output
-    if not bundle.is_file():
-        raise ConfigError(f"{bundle}: no bundle yet; run `aiaas bundle build` (or deploy) first")
-    out_path = output or project_dir / "dist" / f"function-{target}-{arch}.zip"
-    # The edge enforces this manifest's schemas: it must be the bundle's own (digest checked).
-    with err.status(escape(f"packaging the {target} function ({arch}, Python {python})")):
-        built = package_function(
-            cfg, verify_archive(bundle), target, out_path, arch=arch, python=python,
-            allow_local=allow_local, compile_bytecode=compile_bytecode,
-        )  # fmt: skip
-    size, limit = built.size / 1e6, built.limit / 1e6
-    out.print(
-        f"{built.path}  {size:.2f} MB (limit {limit:.0f} MB), {len(built.wheels)} wheels",
-        markup=False, highlight=False,
-    )  # fmt: skip
-    if compile_bytecode and not built.compiled:
-        err.print(
-            f"[yellow]warning:[/yellow] no Python {escape(python)} interpreter here "
-            f"(python{escape(python)} on PATH): shipped without bytecode, so every cold start "
-            "compiles each module again; install it and package again",
-            highlight=False,
-        )
-    lines = [f"handler: {built.handler}", "environment:"]
-    lines += [f"  {name}  {why}" for name, why in built.environment.items()]
-    out.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
-
-
-@keys_app.command("create")
-def keys_create(config: ConfigOpt = Path("aiaas.yaml")) -> None:
-    """Create an API key: printed once; only its salted hash is stored."""
-    from functions.auth import add_record, create_key
-
-    cfg, _ = _project(config)
-    key, record = create_key()
-    add_record(_keys_file(cfg), record)
-    # Never wrapped: a key or record broken over two lines is a broken secret.
-    _plain(out, f"key id  {record.key_id}")
-    _plain(out, f"API key {key}")
-    _plain(err, "Shown once. The local function reads its hash from "
-                f"{_keys_file(cfg)}; for a cloud, add this record to AIAAS_API_KEYS "
-                "(comma-separated) in its secret store:")  # fmt: skip
-    _plain(err, str(record))
-
-
-@keys_app.command("list")
-def keys_list(config: ConfigOpt = Path("aiaas.yaml")) -> None:
-    """List the ids of the local API keys (never the keys)."""
-    from functions.auth import list_records
-
-    cfg, _ = _project(config)
-    for record in list_records(_keys_file(cfg)):
-        _plain(out, record.key_id)
-
-
-@keys_app.command("revoke")
-def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key id to revoke.")],
-    config: ConfigOpt = Path("aiaas.yaml"),
-) -> None:
-    """Revoke a local API key by id."""
-    from functions.auth import revoke_record
-
-    cfg, _ = _project(config)
-    if not revoke_record(_keys_file(cfg), key_id):
-        raise NotFound(f"no API key with id {key_id!r} in {_keys_file(cfg)}")
-    _plain(out, f"revoked {key_id}")
+# The function tier's commands (function serve|package, keys, usage), listed after these.
+register_function_commands(app)
 
 
 def main() -> None:
@@ -647,8 +439,8 @@ def _show_usage_error(exc: Exception) -> None:
     mistyped option resembles real ones (click computes the ``possibilities``)."""
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
-        _plain(err, ctx.get_usage())
-        _plain(err, f"Try '{ctx.command_path} --help' for help.")
+        plain(err, ctx.get_usage())
+        plain(err, f"Try '{ctx.command_path} --help' for help.")
     possibilities = sorted(getattr(exc, "possibilities", None) or [])
     if possibilities:  # click's own wording would be "(Possible options: ...)"
         message = f"{getattr(exc, 'message', exc)}; did you mean {' or '.join(possibilities)}?"
@@ -656,8 +448,3 @@ def _show_usage_error(exc: Exception) -> None:
         format_message = getattr(exc, "format_message", None)
         message = str(format_message() if callable(format_message) else exc)
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-
-
-def _plain(console: Console, text: str) -> None:
-    """Print ``text`` as it is: no markup, no highlighting, never wrapped (safe to copy)."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
