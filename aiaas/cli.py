@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -24,6 +25,7 @@ from aiaas.cli_support import (
     load_project,
     out,
     plain,
+    server_option_flags,
 )
 from aiaas.config import ModelSection, ProjectConfig, ServerSection
 from aiaas.errors import AiaasError, BadRequest, ConfigError
@@ -188,7 +190,47 @@ def bundle_inspect(
     out.print_json(inspect_archive(path).model_dump_json())
 
 
+def _with_server_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` (which takes ``**server``) one option per ServerSection field, typed,
+    defaulted and described by the field itself."""
+    own = [
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    generated = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=field.default,
+            annotation=Annotated[
+                field.annotation, typer.Option(*server_option_flags(name), help=field.description)
+            ],
+        )
+        for name, field in ServerSection.model_fields.items()
+    ]
+    parameters = [*own, *generated]
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    return command
+
+
+def _server_section(values: dict[str, Any]) -> ServerSection:
+    """The options validated by ServerSection itself; an error names the option."""
+    from pydantic import ValidationError
+
+    try:
+        return ServerSection(**values)
+    except ValidationError as exc:
+        problems = [
+            f"{server_option_flags(str(e['loc'][0]))[0]} {values.get(str(e['loc'][0]))}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise BadRequest("; ".join(problems)) from None
+
+
 @app.command()
+@_with_server_options
 def serve(
     bundle: Annotated[Path, typer.Argument(help="model.tar.gz or unpacked bundle directory.")],
     host: Annotated[
@@ -206,42 +248,16 @@ def serve(
     max_delay_ms: Annotated[
         float | None, typer.Option(help="Override the manifest's batching.")
     ] = None,
-    max_queue_size: Annotated[
-        int, typer.Option(help="Queued items before 503.")
-    ] = ServerSection().max_queue_size,
-    queue_wait_ms: Annotated[
-        float, typer.Option(help="How long a request waits for room in a full queue before 503.")
-    ] = ServerSection().queue_wait_ms,
-    max_body_bytes: Annotated[
-        int, typer.Option(help="Largest request body.")
-    ] = ServerSection().max_body_bytes,
-    request_timeout: Annotated[
-        float, typer.Option(help="Seconds before 504.")
-    ] = ServerSection().request_timeout_s,
-    torch_threads: Annotated[int | None, typer.Option(help="torch intra-op threads.")] = None,
-    inference_workers: Annotated[
-        int, typer.Option(help="Batches run side by side, each on its own model copy.")
-    ] = ServerSection().inference_workers,
-    max_items_per_request: Annotated[
-        int, typer.Option(help="Items one request may carry before 413.")
-    ] = ServerSection().max_items_per_request,
-    output_validation: Annotated[
-        Literal["strict", "warn"],
-        typer.Option(help="strict: a result breaking the output schema is a 500; warn: log it."),
-    ] = ServerSection().output_validation,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    **server: Any,
 ) -> None:
-    """Run the model server (SageMaker, Azure ML, PAI-EAS and OIP v2 routes at once)."""
+    """Run the model server (SageMaker, Azure ML, PAI-EAS and OIP v2 routes at once).
+
+    Every ``server:`` setting of aiaas.yaml is an option here (see ``ServerSection``)."""
     from aiaas.runtime.serve import serve as run_server
 
-    settings = ServerSection(
-        max_queue_size=max_queue_size, queue_wait_ms=queue_wait_ms, max_body_bytes=max_body_bytes,
-        request_timeout_s=request_timeout, torch_threads=torch_threads,
-        inference_workers=inference_workers, max_items_per_request=max_items_per_request,
-        output_validation=output_validation,
-    )  # fmt: skip
     run_server(
-        bundle, host=host, port=port, settings=settings, device=device,
+        bundle, host=host, port=port, settings=_server_section(server), device=device,
         max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, log_level=log_level,
     )  # fmt: skip
 

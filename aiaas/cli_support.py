@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from aiaas.config import ProjectConfig, load_config
+from aiaas.config import ProjectConfig, ServerSection, load_config
 from aiaas.errors import ConfigError
 
 out = Console()
@@ -65,3 +65,22 @@ def deployment_name(cfg: ProjectConfig, project_dir: Path, name: str | None) -> 
 def plain(console: Console, text: str) -> None:
     """Print ``text`` as it is: no markup, no highlighting, never wrapped (safe to copy)."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+#: Older spellings of a server option, still accepted.
+_SERVER_OPTION_ALIASES = {"request_timeout_s": ("--request-timeout",)}
+
+
+def server_option_flags(name: str) -> list[str]:
+    """The ``aiaas serve`` flags of ServerSection field ``name`` (the first is canonical)."""
+    return [f"--{name.replace('_', '-')}", *_SERVER_OPTION_ALIASES.get(name, ())]
+
+
+def server_options(settings: ServerSection) -> list[str]:
+    """``aiaas serve`` arguments that reproduce ``settings`` (what the local provider runs)."""
+    args = []
+    for name in ServerSection.model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            args += [server_option_flags(name)[0], str(value)]
+    return args

@@ -60,22 +60,43 @@ class BundleSection(_Section):
 
 
 class ServerSection(_Section):
-    """Model server limits (shared by every cloud: the same image runs everywhere)."""
+    """Model server limits (shared by every cloud: the same image runs everywhere).
 
-    max_queue_size: int = Field(default=512, ge=1)
-    # A request that finds the queue full waits this long for room before its 503: clients
-    # that ignore Retry-After cannot come back faster than this (0: refuse at once).
-    queue_wait_ms: float = Field(default=1000.0, ge=0, le=60_000)
-    # Most items one request may carry, checked at the function edge and on the server
-    # before anything is expanded or validated (an OIP shape of [1000000, 0] is 89 bytes).
-    max_items_per_request: int = Field(default=512, ge=1)
-    # What predict returns is checked against the output schema (finite numbers only):
-    # strict answers a bad result 500 model_error, warn serves it and logs each problem once.
-    output_validation: Literal["strict", "warn"] = "strict"
-    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
-    request_timeout_s: float = Field(default=60.0, gt=0)
-    torch_threads: int | None = Field(default=None, ge=1)
-    inference_workers: int = Field(default=1, ge=1, le=64)
+    Every field is also an option of ``aiaas serve`` (``--max-queue-size``, ...), generated
+    from this model with its description as the help: a new field needs no CLI edit.
+    """
+
+    max_queue_size: int = Field(default=512, ge=1, description="Queued items before 503.")
+    # Clients that ignore Retry-After cannot come back faster than this (0: refuse at once).
+    queue_wait_ms: float = Field(
+        default=1000.0,
+        ge=0,
+        le=60_000,
+        description="How long a request that finds the queue full waits for room before 503.",
+    )
+    # Checked at the function edge and on the server before anything is expanded or
+    # validated (an OIP shape of [1000000, 0] is 89 bytes).
+    max_items_per_request: int = Field(
+        default=512, ge=1, description="Items one request may carry before 413."
+    )
+    output_validation: Literal["strict", "warn"] = Field(
+        default="strict",
+        description="strict: a result breaking the output schema (finite numbers only) is a "
+        "500 model_error; warn: serve it and log each problem once.",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, ge=1024, description="Largest request body (413 above)."
+    )
+    request_timeout_s: float = Field(default=60.0, gt=0, description="Seconds before 504.")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads (default: all cores, split)."
+    )
+    inference_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Batches run side by side, each on its own model copy.",
+    )
 
 
 class ScalingSection(_Section):

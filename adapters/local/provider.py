@@ -50,6 +50,7 @@ from adapters.local.state import (
     unreachable,
 )
 from aiaas.bundle import inspect_archive, open_bundle, verify_archive
+from aiaas.cli_support import server_options
 from aiaas.config import NAME_PATTERN, ProjectConfig, ServerSection
 from aiaas.errors import AiaasError, DeadlineExceeded, DeployFailed, NotFound
 from aiaas.manifest import MANIFEST_FILE, Manifest, read_manifest_file
@@ -366,20 +367,10 @@ class LocalProvider(Provider):
     ) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
         port = _free_port(self.settings.host)
         log_path = self._dir(name) / f"server-{manifest.version}-{port}.log"
-        s = self.server
         cmd = [
             sys.executable, "-m", "aiaas", "serve", str(bundle_dir),
-            "--host", self.settings.host, "--port", str(port),
-            "--max-queue-size", str(s.max_queue_size),
-            "--queue-wait-ms", str(s.queue_wait_ms),
-            "--max-body-bytes", str(s.max_body_bytes),
-            "--request-timeout", str(s.request_timeout_s),
-            "--inference-workers", str(s.inference_workers),
-            "--max-items-per-request", str(s.max_items_per_request),
-            "--output-validation", s.output_validation,
+            "--host", self.settings.host, "--port", str(port), *server_options(self.server),
         ]  # fmt: skip
-        if s.torch_threads:
-            cmd += ["--torch-threads", str(s.torch_threads)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         with log_path.open("ab") as log:
             proc = subprocess.Popen(

@@ -1,0 +1,58 @@
+"""``aiaas serve`` takes its server options from ServerSection itself (no re-declared fields)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from aiaas import cli
+from aiaas.cli_support import server_option_flags, server_options
+from aiaas.config import ServerSection
+
+
+def _serve_options() -> dict[str, list[str]]:
+    command = typer.main.get_command(cli.app).commands["serve"]  # type: ignore[attr-defined]
+    return {p.name: list(p.opts) for p in command.params}
+
+
+def test_every_server_setting_is_an_option_with_its_own_help() -> None:
+    options = _serve_options()
+    for name, field in ServerSection.model_fields.items():
+        assert options[name][0] == server_option_flags(name)[0], name
+        assert field.description, f"ServerSection.{name} needs a description: it is the help"
+    assert "--request-timeout" in options["request_timeout_s"]  # the older spelling still works
+
+
+def test_what_the_local_provider_passes_reads_back_as_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Boundary: the command's last step starts uvicorn; the settings it would start it with
+    # are captured instead (real servers started with these flags run in test_local_*.py).
+    import aiaas.runtime.serve
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(aiaas.runtime.serve, "serve", lambda bundle, **kw: seen.update(kw))
+    settings = ServerSection(
+        max_queue_size=7, queue_wait_ms=0, max_items_per_request=3, output_validation="warn",
+        max_body_bytes=2048, request_timeout_s=1.5, torch_threads=2, inference_workers=2,
+    )  # fmt: skip
+    cli.app(["serve", str(tmp_path), *server_options(settings)], standalone_mode=False)
+    assert seen["settings"] == settings
+    assert server_options(ServerSection()).count("--torch-threads") == 0  # None: not passed
+
+
+def test_a_bad_value_names_the_option(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "aiaas", "serve", str(tmp_path), "--max-queue-size", "0",
+         "--queue-wait-ms", "99999"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "--max-queue-size 0: Input should be greater than or equal to 1" in r.stderr
+    assert "--queue-wait-ms 99999.0: Input should be less than or equal to 60000" in r.stderr
+    assert "Traceback" not in r.stderr
