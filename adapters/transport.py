@@ -25,6 +25,7 @@ What it does and does not do:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from types import TracebackType
 
@@ -46,11 +47,16 @@ class _Connection:
         self.h11 = h11.Connection(h11.CLIENT)
 
     def reusable(self) -> bool:
-        """False once the server closed it (EOF seen while idle) or it was closed here."""
-        return not (self.reader.at_eof() or self.writer.is_closing())
+        """False once the server closed it (EOF seen while idle), sent anything while idle
+        (e.g. a 408 before closing: it would be read as the next answer), or it was closed
+        here. asyncio has no public "bytes buffered" call, hence ``_buffer``."""
+        buffered = len(getattr(self.reader, "_buffer", b""))
+        return not (buffered or self.reader.at_eof() or self.writer.is_closing())
 
     def close(self) -> None:
-        self.writer.close()
+        # RuntimeError: its event loop is closed already; the socket goes with it.
+        with contextlib.suppress(RuntimeError):
+            self.writer.close()
 
 
 class AsyncH11Transport(httpx.AsyncBaseTransport):
@@ -113,7 +119,9 @@ class AsyncH11Transport(httpx.AsyncBaseTransport):
                     name, port, ssl=tls, server_hostname=name if tls else None, limit=_READ_CHUNK
                 )
         except TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {name}:{port} timed out") from None
+            raise httpx.ConnectTimeout(
+                f"connecting to {name}:{port} timed out", request=request
+            ) from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
         return _Connection(reader, writer)
@@ -123,12 +131,15 @@ class AsyncH11Transport(httpx.AsyncBaseTransport):
     ) -> httpx.Response:
         body = await request.aread()
         target = request.url.raw_path
-        data = conn.h11.send(
-            h11.Request(method=request.method, target=target, headers=request.headers.raw)
-        )
-        if body:
-            data = (data or b"") + (conn.h11.send(h11.Data(data=body)) or b"")
-        data = (data or b"") + (conn.h11.send(h11.EndOfMessage()) or b"")
+        try:
+            data = conn.h11.send(
+                h11.Request(method=request.method, target=target, headers=request.headers.raw)
+            )
+            if body:
+                data = (data or b"") + (conn.h11.send(h11.Data(data=body)) or b"")
+            data = (data or b"") + (conn.h11.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError as exc:  # e.g. a header value with a line break
+            raise httpx.LocalProtocolError(str(exc), request=request) from None
         try:
             async with asyncio.timeout(timeouts.get("write")):
                 conn.writer.write(data)
@@ -180,11 +191,16 @@ class AsyncH11Transport(httpx.AsyncBaseTransport):
             request=request,
         )
 
-    async def aclose(self) -> None:
+    def close_idle(self) -> None:
+        """Close the idle connections now, without awaiting (e.g. when their event loop is
+        gone and a new one takes over)."""
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+    async def aclose(self) -> None:
+        self.close_idle()
 
     async def __aexit__(
         self,

@@ -197,3 +197,40 @@ def test_https_with_the_given_trust(raw_server: Callable[[Script], tuple[int, li
     assert [r.content for r in answers] == [b'{"i": 0}', b'{"i": 1}']
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         _post(port, scheme="https", ssl_context=ssl.create_default_context())
+
+
+def test_an_answer_sent_while_idle_is_not_taken_for_the_next_one(
+    raw_server: Callable[[Script], tuple[int, list[int]]],
+) -> None:
+    def answer_then_408(conn: socket.socket, _: list[int]) -> None:
+        with conn:
+            _read_request(conn)
+            conn.sendall(_answer(b'"first"'))
+            threading.Event().wait(0.1)
+            conn.sendall(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+            threading.Event().wait(1.0)  # kept open: only the unrequested bytes tell
+
+    port, accepted = raw_server(answer_then_408)
+
+    async def run() -> list[bytes]:
+        async with httpx.AsyncClient(transport=AsyncH11Transport()) as client:
+            first = await client.post(f"http://127.0.0.1:{port}/x", content=b"1")
+            await asyncio.sleep(0.3)
+            second = await client.post(f"http://127.0.0.1:{port}/x", content=b"2")
+            return [first.content, second.content]
+
+    assert asyncio.run(run()) == [b'"first"', b'"first"']  # the 408 was never an answer
+    assert len(accepted) == 2
+
+
+def test_a_header_h11_refuses_is_an_httpx_error(
+    raw_server: Callable[[Script], tuple[int, list[int]]],
+) -> None:
+    port, _ = raw_server(lambda conn, _: conn.close())
+
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=AsyncH11Transport()) as client:
+            await client.post(f"http://127.0.0.1:{port}/x", headers={"x-bad": "a\x00b"})
+
+    with pytest.raises(httpx.LocalProtocolError):
+        asyncio.run(run())

@@ -48,6 +48,7 @@ class LocalInvoker(Invoker):
         self._sync: httpx.Client | None = None
         self._async: httpx.AsyncClient | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._transport: AsyncH11Transport | None = None
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> LocalInvoker:
@@ -59,7 +60,10 @@ class LocalInvoker(Invoker):
         own client."""
         loop = asyncio.get_running_loop()
         if self._async is None or self._async_loop is not loop:
-            self._async = httpx.AsyncClient(**_CLIENT_ARGS, transport=AsyncH11Transport())
+            if self._transport is not None:  # the previous loop's connections: closed now
+                self._transport.close_idle()
+            self._transport = AsyncH11Transport()
+            self._async = httpx.AsyncClient(**_CLIENT_ARGS, transport=self._transport)
             self._async_loop = loop
         return self._async
 
