@@ -71,16 +71,24 @@ def plain(console: Console, text: str) -> None:
 _SERVER_OPTION_ALIASES = {"request_timeout_s": ("--request-timeout",)}
 
 
-def server_option_flags(name: str) -> list[str]:
-    """The ``aiaas serve`` flags of ServerSection field ``name`` (the first is canonical)."""
-    return [f"--{name.replace('_', '-')}", *_SERVER_OPTION_ALIASES.get(name, ())]
+def server_option_flags(name: str, section: type[ServerSection] = ServerSection) -> list[str]:
+    """The ``aiaas serve`` flags of ServerSection field ``name`` (the first is canonical); a
+    ``bool`` field is a switch, ``--name/--no-name``."""
+    flag = f"--{name.replace('_', '-')}"
+    if section.model_fields[name].annotation is bool:
+        flag = f"{flag}/--no-{name.replace('_', '-')}"
+    return [flag, *_SERVER_OPTION_ALIASES.get(name, ())]
 
 
 def server_options(settings: ServerSection) -> list[str]:
     """``aiaas serve`` arguments that reproduce ``settings`` (what the local provider runs)."""
-    args = []
-    for name in ServerSection.model_fields:
+    args: list[str] = []
+    for name in type(settings).model_fields:
         value = getattr(settings, name)
-        if value is not None:
-            args += [server_option_flags(name)[0], str(value)]
+        flag = server_option_flags(name, type(settings))[0]
+        if isinstance(value, bool):
+            on, off = flag.split("/")
+            args.append(on if value else off)
+        elif value is not None:
+            args += [flag, str(value)]
     return args

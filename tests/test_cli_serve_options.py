@@ -56,3 +56,27 @@ def test_a_bad_value_names_the_option(tmp_path: Path) -> None:
     assert "--max-queue-size 0: Input should be greater than or equal to 1" in r.stderr
     assert "--queue-wait-ms 99999.0: Input should be less than or equal to 60000" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_new_bool_setting_is_a_switch_both_ways() -> None:
+    """A future ``bool`` field: ``--x/--no-x``, and what the provider passes parses back (a
+    ``--x False`` would be an extra argument, and the local server would not start)."""
+    from pydantic import Field
+
+    class WithSwitch(ServerSection):
+        warm_up: bool = Field(default=True, description="Run the example once before ready.")
+
+    flags = server_option_flags("warm_up", WithSwitch)
+    assert flags == ["--warm-up/--no-warm-up"]
+    seen: dict[str, bool] = {}
+    probe = typer.Typer()
+
+    @probe.command()
+    def run(warm_up: bool = typer.Option(True, *flags)) -> None:  # flags are local: no Annotated
+        seen["warm_up"] = warm_up
+
+    for value in (False, True):
+        args = server_options(WithSwitch(warm_up=value))
+        assert "False" not in args and "True" not in args, args
+        probe([a for a in args if "warm-up" in a], standalone_mode=False)
+        assert seen["warm_up"] is value
