@@ -50,33 +50,6 @@ debian_mirror() {
     echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# Debian 12's python3.11 is 3.11.2, older than tarfile's extraction filters (3.11.4, PEP 706)
-# that aiaas unpacks bundles with; the cloud bases have newer ones (Ubuntu 24.04: 3.12). So
-# the stand-in base gets this machine's own CPython (the one .venv is made from, same glibc),
-# copied to the same absolute path (its libpython is found by that path) and put first on
-# PATH (the image's ENV; a symlink would not do: a venv made through one cannot find the
-# standard library). Only its standard library goes in, no site-packages.
-add_python() {
-    local rootfs=$1 prefix
-    if chroot "$rootfs" python3 -c "import tarfile; tarfile.data_filter" 2>/dev/null; then
-        return
-    fi
-    prefix=$("$PYTHON" -c "import sys; print(sys.base_prefix)")
-    say "the base's python3 lacks tarfile.data_filter: adding $prefix"
-    mkdir -p "$rootfs$prefix"
-    tar -C "$prefix" -cf - --exclude=./lib/python3.11/site-packages --exclude=./lib/python3.11/test \
-        --exclude=__pycache__ . | tar -C "$rootfs$prefix" -xf -
-    mkdir -p "$rootfs$prefix/lib/python3.11/site-packages"
-    # Every folder on the way must be traversable by the image's unprivileged user.
-    local dir=$prefix
-    while [[ $dir != / ]]; do
-        chmod a+rx "$rootfs$dir"
-        dir=$(dirname "$dir")
-    done
-    echo "$prefix/bin" >"$rootfs/.aiaas-python-bin"
-    chroot "$rootfs" "$prefix/bin/python3" -c "import tarfile, venv, ensurepip; tarfile.data_filter"
-}
-
 make_base() {
     if podman image exists "$BASE_IMAGE"; then
         say "base $BASE_IMAGE: cached"
@@ -93,13 +66,12 @@ make_base() {
         debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
             bookworm "$rootfs" "$(debian_mirror)" >"$CACHE/debootstrap.log" 2>&1 \
             || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
-        add_python "$rootfs"
         tar -C "$rootfs" -cf "$BASE_TAR.partial" . && mv "$BASE_TAR.partial" "$BASE_TAR"
     fi
-    local path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin python_bin
-    python_bin=$(tar -xOf "$BASE_TAR" ./.aiaas-python-bin 2>/dev/null || true)
-    [[ -z $python_bin ]] || path=$python_bin:$path
-    podman import -q --change "ENV PATH=$path" "$BASE_TAR" "$BASE_IMAGE" >/dev/null
+    # Debian 12's own python3 (3.11.2): aiaas unpacks bundles without tarfile's data filter
+    # (3.11.4+) by checking members itself, so no newer Python is needed.
+    podman import -q --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        "$BASE_TAR" "$BASE_IMAGE" >/dev/null
     say "base $BASE_IMAGE made in $(since "$t0") s"
 }
 
