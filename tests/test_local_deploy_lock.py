@@ -147,6 +147,10 @@ def test_status_reports_strays_and_delete_stops_every_server(
     assert described.status == "ready" and described.details["pid"] == first.details["pid"]
     assert described.details["strays"] == stray
     assert [d.details.get("strays") for d in provider.list()] == [stray]
+    # Deploy would stop the stray even for the live digest: plan says so (and is not unchanged).
+    plan = provider.plan(probe_bundle.path)
+    assert not plan.unchanged
+    assert [c.name for c in plan.changes if c.action == "delete"] == [f"pid {stray[0]}"]
     config = tmp_path / "aiaas.yaml"
     config.write_text(f"model:\n  entrypoint: m:M\nstate_dir: {provider.root}\n")
     for args in (["status", "probe"], ["status"]):  # what a user sees

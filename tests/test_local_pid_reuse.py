@@ -117,3 +117,32 @@ def test_a_pid_reused_during_the_drain_is_not_killed(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_same_digest_on_a_server_that_is_not_ours_is_deployed_again(
+    tmp_path: Path, probe_bundle: BuiltBundle
+) -> None:
+    """The recorded pid now names another process (its start time differs) while the port
+    still answers: "already live" would send callers to a server that is not this
+    deployment's. plan and deploy must both see that it is not live."""
+    import os
+    import signal
+
+    provider = LocalProvider(state_dir=str(tmp_path / "state"))
+    first = provider.deploy(probe_bundle.path)
+    state_file = provider.root / "local" / "probe" / "deployment.json"
+    state = json.loads(state_file.read_text())
+    original_start = state["pid_start"]
+    state["pid_start"] = original_start - 1  # the record no longer names that process
+    state_file.write_text(json.dumps(state))
+    try:
+        plan = provider.plan(probe_bundle.path)
+        assert not plan.unchanged
+        assert [c.action for c in plan.changes if c.kind == "server process"] == ["create"]
+        again = provider.deploy(probe_bundle.path)
+        assert again.details["pid"] != first.details["pid"]
+        assert provider.describe("probe").status == "ready"
+    finally:
+        provider.delete("probe")
+        if _start_time(first.details["pid"]) == original_start:  # the server we started
+            os.kill(first.details["pid"], signal.SIGTERM)

@@ -190,11 +190,18 @@ class LocalProvider(Provider):
         claimed = inspect_archive(bundle)
         name = checked_name(name or claimed.name)
         current = self._read_state(name)
-        live = current is not None and _is_our_process(current) and self._healthy(current)
+        live = self._live(current)
         server = f"{name} (model server on {self.settings.host})"
+        # Deploy stops servers a killed deploy left behind, whatever the digest: so plan says so.
+        strays = [
+            Change("delete", "stray server process", f"pid {pid}", "left by an unfinished deploy")
+            for pid in self._strays(name, current)
+        ]
         if live and current is not None and current.get("digest") == claimed.digest:
             keep = f"{claimed.version} already live (pid {current.get('pid')})"
-            return Plan(name, claimed.version, (Change("keep", "server process", server, keep),))
+            return Plan(
+                name, claimed.version, (Change("keep", "server process", server, keep), *strays)
+            )
         cached = (self.root / "bundles" / claimed.version).is_dir()
         changes = [
             Change("keep" if cached else "create", "bundle folder",
@@ -207,7 +214,7 @@ class LocalProvider(Provider):
             changes.append(Change("update", "server process", server,
                 f"start {claimed.version}, switch to it after its smoke test, stop "
                 f"{current.get('version')} (pid {current.get('pid')})"))  # fmt: skip
-        return Plan(name, claimed.version, tuple(changes))
+        return Plan(name, claimed.version, (*changes, *strays))
 
     def deploy(
         self, bundle: Path, *, name: str | None = None, progress: ProgressFn = no_progress
@@ -223,7 +230,7 @@ class LocalProvider(Provider):
         self._dir(name).mkdir(parents=True, exist_ok=True)
         current = self._read_state(name)
         self._stop_strays(name, current, progress)
-        if current and current.get("digest") == claimed.digest and self._healthy(current):
+        if self._live(current) and current and current.get("digest") == claimed.digest:
             # Checked as it is, not unpacked: opening it would re-check the live server's
             # unpacked copy and delete it if the model's load wrote into it.
             verify_archive(bundle)
@@ -425,6 +432,11 @@ class LocalProvider(Provider):
             raise error_from(
                 response.status_code, response.content, response.headers.get("retry-after")
             )
+
+    def _live(self, state: dict[str, Any] | None) -> bool:
+        """The recorded server is ours (pid and start time) and answers ``/ping``: the one
+        test plan and deploy share for "already live"."""
+        return state is not None and _is_our_process(state) and self._healthy(state)
 
     def _healthy(self, state: dict[str, Any]) -> bool:
         try:
