@@ -276,17 +276,24 @@ def deploy(
 ) -> None:
     """Build the bundle (unless --bundle) and deploy it to the configured provider."""
     cfg, project_dir = load_project(config, provider)
+    if dry_run:  # a bundle is built, if need be, into a temporary folder: nothing is written
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="aiaas-plan-") as tmp, _provider(cfg) as prov:
+            if bundle is None:
+                from aiaas.bundle import build_bundle
+
+                with err.status("building bundle"):
+                    bundle = build_bundle(project_dir, Path(tmp) / "model.tar.gz").path
+            _show_plan(prov.plan(bundle, name=name), cfg.provider)
+        return
     if bundle is None:
         from aiaas.bundle import build_bundle
 
         with err.status("building bundle"):
             bundle = build_bundle(project_dir).path
-    with _provider(cfg) as prov:
-        if dry_run:
-            _show_plan(prov.plan(bundle, name=name), cfg.provider)
-            return
-        with _progress_bar(f"deploying to {cfg.provider}") as report:
-            deployment = prov.deploy(bundle, name=name, progress=report)
+    with _provider(cfg) as prov, _progress_bar(f"deploying to {cfg.provider}") as report:
+        deployment = prov.deploy(bundle, name=name, progress=report)
     _show_deployment(deployment)
 
 
@@ -296,10 +303,8 @@ def _show_plan(plan: Plan, provider: str) -> None:
                   "deploy would change nothing")  # fmt: skip
     else:
         out.print(f"deploy of {escape(plan.name)} {plan.version} to {provider} would:")
-    table = Table("action", "kind", "name", "detail")
-    for c in plan.changes:
-        table.add_row(c.action, escape(c.kind), escape(c.name), escape(c.detail))
-    out.print(table)
+    for c in plan.changes:  # plain lines: a name or path is never cut short
+        plain(out, f"  {c.action:<6}  {c.kind}: {c.name}" + (f" ({c.detail})" if c.detail else ""))
 
 
 @app.command()

@@ -39,6 +39,11 @@ def test_dry_run_plans_and_changes_nothing(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with (project / "aiaas.yaml").open("a") as f:
         f.write(f"state_dir: {state}\n")
+    # Without --bundle the bundle is built for the plan only: not even dist/ is written.
+    unbuilt = _cli("deploy", "--dry-run", "-c", str(project))
+    assert unbuilt.returncode == 0, unbuilt.stderr
+    assert "create  server process" in unbuilt.stdout
+    assert not (project / "dist").exists() and _deployment_files(state) == []
     bundle = project / "dist" / "model.tar.gz"
     first = _cli("bundle", "build", str(project), "--output", str(bundle))
     assert first.returncode == 0, first.stderr
