@@ -358,7 +358,9 @@ def logs(
 ) -> None:
     """Print the deployment's recent log lines."""
     cfg, project_dir = load_project(config, provider)
-    for line in _provider(cfg).logs(deployment_name(cfg, project_dir, name), tail):
+    with _provider(cfg) as prov:
+        lines = prov.logs(deployment_name(cfg, project_dir, name), tail)
+    for line in lines:
         sys.stdout.write(line + "\n")
 
 
@@ -369,7 +371,8 @@ def delete(
     """Delete a deployment (idempotent)."""
     cfg, project_dir = load_project(config, provider)
     deployment = deployment_name(cfg, project_dir, name)
-    removed = _provider(cfg).delete(deployment)
+    with _provider(cfg) as prov:
+        removed = prov.delete(deployment)
     message = f"deleted {deployment}" if removed else f"{deployment}: nothing to delete"
     plain(out, message)
 

@@ -28,6 +28,7 @@ from aiaas.errors import (
     ModelError,
     NotFound,
     NotReady,
+    ProviderError,
     Throttled,
 )
 from aiaas.http import (
@@ -197,9 +198,14 @@ class FunctionApp:
         self.validator.validate(infer.items, where="instances")
         # Binary tensor data is decoded here and encoded here: the provider sees JSON items.
         answer = await self._forward(oip.forward_body(infer.items), request_id)
-        result = orjson.loads(answer.body)
-        self._answered_by(request, result.get("version"))
-        return oip.infer_response(infer, result["outputs"], self.manifest.name, result["version"])
+        try:
+            result = orjson.loads(answer.body)
+            outputs = result["outputs"]
+        except (ValueError, TypeError, KeyError):
+            raise ProviderError("the deployment's answer holds no outputs") from None
+        version = answer.version or result.get("version") or self.manifest.version
+        self._answered_by(request, version)
+        return oip.infer_response(infer, outputs, self.manifest.name, version)
 
     async def oip_metadata(self, request: Request, _rid: str) -> Response:
         """OIP v2 metadata: the server's at ``/v2``, the model's (from the manifest)."""
