@@ -10,6 +10,7 @@ SDK. The core reads specs through this module and never names a provider.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -85,17 +86,39 @@ def _load(target: str, provider: str) -> type[Any]:
     return cls
 
 
+PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+"""What ``provider:`` accepts, so what a provider may be called."""
+
+
 @functools.cache
 def installed_providers() -> dict[str, ProviderSpec]:
-    """Every installed provider's spec, by name (read once per process)."""
+    """Every installed provider's spec, by name (read once per process).
+
+    Raises:
+        ConfigError: naming the entry point (and its distribution) of a provider that cannot
+            be loaded, is not a ProviderSpec, is registered twice, or has a name ``provider:``
+            cannot select or that a core section of ``aiaas.yaml`` already uses.
+    """
+    from aiaas.config import ProjectConfig
+
     specs: dict[str, ProviderSpec] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        spec = ep.load()
-        if not isinstance(spec, ProviderSpec) or spec.name != ep.name:
+        where = f"provider entry point {ep.name!r} ({ep.value}" + (
+            f", from {ep.dist.name})" if ep.dist is not None else ")"
+        )
+        if not PROVIDER_NAME.fullmatch(ep.name) or ep.name in ProjectConfig.model_fields:
             raise ConfigError(
-                f"provider: entry point {ep.name!r} ({ep.value}) is not the ProviderSpec of "
-                f"a provider named {ep.name!r}"
+                f"{where}: a provider's name matches {PROVIDER_NAME.pattern} and is not one "
+                "of aiaas.yaml's own keys"
             )
+        if ep.name in specs:
+            raise ConfigError(f"{where}: a provider named {ep.name!r} is installed twice")
+        try:
+            spec = ep.load()
+        except Exception as exc:  # a broken plug-in must not break every command unnamed
+            raise ConfigError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(spec, ProviderSpec) or spec.name != ep.name:
+            raise ConfigError(f"{where} is not the ProviderSpec of a provider named {ep.name!r}")
         specs[ep.name] = spec
     return specs
 

@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 
 from adapters import get_invoker
 from aiaas.config import PACKAGED_CONFIG_FILE, ProjectConfig, load_config
+from aiaas.errors import ConfigError
 from aiaas.manifest import MANIFEST_FILE, Manifest, read_manifest_file
 from aiaas.plugins import provider_spec
 from aiaas.pricing import CostModel
@@ -54,11 +55,17 @@ class FunctionEnvironment:
     def read(cls, env: Mapping[str, str] | None = None) -> FunctionEnvironment:
         """From ``env`` (default ``os.environ``)."""
         env = os.environ if env is None else env
+        memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", str(DEFAULT_MEMORY_MB))
+        if not memory.isascii() or not memory.isdigit() or int(memory) <= 0:
+            raise ConfigError(
+                f"AWS_LAMBDA_FUNCTION_MEMORY_SIZE={memory!r}: must be the function's memory "
+                "in MB, a positive whole number"
+            )
         return cls(
             config_path=Path(env.get("AIAAS_CONFIG", PACKAGE_ROOT / PACKAGED_CONFIG_FILE)),
             manifest_path=Path(env.get("AIAAS_MANIFEST", PACKAGE_ROOT / MANIFEST_FILE)),
             deployment=env.get("AIAAS_DEPLOYMENT", ""),  # empty: the model's name
-            memory_mb=int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", DEFAULT_MEMORY_MB)),
+            memory_mb=int(memory),
         )
 
 
@@ -105,9 +112,14 @@ def build_function_app(
     ).asgi()
 
 
-def app_from_environment(platform: str, config: ProjectConfig | None = None) -> Starlette:
-    """The function app for ``platform``, configured from the environment (read once)."""
-    env = FunctionEnvironment.read()
+def app_from_environment(
+    platform: str,
+    config: ProjectConfig | None = None,
+    env: FunctionEnvironment | None = None,
+) -> Starlette:
+    """The function app for ``platform``, configured from the environment (read once: pass
+    the ``env`` and ``config`` already read, if any)."""
+    env = env or FunctionEnvironment.read()
     config = config or function_config(env)
     return build_function_app(
         platform,

@@ -187,3 +187,47 @@ def test_the_packaged_config_carries_only_the_packaged_providers_section(acme: P
 
     packaged = json.loads(function_config_json(load_config(path, env={})))
     assert packaged["acme"] == {"region": "eu-1"} and "local" not in packaged
+
+
+@pytest.mark.parametrize(
+    ("entry_points", "module", "expected"),
+    [
+        ("broken = broken_cloud:SPEC", "raise RuntimeError('no SDK')", r"'broken' .*cannot be "
+         r"loaded: RuntimeError: no SDK"),
+        ("server = broken_cloud:SPEC", "SPEC = None", r"'server' .*one of aiaas\.yaml's own keys"),
+        ("bad-name = broken_cloud:SPEC", "SPEC = None", r"'bad-name' .*matches"),
+        ("odd = broken_cloud:SPEC", "SPEC = 42", r"'odd' .*is not the ProviderSpec"),
+        ("local = broken_cloud:SPEC", "from adapters.local import SPEC",
+         r"'local' is installed twice"),
+    ],
+)  # fmt: skip
+def test_a_broken_provider_package_is_named_not_a_traceback(
+    tmp_path: Path, entry_points: str, module: str, expected: str
+) -> None:
+    site = tmp_path / "site"
+    (site / "broken_cloud").mkdir(parents=True)
+    (site / "broken_cloud" / "__init__.py").write_text(module + "\n")
+    dist = site / "broken_cloud-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-cloud\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[aiaas.providers]\n{entry_points}\n")
+    sys.path.insert(0, str(site))
+    installed_providers.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=expected) as caught:
+            installed_providers()
+        if "twice" not in expected:
+            assert "broken-cloud" in str(caught.value)  # the distribution is named
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("broken_cloud", None)
+        installed_providers.cache_clear()
+
+
+@pytest.mark.parametrize("memory", ["lots", "0", "١٢٨", ""])
+def test_a_bad_function_memory_variable_is_named(memory: str) -> None:
+    from functions.bootstrap import FunctionEnvironment
+
+    with pytest.raises(ConfigError, match="AWS_LAMBDA_FUNCTION_MEMORY_SIZE="):
+        FunctionEnvironment.read({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": memory})
+    assert FunctionEnvironment.read({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"}).memory_mb == 1769
