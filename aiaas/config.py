@@ -316,7 +316,11 @@ def _apply_env(
 
 
 def _where(loc: tuple[str, ...], file: Path, sources: dict[tuple[str, ...], str]) -> str:
-    return f"{sources[loc]} (overrides {file})" if loc in sources else str(file)
+    """The variable(s) that set the value at ``loc``, inside it or around it, else the file."""
+    found = [
+        var for path, var in sources.items() if path[: len(loc)] == loc or loc[: len(path)] == path
+    ]
+    return f"{', '.join(sorted(found))} (overrides {file})" if found else str(file)
 
 
 def _describe(

@@ -231,3 +231,19 @@ def test_a_bad_function_memory_variable_is_named(memory: str) -> None:
     with pytest.raises(ConfigError, match="AWS_LAMBDA_FUNCTION_MEMORY_SIZE="):
         FunctionEnvironment.read({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": memory})
     assert FunctionEnvironment.read({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"}).memory_mb == 1769
+
+
+def test_a_value_set_by_a_variable_deeper_or_around_the_key_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    path = _config(tmp_path, "model: {entrypoint: m:M}\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"AIAAS_DEPLOY__SCALING__MAX_INSTANCES \(overrides .*\): deploy\.scaling: not "
+        r"supported by provider 'local'",
+    ):
+        load_config(path, env={"AIAAS_DEPLOY__SCALING__MAX_INSTANCES": "3"})
+    with pytest.raises(
+        ConfigError, match=r"AIAAS_SERVER__MAX_QUEUE_SIZE__X \(overrides .*\): server\.max_queue"
+    ):
+        load_config(path, env={"AIAAS_SERVER__MAX_QUEUE_SIZE__X": "1"})
