@@ -150,7 +150,8 @@ class Provider(ABC):
 
     @abstractmethod
     def delete(self, name: str) -> bool:
-        """Remove the deployment and everything deploy made for it.
+        """Remove the deployment and everything deploy made for it alone (content-addressed
+        uploads, which other deployments of the same digest share, may stay).
 
         Idempotent: returns False, and raises nothing, when there was nothing to remove.
         """

@@ -45,7 +45,8 @@ class ProviderSpec:
     - ``invoke_requirements``: pip requirements its invoke path needs at run time, all that
       ``aiaas function package`` adds for it (never a control-plane SDK);
     - ``invoke_modules``: the modules of its invoke path (dotted names), copied into a
-      function package; the spec's own module is always included;
+      function package; the spec's own module (and its parent packages) is always included,
+      but nothing it imports is: list every module of the provider the invoke path needs;
     - ``endpoint_hourly``: the list price of one default instance behind its endpoint;
     - ``check_deploy``: which neutral ``deploy:`` settings it cannot honour (see
       :data:`DeployCheck`); they are refused at config load, naming the key and provider.
