@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -26,6 +26,9 @@ from aiaas.cli_support import (
 )
 from aiaas.config import ProjectConfig
 from aiaas.errors import BadRequest, ConfigError, NotFound
+
+if TYPE_CHECKING:
+    from adapters.base import Provider
 
 function_app = typer.Typer(no_args_is_help=True, help="The function tier in front of a deployment.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the function tier.")
@@ -85,23 +88,29 @@ def function_serve(
             err.print("[yellow]warning:[/yellow] no API keys configured yet: calls get 401 "
                       "until one is (aiaas keys create, or AIAAS_API_KEYS)")  # fmt: skip
     live_source: Callable[[], Manifest | None] | None = None
+    control: Provider | None = None
     if manifest is None:
         # The provider names the live version's manifest; the app asks at most once a
         # second and follows a redeploy (docs/functions.md).
         from adapters import get_provider
 
         control = get_provider(cfg.provider, cfg)
+        follow = control
 
         def live_source() -> Manifest | None:
-            return control.live_manifest(deployment)
+            return follow.live_manifest(deployment)
 
     app_ = build_function_app(
         "local", cfg, bundle_manifest, deployment=deployment, keys=keys,
         usage=FanOut(JsonLineSink(), SqliteSink(usage_file(cfg))), manifest_source=live_source,
     )  # fmt: skip
-    uvicorn.run(
-        app_, host=host or cfg.function.host, port=port or cfg.function.port, access_log=False
-    )
+    try:
+        uvicorn.run(
+            app_, host=host or cfg.function.host, port=port or cfg.function.port, access_log=False
+        )
+    finally:
+        if control is not None:
+            control.close()
 
 
 def usage(
