@@ -113,8 +113,7 @@ class FunctionApp:
         self._next_manifest_check = 0.0
         self._openapi: bytes | None = None  # built on first request: nothing at cold start
         self._stale_warned: set[str] = set()
-        if self.cost is None:
-            self.cost = CostModel.build(self.platform, FREE, self.memory_mb)
+        self._cost = self.cost or CostModel.build(self.platform, FREE, self.memory_mb)
 
     def follow_manifest(self, force: bool = False) -> None:
         """Switch to the live deployment's manifest if it changed (see ``manifest_source``)."""
@@ -315,7 +314,7 @@ class FunctionApp:
             version=version, provider=self.invoker.name,
             status=response.status_code, latency_ms=round(seconds * 1000, 3),
             bytes_in=getattr(request.state, "bytes_in", 0), bytes_out=len(response.body),
-            cost_usd=self.cost.estimate(seconds) if self.cost else 0.0,
+            cost_usd=self._cost.estimate(seconds),
         )  # fmt: skip
         try:
             assert self.usage is not None
