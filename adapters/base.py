@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import enum
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Literal
 
 from aiaas.config import ProjectConfig
+from aiaas.errors import AiaasError, NotReady, error_from_body
 from aiaas.manifest import Manifest
 
 ProgressFn = Callable[[str, float | None], None]
@@ -236,3 +238,22 @@ def answer_version(answer: bytes) -> str | None:
     start += len(_VERSION_KEY)
     end = answer.find(b'"', start)
     return answer[start:end].decode("utf-8", "replace") if end > start else None
+
+
+def model_server_error(
+    status: int, body: bytes, retry_after_header: str | None, default_retry_after: float = 1.0
+) -> AiaasError:
+    """The typed error of a model server's non-200 answer (its JSON error body), however it
+    reached the invoke path (straight, or wrapped by a cloud as SageMaker's ModelError)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    try:
+        retry_after = float(retry_after_header or default_retry_after)
+    except ValueError:
+        retry_after = default_retry_after
+    error = error_from_body(status, parsed if isinstance(parsed, dict) else None, retry_after)
+    if isinstance(error, NotReady):  # e.g. a server draining after SIGTERM: back soon
+        error.retry_after = retry_after
+    return error

@@ -14,10 +14,15 @@ from typing import Any
 
 import httpx
 
-from adapters.base import DeploymentStatus, Invoker, InvokeResult, answer_version
+from adapters.base import (
+    DeploymentStatus,
+    Invoker,
+    InvokeResult,
+    answer_version,
+    model_server_error,
+)
 from adapters.local import LocalSection
 from adapters.local.state import (
-    error_from,
     read_state,
     server_url,
     state_or_raise,
@@ -153,4 +158,6 @@ class LocalInvoker(Invoker):
 def _result(response: httpx.Response) -> InvokeResult:
     if response.status_code == 200:
         return InvokeResult(response.content, answer_version(response.content))
-    raise error_from(response.status_code, response.content, response.headers.get("retry-after"))
+    raise model_server_error(
+        response.status_code, response.content, response.headers.get("retry-after")
+    )

@@ -35,6 +35,7 @@ from adapters.base import (
     Plan,
     ProgressFn,
     Provider,
+    model_server_error,
     no_progress,
 )
 from adapters.local import LocalSection
@@ -43,7 +44,6 @@ from adapters.local.state import (
     STATE_FILE,
     checked_name,
     deployment_dir,
-    error_from,
     read_state,
     server_url,
     state_or_raise,
@@ -429,7 +429,7 @@ class LocalProvider(Provider):
         except httpx.TransportError as exc:  # the new server died or hung: a failed deploy
             raise unreachable(state["name"], str(exc) or type(exc).__name__) from None
         if response.status_code != 200:
-            raise error_from(
+            raise model_server_error(
                 response.status_code, response.content, response.headers.get("retry-after")
             )
 

@@ -1,5 +1,5 @@
 """What the local control plane writes and its invoke path reads: the state files of a
-deployment, and the mapping of the model server's answers onto :mod:`aiaas.errors`.
+deployment.
 
 State lives under ``<state_dir>/local/<name>/deployment.json`` (the live server's pid,
 port, version, log), replaced atomically, so a reader sees the old or the new server.
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aiaas.config import NAME_PATTERN
-from aiaas.errors import AiaasError, BadRequest, NotFound, NotReady, error_from_body
+from aiaas.errors import BadRequest, NotFound, NotReady
 
 STATE_FILE = "deployment.json"
 
@@ -65,19 +65,3 @@ def unreachable(name: str, reason: str) -> NotReady:
     return NotReady(
         f"local deployment {name!r} is not reachable: {reason}", retry_after=RETRY_AFTER_S
     )
-
-
-def error_from(status: int, body: bytes, retry_after_header: str | None) -> AiaasError:
-    """The typed error of a model server's non-200 answer (its JSON error body)."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    try:
-        retry_after = float(retry_after_header or RETRY_AFTER_S)
-    except ValueError:
-        retry_after = RETRY_AFTER_S
-    error = error_from_body(status, parsed if isinstance(parsed, dict) else None, retry_after)
-    if isinstance(error, NotReady):  # e.g. a server draining after SIGTERM: back soon
-        error.retry_after = retry_after
-    return error

@@ -1,0 +1,191 @@
+"""The ``sagemaker`` provider: the one image on an AWS SageMaker real-time endpoint.
+
+This module is the provider's entry point (:data:`SPEC`): its settings and facts, cheap to
+import (pydantic only). The control plane is :mod:`adapters.sagemaker.provider` (boto3: S3,
+SageMaker, Application Auto Scaling, CloudWatch Logs), the invoke path
+:mod:`adapters.sagemaker.invoke` (InvokeEndpoint signed with SigV4 over httpx: no boto3 on a
+function's cold start). Install with ``pip install 'aiaas[aws]'``; docs/providers/sagemaker.md.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from adapters.sagemaker.instance_types import check_instance_type, is_gpu
+from aiaas.config import DeploySection
+from aiaas.plugins import ProviderSpec
+from aiaas.pricing import Price
+
+DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+REGION = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$"
+ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$"
+# S3 bucket names: 3-63 lowercase letters, digits, '.' and '-', starting and ending with a
+# letter or digit (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)
+BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>(:<tag>|@sha256:<digest>)
+IMAGE_URI = (
+    r"^\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+    r"[a-z0-9][a-z0-9._/-]*(:[\w.-]{1,128}|@sha256:[0-9a-f]{64})$"
+)
+_TAG_KEY = re.compile(r"^[\w .:/=+@-]{1,128}$")
+_TAG_VALUE = re.compile(r"^[\w .:/=+@-]{0,256}$")
+RESERVED_TAG_PREFIXES = ("aws:", "aiaas:")
+
+
+class ServerlessSection(BaseModel):
+    """SageMaker serverless inference (``sagemaker.serverless``): CPU only, billed per use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_mb: int = Field(default=2048)
+    max_concurrency: int = Field(default=20, ge=1, le=200)
+    provisioned_concurrency: int | None = Field(default=None, ge=1, le=200)
+
+    @field_validator("memory_mb")
+    @classmethod
+    def _memory(cls, value: int) -> int:
+        if value not in SERVERLESS_MEMORY_MB:
+            sizes = ", ".join(map(str, SERVERLESS_MEMORY_MB))
+            raise ValueError(f"{value} MB: SageMaker serverless takes one of {sizes}")
+        return value
+
+    @model_validator(mode="after")
+    def _provisioned(self) -> ServerlessSection:
+        if (self.provisioned_concurrency or 0) > self.max_concurrency:
+            raise ValueError(
+                f"provisioned_concurrency ({self.provisioned_concurrency}) is above "
+                f"max_concurrency ({self.max_concurrency})"
+            )
+        return self
+
+
+class SageMakerSection(BaseModel):
+    """Settings of the ``sagemaker`` provider (``sagemaker:`` in ``aiaas.yaml``).
+
+    Credentials are never here: boto3's default chain (environment, profile, SSO, instance
+    role) for the control plane, the ``AWS_*`` variables (what Lambda sets) for the invoke
+    path. ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, ...) is honoured.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: str | None = Field(default=None, pattern=REGION)
+    role_arn: str = Field(pattern=ROLE_ARN, max_length=2048)
+    bucket: str = Field(pattern=BUCKET)
+    prefix: str = Field(default="aiaas", pattern=r"^[\w.!*'()/-]{0,200}$")
+    image_uri: str = Field(pattern=IMAGE_URI)
+    instance_type: str | None = None
+    serverless: ServerlessSection | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    kms_key_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    deploy_timeout_s: float = Field(default=1800.0, gt=0, le=6 * 3600)
+    poll_interval_s: float = Field(default=15.0, gt=0, le=300)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return value.strip("/")
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str | None) -> str | None:
+        problem = check_instance_type(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if key.lower().startswith(RESERVED_TAG_PREFIXES):
+                raise ValueError(f"tag {key!r}: the aws: and aiaas: prefixes are reserved")
+            if not _TAG_KEY.fullmatch(key) or not _TAG_VALUE.fullmatch(value):
+                raise ValueError(
+                    f"tag {key!r}: keys are 1-128 and values 0-256 letters, digits, spaces "
+                    "and _.:/=+-@"
+                )
+        if len(tags) > 40:  # 50 per resource, less the ones aiaas sets
+            raise ValueError(f"{len(tags)} tags: at most 40 (AWS allows 50, aiaas uses some)")
+        return tags
+
+    @model_validator(mode="after")
+    def _serverless(self) -> SageMakerSection:
+        if self.serverless is not None and self.instance_type is not None:
+            gpu = " a GPU type, and" if is_gpu(self.instance_type) else ""
+            raise ValueError(
+                f"serverless and instance_type {self.instance_type!r} exclude each other:{gpu} "
+                "SageMaker serverless endpoints run on CPUs it chooses (no GPU, no instance "
+                "type); remove one"
+            )
+        return self
+
+    @property
+    def instance(self) -> str | None:
+        """The instance type of a real-time endpoint (None when serverless)."""
+        if self.serverless is not None:
+            return None
+        return self.instance_type or DEFAULT_INSTANCE_TYPE
+
+
+def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
+    """The neutral settings SageMaker cannot honour with these ``sagemaker:`` settings."""
+    refused: list[tuple[str, str]] = []
+    rollout = deploy.rollout
+    if isinstance(settings, SageMakerSection) and settings.serverless is not None:
+        why = "serverless endpoints have no instances (sagemaker.serverless.max_concurrency "
+        if deploy.instance_count != 1:
+            refused.append(("deploy.instance_count", why + "sets the capacity)"))
+        if deploy.scaling is not None:
+            refused.append(("deploy.scaling", why + "is the scaling limit)"))
+        if rollout.strategy != "all_at_once" or rollout.rollback_alarms:
+            key = "deploy.rollout.strategy" if rollout.strategy != "all_at_once" else ""
+            refused.append(
+                (
+                    key or "deploy.rollout.rollback_alarms",
+                    "serverless endpoints take no deployment guardrails (canary, linear, "
+                    "rollback alarms); use all_at_once",
+                )
+            )
+        return refused
+    if rollout.strategy == "canary" and rollout.canary_percent > 50:
+        refused.append(
+            ("deploy.rollout.canary_percent", "SageMaker's canary is at most 50% of the fleet")
+        )
+    if rollout.strategy == "linear" and not 10 <= rollout.step_percent <= 50:
+        refused.append(
+            ("deploy.rollout.step_percent", "SageMaker's linear step is 10-50% of the fleet")
+        )
+    scaling = deploy.scaling
+    if scaling is not None and scaling.min_instances < 1:
+        refused.append(
+            (
+                "deploy.scaling.min_instances",
+                "a real-time endpoint keeps at least one instance (scale to zero needs "
+                "inference components or serverless)",
+            )
+        )
+    return refused
+
+
+SPEC = ProviderSpec(
+    name="sagemaker",
+    settings=SageMakerSection,
+    control_plane="adapters.sagemaker.provider:SageMakerProvider",
+    invoker="adapters.sagemaker.invoke:SageMakerInvoker",
+    endpoint_hourly=Price(
+        0.736, "hour", "aws.amazon.com/sagemaker/pricing (ml.g4dn.xlarge, us-east-1)", "2024"
+    ),
+    invoke_requirements=("httpx>=0.27", "httpx-auth>=0.22"),
+    invoke_modules=(
+        "adapters.sagemaker.instance_types",
+        "adapters.sagemaker.names",
+        "adapters.sagemaker.aws",
+        "adapters.sagemaker.invoke",
+    ),
+    check_deploy=check_deploy,
+)

@@ -1,0 +1,76 @@
+"""How aiaas names and tags what it creates on SageMaker (shared by both halves; stdlib only).
+
+- the **endpoint** is the deployment's name (a deployment name is already a valid SageMaker
+  name: ``[a-z0-9-]``, at most 63);
+- each **model** and **endpoint config** is ``<base>-<version>-<hash>``: ``base`` the
+  deployment's name (cut to 40 characters, with a hash of the whole name when cut), the
+  bundle's 16-digit version, and 5 hex digits of everything else that resource holds (image,
+  role, environment; instance type and count), so a changed setting is a new resource and an
+  unchanged one is found by name, with no write. 40 + 1 + 16 + 1 + 5 = 63, SageMaker's limit.
+- every resource carries the tags :data:`DEPLOYMENT_TAG`, :data:`VERSION_TAG` and
+  :data:`PROJECT_TAG` (``s3://<bucket>/<prefix>``: projects that keep their bundles in the
+  same place are one project), and ``list`` shows only endpoints tagged with this project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+VARIANT = "AllTraffic"
+"""The one production variant of an aiaas endpoint (SageMaker's own default name)."""
+
+DEPLOYMENT_TAG = "aiaas:deployment"
+VERSION_TAG = "aiaas:version"
+PROJECT_TAG = "aiaas:project"
+MAX_NAME = 63
+_BASE = 40
+_RESOURCE = re.compile(r"^(?P<base>[a-z0-9-]{1,40})-(?P<version>[0-9a-f]{16})-[0-9a-f]{5}$")
+
+
+def short_hash(value: Any, length: int) -> str:
+    """``length`` hex digits of SHA-256 over ``value`` as canonical JSON."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def base_name(deployment: str) -> str:
+    """The deployment's part of its resources' names (at most 40 characters)."""
+    if len(deployment) <= _BASE:
+        return deployment
+    return f"{deployment[: _BASE - 7].rstrip('-')}-{short_hash(deployment, 6)}"
+
+
+def resource_name(deployment: str, version: str, spec: Any) -> str:
+    """The name of the model or endpoint config of ``version`` holding ``spec``."""
+    name = f"{base_name(deployment)}-{version}-{short_hash(spec, 5)}"
+    assert len(name) <= MAX_NAME, name
+    return name
+
+
+def version_of(resource: str) -> str | None:
+    """The bundle version in a model's or endpoint config's name (None if not ours)."""
+    match = _RESOURCE.fullmatch(resource)
+    return match["version"] if match else None
+
+
+def project_id(bucket: str, prefix: str) -> str:
+    """The project's identity in tags: where its bundles live."""
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def bundle_key(prefix: str, digest: str) -> str:
+    """The S3 key of a bundle archive: content-addressed by its full digest."""
+    return f"{prefix}/bundles/{digest}/model.tar.gz" if prefix else f"bundles/{digest}/model.tar.gz"
+
+
+def log_group(endpoint: str) -> str:
+    """Where SageMaker writes the endpoint's container output."""
+    return f"/aws/sagemaker/Endpoints/{endpoint}"
+
+
+def scaling_resource_id(endpoint: str) -> str:
+    """The Application Auto Scaling resource of the endpoint's variant."""
+    return f"endpoint/{endpoint}/variant/{VARIANT}"
