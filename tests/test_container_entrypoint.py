@@ -26,6 +26,7 @@ import pytest
 from conftest import free_port
 
 from aiaas.bundle import BuiltBundle
+from aiaas.config import ServerSection
 from aiaas.manifest import MANIFEST_FILE
 from aiaas.runtime.container import (
     DEFAULT_PORT,
@@ -33,6 +34,8 @@ from aiaas.runtime.container import (
     check_args,
     choose_port,
     locate_bundle,
+    main,
+    server_settings,
 )
 
 
@@ -311,3 +314,24 @@ def test_a_broken_archive_exits_non_zero_in_one_line(
     log = (tmp_path / "entrypoint-0.log").read_text()
     assert f"aiaas container: {tmp_path / 'mnt' / 'model.tar.gz'}: not a bundle archive" in log
     assert "Traceback" not in log
+
+
+def test_server_settings_come_from_aiaas_server_variables() -> None:
+    # What a provider writes into the container's environment (SageMaker's Environment).
+    settings = server_settings(
+        {"AIAAS_SERVER__MAX_QUEUE_SIZE": "4", "AIAAS_SERVER__QUEUE_WAIT_MS": "0.0", "PATH": "/x"}
+    )
+    assert (settings.max_queue_size, settings.queue_wait_ms) == (4, 0.0)
+    assert server_settings({}).max_queue_size == ServerSection().max_queue_size
+
+
+def test_a_bad_server_variable_is_named_and_the_container_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = {"AIAAS_SERVER__MAX_QUEUE_SIZE": "many", "AIAAS_SERVER__NO_SUCH": "1"}
+    with pytest.raises(ContainerError) as error:
+        server_settings(env)
+    assert "AIAAS_SERVER__MAX_QUEUE_SIZE" in str(error.value)
+    assert "AIAAS_SERVER__NO_SUCH" in str(error.value)
+    assert main(["serve"], env) == 2
+    assert "AIAAS_SERVER__MAX_QUEUE_SIZE" in capsys.readouterr().err

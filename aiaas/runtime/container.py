@@ -19,8 +19,10 @@ In each place a bundle folder (holding the manifest), a ``model.tar.gz`` (or the
 ``*.tar.gz``) or either of these one folder deeper is accepted. The port is ``AIAAS_PORT``
 (Azure ML and PAI-EAS configs set it to the port their probes use), else
 ``SAGEMAKER_BIND_TO_PORT``, else 8080. The host is ``AIAAS_HOST``, default ``0.0.0.0``
-(tests bind 127.0.0.1). A ``model.tar.gz`` is unpacked under ``$HOME/.cache/aiaas``.
-Problems exit with status 2 and one line naming what was looked at; never a traceback.
+(tests bind 127.0.0.1). The model server's settings (``server:`` in ``aiaas.yaml``) come as
+``AIAAS_SERVER__<KEY>`` variables, which a provider sets in the container's environment.
+A ``model.tar.gz`` is unpacked under ``$HOME/.cache/aiaas``. Problems exit with status 2
+and one line naming what was looked at; never a traceback.
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiaas.manifest import MANIFEST_FILE
+
+if TYPE_CHECKING:
+    from aiaas.config import ServerSection
 
 DEFAULT_HOST = "0.0.0.0"  # a container listens on every interface
 DEFAULT_PORT = 8080
@@ -121,6 +127,31 @@ def choose_port(env: Mapping[str, str]) -> int:
     return DEFAULT_PORT
 
 
+SERVER_PREFIX = "AIAAS_SERVER__"
+
+
+def server_settings(env: Mapping[str, str]) -> ServerSection:
+    """The model server's settings from the ``AIAAS_SERVER__<KEY>`` variables."""
+    from pydantic import ValidationError
+
+    from aiaas.config import ServerSection
+
+    given = {
+        k[len(SERVER_PREFIX) :].lower(): (k, v)
+        for k, v in env.items()
+        if k.startswith(SERVER_PREFIX)
+    }
+    try:
+        return ServerSection.model_validate({key: value for key, (_, value) in given.items()})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = str(error["loc"][0]) if error["loc"] else ""
+            variable = given[key][0] if key in given else SERVER_PREFIX + key.upper()
+            problems.append(f"{variable}: {error['msg']}")
+        raise ContainerError("; ".join(problems)) from None
+
+
 def check_args(args: Sequence[str]) -> None:
     """SageMaker runs the image with ``serve``; the other clouds with no argument."""
     if list(args) not in ([], ["serve"]):
@@ -141,6 +172,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         check_args(args)
         port = choose_port(env)
+        settings = server_settings(env)
         located = locate_bundle(env)
     except (ContainerError, OSError) as exc:  # OSError: a place it may not read
         print(f"aiaas container: {exc}", file=sys.stderr)
@@ -159,7 +191,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     # this one makes that (and a SIGTERM while the bundle is still unpacked) exit 0.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        serve(located.bundle, host=host, port=port)
+        serve(located.bundle, host=host, port=port, settings=settings)
     except AiaasError as exc:  # a malformed bundle: one line, no traceback
         print(f"aiaas container: {exc.message}", file=sys.stderr)  # it names the file
         return 2
