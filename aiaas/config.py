@@ -333,6 +333,10 @@ def _describe(
     for err in exc.errors():
         loc = prefix + tuple(str(p) for p in err["loc"])
         key = ".".join(loc) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = (
+            "unknown key"
+            if err["type"] == "extra_forbidden"
+            else str(err["msg"]).removeprefix("Value error, ")
+        )
         lines.append(f"{_where(loc, file, sources)}: {key}: {msg}")
     return "; ".join(lines)

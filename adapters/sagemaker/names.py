@@ -62,8 +62,10 @@ def project_id(bucket: str, prefix: str) -> str:
 
 
 def bundle_key(prefix: str, digest: str) -> str:
-    """The S3 key of a bundle archive: content-addressed by its full digest."""
-    return f"{prefix}/bundles/{digest}/model.tar.gz" if prefix else f"bundles/{digest}/model.tar.gz"
+    """The S3 key of a bundle archive: content-addressed by its full digest (the hex of
+    ``sha256:<hex>``: no ``:`` in keys, which some tools quote)."""
+    key = f"bundles/{digest.removeprefix('sha256:')}/model.tar.gz"
+    return f"{prefix}/{key}" if prefix else key
 
 
 def log_group(endpoint: str) -> str:

@@ -1,0 +1,817 @@
+"""The ``sagemaker`` provider's control plane, through boto3.
+
+Deploy is CreateModel → CreateEndpointConfig → CreateEndpoint (or UpdateEndpoint with a
+``DeploymentConfig`` compiled from the neutral ``deploy.rollout``), then Application Auto
+Scaling from ``deploy.scaling``. What each resource holds is in its name (see
+:mod:`adapters.sagemaker.names`), so plan reads, compares and writes nothing, and deploying
+what is live makes no write call at all. Every AWS error is mapped once, in :func:`aws_error`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from adapters.base import (
+    Change,
+    Deployment,
+    DeploymentStatus,
+    Plan,
+    ProgressFn,
+    Provider,
+    no_progress,
+)
+from adapters.sagemaker import SageMakerSection, aws, names
+from adapters.sagemaker.rollout import deployment_config, scaling_policy, scaling_target
+from aiaas.bundle import inspect_archive, verify_archive
+from aiaas.config import NAME_PATTERN, ProjectConfig
+from aiaas.errors import (
+    AiaasError,
+    BadRequest,
+    BundleError,
+    ConfigError,
+    DeployFailed,
+    NotFound,
+    ProviderError,
+    Throttled,
+)
+from aiaas.manifest import Manifest
+
+if TYPE_CHECKING:
+    from adapters.sagemaker.invoke import SageMakerInvoker
+
+T = TypeVar("T")
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024  # boto3 uploads larger bundles in parts, in parallel
+MANIFEST_KEY = "aiaas-manifest.json"  # stored next to the archive: live_manifest reads it
+
+_STATUS = {
+    "Creating": DeploymentStatus.CREATING,
+    "InService": DeploymentStatus.READY,
+    "Updating": DeploymentStatus.UPDATING,
+    "SystemUpdating": DeploymentStatus.UPDATING,
+    "RollingBack": DeploymentStatus.UPDATING,
+    "Failed": DeploymentStatus.FAILED,
+    "UpdateRollbackFailed": DeploymentStatus.FAILED,
+    "OutOfService": DeploymentStatus.STOPPED,
+    "Deleting": DeploymentStatus.DELETING,
+}
+_SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
+_AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
+_THROTTLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
+
+
+def aws_error(exc: Exception, doing: str) -> AiaasError:
+    """The typed error for an AWS failure while ``doing`` something (the one mapping)."""
+    if isinstance(exc, NoCredentialsError):
+        return ConfigError(
+            "sagemaker: no AWS credentials (boto3's chain: environment, profile, SSO, role)"
+        )
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+        text = f"{doing}: AWS said {code}: {message}"
+        if code in _THROTTLE_CODES:
+            return Throttled(text, retry_after=1.0)
+        if code in _AUTH_CODES:
+            return ProviderError(
+                f"{text} (the credentials or their permissions were refused: see "
+                "docs/providers/sagemaker.md for the IAM policy aiaas needs)"
+            )
+        if code == "ResourceLimitExceeded":
+            return DeployFailed(f"{text} (ask AWS for a quota increase)")
+        return ProviderError(text)
+    return ProviderError(f"{doing}: {exc}")
+
+
+def _missing(exc: ClientError) -> bool:
+    """True for AWS's ways of saying "no such thing"."""
+    error = exc.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    if code in {"404", "NoSuchKey", "NotFound", "ResourceNotFoundException", "ObjectNotFound"}:
+        return True
+    return code == "ValidationException" and (
+        "Could not find" in message or "does not exist" in message
+    )
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What deployment ``name`` of a bundle should consist of."""
+
+    name: str
+    manifest: Manifest
+    uri: str
+    model: str
+    model_spec: dict[str, Any]
+    config: str
+    config_spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the endpoint ``name`` is now (None fields where it does not exist)."""
+
+    status: str | None
+    config: str | None
+    model: str | None
+    instance_type: str | None
+    arn: str | None
+    failure: str | None
+
+
+class SageMakerProvider(Provider):
+    """Deploys the one image to a SageMaker real-time (or serverless) endpoint."""
+
+    name = "sagemaker"
+
+    def __init__(self, config: ProjectConfig, settings: SageMakerSection) -> None:
+        self.config = config
+        self.settings = settings
+        env = dict(os.environ)
+        self.region = aws.region(settings.region, env)
+        self.runtime_url = aws.endpoint_url(
+            "SAGEMAKER_RUNTIME", "runtime.sagemaker", self.region, env
+        )
+        self.project = names.project_id(settings.bucket, settings.prefix)
+        self._session = boto3.session.Session(region_name=self.region)
+        self._botocore = Config(
+            retries={"mode": "standard", "max_attempts": 5},
+            user_agent_extra="aiaas",
+            connect_timeout=10,
+            read_timeout=70,  # AWS's advice for calls that reach a container
+        )
+        self._clients: dict[str, Any] = {}
+        self._invoker: SageMakerInvoker | None = None
+        self._owned: dict[str, bool] = {}  # endpoint ARN -> tagged with this project
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> SageMakerProvider:
+        return cls(config, config.provider_settings("sagemaker", SageMakerSection))
+
+    # -- clients -------------------------------------------------------------------------
+
+    def _client(self, service: str) -> Any:
+        client = self._clients.get(service)
+        if client is None:
+            client = self._session.client(service, config=self._botocore)  # type: ignore[call-overload]
+            self._clients[service] = client
+        return client
+
+    @property
+    def _sm(self) -> Any:
+        return self._client("sagemaker")
+
+    @property
+    def invoker(self) -> SageMakerInvoker:
+        """The invoke path (for deploy's smoke test), built on first use."""
+        if self._invoker is None:
+            from adapters.sagemaker.invoke import SageMakerInvoker
+
+            self._invoker = SageMakerInvoker.from_config(self.config)
+        return self._invoker
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        if self._invoker is not None:
+            self._invoker.close()
+            self._invoker = None
+
+    def _call(self, doing: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except (ClientError, BotoCoreError) as exc:
+            raise aws_error(exc, doing) from None
+
+    def _maybe(self, doing: str, call: Callable[[], T]) -> T | None:
+        """``call()``, or None when AWS says the thing does not exist."""
+        try:
+            return call()
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise aws_error(exc, doing) from None
+        except BotoCoreError as exc:
+            raise aws_error(exc, doing) from None
+
+    # -- what is wanted, what is there ---------------------------------------------------
+
+    def _tags(self, name: str, version: str) -> list[dict[str, str]]:
+        ours = {
+            names.PROJECT_TAG: self.project,
+            names.DEPLOYMENT_TAG: name,
+            names.VERSION_TAG: version,
+        }
+        return [{"Key": k, "Value": v} for k, v in {**self.settings.tags, **ours}.items()]
+
+    def _environment(self) -> dict[str, str]:
+        """The container's environment: the ``server:`` settings written in aiaas.yaml."""
+        written = self.config.server.model_dump(mode="json", exclude_unset=True)
+        return {
+            f"AIAAS_SERVER__{key.upper()}": json.dumps(value)
+            if not isinstance(value, str)
+            else value
+            for key, value in sorted(written.items())
+            if value is not None
+        }
+
+    def _desired(self, bundle: Path, name: str | None) -> Desired:
+        if Path(bundle).is_dir():
+            raise BundleError(
+                f"{bundle}: SageMaker takes the bundle archive (model.tar.gz), not a folder: "
+                "build it with `aiaas bundle`"
+            )
+        manifest = inspect_archive(bundle)
+        name = _checked_name(name or manifest.name)
+        uri = (
+            f"s3://{self.settings.bucket}/{names.bundle_key(self.settings.prefix, manifest.digest)}"
+        )
+        model_spec: dict[str, Any] = {
+            "Image": self.settings.image_uri,
+            "ModelDataUrl": uri,
+            "Environment": self._environment(),
+            "Role": self.settings.role_arn,
+        }
+        model = names.resource_name(name, manifest.version, model_spec)
+        variant: dict[str, Any] = {"VariantName": names.VARIANT, "ModelName": model}
+        serverless = self.settings.serverless
+        if serverless is not None:
+            config: dict[str, Any] = {
+                "MemorySizeInMB": serverless.memory_mb,
+                "MaxConcurrency": serverless.max_concurrency,
+            }
+            if serverless.provisioned_concurrency:
+                config["ProvisionedConcurrency"] = serverless.provisioned_concurrency
+            variant["ServerlessConfig"] = config
+        else:
+            variant["InstanceType"] = self.settings.instance
+            variant["InitialInstanceCount"] = self._initial_count()
+        config_spec = {"ProductionVariants": [variant]}
+        return Desired(
+            name,
+            manifest,
+            uri,
+            model,
+            model_spec,
+            names.resource_name(name, manifest.version, config_spec),
+            config_spec,
+        )
+
+    def _initial_count(self) -> int:
+        deploy = self.config.deploy
+        count = deploy.instance_count
+        if deploy.scaling is not None:
+            count = min(max(count, deploy.scaling.min_instances), deploy.scaling.max_instances)
+        return count
+
+    def _live(self, name: str) -> Live:
+        found = self._maybe(
+            f"describe endpoint {name}", lambda: self._sm.describe_endpoint(EndpointName=name)
+        )
+        if found is None:
+            return Live(None, None, None, None, None, None)
+        config = found.get("EndpointConfigName")
+        model = instance = None
+        if config:
+            described = self._maybe(
+                f"describe endpoint config {config}",
+                lambda: self._sm.describe_endpoint_config(EndpointConfigName=config),
+            )
+            if described:
+                first = (described.get("ProductionVariants") or [{}])[0]
+                model, instance = first.get("ModelName"), first.get("InstanceType")
+        return Live(
+            found["EndpointStatus"],
+            config,
+            model,
+            instance,
+            found["EndpointArn"],
+            found.get("FailureReason"),
+        )
+
+    def _owned_by_us(self, arn: str) -> bool:
+        if arn not in self._owned:  # an endpoint's tags do not change under us: asked once
+            tags = self._call(
+                "list tags", lambda: self._sm.list_tags(ResourceArn=arn).get("Tags", [])
+            )
+            self._owned[arn] = {"Key": names.PROJECT_TAG, "Value": self.project} in tags
+        return self._owned[arn]
+
+    def _exists(self, what: str, call: Callable[[], Any]) -> bool:
+        return self._maybe(what, call) is not None
+
+    def _object_exists(self, uri: str) -> bool:
+        bucket, key = _split_s3(uri)
+        return self._exists(
+            f"look for {uri}", lambda: self._client("s3").head_object(Bucket=bucket, Key=key)
+        )
+
+    def _ours_left(self, name: str, keep: set[str]) -> tuple[list[str], list[str]]:
+        """This deployment's endpoint configs and models, other than ``keep``."""
+        base = names.base_name(name) + "-"
+
+        def mine(found: str) -> bool:
+            return found.startswith(base) and found not in keep and bool(names.version_of(found))
+
+        configs = [
+            c["EndpointConfigName"]
+            for page in self._call(
+                "list endpoint configs",
+                lambda: list(
+                    self._sm.get_paginator("list_endpoint_configs").paginate(NameContains=base)
+                ),
+            )
+            for c in page.get("EndpointConfigs", [])
+            if mine(c["EndpointConfigName"])
+        ]
+        models = [
+            m["ModelName"]
+            for page in self._call(
+                "list models",
+                lambda: list(self._sm.get_paginator("list_models").paginate(NameContains=base)),
+            )
+            for m in page.get("Models", [])
+            if mine(m["ModelName"])
+        ]
+        return sorted(configs), sorted(models)
+
+    def _scaling_now(self, name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The endpoint's scalable target and target-tracking policy, where registered."""
+        client = self._client("application-autoscaling")
+        resource = names.scaling_resource_id(name)
+        targets = self._call(
+            "describe scalable targets",
+            lambda: client.describe_scalable_targets(
+                ServiceNamespace="sagemaker", ResourceIds=[resource]
+            ).get("ScalableTargets", []),
+        )
+        policies = self._call(
+            "describe scaling policies",
+            lambda: client.describe_scaling_policies(
+                ServiceNamespace="sagemaker", ResourceId=resource
+            ).get("ScalingPolicies", []),
+        )
+        return (targets[0] if targets else None), (policies[0] if policies else None)
+
+    # -- plan ----------------------------------------------------------------------------
+
+    def upload(self, bundle: Path) -> str:
+        desired = self._desired(bundle, None)
+        if not self._object_exists(desired.uri):
+            self._put_bundle(bundle, desired)
+        return desired.uri
+
+    def _put_bundle(self, bundle: Path, desired: Desired) -> None:
+        verify_archive(bundle)  # what goes up matches its digest
+        bucket, key = _split_s3(desired.uri)
+        extra: dict[str, Any] = {"ServerSideEncryption": "AES256"}
+        if self.settings.kms_key_id:
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.settings.kms_key_id}
+        s3 = self._client("s3")
+        manifest_key = key.rsplit("/", 1)[0] + "/" + MANIFEST_KEY
+        self._call(
+            f"upload {desired.uri}",
+            lambda: s3.upload_file(
+                str(bundle),
+                bucket,
+                key,
+                ExtraArgs={**extra, "Metadata": {"aiaas-version": desired.manifest.version}},
+                Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD),
+            ),
+        )
+        body = desired.manifest.model_dump_json().encode()
+        self._call(
+            f"upload the manifest of {desired.uri}",
+            lambda: s3.put_object(
+                Bucket=bucket,
+                Key=manifest_key,
+                Body=body,
+                ContentType="application/json",
+                **extra,
+            ),
+        )
+
+    def plan(self, bundle: Path, *, name: str | None = None) -> Plan:
+        desired = self._desired(bundle, name)
+        live = self._live(desired.name)
+        return Plan(desired.name, desired.manifest.version, tuple(self._changes(desired, live)))
+
+    def _changes(self, desired: Desired, live: Live) -> Iterator[Change]:
+        name, sm = desired.name, self._sm
+        if live.arn is not None and not self._owned_by_us(live.arn):
+            raise DeployFailed(
+                f"endpoint {name!r} exists in {self.region} and is not this project's "
+                f"(no tag {names.PROJECT_TAG}={self.project}): choose another name"
+            )
+        if live.status in _SETTLING:
+            raise DeployFailed(f"endpoint {name!r} is {live.status}: wait for it to settle")
+        has_object = self._object_exists(desired.uri)
+        upload = "already uploaded" if has_object else "upload (server-side encrypted)"
+        yield Change("keep" if has_object else "create", "s3 object", desired.uri, upload)
+        for kind, resource, describe in (
+            ("model", desired.model, lambda: sm.describe_model(ModelName=desired.model)),
+            (
+                "endpoint config",
+                desired.config,
+                lambda: sm.describe_endpoint_config(EndpointConfigName=desired.config),
+            ),
+        ):
+            there = self._exists(f"describe {kind} {resource}", describe)
+            yield Change("keep" if there else "create", kind, resource)
+        if live.status is None:
+            yield Change("create", "endpoint", name, f"on {desired.config}")
+        elif live.status in {"Failed", "UpdateRollbackFailed"}:
+            yield Change("delete", "endpoint", name, f"{live.status}: {live.failure or ''}")
+            yield Change("create", "endpoint", name, f"on {desired.config}")
+        elif live.config != desired.config:
+            rollout = self.config.deploy.rollout
+            yield Change("update", "endpoint", name,
+                         f"{live.config} -> {desired.config} ({rollout.strategy})")  # fmt: skip
+        else:
+            yield Change("keep", "endpoint", name, f"{desired.manifest.version} is live")
+        yield from self._scaling_changes(name, live)
+        keep = {desired.config, desired.model}
+        configs, models = self._ours_left(name, keep)
+        for config in configs:
+            yield Change("delete", "endpoint config", config, "replaced")
+        for model in models:
+            yield Change("delete", "model", model, "replaced")
+
+    def _scaling_changes(self, name: str, live: Live) -> Iterator[Change]:
+        scaling = self.config.deploy.scaling
+        target, policy = (None, None) if live.status is None else self._scaling_now(name)
+        resource = names.scaling_resource_id(name)
+        if scaling is None:
+            if target is not None:
+                yield Change("delete", "scalable target", resource, "deploy.scaling removed")
+            return
+        wanted_target = scaling_target(name, scaling)
+        wanted_policy = scaling_policy(name, scaling)
+        same_target = target is not None and all(
+            target.get(k) == wanted_target[k] for k in ("MinCapacity", "MaxCapacity")
+        )
+        same_policy = (
+            policy is not None
+            and policy.get("TargetTrackingScalingPolicyConfiguration", {}).get("TargetValue")
+            == wanted_policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
+        )
+        detail = f"{scaling.min_instances}-{scaling.max_instances} instances"
+        yield Change(
+            "keep" if same_target else ("update" if target else "create"),
+            "scalable target",
+            resource,
+            detail,
+        )
+        yield Change(
+            "keep" if same_policy else ("update" if policy else "create"),
+            "scaling policy",
+            wanted_policy["PolicyName"],
+            "target tracking on SageMakerVariantInvocationsPerInstance",
+        )
+
+    # -- deploy --------------------------------------------------------------------------
+
+    def deploy(
+        self, bundle: Path, *, name: str | None = None, progress: ProgressFn = no_progress
+    ) -> Deployment:
+        desired = self._desired(bundle, name)
+        name = desired.name
+        live = self._live(name)
+        changes = list(self._changes(desired, live))
+        if all(c.action == "keep" for c in changes):
+            progress("already live: nothing to do", 1.0)
+            return self.describe(name)
+        actions = {(c.kind, c.action) for c in changes}
+        sm = self._sm
+        if ("s3 object", "create") in actions:
+            progress(f"uploading {desired.uri}", 0.02)
+            self._put_bundle(bundle, desired)
+        version = desired.manifest.version
+        if ("model", "create") in actions:
+            spec = desired.model_spec
+            self._call(
+                f"create model {desired.model}",
+                lambda: sm.create_model(
+                    ModelName=desired.model,
+                    PrimaryContainer={
+                        "Image": spec["Image"],
+                        "ModelDataUrl": spec["ModelDataUrl"],
+                        "Environment": spec["Environment"],
+                    },
+                    ExecutionRoleArn=spec["Role"],
+                    Tags=self._tags(name, version),
+                ),
+            )
+        if ("endpoint config", "create") in actions:
+            self._call(
+                f"create endpoint config {desired.config}",
+                lambda: sm.create_endpoint_config(
+                    EndpointConfigName=desired.config,
+                    **desired.config_spec,
+                    Tags=self._tags(name, version),
+                ),
+            )
+        endpoint_change = next(c for c in changes if c.kind == "endpoint" and c.action != "delete")
+        if ("endpoint", "delete") in actions:  # a Failed endpoint: only delete works on it
+            progress(f"deleting failed endpoint {name}", 0.05)
+            self._delete_endpoint_and_wait(name)
+        try:
+            if endpoint_change.action == "create":
+                self._create_endpoint(desired, progress)
+            elif endpoint_change.action == "update":
+                self._update_endpoint(desired, live, progress)
+        except DeployFailed:
+            self._remove_unused(desired, live, progress)
+            raise
+        self._apply_scaling(name, changes, progress)
+        progress("smoke test", 0.92)
+        self._smoke_test(desired)
+        progress("removing replaced versions", 0.96)
+        for change in changes:
+            if change.action == "delete" and change.kind in {"endpoint config", "model"}:
+                self._delete_resource(change.kind, change.name)
+        if live.config and live.config != desired.config:
+            self._delete_resource("endpoint config", live.config)
+            if live.model and live.model != desired.model:
+                self._delete_resource("model", live.model)
+        progress("ready", 1.0)
+        return self.describe(name)
+
+    def _create_endpoint(self, desired: Desired, progress: ProgressFn) -> None:
+        name = desired.name
+        progress(f"creating endpoint {name}", 0.1)
+        self._call(
+            f"create endpoint {name}",
+            lambda: self._sm.create_endpoint(
+                EndpointName=name,
+                EndpointConfigName=desired.config,
+                Tags=self._tags(name, desired.manifest.version),
+            ),
+        )
+        final = self._wait(name, progress, "creating")
+        if final.status != "InService":
+            reason = final.failure or f"the endpoint is {final.status}"
+            raise DeployFailed(
+                f"endpoint {name} failed to start {desired.manifest.version}: {reason}"
+            )
+
+    def _update_endpoint(self, desired: Desired, live: Live, progress: ProgressFn) -> None:
+        name = desired.name
+        new_type = (desired.config_spec["ProductionVariants"][0]).get("InstanceType")
+        target, _ = self._scaling_now(name)
+        if target is not None and new_type != live.instance_type:
+            # AWS refuses an update that changes the instance type of a scaled variant:
+            # deregister first (the scaling step registers it again).
+            progress("deregistering autoscaling for the instance type change", 0.08)
+            self._deregister_scaling(name)
+        progress(f"updating endpoint {name} ({self.config.deploy.rollout.strategy})", 0.1)
+        config = deployment_config(self.config.deploy.rollout)
+        self._call(
+            f"update endpoint {name}",
+            lambda: self._sm.update_endpoint(
+                EndpointName=name, EndpointConfigName=desired.config, **config
+            ),
+        )
+        final = self._wait(name, progress, "updating")
+        if final.status != "InService" or final.config != desired.config:
+            reason = final.failure or f"the endpoint is {final.status} on {final.config}"
+            still = f"; {live.config} still serves" if final.status == "InService" else ""
+            raise DeployFailed(
+                f"endpoint {name} did not take {desired.manifest.version}: {reason}{still}"
+            )
+
+    def _wait(self, name: str, progress: ProgressFn, doing: str) -> Live:
+        """Poll until the endpoint settles; the last thing seen."""
+        started = time.monotonic()
+        deadline = started + self.settings.deploy_timeout_s
+        while True:
+            live = self._live(name)
+            if live.status not in _SETTLING:
+                return live
+            elapsed = time.monotonic() - started
+            if time.monotonic() >= deadline:
+                raise DeployFailed(
+                    f"endpoint {name} still {live.status} after {elapsed:.0f}s "
+                    f"(sagemaker.deploy_timeout_s); it goes on in AWS: see `aiaas status`"
+                )
+            fraction = 0.1 + 0.8 * min(elapsed / max(self.settings.deploy_timeout_s, 1), 1.0)
+            progress(f"{doing} endpoint {name}: {live.status} ({elapsed:.0f}s)", fraction)
+            time.sleep(min(self.settings.poll_interval_s, max(deadline - time.monotonic(), 0)))
+
+    def _smoke_test(self, desired: Desired) -> None:
+        body = json.dumps(desired.manifest.example_request).encode()
+        try:
+            self.invoker.invoke_sync(desired.name, body, timeout=70.0)
+        except AiaasError as exc:
+            raise DeployFailed(
+                f"endpoint {desired.name} is in service but its smoke test failed: {exc.message}"
+            ) from exc
+
+    def _remove_unused(self, desired: Desired, live: Live, progress: ProgressFn) -> None:
+        """After a failed create or update: remove what the new version added, keep the
+        live one."""
+        progress("removing the failed version", 0.95)
+        if live.status is None or live.status in {"Failed", "UpdateRollbackFailed"}:
+            self._delete_endpoint_and_wait(desired.name)
+        if desired.config != live.config:
+            self._delete_resource("endpoint config", desired.config)
+        if desired.model != live.model:
+            self._delete_resource("model", desired.model)
+
+    def _apply_scaling(self, name: str, changes: list[Change], progress: ProgressFn) -> None:
+        scaling = self.config.deploy.scaling
+        kinds = {c.kind: c.action for c in changes}
+        if scaling is None:
+            if kinds.get("scalable target") == "delete":
+                self._deregister_scaling(name)
+            return
+        client = self._client("application-autoscaling")
+        target, _ = self._scaling_now(name)
+        if kinds.get("scalable target") != "keep" or target is None:
+            progress("registering autoscaling", 0.9)
+            self._call(
+                "register scalable target",
+                lambda: client.register_scalable_target(**scaling_target(name, scaling)),
+            )
+        if kinds.get("scaling policy") != "keep" or target is None:
+            self._call(
+                "put scaling policy",
+                lambda: client.put_scaling_policy(**scaling_policy(name, scaling)),
+            )
+
+    def _deregister_scaling(self, name: str) -> bool:
+        client = self._client("application-autoscaling")
+        return (
+            self._maybe(
+                "deregister scalable target",
+                lambda: client.deregister_scalable_target(
+                    ServiceNamespace="sagemaker",
+                    ResourceId=names.scaling_resource_id(name),
+                    ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                ),
+            )
+            is not None
+        )
+
+    def _delete_resource(self, kind: str, resource: str) -> bool:
+        sm = self._sm
+        if kind == "model":
+            return (
+                self._maybe(f"delete model {resource}", lambda: sm.delete_model(ModelName=resource))
+                is not None
+            )
+        return (
+            self._maybe(
+                f"delete endpoint config {resource}",
+                lambda: sm.delete_endpoint_config(EndpointConfigName=resource),
+            )
+            is not None
+        )
+
+    def _delete_endpoint_and_wait(self, name: str) -> bool:
+        deleted = self._maybe(
+            f"delete endpoint {name}", lambda: self._sm.delete_endpoint(EndpointName=name)
+        )
+        deadline = time.monotonic() + self.settings.deploy_timeout_s
+        while deleted is not None and self._live(name).status is not None:
+            if time.monotonic() > deadline:
+                raise DeployFailed(f"endpoint {name} is still Deleting")
+            time.sleep(self.settings.poll_interval_s)
+        return deleted is not None
+
+    # -- describe, list, delete, logs ----------------------------------------------------
+
+    def _deployment(self, name: str, live: Live) -> Deployment:
+        assert live.status is not None
+        return Deployment(
+            name=name,
+            provider=self.name,
+            version=names.version_of(live.config or "") or "",
+            status=_STATUS.get(live.status, DeploymentStatus.FAILED),
+            endpoint=f"{self.runtime_url}/endpoints/{name}/invocations",
+            details={
+                "endpoint_config": live.config,
+                "model": live.model,
+                "instance_type": live.instance_type or "serverless",
+                "region": self.region,
+                **({"failure_reason": live.failure} if live.failure else {}),
+            },
+        )
+
+    def describe(self, name: str) -> Deployment:
+        live = self._live(name)
+        if live.arn is None or not self._owned_by_us(live.arn):
+            raise NotFound(f"no SageMaker deployment named {name!r} in {self.region}")
+        return self._deployment(name, live)
+
+    def list(self) -> builtins.list[Deployment]:
+        pages = self._call(
+            "list endpoints",
+            lambda: builtins.list(self._sm.get_paginator("list_endpoints").paginate()),
+        )
+        found = []
+        for page in pages:
+            for summary in page.get("Endpoints", []):
+                if not self._owned_by_us(summary["EndpointArn"]):
+                    continue
+                live = self._live(summary["EndpointName"])
+                if live.status is not None:
+                    found.append(self._deployment(summary["EndpointName"], live))
+        return sorted(found, key=lambda d: d.name)
+
+    def delete(self, name: str) -> bool:
+        name = _checked_name(name)
+        live = self._live(name)
+        if live.arn is not None and not self._owned_by_us(live.arn):
+            return False  # someone else's endpoint of that name: not ours to remove
+        removed = False
+        if live.arn is not None:
+            removed |= self._deregister_scaling(name)
+            removed |= self._delete_endpoint_and_wait(name)
+        configs, models = self._ours_left(name, set())
+        for config in configs:
+            removed |= self._delete_resource("endpoint config", config)
+        for model in models:
+            removed |= self._delete_resource("model", model)
+        return removed
+
+    def logs(self, name: str, tail: int = 100) -> builtins.list[str]:
+        logs, group = self._client("logs"), names.log_group(name)
+        streams = self._maybe(
+            f"describe log streams of {group}",
+            lambda: logs.describe_log_streams(
+                logGroupName=group, orderBy="LastEventTime", descending=True, limit=5
+            ).get("logStreams", []),
+        )
+        events: builtins.list[tuple[int, str]] = []
+
+        def last_events(stream: str) -> builtins.list[dict[str, Any]]:
+            found = logs.get_log_events(
+                logGroupName=group, logStreamName=stream, limit=tail, startFromHead=False
+            )
+            return builtins.list(found.get("events", []))
+
+        for stream in streams or []:
+            name_of_stream: str = stream["logStreamName"]
+            got = self._call(f"get log events of {group}", partial(last_events, name_of_stream))
+            events.extend((e["timestamp"], e["message"].rstrip("\n")) for e in got)
+        return [message for _, message in sorted(events)[-tail:]] if tail > 0 else []
+
+    def live_manifest(self, name: str) -> Manifest | None:
+        live = self._live(name)
+        if live.model is None:
+            return None
+        model = self._maybe(
+            f"describe model {live.model}", lambda: self._sm.describe_model(ModelName=live.model)
+        )
+        url = (model or {}).get("PrimaryContainer", {}).get("ModelDataUrl")
+        if not url:
+            return None
+        bucket, key = _split_s3(url)
+        manifest_key = key.rsplit("/", 1)[0] + "/" + MANIFEST_KEY
+        got = self._maybe(
+            f"read {manifest_key}",
+            lambda: self._client("s3").get_object(Bucket=bucket, Key=manifest_key),
+        )
+        return Manifest.model_validate_json(got["Body"].read()) if got else None
+
+
+def _checked_name(name: str) -> str:
+    import re
+
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise BadRequest(
+            f"invalid deployment name {name!r}: a SageMaker endpoint name here matches "
+            f"{NAME_PATTERN} (lowercase letters, digits and '-', at most 63)"
+        )
+    return name
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key

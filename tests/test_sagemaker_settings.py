@@ -1,0 +1,158 @@
+"""The ``sagemaker:`` section, the neutral ``deploy:`` keys SageMaker refuses, and what the
+neutral rollout and scaling settings compile to (no AWS call: config and pure functions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.sagemaker import names
+from adapters.sagemaker.instance_types import INSTANCE_TYPES, check_instance_type, is_gpu
+from adapters.sagemaker.rollout import deployment_config, scaling_policy, scaling_target
+from aiaas.config import ProjectConfig, RolloutSection, ScalingSection, load_config
+from aiaas.errors import ConfigError
+
+BASE = """model:
+  entrypoint: m:M
+provider: sagemaker
+sagemaker:
+  role_arn: arn:aws:iam::123456789012:role/aiaas
+  bucket: my-models
+  image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/aiaas-server:1.0
+"""
+
+
+def load(tmp_path: Path, extra: str = "", env: dict[str, str] | None = None) -> ProjectConfig:
+    (tmp_path / "aiaas.yaml").write_text(BASE + extra)
+    return load_config(tmp_path, env=env or {})
+
+
+def refused(tmp_path: Path, extra: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, extra, env)
+    return error.value.message
+
+
+def test_a_minimal_section_loads_with_a_gpu_default(tmp_path: Path) -> None:
+    from adapters.sagemaker import SageMakerSection
+
+    settings = load(tmp_path).provider_settings("sagemaker", SageMakerSection)
+    assert settings.instance == "ml.g4dn.xlarge" and is_gpu(settings.instance)
+    assert (settings.prefix, settings.serverless, settings.tags) == ("aiaas", None, {})
+
+
+def test_missing_required_keys_are_named(tmp_path: Path) -> None:
+    (tmp_path / "aiaas.yaml").write_text("model:\n  entrypoint: m:M\nprovider: sagemaker\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path, env={})
+    for key in ("sagemaker.role_arn", "sagemaker.bucket", "sagemaker.image_uri"):
+        assert key in error.value.message
+
+
+def test_an_instance_type_typo_gets_a_did_you_mean(tmp_path: Path) -> None:
+    message = refused(tmp_path, "  instance_type: ml.g4dn.xlarg\n")
+    assert "sagemaker.instance_type" in message and "did you mean ml.g4dn.xlarge" in message
+    assert check_instance_type("ml.zz9.huge") is not None
+    assert "ml.g5.xlarge" in INSTANCE_TYPES and check_instance_type("ml.g5.xlarge") is None
+
+
+def test_instance_types_the_one_image_cannot_run_are_refused(tmp_path: Path) -> None:
+    assert "Arm" in refused(tmp_path, "  instance_type: ml.c7g.xlarge\n")
+    assert "Inferentia" in refused(tmp_path, "  instance_type: ml.inf2.xlarge\n")
+
+
+def test_serverless_with_a_gpu_instance_type_is_refused(tmp_path: Path) -> None:
+    message = refused(
+        tmp_path, "  instance_type: ml.g5.xlarge\n  serverless:\n    memory_mb: 2048\n"
+    )
+    assert "sagemaker" in message and "GPU" in message and "serverless" in message
+
+
+def test_serverless_memory_and_concurrency_are_checked(tmp_path: Path) -> None:
+    message = refused(tmp_path, "  serverless:\n    memory_mb: 1500\n")
+    assert "sagemaker.serverless.memory_mb" in message and "1024, 2048" in message
+    message = refused(tmp_path, "  serverless:\n    max_concurrency: 500\n")
+    assert "sagemaker.serverless.max_concurrency" in message
+    message = refused(
+        tmp_path, "  serverless:\n    max_concurrency: 2\n    provisioned_concurrency: 5\n"
+    )
+    assert "provisioned_concurrency" in message
+
+
+def test_serverless_refuses_instances_scaling_and_guardrails(tmp_path: Path) -> None:
+    serverless = "  serverless:\n    memory_mb: 2048\n"
+    message = refused(tmp_path, serverless + "deploy:\n  rollout:\n    strategy: canary\n")
+    assert "deploy.rollout.strategy" in message and "serverless" in message
+    message = refused(tmp_path, serverless + "deploy:\n  instance_count: 2\n")
+    assert "deploy.instance_count" in message
+    message = refused(tmp_path, serverless + "deploy:\n  scaling:\n    max_instances: 3\n")
+    assert "deploy.scaling" in message
+
+
+def test_rollout_limits_are_sagemakers(tmp_path: Path) -> None:
+    message = refused(
+        tmp_path, "deploy:\n  rollout:\n    strategy: canary\n    canary_percent: 60\n"
+    )
+    assert "deploy.rollout.canary_percent" in message and "50%" in message
+    message = refused(tmp_path, "deploy:\n  rollout:\n    strategy: linear\n    step_percent: 5\n")
+    assert "deploy.rollout.step_percent" in message
+    message = refused(tmp_path, "deploy:\n  scaling:\n    min_instances: 0\n")
+    assert "deploy.scaling.min_instances" in message
+
+
+def test_reserved_and_malformed_tags_are_refused(tmp_path: Path) -> None:
+    assert "reserved" in refused(tmp_path, "  tags:\n    'aiaas:project': x\n")
+    assert "sagemaker.tags" in refused(tmp_path, "  tags:\n    'bad#key': x\n")
+
+
+def test_an_environment_variable_is_named_for_a_bad_value(tmp_path: Path) -> None:
+    message = refused(tmp_path, "", env={"AIAAS_SAGEMAKER__REGION": "Mars"})
+    assert "AIAAS_SAGEMAKER__REGION" in message and "sagemaker.region" in message
+
+
+def test_each_rollout_strategy_compiles_to_its_deployment_config() -> None:
+    policy = deployment_config(RolloutSection())["DeploymentConfig"]
+    routing = policy["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing == {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
+    assert "AutoRollbackConfiguration" not in policy
+    canary = deployment_config(
+        RolloutSection(strategy="canary", canary_percent=20, wait_s=120, rollback_alarms=["5xx"])
+    )["DeploymentConfig"]
+    assert canary["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {
+        "Type": "CANARY",
+        "WaitIntervalInSeconds": 120,
+        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20},
+    }
+    assert canary["AutoRollbackConfiguration"] == {"Alarms": [{"AlarmName": "5xx"}]}
+    linear = deployment_config(RolloutSection(strategy="linear", step_percent=25, wait_s=60))
+    assert linear["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {
+        "Type": "LINEAR",
+        "WaitIntervalInSeconds": 60,
+        "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+    }
+
+
+def test_scaling_compiles_to_a_target_and_a_target_tracking_policy() -> None:
+    scaling = ScalingSection(min_instances=1, max_instances=4, target_concurrency=2)
+    target = scaling_target("ep", scaling)
+    assert target["ResourceId"] == "endpoint/ep/variant/AllTraffic"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
+    policy = scaling_policy("ep", scaling)["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PredefinedMetricSpecification"] == {
+        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+    }
+    assert policy["TargetValue"] == 120.0  # 2 in flight, one-second predictions, per minute
+
+
+def test_resource_names_fit_sagemakers_limit_and_carry_the_version() -> None:
+    version = "0123456789abcdef"
+    short = names.resource_name("probe", version, {"a": 1})
+    assert short.startswith("probe-0123456789abcdef-") and names.version_of(short) == version
+    assert names.resource_name("probe", version, {"a": 2}) != short  # what it holds is named
+    long = "a" * 63
+    cut = names.resource_name(long, version, {"a": 1})
+    assert len(cut) == 63 and names.version_of(cut) == version
+    other = names.resource_name("a" * 62 + "b", version, {"a": 1})
+    assert other != cut  # two long names with one prefix stay apart
+    assert names.version_of("someone-elses-model") is None
