@@ -111,8 +111,8 @@ def _missing(exc: ClientError) -> bool:
     """True for AWS's ways of saying "no such thing"."""
     error = exc.response.get("Error", {})
     code, message = str(error.get("Code", "")), str(error.get("Message", ""))
-    if code in {"404", "NoSuchKey", "NotFound", "ResourceNotFoundException", "ObjectNotFound"}:
-        return True
+    if code in {"404", "NoSuchKey"} or code.endswith(("NotFound", "NotFoundException")):
+        return True  # ResourceNotFoundException (logs), ObjectNotFoundException (scaling), ...
     return code == "ValidationException" and (
         "Could not find" in message or "does not exist" in message
     )
