@@ -1,0 +1,826 @@
+"""AWS for tests: moto's server in-process plus a SageMaker runtime that runs real containers.
+
+:class:`AwsEmulator` serves S3, the SageMaker control plane, Application Auto Scaling and
+CloudWatch Logs (moto 5.2.5's ``ThreadedMotoServer`` on 127.0.0.1) and records every request
+moto receives (:attr:`AwsEmulator.calls`). On top of moto it runs endpoints the way SageMaker
+does: ``CreateEndpoint`` answers at once and leaves the endpoint ``Creating`` while the model's
+container starts; the container is ``python -m aiaas.runtime.container serve`` on the model's
+``model.tar.gz`` (taken from moto's S3) and the endpoint goes ``InService`` once its ``GET
+/ping`` answers 200. ``UpdateEndpoint`` is blue/green: the old container serves until the new
+one passes its ping. The runtime (:mod:`emulators.sagemaker_runtime`) forwards InvokeEndpoint
+to the serving container. Container output goes to moto's CloudWatch Logs.
+
+Gaps from the real cloud (each also named where it is handled):
+
+- moto makes endpoints ``InService`` at once; the lifecycle above is this module's;
+- moto 5.2.5 lacks ``UpdateEndpoint`` (HTTP 500 NotImplemented): this module adds it;
+- the model's ``Image`` is not run (no Docker): every model runs aiaas's container entrypoint
+  in this interpreter, as a local process;
+- one container per variant whatever the instance count; no autoscaling acts on endpoints;
+- ``DeleteEndpoint`` deletes at once (AWS shows ``Deleting`` first);
+- IAM: the execution role and S3 permissions are not checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from moto.core.responses import ActionResult
+from moto.logs.models import logs_backends
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from moto.s3.models import s3_backends
+from moto.sagemaker.exceptions import ValidationError
+from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend, sagemaker_backends
+from moto.sagemaker.responses import SageMakerResponse
+from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
+
+from emulators.sagemaker_runtime import RuntimeCall, SageMakerRuntimeEmulator, Target
+
+__all__ = ["ApiCall", "AwsEmulator", "Container", "RuntimeCall"]
+
+# The JSON protocols' X-Amz-Target prefixes, and the service each names.
+TARGET_SERVICES = {
+    "SageMaker": "sagemaker",
+    "AnyScaleFrontendService": "application-autoscaling",
+    "Logs_20140328": "logs",
+}
+# An action is a read when its name starts with one of these (S3: GET and HEAD are reads).
+READ_PREFIXES = ("Describe", "List", "Get", "Head", "Search", "Filter", "BatchGet", "BatchDescribe")
+STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this (SageMaker waits 30 s)
+PING_TIMEOUT_S = 2.0  # SageMaker's ping request timeout
+PING_FAILED = (
+    "The primary container for production variant {variant} did not pass the ping health "
+    "check. Please check CloudWatch logs for this endpoint."
+)
+# Assumed from memory of AWS's text (not seen in a primary source in this work).
+MODEL_DATA_FAILED = (
+    "Failed to download model data(bucket: {bucket}, key: {key}). Please ensure that there is "
+    "an object located at the URL and that the role passed to CreateModel has permissions to "
+    "download the model."
+)
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One control-plane request moto received (the emulator's own edits are not requests)."""
+
+    service: str  # "sagemaker", "s3", "application-autoscaling", "logs", ...
+    action: str  # "CreateModel", "PutObject", "CreateMultipartUpload", "HeadObject", ...
+    write: bool
+    params: dict[str, Any]  # JSON body (JSON protocols); S3: bucket, key, query, headers
+
+
+@dataclass(frozen=True)
+class Container:
+    """A running model container (a local process standing in for the instance's)."""
+
+    endpoint: str
+    variant: str
+    model_name: str
+    model_data_url: str
+    environment: dict[str, str]
+    pid: int
+    port: int
+
+
+# -- request recording ----------------------------------------------------------------------
+def _service_from_auth(environ: dict[str, Any], query: dict[str, list[str]]) -> str | None:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    credential = ""
+    if "Credential=" in auth:
+        credential = auth.split("Credential=", 1)[1].split(",", 1)[0]
+    elif "X-Amz-Credential" in query:
+        credential = query["X-Amz-Credential"][0]
+    parts = credential.split("/")
+    return parts[3] if len(parts) == 5 else None
+
+
+def _s3_action(method: str, bucket: str, key: str, query: dict[str, list[str]], copy: bool) -> str:
+    """S3 REST's operation name from method, path and query (the common operations)."""
+    if not bucket:
+        return "ListBuckets"
+    if key:
+        if method == "GET":
+            return "ListParts" if "uploadId" in query else "GetObject"
+        if method == "HEAD":
+            return "HeadObject"
+        if method == "PUT":
+            if "uploadId" in query:
+                return "UploadPartCopy" if copy else "UploadPart"
+            if "tagging" in query:
+                return "PutObjectTagging"
+            return "CopyObject" if copy else "PutObject"
+        if method == "POST":
+            if "uploads" in query:
+                return "CreateMultipartUpload"
+            return "CompleteMultipartUpload" if "uploadId" in query else "PostObject"
+        if method == "DELETE":
+            return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    else:
+        sub = next((q for q in query if q not in ("list-type", "prefix", "delimiter")), "")
+        if method == "GET":
+            if "uploads" in query:
+                return "ListMultipartUploads"
+            if sub in ("location", "versioning", "policy", "tagging", "lifecycle", "encryption"):
+                return "GetBucket" + sub.capitalize()
+            return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
+        if method == "HEAD":
+            return "HeadBucket"
+        if method == "PUT":
+            return "PutBucket" + sub.capitalize() if sub else "CreateBucket"
+        if method == "POST" and "delete" in query:
+            return "DeleteObjects"
+        if method == "DELETE":
+            return "DeleteBucket" + sub.capitalize() if sub else "DeleteBucket"
+    return f"{method} {bucket}/{key}"
+
+
+def classify(environ: dict[str, Any], body: bytes | None) -> ApiCall | None:
+    """The :class:`ApiCall` a WSGI request stands for (None for moto's own ``/moto-api``)."""
+    path = environ.get("PATH_INFO", "")
+    if path.startswith("/moto-api"):
+        return None
+    method = environ.get("REQUEST_METHOD", "GET")
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    service = _service_from_auth(environ, query)
+    if target:
+        prefix, _, action = target.partition(".")
+        service = TARGET_SERVICES.get(prefix, service or prefix)
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            params = {"body": (body or b"").decode(errors="replace")}
+        return ApiCall(service, action, not action.startswith(READ_PREFIXES), params)
+    if service == "s3":
+        bucket, _, key = unquote(path).lstrip("/").partition("/")
+        headers = {
+            k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
+        }
+        if "CONTENT_TYPE" in environ:
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        copy = "x-amz-copy-source" in headers
+        action = _s3_action(method, bucket, key, query, copy)
+        params = {"bucket": bucket, "key": key, "query": query, "headers": headers}
+        return ApiCall("s3", action, method not in ("GET", "HEAD"), params)
+    # Query protocol (Action=... in the form body or the query string).
+    form = parse_qs((body or b"").decode(errors="replace")) if body else {}
+    fields = {k: v[0] for k, v in {**query, **form}.items()}
+    action = fields.get("Action", f"{method} {path}")
+    return ApiCall(service or "unknown", action, not action.startswith(READ_PREFIXES), fields)
+
+
+class _Recorder:
+    """WSGI middleware in front of moto: records each request as an :class:`ApiCall`."""
+
+    def __init__(self, app: Any, record: Callable[[ApiCall], None]) -> None:
+        self.app, self.record = app, record
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        body: bytes | None = None
+        is_s3 = _service_from_auth(environ, parse_qs(environ.get("QUERY_STRING", ""))) == "s3"
+        length = environ.get("CONTENT_LENGTH")
+        if not is_s3 and length and length.isdigit():  # S3 bodies are not recorded (not read)
+            body = environ["wsgi.input"].read(int(length))
+            environ["wsgi.input"] = io.BytesIO(body)
+        call = classify(environ, body)
+        if call is not None:
+            self.record(call)
+        return self.app(environ, start_response)
+
+
+class _RecordingMotoServer(ThreadedMotoServer):
+    """moto's threaded server with :class:`_Recorder` wrapped around its WSGI app."""
+
+    def __init__(self, record: Callable[[ApiCall], None]) -> None:
+        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+        self._record = record
+
+    def _server_entry(self) -> None:  # moto's own, plus the recorder
+        app = _Recorder(DomainDispatcherApplication(create_backend_app), self._record)
+        self._server = make_server(
+            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+# -- moto patches: the lifecycle hooks and UpdateEndpoint -------------------------------------
+_EMULATORS: dict[tuple[str, str], AwsEmulator] = {}
+_PATCHED = False
+_ORIGINAL: dict[str, Callable[..., Any]] = {}
+
+
+def _emulator_for(resp: SageMakerResponse) -> AwsEmulator | None:
+    return _EMULATORS.get((resp.current_account, resp.region))
+
+
+def _endpoint_arn(backend: SageMakerModelBackend, name: str) -> str:
+    return str(FakeEndpoint.arn_formatter(name, backend.account_id, backend.region_name))
+
+
+def _create_endpoint(self: SageMakerResponse) -> ActionResult:
+    """moto's CreateEndpoint, then ``Creating`` while the container starts (emulated)."""
+    emulator = _emulator_for(self)
+    if emulator is None:
+        created: ActionResult = _ORIGINAL["create_endpoint"](self)
+        return created
+    name = self._get_param("EndpointName")
+    with emulator._lock:
+        backend = self.sagemaker_backend
+        if name in backend.endpoints:  # moto would silently replace it
+            arn = _endpoint_arn(backend, name)
+            raise ValidationError(message=f'Cannot create already existing endpoint "{arn}".')
+        result: ActionResult = _ORIGINAL["create_endpoint"](self)
+        emulator._begin(name, "create", self._get_param("EndpointConfigName"))
+    return result
+
+
+def _update_endpoint(self: SageMakerResponse) -> ActionResult:
+    """UpdateEndpoint, which moto 5.2.5 lacks (it answers 500 NotImplemented): added here.
+
+    Checked as AWS does: the endpoint and the new config must exist, and the endpoint must be
+    InService (the error texts for a missing endpoint/config are moto's; the one for a busy
+    endpoint is assumed). ``DeploymentConfig``, ``RetainAllVariantProperties``,
+    ``ExcludeRetainedVariantProperties`` and ``RetainDeploymentConfig`` are accepted (and seen
+    in ``calls``) but not acted on: every update is blue/green ALL_AT_ONCE.
+    """
+    backend = self.sagemaker_backend
+    name = self._get_param("EndpointName")
+    config_name = self._get_param("EndpointConfigName")
+    emulator = _emulator_for(self)
+    with emulator._lock if emulator is not None else contextlib.nullcontext():
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
+            raise ValidationError(
+                message=f"Could not find endpoint '{_endpoint_arn(backend, name)}'."
+            )
+        config = backend.describe_endpoint_config(config_name)  # ValidationException if missing
+        if endpoint.endpoint_status != "InService":
+            raise ValidationError(
+                message=f'Cannot update in-progress endpoint "{_endpoint_arn(backend, name)}".'
+            )
+        if emulator is None:  # plain moto: switch at once
+            endpoint.endpoint_config_name = config_name
+            endpoint.production_variants = endpoint._process_production_variants(
+                config["ProductionVariants"]
+            )
+        else:
+            endpoint.endpoint_status = "Updating"
+            endpoint.failure_reason = None  # AWS clears the last failure when an update starts
+            endpoint.last_modified_time = dt.datetime.now(dt.UTC)
+            # While updating, DescribeEndpoint keeps the old config and shows the new one here.
+            endpoint.pending_deployment_summary = {  # type: ignore[attr-defined]
+                "EndpointConfigName": config_name,
+                "StartTime": endpoint.last_modified_time,
+                "ProductionVariants": [
+                    {
+                        "VariantName": v["VariantName"],
+                        "DesiredInstanceCount": v.get("InitialInstanceCount", 1),
+                        "InstanceType": v.get("InstanceType"),
+                    }
+                    for v in config["ProductionVariants"]
+                ],
+            }
+            emulator._begin(name, "update", config_name)
+    return ActionResult({"EndpointArn": endpoint.arn})
+
+
+def _delete_endpoint(self: SageMakerResponse) -> ActionResult:
+    """moto's DeleteEndpoint (at once: AWS shows ``Deleting`` first), then stop the containers."""
+    emulator = _emulator_for(self)
+    if emulator is None:
+        deleted: ActionResult = _ORIGINAL["delete_endpoint"](self)
+        return deleted
+    name = self._get_param("EndpointName")
+    with emulator._lock:
+        result: ActionResult = _ORIGINAL["delete_endpoint"](
+            self
+        )  # ValidationException when missing
+    emulator._retire(name)
+    return result
+
+
+def _install_patches() -> None:
+    """Patch moto's SageMaker responses once per process (dispatching per account/region)."""
+    global _PATCHED
+    if _PATCHED:
+        return
+    _ORIGINAL["create_endpoint"] = SageMakerResponse.create_endpoint
+    _ORIGINAL["delete_endpoint"] = SageMakerResponse.delete_endpoint
+    SageMakerResponse.create_endpoint = _create_endpoint  # type: ignore[method-assign]
+    SageMakerResponse.delete_endpoint = _delete_endpoint  # type: ignore[method-assign]
+    SageMakerResponse.update_endpoint = _update_endpoint  # type: ignore[attr-defined]
+    _PATCHED = True
+
+
+# -- containers ---------------------------------------------------------------------------------
+@dataclass
+class _Proc:
+    """One container process and what it runs."""
+
+    info: Container
+    popen: subprocess.Popen[bytes]
+    base_dir: Path
+    log_stream: str
+    reader: threading.Thread | None = None
+    output: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Op:
+    """A CreateEndpoint or UpdateEndpoint in progress."""
+
+    kind: str  # "create" | "update"
+    config_name: str
+    started: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+    procs: list[_Proc] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+
+@dataclass
+class _Live:
+    """An endpoint's containers: the serving ones and the operation in progress."""
+
+    serving: list[_Proc] = field(default_factory=list)
+    op: _Op | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PING_TIMEOUT_S)
+    try:
+        conn.request("GET", "/ping")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+class AwsEmulator:
+    """moto's server in-process (S3, SageMaker control plane, Application Auto Scaling,
+    CloudWatch Logs) plus a SageMaker runtime emulator that runs each endpoint's model the
+    way the container would."""
+
+    ACCOUNT = "123456789012"  # moto's default account
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        region: str = "us-east-1",
+        access_key: str = "AKIAIOSFODNN7EXAMPLE",
+        secret_key: str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        min_transition_s: float = 0.3,
+        container_start_timeout_s: float = 90.0,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.region, self.access_key, self.secret_key = region, access_key, secret_key
+        self.min_transition_s = min_transition_s
+        self.container_start_timeout_s = container_start_timeout_s
+        self.calls: list[ApiCall] = []
+        self._lock = threading.RLock()
+        self._live: dict[str, _Live] = {}
+        self._scripted: dict[str, str] = {}
+        self._moto: _RecordingMotoServer | None = None
+        self._runtime = SageMakerRuntimeEmulator(
+            self._resolve,
+            account=self.ACCOUNT,
+            region=region,
+            access_key=access_key,
+            secret_key=secret_key,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start moto and the runtime emulator on free ports of 127.0.0.1."""
+        key = (self.ACCOUNT, self.region)
+        if key in _EMULATORS:
+            raise RuntimeError(f"an AwsEmulator already runs for {key} in this process")
+        _install_patches()
+        self._moto = _RecordingMotoServer(self._record)
+        self._moto.start()
+        self._runtime.start()
+        _EMULATORS[key] = self
+
+    def stop(self) -> None:
+        """Stop every container, the runtime emulator and moto (no process is left)."""
+        _EMULATORS.pop((self.ACCOUNT, self.region), None)
+        self._stop_all_containers()
+        self._runtime.stop()
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def __enter__(self) -> AwsEmulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """moto's URL, ``http://127.0.0.1:<port>``."""
+        assert self._moto is not None, "start() first"
+        host, port = self._moto.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    @property
+    def runtime_url(self) -> str:
+        """The runtime emulator's URL, ``http://127.0.0.1:<port>``."""
+        return self._runtime.url
+
+    def env(self) -> dict[str, str]:
+        """The variables that send every boto3 client here, with the emulated credentials."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.runtime_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client of ``service`` pointed here (a fresh session: no cached state)."""
+        import boto3
+
+        kwargs.setdefault(
+            "endpoint_url", self.runtime_url if service == "sagemaker-runtime" else self.url
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+        return session.client(service, **kwargs)  # type: ignore[call-overload]
+
+    def reset(self) -> None:
+        """Clear moto's state, stop every container, forget calls, faults and scripts."""
+        self._stop_all_containers()
+        parts = urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+        try:
+            conn.request("POST", "/moto-api/reset")
+            conn.getresponse().read()
+        finally:
+            conn.close()
+        with self._lock:
+            self.calls.clear()
+            self._scripted.clear()
+        self._runtime.clear()
+
+    # -- records and faults -----------------------------------------------------------------
+    def _record(self, call: ApiCall) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def writes(self) -> list[str]:
+        """``"service:Action"`` of every write call so far, in order."""
+        with self._lock:
+            return [f"{c.service}:{c.action}" for c in self.calls if c.write]
+
+    @property
+    def runtime_calls(self) -> list[RuntimeCall]:
+        """Every InvokeEndpoint request, in order of arrival."""
+        return self._runtime.runtime_calls
+
+    def fault(
+        self,
+        endpoint: str,
+        status: int,
+        *,
+        times: int | None = None,
+        code: str | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
+        """The next ``times`` (None: all until cleared) invocations of ``endpoint`` answer
+        ``status`` with AWS's error for it (429 ThrottlingException by default, or
+        ``code="ModelNotReadyException"``; 500 InternalFailure; 503 ServiceUnavailable), after
+        ``delay_s``; ``status=200`` with ``delay_s>0`` answers normally but slowly."""
+        self._runtime.fault(endpoint, status, times=times, code=code, delay_s=delay_s)
+
+    def clear_faults(self) -> None:
+        """Forget every scripted fault."""
+        self._runtime.clear_faults()
+
+    def fail_next_start(self, endpoint: str, reason: str) -> None:
+        """The next create/update of ``endpoint`` fails with this FailureReason (no container
+        is started for it)."""
+        with self._lock:
+            self._scripted[endpoint] = reason
+
+    def containers(self) -> list[Container]:
+        """The running model containers (serving or starting)."""
+        with self._lock:
+            procs = [p for live in self._live.values() for p in self._procs_of(live)]
+        return [p.info for p in procs if p.popen.poll() is None]
+
+    def container_output(self, endpoint: str) -> str:
+        """Everything the endpoint's containers printed so far (for test diagnostics)."""
+        with self._lock:
+            live = self._live.get(endpoint)
+            procs = self._procs_of(live) if live else []
+        return "\n".join(line for p in procs for line in p.output)
+
+    @staticmethod
+    def _procs_of(live: _Live) -> list[_Proc]:
+        return live.serving + (live.op.procs if live.op else [])
+
+    # -- moto backends (in-process edits: not counted in calls) -----------------------------
+    def _sagemaker(self) -> SageMakerModelBackend:
+        return sagemaker_backends[self.ACCOUNT][self.region]
+
+    def _log_group(self, endpoint: str) -> str:
+        return f"/aws/sagemaker/Endpoints/{endpoint}"
+
+    def _log_stream_arn(self, endpoint: str, stream: str) -> str:
+        return (
+            f"arn:aws:logs:{self.region}:{self.ACCOUNT}:log-group:"
+            f"{self._log_group(endpoint)}:log-stream:{stream}"
+        )
+
+    def _resolve(self, endpoint: str) -> Target | None:
+        """The runtime's view of an endpoint: its status and serving container."""
+        with self._lock:
+            found = self._sagemaker().endpoints.get(endpoint)
+            if found is None:
+                return None
+            live = self._live.get(endpoint)
+            proc = live.serving[0] if live and live.serving else None
+        if proc is None:
+            return Target(status=found.endpoint_status, port=None)
+        return Target(
+            status=found.endpoint_status,
+            port=proc.info.port,
+            variant=proc.info.variant,
+            log_group=self._log_group(endpoint),
+            log_stream_arn=self._log_stream_arn(endpoint, proc.log_stream),
+        )
+
+    # -- the lifecycle ------------------------------------------------------------------------
+    def _begin(self, endpoint: str, kind: str, config_name: str) -> None:
+        """Start a create/update on a background thread (called under the lock)."""
+        if kind == "create":
+            self._sagemaker().endpoints[endpoint].endpoint_status = "Creating"
+        live = self._live.setdefault(endpoint, _Live())
+        op = _Op(kind, config_name, time.monotonic())
+        live.op = op
+        op.thread = threading.Thread(
+            target=self._run_op, args=(endpoint, op), name=f"sagemaker-{kind}-{endpoint}"
+        )
+        op.thread.daemon = True
+        op.thread.start()
+
+    def _run_op(self, endpoint: str, op: _Op) -> None:
+        with self._lock:
+            scripted = self._scripted.pop(endpoint, None)
+        reason: str | None = scripted
+        if reason is None:
+            try:
+                reason = self._start_and_wait(endpoint, op)
+            except Exception as exc:  # an emulator bug must show, not hang the endpoint
+                reason = f"emulator error while starting the container: {exc!r}"
+        op.cancel.wait(max(0.0, op.started + self.min_transition_s - time.monotonic()))
+        stop: list[_Proc]
+        switched = False
+        with self._lock:
+            live = self._live.get(endpoint)
+            found = self._sagemaker().endpoints.get(endpoint)
+            if op.cancel.is_set() or live is None or live.op is not op or found is None:
+                stop = op.procs
+            elif reason is None:
+                # Traffic switches to the new containers now; the old ones get SIGTERM and
+                # the endpoint shows InService once they are gone (below).
+                stop, live.serving = live.serving, op.procs
+                found.endpoint_config_name = op.config_name
+                config = self._sagemaker().endpoint_configs[op.config_name]
+                found.production_variants = found._process_production_variants(
+                    config.production_variants
+                )
+                found.failure_reason = None
+                op.procs, switched = [], True  # they are live.serving's now
+            elif op.kind == "create":
+                stop = op.procs
+                found.endpoint_status = "Failed"
+                found.failure_reason = reason  # type: ignore[assignment]
+            else:
+                # Blue/green's automatic rollback: the old fleet keeps serving, the endpoint is
+                # InService on its OLD EndpointConfigName with FailureReason set. AWS's API
+                # reference (EndpointMetadata.FailureReason: "If the status of the endpoint is
+                # Failed, or the status is InService but update operation fails, this provides
+                # the reason why it failed"), aws-controllers-k8s/sagemaker-controller#7 ("If
+                # an update fails, the endpoint goes back to InService state with a
+                # FailureReason") and hashicorp/terraform-provider-aws#39099 report the same.
+                stop = op.procs
+                found.endpoint_status = "InService"
+                found.failure_reason = reason  # type: ignore[assignment]
+            if found is not None:
+                found.pending_deployment_summary = None  # type: ignore[attr-defined]
+                found.last_modified_time = dt.datetime.now(dt.UTC)
+            if live is not None and live.op is op and not switched:
+                live.op = None
+        self._stop_procs(stop)
+        if switched:
+            with self._lock:
+                if live is not None and found is not None and live.op is op:
+                    live.op = None
+                    found.endpoint_status = "InService"
+
+    def _start_and_wait(self, endpoint: str, op: _Op) -> str | None:
+        """Start the config's containers and wait for their pings: None, or a FailureReason."""
+        with self._lock:
+            backend = self._sagemaker()
+            config = backend.endpoint_configs[op.config_name]
+            variants = list(config.production_variants)
+            models = {v["ModelName"]: backend._models[v["ModelName"]] for v in variants}
+        for variant in variants:
+            if op.cancel.is_set():
+                return "cancelled"
+            model = models[variant["ModelName"]]
+            spec = model.primary_container or (model.containers or [{}])[0]
+            failure = self._spawn(endpoint, variant["VariantName"], model.model_name, spec, op)
+            if failure is not None:
+                return failure
+        deadline = op.started + self.container_start_timeout_s
+        while not op.cancel.is_set():
+            for proc in op.procs:
+                if proc.popen.poll() is not None:  # exited: it never passes the ping
+                    return PING_FAILED.format(variant=proc.info.variant)
+            if all(_ping(proc.info.port) for proc in op.procs):
+                return None
+            if time.monotonic() > deadline:
+                return PING_FAILED.format(variant=op.procs[0].info.variant)
+            op.cancel.wait(0.1)
+        return "cancelled"
+
+    def _spawn(
+        self, endpoint: str, variant: str, model_name: str, spec: dict[str, Any], op: _Op
+    ) -> str | None:
+        """Fetch and extract the model data, start its container: None, or a FailureReason."""
+        url = spec.get("ModelDataUrl") or ""
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        with self._lock:
+            try:
+                obj = s3_backends[self.ACCOUNT]["aws"].get_object(bucket, key)
+            except Exception:  # moto raises MissingBucket for an unknown bucket
+                obj = None
+            data = bytes(obj.value) if obj is not None else None
+            in_use = {p.base_dir for live in self._live.values() for p in self._procs_of(live)}
+        if not url.startswith("s3://") or data is None:
+            return MODEL_DATA_FAILED.format(bucket=bucket, key=key)
+        base = self.workdir / "containers" / endpoint / model_name
+        n = 1
+        while base in in_use:  # the serving container still reads its own copy
+            base = base.with_name(f"{model_name}.{n}")
+            n += 1
+        shutil.rmtree(base, ignore_errors=True)
+        (base / "model").mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            archive.extractall(base / "model", filter="data")  # stands in for /opt/ml/model
+        port = _free_port()
+        environment = {str(k): str(v) for k, v in (spec.get("Environment") or {}).items()}
+        env = {
+            k: os.environ[k]
+            for k in ("PATH", "HOME", "VIRTUAL_ENV", "PYTHONPATH", "TMPDIR", "LANG")
+            if k in os.environ
+        }
+        env.update(environment)
+        env.update(
+            SAGEMAKER_BIND_TO_PORT=str(port),
+            SAGEMAKER_BASE_DIR=str(base),
+            AIAAS_HOST="127.0.0.1",
+            HF_HUB_OFFLINE="1",
+            PYTHONUNBUFFERED="1",
+        )
+        # The model's Image is not run (no Docker): aiaas's container entrypoint runs in this
+        # interpreter instead, as a local process with the model's Environment.
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "aiaas.runtime.container", "serve"],
+            cwd=base,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stream = f"{variant}/i-{uuid.uuid4().hex[:17]}"
+        proc = _Proc(
+            Container(endpoint, variant, model_name, url, environment, popen.pid, port),
+            popen,
+            base,
+            stream,
+        )
+        self._open_log_stream(endpoint, stream)
+        proc.reader = threading.Thread(
+            target=self._pump_logs, args=(proc,), name=f"logs-{popen.pid}", daemon=True
+        )
+        proc.reader.start()
+        with self._lock:
+            op.procs.append(proc)
+        return None
+
+    # -- CloudWatch Logs (moto's backend, in-process) ----------------------------------------
+    def _open_log_stream(self, endpoint: str, stream: str) -> None:
+        with self._lock:
+            logs = logs_backends[self.ACCOUNT][self.region]
+            logs.ensure_log_group(self._log_group(endpoint))
+            logs.create_log_stream(self._log_group(endpoint), stream)
+
+    def _pump_logs(self, proc: _Proc) -> None:
+        """Each line the container prints becomes a log event, as SageMaker's agent does."""
+        assert proc.popen.stdout is not None
+        for raw in proc.popen.stdout:
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            proc.output.append(line)
+            event = {"timestamp": int(time.time() * 1000), "message": line}
+            with self._lock, contextlib.suppress(Exception):  # gone after a reset: dropped
+                logs_backends[self.ACCOUNT][self.region].put_log_events(
+                    self._log_group(proc.info.endpoint), proc.log_stream, [event]
+                )
+
+    # -- stopping -----------------------------------------------------------------------------
+    def _retire(self, endpoint: str) -> None:
+        """Cancel the endpoint's operation and stop all its containers (after delete)."""
+        with self._lock:
+            live = self._live.pop(endpoint, None)
+        if live is None:
+            return
+        op = live.op
+        if op is not None:
+            op.cancel.set()
+            if op.thread is not None:
+                op.thread.join(timeout=STOP_GRACE_S * 3)
+            self._stop_procs(op.procs)
+        self._stop_procs(live.serving)
+
+    def _stop_all_containers(self) -> None:
+        with self._lock:
+            names = list(self._live)
+        for name in names:
+            self._retire(name)
+
+    @staticmethod
+    def _stop_procs(procs: Iterable[_Proc]) -> None:
+        """SIGTERM each container, SIGKILL after STOP_GRACE_S, and reap it."""
+        procs = list(procs)
+        for proc in procs:
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.popen.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+            if proc.reader is not None:
+                proc.reader.join(timeout=5)
+            if proc.popen.stdout is not None:
+                proc.popen.stdout.close()
+
+
+@contextlib.contextmanager
+def running(workdir: Path, **kwargs: Any) -> Iterator[AwsEmulator]:
+    """``with running(tmp) as aws:`` starts an :class:`AwsEmulator` and always stops it."""
+    emulator = AwsEmulator(workdir, **kwargs)
+    emulator.start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()

@@ -1,0 +1,425 @@
+"""An emulator of the SageMaker runtime's ``InvokeEndpoint`` (API 2017-05-13), on 127.0.0.1.
+
+``POST /endpoints/{EndpointName}/invocations`` is SigV4-verified here, independently of the
+client's signer (the signature is recomputed from the request as received, with botocore's
+``SigV4Auth`` and the emulated secret), then forwarded to the endpoint's live model container
+the way SageMaker's front end does. Errors come in the rest-json shape botocore parses
+(``x-amzn-ErrorType`` header, JSON body with the message).
+
+Where the endpoint's traffic goes is not known here: a resolver callback (given by
+:class:`emulators.aws.AwsEmulator`) names the endpoint's status and its live container.
+
+Gaps from the real service, named where they matter below:
+
+- one container per endpoint: variant weights, ``TargetVariant``, ``TargetModel`` and
+  ``TargetContainerHostname`` are not routed on (all traffic goes to the serving variant);
+- no streaming (``invocations-response-stream``) and no async (``async-invocations``) routes;
+- the texts of errors marked "assumed" were not seen in a primary source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import http.client
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+MAX_PAYLOAD_BYTES = 6_291_456  # InvokeEndpoint's request (and response) limit, 6 MB
+MAX_CLOCK_SKEW_S = 300.0  # SigV4: a request signed more than 5 minutes off is refused
+CONTAINER_TIMEOUT_S = 60.0  # SageMaker gives the container 60 s to answer /invocations
+SERVING_STATUSES = ("InService", "Updating")  # while Updating, the old container serves
+# InvokeEndpoint passes these request headers to the container; SageMaker strips the rest.
+FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+
+BAD_TOKEN = "The security token included in the request is invalid."
+BAD_SIGNATURE = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. Consult the service "
+    "documentation for details."
+)
+
+# The error each faulted status answers by default, and its message. The codes are
+# InvokeEndpoint's modelled errors (botocore's service-2.json) except ThrottlingException,
+# AWS's generic throttling code (not modelled for InvokeEndpoint; botocore retries it). The
+# messages are assumed (not seen in a primary source).
+FAULT_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("ValidationError", "Invalid request."),
+    424: ("ModelError", "Received server error from primary."),
+    429: ("ThrottlingException", "Rate exceeded"),
+    500: ("InternalFailure", "An internal failure occurred."),
+    503: ("ServiceUnavailable", "The service is unavailable. Please try again later."),
+    530: ("InternalDependencyException", "An internal dependency failed."),
+}
+FAULT_MESSAGES = {"ModelNotReadyException": "The model is not ready to serve requests yet."}
+
+
+@dataclass(frozen=True)
+class RuntimeCall:
+    """One InvokeEndpoint request as the emulator answered it."""
+
+    endpoint: str
+    status: int  # the HTTP status answered
+    error: str | None  # the error code answered, None on success
+    received: float  # time.monotonic() when the request arrived
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an endpoint's traffic goes now (what the resolver reports)."""
+
+    status: str  # the endpoint's EndpointStatus
+    port: int | None  # the serving container's port on 127.0.0.1 (None: nothing serves)
+    variant: str = "AllTraffic"
+    log_group: str = ""  # e.g. /aws/sagemaker/Endpoints/<name>
+    log_stream_arn: str | None = None
+
+
+@dataclass
+class Fault:
+    """A scripted answer for an endpoint's next invocations (see :meth:`fault`)."""
+
+    status: int
+    times: int | None  # None: until cleared
+    code: str | None
+    delay_s: float
+
+
+Resolver = Callable[[str], Target | None]
+
+
+class _ErrorAnswer(Exception):
+    """An AWS error answered instead of forwarding."""
+
+    def __init__(
+        self, status: int, code: str | None, message: str, fields: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields
+
+
+class SageMakerRuntimeEmulator:
+    """A threaded HTTP/1.1 server (keep-alive) speaking InvokeEndpoint on 127.0.0.1:<free>."""
+
+    def __init__(
+        self,
+        resolve: Resolver,
+        *,
+        account: str,
+        region: str,
+        access_key: str,
+        secret_key: str,
+        session_token: str | None = None,
+    ) -> None:
+        self.resolve = resolve
+        self.account, self.region = account, region
+        self.access_key, self.secret_key, self.session_token = access_key, secret_key, session_token
+        self.runtime_calls: list[RuntimeCall] = []
+        self._faults: dict[str, Fault] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bind 127.0.0.1 on a free port and serve on a background thread."""
+        emulator = self
+
+        class Handler(_Handler):
+            owner = emulator
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sagemaker-runtime", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (idle keep-alive connections time out)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server, self._thread = None, None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        assert self._server is not None, "start() first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # -- faults and records ----------------------------------------------------------------
+    def fault(
+        self,
+        endpoint: str,
+        status: int,
+        *,
+        times: int | None = None,
+        code: str | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
+        """The next ``times`` invocations of ``endpoint`` answer ``status`` after ``delay_s``.
+
+        ``status=200`` with a delay answers normally, but slowly.
+        """
+        if status != 200 and code is None and status not in FAULT_ERRORS:
+            raise ValueError(f"no AWS error known for status {status}: pass code=")
+        with self._lock:
+            self._faults[endpoint] = Fault(status, times, code, delay_s)
+
+    def clear_faults(self) -> None:
+        """Forget every scripted fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def clear(self) -> None:
+        """Forget faults and recorded calls."""
+        with self._lock:
+            self._faults.clear()
+            self.runtime_calls.clear()
+
+    def _take_fault(self, endpoint: str) -> Fault | None:
+        with self._lock:
+            fault = self._faults.get(endpoint)
+            if fault is None:
+                return None
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    del self._faults[endpoint]
+            return fault
+
+    def _record(self, call: RuntimeCall) -> None:
+        with self._lock:
+            self.runtime_calls.append(call)
+
+    # -- SigV4 -----------------------------------------------------------------------------
+    def verify_sigv4(
+        self, method: str, raw_path: str, headers: Message[str, str], body: bytes
+    ) -> None:
+        """Raise :class:`_ErrorAnswer` (403) unless the request is signed as AWS requires."""
+        auth = headers.get("Authorization")
+        if not auth:
+            raise _ErrorAnswer(
+                403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+            )
+        algorithm, _, rest = auth.partition(" ")
+        fields = dict(
+            part.strip().split("=", 1) for part in rest.split(",") if "=" in part
+        )  # Credential=..., SignedHeaders=..., Signature=...
+        credential = fields.get("Credential", "").split("/")
+        if algorithm != "AWS4-HMAC-SHA256" or len(credential) != 5 or "Signature" not in fields:
+            raise _ErrorAnswer(
+                403, "IncompleteSignatureException", "Authorization header is malformed."
+            )
+        key, date, region, service, terminator = credential
+        if key != self.access_key:
+            raise _ErrorAnswer(403, "UnrecognizedClientException", BAD_TOKEN)
+        token = headers.get("X-Amz-Security-Token")
+        if token != self.session_token:  # a session token must be the one issued with the key
+            raise _ErrorAnswer(403, "UnrecognizedClientException", BAD_TOKEN)
+        if service != "sagemaker" or region != self.region or terminator != "aws4_request":
+            raise _ErrorAnswer(
+                403,
+                "InvalidSignatureException",
+                f"Credential should be scoped to a valid region and service: expected "
+                f"{self.region}/sagemaker, got {region}/{service}.",  # text assumed
+            )
+        amz_date = headers.get("X-Amz-Date", "")
+        try:
+            signed_at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        except ValueError:
+            raise _ErrorAnswer(
+                403, "IncompleteSignatureException", "X-Amz-Date is missing or malformed."
+            ) from None
+        now = dt.datetime.now(dt.UTC)
+        if abs((now - signed_at).total_seconds()) > MAX_CLOCK_SKEW_S or date != amz_date[:8]:
+            raise _ErrorAnswer(
+                403,
+                "InvalidSignatureException",
+                f"Signature expired: {amz_date} is now earlier than "
+                f"{(now - dt.timedelta(seconds=MAX_CLOCK_SKEW_S)).strftime('%Y%m%dT%H%M%SZ')}"
+                f" ({now.strftime('%Y%m%dT%H%M%SZ')} - 5 min.)",
+            )
+        declared = headers.get("X-Amz-Content-SHA256")
+        if declared is not None and declared != hashlib.sha256(body).hexdigest():
+            # assumed: a payload hash that does not match the body is a bad signature
+            raise _ErrorAnswer(403, "InvalidSignatureException", BAD_SIGNATURE)
+        signed_names = fields.get("SignedHeaders", "").split(";")
+        if "host" not in signed_names:
+            raise _ErrorAnswer(403, "InvalidSignatureException", BAD_SIGNATURE)
+        signed: dict[str, str] = {}
+        for name in signed_names:
+            values = headers.get_all(name)
+            if values is None:
+                raise _ErrorAnswer(403, "InvalidSignatureException", BAD_SIGNATURE)
+            signed[name] = ",".join(values)
+        request = AWSRequest(
+            method=method, url=f"http://{signed['host']}{raw_path}", headers=signed, data=body
+        )
+        request.context["timestamp"] = amz_date
+        signer = SigV4Auth(
+            Credentials(self.access_key, self.secret_key, self.session_token),
+            "sagemaker",
+            self.region,
+        )
+        canonical = signer.canonical_request(request)
+        expected = signer.signature(signer.string_to_sign(request, canonical), request)
+        if expected != fields["Signature"]:
+            raise _ErrorAnswer(403, "InvalidSignatureException", BAD_SIGNATURE)
+
+    # -- one invocation --------------------------------------------------------------------
+    def invoke(
+        self, endpoint: str, headers: Message[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Answer an authenticated InvokeEndpoint: (status, headers, body) or _ErrorAnswer."""
+        fault = self._take_fault(endpoint)
+        if fault is not None:
+            if fault.delay_s > 0:
+                time.sleep(fault.delay_s)
+            if fault.status != 200:
+                code = fault.code or FAULT_ERRORS[fault.status][0]
+                default = FAULT_ERRORS.get(fault.status, (code, "Error."))[1]
+                raise _ErrorAnswer(fault.status, code, FAULT_MESSAGES.get(code, default))
+        if len(body) > MAX_PAYLOAD_BYTES:
+            # AWS answers 413 with no error type (botocore reports the code "413"): seen in
+            # aws/sagemaker-python-sdk#171 with the older 5 MB limit ("HTTP content length
+            # exceeded 5246976 bytes."); the 6 MB figure is from botocore's service model.
+            raise _ErrorAnswer(
+                413, None, f"HTTP content length exceeded {MAX_PAYLOAD_BYTES} bytes."
+            )
+        target = self.resolve(endpoint)
+        if target is None:
+            raise _ErrorAnswer(
+                400, "ValidationError", f"Endpoint {endpoint} of account {self.account} not found."
+            )
+        if target.status not in SERVING_STATUSES or target.port is None:
+            raise _ErrorAnswer(  # text assumed: AWS names the endpoint and why it cannot serve
+                400,
+                "ValidationError",
+                f"Endpoint {endpoint} of account {self.account} is not in service "
+                f"(EndpointStatus: {target.status}).",
+            )
+        forward = {name: headers[name] for name in FORWARDED_HEADERS if headers[name] is not None}
+        conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=CONTAINER_TIMEOUT_S)
+        try:
+            conn.request("POST", "/invocations", body=body, headers=forward)
+            answer = conn.getresponse()
+            data = answer.read()
+            status, content_type = answer.status, answer.getheader("Content-Type")
+        except TimeoutError:
+            raise _ErrorAnswer(  # assumed shape for a container that does not answer in 60 s
+                424,
+                "ModelError",
+                f"Model for endpoint {endpoint} timed out after {CONTAINER_TIMEOUT_S:.0f} s.",
+            ) from None
+        except OSError as exc:
+            raise _ErrorAnswer(500, "InternalFailure", f"container unreachable: {exc}") from None
+        finally:
+            conn.close()
+        if status >= 400:
+            raise self._model_error(endpoint, target, status, data)
+        out = {"Content-Type": content_type or "application/octet-stream"}
+        out["x-Amzn-Invoked-Production-Variant"] = target.variant
+        return 200, out, data
+
+    def _model_error(self, endpoint: str, target: Target, status: int, data: bytes) -> _ErrorAnswer:
+        """The 424 ModelError SageMaker answers when the container answers 4xx/5xx.
+
+        The members (Message, OriginalStatusCode, OriginalMessage, LogStreamArn) are botocore's
+        ModelError shape. The Message text follows what AWS answers ("Received client error
+        (400) from primary with message ...") as quoted in public bug reports; "ErrorCode" in
+        the body is assumed from the same reports (botocore does not model it).
+        """
+        kind = "client" if status < 500 else "server"
+        original = data.decode("utf-8", errors="replace")
+        console = (
+            f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+            f"#logEventViewer:group={target.log_group}"
+        )
+        message = (
+            f'Received {kind} error ({status}) from primary with message "{original}". '
+            f"See {console} in account {self.account} for more information."
+        )
+        fields: dict[str, Any] = {
+            "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+            "OriginalStatusCode": status,
+            "OriginalMessage": original,
+        }
+        if target.log_stream_arn:
+            fields["LogStreamArn"] = target.log_stream_arn
+        return _ErrorAnswer(424, "ModelError", message, fields)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """The HTTP side: parse, verify, answer; every InvokeEndpoint is recorded."""
+
+    owner: SageMakerRuntimeEmulator
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
+    timeout = 30  # an idle keep-alive connection is closed after this
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read ``runtime_calls`` instead of an access log."""
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def do_POST(self) -> None:
+        received = time.monotonic()
+        body = self._body()
+        parts = self.path.split("?", 1)[0].split("/")
+        if len(parts) != 4 or parts[1] != "endpoints" or parts[3] != "invocations":
+            self._send_error(_ErrorAnswer(404, "UnknownOperationException", "Unknown operation."))
+            return
+        endpoint = unquote(parts[2])
+        try:
+            self.owner.verify_sigv4("POST", self.path, self.headers, body)
+            status, headers, data = self.owner.invoke(endpoint, self.headers, body)
+        except _ErrorAnswer as err:
+            self.owner._record(
+                RuntimeCall(endpoint, err.status, err.code or str(err.status), received)
+            )
+            self._send_error(err)
+            return
+        self.owner._record(RuntimeCall(endpoint, status, None, received))
+        self._send(status, headers, data)
+
+    def do_GET(self) -> None:
+        self._send_error(_ErrorAnswer(404, "UnknownOperationException", "Unknown operation."))
+
+    def _send_error(self, err: _ErrorAnswer) -> None:
+        if err.fields is not None:  # a modelled error with members: "Message" as its shape has
+            payload: dict[str, Any] = {"Message": err.message, **err.fields}
+        else:
+            payload = {"message": err.message}
+        headers = {"Content-Type": "application/json"}
+        if err.code is not None:
+            headers["x-amzn-ErrorType"] = err.code
+        self._send(err.status, headers, json.dumps(payload).encode())
+
+    def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        with contextlib.suppress(OSError):  # the client may have gone (timeouts in tests)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
