@@ -466,7 +466,7 @@ def test_writes_are_counted_and_reads_are_not(aws: AwsEmulator, bundles: Bundles
         str(bundles.v1.path),
         BUCKET,
         "big/model.tar.gz",
-        Config=TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20),
+        Config=TransferConfig(multipart_threshold=1024, multipart_chunksize=5 * 2**20),
     )
     s3.head_object(Bucket=BUCKET, Key="big/model.tar.gz")
     s3.list_objects_v2(Bucket=BUCKET)
@@ -500,11 +500,8 @@ def test_writes_are_counted_and_reads_are_not(aws: AwsEmulator, bundles: Bundles
 
     size = bundles.v1.path.stat().st_size
     parts = ["s3:UploadPart"] * max(1, -(-size // (5 * 2**20)))
-    multipart = (
-        ["s3:CreateMultipartUpload", *parts, "s3:CompleteMultipartUpload"]
-        if size >= 5 * 2**20
-        else ["s3:PutObject"]
-    )
+    assert size > 1024  # so the upload is multipart
+    multipart = ["s3:CreateMultipartUpload", *parts, "s3:CompleteMultipartUpload"]
     assert aws.writes() == [
         "s3:CreateBucket",
         *multipart,
@@ -559,7 +556,7 @@ def test_delete_stops_the_container(aws: AwsEmulator, bundles: Bundles) -> None:
 def test_stop_leaves_no_process(tmp_path: Path, bundles: Bundles) -> None:
     # A second emulator, in another region (one emulator per account and region at a time).
     region = "eu-west-1"
-    other = AwsEmulator(tmp_path, region=region, min_transition_s=0.0)
+    other = AwsEmulator(tmp_path, region=region, min_transition_s=0.0, session_token="tok-1")
     other.start()
     try:
         other.client("s3").create_bucket(
@@ -581,7 +578,15 @@ def test_stop_leaves_no_process(tmp_path: Path, bundles: Bundles) -> None:
         )  # fmt: skip
         sm.create_endpoint(EndpointName="e", EndpointConfigName="c")
         assert _wait(other, "e", {"InService", "Failed"}, sm=sm)[-1] == "InService"
-        assert _output(_invoke(other, "e", 4.0))["value"] == 8.0
+        assert _output(_invoke(other, "e", 4.0))["value"] == 8.0  # signed with the token
+        no_token = boto3.session.Session(
+            aws_access_key_id=other.access_key,
+            aws_secret_access_key=other.secret_key,
+            region_name=region,
+        ).client("sagemaker-runtime", endpoint_url=other.runtime_url, config=NO_RETRY)
+        with pytest.raises(ClientError) as exc:
+            _invoke(other, "e", 4.0, client=no_token)
+        assert _error(exc)[:2] == (403, "UnrecognizedClientException")
         [container] = other.containers()
         urls = [other.url, other.runtime_url]
     finally:

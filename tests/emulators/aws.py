@@ -405,9 +405,11 @@ class AwsEmulator:
         secret_key: str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
         min_transition_s: float = 0.3,
         container_start_timeout_s: float = 90.0,
+        session_token: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.region, self.access_key, self.secret_key = region, access_key, secret_key
+        self.session_token = session_token  # when set, InvokeEndpoint must carry it
         self.min_transition_s = min_transition_s
         self.container_start_timeout_s = container_start_timeout_s
         self.calls: list[ApiCall] = []
@@ -421,6 +423,7 @@ class AwsEmulator:
             region=region,
             access_key=access_key,
             secret_key=secret_key,
+            session_token=session_token,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -467,7 +470,8 @@ class AwsEmulator:
 
     def env(self) -> dict[str, str]:
         """The variables that send every boto3 client here, with the emulated credentials."""
-        return {
+        token = {"AWS_SESSION_TOKEN": self.session_token} if self.session_token else {}
+        return token | {
             "AWS_ENDPOINT_URL": self.url,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.runtime_url,
             "AWS_ACCESS_KEY_ID": self.access_key,
@@ -486,6 +490,7 @@ class AwsEmulator:
         session = boto3.session.Session(
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
+            aws_session_token=self.session_token,
             region_name=self.region,
         )
         return session.client(service, **kwargs)  # type: ignore[call-overload]

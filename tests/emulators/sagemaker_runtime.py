@@ -249,7 +249,9 @@ class SageMakerRuntimeEmulator:
                 403, "IncompleteSignatureException", "X-Amz-Date is missing or malformed."
             ) from None
         now = dt.datetime.now(dt.UTC)
-        if abs((now - signed_at).total_seconds()) > MAX_CLOCK_SKEW_S or date != amz_date[:8]:
+        if date != amz_date[:8]:  # the scope's date must be the signing date
+            raise _ErrorAnswer(403, "InvalidSignatureException", BAD_SIGNATURE)
+        if abs((now - signed_at).total_seconds()) > MAX_CLOCK_SKEW_S:
             raise _ErrorAnswer(
                 403,
                 "InvalidSignatureException",
