@@ -458,6 +458,18 @@ def test_failed_update_rolls_back_and_failed_create(aws: AwsEmulator, bundles: B
     assert sm.describe_endpoint(EndpointName="ep3")["FailureReason"] == PING_FAILED
 
 
+def test_ping_that_never_passes_fails_the_create(aws: AwsEmulator, bundles: Bundles) -> None:
+    aws.container_start_timeout_s = 1.5  # the model loads for 30 s: the ping never passes
+    try:
+        states = _deploy(aws, "slow", bundles.v1, PROBE_LOAD_DELAY_S="30")
+    finally:
+        aws.container_start_timeout_s = 90.0
+    assert states == ["Creating", "Failed"]
+    sm = aws.client("sagemaker")
+    assert sm.describe_endpoint(EndpointName="slow")["FailureReason"] == PING_FAILED
+    assert aws.containers() == []  # the container that never became healthy is stopped
+
+
 # -- control-plane validation and writes --------------------------------------------------------
 def test_writes_are_counted_and_reads_are_not(aws: AwsEmulator, bundles: Bundles) -> None:
     s3 = aws.client("s3")
