@@ -113,8 +113,12 @@ def _missing(exc: ClientError) -> bool:
     code, message = str(error.get("Code", "")), str(error.get("Message", ""))
     if code in {"404", "NoSuchKey"} or code.endswith(("NotFound", "NotFoundException")):
         return True  # ResourceNotFoundException (logs), ObjectNotFoundException (scaling), ...
-    return code == "ValidationException" and (
-        "Could not find" in message or "does not exist" in message
+    # SageMaker says "Could not find ..."; moto's autoscaling "No scalable target found"
+    # where AWS's says ObjectNotFoundException.
+    lowered = message.lower()
+    return code == "ValidationException" and any(
+        words in lowered
+        for words in ("could not find", "does not exist", "not found", "no scalable target")
     )
 
 
