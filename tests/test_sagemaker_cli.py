@@ -1,0 +1,148 @@
+"""``provider: sagemaker`` end to end, as a user drives it: the ``aiaas`` command in a shell
+(deploy, status, invoke, logs, delete) against the AWS emulators, and the Lambda entrypoint
+answering a function URL event with the model's real prediction through the SigV4-signed
+invoke path. The emulators run in this process; the CLI reaches them through
+``AWS_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, as boto3 honours them."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
+from conftest import PROJECTS
+from emulators.aws import AwsEmulator
+
+from aiaas.manifest import MANIFEST_FILE
+from functions.auth import create_key
+
+AIAAS = str(Path(sys.executable).with_name("aiaas"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lambda"
+MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
+    emulator = AwsEmulator(tmp_path_factory.mktemp("aws"))
+    emulator.start()
+    try:
+        with contextlib.closing(emulator.client("s3")) as s3:
+            s3.create_bucket(Bucket=BUCKET)
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The probe project with ``provider: local`` in its file: the CLI's ``--provider``
+    switches it to SageMaker, whose section sits beside."""
+    root = tmp_path_factory.mktemp("sagemaker-cli") / "probe"
+    shutil.copytree(PROJECTS / "probe", root)
+    (root / "aiaas.yaml").write_text(MODEL_YAML + "provider: local\n" + sagemaker_yaml("cli"))
+    return root
+
+
+def aiaas(
+    aws: AwsEmulator, project: Path, *args: str, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``aiaas <args>`` in a shell-like environment with only the emulators' AWS settings."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(project.parent), "HF_HUB_OFFLINE": "1"}
+    env.update(aws.env())
+    done = subprocess.run(
+        [AIAAS, *args, "-c", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=project.parent,
+    )
+    if ok:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_deploy_status_invoke_logs_delete_from_the_cli(aws: AwsEmulator, project: Path) -> None:
+    deployed = aiaas(aws, project, "deploy", "--provider", "sagemaker")
+    assert "probe" in deployed.stdout
+    status = aiaas(aws, project, "status", "probe", "--provider", "sagemaker")
+    assert "ready" in status.stdout and "sagemaker" in status.stdout
+    answer = aiaas(
+        aws,
+        project,
+        "invoke",
+        "probe",
+        "--provider",
+        "sagemaker",
+        "-d",
+        '{"inputs": [{"value": 21}]}',
+    )
+    body = json.loads(answer.stdout)
+    assert body["outputs"][0]["value"] == 42.0 and body["model"] == "probe"
+    assert [c.endpoint for c in aws.runtime_calls if c.status == 200][-1] == "probe"
+    logs = aiaas(aws, project, "logs", "probe", "--provider", "sagemaker")
+    assert logs.stdout.strip()  # the container's own output, read from CloudWatch Logs
+    dry = aiaas(aws, project, "deploy", "--dry-run", "--provider", "sagemaker")
+    assert "keep" in dry.stdout
+    deleted = aiaas(aws, project, "delete", "probe", "--provider", "sagemaker")
+    assert "probe" in deleted.stdout
+    gone = aiaas(aws, project, "status", "probe", "--provider", "sagemaker", ok=False)
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr
+    assert "probe" in gone.stdout + gone.stderr
+
+
+def test_a_lambda_function_url_event_gets_the_real_prediction(
+    aws: AwsEmulator, project: Path, tmp_path: Path
+) -> None:
+    aiaas(aws, project, "deploy", "--provider", "sagemaker")
+    try:
+        built = sorted((project / "dist").glob("*.tar.gz"))
+        assert built, "deploy builds the bundle into dist/"
+        manifest = tmp_path / MANIFEST_FILE
+        from aiaas.bundle import inspect_archive
+
+        manifest.write_text(inspect_archive(built[0]).model_dump_json())
+        key, record = create_key()
+        event = copy.deepcopy(json.loads((FIXTURES / "function_url_v2.json").read_text()))
+        body = b'{"inputs": [{"value": 2.5}]}'
+        event["headers"]["authorization"] = f"Bearer {key}"
+        event["headers"]["content-length"] = str(len(body))
+        event["body"] = base64.b64encode(body).decode()
+        event["isBase64Encoded"] = True
+        context = SimpleNamespace(
+            aws_request_id="req-sm",
+            function_name="aiaas",
+            get_remaining_time_in_millis=lambda: 30000,
+        )
+        with pytest.MonkeyPatch.context() as mp:
+            # What the packaged function's environment carries, plus what Lambda sets: the
+            # role's credentials and region (here: the emulators').
+            for name, value in aws.env().items():
+                mp.setenv(name, value)
+            mp.setenv("AIAAS_CONFIG", str(project / "aiaas.yaml"))
+            mp.setenv("AIAAS_PROVIDER", "sagemaker")
+            mp.setenv("AIAAS_MANIFEST", str(manifest))
+            mp.setenv("AIAAS_API_KEYS", str(record))
+            sys.modules.pop("functions.aws_lambda", None)
+            try:
+                handler = importlib.import_module("functions.aws_lambda").handler
+                response = handler(event, context)
+            finally:
+                sys.modules.pop("functions.aws_lambda", None)
+        assert response["statusCode"] == 200, response
+        answer = json.loads(response["body"])
+        assert answer["outputs"][0]["value"] == 5.0 and answer["model"] == "probe"
+        signed = [c for c in aws.runtime_calls if c.endpoint == "probe" and c.status == 200]
+        assert signed  # through the runtime emulator, whose SigV4 check it passed
+    finally:
+        aiaas(aws, project, "delete", "probe", "--provider", "sagemaker")

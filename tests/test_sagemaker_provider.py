@@ -1,0 +1,323 @@
+"""What the SageMaker control plane asks of AWS, seen at the emulators: names and tags, the
+DeploymentConfig of each rollout strategy, no write for the live digest, autoscaling, the
+failure reason, and cleanup. Real boto3 clients against moto's server and the runtime
+emulator (tests/emulators/aws.py); the conformance suite covers the contract itself."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
+from conftest import PROJECTS
+from emulators.aws import AwsEmulator
+
+from adapters.sagemaker import names
+from adapters.sagemaker.provider import SageMakerProvider
+from aiaas.bundle import BuiltBundle, build_bundle
+from aiaas.config import load_config
+from aiaas.errors import DeployFailed
+
+MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
+    emulator = AwsEmulator(tmp_path_factory.mktemp("aws"))
+    emulator.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in emulator.env().items():
+                mp.setenv(key, value)
+            yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def fresh(aws: AwsEmulator) -> Iterator[AwsEmulator]:
+    """The emulators with nothing in them but the bundle bucket."""
+    aws.reset()
+    with contextlib.closing(boto3.client("s3")) as s3:
+        s3.create_bucket(Bucket=BUCKET)
+    yield aws
+    aws.reset()
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> list[BuiltBundle]:
+    """The probe at three versions."""
+    work = tmp_path_factory.mktemp("sagemaker-bundles")
+    built = []
+    for salt in "123":
+        project = work / f"v{salt}"
+        shutil.copytree(PROJECTS / "probe", project)
+        (project / "aiaas.yaml").write_text(MODEL_YAML)
+        model = project / "probe_model.py"
+        model.write_text(
+            model.read_text().replace('VERSION_SALT = "1"', f'VERSION_SALT = "{salt}"')
+        )
+        built.append(build_bundle(project, work / f"v{salt}.tar.gz"))
+    return built
+
+
+def provider(tmp_path: Path, extra: str = "", prefix: str = "tests") -> SageMakerProvider:
+    """A control plane over a project whose aiaas.yaml ends with ``extra``."""
+    project = tmp_path / f"project-{prefix}"
+    project.mkdir(exist_ok=True)
+    (project / "aiaas.yaml").write_text(
+        MODEL_YAML
+        + "provider: sagemaker\n"
+        + sagemaker_yaml(prefix)
+        + "  tags:\n    team: search\n"
+        + "server:\n  max_queue_size: 4\n"
+        + extra
+    )
+    return SageMakerProvider.from_config(load_config(project))
+
+
+def calls(aws: AwsEmulator, action: str) -> list[dict[str, Any]]:
+    """The parameters of every ``action`` call the emulators received."""
+    return [c.params for c in aws.calls if c.action == action]
+
+
+def tags_of(arn: str) -> dict[str, str]:
+    with contextlib.closing(boto3.client("sagemaker")) as sm:
+        return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
+
+
+def test_names_tags_upload_and_container_environment(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    v1 = bundles[0].manifest
+    with provider(tmp_path) as sm:
+        deployment = sm.deploy(bundles[0].path)
+    assert (deployment.name, deployment.version) == ("probe", v1.version)
+    [model] = calls(fresh, "CreateModel")
+    [config] = calls(fresh, "CreateEndpointConfig")
+    [endpoint] = calls(fresh, "CreateEndpoint")
+    assert endpoint["EndpointName"] == "probe"
+    for resource in (model["ModelName"], config["EndpointConfigName"]):
+        assert resource.startswith(f"probe-{v1.version}-") and len(resource) <= 63
+    assert endpoint["EndpointConfigName"] == config["EndpointConfigName"]
+    variant = config["ProductionVariants"][0]
+    assert variant == {
+        "VariantName": "AllTraffic",
+        "ModelName": model["ModelName"],
+        "InstanceType": "ml.m5.xlarge",
+        "InitialInstanceCount": 1,
+    }
+    container = model["PrimaryContainer"]
+    digest = v1.digest.removeprefix("sha256:")
+    assert container["ModelDataUrl"] == f"s3://{BUCKET}/tests/bundles/{digest}/model.tar.gz"
+    assert container["Environment"] == {"AIAAS_SERVER__MAX_QUEUE_SIZE": "4"}
+    expected = {
+        names.PROJECT_TAG: f"s3://{BUCKET}/tests",
+        names.DEPLOYMENT_TAG: "probe",
+        names.VERSION_TAG: v1.version,
+        "team": "search",
+    }
+    for call in (model, config, endpoint):
+        assert {t["Key"]: t["Value"] for t in call["Tags"]} == expected
+    with contextlib.closing(boto3.client("s3")) as s3:
+        head = s3.head_object(Bucket=BUCKET, Key=f"tests/bundles/{digest}/model.tar.gz")
+        assert head["ServerSideEncryption"] == "AES256"
+        assert head["ContentLength"] == bundles[0].path.stat().st_size
+    with contextlib.closing(boto3.client("sagemaker")) as client:
+        arn = client.describe_endpoint(EndpointName="probe")["EndpointArn"]
+    assert tags_of(arn) == expected
+
+
+def test_the_live_digest_makes_no_write_call_and_plans_unchanged(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    with provider(tmp_path) as sm:
+        sm.deploy(bundles[0].path)
+        before = len(fresh.calls)
+        writes = fresh.writes()
+        again = sm.deploy(bundles[0].path)
+        assert sm.plan(bundles[0].path).unchanged
+        assert fresh.writes() == writes  # counted at the emulator: not one write call
+        assert all(not c.write for c in fresh.calls[before:])
+        assert again.version == bundles[0].manifest.version
+
+
+def test_plan_lists_the_calls_a_new_digest_needs_and_makes_none(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    with provider(tmp_path) as sm:
+        live = sm.deploy(bundles[0].path)
+        writes = fresh.writes()
+        plan = sm.plan(bundles[1].path)
+        assert fresh.writes() == writes
+    actions = {(c.action, c.kind) for c in plan.changes}
+    assert {
+        ("create", "s3 object"),
+        ("create", "model"),
+        ("create", "endpoint config"),
+        ("update", "endpoint"),
+    } <= actions
+    update = next(c for c in plan.changes if c.kind == "endpoint")
+    assert live.details["endpoint_config"] in update.detail
+
+
+@pytest.mark.parametrize(
+    ("rollout", "routing"),
+    [
+        ("strategy: all_at_once", {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}),
+        (
+            "strategy: canary\n    canary_percent: 20\n    wait_s: 1",
+            {
+                "Type": "CANARY",
+                "WaitIntervalInSeconds": 1,
+                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20},
+            },
+        ),
+        (
+            "strategy: linear\n    step_percent: 50\n    wait_s: 1\n    rollback_alarms: [p-5xx]",
+            {
+                "Type": "LINEAR",
+                "WaitIntervalInSeconds": 1,
+                "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+            },
+        ),
+    ],
+    ids=["all_at_once", "canary", "linear"],
+)
+def test_each_rollout_strategy_reaches_update_endpoint_as_its_deployment_config(
+    fresh: AwsEmulator,
+    bundles: list[BuiltBundle],
+    tmp_path: Path,
+    rollout: str,
+    routing: dict[str, Any],
+) -> None:
+    extra = f"deploy:\n  instance_count: 2\n  rollout:\n    {rollout}\n"
+    with provider(tmp_path, extra) as sm:
+        first = sm.deploy(bundles[0].path)
+        second = sm.deploy(bundles[1].path)
+    [update] = calls(fresh, "UpdateEndpoint")
+    policy = update["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == routing
+    alarms = update["DeploymentConfig"].get("AutoRollbackConfiguration")
+    assert alarms == ({"Alarms": [{"AlarmName": "p-5xx"}]} if "alarms" in rollout else None)
+    assert update["EndpointConfigName"] == second.details["endpoint_config"]
+    assert second.version == bundles[1].manifest.version
+    # the old version's model and config are gone once the update succeeded
+    deleted = {c["EndpointConfigName"] for c in calls(fresh, "DeleteEndpointConfig")}
+    assert deleted == {first.details["endpoint_config"]}
+    assert {c["ModelName"] for c in calls(fresh, "DeleteModel")} == {first.details["model"]}
+
+
+def test_scaling_registers_a_target_and_policy_and_delete_removes_them(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    extra = "deploy:\n  scaling:\n    min_instances: 1\n    max_instances: 3\n"
+    extra += "    target_concurrency: 2\n"
+    with provider(tmp_path, extra) as sm:
+        sm.deploy(bundles[0].path)
+        [target] = calls(fresh, "RegisterScalableTarget")
+        assert target == {
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": "endpoint/probe/variant/AllTraffic",
+            "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+            "MinCapacity": 1,
+            "MaxCapacity": 3,
+        }
+        [policy] = calls(fresh, "PutScalingPolicy")
+        tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+        assert policy["PolicyType"] == "TargetTrackingScaling"
+        assert tracking["PredefinedMetricSpecification"] == {
+            "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+        }
+        assert tracking["TargetValue"] == 120.0
+        writes = fresh.writes()
+        sm.deploy(bundles[0].path)  # unchanged, scaling included: no write
+        assert fresh.writes() == writes
+        assert sm.delete("probe") is True
+    assert len(calls(fresh, "DeregisterScalableTarget")) == 1
+    with contextlib.closing(boto3.client("application-autoscaling")) as scaling:
+        left = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")
+    assert left["ScalableTargets"] == []
+
+
+def test_a_failed_update_surfaces_the_reason_and_the_old_version_serves(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    with provider(tmp_path) as sm:
+        live = sm.deploy(bundles[0].path)
+        fresh.fail_next_start("probe", "Insufficient capacity for ml.m5.xlarge (simulated)")
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(bundles[1].path)
+        assert "Insufficient capacity for ml.m5.xlarge (simulated)" in failed.value.message
+        now = sm.describe("probe")
+        assert (now.version, now.details["endpoint_config"]) == (
+            live.version,
+            live.details["endpoint_config"],
+        )
+        assert isinstance(sm, SageMakerProvider)
+        answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
+        assert answer.version == live.version
+        # the failed version's model and config were removed; the live ones stay
+        left = {c.model_name for c in fresh.containers()}
+        assert left == {live.details["model"]}
+        configs = {c["EndpointConfigName"] for c in calls(fresh, "DeleteEndpointConfig")}
+        assert live.details["endpoint_config"] not in configs and len(configs) == 1
+
+
+def test_a_failed_first_deploy_surfaces_the_reason_and_leaves_nothing(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    fresh.fail_next_start("probe", "The primary container did not pass the ping (simulated)")
+    with provider(tmp_path) as sm:
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(bundles[0].path)
+        assert "did not pass the ping (simulated)" in failed.value.message
+        assert sm.list() == []
+        assert sm.delete("probe") is False  # nothing was left to remove
+    with contextlib.closing(boto3.client("sagemaker")) as client:
+        assert client.list_endpoints()["Endpoints"] == []
+        assert client.list_models()["Models"] == []
+        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+
+
+def test_delete_removes_everything_and_leaves_another_projects_endpoint(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    with provider(tmp_path, prefix="theirs") as theirs:
+        theirs.deploy(bundles[0].path, name="shared")
+        with provider(tmp_path) as ours:
+            with pytest.raises(DeployFailed) as taken:
+                ours.deploy(bundles[0].path, name="shared")
+            assert "not this project's" in taken.value.message
+            assert ours.delete("shared") is False  # not ours to remove
+            ours.deploy(bundles[1].path)
+            assert [d.name for d in ours.list()] == ["probe"]
+            assert ours.logs("probe", tail=200)  # the container's output, from CloudWatch Logs
+            assert ours.delete("probe") is True
+            assert ours.delete("probe") is False
+        assert [d.name for d in theirs.list()] == ["shared"]
+        assert theirs.delete("shared") is True
+    with contextlib.closing(boto3.client("sagemaker")) as client:
+        assert client.list_endpoints()["Endpoints"] == []
+        assert client.list_models()["Models"] == []
+        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert fresh.containers() == []
+
+
+def test_live_manifest_is_the_serving_versions(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    with provider(tmp_path) as sm:
+        assert sm.live_manifest("probe") is None
+        sm.deploy(bundles[0].path)
+        manifest = sm.live_manifest("probe")
+        assert manifest is not None
+        assert json.loads(manifest.model_dump_json()) == json.loads(
+            bundles[0].manifest.model_dump_json()
+        )
