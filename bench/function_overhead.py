@@ -241,11 +241,11 @@ def main() -> int:
     from mangum import Mangum
 
     sys.path.insert(0, str(REPO / "tests"))
-    from adapters.sagemaker.invoke import SageMakerInvoker
     from emulators.aws import AwsEmulator
 
     from adapters.local.invoke import LocalInvoker
     from adapters.local.provider import LocalProvider
+    from adapters.sagemaker.invoke import SageMakerInvoker
     from adapters.sagemaker.provider import SageMakerProvider
     from aiaas.bundle import build_bundle
     from aiaas.config import load_config
@@ -254,6 +254,7 @@ def main() -> int:
     from functions.auth import create_key
     from functions.bootstrap import app_from_environment
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
     with tempfile.TemporaryDirectory(prefix="aiaas-fn-bench-") as tmp:
         work = Path(tmp)
         model_yaml = (
