@@ -1,0 +1,250 @@
+"""The SageMaker invoke path against the runtime emulator: SigV4 checked by botocore's own
+signer on the other side, retries and backoff under scripted 429/503 within the caller's
+deadline, no retry on 4xx, the 6 MB limit, the error mapping, DescribeEndpoint status, and a
+cold start that never loads boto3. Attempts are counted where they arrive (the emulator's
+``runtime_calls``), not inside the client."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
+from conftest import PROJECTS
+from emulators.aws import AwsEmulator
+from emulators.sagemaker_runtime import RuntimeCall
+
+from adapters.base import DeploymentStatus
+from adapters.sagemaker import aws as aws_env
+from adapters.sagemaker.invoke import MAX_BODY_BYTES, SageMakerInvoker
+from adapters.sagemaker.provider import SageMakerProvider
+from aiaas.bundle import build_bundle
+from aiaas.config import load_config
+from aiaas.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelError,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    ProviderError,
+    Throttled,
+)
+
+EXAMPLE = b'{"inputs": [{"value": 3}]}'
+
+
+class Ceiling(random.Random):
+    """Full jitter drawn at its ceiling, so the backoff gaps are known. The random source is
+    the one thing replaced: it is the invoker's documented injection point."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
+    """The emulators with the probe deployed as ``probe``."""
+    work = tmp_path_factory.mktemp("sagemaker-invoke")
+    project = work / "probe"
+    shutil.copytree(PROJECTS / "probe", project)
+    (project / "aiaas.yaml").write_text(
+        "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
+        "provider: sagemaker\n" + sagemaker_yaml("invoke")
+    )
+    emulator = AwsEmulator(work / "aws")
+    emulator.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in emulator.env().items():
+                mp.setenv(key, value)
+            emulator.client("s3").create_bucket(Bucket=BUCKET)
+            bundle = build_bundle(project, work / "probe.tar.gz")
+            with SageMakerProvider.from_config(load_config(project)) as provider:
+                provider.deploy(bundle.path)
+            yield emulator
+    finally:
+        emulator.stop()
+
+
+def invoker(aws: AwsEmulator, secret: str | None = None, **kwargs: object) -> SageMakerInvoker:
+    credentials = aws_env.Credentials(aws.access_key, secret or aws.secret_key)
+    return SageMakerInvoker(
+        aws.region,
+        lambda: credentials,
+        runtime_url=aws.runtime_url,
+        api_url=aws.url,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def calls_since(aws: AwsEmulator, mark: int) -> list[RuntimeCall]:
+    return [c for c in aws.runtime_calls[mark:] if c.endpoint == "probe"]
+
+
+@pytest.fixture
+def clean(aws: AwsEmulator) -> Iterator[AwsEmulator]:
+    aws.clear_faults()
+    yield aws
+    aws.clear_faults()
+
+
+def test_a_signed_call_gets_the_real_prediction_and_its_version(clean: AwsEmulator) -> None:
+    client = invoker(clean)
+    sync = client.invoke_sync("probe", EXAMPLE, request_id="req-1")
+    answer = json.loads(sync.body)
+    assert answer["outputs"][0]["value"] == 6.0 and sync.version == answer["version"]
+
+    async def twice() -> list[bytes]:
+        try:  # the second call reuses the first one's connection (keep-alive)
+            return [(await client.invoke("probe", EXAMPLE)).body for _ in range(2)]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(twice()) == [sync.body, sync.body]
+    client.close()
+
+
+def test_a_wrong_secret_is_refused_by_the_independent_signature_check(
+    clean: AwsEmulator,
+) -> None:
+    mark = len(clean.runtime_calls)
+    with pytest.raises(ProviderError) as refused:
+        invoker(clean, secret="not-the-secret").invoke_sync("probe", EXAMPLE)
+    assert "InvalidSignatureException" in refused.value.message
+    assert "not-the-secret" not in refused.value.message
+    assert [c.status for c in clean.runtime_calls[mark:]] == [403]  # a 4xx: not retried
+
+
+def test_throttling_is_retried_with_growing_backoff(clean: AwsEmulator) -> None:
+    clean.fault("probe", 429, times=2)
+    mark = len(clean.runtime_calls)
+    result = invoker(clean, rng=Ceiling()).invoke_sync("probe", EXAMPLE, timeout=10)
+    assert json.loads(result.body)["outputs"][0]["value"] == 6.0
+    calls = calls_since(clean, mark)
+    assert [c.status for c in calls] == [429, 429, 200]
+    gaps = [b.received - a.received for a, b in itertools.pairwise(calls)]
+    assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[1] > gaps[0]  # 50 ms, then 100 ms
+
+
+def test_throttling_that_persists_raises_throttled_after_the_attempts(
+    clean: AwsEmulator,
+) -> None:
+    clean.fault("probe", 429)
+    mark = len(clean.runtime_calls)
+    with pytest.raises(Throttled) as throttled:
+        asyncio.run(invoker(clean).invoke("probe", EXAMPLE, timeout=10))
+    assert throttled.value.retry_after > 0
+    assert len(calls_since(clean, mark)) == 4  # MAX_ATTEMPTS, well within the deadline
+    clean.fault("probe", 429, code="ModelNotReadyException")
+    with pytest.raises(NotReady):
+        invoker(clean).invoke_sync("probe", EXAMPLE, timeout=10)
+
+
+@pytest.mark.parametrize("status", [503, 500])
+def test_5xx_is_retried_but_never_past_the_deadline(clean: AwsEmulator, status: int) -> None:
+    clean.fault("probe", status)
+    mark = len(clean.runtime_calls)
+    patient = invoker(clean, max_attempts=1000, backoff_cap_s=0.3)
+    started = time.monotonic()
+    with pytest.raises((ProviderError, DeadlineExceeded)):
+        patient.invoke_sync("probe", EXAMPLE, timeout=1.0)
+    elapsed = time.monotonic() - started
+    assert elapsed <= 1.25, elapsed  # the deadline, not the attempts, ended it
+    assert len(calls_since(clean, mark)) >= 3
+    started = time.monotonic()
+    with pytest.raises((ProviderError, DeadlineExceeded)):
+        asyncio.run(patient.invoke("probe", EXAMPLE, timeout=1.0))
+    assert time.monotonic() - started <= 1.25
+
+
+def test_a_slow_answer_is_deadline_exceeded(clean: AwsEmulator) -> None:
+    clean.fault("probe", 200, delay_s=2.0, times=2)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        invoker(clean).invoke_sync("probe", EXAMPLE, timeout=0.5)
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(invoker(clean).invoke("probe", EXAMPLE, timeout=0.5))
+    assert time.monotonic() - started < 2.5
+
+
+def test_4xx_from_the_model_map_to_its_errors_and_are_not_retried(clean: AwsEmulator) -> None:
+    client = invoker(clean)
+    mark = len(clean.runtime_calls)
+    with pytest.raises(InvalidInput) as invalid:
+        client.invoke_sync("probe", b'{"inputs": [{"value": 1}, {"value": "x"}]}')
+    assert [(p.get("index"), p.get("field")) for p in invalid.value.details] == [(1, "value")]
+    with pytest.raises(BadRequest):
+        client.invoke_sync("probe", b'{"inputs": [')
+    with pytest.raises(ModelError):
+        client.invoke_sync("probe", b'{"inputs": [{"value": 1, "fail": true}]}')
+    # each was one ModelError (424) at the runtime: sent once, never again
+    assert [(c.status, c.error) for c in calls_since(clean, mark)] == [(424, "ModelError")] * 3
+
+
+def test_a_body_over_6_mb_is_refused_before_sending(clean: AwsEmulator) -> None:
+    body = b'{"inputs": [{"value": 1}], "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    mark = len(clean.runtime_calls)
+    with pytest.raises(PayloadTooLarge):
+        invoker(clean).invoke_sync("probe", body)
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(invoker(clean).invoke("probe", body))
+    assert clean.runtime_calls[mark:] == []
+
+
+def test_status_is_describe_endpoint_and_a_missing_endpoint_is_not_found(
+    clean: AwsEmulator,
+) -> None:
+    client = invoker(clean)
+
+    async def ask(name: str) -> DeploymentStatus:
+        try:
+            return await client.status(name)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(ask("probe")) is DeploymentStatus.READY
+    with pytest.raises(NotFound):
+        asyncio.run(ask("nowhere"))
+    with pytest.raises(NotFound):
+        client.invoke_sync("nowhere", EXAMPLE)
+
+
+def test_a_cold_start_with_env_credentials_never_loads_boto3(
+    clean: AwsEmulator, tmp_path: Path
+) -> None:
+    """A fresh interpreter builds the invoke path from the environment (as a Lambda function
+    does) and calls once: no boto3, no botocore."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "aiaas.yaml").write_text(
+        "model:\n  entrypoint: m:M\nprovider: sagemaker\n" + sagemaker_yaml("invoke")
+    )
+    code = (
+        "import sys, json\n"
+        "from aiaas.config import load_config\n"
+        "from adapters import get_invoker\n"
+        f"invoker = get_invoker('sagemaker', load_config({str(project)!r}))\n"
+        f"result = invoker.invoke_sync('probe', {EXAMPLE!r})\n"
+        "print(json.dumps([json.loads(result.body)['outputs'][0]['value'],\n"
+        "                  [m for m in ('boto3', 'botocore') if m in sys.modules]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **clean.env()},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [6.0, []]
