@@ -8,6 +8,7 @@ Provider errors map to HTTP once, here. Never imports torch or a control-plane S
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
@@ -115,8 +116,11 @@ class FunctionApp:
         self._stale_warned: set[str] = set()
         self._cost = self.cost or CostModel.build(self.platform, FREE, self.memory_mb)
 
-    def follow_manifest(self, force: bool = False) -> None:
-        """Switch to the live deployment's manifest if it changed (see ``manifest_source``)."""
+    async def follow_manifest(self, force: bool = False) -> None:
+        """Switch to the live deployment's manifest if it changed (see ``manifest_source``).
+
+        The source runs in a worker thread: for a cloud it is a control-plane call (a
+        SageMaker describe is several round trips), which must not hold the event loop."""
         if self.manifest_source is None:
             return
         now = time.monotonic()
@@ -124,7 +128,7 @@ class FunctionApp:
             return
         self._next_manifest_check = now + self.manifest_check_s
         try:
-            live = self.manifest_source()
+            live = await asyncio.to_thread(self.manifest_source)
         except Exception:  # a half-written state file: keep serving, look again next time
             log.warning("could not read the live deployment's manifest", exc_info=True)
             return
@@ -137,13 +141,13 @@ class FunctionApp:
             self.manifest = live
             self._openapi = None
 
-    def _answered_by(self, request: Request, version: str | None) -> None:
+    async def _answered_by(self, request: Request, version: str | None) -> None:
         """Note the version that answered; another than ours means a redeploy happened."""
         if version is None or version == self.manifest.version:
             return
         request.state.version = version
         if self.manifest_source is not None:
-            self.follow_manifest(force=True)
+            await self.follow_manifest(force=True)
         elif version not in self._stale_warned:
             self._stale_warned.add(version)
             log.warning(
@@ -181,7 +185,7 @@ class FunctionApp:
         self.validator.validate(simple_inputs(parse_json(body)))
         # Checked as it is, so forwarded as it is; the answer goes back untouched.
         answer = await self._forward(body, request_id)
-        self._answered_by(request, answer.version)
+        await self._answered_by(request, answer.version)
         return Response(answer.body, media_type=JSON)
 
     async def oip_infer(self, request: Request, request_id: str) -> Response:
@@ -203,7 +207,7 @@ class FunctionApp:
         except (ValueError, TypeError, KeyError):
             raise ProviderError("the deployment's answer holds no outputs") from None
         version = answer.version or result.get("version") or self.manifest.version
-        self._answered_by(request, version)
+        await self._answered_by(request, version)
         return oip.infer_response(infer, outputs, self.manifest.name, version)
 
     async def oip_metadata(self, request: Request, _rid: str) -> Response:
@@ -256,7 +260,7 @@ class FunctionApp:
             request_id = request_id_of(request)
             key_id = "-"
             try:
-                self.follow_manifest()
+                await self.follow_manifest()
                 if authenticated and self.keys is not None:
                     key_id = self.keys.verify(
                         presented_key(
@@ -350,7 +354,7 @@ class FunctionApp:
         summaries = [(m, p, (h.__doc__ or "").strip().splitlines()[0], a) for m, p, h, a in table]
 
         async def openapi(_request: Request) -> Response:
-            self.follow_manifest()
+            await self.follow_manifest()
             if self._openapi is None:
                 doc = openapi_document(self.manifest, summaries, self.keys is not None)
                 self._openapi = orjson.dumps(doc)
