@@ -11,9 +11,11 @@ import contextlib
 import copy
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -59,6 +61,11 @@ def aiaas(
     """``aiaas <args>`` in a shell-like environment with only the emulators' AWS settings."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(project.parent), "HF_HUB_OFFLINE": "1"}
     env.update(aws.env())
+    # `function package` runs pip download: the machine's package index settings go along.
+    env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
+    pip_conf = Path.home() / ".config" / "pip" / "pip.conf"
+    if pip_conf.is_file():
+        env.setdefault("PIP_CONFIG_FILE", str(pip_conf))
     done = subprocess.run(
         [AIAAS, *args, "-c", str(project)],
         capture_output=True,
@@ -144,5 +151,53 @@ def test_a_lambda_function_url_event_gets_the_real_prediction(
         assert answer["outputs"][0]["value"] == 5.0 and answer["model"] == "probe"
         signed = [c for c in aws.runtime_calls if c.endpoint == "probe" and c.status == 200]
         assert signed  # through the runtime emulator, whose SigV4 check it passed
+    finally:
+        aiaas(aws, project, "delete", "probe", "--provider", "sagemaker")
+
+
+def test_the_packaged_aws_zip_answers_through_sagemaker_on_its_own(
+    aws: AwsEmulator, project: Path, tmp_path: Path
+) -> None:
+    """``aiaas function package --target aws --provider sagemaker``, unzipped and run by a
+    fresh ``python -S`` (only the zip's files importable, as in Lambda) with what Lambda sets:
+    the role's credentials and region. It answers a function URL event with the prediction
+    and loads no boto3."""
+    aiaas(aws, project, "deploy", "--provider", "sagemaker")
+    try:
+        out = tmp_path / "fn.zip"
+        aiaas(aws, project, "function", "package", "--target", "aws", "--provider", "sagemaker",
+              "-o", str(out))  # fmt: skip
+        with zipfile.ZipFile(out) as zf:
+            names = zf.namelist()
+            zf.extractall(tmp_path / "task")
+            entry_points = [n for n in names if n.endswith("entry_points.txt")]
+            providers = "".join(zf.read(n).decode() for n in entry_points)
+        assert "adapters/sagemaker/invoke.py" in names
+        assert any(n.startswith("httpx_auth/") for n in names)
+        assert not [n for n in names if n.startswith(("boto3/", "botocore/", "moto/", "torch/"))]
+        assert "sagemaker" in providers and "local" not in providers
+        assert out.stat().st_size < 10 * 1024 * 1024
+        key, record = create_key()
+        event = copy.deepcopy(json.loads((FIXTURES / "function_url_v2.json").read_text()))
+        event["headers"]["authorization"] = f"Bearer {key}"
+        event["body"], event["isBase64Encoded"] = '{"inputs": [{"value": 7}]}', False
+        code = (
+            "import json, sys\n"
+            "from functions.aws_lambda import handler\n"
+            "response = handler(json.loads(sys.argv[1]), None)\n"
+            "sdk = [m for m in ('boto3', 'botocore') if m in sys.modules]\n"
+            "print(json.dumps([response, sdk]))\n"
+        )
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AIAAS_API_KEYS": str(record),
+               **aws.env()}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-S", "-c", code, json.dumps(event)],
+            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path / "task",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        response, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+        assert response["statusCode"] == 200, response
+        assert json.loads(response["body"])["outputs"][0]["value"] == 14.0
+        assert loaded == []
     finally:
         aiaas(aws, project, "delete", "probe", "--provider", "sagemaker")
