@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from conftest import PROJECTS
 from emulators.aws import AwsEmulator
 
 from adapters.sagemaker import names
+from adapters.sagemaker import provider as provider_module
 from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.bundle import BuiltBundle, build_bundle
 from aiaas.config import load_config
@@ -320,4 +322,35 @@ def test_live_manifest_is_the_serving_versions(
         assert manifest is not None
         assert json.loads(manifest.model_dump_json()) == json.loads(
             bundles[0].manifest.model_dump_json()
+        )
+
+
+def test_a_large_bundle_goes_up_in_parts_encrypted_and_only_once(
+    fresh: AwsEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The threshold is lowered to S3's smallest part (5 MB) so that a 12 MB bundle shows the
+    # multipart path; at the real threshold (64 MB) the test would build a 64 MB bundle.
+    monkeypatch.setattr(provider_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    project = tmp_path / "big"
+    shutil.copytree(PROJECTS / "probe", project)
+    (project / "aiaas.yaml").write_text(MODEL_YAML)
+    # incompressible padding, shipped as code (bundle.include is *.py)
+    (project / "padding.py").write_text(f"PADDING = {os.urandom(9 * 1024 * 1024).hex()!r}\n")
+    big = build_bundle(project, tmp_path / "big.tar.gz")
+    assert big.path.stat().st_size > 10 * 1024 * 1024
+    with provider(tmp_path) as sm:
+        uri = sm.upload(big.path)
+        writes = fresh.writes()
+        assert sm.upload(big.path) == uri  # the digest is there: nothing written again
+        assert fresh.writes() == writes
+    s3 = [c for c in fresh.calls if c.service == "s3" and c.params.get("key", "").endswith(".gz")]
+    actions = [c.action for c in s3 if c.write]
+    assert actions[0] == "CreateMultipartUpload" and actions[-1] == "CompleteMultipartUpload"
+    assert actions.count("UploadPart") >= 2
+    create = next(c for c in s3 if c.action == "CreateMultipartUpload")
+    assert create.params["headers"].get("x-amz-server-side-encryption") == "AES256"
+    with contextlib.closing(fresh.client("s3")) as client:
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        assert (
+            client.head_object(Bucket=bucket, Key=key)["ContentLength"] == big.path.stat().st_size
         )
