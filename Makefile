@@ -6,6 +6,9 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# Every provider's conformance run must run (dev installs every extra they need): a harness
+# whose extra is missing fails instead of being skipped.
+export AIAAS_CONFORMANCE_REQUIRE := all
 
 .PHONY: install demo test lint typecheck pytest bench clean image image-check
 
