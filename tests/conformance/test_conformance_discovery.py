@@ -48,6 +48,7 @@ def test_a_new_module_registers_its_harness(package: Path) -> None:
 def test_a_harness_whose_extra_is_missing_is_skipped_naming_it(
     package: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("AIAAS_CONFORMANCE_REQUIRE", raising=False)  # make test sets it
     (package / "cloud.py").write_text("import aiaas_conformance_missing_sdk\n")
     [candidate] = discover("fake_harnesses")
     assert (candidate.id, candidate.harness) == ("cloud", None)
@@ -70,9 +71,11 @@ def test_two_harnesses_for_one_provider_are_refused(package: Path) -> None:
         discover("fake_harnesses")
 
 
-def test_local_is_registered() -> None:
+def test_local_and_sagemaker_are_registered() -> None:
     found = {c.id: c for c in discover()}
     local = found["local"]
     assert local == Candidate("local", local.harness, None)
     assert local.harness is not None
     assert local.harness.name == LocalProvider.name
+    sagemaker = found["sagemaker"]  # the dev install has the aws extra: it runs, not skipped
+    assert sagemaker.harness is not None and sagemaker.skip is None
