@@ -39,7 +39,7 @@ from adapters.base import (
     answer_version,
     model_server_error,
 )
-from adapters.sagemaker import SageMakerSection, aws
+from adapters.sagemaker import SageMakerSection, aws, names
 from adapters.transport import AsyncH11Transport
 from aiaas.config import ProjectConfig
 from aiaas.errors import (
@@ -61,17 +61,6 @@ BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 2.0
 _JSON = "application/json"
 _THROTTLING = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
-_STATUS = {
-    "Creating": DeploymentStatus.CREATING,
-    "InService": DeploymentStatus.READY,
-    "Updating": DeploymentStatus.UPDATING,
-    "SystemUpdating": DeploymentStatus.UPDATING,
-    "RollingBack": DeploymentStatus.UPDATING,
-    "Failed": DeploymentStatus.FAILED,
-    "UpdateRollbackFailed": DeploymentStatus.FAILED,
-    "OutOfService": DeploymentStatus.STOPPED,
-    "Deleting": DeploymentStatus.DELETING,
-}
 
 
 @dataclass
@@ -169,9 +158,15 @@ def _transport_error(name: str, exc: httpx.TransportError) -> AiaasError:
     return NotReady(f"SageMaker runtime not reachable for {name!r}: {exc}", retry_after=1.0)
 
 
-def _retryable_transport(exc: httpx.TransportError) -> bool:
-    """A request that never reached SageMaker (safe to send again)."""
-    return isinstance(exc, httpx.ConnectError) and not isinstance(exc, httpx.TimeoutException)
+def _outcome(name: str, sent: httpx.Response | httpx.TransportError) -> InvokeResult | _Retry:
+    """One attempt's result, an error worth retrying, or raise. Only a request that never
+    reached SageMaker (the connection could not be made) is sent again after a transport
+    error: one it may have run is not."""
+    if isinstance(sent, httpx.Response):
+        return _answer(name, sent)
+    if isinstance(sent, httpx.ConnectError) and not isinstance(sent, httpx.TimeoutException):
+        return _Retry(_transport_error(name, sent))
+    raise _transport_error(name, sent) from None
 
 
 class SageMakerInvoker(Invoker):
@@ -291,13 +286,12 @@ class SageMakerInvoker(Invoker):
         while True:
             request.extensions["timeout"] = attempts.http_timeout().as_dict()
             try:
-                response = await client.send(request, auth=self._signer())
+                response: httpx.Response | httpx.TransportError = await client.send(
+                    request, auth=self._signer()
+                )
             except httpx.TransportError as exc:
-                if not _retryable_transport(exc):
-                    raise _transport_error(name, exc) from None
-                outcome: InvokeResult | _Retry = _Retry(_transport_error(name, exc))
-            else:
-                outcome = _answer(name, response)
+                response = exc
+            outcome = _outcome(name, response)
             if isinstance(outcome, InvokeResult):
                 return outcome
             await asyncio.sleep(attempts.backoff(outcome.error))
@@ -311,13 +305,12 @@ class SageMakerInvoker(Invoker):
         while True:
             request.extensions["timeout"] = attempts.http_timeout().as_dict()
             try:
-                response = client.send(request, auth=self._signer())
+                response: httpx.Response | httpx.TransportError = client.send(
+                    request, auth=self._signer()
+                )
             except httpx.TransportError as exc:
-                if not _retryable_transport(exc):
-                    raise _transport_error(name, exc) from None
-                outcome: InvokeResult | _Retry = _Retry(_transport_error(name, exc))
-            else:
-                outcome = _answer(name, response)
+                response = exc
+            outcome = _outcome(name, response)
             if isinstance(outcome, InvokeResult):
                 return outcome
             time.sleep(attempts.backoff(outcome.error))
@@ -340,7 +333,7 @@ class SageMakerInvoker(Invoker):
             raise _transport_error(name, exc) from None
         if response.status_code == 200:
             found = json.loads(response.content).get("EndpointStatus", "")
-            return _STATUS.get(found, DeploymentStatus.FAILED)
+            return names.ENDPOINT_STATUS.get(found, DeploymentStatus.FAILED)
         code, message, _ = _error_fields(response)
         if code == "ValidationException" and "could not find" in message.lower():
             raise NotFound(f"no SageMaker endpoint named {name!r}")

@@ -1,4 +1,5 @@
-"""How aiaas names and tags what it creates on SageMaker (shared by both halves; stdlib only).
+"""How aiaas names and tags what it creates on SageMaker, and what its states mean (shared by
+both halves; no AWS SDK).
 
 - the **endpoint** is the deployment's name (a deployment name is already a valid SageMaker
   name: ``[a-z0-9-]``, at most 63);
@@ -18,6 +19,21 @@ import hashlib
 import json
 import re
 from typing import Any
+
+from adapters.base import DeploymentStatus
+
+ENDPOINT_STATUS = {
+    "Creating": DeploymentStatus.CREATING,
+    "InService": DeploymentStatus.READY,
+    "Updating": DeploymentStatus.UPDATING,
+    "SystemUpdating": DeploymentStatus.UPDATING,
+    "RollingBack": DeploymentStatus.UPDATING,
+    "Failed": DeploymentStatus.FAILED,
+    "UpdateRollbackFailed": DeploymentStatus.FAILED,
+    "OutOfService": DeploymentStatus.STOPPED,
+    "Deleting": DeploymentStatus.DELETING,
+}
+"""DescribeEndpoint's ``EndpointStatus`` in every provider's terms."""
 
 VARIANT = "AllTraffic"
 """The one production variant of an aiaas endpoint (SageMaker's own default name)."""

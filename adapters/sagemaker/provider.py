@@ -57,17 +57,6 @@ T = TypeVar("T")
 MULTIPART_THRESHOLD = 64 * 1024 * 1024  # boto3 uploads larger bundles in parts, in parallel
 MANIFEST_KEY = "aiaas-manifest.json"  # stored next to the archive: live_manifest reads it
 
-_STATUS = {
-    "Creating": DeploymentStatus.CREATING,
-    "InService": DeploymentStatus.READY,
-    "Updating": DeploymentStatus.UPDATING,
-    "SystemUpdating": DeploymentStatus.UPDATING,
-    "RollingBack": DeploymentStatus.UPDATING,
-    "Failed": DeploymentStatus.FAILED,
-    "UpdateRollbackFailed": DeploymentStatus.FAILED,
-    "OutOfService": DeploymentStatus.STOPPED,
-    "Deleting": DeploymentStatus.DELETING,
-}
 _SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
 _AUTH_CODES = frozenset(
     {
@@ -716,7 +705,7 @@ class SageMakerProvider(Provider):
             name=name,
             provider=self.name,
             version=names.version_of(live.config or "") or "",
-            status=_STATUS.get(live.status, DeploymentStatus.FAILED),
+            status=names.ENDPOINT_STATUS.get(live.status, DeploymentStatus.FAILED),
             endpoint=f"{self.runtime_url}/endpoints/{name}/invocations",
             details={
                 "endpoint_config": live.config,
