@@ -101,6 +101,8 @@ def test_names_tags_upload_and_container_environment(
     with provider(tmp_path) as sm:
         deployment = sm.deploy(bundles[0].path)
     assert (deployment.name, deployment.version) == ("probe", v1.version)
+    assert deployment.details["instance_type"] == "ml.m5.xlarge"
+    assert deployment.details["instance_count"] == 1
     [model] = calls(fresh, "CreateModel")
     [config] = calls(fresh, "CreateEndpointConfig")
     [endpoint] = calls(fresh, "CreateEndpoint")
@@ -210,6 +212,7 @@ def test_each_rollout_strategy_reaches_update_endpoint_as_its_deployment_config(
     assert alarms == ({"Alarms": [{"AlarmName": "p-5xx"}]} if "alarms" in rollout else None)
     assert update["EndpointConfigName"] == second.details["endpoint_config"]
     assert second.version == bundles[1].manifest.version
+    assert second.details["instance_count"] == 2  # deploy.instance_count
     # the old version's model and config are gone once the update succeeded
     deleted = {c["EndpointConfigName"] for c in calls(fresh, "DeleteEndpointConfig")}
     assert deleted == {first.details["endpoint_config"]}

@@ -134,6 +134,7 @@ class Live:
     instance_type: str | None
     arn: str | None
     failure: str | None
+    instances: int | None = None  # the variant's CurrentInstanceCount (None: serverless)
 
 
 class SageMakerProvider(Provider):
@@ -298,6 +299,7 @@ class SageMakerProvider(Provider):
             if described:
                 first = (described.get("ProductionVariants") or [{}])[0]
                 model, instance = first.get("ModelName"), first.get("InstanceType")
+        variant = (found.get("ProductionVariants") or [{}])[0]
         return Live(
             found["EndpointStatus"],
             config,
@@ -305,6 +307,7 @@ class SageMakerProvider(Provider):
             instance,
             found["EndpointArn"],
             found.get("FailureReason"),
+            variant.get("CurrentInstanceCount"),
         )
 
     def _owned_by_us(self, arn: str) -> bool:
@@ -711,6 +714,7 @@ class SageMakerProvider(Provider):
                 "endpoint_config": live.config,
                 "model": live.model,
                 "instance_type": live.instance_type or "serverless",
+                "instance_count": live.instances,
                 "region": self.region,
                 **({"failure_reason": live.failure} if live.failure else {}),
             },
