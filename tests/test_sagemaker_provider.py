@@ -357,3 +357,26 @@ def test_a_large_bundle_goes_up_in_parts_encrypted_and_only_once(
         assert (
             client.head_object(Bucket=bucket, Key=key)["ContentLength"] == big.path.stat().st_size
         )
+
+
+def test_serverless_deploys_a_serverless_config_and_serves(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    project = tmp_path / "serverless"
+    project.mkdir()
+    section = sagemaker_yaml("serverless").replace("  instance_type: ml.m5.xlarge\n", "")
+    (project / "aiaas.yaml").write_text(
+        MODEL_YAML + "provider: sagemaker\n" + section
+        + "  serverless:\n    memory_mb: 3072\n    max_concurrency: 5\n"
+    )  # fmt: skip
+    with SageMakerProvider.from_config(load_config(project)) as sm:
+        deployment = sm.deploy(bundles[0].path)
+        assert deployment.details["instance_type"] == "serverless"
+        [config] = calls(fresh, "CreateEndpointConfig")
+        variant = config["ProductionVariants"][0]
+        assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 5}
+        assert "InstanceType" not in variant and "InitialInstanceCount" not in variant
+        assert isinstance(sm, SageMakerProvider)
+        answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
+        assert json.loads(answer.body)["outputs"][0]["value"] == 4.0
+        assert sm.delete("probe") is True
