@@ -380,3 +380,27 @@ def test_serverless_deploys_a_serverless_config_and_serves(
         answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
         assert json.loads(answer.body)["outputs"][0]["value"] == 4.0
         assert sm.delete("probe") is True
+
+
+def test_a_deployment_whose_name_extends_another_keeps_its_resources(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """``probe-b``'s models and configs start with ``probe-``: deleting or updating ``probe``
+    must not take them."""
+    with provider(tmp_path) as sm:
+        sm.deploy(bundles[0].path)
+        other = sm.deploy(bundles[0].path, name="probe-b")
+        sm.deploy(bundles[1].path)  # an update of probe removes probe's old version only
+        assert sm.delete("probe") is True
+        described = sm.describe("probe-b")
+        assert described.details == other.details
+        with contextlib.closing(fresh.client("sagemaker")) as client:
+            models = {m["ModelName"] for m in client.list_models()["Models"]}
+            configs = {
+                c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]
+            }
+        assert models == {other.details["model"]}
+        assert configs == {other.details["endpoint_config"]}
+        assert isinstance(sm, SageMakerProvider)
+        answer = sm.invoker.invoke_sync("probe-b", b'{"inputs": [{"value": 1}]}')
+        assert answer.version == bundles[0].manifest.version

@@ -72,6 +72,12 @@ def version_of(resource: str) -> str | None:
     return match["version"] if match else None
 
 
+def deployment_of(resource: str) -> str | None:
+    """The deployment part (:func:`base_name`) of a model's or endpoint config's name."""
+    match = _RESOURCE.fullmatch(resource)
+    return match["base"] if match else None
+
+
 def project_id(bucket: str, prefix: str) -> str:
     """The project's identity in tags: where its bundles live."""
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"

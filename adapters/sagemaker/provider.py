@@ -331,8 +331,8 @@ class SageMakerProvider(Provider):
         """This deployment's endpoint configs and models, other than ``keep``."""
         base = names.base_name(name) + "-"
 
-        def mine(found: str) -> bool:
-            return found.startswith(base) and found not in keep and bool(names.version_of(found))
+        def mine(found: str) -> bool:  # "probe-b-<version>-<hash>" is not probe's
+            return found not in keep and names.deployment_of(found) == names.base_name(name)
 
         configs = [
             c["EndpointConfigName"]

@@ -71,8 +71,12 @@ class SageMakerHarness(Harness):
     def running_versions(self, name: str) -> set[str]:
         # The emulated control plane's own records (moto's backend, read in-process).
         backend = sagemaker_backends[AwsEmulator.ACCOUNT][self.aws.region]
-        base = names.base_name(name) + "-"
-        found = [r for r in [*backend._models, *backend.endpoint_configs] if r.startswith(base)]
+        base = names.base_name(name)
+        found = [
+            r
+            for r in [*backend._models, *backend.endpoint_configs]
+            if names.deployment_of(r) == base
+        ]
         versions = {names.version_of(resource) for resource in found}
         versions |= {
             names.version_of(container.model_name)
