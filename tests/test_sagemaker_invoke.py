@@ -248,3 +248,11 @@ def test_a_cold_start_with_env_credentials_never_loads_boto3(
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [6.0, []]
+
+
+def test_a_name_that_is_not_a_deployment_name_never_reaches_the_url(clean: AwsEmulator) -> None:
+    mark = len(clean.runtime_calls)
+    for name in ("../../endpoints/other", "probe?x=1", ""):
+        with pytest.raises(BadRequest):
+            invoker(clean).invoke_sync(name, EXAMPLE)
+    assert clean.runtime_calls[mark:] == []

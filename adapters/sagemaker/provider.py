@@ -541,9 +541,11 @@ class SageMakerProvider(Provider):
                 self._create_endpoint(desired, progress)
             elif endpoint_change.action == "update":
                 self._update_endpoint(desired, live, progress)
-        except DeployFailed:
+        except AiaasError as exc:  # Failed, or the call itself refused (e.g. a bad alarm name)
             self._remove_unused(desired, live, progress)
-            raise
+            if isinstance(exc, DeployFailed):
+                raise
+            raise DeployFailed(f"endpoint {name} did not take {version}: {exc.message}") from exc
         self._apply_scaling(name, changes, progress)
         progress("smoke test", 0.92)
         self._smoke_test(desired)
