@@ -315,6 +315,32 @@ def test_delete_removes_everything_and_leaves_another_projects_endpoint(
     assert fresh.containers() == []
 
 
+def test_delete_leaves_another_projects_models_whose_endpoint_is_gone(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """With no endpoint to ask, the models and configs named for a deployment are checked
+    one by one: another project's leftovers of the same name are not ours to remove."""
+    with provider(tmp_path, prefix="theirs") as theirs:
+        described = theirs.deploy(bundles[0].path, name="shared")
+        with contextlib.closing(boto3.client("sagemaker")) as client:
+            client.delete_endpoint(EndpointName="shared")  # their endpoint gone, rest left
+        with provider(tmp_path) as ours:
+            assert ours.delete("shared") is False
+            planned = ours.plan(bundles[0].path, name="shared")  # planning asks the same
+            assert [c for c in planned.changes if c.action == "delete"] == []
+        with contextlib.closing(boto3.client("sagemaker")) as client:
+            models = [m["ModelName"] for m in client.list_models()["Models"]]
+            configs = [
+                c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]
+            ]
+        assert models == [described.details["model"]]
+        assert configs == [described.details["endpoint_config"]]
+        assert theirs.delete("shared") is True
+    with contextlib.closing(boto3.client("sagemaker")) as client:
+        assert client.list_models()["Models"] == []
+        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+
+
 def test_live_manifest_is_the_serving_versions(
     fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
 ) -> None:

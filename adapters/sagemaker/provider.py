@@ -160,7 +160,7 @@ class SageMakerProvider(Provider):
         )
         self._clients: dict[str, Any] = {}
         self._invoker: SageMakerInvoker | None = None
-        self._owned: dict[str, bool] = {}  # endpoint ARN -> tagged with this project
+        self._owned: dict[str, bool] = {}  # resource ARN -> tagged with this project
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> SageMakerProvider:
@@ -311,7 +311,7 @@ class SageMakerProvider(Provider):
         )
 
     def _owned_by_us(self, arn: str) -> bool:
-        if arn not in self._owned:  # an endpoint's tags do not change under us: asked once
+        if arn not in self._owned:  # a resource's tags do not change under us: asked once
             tags = self._call(
                 "list tags", lambda: self._sm.list_tags(ResourceArn=arn).get("Tags", [])
             )
@@ -331,8 +331,15 @@ class SageMakerProvider(Provider):
         """This deployment's endpoint configs and models, other than ``keep``."""
         base = names.base_name(name) + "-"
 
-        def mine(found: str) -> bool:  # "probe-b-<version>-<hash>" is not probe's
-            return found not in keep and names.deployment_of(found) == names.base_name(name)
+        def mine(found: str, arn: str) -> bool:
+            # "probe-b-<version>-<hash>" is not probe's; nor is another project's "probe-..."
+            # left behind without its endpoint: the name says whose deployment, the tag whose
+            # project (asked only for names that already match)
+            return (
+                found not in keep
+                and names.deployment_of(found) == names.base_name(name)
+                and self._owned_by_us(arn)
+            )
 
         configs = [
             c["EndpointConfigName"]
@@ -343,7 +350,7 @@ class SageMakerProvider(Provider):
                 ),
             )
             for c in page.get("EndpointConfigs", [])
-            if mine(c["EndpointConfigName"])
+            if mine(c["EndpointConfigName"], c["EndpointConfigArn"])
         ]
         models = [
             m["ModelName"]
@@ -352,7 +359,7 @@ class SageMakerProvider(Provider):
                 lambda: list(self._sm.get_paginator("list_models").paginate(NameContains=base)),
             )
             for m in page.get("Models", [])
-            if mine(m["ModelName"])
+            if mine(m["ModelName"], m["ModelArn"])
         ]
         return sorted(configs), sorted(models)
 
