@@ -291,6 +291,61 @@ def test_a_failed_first_deploy_surfaces_the_reason_and_leaves_nothing(
         assert client.list_endpoint_configs()["EndpointConfigs"] == []
 
 
+QUOTA = (
+    "The account-level service limit 'ml.m5.xlarge for endpoint usage' is 1 Instances, with "
+    "current utilization of 1 Instances and a request delta of 1 Instances. (simulated)"
+)
+
+
+ALARMS = "The alarm(s) [probe-5xx] named in AutoRollbackConfiguration do not exist. (simulated)"
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [("ResourceLimitExceeded", QUOTA), ("ValidationException", ALARMS)],
+    ids=["quota", "bad-alarm"],
+)
+def test_a_refused_update_call_keeps_the_old_version_and_removes_the_new_one(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path, code: str, message: str
+) -> None:
+    """UpdateEndpoint refused outright: no Failed endpoint to read a reason from, so the
+    reason is AWS's answer to the call (the error texts are assumed, marked simulated)."""
+    with provider(tmp_path) as sm:
+        live = sm.deploy(bundles[0].path)
+        fresh.refuse_next("sagemaker", "UpdateEndpoint", code, message)
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(bundles[1].path)
+        assert code in failed.value.message and message in failed.value.message
+        assert sm.describe("probe").details == live.details
+        assert isinstance(sm, SageMakerProvider)
+        answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
+        assert answer.version == live.version
+        with contextlib.closing(boto3.client("sagemaker")) as client:
+            models = {m["ModelName"] for m in client.list_models()["Models"]}
+            configs = {
+                c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]
+            }
+        assert models == {live.details["model"]}
+        assert configs == {live.details["endpoint_config"]}
+        assert sm.deploy(bundles[1].path).version == bundles[1].manifest.version  # quota freed
+
+
+def test_a_refused_create_call_leaves_nothing(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    fresh.refuse_next("sagemaker", "CreateEndpoint", "ResourceLimitExceeded", QUOTA)
+    with provider(tmp_path) as sm:
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(bundles[0].path)
+        assert QUOTA in failed.value.message
+        assert sm.list() == []
+    with contextlib.closing(boto3.client("sagemaker")) as client:
+        assert client.list_endpoints()["Endpoints"] == []
+        assert client.list_models()["Models"] == []
+        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert fresh.containers() == []
+
+
 def test_delete_removes_everything_and_leaves_another_projects_endpoint(
     fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
 ) -> None:

@@ -195,11 +195,38 @@ def classify(environ: dict[str, Any], body: bytes | None) -> ApiCall | None:
     return ApiCall(service or "unknown", action, not action.startswith(READ_PREFIXES), fields)
 
 
-class _Recorder:
-    """WSGI middleware in front of moto: records each request as an :class:`ApiCall`."""
+@dataclass(frozen=True)
+class Refusal:
+    """A scripted AWS error for one control-plane call (see :meth:`AwsEmulator.refuse_next`)."""
 
-    def __init__(self, app: Any, record: Callable[[ApiCall], None]) -> None:
-        self.app, self.record = app, record
+    status: int
+    code: str
+    message: str
+
+    def response(self) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The JSON protocols' error response (``__type`` and ``message``, as botocore reads
+        them)."""
+        body = json.dumps({"__type": self.code, "message": self.message}).encode()
+        reason = http.client.responses.get(self.status, "Error")
+        headers = [
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("Content-Length", str(len(body))),
+            ("x-amzn-RequestId", str(uuid.uuid4())),
+        ]
+        return f"{self.status} {reason}", headers, body
+
+
+class _Recorder:
+    """WSGI middleware in front of moto: records each request as an :class:`ApiCall`, and
+    answers a scripted :class:`Refusal` in moto's place."""
+
+    def __init__(
+        self,
+        app: Any,
+        record: Callable[[ApiCall], None],
+        refusal: Callable[[ApiCall], Refusal | None],
+    ) -> None:
+        self.app, self.record, self.refusal = app, record, refusal
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         body: bytes | None = None
@@ -211,18 +238,27 @@ class _Recorder:
         call = classify(environ, body)
         if call is not None:
             self.record(call)
+            refused = self.refusal(call)
+            if refused is not None:
+                status, headers, body = refused.response()
+                start_response(status, headers)
+                return [body]
         return self.app(environ, start_response)
 
 
 class _RecordingMotoServer(ThreadedMotoServer):
     """moto's threaded server with :class:`_Recorder` wrapped around its WSGI app."""
 
-    def __init__(self, record: Callable[[ApiCall], None]) -> None:
+    def __init__(
+        self, record: Callable[[ApiCall], None], refusal: Callable[[ApiCall], Refusal | None]
+    ) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
-        self._record = record
+        self._record, self._refusal = record, refusal
 
     def _server_entry(self) -> None:  # moto's own, plus the recorder
-        app = _Recorder(DomainDispatcherApplication(create_backend_app), self._record)
+        app = _Recorder(
+            DomainDispatcherApplication(create_backend_app), self._record, self._refusal
+        )
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )
@@ -416,6 +452,7 @@ class AwsEmulator:
         self._lock = threading.RLock()
         self._live: dict[str, _Live] = {}
         self._scripted: dict[str, str] = {}
+        self._refusals: dict[tuple[str, str], Refusal] = {}
         self._moto: _RecordingMotoServer | None = None
         self._runtime = SageMakerRuntimeEmulator(
             self._resolve,
@@ -433,7 +470,7 @@ class AwsEmulator:
         if key in _EMULATORS:
             raise RuntimeError(f"an AwsEmulator already runs for {key} in this process")
         _install_patches()
-        self._moto = _RecordingMotoServer(self._record)
+        self._moto = _RecordingMotoServer(self._record, self._refusal)
         self._moto.start()
         self._runtime.start()
         _EMULATORS[key] = self
@@ -508,12 +545,24 @@ class AwsEmulator:
         with self._lock:
             self.calls.clear()
             self._scripted.clear()
+            self._refusals.clear()
         self._runtime.clear()
 
     # -- records and faults -----------------------------------------------------------------
     def _record(self, call: ApiCall) -> None:
         with self._lock:
             self.calls.append(call)
+
+    def _refusal(self, call: ApiCall) -> Refusal | None:
+        with self._lock:
+            return self._refusals.pop((call.service, call.action), None)
+
+    def refuse_next(self, service: str, action: str, code: str, message: str) -> None:
+        """The next ``service``'s ``action`` call (e.g. ``"sagemaker"``, ``"UpdateEndpoint"``)
+        is refused with HTTP 400 and this AWS error code and message, and reaches moto not at
+        all (it is still recorded in :attr:`calls`). For the JSON protocols only (not S3)."""
+        with self._lock:
+            self._refusals[(service, action)] = Refusal(400, code, message)
 
     def writes(self) -> list[str]:
         """``"service:Action"`` of every write call so far, in order."""
