@@ -69,6 +69,26 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> list[BuiltBundle]:
     return built
 
 
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory: pytest.TempPathFactory) -> BuiltBundle:
+    """A probe that answers its load-time warm-up (so it passes SageMaker's ping), then fails
+    every prediction: the smoke test included."""
+    project = tmp_path_factory.mktemp("sagemaker-failing") / "probe"
+    shutil.copytree(PROJECTS / "probe", project)
+    (project / "aiaas.yaml").write_text(MODEL_YAML)
+    model = project / "probe_model.py"
+    source = model.read_text()
+    first = "        if any(item.fail for item in batch):\n"
+    assert first in source
+    after_warm_up = (
+        '        if getattr(self, "warmed_up", False):\n'
+        '            raise RuntimeError("probe fails after its warm-up")\n'
+        "        self.warmed_up = True\n"
+    )
+    model.write_text(source.replace(first, after_warm_up + first))
+    return build_bundle(project, project.parent / "failing.tar.gz")
+
+
 def provider(tmp_path: Path, extra: str = "", prefix: str = "tests") -> SageMakerProvider:
     """A control plane over a project whose aiaas.yaml ends with ``extra``."""
     project = tmp_path / f"project-{prefix}"
@@ -273,6 +293,62 @@ def test_a_failed_update_surfaces_the_reason_and_the_old_version_serves(
         assert left == {live.details["model"]}
         configs = {c["EndpointConfigName"] for c in calls(fresh, "DeleteEndpointConfig")}
         assert live.details["endpoint_config"] not in configs and len(configs) == 1
+
+
+def test_a_version_failing_its_smoke_test_is_rolled_back_and_removed(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], failing: BuiltBundle, tmp_path: Path
+) -> None:
+    """It passes SageMaker's ping, so the update completes and it takes the traffic; its
+    smoke test fails, so the endpoint goes back to the old config, as if never switched."""
+    extra = "deploy:\n  scaling:\n    min_instances: 1\n    max_instances: 2\n"
+    with provider(tmp_path, extra) as sm:
+        live = sm.deploy(bundles[0].path)
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(failing.path)
+        message = failed.value.message
+        assert "smoke test failed" in message and "probe fails after its warm-up" in message
+        assert f"rolled back: {live.version} serves" in message
+        updates = [c["EndpointConfigName"] for c in calls(fresh, "UpdateEndpoint")]
+        assert len(updates) == 2 and updates[1] == live.details["endpoint_config"]
+        now = sm.describe("probe")
+        assert (now.version, now.details) == (live.version, live.details)
+        assert isinstance(sm, SageMakerProvider)
+        answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
+        assert answer.version == live.version
+        assert {c.model_name for c in fresh.containers()} == {live.details["model"]}
+        with contextlib.closing(boto3.client("sagemaker")) as client:
+            models = {m["ModelName"] for m in client.list_models()["Models"]}
+            configs = {
+                c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]
+            }
+        assert models == {live.details["model"]}
+        assert configs == {live.details["endpoint_config"]}
+        with contextlib.closing(boto3.client("application-autoscaling")) as scaling:
+            [target] = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+                "ScalableTargets"
+            ]
+        assert (target["ResourceId"], target["MaxCapacity"]) == (
+            "endpoint/probe/variant/AllTraffic",
+            2,
+        )
+
+
+def test_a_first_deploy_failing_its_smoke_test_leaves_nothing(
+    fresh: AwsEmulator, failing: BuiltBundle, tmp_path: Path
+) -> None:
+    extra = "deploy:\n  scaling:\n    min_instances: 1\n    max_instances: 2\n"
+    with provider(tmp_path, extra) as sm:
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(failing.path)
+        assert "smoke test failed" in failed.value.message
+        assert "rolled back" not in failed.value.message
+        assert sm.list() == []
+    with contextlib.closing(boto3.client("sagemaker")) as client:
+        assert client.list_endpoints()["Endpoints"] == []
+        assert client.list_models()["Models"] == []
+        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert calls(fresh, "RegisterScalableTarget") == []
+    assert fresh.containers() == []
 
 
 def test_a_failed_first_deploy_surfaces_the_reason_and_leaves_nothing(

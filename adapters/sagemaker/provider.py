@@ -553,9 +553,20 @@ class SageMakerProvider(Provider):
             if isinstance(exc, DeployFailed):
                 raise
             raise DeployFailed(f"endpoint {name} did not take {version}: {exc.message}") from exc
+        progress("smoke test", 0.88)
+        try:
+            self._smoke_test(desired)
+        except DeployFailed as failed:
+            # In service but not answering: the old version goes back in (SageMaker has no
+            # pre-traffic hook to test the new one behind), and the new one is removed.
+            back = ""
+            if endpoint_change.action == "update" and live.config is not None:
+                self._roll_back(desired, live, progress)
+                self._apply_scaling(name, changes, progress)  # as it was, or as now configured
+                back = f"; rolled back: {names.version_of(live.config) or live.config} serves"
+            self._remove_unused(desired, live, progress)
+            raise DeployFailed(failed.message + back) from failed
         self._apply_scaling(name, changes, progress)
-        progress("smoke test", 0.92)
-        self._smoke_test(desired)
         progress("removing replaced versions", 0.96)
         for change in changes:
             if change.action == "delete" and change.kind in {"endpoint config", "model"}:
@@ -608,6 +619,23 @@ class SageMakerProvider(Provider):
             still = f"; {live.config} still serves" if final.status == "InService" else ""
             raise DeployFailed(
                 f"endpoint {name} did not take {desired.manifest.version}: {reason}{still}"
+            )
+
+    def _roll_back(self, desired: Desired, live: Live, progress: ProgressFn) -> None:
+        """Put the endpoint back on the config that served before ``desired`` (all at once)."""
+        name, back_to = desired.name, live.config
+        assert back_to is not None
+        progress(f"rolling endpoint {name} back to {back_to}", 0.9)
+        self._call(
+            f"roll endpoint {name} back to {back_to}",
+            lambda: self._sm.update_endpoint(EndpointName=name, EndpointConfigName=back_to),
+        )
+        final = self._wait(name, progress, "rolling back")
+        if final.status != "InService" or final.config != back_to:
+            reason = final.failure or f"the endpoint is {final.status} on {final.config}"
+            raise DeployFailed(
+                f"endpoint {name}: {desired.manifest.version} failed its smoke test and "
+                f"rolling back to {back_to} failed too: {reason}"
             )
 
     def _wait(self, name: str, progress: ProgressFn, doing: str) -> Live:
