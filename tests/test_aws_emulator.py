@@ -352,11 +352,11 @@ def test_faults_answer_aws_errors_then_clear(aws: AwsEmulator, bundles: Bundles)
             _invoke(aws, "ep", 1.0, client=runtime)
         return _error(exc)
 
-    aws.fault("ep", 429, times=2)
-    assert code_of()[:2] == (429, "ThrottlingException")
-    assert code_of()[:2] == (429, "ThrottlingException")
+    aws.fault("ep", 400, times=2, code="ThrottlingException")
+    assert code_of()[:2] == (400, "ThrottlingException")
+    assert code_of()[:2] == (400, "ThrottlingException")
     assert _output(_invoke(aws, "ep", 1.0, client=runtime))["value"] == 2.0  # times=2 spent
-    aws.fault("ep", 429, times=1, code="ModelNotReadyException")
+    aws.fault("ep", 429, times=1)
     assert code_of()[:2] == (429, "ModelNotReadyException")
     aws.fault("ep", 503)
     assert code_of()[:2] == (503, "ServiceUnavailable")
@@ -377,7 +377,7 @@ def test_faults_answer_aws_errors_then_clear(aws: AwsEmulator, bundles: Bundles)
     assert times == sorted(times)
 
     # botocore's default retries see the throttling and try again (the fault is spent).
-    aws.fault("ep", 429, times=1)
+    aws.fault("ep", 400, times=1, code="ThrottlingException")
     retrying = aws.client("sagemaker-runtime")
     assert _output(_invoke(aws, "ep", 1.0, client=retrying))["value"] == 2.0
 

@@ -1,5 +1,5 @@
 """The SageMaker invoke path against the runtime emulator: SigV4 checked by botocore's own
-signer on the other side, retries and backoff under scripted 429/503 within the caller's
+signer on the other side, retries and backoff under scripted throttling/503 within the caller's
 deadline, no retry on 4xx, the 6 MB limit, the error mapping, DescribeEndpoint status, and a
 cold start that never loads boto3. Attempts are counted where they arrive (the emulator's
 ``runtime_calls``), not inside the client."""
@@ -127,12 +127,12 @@ def test_a_wrong_secret_is_refused_by_the_independent_signature_check(
 
 
 def test_throttling_is_retried_with_growing_backoff(clean: AwsEmulator) -> None:
-    clean.fault("probe", 429, times=2)
+    clean.fault("probe", 400, times=2, code="ThrottlingException")  # AWS's status for it
     mark = len(clean.runtime_calls)
     result = invoker(clean, rng=Ceiling()).invoke_sync("probe", EXAMPLE, timeout=10)
     assert json.loads(result.body)["outputs"][0]["value"] == 6.0
     calls = calls_since(clean, mark)
-    assert [c.status for c in calls] == [429, 429, 200]
+    assert [c.status for c in calls] == [400, 400, 200]
     gaps = [b.received - a.received for a, b in itertools.pairwise(calls)]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[1] > gaps[0]  # 50 ms, then 100 ms
 
@@ -140,13 +140,13 @@ def test_throttling_is_retried_with_growing_backoff(clean: AwsEmulator) -> None:
 def test_throttling_that_persists_raises_throttled_after_the_attempts(
     clean: AwsEmulator,
 ) -> None:
-    clean.fault("probe", 429)
+    clean.fault("probe", 400, code="ThrottlingException")
     mark = len(clean.runtime_calls)
     with pytest.raises(Throttled) as throttled:
         asyncio.run(invoker(clean).invoke("probe", EXAMPLE, timeout=10))
     assert throttled.value.retry_after > 0
     assert len(calls_since(clean, mark)) == 4  # MAX_ATTEMPTS, well within the deadline
-    clean.fault("probe", 429, code="ModelNotReadyException")
+    clean.fault("probe", 429)  # ModelNotReadyException
     with pytest.raises(NotReady):
         invoker(clean).invoke_sync("probe", EXAMPLE, timeout=10)
 
@@ -190,6 +190,33 @@ def test_4xx_from_the_model_map_to_its_errors_and_are_not_retried(clean: AwsEmul
         client.invoke_sync("probe", b'{"inputs": [{"value": 1, "fail": true}]}')
     # each was one ModelError (424) at the runtime: sent once, never again
     assert [(c.status, c.error) for c in calls_since(clean, mark)] == [(424, "ModelError")] * 3
+
+
+def test_aws_errors_sent_as_400_are_told_apart_by_their_code(clean: AwsEmulator) -> None:
+    """AWS sends throttling and refused credentials as HTTP 400 too: the code decides."""
+    client = invoker(clean, rng=Ceiling())
+    clean.fault("probe", 400, times=1, code="AccessDeniedException")
+    with pytest.raises(ProviderError) as denied:
+        client.invoke_sync("probe", EXAMPLE)
+    assert "sagemaker:InvokeEndpoint" in denied.value.message  # what the role lacks
+    clean.fault("probe", 400, times=1)  # ValidationError: a bad request, sent once
+    with pytest.raises(BadRequest):
+        client.invoke_sync("probe", EXAMPLE)
+    clean.fault("probe", 400, times=1, code="ThrottlingException")
+    assert client.invoke_sync("probe", EXAMPLE).version  # retried, then answered
+    assert [(c.status, c.error) for c in clean.runtime_calls[-4:]] == [
+        (400, "AccessDeniedException"), (400, "ValidationError"),
+        (400, "ThrottlingException"), (200, None),
+    ]  # fmt: skip
+
+
+def test_a_model_error_without_the_containers_body_keeps_aws_words(clean: AwsEmulator) -> None:
+    """A container that timed out or dropped the connection leaves SageMaker nothing of ours
+    to pass on: AWS's own message is the reason, not a bare status."""
+    clean.fault("probe", 424, times=1)
+    with pytest.raises(ModelError) as failed:
+        invoker(clean).invoke_sync("probe", EXAMPLE)
+    assert "Received server error from primary." in failed.value.message
 
 
 def test_a_body_over_6_mb_is_refused_before_sending(clean: AwsEmulator) -> None:

@@ -15,6 +15,26 @@ from dataclasses import dataclass
 
 from aiaas.errors import ConfigError
 
+# AWS error codes, the same across its services (both halves map them: aws_error, _answer).
+AUTH_ERROR_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
+# Throttling arrives as HTTP 400 with one of these codes (botocore's _retry.json), not 429.
+THROTTLING_ERROR_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+)
+
 
 @dataclass(frozen=True)
 class Credentials:

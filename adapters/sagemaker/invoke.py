@@ -20,6 +20,7 @@ about 10 ms to import; boto3 with one client costs about 415 ms of cold start he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -62,7 +63,6 @@ BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 2.0
 _JSON = "application/json"
 _NAME = re.compile(NAME_PATTERN)
-_THROTTLING = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
 
 
 @dataclass
@@ -88,7 +88,8 @@ def _error_fields(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
 
 
 def _answer(name: str, response: httpx.Response) -> InvokeResult | _Retry:
-    """The result of one InvokeEndpoint answer, an error worth retrying, or raise."""
+    """The result of one InvokeEndpoint answer, an error worth retrying, or raise. The error
+    code decides before the status: AWS throttles and refuses credentials with HTTP 400."""
     status = response.status_code
     if status == 200:
         return InvokeResult(response.content, answer_version(response.content))
@@ -96,28 +97,39 @@ def _answer(name: str, response: httpx.Response) -> InvokeResult | _Retry:
     if status == 424 or code == "ModelError":
         # Our container answered non-2xx: SageMaker passes its status and body on.
         original = body.get("OriginalStatusCode")
-        text = body.get("OriginalMessage")
-        raw = text.encode() if isinstance(text, str) else b""
         return_status = original if isinstance(original, int) else 500
-        raise model_server_error(return_status, raw, None)
+        return_body = _container_body(body.get("OriginalMessage"), message)
+        raise model_server_error(return_status, return_body, None)
+    if code == "ModelNotReadyException":
+        return _Retry(NotReady(f"SageMaker endpoint {name!r}: {message}", retry_after=1.0))
+    if code in aws.THROTTLING_ERROR_CODES or status == 429:
+        return _Retry(Throttled(f"SageMaker throttled {name!r}: {message}", retry_after=1.0))
+    if code in aws.AUTH_ERROR_CODES or status in (401, 403):
+        raise ProviderError(
+            f"SageMaker refused the credentials for {name!r}: {code}: {message} (the function's "
+            "role needs sagemaker:InvokeEndpoint on the endpoint)"
+        )
     if status == 413:
         raise PayloadTooLarge(f"SageMaker refused the request body for {name!r}: over 6 MB")
     if code == "ValidationError" or status == 400:
         if "not found" in message.lower():
             raise NotFound(f"no SageMaker endpoint named {name!r}: {message}")
         raise BadRequest(f"SageMaker refused the request to {name!r}: {message or code}")
-    if status in (401, 403):
-        raise ProviderError(
-            f"SageMaker refused the credentials for {name!r}: {code}: {message} (the function's "
-            "role needs sagemaker:InvokeEndpoint on the endpoint)"
-        )
-    if code == "ModelNotReadyException":
-        return _Retry(NotReady(f"SageMaker endpoint {name!r}: {message}", retry_after=1.0))
-    if code in _THROTTLING or status == 429:
-        return _Retry(Throttled(f"SageMaker throttled {name!r}: {message}", retry_after=1.0))
     if status >= 500:
         return _Retry(ProviderError(f"SageMaker failed for {name!r}: {code or status}: {message}"))
     raise ProviderError(f"SageMaker answered {status} for {name!r}: {code}: {message}")
+
+
+def _container_body(original: object, message: str) -> bytes:
+    """The container's own error body from a ModelError, or, where SageMaker had none of
+    ours to pass on (a container that timed out or closed the connection), its own words."""
+    if isinstance(original, str):
+        with contextlib.suppress(ValueError):
+            if isinstance(json.loads(original), dict):
+                return original.encode()
+    said = f": {original}" if isinstance(original, str) and original else ""
+    text = f"the model container failed: {message or 'no message'}{said}"
+    return json.dumps({"error": {"message": text}}).encode()
 
 
 class _Attempts:
@@ -154,19 +166,25 @@ class _Attempts:
         return delay
 
 
+# Transport errors before the request left: a connection refused, or one not made (or not
+# free in the pool) in time. SageMaker never saw such a request, so it is safe to send again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
 def _transport_error(name: str, exc: httpx.TransportError) -> AiaasError:
+    if isinstance(exc, _NOT_SENT):
+        return NotReady(f"SageMaker runtime not reachable for {name!r}: {exc!r}", retry_after=1.0)
     if isinstance(exc, httpx.TimeoutException):
         return DeadlineExceeded(f"SageMaker endpoint {name!r} did not answer in time")
-    return NotReady(f"SageMaker runtime not reachable for {name!r}: {exc}", retry_after=1.0)
+    return NotReady(f"SageMaker runtime connection failed for {name!r}: {exc!r}", retry_after=1.0)
 
 
 def _outcome(name: str, sent: httpx.Response | httpx.TransportError) -> InvokeResult | _Retry:
     """One attempt's result, an error worth retrying, or raise. Only a request that never
-    reached SageMaker (the connection could not be made) is sent again after a transport
-    error: one it may have run is not."""
+    reached SageMaker is sent again after a transport error: one it may have run is not."""
     if isinstance(sent, httpx.Response):
         return _answer(name, sent)
-    if isinstance(sent, httpx.ConnectError) and not isinstance(sent, httpx.TimeoutException):
+    if isinstance(sent, _NOT_SENT):
         return _Retry(_transport_error(name, sent))
     raise _transport_error(name, sent) from None
 
@@ -336,7 +354,13 @@ class SageMakerInvoker(Invoker):
         except httpx.TransportError as exc:
             raise _transport_error(name, exc) from None
         if response.status_code == 200:
-            found = json.loads(response.content).get("EndpointStatus", "")
+            try:
+                found = json.loads(response.content).get("EndpointStatus", "")
+            except (ValueError, AttributeError):
+                raise ProviderError(
+                    f"SageMaker DescribeEndpoint {name!r} answered 200 without a JSON object: "
+                    f"{response.content[:200]!r}"
+                ) from None
             return names.ENDPOINT_STATUS.get(found, DeploymentStatus.FAILED)
         code, message, _ = _error_fields(response)
         if code == "ValidationException" and "could not find" in message.lower():

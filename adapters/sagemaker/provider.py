@@ -58,19 +58,6 @@ MULTIPART_THRESHOLD = 64 * 1024 * 1024  # boto3 uploads larger bundles in parts,
 MANIFEST_KEY = "aiaas-manifest.json"  # stored next to the archive: live_manifest reads it
 
 _SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
-_AUTH_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "ExpiredTokenException",
-    }
-)
-_THROTTLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
 
 
 def aws_error(exc: Exception, doing: str) -> AiaasError:
@@ -83,9 +70,9 @@ def aws_error(exc: Exception, doing: str) -> AiaasError:
         error = exc.response.get("Error", {})
         code, message = str(error.get("Code", "")), str(error.get("Message", ""))
         text = f"{doing}: AWS said {code}: {message}"
-        if code in _THROTTLE_CODES:
+        if code in aws.THROTTLING_ERROR_CODES:
             return Throttled(text, retry_after=1.0)
-        if code in _AUTH_CODES:
+        if code in aws.AUTH_ERROR_CODES:
             return ProviderError(
                 f"{text} (the credentials or their permissions were refused: see "
                 "docs/providers/sagemaker.md for the IAM policy aiaas needs)"

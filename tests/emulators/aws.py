@@ -584,8 +584,9 @@ class AwsEmulator:
         delay_s: float = 0.0,
     ) -> None:
         """The next ``times`` (None: all until cleared) invocations of ``endpoint`` answer
-        ``status`` with AWS's error for it (429 ThrottlingException by default, or
-        ``code="ModelNotReadyException"``; 500 InternalFailure; 503 ServiceUnavailable), after
+        ``status`` with AWS's error for it (400 ValidationError, 429 ModelNotReadyException,
+        500 InternalFailure, 503 ServiceUnavailable by default; throttling is
+        ``400, code="ThrottlingException"``, as AWS sends it), after
         ``delay_s``; ``status=200`` with ``delay_s>0`` answers normally but slowly."""
         self._runtime.fault(endpoint, status, times=times, code=code, delay_s=delay_s)
 

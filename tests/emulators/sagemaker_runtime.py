@@ -52,19 +52,23 @@ BAD_SIGNATURE = (
     "documentation for details."
 )
 
-# The error each faulted status answers by default, and its message. The codes are
-# InvokeEndpoint's modelled errors (botocore's service-2.json) except ThrottlingException,
-# AWS's generic throttling code (not modelled for InvokeEndpoint; botocore retries it). The
-# messages are assumed (not seen in a primary source).
+# The error each faulted status answers by default, and its message: InvokeEndpoint's
+# modelled errors with their statuses (botocore's service-2.json). Throttling is AWS's generic
+# ThrottlingException, not modelled for InvokeEndpoint, which AWS sends with HTTP 400 (as
+# botocore's _retry.json expects): fault(name, 400, code="ThrottlingException"). The messages
+# are assumed (not seen in a primary source).
 FAULT_ERRORS: dict[int, tuple[str, str]] = {
     400: ("ValidationError", "Invalid request."),
     424: ("ModelError", "Received server error from primary."),
-    429: ("ThrottlingException", "Rate exceeded"),
+    429: ("ModelNotReadyException", "The model is not ready to serve requests yet."),
     500: ("InternalFailure", "An internal failure occurred."),
     503: ("ServiceUnavailable", "The service is unavailable. Please try again later."),
     530: ("InternalDependencyException", "An internal dependency failed."),
 }
-FAULT_MESSAGES = {"ModelNotReadyException": "The model is not ready to serve requests yet."}
+FAULT_MESSAGES = {
+    "ModelNotReadyException": "The model is not ready to serve requests yet.",
+    "ThrottlingException": "Rate exceeded",
+}
 
 
 @dataclass(frozen=True)

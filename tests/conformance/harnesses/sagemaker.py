@@ -6,7 +6,8 @@ and runs each endpoint's bundle the way the container would (see tests/emulators
 what they do and where they differ from AWS). What the provider wrote is counted at the
 emulator (every write call it received), and which versions still run is read from the
 emulated control plane's models and endpoint configs and from the running containers, not
-from the provider. Throttling is the runtime answering 429 ``ThrottlingException``.
+from the provider. Throttling is the runtime answering ``ThrottlingException`` with HTTP 400, as
+AWS does.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class SageMakerHarness(Harness):
 
     @contextlib.contextmanager
     def throttled(self, name: str) -> Iterator[None]:
-        self.aws.fault(name, 429)
+        self.aws.fault(name, 400, code="ThrottlingException")
         try:
             yield
         finally:
