@@ -474,6 +474,7 @@ class AwsEmulator:
         self._moto.start()
         self._runtime.start()
         _EMULATORS[key] = self
+        self.reset()  # moto's backends are the process's: an earlier emulator's state is there
 
     def stop(self) -> None:
         """Stop every container, the runtime emulator and moto (no process is left)."""
