@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
 from conftest import PROJECTS
 from emulators.aws import AwsEmulator
 
+from adapters.base import DeploymentStatus
 from adapters.sagemaker import names
 from adapters.sagemaker import provider as provider_module
 from adapters.sagemaker.provider import SageMakerProvider
@@ -349,6 +351,61 @@ def test_a_first_deploy_failing_its_smoke_test_leaves_nothing(
         assert client.list_endpoint_configs()["EndpointConfigs"] == []
     assert calls(fresh, "RegisterScalableTarget") == []
     assert fresh.containers() == []
+
+
+def test_a_failed_update_of_the_instance_type_keeps_autoscaling(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS refuses to change the instance type of a scaled variant, so deploy deregisters the
+    target first; when the update then fails, the old version gets its autoscaling back."""
+    extra = "deploy:\n  scaling:\n    min_instances: 1\n    max_instances: 3\n"
+    with provider(tmp_path, extra) as sm:
+        live = sm.deploy(bundles[0].path)
+    monkeypatch.setenv("AIAAS_SAGEMAKER__INSTANCE_TYPE", "ml.m5.2xlarge")
+    with provider(tmp_path, extra) as sm:
+        fresh.fail_next_start("probe", "Insufficient capacity for ml.m5.2xlarge (simulated)")
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(bundles[0].path)
+        assert "Insufficient capacity" in failed.value.message
+        assert "autoscaling" not in failed.value.message
+        now = sm.describe("probe").details
+        assert (now["model"], now["instance_type"]) == (live.details["model"], "ml.m5.xlarge")
+    assert len(calls(fresh, "DeregisterScalableTarget")) == 1
+    with contextlib.closing(boto3.client("application-autoscaling")) as scaling:
+        [target] = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+            "ScalableTargets"
+        ]
+        [policy] = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")[
+            "ScalingPolicies"
+        ]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 3)
+    assert policy["ResourceId"] == "endpoint/probe/variant/AllTraffic"
+
+
+def test_a_deploy_that_times_out_removes_nothing_the_endpoint_moves_to(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past deploy_timeout_s the update goes on in AWS: its model and config must stay. The
+    next deploy, once it settled, removes what is no longer used."""
+    with provider(tmp_path) as sm:
+        old = sm.deploy(bundles[0].path)
+    with monkeypatch.context() as env:
+        env.setenv("AIAAS_SAGEMAKER__DEPLOY_TIMEOUT_S", "0.2")
+        hasty = provider(tmp_path)
+    with hasty as sm:
+        with pytest.raises(DeployFailed) as late:
+            sm.deploy(bundles[1].path)
+        assert "still Updating" in late.value.message
+        assert calls(fresh, "DeleteModel") == calls(fresh, "DeleteEndpointConfig") == []
+    with provider(tmp_path) as sm:
+        deadline = time.monotonic() + 60
+        while sm.describe("probe").status is not DeploymentStatus.READY:
+            assert time.monotonic() < deadline, "the emulated update never settled"
+            time.sleep(0.1)
+        assert sm.describe("probe").version == bundles[1].manifest.version
+        new = sm.deploy(bundles[1].path)  # live already: it only removes the old version
+        assert [c["ModelName"] for c in calls(fresh, "DeleteModel")] == [old.details["model"]]
+        assert new.details["model"] != old.details["model"]
 
 
 def test_a_failed_first_deploy_surfaces_the_reason_and_leaves_nothing(

@@ -98,6 +98,11 @@ def _missing(exc: ClientError) -> bool:
     )
 
 
+class _StillSettling(DeployFailed):
+    """The endpoint did not settle within ``deploy_timeout_s``: the change goes on in AWS, so
+    nothing it may still be moving to is removed (the next deploy removes what is unused)."""
+
+
 @dataclass(frozen=True)
 class Desired:
     """What deployment ``name`` of a bundle should consist of."""
@@ -535,11 +540,19 @@ class SageMakerProvider(Provider):
                 self._create_endpoint(desired, progress)
             elif endpoint_change.action == "update":
                 self._update_endpoint(desired, live, progress)
+        except _StillSettling:
+            raise
         except AiaasError as exc:  # Failed, or the call itself refused (e.g. a bad alarm name)
             self._remove_unused(desired, live, progress)
-            if isinstance(exc, DeployFailed):
-                raise
-            raise DeployFailed(f"endpoint {name} did not take {version}: {exc.message}") from exc
+            message = exc.message
+            if not isinstance(exc, DeployFailed):
+                message = f"endpoint {name} did not take {version}: {message}"
+            if endpoint_change.action == "update":  # an instance type change deregistered it
+                try:
+                    self._apply_scaling(name, changes, progress)
+                except AiaasError as scaling:
+                    message += f"; autoscaling could not be registered again: {scaling.message}"
+            raise DeployFailed(message) from exc
         progress("smoke test", 0.88)
         try:
             self._smoke_test(desired)
@@ -635,9 +648,10 @@ class SageMakerProvider(Provider):
                 return live
             elapsed = time.monotonic() - started
             if time.monotonic() >= deadline:
-                raise DeployFailed(
+                raise _StillSettling(
                     f"endpoint {name} still {live.status} after {elapsed:.0f}s "
-                    f"(sagemaker.deploy_timeout_s); it goes on in AWS: see `aiaas status`"
+                    f"(sagemaker.deploy_timeout_s); it goes on in AWS: see `aiaas status`, "
+                    "and deploy again once it settles to remove what it no longer uses"
                 )
             fraction = 0.1 + 0.8 * min(elapsed / max(self.settings.deploy_timeout_s, 1), 1.0)
             progress(f"{doing} endpoint {name}: {live.status} ({elapsed:.0f}s)", fraction)
