@@ -99,6 +99,23 @@ def test_rollout_limits_are_sagemakers(tmp_path: Path) -> None:
     assert "deploy.rollout.step_percent" in message
     message = refused(tmp_path, "deploy:\n  scaling:\n    min_instances: 0\n")
     assert "deploy.scaling.min_instances" in message
+    alarms = "".join(f"      - alarm-{i}\n" for i in range(11))
+    message = refused(tmp_path, f"deploy:\n  rollout:\n    rollback_alarms:\n{alarms}")
+    assert "deploy.rollout.rollback_alarms" in message and "at most 10" in message
+
+
+def test_a_rollout_that_outwaits_the_deploy_timeout_is_refused(tmp_path: Path) -> None:
+    """Linear 25% steps wait three times (25 -> 50 -> 75 -> 100): 3 x 600 s = 1800 s, the
+    default deploy_timeout_s. Every such deploy would time out mid-rollout."""
+    linear = "deploy:\n  rollout:\n    strategy: linear\n    step_percent: 25\n    wait_s: 600\n"
+    message = refused(tmp_path, linear)
+    assert "deploy.rollout.wait_s" in message and "1800s" in message
+    assert "sagemaker.deploy_timeout_s" in message
+    raised = "  deploy_timeout_s: 2400\n" + linear
+    assert load(tmp_path, raised).deploy.rollout.wait_s == 600  # room for it: loads
+    canary = "deploy:\n  rollout:\n    strategy: canary\n    wait_s: 1800\n"
+    assert "deploy.rollout.wait_s" in refused(tmp_path, canary)
+    assert load(tmp_path, "deploy:\n  rollout:\n    wait_s: 3600\n")  # all at once: no wait
 
 
 def test_reserved_and_malformed_tags_are_refused(tmp_path: Path) -> None:

@@ -9,13 +9,14 @@ function's cold start). Install with ``pip install 'aiaas[aws]'``; docs/provider
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.sagemaker.instance_types import check_instance_type, is_gpu
-from aiaas.config import DeploySection
+from aiaas.config import DeploySection, RolloutSection
 from aiaas.plugins import ProviderSpec
 from aiaas.pricing import Price
 
@@ -134,6 +135,20 @@ class SageMakerSection(BaseModel):
         return self.instance_type or DEFAULT_INSTANCE_TYPE
 
 
+MAX_ROLLBACK_ALARMS = 10  # AutoRollbackConfig.Alarms (botocore's model)
+
+
+def rollout_waits_s(rollout: RolloutSection) -> float:
+    """How long a blue/green update of ``rollout`` waits between its traffic shifts, in all
+    (instances starting come on top): once for a canary and for a watched all-at-once, once
+    per step but the last for linear."""
+    if rollout.strategy == "linear":
+        return rollout.wait_s * (math.ceil(100 / rollout.step_percent) - 1)
+    if rollout.strategy == "canary" or rollout.rollback_alarms:
+        return rollout.wait_s
+    return 0.0
+
+
 def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
     """The neutral settings SageMaker cannot honour with these ``sagemaker:`` settings."""
     refused: list[tuple[str, str]] = []
@@ -161,6 +176,24 @@ def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
     if rollout.strategy == "linear" and not 10 <= rollout.step_percent <= 50:
         refused.append(
             ("deploy.rollout.step_percent", "SageMaker's linear step is 10-50% of the fleet")
+        )
+    if len(rollout.rollback_alarms) > MAX_ROLLBACK_ALARMS:
+        refused.append(
+            (
+                "deploy.rollout.rollback_alarms",
+                f"{len(rollout.rollback_alarms)} alarms: SageMaker takes at most "
+                f"{MAX_ROLLBACK_ALARMS}",
+            )
+        )
+    waits = rollout_waits_s(rollout)
+    if isinstance(settings, SageMakerSection) and waits >= settings.deploy_timeout_s:
+        refused.append(
+            (
+                "deploy.rollout.wait_s",
+                f"a {rollout.strategy} rollout waits {waits:g}s in all, not less than "
+                f"sagemaker.deploy_timeout_s ({settings.deploy_timeout_s:g}s): every deploy "
+                "would time out; raise sagemaker.deploy_timeout_s or lower wait_s",
+            )
         )
     scaling = deploy.scaling
     if scaling is not None and scaling.min_instances < 1:
