@@ -26,7 +26,7 @@ from adapters.sagemaker import provider as provider_module
 from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.bundle import BuiltBundle, build_bundle
 from aiaas.config import load_config
-from aiaas.errors import DeployFailed
+from aiaas.errors import DeployFailed, ProviderError
 
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 
@@ -501,6 +501,37 @@ def test_delete_removes_everything_and_leaves_another_projects_endpoint(
         assert client.list_models()["Models"] == []
         assert client.list_endpoint_configs()["EndpointConfigs"] == []
     assert fresh.containers() == []
+
+
+def test_list_counts_an_endpoint_whose_tags_it_may_not_read_as_anothers(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """A deployer whose policy names only its own endpoints cannot ListTags the rest of the
+    account: list shows its own instead of failing on the first foreign one."""
+    with provider(tmp_path, prefix="theirs") as theirs:
+        theirs.deploy(bundles[0].path, name="shared")
+    with contextlib.closing(boto3.client("sagemaker")) as client:
+        arn = client.describe_endpoint(EndpointName="shared")["EndpointArn"]
+    with provider(tmp_path) as ours:
+        ours.deploy(bundles[1].path)
+    denied = (
+        "User: arn:aws:sts::123456789012:assumed-role/ci is not authorized to perform: "
+        f"sagemaker:ListTags on resource: {arn} (simulated)"
+    )
+
+    def deny() -> None:
+        fresh.refuse_next(
+            "sagemaker", "ListTags", "AccessDeniedException", denied, matching={"ResourceArn": arn}
+        )
+
+    deny()
+    with provider(tmp_path) as ours:
+        assert [d.name for d in ours.list()] == ["probe"]
+        deny()
+        with pytest.raises(ProviderError) as refused:  # deleting it needs to know: an error
+            ours.delete("shared")
+        assert "AccessDeniedException" in refused.value.message
+        assert ours.delete("probe") is True
 
 
 def test_delete_leaves_another_projects_models_whose_endpoint_is_gone(

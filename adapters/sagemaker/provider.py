@@ -302,11 +302,20 @@ class SageMakerProvider(Provider):
             variant.get("CurrentInstanceCount"),
         )
 
-    def _owned_by_us(self, arn: str) -> bool:
+    def _owned_by_us(self, arn: str, *, unreadable_is_foreign: bool = False) -> bool:
+        """True when the resource carries this project's tag. ``unreadable_is_foreign``:
+        tags the principal may not read (a policy scoped to this project's names, listing
+        every endpoint of the account) are another project's, not an error."""
         if arn not in self._owned:  # a resource's tags do not change under us: asked once
-            tags = self._call(
-                "list tags", lambda: self._sm.list_tags(ResourceArn=arn).get("Tags", [])
-            )
+            try:
+                tags = self._sm.list_tags(ResourceArn=arn).get("Tags", [])
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if unreadable_is_foreign and code in aws.AUTH_ERROR_CODES:
+                    return False
+                raise aws_error(exc, f"list tags of {arn}") from None
+            except BotoCoreError as exc:
+                raise aws_error(exc, f"list tags of {arn}") from None
             self._owned[arn] = {"Key": names.PROJECT_TAG, "Value": self.project} in tags
         return self._owned[arn]
 
@@ -772,7 +781,7 @@ class SageMakerProvider(Provider):
         found = []
         for page in pages:
             for summary in page.get("Endpoints", []):
-                if not self._owned_by_us(summary["EndpointArn"]):
+                if not self._owned_by_us(summary["EndpointArn"], unreadable_is_foreign=True):
                     continue
                 live = self._live(summary["EndpointName"])
                 if live.status is not None:

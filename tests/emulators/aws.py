@@ -452,7 +452,7 @@ class AwsEmulator:
         self._lock = threading.RLock()
         self._live: dict[str, _Live] = {}
         self._scripted: dict[str, str] = {}
-        self._refusals: dict[tuple[str, str], Refusal] = {}
+        self._refusals: list[tuple[str, str, dict[str, Any], Refusal]] = []
         self._moto: _RecordingMotoServer | None = None
         self._runtime = SageMakerRuntimeEmulator(
             self._resolve,
@@ -556,14 +556,31 @@ class AwsEmulator:
 
     def _refusal(self, call: ApiCall) -> Refusal | None:
         with self._lock:
-            return self._refusals.pop((call.service, call.action), None)
+            for i, (service, action, matching, refusal) in enumerate(self._refusals):
+                if (service, action) == (call.service, call.action) and all(
+                    call.params.get(k) == v for k, v in matching.items()
+                ):
+                    del self._refusals[i]
+                    return refusal
+        return None
 
-    def refuse_next(self, service: str, action: str, code: str, message: str) -> None:
+    def refuse_next(
+        self,
+        service: str,
+        action: str,
+        code: str,
+        message: str,
+        *,
+        matching: dict[str, Any] | None = None,
+    ) -> None:
         """The next ``service``'s ``action`` call (e.g. ``"sagemaker"``, ``"UpdateEndpoint"``)
-        is refused with HTTP 400 and this AWS error code and message, and reaches moto not at
-        all (it is still recorded in :attr:`calls`). For the JSON protocols only (not S3)."""
+        whose parameters include ``matching`` is refused with HTTP 400 and this AWS error code
+        and message, and reaches moto not at all (it is still recorded in :attr:`calls`). For
+        the JSON protocols only (not S3)."""
         with self._lock:
-            self._refusals[(service, action)] = Refusal(400, code, message)
+            self._refusals.append(
+                (service, action, dict(matching or {}), Refusal(400, code, message))
+            )
 
     def writes(self) -> list[str]:
         """``"service:Action"`` of every write call so far, in order."""
