@@ -279,7 +279,8 @@ def test_a_cold_start_with_env_credentials_never_loads_boto3(
 
 def test_a_name_that_is_not_a_deployment_name_never_reaches_the_url(clean: AwsEmulator) -> None:
     mark = len(clean.runtime_calls)
-    for name in ("../../endpoints/other", "probe?x=1", ""):
-        with pytest.raises(BadRequest):
+    for name in ("../../endpoints/other", "probe?x=1", "", "probe-", "-probe", "a" * 64):
+        with pytest.raises(BadRequest) as refused:
             invoker(clean).invoke_sync(name, EXAMPLE)
+        assert "SageMaker endpoint name" in refused.value.message
     assert clean.runtime_calls[mark:] == []

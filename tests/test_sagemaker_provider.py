@@ -492,6 +492,9 @@ def test_delete_removes_everything_and_leaves_another_projects_endpoint(
             ours.deploy(bundles[1].path)
             assert [d.name for d in ours.list()] == ["probe"]
             assert ours.logs("probe", tail=200)  # the container's output, from CloudWatch Logs
+            assert len(ours.logs("probe", tail=2)) == 2
+            assert ours.logs("probe", tail=0) == []
+            assert ours.logs("probe", tail=50_000)  # past GetLogEvents' limit: capped, no error
             assert ours.delete("probe") is True
             assert ours.delete("probe") is False
         assert [d.name for d in theirs.list()] == ["shared"]

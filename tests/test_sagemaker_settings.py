@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sagemaker import names
+from adapters.sagemaker import SageMakerSection, names
 from adapters.sagemaker.instance_types import INSTANCE_TYPES, check_instance_type, is_gpu
 from adapters.sagemaker.rollout import deployment_config, scaling_policy, scaling_target
 from aiaas.config import ProjectConfig, RolloutSection, ScalingSection, load_config
@@ -35,8 +35,6 @@ def refused(tmp_path: Path, extra: str, env: dict[str, str] | None = None) -> st
 
 
 def test_a_minimal_section_loads_with_a_gpu_default(tmp_path: Path) -> None:
-    from adapters.sagemaker import SageMakerSection
-
     settings = load(tmp_path).provider_settings("sagemaker", SageMakerSection)
     assert settings.instance == "ml.g4dn.xlarge" and is_gpu(settings.instance)
     assert (settings.prefix, settings.serverless, settings.tags) == ("aiaas", None, {})
@@ -173,3 +171,24 @@ def test_resource_names_fit_sagemakers_limit_and_carry_the_version() -> None:
     other = names.resource_name("a" * 62 + "b", version, {"a": 1})
     assert other != cut  # two long names with one prefix stay apart
     assert names.version_of("someone-elses-model") is None
+
+
+def test_a_deployment_name_sagemaker_cannot_take_is_named() -> None:
+    """aiaas's names allow a trailing '-'; SageMaker's endpoint names do not."""
+    assert names.check_endpoint_name("probe-b2") is None
+    assert names.check_endpoint_name("a" * 63) is None
+    for bad in ("probe-", "-probe", "Probe", "a" * 64, "pro_be"):
+        problem = names.check_endpoint_name(bad)
+        assert problem is not None and repr(bad) in problem
+
+
+def test_a_prefix_that_cannot_be_in_the_project_tag_is_refused(tmp_path: Path) -> None:
+    """The prefix is part of the aiaas:project tag's value: characters a tag value refuses
+    (or S3 keys treat specially), or a length past its 256, fail at load, not at CreateModel."""
+    for prefix in ("models(v1)", "a*b", "it's", "x" * 181):
+        message = refused(tmp_path, f'  prefix: "{prefix}"\n')
+        assert "sagemaker.prefix" in message, prefix
+    settings = load(tmp_path, "  prefix: team-a/models_v1.2\n").provider_settings(
+        "sagemaker", SageMakerSection
+    )
+    assert len(names.project_id(settings.bucket, settings.prefix)) <= 256

@@ -79,7 +79,9 @@ class SageMakerSection(BaseModel):
     region: str | None = Field(default=None, pattern=REGION)
     role_arn: str = Field(pattern=ROLE_ARN, max_length=2048)
     bucket: str = Field(pattern=BUCKET, min_length=3, max_length=63)
-    prefix: str = Field(default="aiaas", pattern=r"^[A-Za-z0-9_.!*'()/-]*$", max_length=200)
+    # Also in the aiaas:project tag (s3://bucket/prefix): S3's safe characters that a tag
+    # value takes too, and the whole within a tag value's 256.
+    prefix: str = Field(default="aiaas", pattern=r"^[A-Za-z0-9_./-]*$", max_length=180)
     image_uri: str = Field(pattern=IMAGE_URI, max_length=1024)
     instance_type: str | None = None
     serverless: ServerlessSection | None = None

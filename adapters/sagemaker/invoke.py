@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -43,7 +42,7 @@ from adapters.base import (
 )
 from adapters.sagemaker import SageMakerSection, aws, names
 from adapters.transport import AsyncH11Transport
-from aiaas.config import NAME_PATTERN, ProjectConfig
+from aiaas.config import ProjectConfig
 from aiaas.errors import (
     AiaasError,
     BadRequest,
@@ -62,7 +61,6 @@ MAX_ATTEMPTS = 4
 BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 2.0
 _JSON = "application/json"
-_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass
@@ -284,8 +282,9 @@ class SageMakerInvoker(Invoker):
         return self._sync
 
     def _request(self, name: str, body: bytes, request_id: str | None) -> httpx.Request:
-        if not _NAME.fullmatch(name):  # it goes into the URL's path
-            raise BadRequest(f"invalid deployment name {name!r}: it matches {NAME_PATTERN}")
+        problem = names.check_endpoint_name(name)  # the name goes into the URL's path
+        if problem:
+            raise BadRequest(problem)
         if len(body) > MAX_BODY_BYTES:
             raise PayloadTooLarge(
                 f"request body of {len(body)} bytes is over SageMaker's limit of "

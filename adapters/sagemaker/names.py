@@ -1,8 +1,8 @@
 """How aiaas names and tags what it creates on SageMaker, and what its states mean (shared by
 both halves; no AWS SDK).
 
-- the **endpoint** is the deployment's name (a deployment name is already a valid SageMaker
-  name: ``[a-z0-9-]``, at most 63);
+- the **endpoint** is the deployment's name: an aiaas deployment name (``[a-z0-9-]``, at
+  most 63) that does not end with ``-``, as SageMaker's names may not;
 - each **model** and **endpoint config** is ``<base>-<version>-<hash>``: ``base`` the
   deployment's name (cut to 40 characters, with a hash of the whole name when cut), the
   bundle's 16-digit version, and 5 hex digits of everything else that resource holds (image,
@@ -34,6 +34,22 @@ ENDPOINT_STATUS = {
     "Deleting": DeploymentStatus.DELETING,
 }
 """DescribeEndpoint's ``EndpointStatus`` in every provider's terms."""
+
+ENDPOINT_NAME = r"^[a-z0-9](-*[a-z0-9]){0,62}$"
+"""A deployment name SageMaker takes as an endpoint name: botocore's ``EndpointName``
+pattern, lowercase (aiaas's deployment names are)."""
+_ENDPOINT_NAME = re.compile(ENDPOINT_NAME)
+
+
+def check_endpoint_name(name: str) -> str | None:
+    """Why ``name`` cannot be a SageMaker endpoint's name (None when it can)."""
+    if _ENDPOINT_NAME.fullmatch(name):
+        return None
+    return (
+        f"invalid deployment name {name!r}: a SageMaker endpoint name is 1-63 lowercase "
+        "letters, digits and '-', starting and ending with a letter or digit"
+    )
+
 
 VARIANT = "AllTraffic"
 """The one production variant of an aiaas endpoint (SageMaker's own default name)."""

@@ -36,7 +36,7 @@ from adapters.base import (
 from adapters.sagemaker import SageMakerSection, aws, names
 from adapters.sagemaker.rollout import deployment_config, scaling_policy, scaling_target
 from aiaas.bundle import inspect_archive, verify_archive
-from aiaas.config import NAME_PATTERN, ProjectConfig
+from aiaas.config import ProjectConfig
 from aiaas.errors import (
     AiaasError,
     BadRequest,
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024  # boto3 uploads larger bundles in parts, in parallel
+MAX_LOG_EVENTS = 10_000  # GetLogEvents' limit (EventsLimit 1-10000)
 MANIFEST_KEY = "aiaas-manifest.json"  # stored next to the archive: live_manifest reads it
 
 _SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
@@ -805,6 +806,9 @@ class SageMakerProvider(Provider):
         return removed
 
     def logs(self, name: str, tail: int = 100) -> builtins.list[str]:
+        if tail <= 0:
+            return []
+        tail = min(tail, MAX_LOG_EVENTS)
         logs, group = self._client("logs"), names.log_group(name)
         streams = self._maybe(
             f"describe log streams of {group}",
@@ -824,7 +828,7 @@ class SageMakerProvider(Provider):
             name_of_stream: str = stream["logStreamName"]
             got = self._call(f"get log events of {group}", partial(last_events, name_of_stream))
             events.extend((e["timestamp"], e["message"].rstrip("\n")) for e in got)
-        return [message for _, message in sorted(events)[-tail:]] if tail > 0 else []
+        return [message for _, message in sorted(events)[-tail:]]
 
     def live_manifest(self, name: str) -> Manifest | None:
         live = self._live(name)
@@ -846,13 +850,9 @@ class SageMakerProvider(Provider):
 
 
 def _checked_name(name: str) -> str:
-    import re
-
-    if not re.fullmatch(NAME_PATTERN, name):
-        raise BadRequest(
-            f"invalid deployment name {name!r}: a SageMaker endpoint name here matches "
-            f"{NAME_PATTERN} (lowercase letters, digits and '-', at most 63)"
-        )
+    problem = names.check_endpoint_name(name)
+    if problem:
+        raise BadRequest(problem)
     return name
 
 
