@@ -458,6 +458,22 @@ def test_failed_update_rolls_back_and_failed_create(aws: AwsEmulator, bundles: B
     assert sm.describe_endpoint(EndpointName="ep3")["FailureReason"] == PING_FAILED
 
 
+def test_a_config_deleted_during_its_update_fails_the_update_and_leaves_no_process(
+    aws: AwsEmulator, bundles: Bundles
+) -> None:
+    assert _deploy(aws, "ep", bundles.v1)[-1] == "InService"
+    _model_and_config(aws, "ep-v2", bundles.v2, {"PROBE_LOAD_DELAY_S": "1.0"})
+    sm = aws.client("sagemaker")
+    sm.update_endpoint(EndpointName="ep", EndpointConfigName="ep-v2")
+    sm.delete_endpoint_config(EndpointConfigName="ep-v2")  # while the new container starts
+    assert _wait(aws, "ep", {"InService"}, sm=sm) == ["Updating", "InService"]
+    after = sm.describe_endpoint(EndpointName="ep")
+    assert after["EndpointConfigName"] == "ep"
+    assert "ep-v2 was deleted during the update" in after["FailureReason"]
+    assert [c.model_name for c in aws.containers()] == ["ep"]  # the new one stopped
+    assert _output(_invoke(aws, "ep", 1.0))["salt"] == "1"
+
+
 def test_ping_that_never_passes_fails_the_create(aws: AwsEmulator, bundles: Bundles) -> None:
     aws.container_start_timeout_s = 1.5  # the model loads for 30 s: the ping never passes
     try:

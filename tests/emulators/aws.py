@@ -695,14 +695,18 @@ class AwsEmulator:
         with self._lock:
             live = self._live.get(endpoint)
             found = self._sagemaker().endpoints.get(endpoint)
+            config = self._sagemaker().endpoint_configs.get(op.config_name)
+            if reason is None and config is None:
+                # Deleted while the endpoint moved to it. What AWS does then is not documented
+                # (assumed here: the change fails, as a failed create or update does).
+                reason = f"Endpoint config {op.config_name} was deleted during the {op.kind}."
             if op.cancel.is_set() or live is None or live.op is not op or found is None:
                 stop = op.procs
-            elif reason is None:
+            elif reason is None and config is not None:
                 # Traffic switches to the new containers now; the old ones get SIGTERM and
                 # the endpoint shows InService once they are gone (below).
                 stop, live.serving = live.serving, op.procs
                 found.endpoint_config_name = op.config_name
-                config = self._sagemaker().endpoint_configs[op.config_name]
                 found.production_variants = found._process_production_variants(
                     config.production_variants
                 )
