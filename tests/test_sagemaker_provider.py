@@ -111,6 +111,16 @@ def calls(aws: AwsEmulator, action: str) -> list[dict[str, Any]]:
     return [c.params for c in aws.calls if c.action == action]
 
 
+def models_and_configs() -> tuple[set[str], set[str]]:
+    """The names of every SageMaker model and endpoint config in the emulated account."""
+    with contextlib.closing(boto3.client("sagemaker")) as client:
+        models = {m["ModelName"] for m in client.list_models()["Models"]}
+        configs = {
+            c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]
+        }
+    return models, configs
+
+
 def tags_of(arn: str) -> dict[str, str]:
     with contextlib.closing(boto3.client("sagemaker")) as sm:
         return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
@@ -318,13 +328,7 @@ def test_a_version_failing_its_smoke_test_is_rolled_back_and_removed(
         answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
         assert answer.version == live.version
         assert {c.model_name for c in fresh.containers()} == {live.details["model"]}
-        with contextlib.closing(boto3.client("sagemaker")) as client:
-            models = {m["ModelName"] for m in client.list_models()["Models"]}
-            configs = {
-                c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]
-            }
-        assert models == {live.details["model"]}
-        assert configs == {live.details["endpoint_config"]}
+        assert models_and_configs() == ({live.details["model"]}, {live.details["endpoint_config"]})
         with contextlib.closing(boto3.client("application-autoscaling")) as scaling:
             [target] = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
                 "ScalableTargets"
@@ -453,13 +457,7 @@ def test_a_refused_update_call_keeps_the_old_version_and_removes_the_new_one(
         assert isinstance(sm, SageMakerProvider)
         answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
         assert answer.version == live.version
-        with contextlib.closing(boto3.client("sagemaker")) as client:
-            models = {m["ModelName"] for m in client.list_models()["Models"]}
-            configs = {
-                c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]
-            }
-        assert models == {live.details["model"]}
-        assert configs == {live.details["endpoint_config"]}
+        assert models_and_configs() == ({live.details["model"]}, {live.details["endpoint_config"]})
         assert sm.deploy(bundles[1].path).version == bundles[1].manifest.version  # quota freed
 
 
@@ -642,13 +640,10 @@ def test_a_deployment_whose_name_extends_another_keeps_its_resources(
         assert sm.delete("probe") is True
         described = sm.describe("probe-b")
         assert described.details == other.details
-        with contextlib.closing(fresh.client("sagemaker")) as client:
-            models = {m["ModelName"] for m in client.list_models()["Models"]}
-            configs = {
-                c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]
-            }
-        assert models == {other.details["model"]}
-        assert configs == {other.details["endpoint_config"]}
+        assert models_and_configs() == (
+            {other.details["model"]},
+            {other.details["endpoint_config"]},
+        )
         assert isinstance(sm, SageMakerProvider)
         answer = sm.invoker.invoke_sync("probe-b", b'{"inputs": [{"value": 1}]}')
         assert answer.version == bundles[0].manifest.version
