@@ -202,6 +202,7 @@ class Refusal:
     status: int
     code: str
     message: str
+    taken: bool = False  # moto carries the call out first: only the answer is the error
 
     def response(self) -> tuple[str, list[tuple[str, str]], bytes]:
         """The JSON protocols' error response (``__type`` and ``message``, as botocore reads
@@ -240,6 +241,10 @@ class _Recorder:
             self.record(call)
             refused = self.refusal(call)
             if refused is not None:
+                if refused.taken:  # moto's answer is dropped, as a lost or failed reply is
+                    answered = self.app(environ, lambda *args, **kwargs: lambda data: None)
+                    for _ in answered:
+                        pass
                 status, headers, body = refused.response()
                 start_response(status, headers)
                 return [body]
@@ -398,6 +403,7 @@ class _Op:
     cancel: threading.Event = field(default_factory=threading.Event)
     procs: list[_Proc] = field(default_factory=list)
     thread: threading.Thread | None = None
+    variants: list[dict[str, Any]] = field(default_factory=list)  # the config's, at the start
 
 
 @dataclass
@@ -470,11 +476,13 @@ class AwsEmulator:
         if key in _EMULATORS:
             raise RuntimeError(f"an AwsEmulator already runs for {key} in this process")
         _install_patches()
+        alone = not _EMULATORS
         self._moto = _RecordingMotoServer(self._record, self._refusal)
         self._moto.start()
         self._runtime.start()
         _EMULATORS[key] = self
-        self.reset()  # moto's backends are the process's: an earlier emulator's state is there
+        if alone:  # moto's backends are the process's: a stopped emulator's state is there
+            self.reset()  # (and a running one's, in another region, which must stay)
 
     def stop(self) -> None:
         """Stop every container, the runtime emulator and moto (no process is left)."""
@@ -572,14 +580,17 @@ class AwsEmulator:
         message: str,
         *,
         matching: dict[str, Any] | None = None,
+        status: int = 400,
+        taken: bool = False,
     ) -> None:
         """The next ``service``'s ``action`` call (e.g. ``"sagemaker"``, ``"UpdateEndpoint"``)
-        whose parameters include ``matching`` is refused with HTTP 400 and this AWS error code
-        and message, and reaches moto not at all (it is still recorded in :attr:`calls`). For
-        the JSON protocols only (not S3)."""
+        whose parameters include ``matching`` is answered with HTTP ``status`` and this AWS
+        error code and message (it is still recorded in :attr:`calls`). It reaches moto not
+        at all, or, ``taken``, it is carried out and only its answer is the error (AWS took
+        the call; the caller cannot know). For the JSON protocols only (not S3)."""
         with self._lock:
             self._refusals.append(
-                (service, action, dict(matching or {}), Refusal(400, code, message))
+                (service, action, dict(matching or {}), Refusal(status, code, message, taken))
             )
 
     def writes(self) -> list[str]:
@@ -695,21 +706,18 @@ class AwsEmulator:
         with self._lock:
             live = self._live.get(endpoint)
             found = self._sagemaker().endpoints.get(endpoint)
-            config = self._sagemaker().endpoint_configs.get(op.config_name)
-            if reason is None and config is None:
-                # Deleted while the endpoint moved to it. What AWS does then is not documented
-                # (assumed here: the change fails, as a failed create or update does).
-                reason = f"Endpoint config {op.config_name} was deleted during the {op.kind}."
             if op.cancel.is_set() or live is None or live.op is not op or found is None:
                 stop = op.procs
-            elif reason is None and config is not None:
+            elif reason is None:
                 # Traffic switches to the new containers now; the old ones get SIGTERM and
                 # the endpoint shows InService once they are gone (below).
                 stop, live.serving = live.serving, op.procs
                 found.endpoint_config_name = op.config_name
-                found.production_variants = found._process_production_variants(
-                    config.production_variants
-                )
+                # From the config as it was when the change began: AWS's DeleteEndpointConfig
+                # reference says a config must not be deleted while an endpoint is created or
+                # updated on it, and that if it is, the endpoint goes on ("you may lose
+                # visibility into the instance type the endpoint is using").
+                found.production_variants = found._process_production_variants(op.variants)
                 found.failure_reason = None
                 op.procs, switched = [], True  # they are live.serving's now
             elif op.kind == "create":
@@ -745,6 +753,7 @@ class AwsEmulator:
             backend = self._sagemaker()
             config = backend.endpoint_configs[op.config_name]
             variants = list(config.production_variants)
+            op.variants = variants
             models = {v["ModelName"]: backend._models[v["ModelName"]] for v in variants}
         for variant in variants:
             if op.cancel.is_set():
