@@ -177,7 +177,7 @@ def test_a_deployment_name_sagemaker_cannot_take_is_named() -> None:
     """aiaas's names allow a trailing '-'; SageMaker's endpoint names do not."""
     assert names.check_endpoint_name("probe-b2") is None
     assert names.check_endpoint_name("a" * 63) is None
-    for bad in ("probe-", "-probe", "Probe", "a" * 64, "pro_be"):
+    for bad in ("probe-", "-probe", "Probe", "a" * 64, "a" + "-" * 70 + "b", "pro_be"):
         problem = names.check_endpoint_name(bad)
         assert problem is not None and repr(bad) in problem
 

@@ -43,7 +43,7 @@ _ENDPOINT_NAME = re.compile(ENDPOINT_NAME)
 
 def check_endpoint_name(name: str) -> str | None:
     """Why ``name`` cannot be a SageMaker endpoint's name (None when it can)."""
-    if _ENDPOINT_NAME.fullmatch(name):
+    if len(name) <= MAX_NAME and _ENDPOINT_NAME.fullmatch(name):  # the pattern allows more
         return None
     return (
         f"invalid deployment name {name!r}: a SageMaker endpoint name is 1-63 lowercase "
