@@ -121,6 +121,21 @@ def models_and_configs() -> tuple[set[str], set[str]]:
     return models, configs
 
 
+SCALING = "deploy:\n  scaling:\n    min_instances: 1\n    max_instances: {max}\n"
+
+
+def scaling_now() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every scalable target and scaling policy of the emulated account (times left out)."""
+    with contextlib.closing(boto3.client("application-autoscaling")) as scaling:
+        targets = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")
+        policies = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")
+    drop = {"CreationTime", "ResponseMetadata", "Alarms", "PolicyARN", "ScalableTargetARN"}
+    return (
+        [{k: v for k, v in t.items() if k not in drop} for t in targets["ScalableTargets"]],
+        [{k: v for k, v in p.items() if k not in drop} for p in policies["ScalingPolicies"]],
+    )
+
+
 def tags_of(arn: str) -> dict[str, str]:
     with contextlib.closing(boto3.client("sagemaker")) as sm:
         return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
@@ -308,18 +323,26 @@ def test_a_failed_update_surfaces_the_reason_and_the_old_version_serves(
 
 
 def test_a_version_failing_its_smoke_test_is_rolled_back_and_removed(
-    fresh: AwsEmulator, bundles: list[BuiltBundle], failing: BuiltBundle, tmp_path: Path
+    fresh: AwsEmulator,
+    bundles: list[BuiltBundle],
+    failing: BuiltBundle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """It passes SageMaker's ping, so the update completes and it takes the traffic; its
-    smoke test fails, so the endpoint goes back to the old config, as if never switched."""
-    extra = "deploy:\n  scaling:\n    min_instances: 1\n    max_instances: 2\n"
-    with provider(tmp_path, extra) as sm:
+    smoke test fails, so the endpoint goes back to the old config, as if never switched: its
+    instance type, and the autoscaling the type change had taken off, exactly as it was."""
+    with provider(tmp_path, SCALING.format(max=2)) as sm:
         live = sm.deploy(bundles[0].path)
+    before = scaling_now()
+    assert [t["MaxCapacity"] for t in before[0]] == [2] and len(before[1]) == 1
+    monkeypatch.setenv("AIAAS_SAGEMAKER__INSTANCE_TYPE", "ml.m5.2xlarge")
+    with provider(tmp_path, SCALING.format(max=5)) as sm:
         with pytest.raises(DeployFailed) as failed:
             sm.deploy(failing.path)
         message = failed.value.message
         assert "smoke test failed" in message and "probe fails after its warm-up" in message
-        assert f"rolled back: {live.version} serves" in message
+        assert message.endswith(f"rolled back: {live.version} serves")  # nothing else failed
         updates = [c["EndpointConfigName"] for c in calls(fresh, "UpdateEndpoint")]
         assert len(updates) == 2 and updates[1] == live.details["endpoint_config"]
         now = sm.describe("probe")
@@ -327,16 +350,54 @@ def test_a_version_failing_its_smoke_test_is_rolled_back_and_removed(
         assert isinstance(sm, SageMakerProvider)
         answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
         assert answer.version == live.version
-        assert {c.model_name for c in fresh.containers()} == {live.details["model"]}
-        assert models_and_configs() == ({live.details["model"]}, {live.details["endpoint_config"]})
-        with contextlib.closing(boto3.client("application-autoscaling")) as scaling:
-            [target] = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
-                "ScalableTargets"
-            ]
-        assert (target["ResourceId"], target["MaxCapacity"]) == (
-            "endpoint/probe/variant/AllTraffic",
-            2,
+    assert {c.model_name for c in fresh.containers()} == {live.details["model"]}
+    assert models_and_configs() == ({live.details["model"]}, {live.details["endpoint_config"]})
+    assert len(calls(fresh, "DeregisterScalableTarget")) == 1  # for the instance type change
+    assert scaling_now() == before  # max 2, as it was: not the failed deploy's 5
+
+
+def test_a_failed_update_leaves_autoscaling_as_it_was(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    with provider(tmp_path, SCALING.format(max=2)) as sm:
+        sm.deploy(bundles[0].path)
+    before = scaling_now()
+    assert [t["MaxCapacity"] for t in before[0]] == [2] and len(before[1]) == 1
+    with provider(tmp_path, SCALING.format(max=5)) as sm:
+        fresh.fail_next_start("probe", "Insufficient capacity (simulated)")
+        with pytest.raises(DeployFailed):
+            sm.deploy(bundles[1].path)
+    assert scaling_now() == before
+    with provider(tmp_path) as sm:  # deploy.scaling removed, and a failed deploy again
+        fresh.fail_next_start("probe", "Insufficient capacity (simulated)")
+        with pytest.raises(DeployFailed):
+            sm.deploy(bundles[1].path)
+    assert scaling_now() == before
+
+
+def test_a_rollback_that_fails_says_so_and_removes_nothing_serving(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], failing: BuiltBundle, tmp_path: Path
+) -> None:
+    with provider(tmp_path) as sm:
+        live = sm.deploy(bundles[0].path)
+        fresh.refuse_next(
+            "sagemaker",
+            "UpdateEndpoint",
+            "ResourceLimitExceeded",
+            QUOTA,
+            matching={"EndpointConfigName": live.details["endpoint_config"]},  # the way back
         )
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(failing.path)
+        message = failed.value.message
+        assert "smoke test failed" in message and "probe fails after its warm-up" in message
+        assert "rolling back to" in message and QUOTA in message
+        assert failing.manifest.version in message
+        now = sm.describe("probe")
+        assert now.version == failing.manifest.version  # what serves, told as it is
+        models, configs = models_and_configs()
+        assert {now.details["model"], live.details["model"]} <= models  # nothing removed
+        assert {now.details["endpoint_config"], live.details["endpoint_config"]} <= configs
 
 
 def test_a_first_deploy_failing_its_smoke_test_leaves_nothing(
@@ -459,6 +520,30 @@ def test_a_refused_update_call_keeps_the_old_version_and_removes_the_new_one(
         assert answer.version == live.version
         assert models_and_configs() == ({live.details["model"]}, {live.details["endpoint_config"]})
         assert sm.deploy(bundles[1].path).version == bundles[1].manifest.version  # quota freed
+
+
+def test_an_update_taken_though_its_answer_failed_keeps_what_it_moves_to(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """UpdateEndpoint carried out, its answer a 500: botocore tries again, AWS says the
+    endpoint is busy. The endpoint moves to the new config: removing it would break that."""
+    with provider(tmp_path) as sm:
+        sm.deploy(bundles[0].path)
+        fresh.refuse_next(
+            "sagemaker", "UpdateEndpoint", "InternalFailure", "(simulated)", status=500, taken=True
+        )
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(bundles[1].path)
+        assert "nothing removed, deploy again once it settles" in failed.value.message
+        assert calls(fresh, "DeleteModel") == calls(fresh, "DeleteEndpointConfig") == []
+        deadline = time.monotonic() + 60
+        while sm.describe("probe").status is not DeploymentStatus.READY:
+            assert time.monotonic() < deadline, "the emulated update never settled"
+            time.sleep(0.1)
+        assert sm.describe("probe").version == bundles[1].manifest.version
+        assert isinstance(sm, SageMakerProvider)
+        answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
+        assert answer.version == bundles[1].manifest.version
 
 
 def test_a_refused_create_call_leaves_nothing(

@@ -340,7 +340,7 @@ class SageMakerProvider(Provider):
             return (
                 found not in keep
                 and names.deployment_of(found) == names.base_name(name)
-                and self._owned_by_us(arn)
+                and self._owned_by_us(arn, unreadable_is_foreign=True)
             )
 
         configs = [
@@ -545,37 +545,40 @@ class SageMakerProvider(Provider):
         if ("endpoint", "delete") in actions:  # a Failed endpoint: only delete works on it
             progress(f"deleting failed endpoint {name}", 0.05)
             self._delete_endpoint_and_wait(name)
+        updating = endpoint_change.action == "update"
+        scaling_before = self._scaling_now(name) if updating else (None, None)
         try:
             if endpoint_change.action == "create":
                 self._create_endpoint(desired, progress)
-            elif endpoint_change.action == "update":
+            elif updating:
                 self._update_endpoint(desired, live, progress)
         except _StillSettling:
             raise
         except AiaasError as exc:  # Failed, or the call itself refused (e.g. a bad alarm name)
-            self._remove_unused(desired, live, progress)
             message = exc.message
             if not isinstance(exc, DeployFailed):
                 message = f"endpoint {name} did not take {version}: {message}"
-            if endpoint_change.action == "update":  # an instance type change deregistered it
-                try:
-                    self._apply_scaling(name, changes, progress)
-                except AiaasError as scaling:
-                    message += f"; autoscaling could not be registered again: {scaling.message}"
-            raise DeployFailed(message) from exc
+            after = self._after_failure(desired, live, scaling_before, progress, settled=False)
+            raise DeployFailed(message + after) from exc
         progress("smoke test", 0.88)
         try:
             self._smoke_test(desired)
         except DeployFailed as failed:
             # In service but not answering: the old version goes back in (SageMaker has no
             # pre-traffic hook to test the new one behind), and the new one is removed.
-            back = ""
-            if endpoint_change.action == "update" and live.config is not None:
-                self._roll_back(desired, live, progress)
-                self._apply_scaling(name, changes, progress)  # as it was, or as now configured
-                back = f"; rolled back: {names.version_of(live.config) or live.config} serves"
-            self._remove_unused(desired, live, progress)
-            raise DeployFailed(failed.message + back) from failed
+            message = failed.message
+            if updating and live.config is not None:
+                old = names.version_of(live.config) or live.config
+                try:
+                    self._roll_back(desired, live, progress)
+                except AiaasError as exc:
+                    raise DeployFailed(
+                        f"{message}; rolling back to {old} failed too: {exc.message}; "
+                        f"{version} may still serve: see `aiaas status {name}`"
+                    ) from failed
+                message += f"; rolled back: {old} serves"
+            after = self._after_failure(desired, live, scaling_before, progress, settled=True)
+            raise DeployFailed(message + after) from failed
         self._apply_scaling(name, changes, progress)
         progress("removing replaced versions", 0.96)
         for change in changes:
@@ -675,6 +678,72 @@ class SageMakerProvider(Provider):
             raise DeployFailed(
                 f"endpoint {desired.name} is in service but its smoke test failed: {exc.message}"
             ) from exc
+
+    def _after_failure(
+        self,
+        desired: Desired,
+        live: Live,
+        scaling_before: tuple[dict[str, Any] | None, dict[str, Any] | None],
+        progress: ProgressFn,
+        *,
+        settled: bool,
+    ) -> str:
+        """After ``desired`` did not go live: the autoscaling it took off goes back, and what
+        it added goes, unless (``settled`` False: the create/update call failed, and may have
+        been taken all the same, e.g. a read timeout) the endpoint still moves to it. Returns
+        what could not be done, for the error's message; never raises (the failure that got
+        here is the news)."""
+        name = desired.name
+        if not settled:
+            try:
+                now = self._live(name)
+            except AiaasError as exc:
+                return f"; nothing removed: endpoint {name} could not be read ({exc.message})"
+            taken = now.status == "InService" and now.config == desired.config
+            if now.status in _SETTLING or taken:
+                return (
+                    f"; endpoint {name} is {now.status} on {now.config}: nothing removed, "
+                    "deploy again once it settles"
+                )
+        notes = []
+        try:
+            self._restore_scaling(name, scaling_before)
+        except AiaasError as exc:
+            notes.append(f"autoscaling could not be registered again: {exc.message}")
+        try:
+            self._remove_unused(desired, live, progress)
+        except AiaasError as exc:
+            notes.append(f"the failed version could not be removed: {exc.message}")
+        return "".join(f"; {note}" for note in notes)
+
+    def _restore_scaling(
+        self, name: str, before: tuple[dict[str, Any] | None, dict[str, Any] | None]
+    ) -> None:
+        """Register again, as it was, the scalable target and policy a failed update took
+        off (an instance type change deregisters them first)."""
+        target, policy = before
+        if target is None or self._scaling_now(name)[0] is not None:
+            return
+        client = self._client("application-autoscaling")
+        where = {k: target[k] for k in ("ServiceNamespace", "ResourceId", "ScalableDimension")}
+        self._call(
+            "register scalable target again",
+            lambda: client.register_scalable_target(
+                **where, MinCapacity=target["MinCapacity"], MaxCapacity=target["MaxCapacity"]
+            ),
+        )
+        if policy is not None:
+            self._call(
+                "put scaling policy again",
+                lambda: client.put_scaling_policy(
+                    **where,
+                    PolicyName=policy["PolicyName"],
+                    PolicyType=policy["PolicyType"],
+                    TargetTrackingScalingPolicyConfiguration=policy[
+                        "TargetTrackingScalingPolicyConfiguration"
+                    ],
+                ),
+            )
 
     def _remove_unused(self, desired: Desired, live: Live, progress: ProgressFn) -> None:
         """After a failed create or update: remove what the new version added, keep the
