@@ -7,10 +7,12 @@ cold start that never loads boto3. Attempts are counted where they arrive (the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from emulators.sagemaker_runtime import RuntimeCall
 
 from adapters.base import DeploymentStatus
 from adapters.sagemaker import aws as aws_env
+from adapters.sagemaker import invoke as invoke_module
 from adapters.sagemaker.invoke import MAX_BODY_BYTES, SageMakerInvoker
 from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.bundle import build_bundle
@@ -166,6 +169,53 @@ def test_5xx_is_retried_but_never_past_the_deadline(clean: AwsEmulator, status: 
     with pytest.raises((ProviderError, DeadlineExceeded)):
         asyncio.run(patient.invoke("probe", EXAMPLE, timeout=1.0))
     assert time.monotonic() - started <= 1.25
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A port on 127.0.0.1 whose listen queue is full: a connect there is never answered
+    (the SYN is dropped), as a runtime host that cannot be reached in time."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filling = [socket.socket() for _ in range(3)]
+    try:
+        for sock in filling:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(("127.0.0.1", port))
+        time.sleep(0.1)
+        yield port
+    finally:
+        for sock in [*filling, server]:
+            sock.close()
+
+
+def test_a_connect_timeout_is_retried_as_never_sent(
+    clean: AwsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection not made in time never carried the request: it is tried again (within
+    the deadline), and what is left at the end is NotReady, not a DeadlineExceeded that
+    would say the model was too slow. The connect timeout is shortened for the test."""
+    monkeypatch.setattr(invoke_module, "CONNECT_TIMEOUT_S", 0.2)
+    with unanswered_port() as port:
+        credentials = aws_env.Credentials(clean.access_key, clean.secret_key)
+        unreachable = SageMakerInvoker(
+            clean.region,
+            lambda: credentials,
+            runtime_url=f"http://127.0.0.1:{port}",
+            api_url=clean.url,
+            rng=Ceiling(),
+        )
+        started = time.monotonic()
+        with pytest.raises(NotReady) as not_ready:
+            unreachable.invoke_sync("probe", EXAMPLE, timeout=10)
+        elapsed = time.monotonic() - started
+    assert "not reachable" in not_ready.value.message
+    # four connects of 0.2 s and backoffs of 0.05, 0.1 and 0.2 s: all the attempts, well
+    # before the deadline
+    assert 0.95 <= elapsed < 5, elapsed
 
 
 def test_a_slow_answer_is_deadline_exceeded(clean: AwsEmulator) -> None:
