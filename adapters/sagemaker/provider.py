@@ -644,12 +644,8 @@ class SageMakerProvider(Provider):
             lambda: self._sm.update_endpoint(EndpointName=name, EndpointConfigName=back_to),
         )
         final = self._wait(name, progress, "rolling back")
-        if final.status != "InService" or final.config != back_to:
-            reason = final.failure or f"the endpoint is {final.status} on {final.config}"
-            raise DeployFailed(
-                f"endpoint {name}: {desired.manifest.version} failed its smoke test and "
-                f"rolling back to {back_to} failed too: {reason}"
-            )
+        if final.status != "InService" or final.config != back_to:  # deploy says the rest
+            raise DeployFailed(final.failure or f"it is {final.status} on {final.config}")
 
     def _wait(self, name: str, progress: ProgressFn, doing: str) -> Live:
         """Poll until the endpoint settles; the last thing seen."""
