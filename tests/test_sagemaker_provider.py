@@ -20,7 +20,7 @@ from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
 from conftest import PROJECTS
 from emulators.aws import AwsEmulator
 
-from adapters.base import DeploymentStatus
+from adapters.base import DeploymentStatus, Provider
 from adapters.sagemaker import names
 from adapters.sagemaker import provider as provider_module
 from adapters.sagemaker.provider import SageMakerProvider
@@ -119,6 +119,21 @@ def models_and_configs() -> tuple[set[str], set[str]]:
             c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]
         }
     return models, configs
+
+
+def assert_nothing_left() -> None:
+    """No endpoint, model or endpoint config is left in the emulated account."""
+    with contextlib.closing(boto3.client("sagemaker")) as client:
+        assert client.list_endpoints()["Endpoints"] == []
+    assert models_and_configs() == (set(), set())
+
+
+def wait_until_ready(sm: Provider, name: str = "probe") -> None:
+    """Poll describe until the emulated endpoint has settled back to ready."""
+    deadline = time.monotonic() + 60
+    while sm.describe(name).status is not DeploymentStatus.READY:
+        assert time.monotonic() < deadline, "the emulated update never settled"
+        time.sleep(0.1)
 
 
 SCALING = "deploy:\n  scaling:\n    min_instances: 1\n    max_instances: {max}\n"
@@ -410,10 +425,7 @@ def test_a_first_deploy_failing_its_smoke_test_leaves_nothing(
         assert "smoke test failed" in failed.value.message
         assert "rolled back" not in failed.value.message
         assert sm.list() == []
-    with contextlib.closing(boto3.client("sagemaker")) as client:
-        assert client.list_endpoints()["Endpoints"] == []
-        assert client.list_models()["Models"] == []
-        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert_nothing_left()
     assert calls(fresh, "RegisterScalableTarget") == []
     assert fresh.containers() == []
 
@@ -463,10 +475,7 @@ def test_a_deploy_that_times_out_removes_nothing_the_endpoint_moves_to(
         assert "still Updating" in late.value.message
         assert calls(fresh, "DeleteModel") == calls(fresh, "DeleteEndpointConfig") == []
     with provider(tmp_path) as sm:
-        deadline = time.monotonic() + 60
-        while sm.describe("probe").status is not DeploymentStatus.READY:
-            assert time.monotonic() < deadline, "the emulated update never settled"
-            time.sleep(0.1)
+        wait_until_ready(sm)
         assert sm.describe("probe").version == bundles[1].manifest.version
         new = sm.deploy(bundles[1].path)  # live already: it only removes the old version
         assert [c["ModelName"] for c in calls(fresh, "DeleteModel")] == [old.details["model"]]
@@ -483,10 +492,7 @@ def test_a_failed_first_deploy_surfaces_the_reason_and_leaves_nothing(
         assert "did not pass the ping (simulated)" in failed.value.message
         assert sm.list() == []
         assert sm.delete("probe") is False  # nothing was left to remove
-    with contextlib.closing(boto3.client("sagemaker")) as client:
-        assert client.list_endpoints()["Endpoints"] == []
-        assert client.list_models()["Models"] == []
-        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert_nothing_left()
 
 
 QUOTA = (
@@ -536,10 +542,7 @@ def test_an_update_taken_though_its_answer_failed_keeps_what_it_moves_to(
             sm.deploy(bundles[1].path)
         assert "nothing removed, deploy again once it settles" in failed.value.message
         assert calls(fresh, "DeleteModel") == calls(fresh, "DeleteEndpointConfig") == []
-        deadline = time.monotonic() + 60
-        while sm.describe("probe").status is not DeploymentStatus.READY:
-            assert time.monotonic() < deadline, "the emulated update never settled"
-            time.sleep(0.1)
+        wait_until_ready(sm)
         assert sm.describe("probe").version == bundles[1].manifest.version
         assert isinstance(sm, SageMakerProvider)
         answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
@@ -555,10 +558,7 @@ def test_a_refused_create_call_leaves_nothing(
             sm.deploy(bundles[0].path)
         assert QUOTA in failed.value.message
         assert sm.list() == []
-    with contextlib.closing(boto3.client("sagemaker")) as client:
-        assert client.list_endpoints()["Endpoints"] == []
-        assert client.list_models()["Models"] == []
-        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert_nothing_left()
     assert fresh.containers() == []
 
 
@@ -582,10 +582,7 @@ def test_delete_removes_everything_and_leaves_another_projects_endpoint(
             assert ours.delete("probe") is False
         assert [d.name for d in theirs.list()] == ["shared"]
         assert theirs.delete("shared") is True
-    with contextlib.closing(boto3.client("sagemaker")) as client:
-        assert client.list_endpoints()["Endpoints"] == []
-        assert client.list_models()["Models"] == []
-        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert_nothing_left()
     assert fresh.containers() == []
 
 
@@ -641,9 +638,7 @@ def test_delete_leaves_another_projects_models_whose_endpoint_is_gone(
         assert models == [described.details["model"]]
         assert configs == [described.details["endpoint_config"]]
         assert theirs.delete("shared") is True
-    with contextlib.closing(boto3.client("sagemaker")) as client:
-        assert client.list_models()["Models"] == []
-        assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert models_and_configs() == (set(), set())
 
 
 def test_live_manifest_is_the_serving_versions(
