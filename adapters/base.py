@@ -47,6 +47,18 @@ class DeploymentStatus(enum.StrEnum):
     FAILED = "failed"  # not answering, and will not without a new deploy
     STOPPED = "stopped"  # exists, but nothing runs (e.g. its server died)
     DELETING = "deleting"  # on its way out
+    UNKNOWN = "unknown"  # the invoke path cannot ask cheaply (e.g. a key-only Azure function)
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One version a deployment runs: its digest, the share of traffic it takes (0-100) and
+    where it is. A SageMaker endpoint runs one; an Azure ML endpoint one per deployment, with
+    a traffic map; local's stray servers (still running, taking no traffic) are versions too."""
+
+    version: str
+    traffic_pct: int
+    status: DeploymentStatus
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,9 @@ class Deployment:
     status: DeploymentStatus
     endpoint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    versions: tuple[VersionState, ...] = ()
+    """Every version running, with its traffic share; empty when the provider reports only
+    :attr:`version` (which always names the one taking most traffic)."""
 
 
 Action = Literal["create", "update", "delete", "keep"]

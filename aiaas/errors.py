@@ -156,6 +156,15 @@ class ProviderError(AiaasError):
     http_status = 502
 
 
+class AccessDenied(ProviderError):
+    """The cloud refused the credentials, or their permissions, for a call; the message names
+    the call (and so the permission it needs). Raised by every provider for its own "denied"
+    codes (AWS's AccessDenied, HTTP 401/403 from Azure ML or PAI-EAS), so a caller can tell a
+    fixable IAM problem from a cloud that failed."""
+
+    code = "access_denied"
+
+
 _BY_CODE: dict[str, type[AiaasError]] = {
     cls.code: cls
     for cls in (
@@ -173,6 +182,7 @@ _BY_CODE: dict[str, type[AiaasError]] = {
         DeadlineExceeded,
         DeployFailed,
         ProviderError,
+        AccessDenied,
         ConfigError,
         BundleError,
     )
