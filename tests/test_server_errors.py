@@ -76,9 +76,8 @@ class TestErrorShape:
     def test_oip_503_keeps_its_status(
         self, start_server: StartServer, probe_bundle: BuiltBundle
     ) -> None:
-        # Long enough to be asked while loading; short, because a SIGTERM during the load
-        # waits for it to end (the teardown paid the whole 30 s this once was).
-        server = start_server(probe_bundle.path, env={"PROBE_LOAD_DELAY_S": "8"}, ready=False)
+        # Far longer than the test: a SIGTERM during the load stops the server at once.
+        server = start_server(probe_bundle.path, env={"PROBE_LOAD_DELAY_S": "120"}, ready=False)
         deadline = time.monotonic() + 60
         while True:  # the port opens before the model is loaded
             try:

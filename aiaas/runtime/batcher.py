@@ -139,13 +139,22 @@ class Batcher:
         if not worker.cancelled() and worker.exception() is not None:
             log.critical("an inference thread died", exc_info=worker.exception())
 
-    async def stop(self) -> None:
+    async def stop(self, *, abandon: bool = False) -> None:
         """Stop batching: the batches in flight finish and are answered; items still queued
-        fail with :class:`~aiaas.errors.NotReady`."""
+        fail with :class:`~aiaas.errors.NotReady`.
+
+        ``abandon``: the inference threads are busy with something that cannot be
+        interrupted (the model still loading) and no batch can be in flight: return at once,
+        without waiting for them. Workers that have not started never start.
+        """
         self._stopping = True
         leftovers: list[_Pending] = []
         for _ in self._workers:
             self._queue.put(_STOP)  # one each: wakes every idle inference thread
+        if abandon:
+            for worker in self._workers:
+                worker.cancel()  # one queued behind the load is never run
+            self._workers = []
         for worker in self._workers:
             with contextlib.suppress(Exception):  # logged by _worker_ended
                 leftovers += await worker
@@ -165,7 +174,7 @@ class Batcher:
             if not ticket.done():
                 ticket.set_exception(NotReady("server is shutting down"))
         self._waiting_items = 0
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=not abandon, cancel_futures=abandon)
 
     async def submit(self, items: Sequence[Any], request_id: str = "") -> list[Any]:
         """Queue ``items`` and wait for their results, in order.

@@ -111,9 +111,12 @@ class DataPlane:
         self.batcher.start()
 
     async def stop(self) -> None:
-        """Stop being ready and drain the batcher."""
+        """Stop being ready and drain the batcher. While the model is still loading there is
+        nothing to drain, and the load cannot be interrupted: the batcher is abandoned, not
+        joined (the process exits without waiting the load out, see ``serve``)."""
         self.ready = False
-        await self.batcher.stop()
+        loading = self._load_task is not None and not self._load_task.done()
+        await self.batcher.stop(abandon=loading)
 
     def _loaded(self, task: asyncio.Future[None]) -> None:
         if task.cancelled():

@@ -69,11 +69,18 @@ class ModelRunner:
         self.outputs = OutputChecker(self.model_class.output_schema, output_validation)
         self._idle: queue.SimpleQueue[Model[Any, Any]] = queue.SimpleQueue()
         self.loaded = False
+        self.load_finished = False  # load() returned or raised: no thread is still loading
         self.device = "cpu"
 
     def load(self) -> None:
         """Instantiate each worker's model, load weights onto the device and warm each up
         with the example request."""
+        try:
+            self._load()
+        finally:
+            self.load_finished = True
+
+    def _load(self) -> None:
         import torch
 
         threads = self._torch_threads

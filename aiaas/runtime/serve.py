@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import uvicorn
@@ -19,6 +20,26 @@ from aiaas.runtime.runner import ModelRunner
 
 GRACEFUL_SHUTDOWN_S = 30
 DEFAULT_PORT = 8080
+
+
+def _exit_now_if_still_loading(runner: ModelRunner, code: int | str | None) -> None:
+    """Exit at once (with ``code``) if the model is still loading on an inference thread.
+
+    A load cannot be interrupted, and the interpreter joins the inference threads at exit:
+    a SIGTERM during a minutes-long load (a cancelled deploy, a stray server) would wait the
+    load out, far past the platform's 30 s kill timeout. Nothing is lost: the server never
+    answered a prediction, and uvicorn has already closed its connections.
+    """
+    if runner.load_finished:
+        return
+    logging.getLogger("aiaas.serve").info("stopped while the model was still loading")
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 def default_port() -> int:
@@ -75,6 +96,11 @@ def serve(
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    except SystemExit as exc:  # a SIGTERM turned into an exit, or uvicorn's failed start
+        _exit_now_if_still_loading(runner, exc.code)
+        raise
+    _exit_now_if_still_loading(runner, 0)
     if failed:
         raise SystemExit(f"model failed to load: {type(failed[0]).__name__}: {failed[0]}")
