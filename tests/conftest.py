@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import socket
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +22,75 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The network guard (tests/netguard/netguard.py): no process of the test run reaches past
+# loopback. Installed here for this process and, through sitecustomize on PYTHONPATH, for
+# every Python process a test starts; those report refusals through a log file.
+NETGUARD_DIR = Path(__file__).resolve().parent / "netguard"
+sys.path.insert(0, str(NETGUARD_DIR))
+import netguard  # noqa: E402 - found through the path set just above
+
+netguard.install()
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(NETGUARD_DIR), os.environ.get("PYTHONPATH", "")) if p
+)
+_NETGUARD_LOG = Path(tempfile.mkdtemp(prefix="aiaas-netguard-")) / "refusals.log"
+_NETGUARD_LOG.touch()
+os.environ[netguard.LOG_VARIABLE] = str(_NETGUARD_LOG)
+_netguard_seen = {"local": 0, "file": 0}  # what earlier tests were already charged with
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "package_index: the test (or its module's fixtures) installs from the package "
+        "index; the network guard lets its hosts through",
+    )
+
+
+# Modules whose tests (or module fixtures) run `pip download` for a function package: the
+# package index is the one place past loopback a test may reach.
+PACKAGE_INDEX_MODULES = frozenset({"test_function_package.py", "test_sagemaker_cli.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in PACKAGE_INDEX_MODULES:
+            item.add_marker(pytest.mark.package_index)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Tests marked ``package_index`` (setup and teardown included) may reach the index."""
+    marked = item.get_closest_marker("package_index") is not None
+    if marked:
+        os.environ[netguard.ALLOW_VARIABLE] = "index"
+    try:
+        yield
+    finally:
+        if marked:
+            os.environ.pop(netguard.ALLOW_VARIABLE, None)
+
+
+@pytest.fixture(autouse=True)
+def network_guard() -> Iterator[None]:
+    """Fail the test if any of its processes looked past loopback (refusals made while its
+    module's fixtures were set up count for the first test that uses them)."""
+    yield
+    local = netguard.violations[_netguard_seen["local"] :]
+    with _NETGUARD_LOG.open("rb") as log:
+        log.seek(_netguard_seen["file"])
+        children = log.read().decode("utf-8", "replace").splitlines()
+        _netguard_seen["file"] = log.tell()
+    _netguard_seen["local"] = len(netguard.violations)
+    if local or children:
+        pytest.fail("\n".join([*local, *children]), pytrace=False)
+
+
+def pytest_sessionfinish() -> None:
+    shutil.rmtree(_NETGUARD_LOG.parent, ignore_errors=True)
+
+
 EXAMPLES = REPO / "examples"
 
 

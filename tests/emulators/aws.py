@@ -803,7 +803,17 @@ class AwsEmulator:
         environment = {str(k): str(v) for k, v in (spec.get("Environment") or {}).items()}
         env = {
             k: os.environ[k]
-            for k in ("PATH", "HOME", "VIRTUAL_ENV", "PYTHONPATH", "TMPDIR", "LANG")
+            # PYTHONPATH and AIAAS_NETGUARD_LOG: the test run's network guard goes along.
+            for k in (
+                "PATH",
+                "HOME",
+                "VIRTUAL_ENV",
+                "PYTHONPATH",
+                "TMPDIR",
+                "LANG",
+                "AIAAS_NETGUARD_LOG",
+                "OMP_NUM_THREADS",
+            )
             if k in os.environ
         }
         env.update(environment)
