@@ -36,9 +36,18 @@ async def _post_many(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Respo
         return list(await asyncio.gather(*(client.post(url, json=b) for b in bodies)))
 
 
-@pytest.fixture
-def probe(start_server: StartServer, probe_bundle: BuiltBundle) -> ServerProcess:
-    return start_server(probe_bundle.path, "--max-body-bytes", "4096")
+@pytest.fixture(scope="module")
+def probe(
+    probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One server for the module's tests that only send requests (they compare metrics and
+    log lines as deltas: earlier tests have used the same server)."""
+    log = tmp_path_factory.mktemp("probe-server") / "server.log"
+    server = ServerProcess(probe_bundle.path, log, ["--max-body-bytes", "4096"], {})
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
 
 
 class TestRoutes:
@@ -101,14 +110,20 @@ class TestRoutes:
         assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
 
     def test_metrics(self, probe: ServerProcess) -> None:
+        before = httpx.get(probe.url + "/metrics").text
         httpx.post(probe.url + "/invocations", json={"inputs": [{"value": 1}]})
         httpx.post(probe.url + "/invocations", content=b"{")
-        text = httpx.get(probe.url + "/metrics").text
-        assert _metric(text, "aiaas_requests_total", route="/invocations", status="200") >= 1
-        assert _metric(text, "aiaas_requests_total", route="/invocations", status="400") == 1
-        assert _metric(text, "aiaas_request_duration_seconds_count", route="/invocations") >= 2
-        assert _metric(text, "aiaas_batch_size_count") >= 1
-        assert "aiaas_queue_depth" in text
+        after = httpx.get(probe.url + "/metrics").text
+
+        def added(name: str, **labels: str) -> float:
+            return _metric(after, name, **labels) - _metric(before, name, **labels)
+
+        assert added("aiaas_requests_total", route="/invocations", status="200") == 1
+        assert added("aiaas_requests_total", route="/invocations", status="400") == 1
+        assert added("aiaas_request_duration_seconds_count", route="/invocations") == 2
+        assert added("aiaas_batch_size_count") == 1  # the malformed one never reached a batch
+        assert added("aiaas_batch_size_sum") == 1
+        assert "aiaas_queue_depth" in after
 
 
 class TestBatching:
@@ -116,13 +131,14 @@ class TestBatching:
         # The first request holds the inference thread for 300 ms; the other 15 queue up
         # meanwhile and must run as batches of up to max_batch_size (8).
         bodies = [{"inputs": [{"value": i, "sleep_ms": 300 if i == 0 else 0}]} for i in range(16)]
+        before = httpx.get(probe.url + "/metrics").text
         responses = asyncio.run(_post_many(probe.url + "/invocations", bodies))
         assert all(r.status_code == 200 for r in responses)
         sizes = [r.json()["outputs"][0]["batch_size"] for r in responses]
         assert max(sizes) > 1 and max(sizes) <= 8
         text = httpx.get(probe.url + "/metrics").text
-        passes = _metric(text, "aiaas_batch_size_count")
-        items = _metric(text, "aiaas_batch_size_sum")
+        passes = _metric(text, "aiaas_batch_size_count") - _metric(before, "aiaas_batch_size_count")
+        items = _metric(text, "aiaas_batch_size_sum") - _metric(before, "aiaas_batch_size_sum")
         assert items == 16  # every item ran once (the warm-up bypasses the batcher)
         assert passes < items  # fewer forward passes than items: batching happened
 
@@ -287,6 +303,8 @@ class TestBadInput:
     def test_model_exception_is_500_logged_once_and_server_keeps_serving(
         self, probe: ServerProcess
     ) -> None:
+        earlier = probe.log().count("RuntimeError: probe was asked to fail")
+        tracebacks = probe.log().count("Traceback")
         r = httpx.post(
             probe.url + "/invocations",
             json={"inputs": [{"value": 1, "fail": True}]},
@@ -304,8 +322,8 @@ class TestBadInput:
         time.sleep(0.2)
         log = probe.log()
         assert log.count("request_id=boom-1") == 1
-        assert log.count("RuntimeError: probe was asked to fail") == 1
-        assert "Traceback" in log
+        assert log.count("RuntimeError: probe was asked to fail") == earlier + 1
+        assert log.count("Traceback") == tracebacks + 1
 
 
 class TestLifecycle:
