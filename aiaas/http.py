@@ -69,9 +69,31 @@ async def read_limited_body(
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
+"""SageMaker's InvokeEndpoint forwards no header of the caller's to the container but this
+one (``CustomAttributes``, up to 1024 characters, opaque to AWS): the invoke path puts the
+request id in it as ``aiaas-request-id=<id>``, among any other ``;``-separated attributes."""
+_ATTRIBUTE_KEY = "aiaas-request-id="
+
+
+def request_id_in_attributes(value: str | None) -> str | None:
+    """The ``aiaas-request-id`` of a custom-attributes header's value, if it has one."""
+    if not value:
+        return None
+    for part in value.split(";"):
+        part = part.strip()
+        if part.startswith(_ATTRIBUTE_KEY):
+            return part[len(_ATTRIBUTE_KEY) :]
+    return None
+
+
 def request_id_of(request: Request) -> str:
-    """The caller's ``x-request-id`` when it is sane, else a new one."""
-    return request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    """The caller's ``x-request-id`` (or the one a cloud carried in its custom attributes)
+    when it is sane, else a new one."""
+    given = request.headers.get(REQUEST_ID_HEADER)
+    if given is None:
+        given = request_id_in_attributes(request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+    return request_id_from(given)
 
 
 def request_id_from(given: str | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from aiaas.errors import ConfigError
 
 if TYPE_CHECKING:
-    from aiaas.config import DeploySection
+    from aiaas.config import DeploySection, ProjectConfig
     from aiaas.pricing import Price
 
 ENTRY_POINT_GROUP = "aiaas.providers"
@@ -36,6 +36,37 @@ def _honours_everything(_deploy: DeploySection, _settings: Any) -> list[tuple[st
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What a provider's endpoint takes, for given settings (one place: the invoke path
+    refuses past it before sending, and the conformance suite tests it)."""
+
+    max_request_bytes: int | None = None
+    """The largest request body; None: only the model server's ``server.max_body_bytes``."""
+
+
+def _no_limits(_settings: Any) -> Limits:
+    return Limits()
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider's cloud can do, which the shared rollout and the conformance suite
+    read instead of a provider's name."""
+
+    pre_traffic_smoke: bool = False
+    """A new version can be smoke-tested before it takes any traffic (Azure ML can pin a
+    deployment with a header; SageMaker cannot: it is tested after the switch, then
+    switched back on failure)."""
+    server_side_rollout: bool = False
+    """Canary and linear rollouts run in the cloud (SageMaker's DeploymentConfig), not
+    stepped by aiaas."""
+    cheap_status: bool = True
+    """The invoke path can ask whether the deployment answers (else its status is
+    ``UNKNOWN``: a key-only Azure function cannot call ARM)."""
+    scale_to_zero: bool = False
+
+
+@dataclass(frozen=True)
 class ProviderSpec:
     """What one provider declares to the core.
 
@@ -47,7 +78,14 @@ class ProviderSpec:
     - ``invoke_modules``: the modules of its invoke path (dotted names), copied into a
       function package; the spec's own module (and its parent packages) is always included,
       but nothing it imports is: list every module of the provider the invoke path needs;
-    - ``endpoint_hourly``: the list price of one default instance behind its endpoint;
+    - ``price``: given its settings, the list price of one instance behind its endpoint
+      per hour (the instance type's, or a serverless endpoint's memory size's);
+    - ``limits``: given its settings, what its endpoint takes (:class:`Limits`);
+    - ``capabilities``: what its cloud can do (:class:`Capabilities`);
+    - ``invoke_environment``: the variables a function must be given for its invoke path
+      (credentials, keys), each with what it holds; ``aiaas function package`` prints them;
+    - ``request_id_header``: the request header that carries the caller's request id all
+      the way to the model server (a cloud may forward only some headers);
     - ``check_deploy``: which neutral ``deploy:`` settings it cannot honour (see
       :data:`DeployCheck`); they are refused at config load, naming the key and provider.
     """
@@ -56,10 +94,26 @@ class ProviderSpec:
     settings: type[BaseModel]
     control_plane: str
     invoker: str
-    endpoint_hourly: Price
+    price: Callable[[Any], Price]
+    limits: Callable[[Any], Limits] = field(default=_no_limits)
+    capabilities: Capabilities = field(default_factory=Capabilities)
     invoke_requirements: tuple[str, ...] = ()
     invoke_modules: tuple[str, ...] = ()
+    invoke_environment: Mapping[str, str] = field(default_factory=dict)
+    request_id_header: str = "x-request-id"
     check_deploy: DeployCheck = field(default=_honours_everything)
+
+    def settings_of(self, config: ProjectConfig) -> BaseModel:
+        """This provider's validated section of ``config`` (its defaults when absent)."""
+        return config.provider_settings(self.name, self.settings)
+
+    def hourly_price(self, config: ProjectConfig) -> Price:
+        """The list price of one instance behind the endpoint ``config`` deploys."""
+        return self.price(self.settings_of(config))
+
+    def limits_for(self, config: ProjectConfig) -> Limits:
+        """What the endpoint ``config`` deploys takes."""
+        return self.limits(self.settings_of(config))
 
     def load_control_plane(self) -> type[Any]:
         """The control-plane class (imports its module and SDK now)."""

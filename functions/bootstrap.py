@@ -90,7 +90,7 @@ def build_function_app(
     prices = config.pricing
     cost = CostModel.build(
         platform,
-        provider_spec(config.provider).endpoint_hourly,
+        provider_spec(config.provider).hourly_price(config),
         memory_mb,
         function_request_usd=prices.function_request_usd,
         function_gb_second_usd=prices.function_gb_second_usd,

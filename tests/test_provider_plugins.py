@@ -41,7 +41,9 @@ def check_deploy(deploy: Any, settings: Any) -> list[tuple[str, str]]:
 SPEC = ProviderSpec(
     name="acme", settings=AcmeSection,
     control_plane="acme_cloud.control:AcmeProvider", invoker="acme_cloud.invoke:AcmeInvoker",
-    endpoint_hourly=Price(1.5, "hour", "acme price page", "test"),
+    price=lambda settings: Price(
+        {"gpu.small": 1.5, "gpu.large": 4.0}[settings.instance_type], "hour", "acme", "test"
+    ),
     invoke_requirements=("httpx>=0.27",), invoke_modules=("acme_cloud.invoke",),
     check_deploy=check_deploy,
 )
@@ -176,7 +178,7 @@ def test_scaling_bounds_are_checked(tmp_path: Path) -> None:
 
 
 def test_the_packaged_config_carries_only_the_packaged_providers_section(acme: Path) -> None:
-    from aiaas.packaging import function_config_json
+    from functions.packaging import function_config_json
 
     path = _config(
         acme,

@@ -109,6 +109,25 @@ class TestRoutes:
         r = httpx.post(probe.url + "/invocations", json={"inputs": [{"value": 1}]})
         assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
 
+    @pytest.mark.parametrize("path", ["/invocations", "/v2/models/probe/infer"])
+    def test_request_id_carried_in_sagemaker_custom_attributes(
+        self, probe: ServerProcess, path: str
+    ) -> None:
+        # InvokeEndpoint forwards only X-Amzn-SageMaker-Custom-Attributes to the container.
+        simple = {"inputs": [{"value": 1}]}
+        oip = {"inputs": [{"name": "value", "shape": [1], "datatype": "FP32", "data": [1]}]}
+        body = simple if path == "/invocations" else oip
+        carried = {"x-amzn-sagemaker-custom-attributes": "trace=on; aiaas-request-id=rid-77"}
+        r = httpx.post(probe.url + path, json=body, headers=carried)
+        assert r.status_code == 200 and r.headers["x-request-id"] == "rid-77"
+        both = {**carried, "x-request-id": "rid-direct"}  # a direct caller's own id wins
+        assert httpx.post(probe.url + path, json=body, headers=both).headers["x-request-id"] == (
+            "rid-direct"
+        )
+        unsafe = {"x-amzn-sagemaker-custom-attributes": "aiaas-request-id=a b\tc"}
+        r = httpx.post(probe.url + path, json=body, headers=unsafe)
+        assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])  # not echoed as is
+
     def test_metrics(self, probe: ServerProcess) -> None:
         before = httpx.get(probe.url + "/metrics").text
         httpx.post(probe.url + "/invocations", json={"inputs": [{"value": 1}]})

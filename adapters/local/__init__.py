@@ -50,7 +50,7 @@ SPEC = ProviderSpec(
     settings=LocalSection,
     control_plane="adapters.local.provider:LocalProvider",
     invoker="adapters.local.invoke:LocalInvoker",
-    endpoint_hourly=FREE,
+    price=lambda _settings: FREE,
     invoke_requirements=("httpx>=0.27",),
     invoke_modules=("adapters.local.state", "adapters.local.invoke"),
     check_deploy=check_deploy,

@@ -16,8 +16,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.sagemaker.instance_types import check_instance_type, is_gpu
+from adapters.sagemaker.prices import (
+    PRICES_AS_OF,
+    SERVERLESS_GB_SECOND_USD,
+    SERVERLESS_PRICE_SOURCE,
+    instance_price,
+)
 from aiaas.config import DeploySection, RolloutSection
-from aiaas.plugins import ProviderSpec
+from aiaas.http import CUSTOM_ATTRIBUTES_HEADER
+from aiaas.plugins import Capabilities, Limits, ProviderSpec
 from aiaas.pricing import Price
 
 DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
@@ -209,17 +216,53 @@ def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
     return refused
 
 
+MAX_REQUEST_BYTES = 6_291_456
+"""InvokeEndpoint's request limit for a real-time endpoint: 6 MB (SageMaker endpoints and
+quotas, "Maximum payload size for InvokeEndpoint request")."""
+MAX_SERVERLESS_REQUEST_BYTES = 4_194_304
+"""A serverless endpoint's request limit: 4 MB ("Serverless Inference" quotas: maximum
+request and response payload size)."""
+
+
+def limits(settings: Any) -> Limits:
+    """The request limit of the endpoint these ``sagemaker:`` settings deploy."""
+    serverless = isinstance(settings, SageMakerSection) and settings.serverless is not None
+    return Limits(MAX_SERVERLESS_REQUEST_BYTES if serverless else MAX_REQUEST_BYTES)
+
+
+def hourly_price(settings: Any) -> Price:
+    """The list price of one instance (or a serverless endpoint's memory) per hour."""
+    if isinstance(settings, SageMakerSection) and settings.serverless is not None:
+        gb = settings.serverless.memory_mb / 1024
+        return Price(
+            round(SERVERLESS_GB_SECOND_USD * 3600 * gb, 6),
+            "hour",
+            f"{SERVERLESS_PRICE_SOURCE} ({settings.serverless.memory_mb} MB while a call runs)",
+            PRICES_AS_OF,
+        )
+    instance = settings.instance if isinstance(settings, SageMakerSection) else None
+    return instance_price(instance or DEFAULT_INSTANCE_TYPE)
+
+
 SPEC = ProviderSpec(
     name="sagemaker",
     settings=SageMakerSection,
     control_plane="adapters.sagemaker.provider:SageMakerProvider",
     invoker="adapters.sagemaker.invoke:SageMakerInvoker",
-    endpoint_hourly=Price(
-        0.736, "hour", "aws.amazon.com/sagemaker/pricing (ml.g4dn.xlarge, us-east-1)", "2024"
-    ),
+    price=hourly_price,
+    limits=limits,
+    capabilities=Capabilities(server_side_rollout=True),
+    invoke_environment={
+        "AWS_REGION": "the endpoint's region (or sagemaker.region in the packaged config)",
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN": (
+            "set by Lambda from the function's role (sagemaker:InvokeEndpoint on the endpoint)"
+        ),
+    },
+    request_id_header=CUSTOM_ATTRIBUTES_HEADER,
     invoke_requirements=("httpx>=0.27", "httpx-auth>=0.22"),
     invoke_modules=(
         "adapters.sagemaker.instance_types",
+        "adapters.sagemaker.prices",
         "adapters.sagemaker.names",
         "adapters.sagemaker.aws",
         "adapters.sagemaker.invoke",

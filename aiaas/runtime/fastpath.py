@@ -21,7 +21,12 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from aiaas.http import JSON, request_id_from
+from aiaas.http import (
+    CUSTOM_ATTRIBUTES_HEADER,
+    JSON,
+    request_id_from,
+    request_id_in_attributes,
+)
 from aiaas.protocol import check_json_content_type
 from aiaas.runtime.dataplane import Answer, DataPlane
 
@@ -33,6 +38,7 @@ _PAI_ROUTE = "/api/predict/{service}"
 SIMPLE_ROUTES = (*_SIMPLE_ROUTES.values(), _PAI_ROUTE)
 
 _JSON_TYPE = (b"content-type", JSON.encode("latin-1"))
+_ATTRIBUTES = CUSTOM_ATTRIBUTES_HEADER.encode("latin-1")
 
 
 def simple_route(scope: Scope) -> str | None:
@@ -70,6 +76,8 @@ class SimpleEndpoint:
                 content_type = value.decode("latin-1")
             elif name == b"x-request-id":
                 given = value.decode("latin-1")
+            elif name == _ATTRIBUTES and given is None:
+                given = request_id_in_attributes(value.decode("latin-1"))
         request_id = request_id_from(given)
         work = self._simple(receive, declared, content_type, request_id)
         answer = await self.plane.respond(work, request_id, oip=False)
