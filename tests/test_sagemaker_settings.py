@@ -12,6 +12,7 @@ from adapters.sagemaker.instance_types import INSTANCE_TYPES, check_instance_typ
 from adapters.sagemaker.rollout import deployment_config, scaling_policy, scaling_target
 from aiaas.config import ProjectConfig, RolloutSection, ScalingSection, load_config
 from aiaas.errors import ConfigError
+from aiaas.plugins import provider_spec
 
 BASE = """model:
   entrypoint: m:M
@@ -192,3 +193,19 @@ def test_a_prefix_that_cannot_be_in_the_project_tag_is_refused(tmp_path: Path) -
         "sagemaker", SageMakerSection
     )
     assert len(names.project_id(settings.bucket, settings.prefix)) <= 256
+
+
+def test_price_and_request_limit_follow_the_settings(tmp_path: Path) -> None:
+    spec = provider_spec("sagemaker")
+    default = load(tmp_path)
+    assert spec.hourly_price(default).value == 0.736  # ml.g4dn.xlarge
+    assert spec.limits_for(default).max_request_bytes == 6_291_456  # real-time: 6 MB
+    cpu = load(tmp_path, "  instance_type: ml.m5.xlarge\n")
+    assert spec.hourly_price(cpu).value == 0.23
+    assert "ml.m5.xlarge" in spec.hourly_price(cpu).source
+    serverless = load(tmp_path, "  serverless:\n    memory_mb: 4096\n")
+    price = spec.hourly_price(serverless)
+    assert price.value == pytest.approx(0.00002 * 3600 * 4)  # per GB-second of 4 GB
+    assert spec.limits_for(serverless).max_request_bytes == 4_194_304  # serverless: 4 MB
+    unlisted = spec.hourly_price(load(tmp_path, "  instance_type: ml.c6i.large\n"))
+    assert unlisted.value == 0.0 and "pricing.endpoint_hourly_usd" in unlisted.source

@@ -123,8 +123,10 @@ class Harness(ABC):
 
     def request_limit(self) -> int:
         """The largest request body (bytes) the deployment takes: the provider's own limit
-        where it has one (SageMaker's 6 MB), else the model server's ``max_body_bytes``."""
-        return self.config.server.max_body_bytes
+        where its spec declares one (SageMaker's 6 MB), else the model server's
+        ``max_body_bytes``."""
+        declared = provider_spec(self.name).limits_for(self.config).max_request_bytes
+        return declared if declared is not None else self.config.server.max_body_bytes
 
     @abstractmethod
     def clients_closed(self, provider: Provider) -> bool:

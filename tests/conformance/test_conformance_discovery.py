@@ -79,3 +79,13 @@ def test_local_and_sagemaker_are_registered() -> None:
     assert local.harness.name == LocalProvider.name
     sagemaker = found["sagemaker"]  # the dev install has the aws extra: it runs, not skipped
     assert sagemaker.harness is not None and sagemaker.skip is None
+
+
+def test_every_installed_provider_has_a_harness() -> None:
+    """A provider installed without a harness would pass the suite silently."""
+    from aiaas.plugins import installed_providers
+
+    found = {c.id for c in discover() if c.harness is not None}
+    missing = sorted(set(installed_providers()) - found)
+    assert not missing, f"installed providers with no conformance harness: {missing}"
+

@@ -30,7 +30,6 @@ from conformance.harness import Harness, register
 BUCKET = "aiaas-conformance"
 ROLE = "arn:aws:iam::123456789012:role/aiaas-sagemaker"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/aiaas-server:latest"
-REQUEST_LIMIT = 6_291_456  # InvokeEndpoint's body limit (6 MB)
 
 
 def sagemaker_yaml(prefix: str) -> str:
@@ -109,9 +108,6 @@ class SageMakerHarness(Harness):
                 yield
             finally:
                 other.delete(name)
-
-    def request_limit(self) -> int:
-        return REQUEST_LIMIT
 
     def clients_closed(self, provider: Provider) -> bool:
         assert isinstance(provider, SageMakerProvider)
