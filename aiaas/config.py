@@ -99,6 +99,28 @@ class ServerSection(_Section):
     )
 
 
+SERVER_ENV_PREFIX = f"{ENV_PREFIX}SERVER__"
+"""The model server's settings reach its process as ``AIAAS_SERVER__<KEY>`` variables."""
+
+
+def server_environment(settings: ServerSection) -> dict[str, str]:
+    """The ``AIAAS_SERVER__<KEY>`` variables that give the container entrypoint
+    (:mod:`aiaas.runtime.container`) the ``server:`` settings: what every provider puts in
+    its server's environment (the local process, the cloud container).
+
+    Only the keys written in ``aiaas.yaml`` (or set by a variable) are passed, in key order:
+    the entrypoint's defaults are this model's, and a content-addressed cloud resource whose
+    spec holds this environment keeps its name until a setting is written. Strings go as
+    they are, every other value as JSON (what the entrypoint's validation reads back).
+    """
+    written = settings.model_dump(mode="json", exclude_unset=True)
+    return {
+        f"{SERVER_ENV_PREFIX}{key.upper()}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in sorted(written.items())
+        if value is not None
+    }
+
+
 class ScalingSection(_Section):
     """Autoscaling between ``min_instances`` and ``max_instances``, aiming at
     ``target_concurrency`` requests in flight per instance."""

@@ -26,7 +26,7 @@ import pytest
 from conftest import free_port
 
 from aiaas.bundle import BuiltBundle
-from aiaas.config import ServerSection
+from aiaas.config import ServerSection, server_environment
 from aiaas.manifest import MANIFEST_FILE
 from aiaas.runtime.container import (
     DEFAULT_PORT,
@@ -323,6 +323,26 @@ def test_server_settings_come_from_aiaas_server_variables() -> None:
     )
     assert (settings.max_queue_size, settings.queue_wait_ms) == (4, 0.0)
     assert server_settings({}).max_queue_size == ServerSection().max_queue_size
+
+
+def test_server_environment_is_what_the_entrypoint_reads_back() -> None:
+    """Every provider builds its server's environment with server_environment; the entrypoint
+    reads the same settings back, whatever their type (int, float, None, a literal string)."""
+    written = ServerSection(
+        max_queue_size=4, queue_wait_ms=0, output_validation="warn", torch_threads=2
+    )
+    env = server_environment(written)
+    assert env == {
+        "AIAAS_SERVER__MAX_QUEUE_SIZE": "4",
+        "AIAAS_SERVER__OUTPUT_VALIDATION": "warn",
+        "AIAAS_SERVER__QUEUE_WAIT_MS": "0.0",
+        "AIAAS_SERVER__TORCH_THREADS": "2",
+    }  # only what was written, in key order: a cloud resource named by its spec keeps its name
+    assert server_settings(env) == written
+    assert server_environment(ServerSection()) == {}
+    every = ServerSection.model_validate(ServerSection().model_dump())  # every key written
+    assert server_settings(server_environment(every)) == every
+    assert "AIAAS_SERVER__TORCH_THREADS" not in server_environment(every)  # None: the default
 
 
 def test_a_bad_server_variable_is_named_and_the_container_exits_2(
