@@ -23,10 +23,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The network guard (tests/netguard/netguard.py): no process of the test run reaches past
+# The network guard (tests/guarded_site/netguard.py): no process of the test run reaches past
 # loopback. Installed here for this process and, through sitecustomize on PYTHONPATH, for
 # every Python process a test starts; those report refusals through a log file.
-NETGUARD_DIR = Path(__file__).resolve().parent / "netguard"
+NETGUARD_DIR = Path(__file__).resolve().parent / "guarded_site"
 sys.path.insert(0, str(NETGUARD_DIR))
 import netguard  # noqa: E402 - found through the path set just above
 
@@ -197,6 +197,49 @@ def probe_bundle(tmp_path_factory: pytest.TempPathFactory) -> BuiltBundle:
     from aiaas.bundle import build_bundle
 
     return build_bundle(PROJECTS / "probe", tmp_path_factory.mktemp("probe") / "probe.tar.gz")
+
+
+PROBE_BREAKS = {
+    "numpy": 13, "nan": 14, "short": 15, "big_int": 17, "int_key": 18, "str_float": 19,
+    "bool_int": 20, "wrong_key": 21,
+}  # fmt: skip
+"""The value on which :func:`broken_probe` misbehaves in each way (see ``PROBE_BREAK`` in
+``tests/projects/probe/probe_model.py``)."""
+
+
+def _probe_break(breaks: dict[str, int]) -> str:
+    return ",".join(f"{kind}:{value}" for kind, value in breaks.items())
+
+
+@pytest.fixture(scope="session")
+def broken_probe(
+    probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One probe server, strict output validation, misbehaving on every value of
+    :data:`PROBE_BREAKS` at once (its tests count log lines and metrics as deltas)."""
+    log = tmp_path_factory.mktemp("broken-probe") / "server.log"
+    env = {"PROBE_BREAK": _probe_break(PROBE_BREAKS)}
+    server = ServerProcess(probe_bundle.path, log, [], env)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def broken_probe_warn(
+    probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A probe server with ``--output-validation warn`` whose results for value 1 (its own
+    warm-up example's) break the schema, and for ``PROBE_BREAKS["big_int"]`` cannot be
+    encoded."""
+    log = tmp_path_factory.mktemp("broken-probe-warn") / "server.log"
+    env = {"PROBE_BREAK": _probe_break({"wrong_key": 1, "big_int": PROBE_BREAKS["big_int"]})}
+    server = ServerProcess(probe_bundle.path, log, ["--output-validation", "warn"], env)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
 
 
 def build_probe_variant(workdir: Path, old: str, new: str) -> BuiltBundle:

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess
+from conftest import PROBE_BREAKS, ServerProcess
 from pydantic import BaseModel, Field
 
-from aiaas.bundle import BuiltBundle
 from aiaas.runtime.batcher import BadResult
 from aiaas.runtime.outputs import OutputChecker
 
-StartServer = Callable[..., ServerProcess]
 INFER = "/v2/models/probe/infer"
 
 
@@ -57,10 +54,9 @@ def _binary_outputs(r: httpx.Response) -> dict[str, tuple[dict[str, Any], bytes]
 class TestNumpyResults:
     """Finding 3: numpy results that output checking approved are served by every encoder."""
 
-    def test_simple_and_oip_json_and_binary(
-        self, start_server: StartServer, probe_bundle: BuiltBundle
-    ) -> None:
-        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "numpy:13"})
+    def test_simple_and_oip_json_and_binary(self, broken_probe: ServerProcess) -> None:
+        server = broken_probe  # numpy results on value 13
+        assert PROBE_BREAKS["numpy"] == 13  # the figures below are 13 doubled
         r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 13}]})
         assert r.status_code == 200, r.text
         out = r.json()["outputs"][0]
@@ -109,28 +105,22 @@ class TestUnencodable:
             ("int_key", "outputs[1].1: cannot be encoded as JSON: a key that is not a string"),
         ],
     )
-    def test_on_every_protocol(
-        self, start_server: StartServer, probe_bundle: BuiltBundle, kind: str, expected: str
-    ) -> None:
-        server = start_server(probe_bundle.path, env={"PROBE_BREAK": f"{kind}:13"})
-        r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 1}, {"value": 13}]})
+    def test_on_every_protocol(self, broken_probe: ServerProcess, kind: str, expected: str) -> None:
+        server, bad = broken_probe, PROBE_BREAKS[kind]
+        r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 1}, {"value": bad}]})
         assert expected in _model_error(r)
-        r = httpx.post(server.url + INFER, json=_infer_body([1, 13]))
+        r = httpx.post(server.url + INFER, json=_infer_body([1, bad]))
         assert expected in _model_error(r, oip=True)
         ok = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 2}]})
         assert ok.status_code == 200
         log = server.log()
         assert "Traceback" not in log and "unhandled error" not in log
 
-    def test_in_warn_mode_it_is_still_a_model_error(
-        self, start_server: StartServer, probe_bundle: BuiltBundle
-    ) -> None:
-        server = start_server(
-            probe_bundle.path, "--output-validation", "warn", env={"PROBE_BREAK": "big_int:13"}
-        )
-        r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 13}]})
+    def test_in_warn_mode_it_is_still_a_model_error(self, broken_probe_warn: ServerProcess) -> None:
+        server, bad = broken_probe_warn, PROBE_BREAKS["big_int"]
+        r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": bad}]})
         assert "an integer beyond 64 bits" in _model_error(r)
-        r = httpx.post(server.url + INFER, json=_infer_body([13]))
+        r = httpx.post(server.url + INFER, json=_infer_body([bad]))
         assert "an integer beyond 64 bits" in _model_error(r, oip=True)
         assert "Traceback" not in server.log()
 
@@ -146,10 +136,11 @@ class TestStrictTypes:
         ],
     )
     def test_a_value_of_the_wrong_json_type_is_a_model_error(
-        self, start_server: StartServer, probe_bundle: BuiltBundle, kind: str, expected: str
+        self, broken_probe: ServerProcess, kind: str, expected: str
     ) -> None:
-        server = start_server(probe_bundle.path, env={"PROBE_BREAK": f"{kind}:13"})
-        r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 13}]})
+        r = httpx.post(
+            broken_probe.url + "/invocations", json={"inputs": [{"value": PROBE_BREAKS[kind]}]}
+        )
         assert expected in _model_error(r)
 
 

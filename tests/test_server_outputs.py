@@ -9,11 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from conftest import ServerProcess
+from conftest import PROBE_BREAKS, ServerProcess
 
 from aiaas.bundle import BuiltBundle
 
 StartServer = Callable[..., ServerProcess]
+WRONG_KEY, NAN, SHORT = PROBE_BREAKS["wrong_key"], PROBE_BREAKS["nan"], PROBE_BREAKS["short"]
 
 
 def _model_error(r: httpx.Response) -> str:
@@ -22,6 +23,14 @@ def _model_error(r: httpx.Response) -> str:
     assert err["code"] == "model_error"
     message: str = err["message"]
     return message
+
+
+def _passes(server: ServerProcess) -> float:
+    """The forward passes the server has run so far."""
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith('aiaas_batch_size_count{model="probe"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 async def _post_together(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
@@ -33,12 +42,12 @@ class TestStrict:
     """The default: a result that breaks the output schema is a 500 for its caller only."""
 
     def test_wrong_key_is_a_model_error_naming_item_and_field(
-        self, start_server: StartServer, probe_bundle: BuiltBundle
+        self, broken_probe: ServerProcess
     ) -> None:
-        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "wrong_key:13"})
+        server = broken_probe
         r = httpx.post(
             server.url + "/invocations",
-            json={"inputs": [{"value": 1}, {"value": 13}]},
+            json={"inputs": [{"value": 1}, {"value": WRONG_KEY}]},
             headers={"x-request-id": "bad-key-1"},
         )
         message = _model_error(r)
@@ -49,25 +58,23 @@ class TestStrict:
         assert log.count("outputs[1].value: Field required (request_id=bad-key-1)") == 1
         assert "Traceback" not in log
 
-    def test_neighbours_in_the_batch_are_served(
-        self, start_server: StartServer, probe_bundle: BuiltBundle
-    ) -> None:
-        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "wrong_key:13"})
+    def test_neighbours_in_the_batch_are_served(self, broken_probe: ServerProcess) -> None:
+        server = broken_probe
         # the first request holds the inference thread, the other three share one batch
         bodies = [
-            {"inputs": [{"value": v, "sleep_ms": 300 if v == 0 else 0}]} for v in (0, 1, 13, 2)
+            {"inputs": [{"value": v, "sleep_ms": 300 if v == 0 else 0}]}
+            for v in (0, 1, WRONG_KEY, 2)
         ]
         responses = asyncio.run(_post_together(server.url + "/invocations", bodies))
         assert [r.status_code for r in responses] == [200, 200, 500, 200]
         assert "outputs[0].value" in _model_error(responses[2])
 
-    def test_nan_is_a_model_error(
-        self, start_server: StartServer, probe_bundle: BuiltBundle
-    ) -> None:
-        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "nan:13"})
-        r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 13}]})
+    def test_nan_is_a_model_error(self, broken_probe: ServerProcess) -> None:
+        server = broken_probe
+        r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": NAN}]})
         assert "outputs[0].value: not a finite number (nan)" in _model_error(r)
-        request = {"inputs": [{"name": "value", "shape": [2], "datatype": "FP32", "data": [1, 13]}]}
+        data = [1, NAN]
+        request = {"inputs": [{"name": "value", "shape": [2], "datatype": "FP32", "data": data}]}
         r = httpx.post(server.url + "/v2/models/probe/infer", json=request)
         assert r.status_code == 500 and "outputs[1].value: not a finite" in r.json()["error"]
 
@@ -103,35 +110,31 @@ class TestStrict:
 
 class TestCount:
     def test_wrong_count_fails_the_batch_once_without_retrying_items(
-        self, start_server: StartServer, probe_bundle: BuiltBundle
+        self, broken_probe: ServerProcess
     ) -> None:
-        server = start_server(probe_bundle.path, env={"PROBE_BREAK": "short:13"})
+        server = broken_probe
+        counted = "predict returned 2 results for 3 inputs"
+        earlier, passes = server.log().count(counted), _passes(server)
         r = httpx.post(
             server.url + "/invocations",
-            json={"inputs": [{"value": 1}, {"value": 13}, {"value": 2}]},
+            json={"inputs": [{"value": 1}, {"value": SHORT}, {"value": 2}]},
         )
-        assert "predict returned 2 results for 3 inputs" in _model_error(r)
+        assert counted in _model_error(r)
         log = server.log()
         # one line with the counts; before, each item was silently re-run alone
-        assert log.count("predict returned 2 results for 3 inputs") == 1
+        assert log.count(counted) == earlier + 1
         assert "model raised on an item" not in log and "Traceback" not in log
-        text = httpx.get(server.url + "/metrics").text
-        assert 'aiaas_batch_size_count{model="probe"} 1.0' in text  # one forward pass
+        assert _passes(server) == passes + 1  # one forward pass
         ok = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 2}]})
         assert ok.status_code == 200
 
 
 class TestWarn:
-    def test_bad_results_are_served_and_logged_once(
-        self, start_server: StartServer, probe_bundle: BuiltBundle
-    ) -> None:
-        server = start_server(
-            probe_bundle.path, "--output-validation", "warn", env={"PROBE_BREAK": "wrong_key:1"}
-        )  # loads although its example breaks the schema: warn
+    def test_bad_results_are_served_and_logged_once(self, broken_probe_warn: ServerProcess) -> None:
+        server = broken_probe_warn  # loaded although its example breaks the schema: warn
         for _ in range(3):
             r = httpx.post(server.url + "/invocations", json={"inputs": [{"value": 1}]})
             assert r.status_code == 200, r.text
             assert r.json()["outputs"][0]["valeu"] == 2.0
-        log = server.log()
-        assert log.count("breaks the output schema ProbeOut") == 1
-        assert "outputs[i].value: Field required" in log
+        log = server.log()  # once per (path, problem): its other break is on another path
+        assert log.count("logged once): outputs[i].value: Field required") == 1

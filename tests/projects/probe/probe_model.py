@@ -2,13 +2,18 @@
 
 Each output also reports the size of the batch it ran in, so tests can observe batching.
 ``PROBE_LOAD_DELAY_S`` in the environment delays ``load`` (to observe readiness).
-``PROBE_BREAK=<kind>:<value>`` makes ``predict`` misbehave on items whose value is
-``<value>``: ``wrong_key`` (that result says ``valeu`` instead of ``value``), ``nan`` (its
-value is NaN), ``short`` (the batch holding it gets one result fewer than its items),
-``numpy`` (a dict of numpy scalars, a numpy array ``embedding`` and a tuple ``pair``, all
-fitting the schema once encoded), ``big_int`` (``batch_size`` is 2**70, beyond 64 bits),
-``int_key`` (an extra key that is not a string), ``str_float`` (``value`` is the string
-``"0.5"``), ``bool_int`` (``batch_size`` is ``True``).
+``PROBE_BREAK=<kind>:<value>[,<kind>:<value>...]`` makes ``predict`` misbehave on items
+whose value is ``<value>`` (several kinds at once, each on its own value):
+
+- ``wrong_key``: that result says ``valeu`` instead of ``value``;
+- ``nan``: its value is NaN;
+- ``short``: the batch holding it gets one result fewer than its items;
+- ``numpy``: a dict of numpy scalars, a numpy array ``embedding`` and a tuple ``pair``, all
+  fitting the schema once encoded;
+- ``big_int``: ``batch_size`` is 2**70, beyond 64 bits;
+- ``int_key``: an extra key that is not a string;
+- ``str_float``: ``value`` is the string ``"0.5"``;
+- ``bool_int``: ``batch_size`` is ``True``.
 """
 
 from __future__ import annotations
@@ -64,11 +69,11 @@ class Probe(aiaas.Model[ProbeIn, ProbeOut]):
         results: list[Any] = [
             ProbeOut(value=v, batch_size=len(batch), salt=VERSION_SALT) for v in values.tolist()
         ]
-        kind, _, trigger = os.environ.get("PROBE_BREAK", "").partition(":")
-        hit = [i for i, item in enumerate(batch) if trigger and item.value == float(trigger)]
-        if hit and kind == "short":
+        breaks = _breaks()
+        hit = {i: breaks[item.value] for i, item in enumerate(batch) if item.value in breaks}
+        if "short" in hit.values():
             return results[:-1]
-        for i in hit:
+        for i, kind in hit.items():
             if kind == "wrong_key":
                 results[i] = {"valeu": results[i].value, "batch_size": len(batch), "salt": "x"}
             elif kind == "nan":
@@ -96,3 +101,13 @@ class Probe(aiaas.Model[ProbeIn, ProbeOut]):
                     result["batch_size"] = True
                 results[i] = result
         return results
+
+
+def _breaks() -> dict[float, str]:
+    """``PROBE_BREAK`` as {trigger value: kind}."""
+    breaks = {}
+    for entry in os.environ.get("PROBE_BREAK", "").split(","):
+        kind, _, trigger = entry.strip().partition(":")
+        if kind and trigger:
+            breaks[float(trigger)] = kind
+    return breaks
