@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 import pytest
-import tritonclient.http as triton
 from conftest import serve_asgi
-from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
-from tritonclient.utils import InferenceServerException
 
 from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
 from functions.app import FunctionApp
 from functions.auth import KeyChecker, create_key
+
+if TYPE_CHECKING:
+    from kserve import InferRequest
+
+# The peers' clients are imported by their tests only: importing kserve and tritonclient
+# costs about 0.9 s, which every collection (a `-k` run's too) would otherwise pay.
 
 API_KEY, RECORD = create_key()
 SURFACES = ["server", "function"]
@@ -72,6 +75,9 @@ def _expected(server_url: str) -> list[dict[str, Any]]:
 def test_tritonclient_with_its_defaults(
     iris: dict[str, tuple[str, dict[str, str]]], surface: str
 ) -> None:
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
     url, auth = iris[surface]
     expected = _expected(iris["server"][0])
     client = triton.InferenceServerClient(url.removeprefix("http://"))
@@ -140,6 +146,8 @@ def test_tritonclient_with_its_defaults(
 def test_kserve_rest_client_with_its_defaults(
     iris: dict[str, tuple[str, dict[str, str]]], surface: str
 ) -> None:
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
     url, headers = iris[surface]
     expected = _expected(iris["server"][0])
 
