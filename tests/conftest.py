@@ -123,22 +123,34 @@ PROJECTS = Path(__file__).resolve().parent / "projects"
 class ServerProcess:
     """``aiaas serve`` as a real subprocess on 127.0.0.1; its output goes to a log file."""
 
-    def __init__(self, bundle: Path, log_path: Path, args: list[str], env: dict[str, str]) -> None:
-        import subprocess
-        import sys
+    PORT_TRIES = 3
 
+    def __init__(self, bundle: Path, log_path: Path, args: list[str], env: dict[str, str]) -> None:
+        self.log_path = log_path
+        self._bundle, self._args, self._env = bundle, args, env
+        self._tries = 0
+        self._spawn()
+
+    def _spawn(self) -> None:
+        import subprocess
+
+        self._tries += 1
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        cmd = [sys.executable, "-m", "aiaas", "serve", str(bundle), "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), *args]
-        with log_path.open("wb") as log:
+        cmd = [sys.executable, "-m", "aiaas", "serve", str(self._bundle), "--host", "127.0.0.1"]
+        cmd += ["--port", str(self.port), *self._args]
+        with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
+                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self._env}
             )
 
+    def _lost_its_port(self) -> bool:
+        """The free port was taken by another process (a parallel test worker) before the
+        server bound it: ``free_port`` can only say what was free when it looked."""
+        return "[Errno 98]" in self.log() and self._tries < self.PORT_TRIES
+
     def wait_ready(self, timeout: float = 120.0) -> ServerProcess:
-        """Block until ``GET /ping`` answers 200."""
+        """Block until ``GET /ping`` answers 200 (on a new port if the first was taken)."""
         import time
 
         import httpx
@@ -146,6 +158,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if self._lost_its_port():
+                    self._spawn()
+                    continue
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
                 if httpx.get(self.url + "/ping", timeout=1.0).status_code == 200:
