@@ -40,6 +40,12 @@ os.environ[netguard.LOG_VARIABLE] = str(_NETGUARD_LOG)
 _netguard_seen = {"local": 0, "file": 0}  # what earlier tests were already charged with
 
 
+def guard_environment() -> dict[str, str]:
+    """What a test that builds a child's environment from nothing adds to it, so that the
+    network guard goes along."""
+    return {k: os.environ[k] for k in ("PYTHONPATH", netguard.LOG_VARIABLE)}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
