@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -150,6 +151,22 @@ class TestPortAndArgs:
         check_args(["serve"])
         with pytest.raises(ContainerError, match="unexpected arguments 'train'"):
             check_args(["train"])
+        # the local provider names the bundle folder after serve (ps shows which version runs)
+        assert check_args(["serve", "/srv/bundles/v1"]) == Path("/srv/bundles/v1")
+        for refused in (["serve", "a", "b"], ["serve", "--port"], ["train", "/x"]):
+            with pytest.raises(ContainerError, match="unexpected arguments"):
+                check_args(refused)
+
+    def test_a_bundle_named_after_serve_decides_over_every_variable(
+        self, probe_bundle: BuiltBundle, tmp_path: Path
+    ) -> None:
+        named = unpack(probe_bundle.path, tmp_path / "named")
+        env = {"AIAAS_MODEL_DIR": str(unpack(probe_bundle.path, tmp_path / "ours"))}
+        found = locate_bundle(env, named)
+        assert (found.bundle, found.source) == (named, "the command line")
+        missing = f"looked at the command line ({tmp_path / 'nowhere'} does not exist)"
+        with pytest.raises(ContainerError, match=re.escape(missing)):
+            locate_bundle(env, tmp_path / "nowhere")
 
 
 # -- the entrypoint as a real process, one cloud at a time -------------------------------------

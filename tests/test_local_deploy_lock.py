@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, build_probe_variant
 
+from adapters.base import DeploymentStatus, VersionState
 from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
 
@@ -146,6 +147,11 @@ def test_status_reports_strays_and_delete_stops_every_server(
     described = provider.describe("probe")
     assert described.status == "ready" and described.details["pid"] == first.details["pid"]
     assert described.details["strays"] == stray
+    # the live version takes all the traffic; the stray, still loading, none
+    assert described.versions == (
+        VersionState(probe_bundle.manifest.version, 100, DeploymentStatus.READY),
+        VersionState(v2.manifest.version, 0, DeploymentStatus.CREATING),
+    )
     assert [d.details.get("strays") for d in provider.list()] == [stray]
     # Deploy would stop the stray even for the live digest: plan says so (and is not unchanged).
     plan = provider.plan(probe_bundle.path)

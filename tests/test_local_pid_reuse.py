@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from adapters.local.provider import SERVER_RECORD, LocalProvider, _start_time
+from adapters.local.process import start_time as _start_time
+from adapters.local.provider import SERVER_RECORD, LocalProvider
+from adapters.local.state import ServerRecord
 from aiaas.bundle import BuiltBundle
 from aiaas.errors import NotFound
 
@@ -77,12 +79,12 @@ def test_a_pid_reused_during_the_drain_is_not_killed(
     """The stand-in ignores SIGTERM, like a server still draining; while it drains, its pid
     'is reused': its start time reads differently from then on. The final SIGKILL must spare it.
 
-    The reuse itself is simulated by patching ``_start_time`` after the first SIGTERM: a real
+    The reuse itself is simulated by patching ``start_time`` after the first SIGTERM: a real
     pid cannot be made to be reused on demand."""
     import os
     import signal
 
-    import adapters.local.provider as local
+    import adapters.local.process as local
 
     proc, port = other_server
     # The stand-in ignores SIGTERM from here on (sleep in a loop, handler set first).
@@ -97,21 +99,21 @@ def test_a_pid_reused_during_the_drain_is_not_killed(
     )  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        record = {"pid": proc.pid, "port": port, "pid_start": _start_time(proc.pid)}
-        real_start_time = local._start_time
+        record = ServerRecord(pid=proc.pid, port=port, pid_start=_start_time(proc.pid))
+        real_start_time = local.start_time
         real_kill = os.kill
         sent: list[int] = []
 
         def kill(pid: int, sig: int) -> None:
             sent.append(sig)
             if sig == signal.SIGTERM:  # from now on the pid belongs to "another" process
-                monkeypatch.setattr(local, "_start_time", lambda p: -1 if p == pid else
+                monkeypatch.setattr(local, "start_time", lambda p: -1 if p == pid else
                                     real_start_time(p))  # fmt: skip
             real_kill(pid, sig)
 
         monkeypatch.setattr(os, "kill", kill)  # the local provider calls os.kill
         monkeypatch.setattr(local, "STOP_TIMEOUT_S", 0.3)
-        local._stop_process(record)
+        local.stop([record])
         assert sent == [signal.SIGTERM]  # no SIGKILL for a process that is no longer ours
         assert proc.poll() is None
     finally:

@@ -23,6 +23,7 @@ from adapters.base import (
 )
 from adapters.local import LocalSection
 from adapters.local.state import (
+    ServerRecord,
     read_state,
     server_url,
     state_or_raise,
@@ -109,11 +110,11 @@ class LocalInvoker(Invoker):
     def _retry_state(
         self,
         name: str,
-        state: dict[str, Any],
+        state: ServerRecord,
         exc: httpx.TransportError,
         attempt: int,
         timeout: float,
-    ) -> dict[str, Any]:
+    ) -> ServerRecord:
         """The state to try again with, or the error to raise for ``exc``."""
         if isinstance(exc, httpx.TimeoutException):  # a TransportError too: matched first
             raise DeadlineExceeded(
@@ -129,7 +130,7 @@ class LocalInvoker(Invoker):
         # reading the request). Re-read the state and try the new version once.
         fresh = state_or_raise(self.root, name)
         if attempt == 1 or (
-            fresh["port"] == state["port"] and not isinstance(exc, httpx.RemoteProtocolError)
+            fresh.port == state.port and not isinstance(exc, httpx.RemoteProtocolError)
         ):
             raise unreachable(name, reason) from None
         return fresh

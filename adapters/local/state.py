@@ -1,14 +1,16 @@
 """What the local control plane writes and its invoke path reads: the state files of a
 deployment.
 
-State lives under ``<state_dir>/local/<name>/deployment.json`` (the live server's pid,
-port, version, log), replaced atomically, so a reader sees the old or the new server.
+State lives under ``<state_dir>/local/<name>/deployment.json`` (the live server's
+:class:`ServerRecord`), replaced atomically, so a reader sees the old or the new server.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,70 @@ STATE_FILE = "deployment.json"
 RETRY_AFTER_S = 1.0
 """What a caller is told to wait when the model server is unreachable (a restart or a
 version switch takes about that long)."""
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """One model server process the local provider started: what ``deployment.json`` (the
+    live one) and each ``server-<pid>.json`` (every one not stopped yet) hold.
+
+    The pid alone does not name a process once it has exited (pids are reused): ``pid_start``
+    (``/proc/<pid>/stat`` field 22) does, with it. Records written by older versions may lack
+    every field but ``pid`` and ``port`` (and ``pid_start``): those read as empty.
+    """
+
+    pid: int
+    port: int | None
+    pid_start: int | None = None
+    name: str = ""
+    version: str = ""
+    digest: str = ""
+    model: str = ""
+    bundle_dir: str = ""
+    log: str = ""
+    started_at: float = 0.0
+
+    def to_json(self) -> str:
+        """The file's text (the keys sorted, as every version wrote them)."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerRecord:
+        """The record in ``text``; ValueError when it is not one (no integer pid, a field of
+        the wrong type). Keys this version does not know are ignored."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("a server record is a JSON object")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: v for k, v in raw.items() if k in fields}
+        if not _is_int(values.get("pid")):
+            raise ValueError("a server record names its pid")
+        for key in ("port", "pid_start"):
+            if values.get(key) is not None and not _is_int(values[key]):
+                raise ValueError(f"{key} is not an integer")
+        values.setdefault("port", None)
+        for key in ("name", "version", "digest", "model", "bundle_dir", "log"):
+            if not isinstance(values.get(key, ""), str):
+                raise ValueError(f"{key} is not a string")
+        started = values.get("started_at", 0.0)
+        if not isinstance(started, (int, float)) or isinstance(started, bool):
+            raise ValueError("started_at is not a number")
+        values["started_at"] = float(started)
+        return cls(**values)
+
+    def details(self) -> dict[str, Any]:
+        """What :class:`~adapters.base.Deployment` ``details`` show of it."""
+        return {
+            "pid": self.pid,
+            "port": self.port,
+            "digest": self.digest,
+            "log": self.log,
+            "started_at": self.started_at,
+        }
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def checked_name(name: str) -> str:
@@ -38,16 +104,15 @@ def deployment_dir(root: Path, name: str) -> Path:
     return root / "local" / checked_name(name)
 
 
-def read_state(root: Path, name: str) -> dict[str, Any] | None:
+def read_state(root: Path, name: str) -> ServerRecord | None:
     """The live server's record, or None when there is none (or it is unreadable)."""
     try:
-        state: dict[str, Any] = json.loads((deployment_dir(root, name) / STATE_FILE).read_text())
+        return ServerRecord.from_json((deployment_dir(root, name) / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return state
 
 
-def state_or_raise(root: Path, name: str) -> dict[str, Any]:
+def state_or_raise(root: Path, name: str) -> ServerRecord:
     """:func:`read_state`, or :class:`NotFound` naming the deployment."""
     state = read_state(root, name)
     if state is None:
@@ -55,9 +120,9 @@ def state_or_raise(root: Path, name: str) -> dict[str, Any]:
     return state
 
 
-def server_url(host: str, state: dict[str, Any]) -> str:
+def server_url(host: str, state: ServerRecord) -> str:
     """The base URL of the server a state record names."""
-    return f"http://{host}:{state['port']}"
+    return f"http://{host}:{state.port}"
 
 
 def unreachable(name: str, reason: str) -> NotReady:

@@ -1,13 +1,16 @@
-"""The container image's entrypoint: ``python -m aiaas.runtime.container [serve]``.
+"""The container image's entrypoint: ``python -m aiaas.runtime.container [serve [BUNDLE]]``.
 
 One image serves on AWS SageMaker, Azure ML and Alibaba PAI-EAS. This module finds the
 bundle where the cloud put it, picks the port the cloud gives, and runs the model server
 (:func:`aiaas.runtime.serve.serve`: every cloud's routes at once; SIGTERM drains, then exits).
 
-Where the bundle is looked for (the first variable that is set decides; nothing falls
-through to another cloud's place):
+Where the bundle is looked for (the first that is given decides; nothing falls through to
+another cloud's place):
 
 ======================  ==============================================================
+``serve BUNDLE``        a folder or archive named after ``serve``: the local provider
+                        names it there, so ``ps`` and ``/proc`` show which version each
+                        server process runs (it is looked at as ``AIAAS_MODEL_DIR`` is)
 ``AIAAS_MODEL_DIR``     ours: PAI-EAS mounts the OSS path at the service's ``mount_path``
                         and the service config sets this to it (any cloud may set it)
 ``AZUREML_MODEL_DIR``   Azure ML: the registered model (a file or a folder, possibly one
@@ -44,7 +47,8 @@ DEFAULT_HOST = "0.0.0.0"  # a container listens on every interface
 DEFAULT_PORT = 8080
 SAGEMAKER_BASE_DIR = "/opt/ml"
 ARCHIVE_NAME = "model.tar.gz"
-USAGE = "usage: python -m aiaas.runtime.container [serve]"
+USAGE = "usage: python -m aiaas.runtime.container [serve [BUNDLE]]"
+COMMAND_LINE = "the command line"
 
 
 class ContainerError(Exception):
@@ -59,8 +63,11 @@ class Located:
     source: str
 
 
-def bundle_places(env: Mapping[str, str]) -> tuple[str, Path]:
-    """The variable that decides where to look, and the path it names."""
+def bundle_places(env: Mapping[str, str], named: Path | None = None) -> tuple[str, Path]:
+    """The variable (or the command line, when ``named``) that decides where to look, and
+    the path it names."""
+    if named is not None:
+        return COMMAND_LINE, named
     for name in ("AIAAS_MODEL_DIR", "AZUREML_MODEL_DIR"):
         if env.get(name):
             return name, Path(env[name])
@@ -81,9 +88,10 @@ def _bundle_in(folder: Path) -> Path | None:
     return archives[0] if archives else None
 
 
-def locate_bundle(env: Mapping[str, str]) -> Located:
-    """Find the bundle where the cloud put it; :class:`ContainerError` names the places."""
-    source, path = bundle_places(env)
+def locate_bundle(env: Mapping[str, str], named: Path | None = None) -> Located:
+    """Find the bundle where the cloud put it (or at ``named``, given after ``serve``);
+    :class:`ContainerError` names the places."""
+    source, path = bundle_places(env, named)
     if path.is_file():
         return Located(path, source)
     if path.is_dir():
@@ -96,13 +104,17 @@ def locate_bundle(env: Mapping[str, str]) -> Located:
             return Located(matches[0], source)
         if len(matches) > 1:
             names = ", ".join(str(m) for m in matches)
-            raise ContainerError(f"{source}={path} holds more than one bundle: {names}")
+            raise ContainerError(f"{_shown(source, path)} holds more than one bundle: {names}")
         what = f"no {MANIFEST_FILE} and no *.tar.gz in {path} or its sub-folders"
     else:
         what = f"{path} does not exist"
     hint = "set AIAAS_MODEL_DIR (PAI-EAS mount path), AZUREML_MODEL_DIR (Azure ML)"
     hint += f" or SAGEMAKER_BASE_DIR (SageMaker, {SAGEMAKER_BASE_DIR}/model)"
     raise ContainerError(f"no model bundle found: looked at {source} ({what}); {hint}")
+
+
+def _shown(source: str, path: Path) -> str:
+    return str(path) if source == COMMAND_LINE else f"{source}={path}"
 
 
 def _port_from(env: Mapping[str, str], name: str) -> int | None:
@@ -152,10 +164,15 @@ def server_settings(env: Mapping[str, str]) -> ServerSection:
         raise ContainerError("; ".join(problems)) from None
 
 
-def check_args(args: Sequence[str]) -> None:
-    """SageMaker runs the image with ``serve``; the other clouds with no argument."""
-    if list(args) not in ([], ["serve"]):
-        raise ContainerError(f"unexpected arguments {' '.join(args)!r}; {USAGE}")
+def check_args(args: Sequence[str]) -> Path | None:
+    """SageMaker runs the image with ``serve``; the other clouds with no argument; the local
+    provider with ``serve BUNDLE``. The bundle named, if any."""
+    args = list(args)
+    if args in ([], ["serve"]):
+        return None
+    if len(args) == 2 and args[0] == "serve" and args[1] and not args[1].startswith("-"):
+        return Path(args[1])
+    raise ContainerError(f"unexpected arguments {' '.join(args)!r}; {USAGE}")
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
@@ -170,10 +187,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(__doc__)
         return 0
     try:
-        check_args(args)
+        named = check_args(args)
         port = choose_port(env)
         settings = server_settings(env)
-        located = locate_bundle(env)
+        located = locate_bundle(env, named)
     except (ContainerError, OSError) as exc:  # OSError: a place it may not read
         print(f"aiaas container: {exc}", file=sys.stderr)
         return 2
