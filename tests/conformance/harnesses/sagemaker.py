@@ -2,7 +2,7 @@
 
 moto's server stands in for S3, the SageMaker control plane, Application Auto Scaling and
 CloudWatch Logs; the SageMaker runtime emulator checks every InvokeEndpoint's SigV4 signature
-and runs each endpoint's bundle the way the container would (see tests/emulators/aws.py for
+and runs each endpoint's bundle the way the container would (see emulators/aws.py for
 what they do and where they differ from AWS). What the provider wrote is counted at the
 emulator (every write call it received), and which versions still run is read from the
 emulated control plane's models and endpoint configs and from the running containers, not

@@ -19,24 +19,24 @@ Gaps from the real service, named where they matter below:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import http.client
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from emulators.faults import CallLog, Faults
+from emulators.httpserver import HttpServer, KeepAliveHandler
 
 MAX_PAYLOAD_BYTES = 6_291_456  # InvokeEndpoint's request (and response) limit, 6 MB
 MAX_CLOCK_SKEW_S = 300.0  # SigV4: a request signed more than 5 minutes off is refused
@@ -92,16 +92,6 @@ class Target:
     log_stream_arn: str | None = None
 
 
-@dataclass
-class Fault:
-    """A scripted answer for an endpoint's next invocations (see :meth:`fault`)."""
-
-    status: int
-    times: int | None  # None: until cleared
-    code: str | None
-    delay_s: float
-
-
 Resolver = Callable[[str], Target | None]
 
 
@@ -116,7 +106,10 @@ class _ErrorAnswer(Exception):
 
 
 class SageMakerRuntimeEmulator:
-    """A threaded HTTP/1.1 server (keep-alive) speaking InvokeEndpoint on 127.0.0.1:<free>."""
+    """A threaded HTTP/1.1 server (keep-alive) speaking InvokeEndpoint on 127.0.0.1:<free>.
+
+    ``idle_timeout_s``: an idle keep-alive connection is closed after this (AWS's front end
+    closes idle connections too; its timeout is not documented)."""
 
     def __init__(
         self,
@@ -127,46 +120,38 @@ class SageMakerRuntimeEmulator:
         access_key: str,
         secret_key: str,
         session_token: str | None = None,
+        idle_timeout_s: float = 30.0,
     ) -> None:
         self.resolve = resolve
         self.account, self.region = account, region
         self.access_key, self.secret_key, self.session_token = access_key, secret_key, session_token
-        self.runtime_calls: list[RuntimeCall] = []
-        self._faults: dict[str, Fault] = {}
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Bind 127.0.0.1 on a free port and serve on a background thread."""
+        self._calls: CallLog[RuntimeCall] = CallLog()
+        self._faults = Faults()
         emulator = self
 
         class Handler(_Handler):
             owner = emulator
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sagemaker-runtime", daemon=True
-        )
-        self._thread.start()
+        self._http = HttpServer(Handler, name="sagemaker-runtime", idle_timeout_s=idle_timeout_s)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bind 127.0.0.1 on a free port and serve on a background thread."""
+        self._http.start()
 
     def stop(self) -> None:
         """Stop serving and close the socket (idle keep-alive connections time out)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server, self._thread = None, None
+        self._http.stop()
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:<port>``."""
-        assert self._server is not None, "start() first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.url
+
+    @property
+    def runtime_calls(self) -> list[RuntimeCall]:
+        """Every InvokeEndpoint request, in order of arrival."""
+        return self._calls.all()
 
     # -- faults and records ----------------------------------------------------------------
     def fault(
@@ -184,34 +169,19 @@ class SageMakerRuntimeEmulator:
         """
         if status != 200 and code is None and status not in FAULT_ERRORS:
             raise ValueError(f"no AWS error known for status {status}: pass code=")
-        with self._lock:
-            self._faults[endpoint] = Fault(status, times, code, delay_s)
+        self._faults.set(endpoint, status, times=times, code=code, delay_s=delay_s)
 
     def clear_faults(self) -> None:
         """Forget every scripted fault."""
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
     def clear(self) -> None:
         """Forget faults and recorded calls."""
-        with self._lock:
-            self._faults.clear()
-            self.runtime_calls.clear()
-
-    def _take_fault(self, endpoint: str) -> Fault | None:
-        with self._lock:
-            fault = self._faults.get(endpoint)
-            if fault is None:
-                return None
-            if fault.times is not None:
-                fault.times -= 1
-                if fault.times <= 0:
-                    del self._faults[endpoint]
-            return fault
+        self._faults.clear()
+        self._calls.clear()
 
     def _record(self, call: RuntimeCall) -> None:
-        with self._lock:
-            self.runtime_calls.append(call)
+        self._calls.add(call)
 
     # -- SigV4 -----------------------------------------------------------------------------
     def verify_sigv4(
@@ -295,7 +265,7 @@ class SageMakerRuntimeEmulator:
         self, endpoint: str, headers: Message[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         """Answer an authenticated InvokeEndpoint: (status, headers, body) or _ErrorAnswer."""
-        fault = self._take_fault(endpoint)
+        fault = self._faults.take(endpoint)
         if fault is not None:
             if fault.delay_s > 0:
                 time.sleep(fault.delay_s)
@@ -373,26 +343,14 @@ class SageMakerRuntimeEmulator:
         return _ErrorAnswer(424, "ModelError", message, fields)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(KeepAliveHandler):
     """The HTTP side: parse, verify, answer; every InvokeEndpoint is recorded."""
 
     owner: SageMakerRuntimeEmulator
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
-    timeout = 30  # an idle keep-alive connection is closed after this
-    # Headers and body go out in two writes: with Nagle on, the body waits for the client's
-    # delayed ACK of the headers (40 ms on Linux). AWS's front end answers in one go.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read ``runtime_calls`` instead of an access log."""
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
 
     def do_POST(self) -> None:
         received = time.monotonic()
-        body = self._body()
+        body = self.body()
         parts = self.path.split("?", 1)[0].split("/")
         if len(parts) != 4 or parts[1] != "endpoints" or parts[3] != "invocations":
             self._send_error(_ErrorAnswer(404, "UnknownOperationException", "Unknown operation."))
@@ -424,11 +382,4 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(err.status, headers, json.dumps(payload).encode())
 
     def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
-        with contextlib.suppress(OSError):  # the client may have gone (timeouts in tests)
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+        self.send(status, {**headers, "x-amzn-RequestId": str(uuid.uuid4())}, data)

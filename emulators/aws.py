@@ -28,12 +28,7 @@ import datetime as dt
 import http.client
 import io
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -59,6 +54,8 @@ from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from emulators.faults import CallLog, Refusals
+from emulators.fleet import STOP_GRACE_S, ContainerProcess, free_port, stop_all
 from emulators.sagemaker_runtime import RuntimeCall, SageMakerRuntimeEmulator, Target
 
 __all__ = ["ApiCall", "AwsEmulator", "Container", "RuntimeCall"]
@@ -71,8 +68,6 @@ TARGET_SERVICES = {
 }
 # An action is a read when its name starts with one of these (S3: GET and HEAD are reads).
 READ_PREFIXES = ("Describe", "List", "Get", "Head", "Search", "Filter", "BatchGet", "BatchDescribe")
-STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this (SageMaker waits 30 s)
-PING_TIMEOUT_S = 2.0  # SageMaker's ping request timeout
 PING_FAILED = (
     "The primary container for production variant {variant} did not pass the ping health "
     "check. Please check CloudWatch logs for this endpoint."
@@ -383,14 +378,12 @@ def _install_patches() -> None:
 # -- containers ---------------------------------------------------------------------------------
 @dataclass
 class _Proc:
-    """One container process and what it runs."""
+    """One container and what it runs."""
 
     info: Container
-    popen: subprocess.Popen[bytes]
+    container: ContainerProcess
     base_dir: Path
     log_stream: str
-    reader: threading.Thread | None = None
-    output: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -412,23 +405,6 @@ class _Live:
 
     serving: list[_Proc] = field(default_factory=list)
     op: _Op | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ping(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PING_TIMEOUT_S)
-    try:
-        conn.request("GET", "/ping")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
 
 
 class AwsEmulator:
@@ -454,11 +430,11 @@ class AwsEmulator:
         self.session_token = session_token  # when set, InvokeEndpoint must carry it
         self.min_transition_s = min_transition_s
         self.container_start_timeout_s = container_start_timeout_s
-        self.calls: list[ApiCall] = []
+        self._calls: CallLog[ApiCall] = CallLog()
         self._lock = threading.RLock()
         self._live: dict[str, _Live] = {}
         self._scripted: dict[str, str] = {}
-        self._refusals: list[tuple[str, str, dict[str, Any], Refusal]] = []
+        self._refusals: Refusals[Refusal] = Refusals()
         self._moto: _RecordingMotoServer | None = None
         self._runtime = SageMakerRuntimeEmulator(
             self._resolve,
@@ -552,25 +528,23 @@ class AwsEmulator:
         finally:
             conn.close()
         with self._lock:
-            self.calls.clear()
+            self._calls.clear()
             self._scripted.clear()
             self._refusals.clear()
         self._runtime.clear()
 
     # -- records and faults -----------------------------------------------------------------
+    @property
+    def calls(self) -> list[ApiCall]:
+        """Every control-plane request moto received, in order."""
+        return self._calls.all()
+
     def _record(self, call: ApiCall) -> None:
-        with self._lock:
-            self.calls.append(call)
+        self._calls.add(call)
 
     def _refusal(self, call: ApiCall) -> Refusal | None:
-        with self._lock:
-            for i, (service, action, matching, refusal) in enumerate(self._refusals):
-                if (service, action) == (call.service, call.action) and all(
-                    call.params.get(k) == v for k, v in matching.items()
-                ):
-                    del self._refusals[i]
-                    return refusal
-        return None
+        scripted = self._refusals.take(call.service, call.action, call.params)
+        return None if scripted is None else scripted.answer
 
     def refuse_next(
         self,
@@ -588,15 +562,12 @@ class AwsEmulator:
         error code and message (it is still recorded in :attr:`calls`). It reaches moto not
         at all, or, ``taken``, it is carried out and only its answer is the error (AWS took
         the call; the caller cannot know). For the JSON protocols only (not S3)."""
-        with self._lock:
-            self._refusals.append(
-                (service, action, dict(matching or {}), Refusal(status, code, message, taken))
-            )
+        refusal = Refusal(status, code, message, taken)
+        self._refusals.add(service, action, refusal, matching=matching, taken=taken)
 
     def writes(self) -> list[str]:
         """``"service:Action"`` of every write call so far, in order."""
-        with self._lock:
-            return [f"{c.service}:{c.action}" for c in self.calls if c.write]
+        return [f"{c.service}:{c.action}" for c in self._calls.matching(lambda c: c.write)]
 
     @property
     def runtime_calls(self) -> list[RuntimeCall]:
@@ -633,14 +604,14 @@ class AwsEmulator:
         """The running model containers (serving or starting)."""
         with self._lock:
             procs = [p for live in self._live.values() for p in self._procs_of(live)]
-        return [p.info for p in procs if p.popen.poll() is None]
+        return [p.info for p in procs if p.container.running()]
 
     def container_output(self, endpoint: str) -> str:
         """Everything the endpoint's containers printed so far (for test diagnostics)."""
         with self._lock:
             live = self._live.get(endpoint)
             procs = self._procs_of(live) if live else []
-        return "\n".join(line for p in procs for line in p.output)
+        return "\n".join(p.container.text() for p in procs)
 
     @staticmethod
     def _procs_of(live: _Live) -> list[_Proc]:
@@ -766,9 +737,9 @@ class AwsEmulator:
         deadline = op.started + self.container_start_timeout_s
         while not op.cancel.is_set():
             for proc in op.procs:
-                if proc.popen.poll() is not None:  # exited: it never passes the ping
+                if not proc.container.running():  # exited: it never passes the ping
                     return PING_FAILED.format(variant=proc.info.variant)
-            if all(_ping(proc.info.port) for proc in op.procs):
+            if all(proc.container.ping() for proc in op.procs):
                 return None
             if time.monotonic() > deadline:
                 return PING_FAILED.format(variant=op.procs[0].info.variant)
@@ -799,56 +770,26 @@ class AwsEmulator:
         (base / "model").mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
             archive.extractall(base / "model", filter="data")  # stands in for /opt/ml/model
-        port = _free_port()
+        port = free_port()
         environment = {str(k): str(v) for k, v in (spec.get("Environment") or {}).items()}
-        env = {
-            k: os.environ[k]
-            # PYTHONPATH and AIAAS_NETGUARD_LOG: the test run's network guard goes along.
-            for k in (
-                "PATH",
-                "HOME",
-                "VIRTUAL_ENV",
-                "PYTHONPATH",
-                "TMPDIR",
-                "LANG",
-                "AIAAS_NETGUARD_LOG",
-                "OMP_NUM_THREADS",
-            )
-            if k in os.environ
-        }
-        env.update(environment)
-        env.update(
-            SAGEMAKER_BIND_TO_PORT=str(port),
-            SAGEMAKER_BASE_DIR=str(base),
-            AIAAS_HOST="127.0.0.1",
-            HF_HUB_OFFLINE="1",
-            PYTHONUNBUFFERED="1",
-        )
-        # The model's Image is not run (no Docker): aiaas's container entrypoint runs in this
-        # interpreter instead, as a local process with the model's Environment.
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "aiaas.runtime.container", "serve"],
-            cwd=base,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
         stream = f"{variant}/i-{uuid.uuid4().hex[:17]}"
-        proc = _Proc(
-            Container(endpoint, variant, model_name, url, environment, popen.pid, port),
-            popen,
-            base,
-            stream,
-        )
         self._open_log_stream(endpoint, stream)
-        proc.reader = threading.Thread(
-            target=self._pump_logs, args=(proc,), name=f"logs-{popen.pid}", daemon=True
+        # The model's Image is not run (no Docker): aiaas's container entrypoint runs in this
+        # interpreter instead, as a local process with the model's Environment and where
+        # SageMaker puts the model and the port.
+        container = ContainerProcess.start(
+            workdir=base,
+            port=port,
+            environment={
+                **environment,
+                "SAGEMAKER_BIND_TO_PORT": str(port),
+                "SAGEMAKER_BASE_DIR": str(base),
+            },
+            on_line=lambda line: self._log_event(endpoint, stream, line),
         )
-        proc.reader.start()
+        info = Container(endpoint, variant, model_name, url, environment, container.pid, port)
         with self._lock:
-            op.procs.append(proc)
+            op.procs.append(_Proc(info, container, base, stream))
         return None
 
     # -- CloudWatch Logs (moto's backend, in-process) ----------------------------------------
@@ -858,17 +799,13 @@ class AwsEmulator:
             logs.ensure_log_group(self._log_group(endpoint))
             logs.create_log_stream(self._log_group(endpoint), stream)
 
-    def _pump_logs(self, proc: _Proc) -> None:
-        """Each line the container prints becomes a log event, as SageMaker's agent does."""
-        assert proc.popen.stdout is not None
-        for raw in proc.popen.stdout:
-            line = raw.decode("utf-8", errors="replace").rstrip("\n")
-            proc.output.append(line)
-            event = {"timestamp": int(time.time() * 1000), "message": line}
-            with self._lock, contextlib.suppress(Exception):  # gone after a reset: dropped
-                logs_backends[self.ACCOUNT][self.region].put_log_events(
-                    self._log_group(proc.info.endpoint), proc.log_stream, [event]
-                )
+    def _log_event(self, endpoint: str, stream: str, line: str) -> None:
+        """Each line a container prints becomes a log event, as SageMaker's agent does."""
+        event = {"timestamp": int(time.time() * 1000), "message": line}
+        with self._lock, contextlib.suppress(Exception):  # gone after a reset: dropped
+            logs_backends[self.ACCOUNT][self.region].put_log_events(
+                self._log_group(endpoint), stream, [event]
+            )
 
     # -- stopping -----------------------------------------------------------------------------
     def _retire(self, endpoint: str) -> None:
@@ -894,21 +831,7 @@ class AwsEmulator:
     @staticmethod
     def _stop_procs(procs: Iterable[_Proc]) -> None:
         """SIGTERM each container, SIGKILL after STOP_GRACE_S, and reap it."""
-        procs = list(procs)
-        for proc in procs:
-            if proc.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.popen.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.popen.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
-            if proc.reader is not None:
-                proc.reader.join(timeout=5)
-            if proc.popen.stdout is not None:
-                proc.popen.stdout.close()
+        stop_all(proc.container for proc in procs)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,7 @@
+"""``python -m emulators aws``: see :mod:`emulators.cli`."""
+
+import sys
+
+from emulators.cli import main
+
+sys.exit(main())
