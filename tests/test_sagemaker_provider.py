@@ -6,9 +6,11 @@ emulator (tests/emulators/aws.py); the conformance suite covers the contract its
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -727,3 +729,49 @@ def test_a_deployment_whose_name_extends_another_keeps_its_resources(
         assert isinstance(sm, SageMakerProvider)
         answer = sm.invoker.invoke_sync("probe-b", b'{"inputs": [{"value": 1}]}')
         assert answer.version == bundles[0].manifest.version
+
+
+class _AnswersBody(http.server.BaseHTTPRequestHandler):
+    """A stand-in runtime that answers any request with 200 and the text ``body`` (as a
+    stock moto_server's runtime does)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"body")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_smoke_answer_that_is_only_a_200_fails_the_deploy_and_rolls_back(
+    fresh: AwsEmulator,
+    bundles: list[BuiltBundle],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tried against a runtime that answers ``200 body``, deploy reported success (and
+    ``aiaas invoke`` printed ``body``): the smoke test now checks what it got."""
+    with provider(tmp_path) as sm:
+        live = sm.deploy(bundles[0].path)
+    stand_in = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AnswersBody)
+    thread = threading.Thread(target=stand_in.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = stand_in.server_address[1]
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{port}")
+        with provider(tmp_path) as sm:
+            with pytest.raises(DeployFailed) as failed:
+                sm.deploy(bundles[1].path)
+            assert sm.describe("probe").details == live.details
+    finally:
+        stand_in.shutdown()
+        stand_in.server_close()
+        thread.join()
+    message = failed.value.message
+    assert "smoke test failed: the answer is not JSON: 'body'" in message
+    assert message.endswith(f"; rolled back: {live.version} serves")
+    assert models_and_configs() == ({live.details["model"]}, {live.details["endpoint_config"]})

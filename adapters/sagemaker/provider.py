@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -31,12 +31,22 @@ from adapters.base import (
     Plan,
     ProgressFn,
     Provider,
+    VersionState,
     no_progress,
+)
+from adapters.rollout import (
+    Capabilities,
+    Diff,
+    Settle,
+    Terms,
+    Timing,
+    TrafficStep,
+    run_rollout,
 )
 from adapters.sagemaker import SageMakerSection, aws, names
 from adapters.sagemaker.rollout import deployment_config, scaling_policy, scaling_target
 from aiaas.bundle import inspect_archive, verify_archive
-from aiaas.config import ProjectConfig
+from aiaas.config import ProjectConfig, ScalingSection
 from aiaas.errors import (
     AiaasError,
     BadRequest,
@@ -59,6 +69,13 @@ MAX_LOG_EVENTS = 10_000  # GetLogEvents' limit (EventsLimit 1-10000)
 MANIFEST_KEY = "aiaas-manifest.json"  # stored next to the archive: live_manifest reads it
 
 _SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
+_FAILED = frozenset({"Failed", "UpdateRollbackFailed"})  # only DeleteEndpoint works on these
+
+# The kinds of the changes a SageMaker plan lists (and the Steps' remove is given)
+S3_OBJECT, MODEL, ENDPOINT_CONFIG, ENDPOINT = "s3 object", "model", "endpoint config", "endpoint"
+
+_Scaling = tuple[dict[str, Any] | None, dict[str, Any] | None]
+"""The endpoint's scalable target and target-tracking policy (None where not registered)."""
 
 
 def aws_error(exc: Exception, doing: str) -> AiaasError:
@@ -97,11 +114,6 @@ def _missing(exc: ClientError) -> bool:
         words in lowered
         for words in ("could not find", "does not exist", "not found", "no scalable target")
     )
-
-
-class _StillSettling(DeployFailed):
-    """The endpoint did not settle within ``deploy_timeout_s``: the change goes on in AWS, so
-    nothing it may still be moving to is removed (the next deploy removes what is unused)."""
 
 
 @dataclass(frozen=True)
@@ -365,7 +377,7 @@ class SageMakerProvider(Provider):
         ]
         return sorted(configs), sorted(models)
 
-    def _scaling_now(self, name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def _scaling_now(self, name: str) -> _Scaling:
         """The endpoint's scalable target and target-tracking policy, where registered."""
         client = self._client("application-autoscaling")
         resource = names.scaling_resource_id(name)
@@ -383,7 +395,7 @@ class SageMakerProvider(Provider):
         )
         return (targets[0] if targets else None), (policies[0] if policies else None)
 
-    # -- plan ----------------------------------------------------------------------------
+    # -- upload and plan -----------------------------------------------------------------
 
     def upload(self, bundle: Path) -> str:
         desired = self._desired(bundle, None)
@@ -423,10 +435,10 @@ class SageMakerProvider(Provider):
 
     def plan(self, bundle: Path, *, name: str | None = None) -> Plan:
         desired = self._desired(bundle, name)
-        live = self._live(desired.name)
-        return Plan(desired.name, desired.manifest.version, tuple(self._changes(desired, live)))
+        return self._diff(desired, self._live(desired.name)).plan()
 
-    def _changes(self, desired: Desired, live: Live) -> Iterator[Change]:
+    def _diff(self, desired: Desired, live: Live) -> Diff:
+        """What deploying ``desired`` over ``live`` changes (reads only)."""
         name, sm = desired.name, self._sm
         if live.arn is not None and not self._owned_by_us(live.arn):
             raise DeployFailed(
@@ -436,36 +448,53 @@ class SageMakerProvider(Provider):
         if live.status in _SETTLING:
             raise DeployFailed(f"endpoint {name!r} is {live.status}: wait for it to settle")
         has_object = self._object_exists(desired.uri)
-        upload = "already uploaded" if has_object else "upload (server-side encrypted)"
-        yield Change("keep" if has_object else "create", "s3 object", desired.uri, upload)
+        upload = Change(
+            "keep" if has_object else "create",
+            S3_OBJECT,
+            desired.uri,
+            "already uploaded" if has_object else "upload (server-side encrypted)",
+        )
+        new_version = []
         for kind, resource, describe in (
-            ("model", desired.model, lambda: sm.describe_model(ModelName=desired.model)),
+            (MODEL, desired.model, lambda: sm.describe_model(ModelName=desired.model)),
             (
-                "endpoint config",
+                ENDPOINT_CONFIG,
                 desired.config,
                 lambda: sm.describe_endpoint_config(EndpointConfigName=desired.config),
             ),
         ):
             there = self._exists(f"describe {kind} {resource}", describe)
-            yield Change("keep" if there else "create", kind, resource)
+            new_version.append(Change("keep" if there else "create", kind, resource))
+        replace_failed = None
         if live.status is None:
-            yield Change("create", "endpoint", name, f"on {desired.config}")
-        elif live.status in {"Failed", "UpdateRollbackFailed"}:
-            yield Change("delete", "endpoint", name, f"{live.status}: {live.failure or ''}")
-            yield Change("create", "endpoint", name, f"on {desired.config}")
+            entry = Change("create", ENDPOINT, name, f"on {desired.config}")
+        elif live.status in _FAILED:
+            replace_failed = Change(
+                "delete", ENDPOINT, name, f"{live.status}: {live.failure or ''}"
+            )
+            entry = Change("create", ENDPOINT, name, f"on {desired.config}")
         elif live.config != desired.config:
             rollout = self.config.deploy.rollout
-            yield Change("update", "endpoint", name,
-                         f"{live.config} -> {desired.config} ({rollout.strategy})")  # fmt: skip
+            entry = Change("update", ENDPOINT, name,
+                           f"{live.config} -> {desired.config} ({rollout.strategy})")  # fmt: skip
         else:
-            yield Change("keep", "endpoint", name, f"{desired.manifest.version} is live")
-        yield from self._scaling_changes(name, live)
-        keep = {desired.config, desired.model}
-        configs, models = self._ours_left(name, keep)
-        for config in configs:
-            yield Change("delete", "endpoint config", config, "replaced")
-        for model in models:
-            yield Change("delete", "model", model, "replaced")
+            entry = Change("keep", ENDPOINT, name, f"{desired.manifest.version} is live")
+        configs, models = self._ours_left(name, {desired.config, desired.model})
+        leftovers = [Change("delete", ENDPOINT_CONFIG, c, "replaced") for c in configs]
+        leftovers += [Change("delete", MODEL, m, "replaced") for m in models]
+        serving = live.status not in {None, *_FAILED}
+        return Diff(
+            name=name,
+            manifest=desired.manifest,
+            upload=upload,
+            new_version=tuple(new_version),
+            entry=entry,
+            live_resources=frozenset(r for r in (live.config, live.model) if r and serving),
+            replace_failed=replace_failed,
+            scaling=tuple(self._scaling_changes(name, live)),
+            leftovers=tuple(leftovers),
+            live_version=(names.version_of(live.config) or live.config) if live.config else None,
+        )
 
     def _scaling_changes(self, name: str, live: Live) -> Iterator[Change]:
         scaling = self.config.deploy.scaling
@@ -475,246 +504,38 @@ class SageMakerProvider(Provider):
             if target is not None:
                 yield Change("delete", "scalable target", resource, "deploy.scaling removed")
             return
-        wanted_target = scaling_target(name, scaling)
         wanted_policy = scaling_policy(name, scaling)
-        same_target = target is not None and all(
-            target.get(k) == wanted_target[k] for k in ("MinCapacity", "MaxCapacity")
-        )
-        same_policy = (
-            policy is not None
-            and policy.get("TargetTrackingScalingPolicyConfiguration", {}).get("TargetValue")
-            == wanted_policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
-        )
         detail = f"{scaling.min_instances}-{scaling.max_instances} instances"
         yield Change(
-            "keep" if same_target else ("update" if target else "create"),
+            "keep" if _same_target(target, name, scaling) else ("update" if target else "create"),
             "scalable target",
             resource,
             detail,
         )
         yield Change(
-            "keep" if same_policy else ("update" if policy else "create"),
+            "keep" if _same_policy(policy, name, scaling) else ("update" if policy else "create"),
             "scaling policy",
             wanted_policy["PolicyName"],
             "target tracking on SageMakerVariantInvocationsPerInstance",
         )
 
-    # -- deploy --------------------------------------------------------------------------
+    # -- deploy: the shared transaction (adapters/rollout.py) over SageMaker's steps ------
 
     def deploy(
         self, bundle: Path, *, name: str | None = None, progress: ProgressFn = no_progress
     ) -> Deployment:
-        desired = self._desired(bundle, name)
-        name = desired.name
-        live = self._live(name)
-        changes = list(self._changes(desired, live))
-        if all(c.action == "keep" for c in changes):
-            progress("already live: nothing to do", 1.0)
-            return self.describe(name)
-        actions = {(c.kind, c.action) for c in changes}
-        sm = self._sm
-        if ("s3 object", "create") in actions:
-            progress(f"uploading {desired.uri}", 0.02)
-            self._put_bundle(bundle, desired)
-        version = desired.manifest.version
-        if ("model", "create") in actions:
-            spec = desired.model_spec
-            self._call(
-                f"create model {desired.model}",
-                lambda: sm.create_model(
-                    ModelName=desired.model,
-                    PrimaryContainer={
-                        "Image": spec["Image"],
-                        "ModelDataUrl": spec["ModelDataUrl"],
-                        "Environment": spec["Environment"],
-                    },
-                    ExecutionRoleArn=spec["Role"],
-                    Tags=self._tags(name, version),
-                ),
-            )
-        if ("endpoint config", "create") in actions:
-            self._call(
-                f"create endpoint config {desired.config}",
-                lambda: sm.create_endpoint_config(
-                    EndpointConfigName=desired.config,
-                    **desired.config_spec,
-                    Tags=self._tags(name, version),
-                ),
-            )
-        endpoint_change = next(c for c in changes if c.kind == "endpoint" and c.action != "delete")
-        if ("endpoint", "delete") in actions:  # a Failed endpoint: only delete works on it
-            progress(f"deleting failed endpoint {name}", 0.05)
-            self._delete_endpoint_and_wait(name)
-        updating = endpoint_change.action == "update"
-        scaling_before = self._scaling_now(name) if updating else (None, None)
-        try:
-            if endpoint_change.action == "create":
-                self._create_endpoint(desired, progress)
-            elif updating:
-                self._update_endpoint(desired, live, progress)
-        except _StillSettling:
-            raise
-        except AiaasError as exc:  # Failed, or the call itself refused (e.g. a bad alarm name)
-            message = exc.message
-            if not isinstance(exc, DeployFailed):
-                message = f"endpoint {name} did not take {version}: {message}"
-            after = self._after_failure(desired, live, scaling_before, progress, settled=False)
-            raise DeployFailed(message + after) from exc
-        progress("smoke test", 0.88)
-        try:
-            self._smoke_test(desired)
-        except DeployFailed as failed:
-            # In service but not answering: the old version goes back in (SageMaker has no
-            # pre-traffic hook to test the new one behind), and the new one is removed.
-            message = failed.message
-            if updating and live.config is not None:
-                old = names.version_of(live.config) or live.config
-                try:
-                    self._roll_back(desired, live, progress)
-                except AiaasError as exc:
-                    raise DeployFailed(
-                        f"{message}; rolling back to {old} failed too: {exc.message}; "
-                        f"{version} may still serve: see `aiaas status {name}`"
-                    ) from failed
-                message += f"; rolled back: {old} serves"
-            after = self._after_failure(desired, live, scaling_before, progress, settled=True)
-            raise DeployFailed(message + after) from failed
-        self._apply_scaling(name, changes, progress)
-        progress("removing replaced versions", 0.96)
-        for change in changes:
-            if change.action == "delete" and change.kind in {"endpoint config", "model"}:
-                self._delete_resource(change.kind, change.name)
-        if live.config and live.config != desired.config:
-            self._delete_resource("endpoint config", live.config)
-            if live.model and live.model != desired.model:
-                self._delete_resource("model", live.model)
-        progress("ready", 1.0)
-        return self.describe(name)
-
-    def _create_endpoint(self, desired: Desired, progress: ProgressFn) -> None:
-        name = desired.name
-        progress(f"creating endpoint {name}", 0.1)
-        self._call(
-            f"create endpoint {name}",
-            lambda: self._sm.create_endpoint(
-                EndpointName=name,
-                EndpointConfigName=desired.config,
-                Tags=self._tags(name, desired.manifest.version),
-            ),
+        outcome = run_rollout(
+            _Steps(self),
+            bundle,
+            name=name,
+            rollout=self.config.deploy.rollout,
+            timing=Timing(self.settings.deploy_timeout_s, self.settings.poll_interval_s),
+            upload=self.upload,
+            progress=progress,
         )
-        final = self._wait(name, progress, "creating")
-        if final.status != "InService":
-            reason = final.failure or f"the endpoint is {final.status}"
-            raise DeployFailed(
-                f"endpoint {name} failed to start {desired.manifest.version}: {reason}"
-            )
+        return self.describe(outcome.diff.name)
 
-    def _update_endpoint(self, desired: Desired, live: Live, progress: ProgressFn) -> None:
-        name = desired.name
-        new_type = (desired.config_spec["ProductionVariants"][0]).get("InstanceType")
-        target, _ = self._scaling_now(name)
-        if target is not None and new_type != live.instance_type:
-            # AWS refuses an update that changes the instance type of a scaled variant:
-            # deregister first (the scaling step registers it again).
-            progress("deregistering autoscaling for the instance type change", 0.08)
-            self._deregister_scaling(name)
-        progress(f"updating endpoint {name} ({self.config.deploy.rollout.strategy})", 0.1)
-        config = deployment_config(self.config.deploy.rollout)
-        self._call(
-            f"update endpoint {name}",
-            lambda: self._sm.update_endpoint(
-                EndpointName=name, EndpointConfigName=desired.config, **config
-            ),
-        )
-        final = self._wait(name, progress, "updating")
-        if final.status != "InService" or final.config != desired.config:
-            reason = final.failure or f"the endpoint is {final.status} on {final.config}"
-            still = f"; {live.config} still serves" if final.status == "InService" else ""
-            raise DeployFailed(
-                f"endpoint {name} did not take {desired.manifest.version}: {reason}{still}"
-            )
-
-    def _roll_back(self, desired: Desired, live: Live, progress: ProgressFn) -> None:
-        """Put the endpoint back on the config that served before ``desired`` (all at once)."""
-        name, back_to = desired.name, live.config
-        assert back_to is not None
-        progress(f"rolling endpoint {name} back to {back_to}", 0.9)
-        self._call(
-            f"roll endpoint {name} back to {back_to}",
-            lambda: self._sm.update_endpoint(EndpointName=name, EndpointConfigName=back_to),
-        )
-        final = self._wait(name, progress, "rolling back")
-        if final.status != "InService" or final.config != back_to:  # deploy says the rest
-            raise DeployFailed(final.failure or f"it is {final.status} on {final.config}")
-
-    def _wait(self, name: str, progress: ProgressFn, doing: str) -> Live:
-        """Poll until the endpoint settles; the last thing seen."""
-        started = time.monotonic()
-        deadline = started + self.settings.deploy_timeout_s
-        while True:
-            live = self._live(name)
-            if live.status not in _SETTLING:
-                return live
-            elapsed = time.monotonic() - started
-            if time.monotonic() >= deadline:
-                raise _StillSettling(
-                    f"endpoint {name} still {live.status} after {elapsed:.0f}s "
-                    f"(sagemaker.deploy_timeout_s); it goes on in AWS: see `aiaas status`, "
-                    "and deploy again once it settles to remove what it no longer uses"
-                )
-            fraction = 0.1 + 0.8 * min(elapsed / max(self.settings.deploy_timeout_s, 1), 1.0)
-            progress(f"{doing} endpoint {name}: {live.status} ({elapsed:.0f}s)", fraction)
-            time.sleep(min(self.settings.poll_interval_s, max(deadline - time.monotonic(), 0)))
-
-    def _smoke_test(self, desired: Desired) -> None:
-        body = json.dumps(desired.manifest.example_request).encode()
-        try:
-            self.invoker.invoke_sync(desired.name, body, timeout=70.0)
-        except AiaasError as exc:
-            raise DeployFailed(
-                f"endpoint {desired.name} is in service but its smoke test failed: {exc.message}"
-            ) from exc
-
-    def _after_failure(
-        self,
-        desired: Desired,
-        live: Live,
-        scaling_before: tuple[dict[str, Any] | None, dict[str, Any] | None],
-        progress: ProgressFn,
-        *,
-        settled: bool,
-    ) -> str:
-        """After ``desired`` did not go live: the autoscaling it took off goes back, and what
-        it added goes, unless (``settled`` False: the create/update call failed, and may have
-        been taken all the same, e.g. a read timeout) the endpoint still moves to it. Returns
-        what could not be done, for the error's message; never raises (the failure that got
-        here is the news)."""
-        name = desired.name
-        if not settled:
-            try:
-                now = self._live(name)
-            except AiaasError as exc:
-                return f"; nothing removed: endpoint {name} could not be read ({exc.message})"
-            taken = now.status == "InService" and now.config == desired.config
-            if now.status in _SETTLING or taken:
-                return (
-                    f"; endpoint {name} is {now.status} on {now.config}: nothing removed, "
-                    "deploy again once it settles"
-                )
-        notes = []
-        try:
-            self._restore_scaling(name, scaling_before)
-        except AiaasError as exc:
-            notes.append(f"autoscaling could not be registered again: {exc.message}")
-        try:
-            self._remove_unused(desired, live, progress)
-        except AiaasError as exc:
-            notes.append(f"the failed version could not be removed: {exc.message}")
-        return "".join(f"; {note}" for note in notes)
-
-    def _restore_scaling(
-        self, name: str, before: tuple[dict[str, Any] | None, dict[str, Any] | None]
-    ) -> None:
+    def _restore_scaling(self, name: str, before: _Scaling) -> None:
         """Register again, as it was, the scalable target and policy a failed update took
         off (an instance type change deregisters them first)."""
         target, policy = before
@@ -741,33 +562,22 @@ class SageMakerProvider(Provider):
                 ),
             )
 
-    def _remove_unused(self, desired: Desired, live: Live, progress: ProgressFn) -> None:
-        """After a failed create or update: remove what the new version added, keep the
-        live one."""
-        progress("removing the failed version", 0.95)
-        if live.status is None or live.status in {"Failed", "UpdateRollbackFailed"}:
-            self._delete_endpoint_and_wait(desired.name)
-        if desired.config != live.config:
-            self._delete_resource("endpoint config", desired.config)
-        if desired.model != live.model:
-            self._delete_resource("model", desired.model)
-
-    def _apply_scaling(self, name: str, changes: list[Change], progress: ProgressFn) -> None:
+    def _apply_scaling(self, name: str) -> None:
+        """Bring the endpoint's autoscaling to ``deploy.scaling``, read as it is now (an
+        instance type change deregistered it); no write where it already is."""
         scaling = self.config.deploy.scaling
-        kinds = {c.kind: c.action for c in changes}
+        target, policy = self._scaling_now(name)
         if scaling is None:
-            if kinds.get("scalable target") == "delete":
+            if target is not None:
                 self._deregister_scaling(name)
             return
         client = self._client("application-autoscaling")
-        target, _ = self._scaling_now(name)
-        if kinds.get("scalable target") != "keep" or target is None:
-            progress("registering autoscaling", 0.9)
+        if not _same_target(target, name, scaling):
             self._call(
                 "register scalable target",
                 lambda: client.register_scalable_target(**scaling_target(name, scaling)),
             )
-        if kinds.get("scaling policy") != "keep" or target is None:
+        if target is None or not _same_policy(policy, name, scaling):
             self._call(
                 "put scaling policy",
                 lambda: client.put_scaling_policy(**scaling_policy(name, scaling)),
@@ -789,7 +599,7 @@ class SageMakerProvider(Provider):
 
     def _delete_resource(self, kind: str, resource: str) -> bool:
         sm = self._sm
-        if kind == "model":
+        if kind == MODEL:
             return (
                 self._maybe(f"delete model {resource}", lambda: sm.delete_model(ModelName=resource))
                 is not None
@@ -817,11 +627,14 @@ class SageMakerProvider(Provider):
 
     def _deployment(self, name: str, live: Live) -> Deployment:
         assert live.status is not None
+        version = names.version_of(live.config or "") or ""
+        status = names.ENDPOINT_STATUS.get(live.status, DeploymentStatus.FAILED)
         return Deployment(
             name=name,
             provider=self.name,
-            version=names.version_of(live.config or "") or "",
-            status=names.ENDPOINT_STATUS.get(live.status, DeploymentStatus.FAILED),
+            version=version,
+            status=status,
+            versions=(VersionState(version, 100, status),) if version else (),
             endpoint=f"{self.runtime_url}/endpoints/{name}/invocations",
             details={
                 "endpoint_config": live.config,
@@ -924,3 +737,147 @@ def _checked_name(name: str) -> str:
 def _split_s3(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
+
+
+class _Steps:
+    """SageMaker's steps of the shared deploy transaction (:mod:`adapters.rollout`).
+
+    The new version is a model and an endpoint config (``create``: they take no traffic
+    until the endpoint moves to the config); the one traffic step is CreateEndpoint, or
+    UpdateEndpoint with the ``DeploymentConfig`` compiled from ``deploy.rollout`` (AWS runs
+    canary and linear shifts itself: ``server_side_rollout``). SageMaker cannot send a
+    request to a config the endpoint is not on, so the smoke test runs after the switch and
+    a failure switches back (UpdateEndpoint to the old config, all at once).
+    """
+
+    capabilities = Capabilities(pre_traffic_smoke=False, server_side_rollout=True)
+    terms = Terms("endpoint", "AWS", "sagemaker.deploy_timeout_s")
+
+    def __init__(self, provider: SageMakerProvider) -> None:
+        self.provider = provider
+
+    def desired(self, bundle: Path, name: str | None) -> Desired:
+        return self.provider._desired(bundle, name)
+
+    def live(self, desired: Desired) -> Live:
+        return self.provider._live(desired.name)
+
+    def diff(self, desired: Desired, live: Live) -> Diff:
+        return self.provider._diff(desired, live)
+
+    def create(self, desired: Desired, diff: Diff) -> None:
+        p, sm = self.provider, self.provider._sm
+        tags = p._tags(desired.name, desired.manifest.version)
+        to_create = {c.name for c in diff.new_version if c.action == "create"}
+        if desired.model in to_create:
+            spec = desired.model_spec
+            p._call(
+                f"create model {desired.model}",
+                lambda: sm.create_model(
+                    ModelName=desired.model,
+                    PrimaryContainer={
+                        "Image": spec["Image"],
+                        "ModelDataUrl": spec["ModelDataUrl"],
+                        "Environment": spec["Environment"],
+                    },
+                    ExecutionRoleArn=spec["Role"],
+                    Tags=tags,
+                ),
+            )
+        if desired.config in to_create:
+            p._call(
+                f"create endpoint config {desired.config}",
+                lambda: sm.create_endpoint_config(
+                    EndpointConfigName=desired.config, **desired.config_spec, Tags=tags
+                ),
+            )
+
+    def settled(self, desired: Desired, traffic_pct: int) -> Settle:
+        live = self.provider._live(desired.name)
+        if live.status in _SETTLING:
+            return Settle("pending", live.status or "")
+        on_new = live.config == desired.config
+        if traffic_pct == 0:  # created, or switched back: the endpoint is not on the new config
+            if not on_new and live.status in {None, "InService"}:
+                return Settle("ok")
+            return Settle("failed", live.failure or f"it is {live.status} on {live.config}")
+        if live.status == "InService" and on_new:
+            return Settle("ok")
+        reason = live.failure or f"the endpoint is {live.status} on {live.config}"
+        still = f"; {live.config} still serves" if live.status == "InService" else ""
+        return Settle("failed", reason + still)
+
+    def taken(self, desired: Desired, traffic_pct: int) -> str | None:
+        if traffic_pct == 0:
+            return None  # a model or config nothing uses yet: removing it is safe
+        now = self.provider._live(desired.name)
+        if now.status in _SETTLING or (now.status == "InService" and now.config == desired.config):
+            return f"{now.status} on {now.config}"
+        return None
+
+    def switch(self, desired: Desired, live: Live, step: TrafficStep) -> None:
+        p, name = self.provider, desired.name
+        if live.status is None or live.status in _FAILED:  # a Failed one was removed first
+            p._call(
+                f"create endpoint {name}",
+                lambda: p._sm.create_endpoint(
+                    EndpointName=name,
+                    EndpointConfigName=desired.config,
+                    Tags=p._tags(name, desired.manifest.version),
+                ),
+            )
+            return
+        new_type = desired.config_spec["ProductionVariants"][0].get("InstanceType")
+        target, _ = p._scaling_now(name)
+        if target is not None and new_type != live.instance_type:
+            # AWS refuses an update that changes the instance type of a scaled variant:
+            # deregister first (the scaling step registers it again, or a failure restores it)
+            p._deregister_scaling(name)
+        config = deployment_config(p.config.deploy.rollout)
+        p._call(
+            f"update endpoint {name}",
+            lambda: p._sm.update_endpoint(
+                EndpointName=name, EndpointConfigName=desired.config, **config
+            ),
+        )
+
+    def switch_back(self, desired: Desired, live: Live) -> None:
+        p, name, back_to = self.provider, desired.name, live.config
+        p._call(
+            f"roll endpoint {name} back to {back_to}",
+            lambda: p._sm.update_endpoint(EndpointName=name, EndpointConfigName=back_to),
+        )
+
+    def smoke(self, desired: Desired, body: bytes, *, before_traffic: bool) -> bytes:
+        return self.provider.invoker.invoke_sync(desired.name, body, timeout=70.0).body
+
+    def remove(self, change: Change) -> None:
+        if change.kind == ENDPOINT:
+            self.provider._delete_endpoint_and_wait(change.name)
+        else:
+            self.provider._delete_resource(change.kind, change.name)
+
+    def read_scaling(self, desired: Desired) -> object:
+        return self.provider._scaling_now(desired.name)
+
+    def apply_scaling(self, desired: Desired, changes: tuple[Change, ...]) -> None:
+        self.provider._apply_scaling(desired.name)
+
+    def restore_scaling(self, desired: Desired, before: object) -> None:
+        self.provider._restore_scaling(desired.name, cast(_Scaling, before))
+
+
+def _same_target(target: dict[str, Any] | None, name: str, scaling: ScalingSection) -> bool:
+    wanted = scaling_target(name, scaling)
+    return target is not None and all(
+        target.get(k) == wanted[k] for k in ("MinCapacity", "MaxCapacity")
+    )
+
+
+def _same_policy(policy: dict[str, Any] | None, name: str, scaling: ScalingSection) -> bool:
+    wanted = scaling_policy(name, scaling)["TargetTrackingScalingPolicyConfiguration"]
+    return (
+        policy is not None
+        and policy.get("TargetTrackingScalingPolicyConfiguration", {}).get("TargetValue")
+        == wanted["TargetValue"]
+    )
