@@ -381,7 +381,7 @@ class _Run:
             if any(c.action == "create" for c in diff.new_version):
                 progress(f"creating {self.version}", 0.06)
                 self._write(lambda: steps.create(self.desired, diff), traffic_pct=0)
-                self._poll(0, started, deadline, "creating")
+                self._settle(0, started, deadline, "creating")
             if steps.capabilities.pre_traffic_smoke:
                 self._smoke(before_traffic=True)
             for step in self._schedule():
@@ -403,16 +403,21 @@ class _Run:
             f"{verb} {self.what}: {step.pct}% to {self.version} ({self.rollout.strategy})", 0.1
         )
         self._write(lambda: self.steps.switch(self.desired, self.live, step), step.pct)
-        try:
-            self._poll(step.pct, started, deadline, verb)
-        except StillSettling:
-            raise
-        except DeployFailed as failed:
-            self._fail(failed.message, failed)
+        self._settle(step.pct, started, deadline, verb)
         self.switched = True
         if step.wait_s > 0:
             self.progress(f"holding {step.pct}% on {self.version} for {step.wait_s:g}s", None)
             self.timing.sleep(step.wait_s)
+
+    def _settle(self, traffic_pct: int, started: float, deadline: float, doing: str) -> None:
+        """:meth:`_poll` on the forward path: a version the cloud failed is recovered from
+        (:meth:`_fail`); past the deadline, nothing is touched."""
+        try:
+            self._poll(traffic_pct, started, deadline, doing)
+        except StillSettling:
+            raise
+        except DeployFailed as failed:
+            self._fail(failed.message, failed)
 
     def _write(self, call: Callable[[], None], traffic_pct: int) -> None:
         """A create or switch call; when it fails, the failure path for a call that may

@@ -437,6 +437,18 @@ def test_a_version_that_settles_failed_surfaces_the_reason_and_scaling_goes_back
     assert cloud.traffic == {OLD: 100} and cloud.owners == {OLD: PROJECT}
 
 
+def test_a_version_that_fails_to_start_is_removed_before_any_traffic_moves() -> None:
+    cloud, run = live_on_v1(settle_fails={"create": "the image could not be pulled (simulated)"})
+    with pytest.raises(DeployFailed) as failed:
+        run.deploy(V2_PATH)
+    assert failed.value.message == (
+        f"endpoint probe did not take {V2.version}: the image could not be pulled (simulated)"
+    )
+    assert ops(cloud) == ["upload", "create", "remove"] and cloud.writes[-1] == ("remove", NEW)
+    assert cloud.traffic == {OLD: 100} and cloud.owners == {OLD: PROJECT}
+    assert cloud.smoke_calls == []
+
+
 def test_a_first_deploy_that_fails_removes_the_entry_and_the_version() -> None:
     cloud = FakeCloud(settle_fails={"switch": "did not pass the ping (simulated)"})
     run = Run(FakeSteps(cloud))
