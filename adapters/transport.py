@@ -62,8 +62,11 @@ class _Connection:
 class AsyncH11Transport(httpx.AsyncBaseTransport):
     """An ``httpx.AsyncBaseTransport``: ``httpx.AsyncClient(transport=AsyncH11Transport())``."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, ssl_context: ssl.SSLContext | None = None, *, max_response_bytes: int | None = None
+    ) -> None:
         self._ssl = ssl_context
+        self.max_response_bytes = max_response_bytes
         self._idle: dict[tuple[bytes, bytes, int], list[_Connection]] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

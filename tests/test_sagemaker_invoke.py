@@ -22,8 +22,6 @@ from pathlib import Path
 import pytest
 from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
 from conftest import PROJECTS
-from emulators.aws import AwsEmulator
-from emulators.sagemaker_runtime import RuntimeCall
 
 from adapters.base import DeploymentStatus
 from adapters.sagemaker import aws as aws_env
@@ -33,6 +31,7 @@ from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.bundle import build_bundle
 from aiaas.config import load_config
 from aiaas.errors import (
+    AccessDenied,
     BadRequest,
     DeadlineExceeded,
     InvalidInput,
@@ -43,6 +42,8 @@ from aiaas.errors import (
     ProviderError,
     Throttled,
 )
+from emulators.aws import AwsEmulator
+from emulators.sagemaker_runtime import RuntimeCall
 
 EXAMPLE = b'{"inputs": [{"value": 3}]}'
 
@@ -122,7 +123,7 @@ def test_a_wrong_secret_is_refused_by_the_independent_signature_check(
     clean: AwsEmulator,
 ) -> None:
     mark = len(clean.runtime_calls)
-    with pytest.raises(ProviderError) as refused:
+    with pytest.raises(AccessDenied) as refused:
         invoker(clean, secret="not-the-secret").invoke_sync("probe", EXAMPLE)
     assert "InvalidSignatureException" in refused.value.message
     assert "not-the-secret" not in refused.value.message
@@ -246,7 +247,7 @@ def test_aws_errors_sent_as_400_are_told_apart_by_their_code(clean: AwsEmulator)
     """AWS sends throttling and refused credentials as HTTP 400 too: the code decides."""
     client = invoker(clean, rng=Ceiling())
     clean.fault("probe", 400, times=1, code="AccessDeniedException")
-    with pytest.raises(ProviderError) as denied:
+    with pytest.raises(AccessDenied) as denied:
         client.invoke_sync("probe", EXAMPLE)
     assert "sagemaker:InvokeEndpoint" in denied.value.message  # what the role lacks
     clean.fault("probe", 400, times=1)  # ValidationError: a bad request, sent once
@@ -258,6 +259,35 @@ def test_aws_errors_sent_as_400_are_told_apart_by_their_code(clean: AwsEmulator)
         (400, "AccessDeniedException"), (400, "ValidationError"),
         (400, "ThrottlingException"), (200, None),
     ]  # fmt: skip
+
+
+def test_refused_credentials_are_access_denied_naming_the_call_and_endpoint(
+    clean: AwsEmulator,
+) -> None:
+    """AWS's AccessDenied family (sent as 400 or 403) becomes AccessDenied naming the call
+    and the endpoint, on both paths and for the readiness call, and is never retried."""
+    mark = len(clean.runtime_calls)
+    clean.fault("probe", 400, times=1, code="AccessDeniedException")
+    with pytest.raises(AccessDenied) as sync_denied:
+        invoker(clean).invoke_sync("probe", EXAMPLE)
+    with pytest.raises(AccessDenied) as async_denied:  # a wrong secret: 403 from the check
+        asyncio.run(invoker(clean, secret="not-the-secret").invoke("probe", EXAMPLE))
+    for denied in (sync_denied, async_denied):
+        assert "sagemaker:InvokeEndpoint on endpoint 'probe'" in denied.value.message
+        assert denied.value.to_dict()["error"]["code"] == "access_denied"
+    assert [c.status for c in calls_since(clean, mark)] == [400, 403]  # each sent once
+
+    async def status() -> DeploymentStatus:
+        client = invoker(clean)
+        try:
+            return await client.status("probe")
+        finally:
+            await client.aclose()
+
+    refusal = "User is not authorized to perform: sagemaker:DescribeEndpoint"
+    clean.refuse_next("sagemaker", "DescribeEndpoint", "AccessDeniedException", refusal)
+    with pytest.raises(AccessDenied, match="sagemaker:DescribeEndpoint on endpoint 'probe'"):
+        asyncio.run(status())
 
 
 def test_a_model_error_without_the_containers_body_keeps_aws_words(clean: AwsEmulator) -> None:

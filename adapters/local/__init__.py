@@ -52,6 +52,6 @@ SPEC = ProviderSpec(
     invoker="adapters.local.invoke:LocalInvoker",
     price=lambda _settings: FREE,
     invoke_requirements=("httpx>=0.27",),
-    invoke_modules=("adapters.local.state", "adapters.local.invoke"),
+    invoke_modules=("adapters.http_invoker", "adapters.local.state", "adapters.local.invoke"),
     check_deploy=check_deploy,
 )

@@ -1,0 +1,239 @@
+"""adapters/auth.py against real HTTP servers on 127.0.0.1: a static header reaches the server,
+SigV4 signatures pass the SageMaker runtime emulator's independent check (botocore's signer on
+the other side) and follow rotated credentials, and the managed-identity bearer fetches its
+token from an identity endpoint speaking App Service's protocol: once for concurrent callers,
+again before expiry, and a refusing or failing endpoint is AccessDenied or NotReady."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from adapters.auth import IDENTITY_API_VERSION, ManagedIdentityBearer, SigV4, StaticHeader
+from adapters.sagemaker.aws import Credentials
+from aiaas.errors import AccessDenied, ConfigError, NotReady
+from emulators.sagemaker_runtime import SageMakerRuntimeEmulator
+
+RESOURCE = "https://ml.azure.com"
+SECRET = "identity-header-secret"
+
+
+@dataclass
+class Seen:
+    """What a test server was sent: one (method, path, headers, body) per request."""
+
+    requests: list[tuple[str, str, Message[str, str], bytes]] = field(default_factory=list)
+
+
+Answer = Callable[[BaseHTTPRequestHandler, bytes], tuple[int, bytes]]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Answer], tuple[str, Seen]]]:
+    """Start an HTTP/1.1 server on 127.0.0.1 answering with ``answer(handler, body)``."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(answer: Answer) -> tuple[str, Seen]:
+        seen = Seen()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+            def _any(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen.requests.append((self.command, self.path, self.headers, body))
+                status, data = answer(self, body)
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _any
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", seen
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def ok(_handler: BaseHTTPRequestHandler, _body: bytes) -> tuple[int, bytes]:
+    return 200, b"{}"
+
+
+def test_a_static_header_reaches_the_server_and_its_value_never_its_repr(
+    serve: Callable[[Answer], tuple[str, Seen]],
+) -> None:
+    url, seen = serve(ok)
+    auth = StaticHeader.from_env(
+        "Authorization", "ENDPOINT_KEY", {"ENDPOINT_KEY": "k-123"}, prefix="Bearer "
+    )
+    with httpx.Client(trust_env=False) as client:
+        assert client.post(url + "/score", content=b"{}", auth=auth).status_code == 200
+    assert seen.requests[0][2]["Authorization"] == "Bearer k-123"
+    assert "k-123" not in repr(auth)
+    with pytest.raises(ConfigError, match="ENDPOINT_KEY"):
+        StaticHeader.from_env("Authorization", "ENDPOINT_KEY", {})
+
+
+def test_sigv4_passes_an_independent_check_and_follows_rotated_credentials(
+    serve: Callable[[Answer], tuple[str, Seen]],
+) -> None:
+    url, seen = serve(ok)
+    first, second = (
+        Credentials("AKIDFIRST", "secret-1"),
+        Credentials("AKIDSECOND", "secret-2", "tok"),
+    )
+    current = [first]
+    auth = SigV4(lambda: current[0], region="eu-west-1", service="sagemaker")
+
+    def check(credentials: Credentials, request: tuple[str, str, Message[str, str], bytes]) -> None:
+        # The runtime emulator's verifier (botocore's SigV4 signer, written apart from ours).
+        verifier = SageMakerRuntimeEmulator(
+            lambda _name: None,
+            account="123456789012",
+            region="eu-west-1",
+            access_key=credentials.access_key_id,
+            secret_key=credentials.secret_access_key,
+            session_token=credentials.session_token,
+        )
+        method, path, headers, body = request
+        verifier.verify_sigv4(method, path, headers, body)
+
+    with httpx.Client(trust_env=False) as client:
+        client.post(url + "/endpoints/e/invocations", content=b'{"a": 1}', auth=auth)
+        current[0] = second  # a role's credentials, refreshed
+        client.post(url + "/endpoints/e/invocations", content=b'{"a": 2}', auth=auth)
+    check(first, seen.requests[0])
+    check(second, seen.requests[1])
+    assert "AKIDSECOND/" in seen.requests[1][2]["Authorization"]
+    with pytest.raises(Exception, match="signature"):  # the check can fail: wrong secret
+        check(Credentials("AKIDFIRST", "not-the-secret"), seen.requests[0])
+
+
+class Identity:
+    """A managed-identity endpoint as App Service runs it (``X-IDENTITY-HEADER`` checked,
+    ``resource`` and ``api-version`` required), answering tokens that live ``lifetime_s``."""
+
+    def __init__(self, lifetime_s: float = 3600.0, delay_s: float = 0.0) -> None:
+        self.lifetime_s, self.delay_s = lifetime_s, delay_s
+        self.status = 200
+        self.issued = 0
+
+    def __call__(self, handler: BaseHTTPRequestHandler, _body: bytes) -> tuple[int, bytes]:
+        query = parse_qs(urlsplit(handler.path).query)
+        if handler.headers.get("X-IDENTITY-HEADER") != SECRET:
+            return 401, b'{"error": "bad identity header"}'
+        if query.get("api-version") != [IDENTITY_API_VERSION] or query.get("resource") != [
+            RESOURCE
+        ]:
+            return 400, b'{"error": "bad query"}'
+        if self.status != 200:
+            return self.status, b'{"error": "identity not available"}'
+        time.sleep(self.delay_s)
+        self.issued += 1
+        token = {
+            "access_token": f"token-{self.issued}",
+            "expires_on": str(int(time.time() + self.lifetime_s)),
+            "resource": RESOURCE,
+            "token_type": "Bearer",
+        }
+        return 200, json.dumps(token).encode()
+
+
+def bearer(url: str, clock: Callable[[], float] = time.time) -> ManagedIdentityBearer:
+    env = {"IDENTITY_ENDPOINT": url + "/msi/token", "IDENTITY_HEADER": SECRET}
+    found = ManagedIdentityBearer.from_env(RESOURCE, env)
+    return ManagedIdentityBearer(RESOURCE, endpoint=found.endpoint, secret=SECRET, clock=clock)
+
+
+def test_the_bearer_token_is_sent_reused_and_fetched_again_before_it_expires(
+    serve: Callable[[Answer], tuple[str, Seen]],
+) -> None:
+    identity = Identity(lifetime_s=3600)
+    identity_url, _ = serve(identity)
+    scoring_url, scored = serve(ok)
+    now = [time.time()]
+    auth = bearer(identity_url, clock=lambda: now[0])
+
+    async def score(n: int) -> None:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            for _ in range(n):
+                await client.post(scoring_url + "/score", content=b"{}", auth=auth)
+
+    asyncio.run(score(3))
+    now[0] += 3600 - 299  # within five minutes of the expiry: fetched again first
+    asyncio.run(score(1))
+    with httpx.Client(trust_env=False) as client:  # the sync path shares the cached token
+        client.post(scoring_url + "/score", content=b"{}", auth=auth)
+    sent = [headers["Authorization"] for _, _, headers, _ in scored.requests]
+    assert sent == ["Bearer token-1"] * 3 + ["Bearer token-2"] * 2
+    assert identity.issued == auth.fetches == 2
+
+
+def test_concurrent_callers_wait_for_one_fetch(
+    serve: Callable[[Answer], tuple[str, Seen]],
+) -> None:
+    identity = Identity(delay_s=0.3)
+    identity_url, _ = serve(identity)
+    auth = bearer(identity_url)
+
+    async def many() -> set[str]:
+        return set(await asyncio.gather(*(auth.token() for _ in range(20))))
+
+    assert asyncio.run(many()) == {"token-1"}
+    threaded = bearer(identity_url)
+    got: list[str] = []
+    threads = [threading.Thread(target=lambda: got.append(threaded.token_sync())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(got) == {"token-2"} and len(got) == 8
+    assert identity.issued == 2 and auth.fetches == threaded.fetches == 1
+
+
+def test_a_refusing_or_failing_identity_endpoint_is_a_clear_typed_error(
+    serve: Callable[[Answer], tuple[str, Seen]],
+) -> None:
+    identity = Identity()
+    identity_url, _ = serve(identity)
+    wrong_secret = ManagedIdentityBearer(
+        RESOURCE, endpoint=identity_url + "/msi/token", secret="wrong"
+    )
+    with pytest.raises(AccessDenied) as refused:
+        wrong_secret.token_sync()
+    assert "managed-identity endpoint" in refused.value.message
+    assert RESOURCE in refused.value.message and "401" in refused.value.message
+    identity.status = 500
+    with pytest.raises(NotReady) as failed:
+        asyncio.run(bearer(identity_url).token())
+    assert "failed (500)" in failed.value.message and failed.value.retry_after
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = closed.server_address[1]
+    closed.server_close()  # nothing listens there now
+    with pytest.raises(NotReady, match="not reachable"):
+        bearer(f"http://127.0.0.1:{port}").token_sync()
+    with pytest.raises(ConfigError, match="IDENTITY_ENDPOINT"):
+        ManagedIdentityBearer.from_env(RESOURCE, {"IDENTITY_HEADER": SECRET})
