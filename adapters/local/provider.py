@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import fcntl
-import json
 import os
 import re
 import subprocess
@@ -38,7 +37,6 @@ from adapters.base import (
     ProgressFn,
     Provider,
     VersionState,
-    model_server_error,
     no_progress,
 )
 from adapters.local import LocalSection, process
@@ -51,23 +49,26 @@ from adapters.local.state import (
     read_state,
     server_url,
     state_or_raise,
-    unreachable,
 )
+from adapters.local.steps import LocalSteps
+from adapters.rollout import StillSettling, Timing, run_rollout
 from aiaas.bundle import inspect_archive, open_bundle, verify_archive
-from aiaas.config import ENV_PREFIX, NAME_PATTERN, ProjectConfig, ServerSection, server_environment
-from aiaas.errors import AiaasError, DeadlineExceeded, DeployFailed, NotFound
+from aiaas.config import (
+    ENV_PREFIX,
+    NAME_PATTERN,
+    ProjectConfig,
+    RolloutSection,
+    ServerSection,
+    server_environment,
+)
+from aiaas.errors import AiaasError, DeployFailed, NotFound
 from aiaas.manifest import MANIFEST_FILE, Manifest, read_manifest_file
 
 SERVER_RECORD = "server-{pid}.json"
-SWITCH_GRACE_S = 0.5  # callers that read the old port just before the switch still land
-PORT_ATTEMPTS = 5  # a port taken between choosing it and the server binding it: another one
+POLL_S = 0.2  # how often a starting server is asked whether it is ready
 CLOUD_PLACES = ("AZUREML_MODEL_DIR", "SAGEMAKER_BASE_DIR", "SAGEMAKER_BIND_TO_PORT")
 """The clouds' variables that steer the container entrypoint: never inherited from the
 caller (nor any ``AIAAS_*``): the server's environment is what this provider gives it."""
-
-
-class _PortTaken(Exception):
-    """The server could not bind its port: another process took it after it was chosen."""
 
 
 class LocalProvider(Provider):
@@ -193,104 +194,54 @@ class LocalProvider(Provider):
         return bundle_dir.as_uri()
 
     def plan(self, bundle: Path, *, name: str | None = None) -> Plan:
-        claimed = inspect_archive(bundle)
-        name = checked_name(name or claimed.name)
-        current = self._read_state(name)
-        server = f"{name} (model server on {self.settings.host})"
+        steps = LocalSteps(self)
+        desired = steps.desired(bundle, name)
+        planned = steps.diff(desired, steps.live(desired)).plan()
         # Deploy stops servers a killed deploy left behind, whatever the digest: so plan says so.
         strays = [
             Change("delete", "stray server process", f"pid {pid}", "left by an unfinished deploy")
-            for pid in self._strays(name, current)
+            for pid in self._strays(desired.name, self._read_state(desired.name))
         ]
-        if current is not None and self._live(current) and current.digest == claimed.digest:
-            keep = f"{claimed.version} already live (pid {current.pid})"
-            return Plan(
-                name, claimed.version, (Change("keep", "server process", server, keep), *strays)
-            )
-        cached = (self.root / "bundles" / claimed.version).is_dir()
-        changes = [
-            Change("keep" if cached else "create", "bundle folder",
-                   str(self.root / "bundles" / claimed.version),
-                   "already unpacked" if cached else "unpack and verify the archive"),
-        ]  # fmt: skip
-        if current is None or not self._live(current):
-            changes.append(Change("create", "server process", server, f"start {claimed.version}"))
-        else:
-            changes.append(Change("update", "server process", server,
-                f"start {claimed.version}, switch to it after its smoke test, stop "
-                f"{current.version} (pid {current.pid})"))  # fmt: skip
-        return Plan(name, claimed.version, (*changes, *strays))
+        return Plan(planned.name, planned.version, (*planned.changes, *strays))
 
     def deploy(
         self, bundle: Path, *, name: str | None = None, progress: ProgressFn = no_progress
     ) -> Deployment:
+        """The shared deploy transaction (:func:`adapters.rollout.run_rollout`) over
+        :class:`~adapters.local.steps.LocalSteps`, under the deployment's lock, after the
+        servers a killed deploy left behind are stopped."""
         claimed = inspect_archive(bundle)  # the manifest alone: which name to lock
-        name = name or claimed.name
+        name = checked_name(name or claimed.name)
         with self._locked(name, progress):
-            return self._deploy_locked(name, bundle, claimed, progress)
-
-    def _deploy_locked(
-        self, name: str, bundle: Path, claimed: Manifest, progress: ProgressFn
-    ) -> Deployment:
-        self._dir(name).mkdir(parents=True, exist_ok=True)
-        current = self._read_state(name)
-        self._stop_strays(name, current, progress)
-        if current is not None and self._live(current) and current.digest == claimed.digest:
-            # Checked as it is, not unpacked: opening it would re-check the live server's
-            # unpacked copy and delete it if the model's load wrote into it.
-            verify_archive(bundle)
-            progress("already live: nothing to do", 1.0)
-            return self._deployment(name, current, DeploymentStatus.READY)
-        progress("unpacking bundle", 0.05)  # under the lock: no deploy of this name races it
-        bundle_dir = _path_of(self.upload(bundle))
-        manifest = read_manifest_file(bundle_dir / MANIFEST_FILE)
-        progress(f"starting {manifest.name} {manifest.version}", 0.1)
-        try:
-            new = self._start_ready(name, bundle_dir, manifest, progress)
-        except AiaasError as exc:
-            raise DeployFailed(
-                f"{name} {manifest.version} did not become ready: {exc.message}"
-            ) from exc
-        self._write_state(name, new)
-        if current and current.pid != new.pid:
-            progress(f"stopping previous version {current.version}", 0.95)
-            time.sleep(SWITCH_GRACE_S)
-            process.stop([current])
-            self._forget_server(name, current.pid)
-        progress("ready", 1.0)
-        return self._deployment(name, new, DeploymentStatus.READY)
-
-    def _start_ready(
-        self, name: str, bundle_dir: Path, manifest: Manifest, progress: ProgressFn
-    ) -> ServerRecord:
-        """Start a server of ``manifest`` and return it once it answers and passed its smoke
-        test; a server that does not is stopped and forgotten before the error goes up.
-
-        The port is chosen free, but another process (a concurrent deploy, a test worker)
-        may bind it before the server does: that server fails to bind, and is started again
-        on another port. A server answering on the chosen port counts only if it is ours.
-        """
-        for _ in range(PORT_ATTEMPTS):
-            new, proc = self._start(name, bundle_dir, manifest)
-            self._record_server(name, new)  # before waiting: delete must find it whatever happens
+            self._stop_strays(name, self._read_state(name), progress)
+            steps = LocalSteps(self)
             try:
-                self._wait_ready(new, proc, progress)
-                progress("smoke test", 0.9)
-                self._smoke_test(new, manifest)
-            except _PortTaken:
-                self._discard(name, new, proc)
-                progress(f"port {new.port} was taken meanwhile: starting on another", None)
-                continue
+                outcome = run_rollout(
+                    steps,
+                    bundle,
+                    name=name,
+                    rollout=RolloutSection(),  # all at once: the only strategy local takes
+                    timing=Timing(self.settings.ready_timeout_s, POLL_S),
+                    upload=steps.upload,
+                    progress=progress,
+                )
+            except StillSettling as exc:  # a server still loading: it is stopped, not left
+                steps.discard()
+                raise DeployFailed(
+                    f"{name} {claimed.version} was not ready after "
+                    f"{self.settings.ready_timeout_s:g}s (local.ready_timeout_s); stopped"
+                ) from exc
             except BaseException:
-                self._discard(name, new, proc)
+                steps.discard()  # never took traffic: nothing to drain
                 raise
-            return new
-        raise DeployFailed(f"another process took each of {PORT_ATTEMPTS} free ports first")
-
-    def _discard(self, name: str, record: ServerRecord, proc: subprocess.Popen[bytes]) -> None:
-        proc.kill()  # never became live: nothing to drain
-        proc.wait()
-        self._forget_server(name, record.pid)
+            live = self._read_state(name)
+            if not outcome.changed:
+                # Checked as it is, not unpacked: opening it would re-check the live server's
+                # unpacked copy and delete it if the model's load wrote into it.
+                verify_archive(bundle)
+            if live is None:  # a deploy that succeeded recorded its server
+                raise DeployFailed(f"{name}: no live server recorded after the deploy")
+            return self._deployment(name, live, DeploymentStatus.READY)
 
     def describe(self, name: str) -> Deployment:
         """The deployment's state. :attr:`Deployment.versions` holds the live version (all
@@ -456,48 +407,6 @@ class LocalProvider(Provider):
         )
         return record, proc
 
-    def _wait_ready(
-        self, state: ServerRecord, proc: subprocess.Popen[bytes], progress: ProgressFn
-    ) -> None:
-        """Until the server (ours: it listens on its port) answers ``/ping``; :class:`_PortTaken`
-        when another process had bound its port."""
-        log = Path(state.log)
-        deadline = time.monotonic() + self.settings.ready_timeout_s
-        started = time.monotonic()
-        while time.monotonic() < deadline:
-            exited = proc.poll() is not None
-            if state.port in process.listening_ports(state.pid):
-                if self._healthy(state):
-                    return
-            elif process.port_taken(log):
-                raise _PortTaken(state.port)
-            elif exited:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                raise DeployFailed(
-                    f"server process exited during start-up; last log lines:\n{tail}"
-                )
-            waited = time.monotonic() - started
-            progress(f"loading model ({waited:.0f}s)", 0.1 + 0.8 * min(waited / 60.0, 0.99))
-            time.sleep(0.2)
-        raise DeadlineExceeded(
-            f"not ready after {self.settings.ready_timeout_s:g}s (see {state.log})"
-        )
-
-    def _smoke_test(self, state: ServerRecord, manifest: Manifest) -> None:
-        body = json.dumps(manifest.example_request).encode()
-        try:
-            response = self._http.post(
-                self._url(state) + "/invocations",
-                content=body,
-                headers={"content-type": "application/json"},
-            )
-        except httpx.TransportError as exc:  # the new server died or hung: a failed deploy
-            raise unreachable(state.name, str(exc) or type(exc).__name__) from None
-        if response.status_code != 200:
-            raise model_server_error(
-                response.status_code, response.content, response.headers.get("retry-after")
-            )
-
     def _live(self, state: ServerRecord) -> bool:
         """The recorded server is ours (pid and start time) and answers ``/ping``: the one
         test plan and deploy share for "already live"."""
@@ -527,10 +436,3 @@ class LocalProvider(Provider):
             details=state.details(),
             versions=versions,
         )
-
-
-def _path_of(uri: str) -> Path:
-    """The local path of a ``file://`` URI (what :meth:`LocalProvider.upload` returns)."""
-    from urllib.parse import unquote, urlparse
-
-    return Path(unquote(urlparse(uri).path))
