@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import itertools
 import json
 import random
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
@@ -42,10 +44,12 @@ from aiaas.errors import (
     ProviderError,
     Throttled,
 )
+from aiaas.manifest import MANIFEST_FILE
 from emulators.aws import AwsEmulator
-from emulators.sagemaker_runtime import RuntimeCall
+from emulators.sagemaker_runtime import RuntimeCall, SageMakerRuntimeEmulator
 
 EXAMPLE = b'{"inputs": [{"value": 3}]}'
+LAMBDA_EVENT = Path(__file__).resolve().parent / "fixtures" / "lambda" / "function_url_v2.json"
 
 
 class Ceiling(random.Random):
@@ -96,8 +100,13 @@ def calls_since(aws: AwsEmulator, mark: int) -> list[RuntimeCall]:
     return [c for c in aws.runtime_calls[mark:] if c.endpoint == "probe"]
 
 
-@pytest.fixture
-def clean(aws: AwsEmulator) -> Iterator[AwsEmulator]:
+@pytest.fixture(params=["h11", "httpx"])
+def clean(
+    aws: AwsEmulator, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AwsEmulator]:
+    """The emulators without faults; every invoker the test builds runs on the hand-written
+    transport, then on httpx's own (``AIAAS_HTTP_TRANSPORT``, read when it is built)."""
+    monkeypatch.setenv("AIAAS_HTTP_TRANSPORT", request.param)
     aws.clear_faults()
     yield aws
     aws.clear_faults()
@@ -364,3 +373,58 @@ def test_a_name_that_is_not_a_deployment_name_never_reaches_the_url(clean: AwsEm
             invoker(clean).invoke_sync(name, EXAMPLE)
         assert "SageMaker endpoint name" in refused.value.message
     assert clean.runtime_calls[mark:] == []
+
+
+def test_a_lambda_idle_past_the_runtimes_keep_alive_still_answers_its_next_call(
+    clean: AwsEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real Lambda handler (functions.aws_lambda) answers, its event loop then stands
+    still (a frozen Lambda) while the runtime closes the idle kept-alive connection, and the
+    next call is answered, not a 503. A second runtime emulator with a short idle timeout
+    serves the deployed probe: AwsEmulator does not expose its runtime's idle timeout, so the
+    emulator's resolver (``_resolve``) is borrowed for it."""
+    runtime = SageMakerRuntimeEmulator(
+        clean._resolve,
+        account=clean.ACCOUNT,
+        region=clean.region,
+        access_key=clean.access_key,
+        secret_key=clean.secret_key,
+        idle_timeout_s=0.3,
+    )
+    runtime.start()
+    try:
+        project = tmp_path / "probe"
+        shutil.copytree(PROJECTS / "probe", project)
+        (project / "aiaas.yaml").write_text(
+            "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
+            "provider: sagemaker\nfunction:\n  auth: platform\n" + sagemaker_yaml("invoke")
+        )
+        built = build_bundle(project, tmp_path / "probe.tar.gz")
+        (tmp_path / MANIFEST_FILE).write_text(built.manifest.model_dump_json())
+        env = {
+            **clean.env(),
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url,
+            "AIAAS_CONFIG": str(project / "aiaas.yaml"),
+            "AIAAS_MANIFEST": str(tmp_path / MANIFEST_FILE),
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        sys.modules.pop("functions.aws_lambda", None)
+        try:
+            handler = importlib.import_module("functions.aws_lambda").handler
+            event = json.loads(LAMBDA_EVENT.read_text())
+            event["body"] = EXAMPLE.decode()
+            context = SimpleNamespace(
+                aws_request_id="r",
+                function_name="aiaas",
+                get_remaining_time_in_millis=lambda: 30000,
+            )
+            statuses = [handler(event, context)["statusCode"]]
+            time.sleep(0.8)  # the loop stands still; the runtime closes the idle connection
+            statuses.append(handler(event, context)["statusCode"])
+        finally:
+            sys.modules.pop("functions.aws_lambda", None)
+        assert statuses == [200, 200]
+        assert [c.status for c in runtime.runtime_calls] == [200, 200]
+    finally:
+        runtime.stop()
