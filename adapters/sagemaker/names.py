@@ -35,6 +35,13 @@ ENDPOINT_STATUS = {
 }
 """DescribeEndpoint's ``EndpointStatus`` in every provider's terms."""
 
+SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
+"""The endpoint statuses that move on by themselves: deploy polls, and starts nothing, while
+an endpoint is in one."""
+
+FAILED = frozenset({"Failed", "UpdateRollbackFailed"})
+"""The endpoint statuses only DeleteEndpoint works on."""
+
 ENDPOINT_NAME = r"^[a-z0-9](-*[a-z0-9]){0,62}$"
 """A deployment name SageMaker takes as an endpoint name: botocore's ``EndpointName``
 pattern, lowercase (aiaas's deployment names are)."""

@@ -5,6 +5,10 @@ Deploy is CreateModel → CreateEndpointConfig → CreateEndpoint (or UpdateEndp
 Scaling from ``deploy.scaling``. What each resource holds is in its name (see
 :mod:`adapters.sagemaker.names`), so plan reads, compares and writes nothing, and deploying
 what is live makes no write call at all. Every AWS error is mapped once, in :func:`aws_error`.
+
+Deploy is the shared transaction (:func:`adapters.rollout.run_rollout`) over SageMaker's
+steps (:class:`adapters.sagemaker.steps.SageMakerSteps`); this module keeps the clients, the
+reads, upload, describe, list, delete and logs.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import builtins
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -25,7 +29,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from adapters.base import (
-    Change,
     Deployment,
     DeploymentStatus,
     Plan,
@@ -35,18 +38,13 @@ from adapters.base import (
     no_progress,
 )
 from adapters.rollout import (
-    Capabilities,
-    Diff,
-    Settle,
-    Terms,
     Timing,
-    TrafficStep,
     run_rollout,
 )
 from adapters.sagemaker import SageMakerSection, aws, names
-from adapters.sagemaker.rollout import deployment_config, scaling_policy, scaling_target
+from adapters.sagemaker.steps import MODEL, SageMakerSteps
 from aiaas.bundle import inspect_archive, verify_archive
-from aiaas.config import ProjectConfig, ScalingSection
+from aiaas.config import ProjectConfig
 from aiaas.errors import (
     AiaasError,
     BadRequest,
@@ -68,13 +66,7 @@ MULTIPART_THRESHOLD = 64 * 1024 * 1024  # boto3 uploads larger bundles in parts,
 MAX_LOG_EVENTS = 10_000  # GetLogEvents' limit (EventsLimit 1-10000)
 MANIFEST_KEY = "aiaas-manifest.json"  # stored next to the archive: live_manifest reads it
 
-_SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
-_FAILED = frozenset({"Failed", "UpdateRollbackFailed"})  # only DeleteEndpoint works on these
-
-# The kinds of the changes a SageMaker plan lists (and the Steps' remove is given)
-S3_OBJECT, MODEL, ENDPOINT_CONFIG, ENDPOINT = "s3 object", "model", "endpoint config", "endpoint"
-
-_Scaling = tuple[dict[str, Any] | None, dict[str, Any] | None]
+ScalingState = tuple[dict[str, Any] | None, dict[str, Any] | None]
 """The endpoint's scalable target and target-tracking policy (None where not registered)."""
 
 
@@ -377,7 +369,7 @@ class SageMakerProvider(Provider):
         ]
         return sorted(configs), sorted(models)
 
-    def _scaling_now(self, name: str) -> _Scaling:
+    def _scaling_now(self, name: str) -> ScalingState:
         """The endpoint's scalable target and target-tracking policy, where registered."""
         client = self._client("application-autoscaling")
         resource = names.scaling_resource_id(name)
@@ -435,89 +427,7 @@ class SageMakerProvider(Provider):
 
     def plan(self, bundle: Path, *, name: str | None = None) -> Plan:
         desired = self._desired(bundle, name)
-        return self._diff(desired, self._live(desired.name)).plan()
-
-    def _diff(self, desired: Desired, live: Live) -> Diff:
-        """What deploying ``desired`` over ``live`` changes (reads only)."""
-        name, sm = desired.name, self._sm
-        if live.arn is not None and not self._owned_by_us(live.arn):
-            raise DeployFailed(
-                f"endpoint {name!r} exists in {self.region} and is not this project's "
-                f"(no tag {names.PROJECT_TAG}={self.project}): choose another name"
-            )
-        if live.status in _SETTLING:
-            raise DeployFailed(f"endpoint {name!r} is {live.status}: wait for it to settle")
-        has_object = self._object_exists(desired.uri)
-        upload = Change(
-            "keep" if has_object else "create",
-            S3_OBJECT,
-            desired.uri,
-            "already uploaded" if has_object else "upload (server-side encrypted)",
-        )
-        new_version = []
-        for kind, resource, describe in (
-            (MODEL, desired.model, lambda: sm.describe_model(ModelName=desired.model)),
-            (
-                ENDPOINT_CONFIG,
-                desired.config,
-                lambda: sm.describe_endpoint_config(EndpointConfigName=desired.config),
-            ),
-        ):
-            there = self._exists(f"describe {kind} {resource}", describe)
-            new_version.append(Change("keep" if there else "create", kind, resource))
-        replace_failed = None
-        if live.status is None:
-            entry = Change("create", ENDPOINT, name, f"on {desired.config}")
-        elif live.status in _FAILED:
-            replace_failed = Change(
-                "delete", ENDPOINT, name, f"{live.status}: {live.failure or ''}"
-            )
-            entry = Change("create", ENDPOINT, name, f"on {desired.config}")
-        elif live.config != desired.config:
-            rollout = self.config.deploy.rollout
-            entry = Change("update", ENDPOINT, name,
-                           f"{live.config} -> {desired.config} ({rollout.strategy})")  # fmt: skip
-        else:
-            entry = Change("keep", ENDPOINT, name, f"{desired.manifest.version} is live")
-        configs, models = self._ours_left(name, {desired.config, desired.model})
-        leftovers = [Change("delete", ENDPOINT_CONFIG, c, "replaced") for c in configs]
-        leftovers += [Change("delete", MODEL, m, "replaced") for m in models]
-        serving = live.status not in {None, *_FAILED}
-        return Diff(
-            name=name,
-            manifest=desired.manifest,
-            upload=upload,
-            new_version=tuple(new_version),
-            entry=entry,
-            live_resources=frozenset(r for r in (live.config, live.model) if r and serving),
-            replace_failed=replace_failed,
-            scaling=tuple(self._scaling_changes(name, live)),
-            leftovers=tuple(leftovers),
-            live_version=(names.version_of(live.config) or live.config) if live.config else None,
-        )
-
-    def _scaling_changes(self, name: str, live: Live) -> Iterator[Change]:
-        scaling = self.config.deploy.scaling
-        target, policy = (None, None) if live.status is None else self._scaling_now(name)
-        resource = names.scaling_resource_id(name)
-        if scaling is None:
-            if target is not None:
-                yield Change("delete", "scalable target", resource, "deploy.scaling removed")
-            return
-        wanted_policy = scaling_policy(name, scaling)
-        detail = f"{scaling.min_instances}-{scaling.max_instances} instances"
-        yield Change(
-            "keep" if _same_target(target, name, scaling) else ("update" if target else "create"),
-            "scalable target",
-            resource,
-            detail,
-        )
-        yield Change(
-            "keep" if _same_policy(policy, name, scaling) else ("update" if policy else "create"),
-            "scaling policy",
-            wanted_policy["PolicyName"],
-            "target tracking on SageMakerVariantInvocationsPerInstance",
-        )
+        return SageMakerSteps(self).diff(desired, self._live(desired.name)).plan()
 
     # -- deploy: the shared transaction (adapters/rollout.py) over SageMaker's steps ------
 
@@ -525,7 +435,7 @@ class SageMakerProvider(Provider):
         self, bundle: Path, *, name: str | None = None, progress: ProgressFn = no_progress
     ) -> Deployment:
         outcome = run_rollout(
-            _Steps(self),
+            SageMakerSteps(self),
             bundle,
             name=name,
             rollout=self.config.deploy.rollout,
@@ -534,54 +444,6 @@ class SageMakerProvider(Provider):
             progress=progress,
         )
         return self.describe(outcome.diff.name)
-
-    def _restore_scaling(self, name: str, before: _Scaling) -> None:
-        """Register again, as it was, the scalable target and policy a failed update took
-        off (an instance type change deregisters them first)."""
-        target, policy = before
-        if target is None or self._scaling_now(name)[0] is not None:
-            return
-        client = self._client("application-autoscaling")
-        where = {k: target[k] for k in ("ServiceNamespace", "ResourceId", "ScalableDimension")}
-        self._call(
-            "register scalable target again",
-            lambda: client.register_scalable_target(
-                **where, MinCapacity=target["MinCapacity"], MaxCapacity=target["MaxCapacity"]
-            ),
-        )
-        if policy is not None:
-            self._call(
-                "put scaling policy again",
-                lambda: client.put_scaling_policy(
-                    **where,
-                    PolicyName=policy["PolicyName"],
-                    PolicyType=policy["PolicyType"],
-                    TargetTrackingScalingPolicyConfiguration=policy[
-                        "TargetTrackingScalingPolicyConfiguration"
-                    ],
-                ),
-            )
-
-    def _apply_scaling(self, name: str) -> None:
-        """Bring the endpoint's autoscaling to ``deploy.scaling``, read as it is now (an
-        instance type change deregistered it); no write where it already is."""
-        scaling = self.config.deploy.scaling
-        target, policy = self._scaling_now(name)
-        if scaling is None:
-            if target is not None:
-                self._deregister_scaling(name)
-            return
-        client = self._client("application-autoscaling")
-        if not _same_target(target, name, scaling):
-            self._call(
-                "register scalable target",
-                lambda: client.register_scalable_target(**scaling_target(name, scaling)),
-            )
-        if target is None or not _same_policy(policy, name, scaling):
-            self._call(
-                "put scaling policy",
-                lambda: client.put_scaling_policy(**scaling_policy(name, scaling)),
-            )
 
     def _deregister_scaling(self, name: str) -> bool:
         client = self._client("application-autoscaling")
@@ -737,147 +599,3 @@ def _checked_name(name: str) -> str:
 def _split_s3(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
-
-
-class _Steps:
-    """SageMaker's steps of the shared deploy transaction (:mod:`adapters.rollout`).
-
-    The new version is a model and an endpoint config (``create``: they take no traffic
-    until the endpoint moves to the config); the one traffic step is CreateEndpoint, or
-    UpdateEndpoint with the ``DeploymentConfig`` compiled from ``deploy.rollout`` (AWS runs
-    canary and linear shifts itself: ``server_side_rollout``). SageMaker cannot send a
-    request to a config the endpoint is not on, so the smoke test runs after the switch and
-    a failure switches back (UpdateEndpoint to the old config, all at once).
-    """
-
-    capabilities = Capabilities(pre_traffic_smoke=False, server_side_rollout=True)
-    terms = Terms("endpoint", "AWS", "sagemaker.deploy_timeout_s")
-
-    def __init__(self, provider: SageMakerProvider) -> None:
-        self.provider = provider
-
-    def desired(self, bundle: Path, name: str | None) -> Desired:
-        return self.provider._desired(bundle, name)
-
-    def live(self, desired: Desired) -> Live:
-        return self.provider._live(desired.name)
-
-    def diff(self, desired: Desired, live: Live) -> Diff:
-        return self.provider._diff(desired, live)
-
-    def create(self, desired: Desired, diff: Diff) -> None:
-        p, sm = self.provider, self.provider._sm
-        tags = p._tags(desired.name, desired.manifest.version)
-        to_create = {c.name for c in diff.new_version if c.action == "create"}
-        if desired.model in to_create:
-            spec = desired.model_spec
-            p._call(
-                f"create model {desired.model}",
-                lambda: sm.create_model(
-                    ModelName=desired.model,
-                    PrimaryContainer={
-                        "Image": spec["Image"],
-                        "ModelDataUrl": spec["ModelDataUrl"],
-                        "Environment": spec["Environment"],
-                    },
-                    ExecutionRoleArn=spec["Role"],
-                    Tags=tags,
-                ),
-            )
-        if desired.config in to_create:
-            p._call(
-                f"create endpoint config {desired.config}",
-                lambda: sm.create_endpoint_config(
-                    EndpointConfigName=desired.config, **desired.config_spec, Tags=tags
-                ),
-            )
-
-    def settled(self, desired: Desired, traffic_pct: int) -> Settle:
-        live = self.provider._live(desired.name)
-        if live.status in _SETTLING:
-            return Settle("pending", live.status or "")
-        on_new = live.config == desired.config
-        if traffic_pct == 0:  # created, or switched back: the endpoint is not on the new config
-            if not on_new and live.status in {None, "InService"}:
-                return Settle("ok")
-            return Settle("failed", live.failure or f"it is {live.status} on {live.config}")
-        if live.status == "InService" and on_new:
-            return Settle("ok")
-        reason = live.failure or f"the endpoint is {live.status} on {live.config}"
-        still = f"; {live.config} still serves" if live.status == "InService" else ""
-        return Settle("failed", reason + still)
-
-    def taken(self, desired: Desired, traffic_pct: int) -> str | None:
-        if traffic_pct == 0:
-            return None  # a model or config nothing uses yet: removing it is safe
-        now = self.provider._live(desired.name)
-        if now.status in _SETTLING or (now.status == "InService" and now.config == desired.config):
-            return f"{now.status} on {now.config}"
-        return None
-
-    def switch(self, desired: Desired, live: Live, step: TrafficStep) -> None:
-        p, name = self.provider, desired.name
-        if live.status is None or live.status in _FAILED:  # a Failed one was removed first
-            p._call(
-                f"create endpoint {name}",
-                lambda: p._sm.create_endpoint(
-                    EndpointName=name,
-                    EndpointConfigName=desired.config,
-                    Tags=p._tags(name, desired.manifest.version),
-                ),
-            )
-            return
-        new_type = desired.config_spec["ProductionVariants"][0].get("InstanceType")
-        target, _ = p._scaling_now(name)
-        if target is not None and new_type != live.instance_type:
-            # AWS refuses an update that changes the instance type of a scaled variant:
-            # deregister first (the scaling step registers it again, or a failure restores it)
-            p._deregister_scaling(name)
-        config = deployment_config(p.config.deploy.rollout)
-        p._call(
-            f"update endpoint {name}",
-            lambda: p._sm.update_endpoint(
-                EndpointName=name, EndpointConfigName=desired.config, **config
-            ),
-        )
-
-    def switch_back(self, desired: Desired, live: Live) -> None:
-        p, name, back_to = self.provider, desired.name, live.config
-        p._call(
-            f"roll endpoint {name} back to {back_to}",
-            lambda: p._sm.update_endpoint(EndpointName=name, EndpointConfigName=back_to),
-        )
-
-    def smoke(self, desired: Desired, body: bytes, *, before_traffic: bool) -> bytes:
-        return self.provider.invoker.invoke_sync(desired.name, body, timeout=70.0).body
-
-    def remove(self, change: Change) -> None:
-        if change.kind == ENDPOINT:
-            self.provider._delete_endpoint_and_wait(change.name)
-        else:
-            self.provider._delete_resource(change.kind, change.name)
-
-    def read_scaling(self, desired: Desired) -> object:
-        return self.provider._scaling_now(desired.name)
-
-    def apply_scaling(self, desired: Desired, changes: tuple[Change, ...]) -> None:
-        self.provider._apply_scaling(desired.name)
-
-    def restore_scaling(self, desired: Desired, before: object) -> None:
-        self.provider._restore_scaling(desired.name, cast(_Scaling, before))
-
-
-def _same_target(target: dict[str, Any] | None, name: str, scaling: ScalingSection) -> bool:
-    wanted = scaling_target(name, scaling)
-    return target is not None and all(
-        target.get(k) == wanted[k] for k in ("MinCapacity", "MaxCapacity")
-    )
-
-
-def _same_policy(policy: dict[str, Any] | None, name: str, scaling: ScalingSection) -> bool:
-    wanted = scaling_policy(name, scaling)["TargetTrackingScalingPolicyConfiguration"]
-    return (
-        policy is not None
-        and policy.get("TargetTrackingScalingPolicyConfiguration", {}).get("TargetValue")
-        == wanted["TargetValue"]
-    )
