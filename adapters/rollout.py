@@ -361,6 +361,7 @@ class _Run:
         self.version = diff.manifest.version
         self.scaling_before: object | None = None
         self.switched = False  # some traffic reached the new version and settled there
+        self.entry_touched = False  # a switch call was made (on a first deploy: the entry)
 
     # -- the forward path ------------------------------------------------------------------
 
@@ -402,6 +403,7 @@ class _Run:
         self.progress(
             f"{verb} {self.what}: {step.pct}% to {self.version} ({self.rollout.strategy})", 0.1
         )
+        self.entry_touched = True
         self._write(lambda: self.steps.switch(self.desired, self.live, step), step.pct)
         self._settle(step.pct, started, deadline, verb)
         self.switched = True
@@ -529,10 +531,10 @@ class _Run:
         return "".join(f"; {note}" for note in notes)
 
     def _failed_version(self) -> Sequence[Change]:
-        """What a failed deploy removes: the entry it created (no version served before),
-        then the new version's resources the live version does not use."""
+        """What a failed deploy removes: the entry a switch created (no version served
+        before), then the new version's resources the live version does not use."""
         diff = self.diff
-        entry = (diff.entry,) if diff.entry.action == "create" else ()
+        entry = (diff.entry,) if diff.entry.action == "create" and self.entry_touched else ()
         mine = tuple(c for c in diff.new_version if c.name not in diff.live_resources)
         return entry + mine
 

@@ -379,6 +379,13 @@ def test_a_refused_create_removes_nothing_it_did_not_make_and_the_old_serves() -
     assert cloud.scaling == {"max": 2}
 
 
+def test_a_refused_create_on_a_first_deploy_removes_no_entry_it_never_made() -> None:
+    cloud = FakeCloud(refuse={"create": DeployFailed("quota exceeded (simulated)")})
+    with pytest.raises(DeployFailed):
+        Run(FakeSteps(cloud)).deploy(V1_PATH)
+    assert cloud.writes == [("upload", V1.digest), ("create", OLD), ("remove", OLD)]
+
+
 def test_a_refused_call_of_another_kind_is_a_deploy_failure_naming_the_version() -> None:
     cloud, run = live_on_v1(refuse={"switch": ProviderError("AWS said ValidationException")})
     with pytest.raises(DeployFailed) as failed:
