@@ -20,7 +20,6 @@ import boto3
 import pytest
 from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
 from conftest import PROJECTS
-from emulators.aws import AwsEmulator
 
 from adapters.base import DeploymentStatus, Provider
 from adapters.sagemaker import names
@@ -29,6 +28,7 @@ from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.bundle import BuiltBundle, build_bundle
 from aiaas.config import load_config
 from aiaas.errors import DeployFailed, ProviderError
+from emulators.aws import AwsEmulator
 
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 
@@ -775,3 +775,22 @@ def test_a_smoke_answer_that_is_only_a_200_fails_the_deploy_and_rolls_back(
     assert "smoke test failed: the answer is not JSON: 'body'" in message
     assert message.endswith(f"; rolled back: {live.version} serves")
     assert models_and_configs() == ({live.details["model"]}, {live.details["endpoint_config"]})
+
+
+def test_a_replaced_version_that_cannot_be_removed_is_a_warning_the_next_deploy_removes(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """The new version serves: a refused DeleteModel of the old one does not fail the
+    deploy, it is a warning, and the next deploy (of the same digest) removes it."""
+    denied = "not authorized to perform: sagemaker:DeleteModel (simulated)"
+    with provider(tmp_path) as sm:
+        old = sm.deploy(bundles[0].path)
+        fresh.refuse_next("sagemaker", "DeleteModel", "AccessDeniedException", denied)
+        new = sm.deploy(bundles[1].path)
+        assert new.version == bundles[1].manifest.version
+        [warning] = new.details["warnings"]
+        assert old.details["model"] in warning and denied in warning
+        assert old.details["model"] in models_and_configs()[0]
+        again = sm.deploy(bundles[1].path)
+        assert "warnings" not in again.details
+    assert models_and_configs() == ({new.details["model"]}, {new.details["endpoint_config"]})

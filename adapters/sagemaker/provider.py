@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -443,7 +443,10 @@ class SageMakerProvider(Provider):
             upload=self.upload,
             progress=progress,
         )
-        return self.describe(outcome.diff.name)
+        deployment = self.describe(outcome.diff.name)
+        if not outcome.warnings:
+            return deployment
+        return replace(deployment, details={**deployment.details, "warnings": outcome.warnings})
 
     def _deregister_scaling(self, name: str) -> bool:
         client = self._client("application-autoscaling")
