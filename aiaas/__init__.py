@@ -1,6 +1,8 @@
 """aiaas: one PyTorch model, packaged once, served on any cloud behind serverless functions.
 
 The core never imports torch; the model server (``aiaas.runtime``) and user model code do.
+``aiaas.deploy``, ``plan``, ``status``, ``deployments``, ``invoke``, ``logs`` and ``delete``
+are the Python API (:mod:`aiaas.api`), loaded on first use.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -11,15 +13,26 @@ from aiaas.model import Model
 if TYPE_CHECKING:
     from aiaas.client import Client
 
-__all__ = ["AiaasError", "Client", "Model", "__version__"]
+API = ("deploy", "plan", "status", "deployments", "invoke", "logs", "delete")
+"""The names :mod:`aiaas.api` lends this package."""
+
+__all__ = ["AiaasError", "Client", "Model", "__version__", *API]
 
 
 def __getattr__(name: str) -> Any:
-    # The client pulls in httpx; a function's cold start imports aiaas without needing it.
+    # The client pulls in httpx, and the API the providers' registry and adapters: a
+    # function's cold start imports aiaas and needs neither, so both load on first use.
     if name == "Client":
         from aiaas.client import Client
 
         return Client
+    if name in API:
+        # By name, not an import statement: the API is a composition root (it builds a
+        # provider's control plane), which no core module depends on; this only forwards the
+        # attribute (tests/test_cli_api.py checks `import aiaas` loads neither).
+        import importlib
+
+        return getattr(importlib.import_module("aiaas.api"), name)
     raise AttributeError(f"module 'aiaas' has no attribute {name!r}")
 
 
