@@ -3,10 +3,10 @@
 Each figure says where it comes from and when it was taken. They are list prices in USD
 for one region, written from the providers' public price pages; they were NOT re-checked
 against the live pages when this table was written (no network here), so treat them as
-estimates and update the table (and its ``as_of``) when you check them. The function
-platforms' prices live here (the function tier's platforms); the price of the instance behind
-an endpoint is declared by each provider (``ProviderSpec.endpoint_hourly``). Override any of
-them per deployment in the ``pricing:`` section (or ``AIAAS_PRICING__ENDPOINT_HOURLY_USD``
+estimates and update them (and their ``as_of``) when you check them. Each function
+platform's prices sit in its record (``functions.platforms``); the price of the instance
+behind an endpoint is declared by each provider (``ProviderSpec.endpoint_hourly``). Override
+any of them per deployment in the ``pricing:`` section (or ``AIAAS_PRICING__ENDPOINT_HOURLY_USD``
 and friends): the overrides are read with the rest of the config, once.
 """
 
@@ -25,49 +25,18 @@ class Price:
     as_of: str
 
 
-_LAMBDA = "aws.amazon.com/lambda/pricing (x86, us-east-1)"
-_AZURE_FN = "azure.microsoft.com/pricing/details/functions (Consumption)"
-_FC = "alibabacloud.com/help/en/functioncompute billing (pay-as-you-go, approx.)"
+@dataclass(frozen=True)
+class FunctionPrices:
+    """What a serverless function platform charges: per request and per GB-second. Each
+    platform's record holds its own (``functions.platforms``)."""
 
-# platform -> (per-request price, per-GB-second price) of the serverless function
-FUNCTION_PRICES: dict[str, tuple[Price, Price]] = {
-    "aws": (
-        Price(0.20 / 1e6, "request", _LAMBDA, "2024"),
-        Price(0.0000166667, "GB-second", _LAMBDA, "2024"),
-    ),
-    "azure": (
-        Price(
-            0.20 / 1e6,
-            "execution",
-            "azure.microsoft.com/pricing/details/functions (Consumption)",
-            "2024",
-        ),
-        Price(
-            0.000016,
-            "GB-second",
-            "azure.microsoft.com/pricing/details/functions (Consumption)",
-            "2024",
-        ),
-    ),
-    "alibaba": (
-        Price(
-            0.0000002,
-            "invocation",
-            "alibabacloud.com/help/en/functioncompute billing (pay-as-you-go)",
-            "2024",
-        ),
-        Price(
-            0.000016384,
-            "GB-second",
-            "alibabacloud.com/help/en/functioncompute billing (vCPU+memory, approx.)",
-            "2024",
-        ),
-    ),
-    "local": (
-        Price(0.0, "request", "runs on your machine", "-"),
-        Price(0.0, "GB-second", "-", "-"),
-    ),
-}
+    per_request: Price
+    per_gb_second: Price
+
+
+FREE_FUNCTION = FunctionPrices(
+    Price(0.0, "request", "runs on your machine", "-"), Price(0.0, "GB-second", "-", "-")
+)
 
 FREE = Price(0.0, "hour", "runs on your machine", "-")
 
@@ -84,7 +53,7 @@ class CostModel:
     @classmethod
     def build(
         cls,
-        platform: str,
+        function: FunctionPrices,
         endpoint_hourly: Price,
         memory_mb: int,
         *,
@@ -92,11 +61,11 @@ class CostModel:
         function_gb_second_usd: float | None = None,
         endpoint_hourly_usd: float | None = None,
     ) -> CostModel:
-        """The platform's and endpoint's list prices, each replaced by its override if set."""
-        per_request, per_gb_s = FUNCTION_PRICES.get(platform, FUNCTION_PRICES["local"])
+        """The function platform's and the endpoint's list prices, each replaced by its
+        override if set."""
         return cls(
-            per_request=_pick(function_request_usd, per_request.value),
-            per_gb_second=_pick(function_gb_second_usd, per_gb_s.value),
+            per_request=_pick(function_request_usd, function.per_request.value),
+            per_gb_second=_pick(function_gb_second_usd, function.per_gb_second.value),
             endpoint_hourly=_pick(endpoint_hourly_usd, endpoint_hourly.value),
             memory_mb=memory_mb,
         )

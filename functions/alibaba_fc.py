@@ -16,6 +16,7 @@ import os
 import uvicorn
 
 from functions.bootstrap import app_from_environment
+from functions.platforms.alibaba import PLATFORM
 
 FC_PORT = 9000
 
@@ -23,7 +24,7 @@ FC_PORT = 9000
 def main() -> None:
     """Serve the function app until FC stops the instance."""
     uvicorn.run(
-        app_from_environment("alibaba"),
+        app_from_environment(PLATFORM),
         host=os.environ.get("FC_SERVER_HOST", "0.0.0.0"),  # FC requires 0.0.0.0
         port=int(os.environ.get("FC_SERVER_PORT", FC_PORT)),
         access_log=False,

@@ -43,21 +43,19 @@ from aiaas.http import (
 )
 from aiaas.manifest import Manifest
 from aiaas.pricing import FREE, CostModel
-from aiaas.protocol import check_json_content_type, parse_json, simple_inputs
+from aiaas.protocol import brief, check_json_content_type, parse_json, simple_inputs
 from functions.auth import KeyChecker, presented_key
 from functions.edge import (
     DEFAULT_MAX_ITEMS,
-    ESCAPED_RESPONSE_PLATFORMS,
-    PLATFORM_BODY_LIMITS,
-    PLATFORM_RESPONSE_LIMITS,
     EdgeValidator,
     ResponseTooLarge,
-    brief,
     check_response_size,
     read_body,
 )
 from functions.metering import UsageRecord, UsageSink, now
 from functions.openapi import openapi_document
+from functions.platforms import Platform
+from functions.platforms import platform as find_platform
 
 log = logging.getLogger("aiaas.function")
 
@@ -75,10 +73,11 @@ class FunctionApp:
 
     ``FunctionApp(invoker, manifest, keys=...).asgi()`` is the ASGI app. ``keys=None``
     turns our API-key check off (the platform authenticates: Lambda ``AWS_IAM``, Azure
-    function keys, FC). ``deployment`` defaults to the manifest's name. ``max_items``: most
-    items per request (``server.max_items_per_request``). ``max_response_bytes`` defaults
-    to the platform's response limit (:data:`functions.edge.PLATFORM_RESPONSE_LIMITS`).
-    ``cost`` prices each usage record (default: the platform's list prices, a free endpoint).
+    function keys, FC). ``platform``: the platform's record, or its name
+    (:mod:`functions.platforms`). ``deployment`` defaults to the manifest's name.
+    ``max_items``: most items per request (``server.max_items_per_request``).
+    ``max_body_bytes`` and ``max_response_bytes`` default to the platform's limits. ``cost``
+    prices each usage record (default: the platform's list prices, a free endpoint).
 
     ``manifest_source`` follows the live deployment: a cheap callable returning the manifest
     of the version now deployed (``None`` when unknown), asked at most every
@@ -92,10 +91,10 @@ class FunctionApp:
     manifest: Manifest
     deployment: str = ""
     keys: KeyChecker | None = None
-    max_body_bytes: int = PLATFORM_BODY_LIMITS["local"]
+    max_body_bytes: int | None = None
     invoke_timeout_s: float = 30.0
     usage: UsageSink | None = None
-    platform: str = "local"
+    platform: Platform | str = "local"
     memory_mb: int = 512
     max_items: int = DEFAULT_MAX_ITEMS
     max_response_bytes: int | None = None
@@ -107,14 +106,21 @@ class FunctionApp:
     def __post_init__(self) -> None:
         self.deployment = self.deployment or self.manifest.name
         self.validator = EdgeValidator(self.manifest, self.max_items)
-        if self.max_response_bytes is None:
-            limits = PLATFORM_RESPONSE_LIMITS
-            self.max_response_bytes = limits.get(self.platform, limits["local"])
-        self._escaped_response = self.platform in ESCAPED_RESPONSE_PLATFORMS
+        named = self.platform
+        record = named if isinstance(named, Platform) else find_platform(named)
+        self._platform = record
+        self._max_body = (
+            record.max_request_bytes if self.max_body_bytes is None else self.max_body_bytes
+        )
+        self._max_response = (
+            record.max_response_bytes
+            if self.max_response_bytes is None
+            else self.max_response_bytes
+        )
         self._next_manifest_check = 0.0
         self._openapi: bytes | None = None  # built on first request: nothing at cold start
         self._stale_warned: set[str] = set()
-        self._cost = self.cost or CostModel.build(self.platform, FREE, self.memory_mb)
+        self._cost = self.cost or CostModel.build(record.prices, FREE, self.memory_mb)
 
     async def follow_manifest(self, force: bool = False) -> None:
         """Switch to the live deployment's manifest if it changed (see ``manifest_source``).
@@ -173,7 +179,7 @@ class FunctionApp:
         limit, so an oversized upload is never buffered."""
         request.state.bytes_in = 0
         body = await read_body(
-            request.stream(), request.headers.get("content-length"), self.max_body_bytes
+            request.stream(), request.headers.get("content-length"), self._max_body
         )
         request.state.bytes_in = len(body)
         return body
@@ -275,7 +281,7 @@ class FunctionApp:
                 log.exception("unhandled error (request_id=%s)", request_id)
                 response = function_error(AiaasError("internal error"), request_id, oip=oip)
             response.headers["x-request-id"] = request_id
-            if response.status_code == 413 and self.platform in CLOSE_AFTER_413:
+            if response.status_code == 413 and self._platform.close_after_413:
                 # The rest of an oversized upload is unread: closing stops uvicorn from
                 # draining it (and the caller from sending it) after the answer.
                 response.headers["connection"] = "close"
@@ -288,11 +294,10 @@ class FunctionApp:
     def _check_response(self, response: Response) -> None:
         """Raise :class:`~functions.edge.ResponseTooLarge` (502) rather than hand the
         platform an answer it would refuse (Lambda: 6 MB)."""
-        assert self.max_response_bytes is not None
         check_response_size(
             response.body,
-            self.max_response_bytes,
-            self._escaped_response,
+            self._max_response,
+            self._platform.escaped_response,
             response.headers.get("content-type"),
         )
 
@@ -365,9 +370,6 @@ class FunctionApp:
         app = Starlette(routes=routes, exception_handlers=handlers)
         app.state.function = self
         return app
-
-
-CLOSE_AFTER_413 = frozenset({"local", "alibaba"})  # served by uvicorn itself (not Lambda/Azure)
 
 
 def function_error(exc: AiaasError, request_id: str, *, oip: bool = False) -> Response:

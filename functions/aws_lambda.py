@@ -10,5 +10,6 @@ from __future__ import annotations
 from mangum import Mangum
 
 from functions.bootstrap import app_from_environment
+from functions.platforms.aws import PLATFORM
 
-handler = Mangum(app_from_environment("aws"), lifespan="off")
+handler = Mangum(app_from_environment(PLATFORM), lifespan="off")

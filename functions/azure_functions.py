@@ -11,11 +11,12 @@ from __future__ import annotations
 import azure.functions as func
 
 from functions.bootstrap import FunctionEnvironment, app_from_environment, function_config
+from functions.platforms.azure import PLATFORM
 
 _env = FunctionEnvironment.read()  # once: the config and the app are built from the same read
 _config = function_config(_env)
 app = func.AsgiFunctionApp(
-    app=app_from_environment("azure", _config, _env),
+    app=app_from_environment(PLATFORM, _config, _env),
     http_auth_level=(
         func.AuthLevel.FUNCTION if _config.function.auth == "platform" else func.AuthLevel.ANONYMOUS
     ),

@@ -35,8 +35,9 @@ from aiaas.plugins import provider_spec
 from aiaas.pricing import CostModel
 from functions.app import FunctionApp
 from functions.auth import KeyChecker, load_checker
-from functions.edge import PLATFORM_BODY_LIMITS
 from functions.metering import JsonLineSink, UsageSink
+from functions.platforms import Platform
+from functions.platforms import platform as find_platform
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MEMORY_MB = 512
@@ -75,7 +76,7 @@ def function_config(env: FunctionEnvironment | None = None) -> ProjectConfig:
 
 
 def build_function_app(
-    platform: str,
+    platform: Platform | str,
     config: ProjectConfig,
     manifest: Manifest,
     *,
@@ -85,11 +86,12 @@ def build_function_app(
     memory_mb: int = DEFAULT_MEMORY_MB,
     manifest_source: Callable[[], Manifest | None] | None = None,
 ) -> Starlette:
-    """The function app for ``platform`` (``aws``, ``azure``, ``alibaba`` or ``local``)
-    in front of ``config.provider``'s invoke path."""
+    """The function app for ``platform`` (its record, or its name: ``aws``, ``azure``,
+    ``alibaba`` or ``local``) in front of ``config.provider``'s invoke path."""
+    record = platform if isinstance(platform, Platform) else find_platform(platform)
     prices = config.pricing
     cost = CostModel.build(
-        platform,
+        record.prices,
         provider_spec(config.provider).hourly_price(config),
         memory_mb,
         function_request_usd=prices.function_request_usd,
@@ -101,11 +103,10 @@ def build_function_app(
         manifest,
         deployment=deployment,
         keys=keys,
-        max_body_bytes=PLATFORM_BODY_LIMITS[platform],
         invoke_timeout_s=config.function.invoke_timeout_s,
         max_items=config.server.max_items_per_request,
         usage=usage,
-        platform=platform,
+        platform=record,
         memory_mb=memory_mb,
         manifest_source=manifest_source,
         cost=cost,
@@ -113,7 +114,7 @@ def build_function_app(
 
 
 def app_from_environment(
-    platform: str,
+    platform: Platform | str,
     config: ProjectConfig | None = None,
     env: FunctionEnvironment | None = None,
 ) -> Starlette:
@@ -121,12 +122,13 @@ def app_from_environment(
     the ``env`` and ``config`` already read, if any)."""
     env = env or FunctionEnvironment.read()
     config = config or function_config(env)
+    record = platform if isinstance(platform, Platform) else find_platform(platform)
     return build_function_app(
-        platform,
+        record,
         config,
         read_manifest_file(env.manifest_path),
         deployment=env.deployment,
         keys=load_checker() if config.function.auth == "api_key" else None,
-        usage=JsonLineSink(emf=platform == "aws"),
+        usage=JsonLineSink(emf=record.metrics_in_logs),
         memory_mb=env.memory_mb,
     )

@@ -13,37 +13,12 @@ from typing import Any
 from aiaas.errors import AiaasError, PayloadTooLarge
 from aiaas.http import read_limited_body
 from aiaas.manifest import Manifest
-
-# brief and MAX_MESSAGE_CHARS moved to aiaas.protocol (the server describes problems the
-# same way); they stay importable from here.
-from aiaas.protocol import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS
 from aiaas.protocol import InputCheck
-from aiaas.protocol import brief as brief
 
 DEFAULT_MAX_ITEMS = 512  # as config.server.max_items_per_request
 
-# Request-body ceilings of each serverless platform (shared/notes/contracts.md).
-PLATFORM_BODY_LIMITS = {
-    "aws": 6 * 1024 * 1024,  # Lambda function URL / API Gateway, buffered: 6 MB
-    "azure": 100 * 1024 * 1024,  # Azure Functions HTTP trigger: 100 MB
-    "alibaba": 32 * 1024 * 1024,  # Function Compute 3.0 synchronous HTTP: 32 MB
-    "local": 6 * 1024 * 1024,  # as strict as the strictest cloud, so local finds it first
-}
-
-# Response-body ceilings. Lambda: 6 MB for a buffered (function URL / API Gateway)
-# response, counted on the JSON document the runtime sends, in which the body is a JSON
-# string (text escaped, anything else base64: see response_size). Azure
-# Functions and FC document no response cap we could confirm; these are aiaas's choices,
-# equal to their request limits.
-PLATFORM_RESPONSE_LIMITS = {
-    "aws": 6 * 1024 * 1024,
-    "azure": 100 * 1024 * 1024,
-    "alibaba": 32 * 1024 * 1024,
-    "local": 6 * 1024 * 1024,
-}
-# Platforms whose limit counts the body escaped inside a JSON envelope (Lambda's runtime
-# serialises the handler's {"statusCode", "headers", "body"} answer; local mirrors it).
-ESCAPED_RESPONSE_PLATFORMS = frozenset({"aws", "local"})
+# The platforms' request and response limits, and whether a response's limit counts its body
+# escaped in a JSON envelope, are in each platform's record (functions.platforms).
 ENVELOPE_RESERVE = 16 * 1024  # status, headers and the envelope's own keys
 
 

@@ -19,6 +19,8 @@ from aiaas.pricing import FREE, CostModel, Price
 from functions.app import FunctionApp
 from functions.auth import load_checker
 from functions.metering import JsonLineSink, SqliteSink, UsageRecord, summarize
+from functions.platforms.aws import PLATFORM as AWS
+from functions.platforms.local import PLATFORM as LOCAL
 
 
 class ListSink:
@@ -109,9 +111,9 @@ def test_sqlite_records_and_the_usage_command(tmp_path: Path) -> None:
 
 def test_cost_estimate_adds_function_and_endpoint_share() -> None:
     gpu = Price(0.736, "hour", "a GPU instance", "test")
-    one_second = CostModel.build("aws", gpu, 1024).estimate(1.0)
+    one_second = CostModel.build(AWS.prices, gpu, 1024).estimate(1.0)
     assert one_second == pytest.approx(0.20 / 1e6 + 0.0000166667 + 0.736 / 3600)
-    assert CostModel.build("local", FREE, 512).estimate(5.0) == 0.0
+    assert CostModel.build(LOCAL.prices, FREE, 512).estimate(5.0) == 0.0
 
 
 def test_price_overrides_come_from_the_config_read_once(tmp_path: Path) -> None:
@@ -121,7 +123,7 @@ def test_price_overrides_come_from_the_config_read_once(tmp_path: Path) -> None:
     env = {"AIAAS_PRICING__FUNCTION_REQUEST_USD": "0.5"}
     prices = load_config(tmp_path, env=env).pricing
     cost = CostModel.build(
-        "aws", FREE, 1024,
+        AWS.prices, FREE, 1024,
         function_request_usd=prices.function_request_usd,
         function_gb_second_usd=prices.function_gb_second_usd,
         endpoint_hourly_usd=prices.endpoint_hourly_usd,
