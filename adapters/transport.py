@@ -1,11 +1,13 @@
 """A lean async HTTP/1.1 transport for httpx: asyncio streams + h11, keep-alive pooled.
 
 Why it exists: the invoke path runs on the function's event loop, and httpx's default async
-transport (httpcore over anyio) costs about 0.5 ms more per call than the sync client run in
-a worker thread on this machine (``bench/function_overhead.py`` measures both, side by
-side). This transport keeps httpx's API (auth flows such as SigV4 signing, timeouts,
-``httpx.Response``) and does the I/O with asyncio's own streams and h11 (which httpx already
-depends on), so awaiting an invoke costs less than the thread hop did.
+transport (httpcore over anyio) costs 0.3-0.4 ms more per call at p50 through the Lambda
+handler on this machine (``bench/transport.py`` measures both in one run; docs/benchmarks.md,
+"Transport decision (issue 15)": kept while that is 0.2 ms or more). This transport keeps
+httpx's API (auth flows such as SigV4 signing, timeouts, ``httpx.Response``) and does the I/O
+with asyncio's own streams and h11 (which httpx already depends on).
+``AIAAS_HTTP_TRANSPORT=httpx`` switches an invoke path back to httpx's own transport
+(:class:`adapters.http_invoker.HttpClients`).
 
 What it does and does not do:
 
