@@ -250,9 +250,9 @@ def main() -> int:
     from aiaas.bundle import build_bundle
     from aiaas.config import load_config
     from aiaas.manifest import MANIFEST_FILE
-    from aiaas.packaging import package_function
     from functions.auth import create_key
     from functions.bootstrap import app_from_environment
+    from functions.packaging import package_function
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
     with tempfile.TemporaryDirectory(prefix="aiaas-fn-bench-") as tmp:

@@ -4,6 +4,7 @@ real against the local provider on a copy of the probe project."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,11 @@ def test_deploy_status_invoke_logs_delete_on_the_local_provider(tmp_path: Path) 
         described = aiaas.status(project)
         assert (described.name, described.version) == ("probe", deployed.version)
         assert [d.name for d in aiaas.deployments(project)] == ["probe"]
+        assert [(v.version, v.traffic_pct) for v in described.versions] == [(deployed.version, 100)]
+        # `aiaas status` shows each version with its share of traffic.
+        assert f"versions {deployed.version} 100% ready" in _cli("status", "probe", "-c", project)
+        every = _cli("status", "-c", project)
+        assert "traffic" in every and f"{deployed.version} 100%" in every
 
         answer = aiaas.invoke(project, '{"inputs": [{"value": 2}]}')
         assert isinstance(answer, InvokeResult) and answer.version == deployed.version
@@ -69,6 +75,16 @@ def test_deploy_status_invoke_logs_delete_on_the_local_provider(tmp_path: Path) 
     assert aiaas.delete(project) is False  # idempotent
     with pytest.raises(NotFound):
         aiaas.status(project)
+
+
+def _cli(*args: str | Path) -> str:
+    """``aiaas <args>``'s output, on a terminal wide enough that no line is wrapped, with
+    each run of spaces as one."""
+    env = {**os.environ, "COLUMNS": "300"}
+    aiaas_cli = Path(sys.executable).parent / "aiaas"
+    done = subprocess.run([aiaas_cli, *args], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())
 
 
 def test_the_provider_override_and_a_loaded_config(tmp_path: Path) -> None:

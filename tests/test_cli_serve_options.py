@@ -11,7 +11,7 @@ import pytest
 import typer
 
 from aiaas import cli
-from aiaas.cli_support import server_option_flags, server_options
+from aiaas.cli.support import server_option_flags, server_options
 from aiaas.config import ServerSection
 
 

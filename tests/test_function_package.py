@@ -1,5 +1,8 @@
 """`aiaas function package`: target-platform wheels, no torch, within limits, and a zip that
-runs on its own (a fresh interpreter with no site-packages answers a Lambda event)."""
+runs on its own (a fresh interpreter with no site-packages answers a Lambda event).
+
+The packagings read one wheel cache per run (tests/wheel_cache.py); one CLI packaging
+(``test_packaging_says_what_the_platform_must_set``) downloads cold, as a user's first does."""
 
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ from pathlib import Path
 
 import pytest
 from conftest import FunctionSetup, tampered_archive
+from wheel_cache import shared_wheel_cache
 
 from aiaas.config import load_config
 from aiaas.errors import BundleError, ConfigError
 from aiaas.manifest import read_manifest_file
-from aiaas.packaging import TARGETS, function_config_json, package_function
+from functions.packaging import function_config_json, package_function, packaging_of
 
 HEAVY = ("torch/", "transformers/", "boto3/", "botocore/", "moto/", "azure/ai/ml/")
 
@@ -30,6 +34,7 @@ def packaged(
     config = load_config(probe_function.env["AIAAS_CONFIG"], env={})
     manifest = read_manifest_file(Path(probe_function.env["AIAAS_MANIFEST"]))
     out = tmp_path_factory.mktemp("packages")
+    cache = shared_wheel_cache(tmp_path_factory)
     zips = {}
     for target, arch in [
         ("aws", "x86_64"),
@@ -38,7 +43,13 @@ def packaged(
         ("alibaba", "x86_64"),
     ]:
         zips[f"{target}-{arch}"] = package_function(
-            config, manifest, target, out / f"{target}-{arch}.zip", arch=arch, allow_local=True
+            config,
+            manifest,
+            target,
+            out / f"{target}-{arch}.zip",
+            arch=arch,
+            allow_local=True,
+            wheel_cache=cache,
         ).path
     return zips
 
@@ -52,12 +63,18 @@ def test_each_zip_has_its_entrypoint_target_wheels_and_no_torch(packaged: dict[s
     for key, path in packaged.items():
         names = _names(path)
         target, arch = key.split("-")
-        site = TARGETS[target].site_packages
-        assert f"functions/{TARGETS[target].entrypoint}" in names
+        spec = packaging_of(target)
+        site = spec.site_packages
+        assert f"{spec.entrypoint.replace('.', '/')}.py" in names
+        assert f"functions/platforms/{target}.py" in names  # its record, and no other's
+        others = {"aws", "azure", "alibaba", "local"} - {target}
+        assert not [n for n in names if n in {f"functions/platforms/{o}.py" for o in others}]
         assert "aiaas-manifest.json" in names and "aiaas.json" in names
         assert not [n for n in names if n.startswith("yaml/")]  # no YAML parser at cold start
         assert not [n for n in names if n.startswith(HEAVY) or f"/{HEAVY[0]}" in n]
-        assert not [n for n in names if n.startswith("aiaas/runtime/") or n == "aiaas/cli.py"]
+        assert not [n for n in names if n.startswith(("aiaas/runtime/", "aiaas/cli/"))]
+        assert "aiaas/api.py" not in names  # the Python API builds control planes
+        assert "functions/packaging.py" not in names
         core = [n for n in names if "pydantic_core/_pydantic_core" in n and n.endswith(".so")]
         machine = "aarch64" if arch == "arm64" else "x86_64"
         assert len(core) == 1 and machine in core[0] and core[0].startswith(site)
@@ -70,11 +87,21 @@ def test_each_zip_has_its_entrypoint_target_wheels_and_no_torch(packaged: dict[s
 
 
 def test_packaging_is_deterministic(
-    probe_function: FunctionSetup, packaged: dict[str, Path], tmp_path: Path
+    probe_function: FunctionSetup,
+    packaged: dict[str, Path],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Packaged again from the filled wheel cache, with no index to ask (pip is pointed at a
+    closed port on 127.0.0.1): the same bytes."""
     config = load_config(probe_function.env["AIAAS_CONFIG"], env={})
     manifest = read_manifest_file(Path(probe_function.env["AIAAS_MANIFEST"]))
-    again = package_function(config, manifest, "aws", tmp_path / "again.zip", allow_local=True).path
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    again = package_function(
+        config, manifest, "aws", tmp_path / "again.zip", allow_local=True,
+        wheel_cache=shared_wheel_cache(tmp_path_factory),
+    ).path  # fmt: skip
     assert again.read_bytes() == packaged["aws-x86_64"].read_bytes()
 
 
@@ -125,7 +152,10 @@ def test_the_aws_zip_runs_on_its_own(
 
 
 def test_bad_target_arch_and_limit(
-    probe_function: FunctionSetup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    probe_function: FunctionSetup,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = load_config(probe_function.env["AIAAS_CONFIG"], env={})
     manifest = read_manifest_file(Path(probe_function.env["AIAAS_MANIFEST"]))
@@ -137,12 +167,24 @@ def test_bad_target_arch_and_limit(
         package_function(config, manifest, "aws", tmp_path / "x.zip", python="3.9")
     with pytest.raises(ConfigError, match=r"--python three: give major\.minor"):
         package_function(config, manifest, "aws", tmp_path / "x.zip", python="three")
+    with pytest.raises(ConfigError, match="--target local: use one of aws, azure, alibaba"):
+        package_function(config, manifest, "local", tmp_path / "x.zip", allow_local=True)
     import dataclasses
 
-    tiny = dataclasses.replace(TARGETS["aws"], max_zip_bytes=1024)
-    monkeypatch.setitem(TARGETS, "aws", tiny)
-    with pytest.raises(BundleError, match=r"would be .* MB; the limit is 0 MB \(Lambda"):
-        package_function(config, manifest, "aws", tmp_path / "x.zip", allow_local=True)
+    import functions.platforms.aws as aws
+
+    assert aws.PLATFORM.package is not None
+    tiny = dataclasses.replace(aws.PLATFORM.package, max_zip_bytes=1024)
+    monkeypatch.setattr(aws, "PLATFORM", dataclasses.replace(aws.PLATFORM, package=tiny))
+    # Refused before any bytecode is compiled: the zip without it is already too large.
+    with pytest.raises(
+        BundleError,
+        match=r"would be at least .* MB before its bytecode; the limit is 0 MB \(Lambda",
+    ):
+        package_function(
+            config, manifest, "aws", tmp_path / "x.zip", allow_local=True,
+            wheel_cache=shared_wheel_cache(tmp_path_factory),
+        )  # fmt: skip
     assert not (tmp_path / "x.zip").exists()
 
 

@@ -24,6 +24,7 @@ import pytest
 from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
 from conftest import PROJECTS
 from emulators.aws import AwsEmulator
+from wheel_cache import shared_wheel_cache
 
 from aiaas.manifest import MANIFEST_FILE
 from functions.auth import create_key
@@ -156,7 +157,7 @@ def test_a_lambda_function_url_event_gets_the_real_prediction(
 
 
 def test_the_packaged_aws_zip_answers_through_sagemaker_on_its_own(
-    aws: AwsEmulator, project: Path, tmp_path: Path
+    aws: AwsEmulator, project: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """``aiaas function package --target aws --provider sagemaker``, unzipped and run by a
     fresh ``python -S`` (only the zip's files importable, as in Lambda) with what Lambda sets:
@@ -164,9 +165,9 @@ def test_the_packaged_aws_zip_answers_through_sagemaker_on_its_own(
     and loads no boto3."""
     aiaas(aws, project, "deploy", "--provider", "sagemaker")
     try:
-        out = tmp_path / "fn.zip"
+        out, cache = tmp_path / "fn.zip", shared_wheel_cache(tmp_path_factory)
         aiaas(aws, project, "function", "package", "--target", "aws", "--provider", "sagemaker",
-              "-o", str(out))  # fmt: skip
+              "-o", str(out), "--wheel-cache", str(cache))  # fmt: skip
         with zipfile.ZipFile(out) as zf:
             names = zf.namelist()
             zf.extractall(tmp_path / "task")

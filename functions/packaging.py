@@ -1,7 +1,10 @@
 """``aiaas function package``: the deployable zip of the function tier for one platform.
 
-The zip holds the function code, the parts of the ``aiaas`` core and of ``adapters`` the
-configured provider needs, their dependencies as wheels for the *target* platform and
+What goes in it is the platform's record (:mod:`functions.platforms`): its entrypoint, the
+entrypoint's own requirements, where dependencies go and the zip's limit. The zip holds the
+modules of ``aiaas``, ``adapters`` and ``functions`` that the entrypoint and the configured
+provider's invoke path import (followed through every import statement, so no hand-kept list
+of files), their dependencies as wheels for the *target* platform and
 Python (``pip download --platform``; never the build machine's own wheels), the bundle
 manifest and the project's ``aiaas.yaml`` (as ``aiaas.json``: no YAML parser at cold start).
 Never torch or transformers. Entries are sorted and dated 1980-01-01, so the same inputs
@@ -11,11 +14,18 @@ Every module ships with its bytecode compiled by an interpreter of the target Py
 as unchecked-hash ``.pyc`` files: Lambda's ``/var/task`` is read-only, so without them the
 function compiles every module again at every cold start (the zip's fixed 1980 timestamps
 would invalidate timestamp-based ``.pyc`` files; unchecked-hash ones are used as they are).
+
+The function tier packages itself here, a library the CLI, the benchmarks and the tests call;
+the CLI (the composition root, which nothing imports) only parses the options.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import importlib.util
 import io
+import json
 import os
 import re
 import shutil
@@ -23,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -33,70 +44,23 @@ from aiaas.errors import BundleError, ConfigError
 from aiaas.manifest import MANIFEST_FILE, Manifest
 from aiaas.plugins import ENTRY_POINT_GROUP, provider_spec
 from aiaas.template_files import templates_dir
+from functions.platforms import Packaging, packaged_platforms
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = templates_dir() / "functions"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 MIN_PYTHON = (3, 11)  # what aiaas itself needs (pyproject's requires-python)
 
 # What the function tier imports at run time, whatever the platform. What the provider's
-# invoke path needs comes from its spec (ProviderSpec.invoke_requirements).
+# invoke path needs comes from its spec (ProviderSpec.invoke_requirements), what the
+# platform's entrypoint needs from the platform's record.
 COMMON_REQUIREMENTS = [
     "starlette>=0.37",
     "pydantic>=2.7,<3",
     "orjson>=3.10",
     "fastjsonschema>=2.19",
 ]
-# Core modules the function tier uses (not the CLI, the model server or the templates).
-CORE_MODULES = [
-    "__init__.py", "bundle.py", "config.py", "errors.py", "http.py", "manifest.py", "model.py",
-    "oip.py", "plugins.py", "pricing.py", "protocol.py", "client.py",
-]  # fmt: skip
-# The provider contract, whatever the provider.
-ADAPTER_MODULES = ["adapters", "adapters.base", "adapters.transport"]
-
-
-@dataclass(frozen=True)
-class Target:
-    """One serverless platform's packaging rules."""
-
-    entrypoint: str
-    requirements: list[str]
-    site_packages: str  # where dependencies go inside the zip
-    templates: list[str] = field(default_factory=list)
-    max_zip_bytes: int = 50 * 1024 * 1024
-    limit_source: str = ""
-    handler: str = ""  # what the platform is told to run (printed after packaging)
-
-
-TARGETS: dict[str, Target] = {
-    "aws": Target(
-        "aws_lambda.py",
-        ["mangum>=0.17"],
-        "",
-        max_zip_bytes=50 * 1024 * 1024,
-        limit_source="Lambda: 50 MB zipped for a direct upload",
-        handler="functions.aws_lambda.handler (runtime python{python}, architecture {arch})",
-    ),
-    "azure": Target(
-        "azure_functions.py",
-        ["azure-functions>=1.18"],
-        ".python_packages/lib/site-packages",
-        ["azure/function_app.py", "azure/host.json", "azure/requirements.txt"],
-        max_zip_bytes=100 * 1024 * 1024,
-        limit_source="Azure Functions: no zip limit found in the notes; aiaas caps at 100 MB",
-        handler="function_app.py (Python {python}, v2 programming model; host.json included)",
-    ),
-    "alibaba": Target(
-        "alibaba_fc.py",
-        ["uvicorn>=0.30"],
-        "python",
-        ["alibaba/bootstrap"],
-        max_zip_bytes=100 * 1024 * 1024,
-        limit_source="Function Compute 3.0: code package limit unconfirmed; aiaas caps at 100 MB",
-        handler="custom runtime: ./bootstrap serves on port 9000 (needs python{python} as python3)",
-    ),
-}
+PACKAGES = ("aiaas", "adapters", "functions")
+"""The import packages whose modules the zip carries as source (when something imports them)."""
 ARCHES = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 
 
@@ -125,15 +89,17 @@ def package_function(
     python: str = "3.11",
     allow_local: bool = False,
     compile_bytecode: bool = True,
+    wheel_cache: Path | None = None,
 ) -> FunctionPackage:
     """Build the zip for ``target`` (aws, azure, alibaba); refuse it above the platform limit.
 
     ``provider: local`` is refused unless ``allow_local``: such a function would call
     127.0.0.1 from the cloud. It is allowed for trying the zip on this machine (the tests and
     ``bench/function_overhead.py`` do). ``compile_bytecode=False`` ships source only.
+    ``wheel_cache``: a folder that keeps the wheels downloaded (one subfolder per Python and
+    architecture): the same requirements are then packaged again without pip or the index.
     """
-    if target not in TARGETS:
-        raise ConfigError(f"--target {target}: use one of {', '.join(TARGETS)}")
+    spec = packaging_of(target)
     if arch not in ARCHES:
         raise ConfigError(f"--arch {arch}: use one of {', '.join(ARCHES)}")
     _check_python(python)
@@ -144,28 +110,26 @@ def package_function(
             "from the cloud; set provider to the cloud that serves the model (or pass "
             "--allow-local to try the zip on this machine)"
         )
-    spec = TARGETS[target]
-    provider_reqs = list(provider.invoke_requirements)
+    requirements = [*COMMON_REQUIREMENTS, *provider.invoke_requirements, *spec.requirements]
     with tempfile.TemporaryDirectory(prefix="aiaas-fn-") as tmp:
-        wheels = _download(
-            COMMON_REQUIREMENTS + provider_reqs + spec.requirements, Path(tmp), arch, python
-        )
+        wheels = _download(requirements, Path(tmp) / "wheels", arch, python, wheel_cache)
         entries = _code_entries(config, spec) + _wheel_entries(wheels, spec.site_packages)
         entries.append((MANIFEST_FILE, manifest.model_dump_json(indent=2).encode()))
         entries.append((PACKAGED_CONFIG_FILE, function_config_json(config)))
         entries += _metadata_entries(spec.site_packages, config.provider)
-        compiled = False
-        if compile_bytecode:
-            interpreter = _interpreter_for(python)
-            if interpreter is not None:
-                entries += _bytecode_entries(entries, interpreter, Path(tmp) / "compile")
-                compiled = True
-        data = _zip(entries)
-    if len(data) > spec.max_zip_bytes:
-        raise BundleError(
-            f"the {target} package would be {len(data) / 1e6:.1f} MB; the limit is "
-            f"{spec.max_zip_bytes / 1e6:.0f} MB ({spec.limit_source})"
-        )
+        with _ZipWriter() as zipped:
+            zipped.add(entries)
+            # Bytecode only adds entries: a zip already too large without it is refused
+            # before anything is compiled.
+            _check_size(target, spec, zipped.size(), "at least", " before its bytecode")
+            compiled = False
+            if compile_bytecode:
+                interpreter = _interpreter_for(python)
+                if interpreter is not None:
+                    zipped.add(_bytecode_entries(entries, interpreter, Path(tmp) / "compile"))
+                    compiled = True
+        data = zipped.data()
+    _check_size(target, spec, len(data))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(data)
     return FunctionPackage(
@@ -179,12 +143,29 @@ def package_function(
     )
 
 
+def packaging_of(target: str) -> Packaging:
+    """What goes in ``target``'s zip (its platform record); a :class:`ConfigError` naming the
+    platforms a zip is built for."""
+    for record in packaged_platforms():
+        if record.name == target and record.package is not None:
+            return record.package
+    names = ", ".join(p.name for p in packaged_platforms())
+    raise ConfigError(f"--target {target}: use one of {names}")
+
+
+def _check_size(target: str, spec: Packaging, size: int, bound: str = "", when: str = "") -> None:
+    if size > spec.max_zip_bytes:
+        raise BundleError(
+            f"the {target} package would be {bound + ' ' if bound else ''}"
+            f"{size / 1e6:.1f} MB{when}; the limit is "
+            f"{spec.max_zip_bytes / 1e6:.0f} MB ({spec.limit_source})"
+        )
+
+
 def function_config_json(config: ProjectConfig) -> bytes:
     """The config a packaged function starts with (its ``aiaas.json``): what was checked here,
     ``--provider`` and ``AIAAS_*`` overrides of this build included, keys the user set only
     (defaults stay defaults), read at cold start without a YAML parser."""
-    import json
-
     raw = config.model_dump(mode="json", exclude_unset=True)
     # Only the packaged provider's section: the zip carries no other provider.
     sections = config.provider_sections()
@@ -268,8 +249,36 @@ def _environment(config: ProjectConfig) -> dict[str, str]:
     return env
 
 
-def _download(requirements: list[str], dest: Path, arch: str, python: str) -> list[Path]:
-    """Wheels for the target platform and Python, never built or taken from this machine."""
+def _download(
+    requirements: list[str], dest: Path, arch: str, python: str, cache: Path | None = None
+) -> list[Path]:
+    """Wheels for the target platform and Python, never built or taken from this machine.
+
+    With a ``cache``, a set of requirements downloaded once for this Python and architecture
+    is taken from it as it was resolved then (no pip, no index); a new set is downloaded and
+    kept there, with the list of wheels it resolved to."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if cache is None:
+        _pip_download(requirements, dest, arch, python)
+        return sorted(dest.glob("*.whl"))
+    folder = cache / f"cp{python.replace('.', '')}-{arch}"
+    key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:16]
+    resolved = folder / f"resolved-{key}.json"
+    names: list[str] = json.loads(resolved.read_text()) if resolved.is_file() else []
+    if names and all((folder / name).is_file() for name in names):
+        for name in names:
+            shutil.copyfile(folder / name, dest / name)
+    else:
+        _pip_download(requirements, dest, arch, python)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = sorted(wheel.name for wheel in dest.glob("*.whl"))
+        for name in names:
+            shutil.copyfile(dest / name, folder / name)
+        resolved.write_text(json.dumps(names))
+    return sorted(dest.glob("*.whl"))
+
+
+def _pip_download(requirements: list[str], dest: Path, arch: str, python: str) -> None:
     cmd = [
         sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
         "--platform", ARCHES[arch], "--python-version", python, "--implementation", "cp",
@@ -281,30 +290,71 @@ def _download(requirements: list[str], dest: Path, arch: str, python: str) -> li
             ln for ln in done.stderr.splitlines() if "ERROR" in ln
         ] or done.stderr.splitlines()[-3:]
         raise BundleError("cannot download the function's wheels: " + " ".join(errors))
-    return sorted(dest.glob("*.whl"))
 
 
-def _code_entries(config: ProjectConfig, spec: Target) -> list[tuple[str, bytes]]:
-    entries = [(f"aiaas/{name}", (ROOT / "aiaas" / name).read_bytes()) for name in CORE_MODULES]
+def _code_entries(config: ProjectConfig, spec: Packaging) -> list[tuple[str, bytes]]:
+    """The source of every module of ours the function can import: from the platform's
+    entrypoint, the provider's spec and its invoke-path modules, through their imports."""
     provider = provider_spec(config.provider)
     spec_module = _entry_point(config.provider).value.partition(":")[0]
-    modules = [*ADAPTER_MODULES, *_parents(spec_module), *provider.invoke_modules]
-    for module in dict.fromkeys(modules):
-        entries.append(_module_entry(module))
-    for name in (
-        "__init__.py",
-        "app.py",
-        "auth.py",
-        "bootstrap.py",
-        "edge.py",
-        "metering.py",
-        "openapi.py",
-        spec.entrypoint,
-    ):
-        entries.append((f"functions/{name}", (ROOT / "functions" / name).read_bytes()))
+    roots = [spec.entrypoint, spec_module, *provider.invoke_modules]
+    entries = [_module_entry(module) for module in imported_modules(roots)]
     for template in spec.templates:
         entries.append((Path(template).name, (TEMPLATES / template).read_bytes()))
     return entries
+
+
+def imported_modules(roots: Iterable[str], packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """``roots`` and every module of ``packages`` they import, directly or not, with the
+    packages above each (a module needs its packages' ``__init__``), sorted.
+
+    Every import statement counts, wherever it is (in a function, under ``TYPE_CHECKING``):
+    a lazy import still runs when its code does. An import by name at run time
+    (``importlib.import_module``) is not seen: the platform record a function loads is
+    named by the entrypoint's own import, and ``aiaas.api`` (which builds a control plane) is
+    deliberately not shipped.
+    """
+    found: set[str] = set()
+    todo = list(roots)
+    while todo:
+        module = todo.pop()
+        if module in found or module.split(".")[0] not in packages:
+            continue
+        origin = _source_of(module)
+        if origin is None:  # a name imported from a module (``from a import b``), not a module
+            continue
+        found.add(module)
+        todo += _parents(module)[:-1]
+        todo += _imports_of(origin, module)
+    return sorted(found)
+
+
+def _source_of(module: str) -> Path | None:
+    try:
+        found = importlib.util.find_spec(module)
+    except ModuleNotFoundError:  # a parent is a module, not a package
+        return None
+    if found is None or found.origin is None or not found.origin.endswith(".py"):
+        return None
+    return Path(found.origin)
+
+
+def _imports_of(path: Path, module: str) -> list[str]:
+    """The modules (and, for ``from a import b``, the candidate modules ``a.b``) that
+    ``path`` imports."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = []
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the importing package
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names.append(base)
+            names += [f"{base}.{alias.name}" for alias in node.names]
+    return names
 
 
 def _wheel_entries(wheels: list[Path], prefix: str) -> list[tuple[str, bytes]]:
@@ -331,13 +381,10 @@ def _parents(module: str) -> list[str]:
 
 
 def _module_entry(module: str) -> tuple[str, bytes]:
-    """The zip entry of one module of the provider, from its installed source."""
-    import importlib.util
-
-    found = importlib.util.find_spec(module)
-    if found is None or found.origin is None or not found.origin.endswith(".py"):
-        raise ConfigError(f"provider: module {module!r} is not installed as source")
-    origin = Path(found.origin)
+    """The zip entry of one module, from its installed source."""
+    origin = _source_of(module)
+    if origin is None:
+        raise ConfigError(f"module {module!r} is not installed as source")
     parts = module.split(".")
     name = "/".join(parts) + ("/__init__.py" if origin.name == "__init__.py" else ".py")
     return name, origin.read_bytes()
@@ -358,16 +405,36 @@ def _metadata_entries(prefix: str, provider: str) -> list[tuple[str, bytes]]:
     ]
 
 
-def _zip(entries: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    seen: set[str] = set()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+class _ZipWriter:
+    """A deterministic zip built in memory: each :meth:`add` writes its entries sorted by
+    name, dated 1980-01-01, a name already written is skipped; its size can be read between
+    additions."""
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self._zip = zipfile.ZipFile(self._buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6)
+        self._seen: set[str] = set()
+
+    def __enter__(self) -> _ZipWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._zip.close()
+
+    def add(self, entries: list[tuple[str, bytes]]) -> None:
         for name, data in sorted(entries):
-            if name in seen:
+            if name in self._seen:
                 continue
-            seen.add(name)
+            self._seen.add(name)
             info = zipfile.ZipInfo(name, _EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = (0o755 if name.endswith("bootstrap") else 0o644) << 16
-            zf.writestr(info, data)
-    return buffer.getvalue()
+            self._zip.writestr(info, data)
+
+    def size(self) -> int:
+        """The bytes written so far (the central directory, written at the end, aside)."""
+        return self._buffer.tell()
+
+    def data(self) -> bytes:
+        """The finished zip (after the ``with`` block)."""
+        return self._buffer.getvalue()

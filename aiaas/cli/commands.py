@@ -1,11 +1,12 @@
-"""The ``aiaas`` command line. Errors print one clear line and exit 1 (``--debug``: traceback)."""
+"""The ``aiaas`` commands, each a thin layer over the Python API (:mod:`aiaas.api`): parse the
+options, call the API, print its typed answer. Errors print one clear line and exit 1
+(``--debug``: the traceback)."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,26 +17,22 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aiaas.cli_support import (
-    ConfigOpt,
-    NameArg,
-    ProviderOpt,
-    deployment_name,
-    err,
-    load_project,
-    out,
-    plain,
-    server_option_flags,
-)
-from aiaas.config import ModelSection, ProjectConfig, ServerSection
+from aiaas import api
+from aiaas.api import deployment_name, load_project
+from aiaas.cli.function import register as register_function_commands
+from aiaas.cli.support import ConfigOpt, NameArg, ProviderOpt, err, out, plain, server_option_flags
+from aiaas.config import ModelSection, ServerSection
 from aiaas.errors import AiaasError, BadRequest, ConfigError
 from aiaas.template_files import templates_dir
-from functions.cli import register as register_function_commands
 
 if TYPE_CHECKING:
-    from adapters.base import Deployment, Plan, Provider
+    from adapters.base import Deployment, Plan
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+HELP = (
+    "The ``aiaas`` command line. Errors print one clear line and exit 1 (``--debug``: traceback)."
+)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
 bundle_app = typer.Typer(no_args_is_help=True, help="Build and inspect model bundles.")
 app.add_typer(bundle_app, name="bundle")
 
@@ -74,12 +71,6 @@ def _root(
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _provider(cfg: ProjectConfig) -> Provider:
-    from adapters import get_provider
-
-    return get_provider(cfg.provider, cfg)
-
-
 @contextmanager
 def _progress_bar(title: str) -> Iterator[Any]:
     with Progress(
@@ -100,17 +91,36 @@ def _show_deployment(d: Deployment) -> None:
     for key, value in (("name", d.name), ("provider", d.provider), ("version", d.version),
                        ("status", d.status), ("endpoint", d.endpoint or "-")):  # fmt: skip
         table.add_row(f"[bold]{key}", escape(str(value)))
+    for i, v in enumerate(d.versions):  # every version it runs, with its share of traffic
+        line = f"{v.version}  {v.traffic_pct}%  {v.status}"
+        table.add_row("[bold]versions" if i == 0 else "", escape(line))
     strays = d.details.get("strays")
-    if strays:  # servers the provider started that are not the live one
+    if strays:  # servers the provider started that are not the live one: their processes
         table.add_row("[bold]strays", escape(", ".join(f"pid {pid}" for pid in strays)))
     out.print(table)
 
 
-def _read_data(data: str | None, cfg: ProjectConfig, project_dir: Path) -> bytes:
-    if data is None:
-        from aiaas.bundle import inspect_archive
+def _traffic(d: Deployment) -> str:
+    """``version share%`` of every version, most traffic first ("-" when not reported)."""
+    ranked = sorted(d.versions, key=lambda v: -v.traffic_pct)
+    return ", ".join(f"{v.version} {v.traffic_pct}%" for v in ranked) or "-"
 
-        return json.dumps(inspect_archive(project_dir / cfg.bundle.output).example_request).encode()
+
+def _stray_note(d: Deployment) -> str:
+    """`` (+N stray)``: versions running that take no traffic, counted from
+    :attr:`Deployment.versions` where the provider reports them, else from
+    ``details["strays"]`` (the local provider's servers that no deploy switched to)."""
+    strays = d.details.get("strays") or ()
+    idle = sum(1 for v in d.versions if v.traffic_pct == 0) if d.versions else len(strays)
+    if not idle:
+        return ""
+    return f" (+{idle} stray)" if strays else f" (+{idle} without traffic)"
+
+
+def _read_data(data: str | None) -> bytes | None:
+    """The ``--data`` body, checked to be JSON (None: the bundle's example request)."""
+    if data is None:
+        return None
     if data.startswith("@"):
         path = Path(data[1:])
         try:
@@ -275,25 +285,14 @@ def deploy(
     ] = False,
 ) -> None:
     """Build the bundle (unless --bundle) and deploy it to the configured provider."""
-    cfg, project_dir = load_project(config, provider)
+    cfg = load_project(config, provider)
     if dry_run:  # a bundle is built, if need be, into a temporary folder: nothing is written
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="aiaas-plan-") as tmp, _provider(cfg) as prov:
-            if bundle is None:
-                from aiaas.bundle import build_bundle
-
-                with err.status("building bundle"):
-                    bundle = build_bundle(project_dir, Path(tmp) / "model.tar.gz").path
-            _show_plan(prov.plan(bundle, name=name), cfg.provider)
+        with err.status("planning"):
+            plan = api.plan(cfg, bundle=bundle, name=name)
+        _show_plan(plan, cfg.provider)
         return
-    if bundle is None:
-        from aiaas.bundle import build_bundle
-
-        with err.status("building bundle"):
-            bundle = build_bundle(project_dir).path
-    with _provider(cfg) as prov, _progress_bar(f"deploying to {cfg.provider}") as report:
-        deployment = prov.deploy(bundle, name=name, progress=report)
+    with _progress_bar(f"deploying to {cfg.provider}") as report:
+        deployment = api.deploy(cfg, bundle=bundle, name=name, progress=report)
     _show_deployment(deployment)
 
 
@@ -311,20 +310,17 @@ def _show_plan(plan: Plan, provider: str) -> None:
 def status(
     config: ConfigOpt = Path("aiaas.yaml"), provider: ProviderOpt = None, name: NameArg = None
 ) -> None:
-    """Show one deployment, or all of the provider's deployments."""
-    cfg, _ = load_project(config, provider)
-    with _provider(cfg) as prov:
-        if name:
-            _show_deployment(prov.describe(name))
-            return
-        deployments = prov.list()
-    table = Table("name", "provider", "version", "status", "endpoint")
+    """Show one deployment, with every version it runs and its traffic, or all of them."""
+    cfg = load_project(config, provider)
+    if name:
+        _show_deployment(api.status(cfg, name=name))
+        return
+    deployments = api.deployments(cfg)
+    split = any(d.versions for d in deployments)  # a traffic column only where reported
+    table = Table("name", "provider", "version", "status", "endpoint", *(["traffic"] * split))
     for d in deployments:
-        state = d.status + (
-            f" (+{len(d.details['strays'])} stray)" if d.details.get("strays") else ""
-        )
-        table.add_row(*(escape(v) for v in (d.name, d.provider, d.version, state)),
-                      escape(d.endpoint or "-"))  # fmt: skip
+        cells = [d.name, d.provider, d.version, d.status + _stray_note(d), d.endpoint or "-"]
+        table.add_row(*(escape(c) for c in [*cells, *([_traffic(d)] * split)]))
     out.print(table)
 
 
@@ -336,16 +332,8 @@ def invoke(
     provider: ProviderOpt = None,
 ) -> None:
     """Send one request (default: the bundle's example) and print the response."""
-    cfg, project_dir = load_project(config, provider)
-    body = _read_data(data, cfg, project_dir)
-    deployment = deployment_name(cfg, project_dir, name)
-    from adapters import get_invoker
-
-    invoker = get_invoker(cfg.provider, cfg)
-    try:
-        answer = invoker.invoke_sync(deployment, body, request_id=uuid.uuid4().hex)
-    finally:
-        invoker.close()
+    body = _read_data(data)
+    answer = api.invoke(load_project(config, provider), body, name=name)
     sys.stdout.write(answer.body.decode() + "\n")
 
 
@@ -357,10 +345,7 @@ def logs(
     provider: ProviderOpt = None,
 ) -> None:
     """Print the deployment's recent log lines."""
-    cfg, project_dir = load_project(config, provider)
-    with _provider(cfg) as prov:
-        lines = prov.logs(deployment_name(cfg, project_dir, name), tail)
-    for line in lines:
+    for line in api.logs(load_project(config, provider), name=name, tail=tail):
         sys.stdout.write(line + "\n")
 
 
@@ -369,10 +354,9 @@ def delete(
     name: NameArg = None, config: ConfigOpt = Path("aiaas.yaml"), provider: ProviderOpt = None
 ) -> None:
     """Delete a deployment (idempotent)."""
-    cfg, project_dir = load_project(config, provider)
-    deployment = deployment_name(cfg, project_dir, name)
-    with _provider(cfg) as prov:
-        removed = prov.delete(deployment)
+    cfg = load_project(config, provider)
+    deployment = deployment_name(cfg, name)
+    removed = api.delete(cfg, name=deployment)
     message = f"deleted {deployment}" if removed else f"{deployment}: nothing to delete"
     plain(out, message)
 

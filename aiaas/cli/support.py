@@ -1,8 +1,5 @@
-"""What every tier's commands share: the consoles, the common options, loading the project.
-
-The CLI (``aiaas.cli``) is the composition root and nothing imports it, so the commands a
-tier contributes (``functions.cli``) take their common parts from here.
-"""
+"""What the commands share: the consoles, the common options, printing as-is, and the
+``aiaas serve`` flags of the ``server:`` settings."""
 
 from __future__ import annotations
 
@@ -12,11 +9,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from aiaas.config import ProjectConfig, ServerSection, load_config
-from aiaas.errors import ConfigError
+from aiaas.config import ServerSection
 
 out = Console()
+"""Where a command's result goes (stdout)."""
 err = Console(stderr=True)
+"""Where progress, warnings and errors go (stderr)."""
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="Project config file or its directory.")
@@ -27,39 +25,6 @@ ProviderOpt = Annotated[
 NameArg = Annotated[
     str | None, typer.Argument(help="Deployment name (default: the project's model name).")
 ]
-
-
-def load_project(config: Path, provider: str | None = None) -> tuple[ProjectConfig, Path]:
-    """The validated config (``--provider`` applied as ``AIAAS_PROVIDER`` would be) and the
-    project directory."""
-    if provider:
-        import os
-
-        from aiaas.plugins import installed_providers
-
-        if provider not in installed_providers():
-            installed = ", ".join(sorted(installed_providers())) or "none"
-            raise ConfigError(f"--provider {provider}: unknown provider; installed: {installed}")
-        cfg = load_config(config, env={**os.environ, "AIAAS_PROVIDER": provider})
-    else:
-        cfg = load_config(config)
-    return cfg, cfg.root
-
-
-def deployment_name(cfg: ProjectConfig, project_dir: Path, name: str | None) -> str:
-    """``name``, else the config's model name, else the built bundle's."""
-    if name:
-        return name
-    if cfg.model.name:
-        return cfg.model.name
-    built = project_dir / cfg.bundle.output
-    if built.is_file():
-        from aiaas.bundle import inspect_archive
-
-        return inspect_archive(built).name
-    raise ConfigError(
-        f"{project_dir / 'aiaas.yaml'}: model.name is not set; pass the deployment name"
-    )
 
 
 def plain(console: Console, text: str) -> None:
@@ -81,7 +46,7 @@ def server_option_flags(name: str, section: type[ServerSection] = ServerSection)
 
 
 def server_options(settings: ServerSection) -> list[str]:
-    """``aiaas serve`` arguments that reproduce ``settings`` (what the local provider runs)."""
+    """``aiaas serve`` arguments that reproduce ``settings``."""
     args: list[str] = []
     for name in type(settings).model_fields:
         value = getattr(settings, name)

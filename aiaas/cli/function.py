@@ -1,7 +1,7 @@
 """The function tier's commands: ``aiaas function serve|package``, ``aiaas keys``,
-``aiaas usage``. The CLI (the composition root) registers them with :func:`register`.
+``aiaas usage``, registered on the ``aiaas`` app with :func:`register`.
 
-Only typer, rich and the core are imported here; each command imports what it runs.
+Only typer, rich and the core are imported at the top; each command imports what it runs.
 """
 
 from __future__ import annotations
@@ -14,16 +14,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from aiaas.cli_support import (
-    ConfigOpt,
-    NameArg,
-    ProviderOpt,
-    deployment_name,
-    err,
-    load_project,
-    out,
-    plain,
-)
+from aiaas.api import deployment_name, load_project
+from aiaas.cli.support import ConfigOpt, NameArg, ProviderOpt, err, out, plain
 from aiaas.config import ProjectConfig
 from aiaas.errors import BadRequest, ConfigError, NotFound
 
@@ -77,10 +69,11 @@ def function_serve(
     from functions.auth import load_checker
     from functions.bootstrap import build_function_app
     from functions.metering import FanOut, JsonLineSink, SqliteSink
+    from functions.platforms.local import PLATFORM as LOCAL
 
-    cfg, project_dir = load_project(config, provider)
-    deployment = deployment_name(cfg, project_dir, name)
-    bundle_manifest = inspect_archive(manifest or project_dir / cfg.bundle.output)
+    cfg = load_project(config, provider)
+    deployment = deployment_name(cfg, name)
+    bundle_manifest = inspect_archive(manifest or cfg.root / cfg.bundle.output)
     keys = None
     if cfg.function.auth == "api_key":
         keys = load_checker(keys_file=keys_file(cfg))
@@ -101,7 +94,7 @@ def function_serve(
             return follow.live_manifest(deployment)
 
     app_ = build_function_app(
-        "local", cfg, bundle_manifest, deployment=deployment, keys=keys,
+        LOCAL, cfg, bundle_manifest, deployment=deployment, keys=keys,
         usage=FanOut(JsonLineSink(), SqliteSink(usage_file(cfg))), manifest_source=live_source,
     )  # fmt: skip
     try:
@@ -121,7 +114,7 @@ def usage(
     """Calls, errors, mean latency and estimated cost from the local usage records."""
     from functions.metering import summarize
 
-    cfg, _ = load_project(config)
+    cfg = load_project(config)
     column = {"key": "key_id", "model": "model", "provider": "provider"}.get(by)
     if column is None:
         raise BadRequest(f"--by {by}: use key, model or provider")
@@ -158,12 +151,17 @@ def function_package(
     compile_bytecode: Annotated[
         bool, typer.Option("--compile/--no-compile", help="Ship .pyc for the target Python.")
     ] = True,
+    wheel_cache: Annotated[
+        Path | None,
+        typer.Option(help="Take wheels from this folder, and keep the ones downloaded there."),
+    ] = None,
 ) -> None:
     """Build the function's deployable zip for a platform (never torch), within its limit."""
     from aiaas.bundle import verify_archive
-    from aiaas.packaging import package_function
+    from functions.packaging import package_function
 
-    cfg, project_dir = load_project(config, provider)
+    cfg = load_project(config, provider)
+    project_dir = cfg.root
     bundle = project_dir / cfg.bundle.output
     if not bundle.is_file():
         raise ConfigError(f"{bundle}: no bundle yet; run `aiaas bundle build` (or deploy) first")
@@ -172,7 +170,7 @@ def function_package(
     with err.status(escape(f"packaging the {target} function ({arch}, Python {python})")):
         built = package_function(
             cfg, verify_archive(bundle), target, out_path, arch=arch, python=python,
-            allow_local=allow_local, compile_bytecode=compile_bytecode,
+            allow_local=allow_local, compile_bytecode=compile_bytecode, wheel_cache=wheel_cache,
         )  # fmt: skip
     size, limit = built.size / 1e6, built.limit / 1e6
     out.print(
@@ -196,7 +194,7 @@ def keys_create(config: ConfigOpt = Path("aiaas.yaml")) -> None:
     """Create an API key: printed once; only its salted hash is stored."""
     from functions.auth import add_record, create_key
 
-    cfg, _ = load_project(config)
+    cfg = load_project(config)
     key, record = create_key()
     add_record(keys_file(cfg), record)
     # Never wrapped: a key or record broken over two lines is a broken secret.
@@ -213,7 +211,7 @@ def keys_list(config: ConfigOpt = Path("aiaas.yaml")) -> None:
     """List the ids of the local API keys (never the keys)."""
     from functions.auth import list_records
 
-    cfg, _ = load_project(config)
+    cfg = load_project(config)
     for record in list_records(keys_file(cfg)):
         plain(out, record.key_id)
 
@@ -226,7 +224,7 @@ def keys_revoke(
     """Revoke a local API key by id."""
     from functions.auth import revoke_record
 
-    cfg, _ = load_project(config)
+    cfg = load_project(config)
     if not revoke_record(keys_file(cfg), key_id):
         raise NotFound(f"no API key with id {key_id!r} in {keys_file(cfg)}")
     plain(out, f"revoked {key_id}")
