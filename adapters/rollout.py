@@ -51,29 +51,13 @@ from adapters.base import Change, Plan, ProgressFn, no_progress
 from aiaas.config import RolloutSection
 from aiaas.errors import AiaasError, BundleError, DeployFailed
 from aiaas.manifest import Manifest
+from aiaas.plugins import Capabilities
 from aiaas.protocol import InputCheck, brief
 
 D = TypeVar("D")
 """What a cloud wants deployment ``name`` to be (its own type)."""
 L = TypeVar("L")
 """What a cloud has now under that name (its own type)."""
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a cloud can do during a rollout.
-
-    ``pre_traffic_smoke``: a request can be sent to the new version while it takes no traffic
-    (Azure ML's ``azureml-model-deployment`` header, a PAI-EAS group member at weight 0, a
-    local server on its own port): the smoke test runs before any switch. Without it
-    (SageMaker) the smoke test runs after the switch, and a failure switches back.
-
-    ``server_side_rollout``: the cloud runs canary and linear shifts itself (SageMaker's
-    ``DeploymentConfig``): the schedule is one step, and its waits are part of settling.
-    """
-
-    pre_traffic_smoke: bool = False
-    server_side_rollout: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,6 +166,12 @@ class Steps(Protocol[D, L]):
     """What a cloud supplies to :func:`run_rollout`. Each method makes one call (or one
     short, fixed sequence of calls) and raises :mod:`aiaas.errors` types (mapped at the
     adapter boundary); none waits for the cloud to settle: the transaction polls.
+
+    ``capabilities`` is the provider's :attr:`aiaas.plugins.ProviderSpec.capabilities`:
+    ``pre_traffic_smoke`` (a request can reach the new version while it takes no traffic:
+    the smoke test runs before any switch; without it, after the switch, and a failure
+    switches back) and ``server_side_rollout`` (the cloud runs canary and linear shifts
+    itself: the schedule is one step, its waits part of settling).
 
     The steps object may remember what ``create`` started (a local process) for the steps
     after it; the transaction calls it from one thread.

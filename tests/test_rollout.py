@@ -15,7 +15,6 @@ import pytest
 
 from adapters.base import Change
 from adapters.rollout import (
-    Capabilities,
     Diff,
     Outcome,
     Settle,
@@ -31,6 +30,7 @@ from adapters.sagemaker import rollout_waits_s
 from aiaas.config import RolloutSection
 from aiaas.errors import AiaasError, DeployFailed, ProviderError
 from aiaas.manifest import Batching, Manifest, Resources
+from aiaas.plugins import Capabilities
 
 PROJECT = "ours"
 OUTPUT_SCHEMA = {

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from adapters.base import Change
-from adapters.rollout import Capabilities, Diff, Settle, Terms, TrafficStep
-from adapters.sagemaker import names
+from adapters.rollout import Diff, Settle, Terms, TrafficStep
+from adapters.sagemaker import SPEC, names
 from adapters.sagemaker.rollout import deployment_config, scaling_policy, scaling_target
 from aiaas.config import ScalingSection
 from aiaas.errors import DeployFailed
@@ -34,7 +34,7 @@ class SageMakerSteps:
     a failure switches back (UpdateEndpoint to the old config, all at once).
     """
 
-    capabilities = Capabilities(pre_traffic_smoke=False, server_side_rollout=True)
+    capabilities = SPEC.capabilities  # server_side_rollout; no pre-traffic smoke test
     terms = Terms("endpoint", "AWS", "sagemaker.deploy_timeout_s")
 
     def __init__(self, provider: SageMakerProvider) -> None:
