@@ -297,6 +297,11 @@ class HttpClients:
             self._sync = httpx.Client(verify=verify, mounts=mounts, trust_env=False)
         return self._sync
 
+    @property
+    def sync_open(self) -> bool:
+        """True while the sync client is open (made and not closed since)."""
+        return self._sync is not None
+
     async def aclose(self) -> None:
         """Close the async client, if it belongs to the running loop (else forget it)."""
         if self._async is not None and self._async_loop is asyncio.get_running_loop():

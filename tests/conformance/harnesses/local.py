@@ -142,7 +142,7 @@ class LocalHarness(Harness):
 
     def clients_closed(self, provider: Provider) -> bool:
         assert isinstance(provider, LocalProvider)
-        return provider._http.is_closed and provider.invoker._sync is None
+        return provider._http.is_closed and not provider.invoker.clients.sync_open
 
     def stop(self) -> None:
         try:
