@@ -13,6 +13,7 @@ and friends): the overrides are read with the rest of the config, once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,10 @@ class Price:
     as_of: str
 
 
-@dataclass(frozen=True)
-class FunctionPrices:
+class FunctionPrices(NamedTuple):
     """What a serverless function platform charges: per request and per GB-second. Each
-    platform's record holds its own (``functions.platforms``)."""
+    platform's record holds its own (``functions.platforms``; a NamedTuple, cheap to define
+    at a cold start)."""
 
     per_request: Price
     per_gb_second: Price

@@ -169,13 +169,11 @@ def test_bad_target_arch_and_limit(
         package_function(config, manifest, "aws", tmp_path / "x.zip", python="three")
     with pytest.raises(ConfigError, match="--target local: use one of aws, azure, alibaba"):
         package_function(config, manifest, "local", tmp_path / "x.zip", allow_local=True)
-    import dataclasses
-
     import functions.platforms.aws as aws
 
     assert aws.PLATFORM.package is not None
-    tiny = dataclasses.replace(aws.PLATFORM.package, max_zip_bytes=1024)
-    monkeypatch.setattr(aws, "PLATFORM", dataclasses.replace(aws.PLATFORM, package=tiny))
+    tiny = aws.PLATFORM.package._replace(max_zip_bytes=1024)
+    monkeypatch.setattr(aws, "PLATFORM", aws.PLATFORM._replace(package=tiny))
     # Refused before any bytecode is compiled: the zip without it is already too large.
     with pytest.raises(
         BundleError,
