@@ -437,7 +437,7 @@ class AwsEmulator:
         self._refusals: Refusals[Refusal] = Refusals()
         self._moto: _RecordingMotoServer | None = None
         self._runtime = SageMakerRuntimeEmulator(
-            self._resolve,
+            self.resolve,
             account=self.ACCOUNT,
             region=region,
             access_key=access_key,
@@ -630,7 +630,7 @@ class AwsEmulator:
             f"{self._log_group(endpoint)}:log-stream:{stream}"
         )
 
-    def _resolve(self, endpoint: str) -> Target | None:
+    def resolve(self, endpoint: str) -> Target | None:
         """The runtime's view of an endpoint: its status and serving container."""
         with self._lock:
             found = self._sagemaker().endpoints.get(endpoint)

@@ -381,10 +381,9 @@ def test_a_lambda_idle_past_the_runtimes_keep_alive_still_answers_its_next_call(
     """The real Lambda handler (functions.aws_lambda) answers, its event loop then stands
     still (a frozen Lambda) while the runtime closes the idle kept-alive connection, and the
     next call is answered, not a 503. A second runtime emulator with a short idle timeout
-    serves the deployed probe: AwsEmulator does not expose its runtime's idle timeout, so the
-    emulator's resolver (``_resolve``) is borrowed for it."""
+    serves the deployed probe, routed by the emulated control plane (AwsEmulator.resolve)."""
     runtime = SageMakerRuntimeEmulator(
-        clean._resolve,
+        clean.resolve,
         account=clean.ACCOUNT,
         region=clean.region,
         access_key=clean.access_key,

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiaas.config import DeploySection
-from aiaas.plugins import ProviderSpec
+from aiaas.plugins import Capabilities, ProviderSpec
 from aiaas.pricing import FREE
 
 
@@ -51,6 +51,8 @@ SPEC = ProviderSpec(
     control_plane="adapters.local.provider:LocalProvider",
     invoker="adapters.local.invoke:LocalInvoker",
     price=lambda _settings: FREE,
+    # A new server answers on its own port before the switch: smoke-tested before traffic.
+    capabilities=Capabilities(pre_traffic_smoke=True),
     invoke_requirements=("httpx>=0.27",),
     invoke_modules=("adapters.http_invoker", "adapters.local.state", "adapters.local.invoke"),
     check_deploy=check_deploy,

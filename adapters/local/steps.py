@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import httpx
 
 from adapters.base import Change, model_server_error
-from adapters.local import process
+from adapters.local import SPEC, process
 from adapters.local.state import STATE_FILE, ServerRecord, checked_name, unreachable
-from adapters.rollout import Capabilities, Diff, Settle, Terms, TrafficStep
+from adapters.rollout import Diff, Settle, Terms, TrafficStep
 from aiaas.bundle import inspect_archive
 from aiaas.errors import DeployFailed
 from aiaas.manifest import MANIFEST_FILE, Manifest, read_manifest_file
@@ -68,7 +68,7 @@ class LocalSteps:
     """:class:`~adapters.rollout.Steps` over one :class:`LocalProvider` (its state folder and
     settings). One deploy at a time: the provider holds the deployment's lock around it."""
 
-    capabilities = Capabilities(pre_traffic_smoke=True)
+    capabilities = SPEC.capabilities  # a new server is smoke-tested on its own port first
     terms = Terms(noun="deployment", cloud="the local server", timeout_key="local.ready_timeout_s")
 
     def __init__(self, provider: LocalProvider) -> None:
