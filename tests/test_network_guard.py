@@ -60,8 +60,17 @@ def test_loopback_stays_open() -> None:
 def test_the_index_is_open_only_to_marked_tests(monkeypatch: pytest.MonkeyPatch) -> None:
     with netguard.expected_refusals(), pytest.raises(ConnectionRefusedError):
         socket.getaddrinfo("pypi.org", 443)
-    # What the package_index marker sets for the test's duration (not resolved here: the
-    # check is the guard's decision, made before any lookup).
+    # What the package_index marker sets for the test's duration (the guard's decision
+    # alone: nothing is sent).
     monkeypatch.setenv(netguard.ALLOW_VARIABLE, "index")
     assert netguard._allowed("pypi.org")
     assert not netguard._allowed("example.com")
+
+
+@pytest.mark.package_index
+def test_a_marked_test_connects_to_the_address_the_index_resolves_to() -> None:
+    # pip connects to the address its lookup returned, not to the name: that address is
+    # allowed too (this lookup is the only thing sent), and no other.
+    address = socket.getaddrinfo("pypi.org", 443, type=socket.SOCK_STREAM)[0][4][0]
+    assert netguard._allowed(address)
+    assert not netguard._allowed("192.0.2.1")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import sys
 from typing import Any
 
@@ -60,11 +61,29 @@ def _is_local(host: Any) -> bool:
         return False
 
 
+_index_addresses: set[str] = set()
+
+
+def _index_address(host: str) -> bool:
+    """True when ``host`` is an address the index's names resolve to (a connect names the
+    address its lookup returned, not the name; looked up once, with the guard's leave)."""
+    if not _index_addresses:
+        for name in sorted(INDEX_HOSTS):
+            try:
+                found = socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)
+            except OSError:
+                continue
+            _index_addresses.update(str(info[4][0]) for info in found)
+    return host in _index_addresses
+
+
 def _allowed(host: Any) -> bool:
     if _is_local(host):
         return True
-    index = os.environ.get(ALLOW_VARIABLE) == "index"
-    return index and isinstance(host, str) and host.lower().rstrip(".") in INDEX_HOSTS
+    if os.environ.get(ALLOW_VARIABLE) != "index" or not isinstance(host, str):
+        return False
+    name = host.lower().rstrip(".")
+    return name in INDEX_HOSTS or _index_address(name)
 
 
 def _host_of(event: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
