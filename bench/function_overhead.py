@@ -241,8 +241,6 @@ def main() -> int:
     from mangum import Mangum
 
     sys.path.insert(0, str(REPO / "tests"))
-    from emulators.aws import AwsEmulator
-
     from adapters.local.invoke import LocalInvoker
     from adapters.local.provider import LocalProvider
     from adapters.sagemaker.invoke import SageMakerInvoker
@@ -250,6 +248,7 @@ def main() -> int:
     from aiaas.bundle import build_bundle
     from aiaas.config import load_config
     from aiaas.manifest import MANIFEST_FILE
+    from emulators.aws import AwsEmulator
     from functions.auth import create_key
     from functions.bootstrap import app_from_environment
     from functions.packaging import package_function

@@ -86,7 +86,9 @@ def test_a_server_dying_in_the_smoke_test_fails_the_deploy_cleanly(tmp_path: Pat
     dying = build_probe_variant(tmp_path, SLEEP_LINE, dies_on_the_second_call)
     provider = LocalProvider(state_dir=str(tmp_path / "state"))
     try:
-        with pytest.raises(DeployFailed, match=r"took no traffic; its smoke test failed: .*not reachable"):
+        with pytest.raises(
+            DeployFailed, match=r"took no traffic; its smoke test failed: .*not reachable"
+        ):
             provider.deploy(dying.path)
         assert provider.list() == []  # nothing live, no stray
     finally:

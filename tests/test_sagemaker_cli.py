@@ -23,10 +23,10 @@ from types import SimpleNamespace
 import pytest
 from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
 from conftest import PROJECTS
-from emulators.aws import AwsEmulator
 from wheel_cache import shared_wheel_cache
 
 from aiaas.manifest import MANIFEST_FILE
+from emulators.aws import AwsEmulator
 from functions.auth import create_key
 
 AIAAS = str(Path(sys.executable).with_name("aiaas"))

@@ -88,4 +88,3 @@ def test_every_installed_provider_has_a_harness() -> None:
     found = {c.id for c in discover() if c.harness is not None}
     missing = sorted(set(installed_providers()) - found)
     assert not missing, f"installed providers with no conformance harness: {missing}"
-

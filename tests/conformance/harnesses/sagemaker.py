@@ -18,7 +18,6 @@ from collections.abc import Hashable, Iterator
 from pathlib import Path
 
 import boto3
-from emulators.aws import AwsEmulator
 from moto.sagemaker.models import sagemaker_backends
 
 from adapters.base import Provider
@@ -26,6 +25,7 @@ from adapters.sagemaker import names
 from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.config import load_config
 from conformance.harness import Harness, register
+from emulators.aws import AwsEmulator
 
 BUCKET = "aiaas-conformance"
 ROLE = "arn:aws:iam::123456789012:role/aiaas-sagemaker"
