@@ -101,9 +101,10 @@ def _show_deployment(d: Deployment) -> None:
 
 
 def _traffic(d: Deployment) -> str:
-    """``version share%`` of every version, most traffic first ("-" when not reported)."""
+    """The share of every version, most traffic first ("-" when not reported): the list's
+    column, narrow enough not to wrap (``aiaas status NAME`` names each version)."""
     ranked = sorted(d.versions, key=lambda v: -v.traffic_pct)
-    return ", ".join(f"{v.version} {v.traffic_pct}%" for v in ranked) or "-"
+    return " / ".join(f"{v.traffic_pct}%" for v in ranked) or "-"
 
 
 def _stray_note(d: Deployment) -> str:
@@ -317,7 +318,9 @@ def status(
         return
     deployments = api.deployments(cfg)
     split = any(d.versions for d in deployments)  # a traffic column only where reported
-    table = Table("name", "provider", "version", "status", "endpoint", *(["traffic"] * split))
+    table = Table()
+    for column in ("name", "provider", "version", "status", "endpoint", *(["traffic"] * split)):
+        table.add_column(column, no_wrap=column in ("status", "traffic"))
     for d in deployments:
         cells = [d.name, d.provider, d.version, d.status + _stray_note(d), d.endpoint or "-"]
         table.add_row(*(escape(c) for c in [*cells, *([_traffic(d)] * split)]))
