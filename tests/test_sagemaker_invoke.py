@@ -22,13 +22,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
+from conformance.harnesses.sagemaker import BUCKET, IMAGE, ROLE, sagemaker_yaml
 from conftest import PROJECTS
 
 from adapters.base import DeploymentStatus
+from adapters.sagemaker import MAX_REQUEST_BYTES, MAX_SERVERLESS_REQUEST_BYTES
 from adapters.sagemaker import aws as aws_env
 from adapters.sagemaker import invoke as invoke_module
-from adapters.sagemaker.invoke import MAX_BODY_BYTES, SageMakerInvoker
+from adapters.sagemaker.invoke import SageMakerInvoker
 from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.bundle import build_bundle
 from aiaas.config import load_config
@@ -309,13 +310,41 @@ def test_a_model_error_without_the_containers_body_keeps_aws_words(clean: AwsEmu
 
 
 def test_a_body_over_6_mb_is_refused_before_sending(clean: AwsEmulator) -> None:
-    body = b'{"inputs": [{"value": 1}], "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    body = b'{"inputs": [{"value": 1}], "pad": "' + b"x" * MAX_REQUEST_BYTES + b'"}'
     mark = len(clean.runtime_calls)
     with pytest.raises(PayloadTooLarge):
         invoker(clean).invoke_sync("probe", body)
     with pytest.raises(PayloadTooLarge):
         asyncio.run(invoker(clean).invoke("probe", body))
     assert clean.runtime_calls[mark:] == []
+
+
+def test_a_serverless_endpoint_refuses_past_4_mb_unsent(clean: AwsEmulator, tmp_path: Path) -> None:
+    """The limit comes from the spec, for the settings: serverless takes 4 MB, not 6."""
+    (tmp_path / "aiaas.yaml").write_text(
+        "model:\n  entrypoint: probe_model:Probe\nprovider: sagemaker\nsagemaker:\n"
+        f"  role_arn: {ROLE}\n  bucket: {BUCKET}\n  image_uri: {IMAGE}\n"
+        "  serverless:\n    memory_mb: 2048\n"
+    )
+    built = SageMakerInvoker.from_config(load_config(tmp_path, env={}), env=clean.env())
+    assert built.max_request_bytes == MAX_SERVERLESS_REQUEST_BYTES
+    body = b'{"inputs": [{"value": 1}], "pad": "' + b"x" * MAX_SERVERLESS_REQUEST_BYTES + b'"}'
+    mark = len(clean.runtime_calls)
+    with pytest.raises(PayloadTooLarge, match=f"limit of {MAX_SERVERLESS_REQUEST_BYTES}"):
+        built.invoke_sync("probe", body)
+    assert clean.runtime_calls[mark:] == []
+
+
+def test_the_request_id_reaches_the_model_server(clean: AwsEmulator) -> None:
+    """InvokeEndpoint forwards only the custom attributes to the container: the id travels
+    there, and the model server logs a failing request under the caller's id."""
+    failing = b'{"inputs": [{"value": 1, "fail": true}]}'
+    with pytest.raises(ModelError):
+        invoker(clean).invoke_sync("probe", failing, request_id="rid-from-the-function")
+    deadline = time.monotonic() + 10
+    while "request_id=rid-from-the-function" not in clean.container_output("probe"):
+        assert time.monotonic() < deadline, clean.container_output("probe")[-2000:]
+        time.sleep(0.05)
 
 
 def test_status_is_describe_endpoint_and_a_missing_endpoint_is_not_found(

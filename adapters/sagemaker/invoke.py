@@ -42,7 +42,7 @@ from adapters.http_invoker import (
     never_sent,
     result_of,
 )
-from adapters.sagemaker import SageMakerSection, aws, names
+from adapters.sagemaker import MAX_REQUEST_BYTES, SPEC, SageMakerSection, aws, names
 from aiaas.config import ProjectConfig
 from aiaas.errors import (
     AccessDenied,
@@ -56,11 +56,11 @@ from aiaas.errors import (
     Throttled,
 )
 
-MAX_BODY_BYTES = 6_291_456  # InvokeEndpoint's request (and response) limit: 6 MB
 # Room for a ModelError's wrapping (the container's body is inside a JSON string) on top of
 # the 6 MB answer: anything larger is not an answer SageMaker sends.
-MAX_RESPONSE_BYTES = 4 * MAX_BODY_BYTES
+MAX_RESPONSE_BYTES = 4 * MAX_REQUEST_BYTES
 MAX_INFERENCE_ID = 64  # X-Amzn-SageMaker-Inference-Id
+MAX_CUSTOM_ATTRIBUTES = 1024  # X-Amzn-SageMaker-Custom-Attributes (InvokeEndpoint's reference)
 CONNECT_TIMEOUT_S = 2.0
 MAX_ATTEMPTS = 4
 BACKOFF_BASE_S = 0.05
@@ -178,8 +178,10 @@ class SageMakerInvoker(HttpInvoker):
         backoff_cap_s: float = BACKOFF_CAP_S,
         rng: random.Random | None = None,
         env: Mapping[str, str] | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         self.region = region
+        self.max_request_bytes = max_request_bytes
         self.runtime_url = runtime_url.rstrip("/")
         self.api_url = api_url.rstrip("/")
         self.retry = RetryPolicy(
@@ -206,6 +208,7 @@ class SageMakerInvoker(HttpInvoker):
             api_url=aws.endpoint_url("SAGEMAKER", "api.sagemaker", region, env),
             ca_bundle=env.get("AWS_CA_BUNDLE") or None,
             env=env,
+            max_request_bytes=SPEC.limits(settings).max_request_bytes or MAX_REQUEST_BYTES,
         )
 
     def auth(self) -> httpx.Auth:
@@ -215,14 +218,19 @@ class SageMakerInvoker(HttpInvoker):
         problem = names.check_endpoint_name(name)  # the name goes into the URL's path
         if problem:
             raise BadRequest(problem)
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > self.max_request_bytes:
             raise PayloadTooLarge(
-                f"request body of {len(body)} bytes is over SageMaker's limit of "
-                f"{MAX_BODY_BYTES} (6 MB); not sent"
+                f"request body of {len(body)} bytes is over this SageMaker endpoint's limit "
+                f"of {self.max_request_bytes} bytes; not sent"
             )
         headers = {"content-type": _JSON, "accept": _JSON}
         if request_id and len(request_id) <= MAX_INFERENCE_ID and request_id.isprintable():
-            headers["x-amzn-sagemaker-inference-id"] = request_id
+            headers["x-amzn-sagemaker-inference-id"] = request_id  # AWS's own logs
+            # The one header InvokeEndpoint forwards to the container: the model server reads
+            # the id from it, so one id runs from the function to the GPU.
+            carried = f"aiaas-request-id={request_id}"
+            if len(carried) <= MAX_CUSTOM_ATTRIBUTES and request_id.isascii():
+                headers[SPEC.request_id_header] = carried
         url = f"{self.runtime_url}/endpoints/{name}/invocations"
         return _InvokeEndpoint(name, httpx.Request("POST", url, content=body, headers=headers))
 

@@ -14,7 +14,6 @@ reads, upload, describe, list, delete and logs.
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from adapters.rollout import (
 from adapters.sagemaker import SageMakerSection, aws, names
 from adapters.sagemaker.steps import MODEL, SageMakerSteps
 from aiaas.bundle import inspect_archive, verify_archive
-from aiaas.config import ProjectConfig
+from aiaas.config import ProjectConfig, server_environment
 from aiaas.errors import (
     AiaasError,
     BadRequest,
@@ -221,15 +220,9 @@ class SageMakerProvider(Provider):
         return [{"Key": k, "Value": v} for k, v in {**self.settings.tags, **ours}.items()]
 
     def _environment(self) -> dict[str, str]:
-        """The container's environment: the ``server:`` settings written in aiaas.yaml."""
-        written = self.config.server.model_dump(mode="json", exclude_unset=True)
-        return {
-            f"AIAAS_SERVER__{key.upper()}": json.dumps(value)
-            if not isinstance(value, str)
-            else value
-            for key, value in sorted(written.items())
-            if value is not None
-        }
+        """The container's environment: the ``server:`` settings written in aiaas.yaml, as
+        every provider gives them to the container entrypoint."""
+        return server_environment(self.config.server)
 
     def _desired(self, bundle: Path, name: str | None) -> Desired:
         if Path(bundle).is_dir():
