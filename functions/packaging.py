@@ -240,6 +240,8 @@ def _environment(config: ProjectConfig) -> dict[str, str]:
     env = {
         "AIAAS_DEPLOYMENT": "optional: the deployment to call (default: the model's name)",
     }
+    spec = provider_spec(config.provider)  # what the provider's invoke path reads
+    env.update({name: f"{spec.name}: {why}" for name, why in spec.invoke_environment.items()})
     if config.function.auth == "api_key":
         env["AIAAS_API_KEYS"] = (
             "required: the key records from `aiaas keys create`, comma-separated, "

@@ -166,8 +166,10 @@ def test_the_packaged_aws_zip_answers_through_sagemaker_on_its_own(
     aiaas(aws, project, "deploy", "--provider", "sagemaker")
     try:
         out, cache = tmp_path / "fn.zip", shared_wheel_cache(tmp_path_factory)
-        aiaas(aws, project, "function", "package", "--target", "aws", "--provider", "sagemaker",
-              "-o", str(out), "--wheel-cache", str(cache))  # fmt: skip
+        package = ["function", "package", "--target", "aws", "--provider", "sagemaker"]
+        packaged = aiaas(aws, project, *package, "-o", str(out), "--wheel-cache", str(cache))
+        # It names what the invoke path needs set (the provider spec's invoke_environment).
+        assert "AWS_REGION" in packaged.stdout and "sagemaker:InvokeEndpoint" in packaged.stdout
         with zipfile.ZipFile(out) as zf:
             names = zf.namelist()
             zf.extractall(tmp_path / "task")
