@@ -47,7 +47,15 @@ def exports(env: dict[str, str]) -> str:
 
 def run_aws(workdir: Path, buckets: Sequence[str], env_file: Path | None) -> int:
     """Serve an emulated AWS until SIGINT/SIGTERM."""
-    from emulators.aws import AwsEmulator
+    try:
+        from emulators.aws import AwsEmulator
+    except ImportError as exc:
+        print(
+            f"aiaas emulate: the emulated AWS needs {exc.name!r}, which is not installed "
+            "(pip install 'aiaas[emulate]')",
+            file=sys.stderr,
+        )
+        return 2
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -19,7 +19,7 @@ from conformance.harnesses.sagemaker import sagemaker_yaml
 from conftest import PROJECTS, guard_environment
 
 AIAAS = str(Path(sys.executable).with_name("aiaas"))
-EMULATE = [sys.executable, "-m", "emulators", "aws"]
+EMULATE = [AIAAS, "emulate", "aws"]  # `python -m emulators aws` is the same command
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 
 

@@ -149,6 +149,8 @@ def _forbidden(importer: str, imported: str) -> str | None:
 
     if importer in CLI_MODULES:
         return None
+    if (importer, imported) == ("aiaas", "aiaas.api"):
+        return None  # `aiaas.deploy` & co.: the package forwards the API's names on first use
     if any(within(imported, cli) for cli in CLI_MODULES):
         return "nothing imports the CLI (the composition root)"
     top = importer.split(".")[0]
@@ -158,14 +160,18 @@ def _forbidden(importer: str, imported: str) -> str | None:
         return "adapters import the core's contracts only (never the model server)"
     if top == "functions" and within(imported, "aiaas.runtime"):
         return "the function tier never loads the model server"
+    if top != "emulators" and within(imported, "emulators"):
+        return "only the CLI and the tests load the emulated clouds"
+    if top == "emulators" and (within(imported, "adapters") or within(imported, "functions")):
+        return "the emulators know the clouds, not aiaas's providers"
     return None
 
 
 def tier_violations(root: Path) -> list[str]:
     """``file:line: importer -> imported (why)`` for every import against the tiers' direction
-    in the ``aiaas``, ``adapters`` and ``functions`` packages under ``root``."""
+    in the ``aiaas``, ``adapters``, ``functions`` and ``emulators`` packages under ``root``."""
     found = []
-    for package in ("aiaas", "adapters", "functions"):
+    for package in ("aiaas", "adapters", "functions", "emulators"):
         for path in sorted((root / package).rglob("*.py")):
             module = _module_name(path, root)
             for line, imported in _imports(path, module):
@@ -198,13 +204,16 @@ def test_no_tier_imports_a_higher_one() -> None:
             "from aiaas.cli_support import server_options\n",
             "nothing imports the CLI",
         ),
+        ("adapters/base.py", "from emulators.aws import AwsEmulator\n", "load the emulated"),
+        ("functions/app.py", "import emulators.fleet\n", "load the emulated"),
+        ("emulators/aws.py", "from adapters.sagemaker import names\n", "not aiaas's providers"),
     ],
 )
 def test_the_walker_catches_each_kind_of_violation(
     tmp_path: Path, where: str, source: str, expected: str
 ) -> None:
     """A scratch tree (never the repository) with one bad import planted."""
-    for package in ("aiaas", "adapters", "functions"):
+    for package in ("aiaas", "adapters", "functions", "emulators"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
     target = tmp_path / where

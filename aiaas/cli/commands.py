@@ -364,6 +364,20 @@ def delete(
     plain(out, message)
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="Run an emulated cloud on 127.0.0.1 to rehearse a deploy with no account: "
+    "aiaas emulate aws [-c PROJECT] [--bucket NAME] [--env-file FILE] (docs/rehearse.md).",
+)
+def emulate(
+    ctx: typer.Context,
+    cloud: Annotated[str, typer.Argument(help="The cloud to emulate: aws.")],
+) -> None:
+    from emulators.cli import main as run_emulator  # the emulate extra's code: loaded here only
+
+    raise typer.Exit(run_emulator([cloud, *ctx.args]))
+
+
 @app.command()
 def doctor() -> None:
     """Check the environment: import-name clashes, torch and CUDA, installed providers."""
