@@ -20,7 +20,9 @@ from aiaas.template_files import templates_dir
 
 REPO = Path(__file__).resolve().parent.parent
 # What a build reads: the packaging files and the folders that become packages.
-BUILD_INPUTS = ["pyproject.toml", "setup.py", "README.md", "aiaas", "adapters", "functions"]
+BUILD_INPUTS = [
+    "pyproject.toml", "setup.py", "README.md", "aiaas", "adapters", "functions", "emulators",
+]  # fmt: skip
 
 
 def repo_templates() -> list[str]:
@@ -68,11 +70,12 @@ def test_wheel_holds_every_template_file(wheel: Path) -> None:
         names = set(zf.namelist())
     expected = {f"aiaas/templates/{name}" for name in repo_templates()}
     assert expected <= names, sorted(expected - names)
-    # The three import packages still ship; no stray top-level `templates` package does.
+    # The import packages ship; no stray top-level `templates` package does.
     for module in ("aiaas/cli/__init__.py", "aiaas/cli/commands.py", "aiaas/api.py",
                    "aiaas/runtime/container.py", "adapters/base.py"):  # fmt: skip
         assert module in names
     assert "functions/app.py" in names and "functions/platforms/aws.py" in names
+    assert "emulators/aws.py" in names and "emulators/fleet.py" in names  # aiaas emulate
     assert not any(name.startswith("templates/") for name in names)
 
 
