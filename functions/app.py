@@ -118,6 +118,10 @@ class FunctionApp:
             else self.max_response_bytes
         )
         self._next_manifest_check = 0.0
+        # The error code of the last forwarded call that found the deployment unreachable
+        # (None: it answered): readiness where the invoke path cannot ask (UNKNOWN). The
+        # code only: a cloud's own text never reaches a caller.
+        self._unreachable: str | None = None
         self._openapi: bytes | None = None  # built on first request: nothing at cold start
         self._stale_warned: set[str] = set()
         self._cost = self.cost or CostModel.build(record.prices, FREE, self.memory_mb)
@@ -166,13 +170,19 @@ class FunctionApp:
 
     async def _forward(self, body: bytes, request_id: str) -> InvokeResult:
         try:
-            return await self.invoker.invoke(
+            answer = await self.invoker.invoke(
                 self.deployment, body, request_id=request_id, timeout=self.invoke_timeout_s
             )
         except NotFound as exc:  # the endpoint is gone: for the caller it is not available
+            self._unreachable = exc.code
             raise NotReady(
                 f"endpoint unavailable: {exc.message}", retry_after=ENDPOINT_MISSING_RETRY_S
             ) from None
+        except (NotReady, ProviderError) as exc:  # nothing answered (a refusal is an answer)
+            self._unreachable = exc.code
+            raise
+        self._unreachable = None
+        return answer
 
     async def _body(self, request: Request) -> bytes:
         """The body, refused (413) on its declared length or once the bytes read pass the
@@ -233,6 +243,16 @@ class FunctionApp:
             raise NotReady(
                 f"endpoint unavailable: {exc.message}", retry_after=ENDPOINT_MISSING_RETRY_S
             ) from None
+        if status is DeploymentStatus.UNKNOWN:
+            # The invoke path cannot ask (a key-only function cannot call the control
+            # plane): ready unless the last call found the deployment unreachable.
+            if self._unreachable is not None:
+                raise NotReady(
+                    f"deployment {self.deployment!r}: the last call did not reach it "
+                    f"({self._unreachable})"
+                )
+            body = {"name": self.manifest.name, "ready": True, "deployment_status": "unknown"}
+            return json_response(body)
         if status not in (DeploymentStatus.READY, DeploymentStatus.UPDATING):
             raise NotReady(f"deployment {self.deployment!r} is {status.value}")
         return json_response({"name": self.manifest.name, "ready": True})
