@@ -27,13 +27,14 @@ def __getattr__(name: str) -> Any:
 
         return Client
     if name in API:
-        # The API is part of the composition root (it builds a provider's control plane):
-        # the package only forwards these names to it, on first use. The one edge from the
-        # core into the root, allowed by name in tests/test_import_rules.py;
-        # tests/test_cli_api.py checks that `import aiaas` loads neither.
-        import aiaas.api as api
+        # By name, not an import statement: the API is a composition root (it builds a
+        # provider's control plane), which no core module depends on; this only forwards the
+        # attribute (tests/test_cli_api.py checks `import aiaas` loads neither). An import
+        # statement would also put the API, and what it imports, in every function package
+        # (functions/packaging.py follows import statements, lazy ones included).
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module("aiaas.api"), name)
     raise AttributeError(f"module 'aiaas' has no attribute {name!r}")
 
 

@@ -149,8 +149,6 @@ def _forbidden(importer: str, imported: str) -> str | None:
 
     if importer in CLI_MODULES:
         return None
-    if (importer, imported) == ("aiaas", "aiaas.api"):
-        return None  # `aiaas.deploy` & co.: the package forwards the API's names on first use
     if any(within(imported, cli) for cli in CLI_MODULES):
         return "nothing imports the CLI (the composition root)"
     top = importer.split(".")[0]
