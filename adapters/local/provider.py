@@ -248,6 +248,12 @@ class LocalProvider(Provider):
         the traffic) and each stray server still running (none); ``details["strays"]`` lists
         the strays' pids: servers started for it that are not the live one (a deploy running
         now, or one that was killed)."""
+        return self._describe(name, again=True)
+
+    def _describe(self, name: str, *, again: bool) -> Deployment:
+        # The state is read before the servers and the lock are looked at: a deploy that
+        # switched and let go of its lock in between made a live server look stopped (or a
+        # stray). ``again``: read once more when what was read has changed since.
         state = self._read_state(name)
         strays = self._stray_records(name, state)
         stray_versions = tuple(
@@ -261,16 +267,19 @@ class LocalProvider(Provider):
         if state is None:
             if not strays:
                 raise NotFound(f"no local deployment named {name!r}")
-            status = (
-                DeploymentStatus.CREATING
-                if self._deploy_in_progress(name)
-                else DeploymentStatus.STOPPED
-            )
+            if self._deploy_in_progress(name):
+                status = DeploymentStatus.CREATING
+            elif again and self._read_state(name) is not None:  # switched to just now
+                return self._describe(name, again=False)
+            else:
+                status = DeploymentStatus.STOPPED
             return Deployment(
                 name, self.name, "", status, None, {"strays": [r.pid for r in strays]},
                 stray_versions,
             )  # fmt: skip
         if not process.is_ours(state):
+            if again and self._read_state(name) != state:  # replaced just now
+                return self._describe(name, again=False)
             own = DeploymentStatus.STOPPED
         elif not self._healthy(state):
             own = DeploymentStatus.CREATING
