@@ -22,10 +22,10 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from emulators.aws import AwsEmulator
-from emulators.sagemaker_runtime import MAX_PAYLOAD_BYTES
 
 from aiaas.bundle import BuiltBundle, build_bundle
+from emulators.aws import AwsEmulator
+from emulators.sagemaker_runtime import MAX_PAYLOAD_BYTES
 
 PROBE = Path(__file__).parent / "projects" / "probe"
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
