@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,8 @@ class KeyFile:
     place within one timestamp tick looks unchanged to it). A file that is gone holds
     no keys (every call is refused). One that cannot be parsed fails the start; later, it
     keeps the last good records, logs why, and is tried again at the next check.
+
+    ``stat`` is how the file's times are read (``os.stat``; a test makes them stand still).
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class KeyFile:
         path: Path,
         interval_s: float = RELOAD_INTERVAL_S,
         full_reload_s: float = FULL_RELOAD_S,
+        stat: Callable[[Path], os.stat_result] = os.stat,
     ) -> None:
         self.path = path
+        self._stat = stat
         self.interval_s = interval_s
         self.full_reload_s = full_reload_s
         self._records: dict[str, KeyRecord] = {}
@@ -123,7 +128,7 @@ class KeyFile:
 
     def _signature(self) -> _Signature | None:
         try:
-            st = os.stat(self.path)
+            st = self._stat(self.path)
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)

@@ -145,14 +145,11 @@ def test_a_same_size_rewrite_in_the_same_tick_is_seen(tmp_path: Path) -> None:
     assert set(keys.records()) == {other.key_id}  # the change time moved: seen at once
 
 
-def test_a_key_file_is_read_again_even_when_stat_looks_unchanged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_key_file_is_read_again_even_when_stat_looks_unchanged(tmp_path: Path) -> None:
     """Where even the change time does not move (its tick is coarse too), the periodic
     re-read still picks the rewrite up within ``full_reload_s``."""
     import os
     import time
-    import types
 
     import functions.auth as auth
 
@@ -162,10 +159,8 @@ def test_a_key_file_is_read_again_even_when_stat_looks_unchanged(
     path.write_text(str(record))
     frozen = os.stat(path)
     # The filesystem's timestamps are the boundary here: no local filesystem lets a test
-    # keep a file's ctime from moving, so stat is made to report the old one.
-    # Only KeyFile's view of os is replaced (pytest itself needs the real os.stat).
-    monkeypatch.setattr(auth, "os", types.SimpleNamespace(stat=lambda _p: frozen))
-    keys = auth.KeyFile(path, interval_s=0.0, full_reload_s=1.0)
+    # keep a file's ctime from moving, so KeyFile's stat reports the old one.
+    keys = auth.KeyFile(path, interval_s=0.0, full_reload_s=1.0, stat=lambda _p: frozen)
     _rewrite_in_place_same_tick(path, str(other))
     assert set(keys.records()) == {record.key_id}  # not yet: stat looks the same
     deadline = time.monotonic() + 5
