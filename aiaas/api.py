@@ -25,12 +25,10 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from adapters import get_invoker, get_provider
-from adapters.base import Deployment, InvokeResult, Plan, ProgressFn, Provider, no_progress
+from adapters.base import Deployment, InvokeResult, Plan, ProgressFn, no_progress
 from aiaas.config import ProjectConfig, load_config
 from aiaas.errors import ConfigError
 
@@ -92,13 +90,6 @@ def deployment_name(config: ProjectConfig, name: str | None = None) -> str:
     )
 
 
-@contextmanager
-def control_plane(config: ProjectConfig) -> Iterator[Provider]:
-    """The configured provider's control plane, closed on the way out."""
-    with get_provider(config.provider, config) as provider:
-        yield provider
-
-
 def plan(
     project: Project = DEFAULT_PROJECT,
     *,
@@ -109,7 +100,10 @@ def plan(
     """What :func:`deploy` would change, changing nothing: without ``bundle``, the project's
     bundle is built into a temporary folder (the project's own output is not written)."""
     config = load_project(project, provider)
-    with tempfile.TemporaryDirectory(prefix="aiaas-plan-") as tmp, control_plane(config) as cp:
+    with (
+        tempfile.TemporaryDirectory(prefix="aiaas-plan-") as tmp,
+        get_provider(config.provider, config) as cp,
+    ):
         if bundle is None:
             from aiaas.bundle import build_bundle
 
@@ -137,7 +131,7 @@ def deploy(
 
         progress("building bundle", None)
         bundle = build_bundle(config.root).path
-    with control_plane(config) as cp:
+    with get_provider(config.provider, config) as cp:
         return cp.deploy(Path(bundle), name=name, progress=progress)
 
 
@@ -150,7 +144,7 @@ def status(
         NotFound: there is no such deployment.
     """
     config = load_project(project, provider)
-    with control_plane(config) as cp:
+    with get_provider(config.provider, config) as cp:
         return cp.describe(deployment_name(config, name))
 
 
@@ -159,7 +153,7 @@ def deployments(
 ) -> list[Deployment]:
     """Every deployment the provider manages for the project."""
     config = load_project(project, provider)
-    with control_plane(config) as cp:
+    with get_provider(config.provider, config) as cp:
         return cp.list()
 
 
@@ -201,7 +195,7 @@ def logs(
 ) -> list[str]:
     """The deployment's last ``tail`` log lines, where the provider keeps them."""
     config = load_project(project, provider)
-    with control_plane(config) as cp:
+    with get_provider(config.provider, config) as cp:
         return cp.logs(deployment_name(config, name), tail)
 
 
@@ -210,5 +204,5 @@ def delete(
 ) -> bool:
     """Remove the deployment; False (and no error) when there was nothing to remove."""
     config = load_project(project, provider)
-    with control_plane(config) as cp:
+    with get_provider(config.provider, config) as cp:
         return cp.delete(deployment_name(config, name))

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from aiaas.custom_attributes import CUSTOM_ATTRIBUTES_HEADER, request_id_in_attributes
 from aiaas.errors import (
     AiaasError,
     BadRequest,
@@ -67,24 +68,6 @@ async def read_limited_body(
             raise PayloadTooLarge(f"request body is over {limit} bytes; {who} accepts {limit}")
         parts.append(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
-"""SageMaker's InvokeEndpoint forwards no header of the caller's to the container but this
-one (``CustomAttributes``, up to 1024 characters, opaque to AWS): the invoke path puts the
-request id in it as ``aiaas-request-id=<id>``, among any other ``;``-separated attributes."""
-_ATTRIBUTE_KEY = "aiaas-request-id="
-
-
-def request_id_in_attributes(value: str | None) -> str | None:
-    """The ``aiaas-request-id`` of a custom-attributes header's value, if it has one."""
-    if not value:
-        return None
-    for part in value.split(";"):
-        part = part.strip()
-        if part.startswith(_ATTRIBUTE_KEY):
-            return part[len(_ATTRIBUTE_KEY) :]
-    return None
 
 
 def request_id_of(request: Request) -> str:

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from emulators.fleet import free_port as free_port  # re-exported: the one definition
 
 if TYPE_CHECKING:
     from aiaas.bundle import BuiltBundle
@@ -98,13 +99,6 @@ def pytest_sessionfinish() -> None:
 
 
 EXAMPLES = REPO / "examples"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -23,6 +22,8 @@ import pytest
 from adapters.auth import IDENTITY_API_VERSION, ManagedIdentityBearer, SigV4, StaticHeader
 from adapters.sagemaker.aws import Credentials
 from aiaas.errors import AccessDenied, ConfigError, NotReady
+from emulators.fleet import free_port
+from emulators.httpserver import HttpServer, KeepAliveHandler
 from emulators.sagemaker_runtime import SageMakerRuntimeEmulator
 
 RESOURCE = "https://ml.azure.com"
@@ -42,40 +43,28 @@ Answer = Callable[[BaseHTTPRequestHandler, bytes], tuple[int, bytes]]
 @pytest.fixture
 def serve() -> Iterator[Callable[[Answer], tuple[str, Seen]]]:
     """Start an HTTP/1.1 server on 127.0.0.1 answering with ``answer(handler, body)``."""
-    servers: list[ThreadingHTTPServer] = []
+    servers: list[HttpServer] = []
 
     def start(answer: Answer) -> tuple[str, Seen]:
         seen = Seen()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
+        class Handler(KeepAliveHandler):
             def _any(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self.body()
                 seen.requests.append((self.command, self.path, self.headers, body))
                 status, data = answer(self, body)
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send(status, {"content-type": "application/json"}, data)
 
             do_GET = do_POST = _any
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = HttpServer(Handler, name="test-server")
+        server.start()
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}", seen
+        return server.url, seen
 
     yield start
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def ok(_handler: BaseHTTPRequestHandler, _body: bytes) -> tuple[int, bytes]:
@@ -230,9 +219,7 @@ def test_a_refusing_or_failing_identity_endpoint_is_a_clear_typed_error(
     with pytest.raises(NotReady) as failed:
         asyncio.run(bearer(identity_url).token())
     assert "failed (500)" in failed.value.message and failed.value.retry_after
-    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    port = closed.server_address[1]
-    closed.server_close()  # nothing listens there now
+    port = free_port()  # nothing listens there
     with pytest.raises(NotReady, match="not reachable"):
         bearer(f"http://127.0.0.1:{port}").token_sync()
     with pytest.raises(ConfigError, match="IDENTITY_ENDPOINT"):

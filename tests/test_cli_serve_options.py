@@ -11,8 +11,22 @@ import pytest
 import typer
 
 from aiaas import cli
-from aiaas.cli.support import server_option_flags, server_options
+from aiaas.cli.support import server_option_flags
 from aiaas.config import ServerSection
+
+
+def server_options(settings: ServerSection) -> list[str]:
+    """``aiaas serve`` arguments that reproduce ``settings`` (each field through its flag)."""
+    args: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        flag = server_option_flags(name, type(settings))[0]
+        if isinstance(value, bool):
+            on, off = flag.split("/")
+            args.append(on if value else off)
+        elif value is not None:
+            args += [flag, str(value)]
+    return args
 
 
 def _serve_options() -> dict[str, list[str]]:
@@ -28,11 +42,11 @@ def test_every_server_setting_is_an_option_with_its_own_help() -> None:
     assert "--request-timeout" in options["request_timeout_s"]  # the older spelling still works
 
 
-def test_what_the_local_provider_passes_reads_back_as_the_same_settings(
+def test_every_setting_given_as_flags_reads_back_as_the_same_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Boundary: the command's last step starts uvicorn; the settings it would start it with
-    # are captured instead (real servers started with these flags run in test_local_*.py).
+    # are captured instead (real `aiaas serve` processes run in test_server*.py).
     import aiaas.runtime.serve
 
     seen: dict[str, Any] = {}
@@ -59,8 +73,8 @@ def test_a_bad_value_names_the_option(tmp_path: Path) -> None:
 
 
 def test_a_new_bool_setting_is_a_switch_both_ways() -> None:
-    """A future ``bool`` field: ``--x/--no-x``, and what the provider passes parses back (a
-    ``--x False`` would be an extra argument, and the local server would not start)."""
+    """A future ``bool`` field: ``--x/--no-x``, and the flags for a value parse back (a
+    ``--x False`` would be an extra argument, and the server would not start)."""
     from pydantic import Field
 
     class WithSwitch(ServerSection):

@@ -9,10 +9,9 @@ import asyncio
 import json
 import random
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -35,6 +34,7 @@ from adapters.http_invoker import (
 )
 from aiaas.config import ProjectConfig
 from aiaas.errors import ConfigError, DeadlineExceeded, InvalidInput, NotReady, Throttled
+from emulators.httpserver import HttpServer, KeepAliveHandler
 
 ANSWER = b'{"outputs":[{"y":1}],"model":"m","version":"v7"}'
 
@@ -127,40 +127,28 @@ Handler = Callable[[BaseHTTPRequestHandler], tuple[int, bytes]]
 @pytest.fixture
 def serve() -> Iterator[Callable[[Handler], tuple[str, list[str]]]]:
     """An HTTP/1.1 server on 127.0.0.1; records each request line (method and target)."""
-    servers: list[ThreadingHTTPServer] = []
+    servers: list[HttpServer] = []
 
     def start(answer: Handler) -> tuple[str, list[str]]:
         lines: list[str] = []
 
-        class Handle(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
+        class Handle(KeepAliveHandler):
             def _any(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                self.rfile.read(length)
+                self.body()
                 lines.append(f"{self.command} {self.path}")
                 status, data = answer(self)
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send(status, {"content-type": "application/json"}, data)
 
             do_GET = do_POST = _any
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = HttpServer(Handle, name="test-server")
+        server.start()
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}", lines
+        return server.url, lines
 
     yield start
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 class Plain(Call):

@@ -23,7 +23,7 @@ from adapters.sagemaker.prices import (
     instance_price,
 )
 from aiaas.config import DeploySection, RolloutSection
-from aiaas.http import CUSTOM_ATTRIBUTES_HEADER
+from aiaas.custom_attributes import CUSTOM_ATTRIBUTES_HEADER
 from aiaas.plugins import Capabilities, Limits, ProviderSpec
 from aiaas.pricing import Price
 

@@ -44,6 +44,7 @@ from adapters.http_invoker import (
 )
 from adapters.sagemaker import MAX_REQUEST_BYTES, SPEC, SageMakerSection, aws, names
 from aiaas.config import ProjectConfig
+from aiaas.custom_attributes import carrying
 from aiaas.errors import (
     AccessDenied,
     AiaasError,
@@ -228,7 +229,7 @@ class SageMakerInvoker(HttpInvoker):
             headers["x-amzn-sagemaker-inference-id"] = request_id  # AWS's own logs
             # The one header InvokeEndpoint forwards to the container: the model server reads
             # the id from it, so one id runs from the function to the GPU.
-            carried = f"aiaas-request-id={request_id}"
+            carried = carrying(request_id)
             if len(carried) <= MAX_CUSTOM_ATTRIBUTES and request_id.isascii():
                 headers[SPEC.request_id_header] = carried
         url = f"{self.runtime_url}/endpoints/{name}/invocations"

@@ -43,17 +43,3 @@ def server_option_flags(name: str, section: type[ServerSection] = ServerSection)
     if section.model_fields[name].annotation is bool:
         flag = f"{flag}/--no-{name.replace('_', '-')}"
     return [flag, *_SERVER_OPTION_ALIASES.get(name, ())]
-
-
-def server_options(settings: ServerSection) -> list[str]:
-    """``aiaas serve`` arguments that reproduce ``settings``."""
-    args: list[str] = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        flag = server_option_flags(name, type(settings))[0]
-        if isinstance(value, bool):
-            on, off = flag.split("/")
-            args.append(on if value else off)
-        elif value is not None:
-            args += [flag, str(value)]
-    return args

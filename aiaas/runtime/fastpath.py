@@ -21,12 +21,8 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from aiaas.http import (
-    CUSTOM_ATTRIBUTES_HEADER,
-    JSON,
-    request_id_from,
-    request_id_in_attributes,
-)
+from aiaas.custom_attributes import CUSTOM_ATTRIBUTES_HEADER, request_id_in_attributes
+from aiaas.http import JSON, request_id_from
 from aiaas.protocol import check_json_content_type
 from aiaas.runtime.dataplane import Answer, DataPlane
 
