@@ -134,7 +134,8 @@ def test_binary_data_is_bounded_before_it_is_decoded() -> None:
     header = {"inputs": [_tensor("x", [1, 10**12], "BYTES", 8)]}
     started = time.monotonic()
     err = _refused(*_binary(header, _strings(b"abcd")))
-    assert "exactly 1000000000000" in err.message and time.monotonic() - started < 0.1
+    # refused from the header: allocating 10**12 items would take minutes or fail outright
+    assert "exactly 1000000000000" in err.message and time.monotonic() - started < 2.0
 
 
 def test_requested_outputs_and_binary_flags() -> None:

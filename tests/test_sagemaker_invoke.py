@@ -167,19 +167,26 @@ def test_throttling_that_persists_raises_throttled_after_the_attempts(
 
 @pytest.mark.parametrize("status", [503, 500])
 def test_5xx_is_retried_but_never_past_the_deadline(clean: AwsEmulator, status: int) -> None:
+    """The deadline, not the 1000 attempts (about 150 s of backoff), ends the call, and no
+    attempt reaches the runtime after it. The exact rule (no backoff or attempt starts past
+    the deadline) is asserted without a clock in test_http_invoker; here the bounds leave
+    room for a loaded CI machine that deschedules this process for a while."""
     clean.fault("probe", status)
-    mark = len(clean.runtime_calls)
     patient = invoker(clean, max_attempts=1000, backoff_cap_s=0.3)
-    started = time.monotonic()
-    with pytest.raises((ProviderError, DeadlineExceeded)):
-        patient.invoke_sync("probe", EXAMPLE, timeout=1.0)
-    elapsed = time.monotonic() - started
-    assert elapsed <= 1.25, elapsed  # the deadline, not the attempts, ended it
-    assert len(calls_since(clean, mark)) >= 3
-    started = time.monotonic()
-    with pytest.raises((ProviderError, DeadlineExceeded)):
-        asyncio.run(patient.invoke("probe", EXAMPLE, timeout=1.0))
-    assert time.monotonic() - started <= 1.25
+    for drive in (
+        lambda: patient.invoke_sync("probe", EXAMPLE, timeout=1.0),
+        lambda: asyncio.run(patient.invoke("probe", EXAMPLE, timeout=1.0)),
+    ):
+        mark = len(clean.runtime_calls)
+        started = time.monotonic()
+        with pytest.raises((ProviderError, DeadlineExceeded)):
+            drive()
+        elapsed = time.monotonic() - started
+        calls = calls_since(clean, mark)
+        assert len(calls) >= 2 and elapsed < 4.0, (len(calls), elapsed)
+        assert all(c.received - started < 1.0 + 0.5 for c in calls), [
+            c.received - started for c in calls
+        ]
 
 
 @contextlib.contextmanager
