@@ -60,6 +60,11 @@ class Capabilities:
     server_side_rollout: bool = False
     """Canary and linear rollouts run in the cloud (SageMaker's DeploymentConfig), not
     stepped by aiaas."""
+    traffic_split: bool = False
+    """While a canary or linear rollout holds a step, both versions serve (each its share of
+    the traffic) and ``describe`` reports each version's share in ``Deployment.versions``
+    (local routes by weight itself; SageMaker splits server-side, but its emulator switches
+    at once and its describe does not report the shares yet)."""
     cheap_status: bool = True
     """The invoke path can ask whether the deployment answers (else its status is
     ``UNKNOWN``: a key-only Azure function cannot call ARM)."""
