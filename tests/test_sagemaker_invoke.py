@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +25,7 @@ import pytest
 from conformance.harnesses.sagemaker import BUCKET, IMAGE, ROLE, sagemaker_yaml
 from conftest import PROJECTS
 
-from adapters.base import DeploymentStatus
+from adapters.base import DeploymentStatus, InvokeResult
 from adapters.sagemaker import MAX_REQUEST_BYTES, MAX_SERVERLESS_REQUEST_BYTES
 from adapters.sagemaker import aws as aws_env
 from adapters.sagemaker import invoke as invoke_module
@@ -173,10 +173,11 @@ def test_5xx_is_retried_but_never_past_the_deadline(clean: AwsEmulator, status: 
     room for a loaded CI machine that deschedules this process for a while."""
     clean.fault("probe", status)
     patient = invoker(clean, max_attempts=1000, backoff_cap_s=0.3)
-    for drive in (
+    drives: list[Callable[[], InvokeResult]] = [
         lambda: patient.invoke_sync("probe", EXAMPLE, timeout=1.0),
         lambda: asyncio.run(patient.invoke("probe", EXAMPLE, timeout=1.0)),
-    ):
+    ]
+    for drive in drives:
         mark = len(clean.runtime_calls)
         started = time.monotonic()
         with pytest.raises((ProviderError, DeadlineExceeded)):
