@@ -386,6 +386,8 @@ class _Run:
     def _schedule(self) -> list[TrafficStep]:
         if self.steps.capabilities.server_side_rollout:
             return [TrafficStep(100, 0.0)]  # the cloud shifts and waits; settling covers it
+        if self.diff.entry.action == "create":
+            return [TrafficStep(100, 0.0)]  # no version serves: nothing to share or watch
         return rollout_schedule(self.rollout)
 
     def _switch(self, step: TrafficStep, started: float, deadline: float) -> None:

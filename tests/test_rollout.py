@@ -635,6 +635,15 @@ def test_a_failure_at_a_later_step_switches_back() -> None:
     assert cloud.traffic == {OLD: 100}
 
 
+def test_a_first_deploy_takes_all_the_traffic_at_once_whatever_the_strategy() -> None:
+    """No version serves yet: there is nothing to share the traffic with or watch."""
+    cloud = FakeCloud()
+    run = Run(FakeSteps(cloud))
+    run.deploy(V1_PATH, RolloutSection(strategy="canary", canary_percent=10, wait_s=30))
+    assert [arg for op, arg in cloud.writes if op == "switch"] == [100]
+    assert 30 not in run.clock.sleeps
+
+
 def test_a_server_side_rollout_is_one_switch() -> None:
     cloud = FakeCloud()
     steps = FakeSteps(cloud, server_side=True)

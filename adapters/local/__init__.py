@@ -32,14 +32,6 @@ def check_deploy(deploy: DeploySection, _settings: Any) -> list[tuple[str, str]]
         refused.append(("deploy.instance_count", "local runs one server process"))
     if deploy.scaling is not None:
         refused.append(("deploy.scaling", "local runs one server process and does not scale"))
-    if deploy.rollout.strategy != "all_at_once":
-        refused.append(
-            (
-                "deploy.rollout.strategy",
-                f"{deploy.rollout.strategy!r}: local switches to a new version all at once, "
-                "after its smoke test (use all_at_once)",
-            )
-        )
     if deploy.rollout.rollback_alarms:
         refused.append(("deploy.rollout.rollback_alarms", "local has no alarms"))
     return refused
@@ -52,7 +44,8 @@ SPEC = ProviderSpec(
     invoker="adapters.local.invoke:LocalInvoker",
     price=lambda _settings: FREE,
     # A new server answers on its own port before the switch: smoke-tested before traffic.
-    capabilities=Capabilities(pre_traffic_smoke=True),
+    # A canary or linear step holds with both servers up: the invoke path picks by share.
+    capabilities=Capabilities(pre_traffic_smoke=True, traffic_split=True),
     invoke_requirements=("httpx>=0.27",),
     invoke_modules=("adapters.http_invoker", "adapters.local.state", "adapters.local.invoke"),
     check_deploy=check_deploy,

@@ -1,9 +1,11 @@
 """The local invoke path: a POST to the live server's ``/invocations`` on 127.0.0.1.
 
-It reads the deployment's state file for the port on every call (a redeploy switches it)
-and never imports the control plane. A version switch closes the old server's port: a
-request that could not have reached it is re-sent once to the new one (a prediction has no
-side effects); one the server may have been working on is not.
+It reads the deployment's state file for the port on every call (a redeploy switches it),
+and while a canary or linear step holds, the split file too: the call goes to the new
+version with its share's probability. It never imports the control plane. A version switch
+closes the old server's port: a request that could not have reached it is re-sent once to
+the new one (a prediction has no side effects); one the server may have been working on is
+not.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from adapters.http_invoker import (
 )
 from adapters.local import LocalSection
 from adapters.local.state import (
+    pick,
+    read_split,
     read_state,
     server_url,
     state_or_raise,
@@ -39,9 +43,9 @@ _RETRY = RetryPolicy(max_attempts=2, base=0.0, cap=0.0)
 
 
 class _Invocation(Call):
-    """One POST to the live server's ``/invocations``: the port is read from the state file
-    for every attempt, and a request the old version's server could not have finished is
-    re-sent once to the new one."""
+    """One POST to the live server's ``/invocations`` (or, while a rollout step holds, to
+    the new version's with its share's probability): a request the server it went to could
+    not have finished is re-sent once, to the server the state file names then."""
 
     def __init__(
         self, root: Path, host: str, name: str, body: bytes, headers: dict[str, str]
@@ -49,11 +53,11 @@ class _Invocation(Call):
         self.root, self.host, self.name = root, host, name
         self.what = f"local deployment {name!r}"
         self.body, self.headers = body, headers
-        self.state = state_or_raise(root, name)
+        self.target = pick(state_or_raise(root, name), read_split(root, name))
         self.sent = 0
 
     def request(self) -> httpx.Request:
-        url = server_url(self.host, self.state) + "/invocations"
+        url = server_url(self.host, self.target) + "/invocations"
         self.sent += 1
         return httpx.Request("POST", url, content=self.body, headers=self.headers)
 
@@ -70,13 +74,14 @@ class _Invocation(Call):
             raise unreachable(self.name, reason) from None
         # A version switch closed the port (ConnectError: the request never left) or the
         # kept-alive connection (RemoteProtocolError: the server closed it, possibly after
-        # reading the request). Re-read the state and try the new version once.
+        # reading the request), or a rollback stopped the new version of a split. Re-read
+        # the state and try the live version once.
         fresh = state_or_raise(self.root, self.name)
         if self.sent > 1 or (
-            fresh.port == self.state.port and not isinstance(exc, httpx.RemoteProtocolError)
+            fresh.port == self.target.port and not isinstance(exc, httpx.RemoteProtocolError)
         ):
             raise unreachable(self.name, reason) from None
-        self.state = fresh
+        self.target = fresh
         return Retry(unreachable(self.name, reason))
 
 

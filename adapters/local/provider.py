@@ -42,10 +42,13 @@ from adapters.base import (
 from adapters.local import LocalSection, process
 from adapters.local.invoke import LocalInvoker
 from adapters.local.state import (
+    SPLIT_FILE,
     STATE_FILE,
     ServerRecord,
+    Split,
     checked_name,
     deployment_dir,
+    read_split,
     read_state,
     server_url,
     state_or_raise,
@@ -83,10 +86,13 @@ class LocalProvider(Provider):
         server: ServerSection | None = None,
         *,
         state_dir: Path | str = ".aiaas",
+        rollout: RolloutSection | None = None,
     ) -> None:
-        """``state_dir``: where deployments are recorded (relative paths from the cwd)."""
+        """``state_dir``: where deployments are recorded (relative paths from the cwd);
+        ``rollout``: how a new version takes the traffic (``deploy.rollout``)."""
         self.settings = settings or LocalSection()
         self.server = server or ServerSection()
+        self.rollout = rollout or RolloutSection()
         self.root = Path(state_dir).resolve()
         # Plain HTTP to a loopback port only (settings.host is loopback): no TLS, so no CA
         # bundle to load either.
@@ -101,6 +107,7 @@ class LocalProvider(Provider):
             config.provider_settings("local", LocalSection),
             config.server,
             state_dir=config.state_path,
+            rollout=config.deploy.rollout,
         )
 
     @property
@@ -125,6 +132,15 @@ class LocalProvider(Provider):
         tmp = path.with_suffix(".tmp")
         tmp.write_text(state.to_json())
         tmp.replace(path)  # atomic: a reader sees the old or the new state, never half
+
+    def _write_split(self, name: str, split: Split) -> None:
+        path = self._dir(name) / SPLIT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(split.to_json())
+        tmp.replace(path)
+
+    def _clear_split(self, name: str) -> None:
+        (self._dir(name) / SPLIT_FILE).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _locked(self, name: str, progress: ProgressFn = no_progress) -> Iterator[None]:
@@ -160,11 +176,14 @@ class LocalProvider(Provider):
                 records.append(ServerRecord.from_json(path.read_text()))
         return records
 
-    def _stray_records(self, name: str, state: ServerRecord | None) -> builtins.list[ServerRecord]:
-        """Live servers of ``name`` that are not the one ``state`` points to (e.g. left by a
-        deploy that was killed before it switched over)."""
-        live = state.pid if state else None
-        return [r for r in self._recorded_servers(name) if r.pid != live and process.is_ours(r)]
+    def _stray_records(
+        self, name: str, state: ServerRecord | None, split: Split | None = None
+    ) -> builtins.list[ServerRecord]:
+        """Live servers of ``name`` that are neither the one ``state`` points to nor the new
+        version of a ``split`` (e.g. left by a deploy that was killed before it switched
+        over)."""
+        live = {state.pid if state else None, split.server.pid if split else None}
+        return [r for r in self._recorded_servers(name) if r.pid not in live and process.is_ours(r)]
 
     def _strays(self, name: str, state: ServerRecord | None) -> builtins.list[int]:
         """The pids of :meth:`_stray_records`."""
@@ -172,7 +191,9 @@ class LocalProvider(Provider):
 
     def _stop_strays(self, name: str, state: ServerRecord | None, progress: ProgressFn) -> None:
         """Stop stray servers and forget the records of servers that are gone (under the lock:
-        no other deploy is starting one right now)."""
+        no other deploy is starting one right now). A traffic split left by a killed deploy
+        goes first: its new version is one of those strays."""
+        self._clear_split(name)
         strays = self._stray_records(name, state)
         if strays:
             progress(f"stopping {len(strays)} stray server(s) {[r.pid for r in strays]}", None)
@@ -220,7 +241,7 @@ class LocalProvider(Provider):
                     steps,
                     bundle,
                     name=name,
-                    rollout=RolloutSection(),  # all at once: the only strategy local takes
+                    rollout=self.rollout,
                     timing=Timing(self.settings.ready_timeout_s, POLL_S),
                     upload=steps.upload,
                     progress=progress,
@@ -245,9 +266,10 @@ class LocalProvider(Provider):
 
     def describe(self, name: str) -> Deployment:
         """The deployment's state. :attr:`Deployment.versions` holds the live version (all
-        the traffic) and each stray server still running (none); ``details["strays"]`` lists
-        the strays' pids: servers started for it that are not the live one (a deploy running
-        now, or one that was killed)."""
+        the traffic, or what a canary or linear step leaves it), the new version of a step
+        that holds (its share), and each stray server still running (none);
+        ``details["strays"]`` lists the strays' pids: servers started for it that are not the
+        live one (a deploy running now, or one that was killed)."""
         return self._describe(name, again=True)
 
     def _describe(self, name: str, *, again: bool) -> Deployment:
@@ -255,15 +277,9 @@ class LocalProvider(Provider):
         # switched and let go of its lock in between made a live server look stopped (or a
         # stray). ``again``: read once more when what was read has changed since.
         state = self._read_state(name)
-        strays = self._stray_records(name, state)
-        stray_versions = tuple(
-            VersionState(
-                r.version,
-                0,
-                DeploymentStatus.READY if self._healthy(r) else DeploymentStatus.CREATING,
-            )
-            for r in strays
-        )
+        split = read_split(self.root, name) if state is not None else None
+        strays = self._stray_records(name, state, split)
+        stray_versions = tuple(VersionState(r.version, 0, self._own_status(r)) for r in strays)
         if state is None:
             if not strays:
                 raise NotFound(f"no local deployment named {name!r}")
@@ -286,9 +302,15 @@ class LocalProvider(Provider):
         else:
             own = DeploymentStatus.READY
         status = own
-        if own is DeploymentStatus.READY and strays and self._deploy_in_progress(name):
+        if own is DeploymentStatus.READY and (strays or split) and self._deploy_in_progress(name):
             status = DeploymentStatus.UPDATING  # a new version is starting beside this one
-        versions = (VersionState(state.version, 100, own), *stray_versions)
+        shares: tuple[VersionState, ...] = (VersionState(state.version, 100, own),)
+        if split is not None:
+            shares = (
+                VersionState(state.version, 100 - split.pct, own),
+                VersionState(split.server.version, split.pct, self._own_status(split.server)),
+            )
+        versions = (*shares, *stray_versions)
         deployment = self._deployment(name, state, status, versions)
         if strays:  # servers a deploy started but never switched to (or a deploy running now)
             deployment.details["strays"] = [r.pid for r in strays]
@@ -420,6 +442,12 @@ class LocalProvider(Provider):
         """The recorded server is ours (pid and start time) and answers ``/ping``: the one
         test plan and deploy share for "already live"."""
         return process.is_ours(state) and self._healthy(state)
+
+    def _own_status(self, record: ServerRecord) -> DeploymentStatus:
+        """One server's own status: stopped (not ours any more), creating, or ready."""
+        if not process.is_ours(record):
+            return DeploymentStatus.STOPPED
+        return DeploymentStatus.READY if self._healthy(record) else DeploymentStatus.CREATING
 
     def _healthy(self, state: ServerRecord) -> bool:
         if state.port is None:

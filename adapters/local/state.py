@@ -3,12 +3,16 @@ deployment.
 
 State lives under ``<state_dir>/local/<name>/deployment.json`` (the live server's
 :class:`ServerRecord`), replaced atomically, so a reader sees the old or the new server.
+While a canary or linear rollout holds a step, ``split.json`` (a :class:`Split`) names the
+new version's server and its share of the traffic; the invoke path picks one of the two per
+call (:func:`pick`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ from aiaas.config import NAME_PATTERN
 from aiaas.errors import BadRequest, NotFound, NotReady
 
 STATE_FILE = "deployment.json"
+SPLIT_FILE = "split.json"
 
 RETRY_AFTER_S = 1.0
 """What a caller is told to wait when the model server is unreachable (a restart or a
@@ -84,6 +89,30 @@ class ServerRecord:
         }
 
 
+@dataclass(frozen=True)
+class Split:
+    """A rollout step that holds: ``server`` (the new version) takes ``pct`` percent of the
+    calls, the server ``deployment.json`` names the rest. Written only by a deploy that holds
+    the deployment's lock; one left by a deploy that was killed is removed by the next."""
+
+    pct: int
+    server: ServerRecord
+
+    def to_json(self) -> str:
+        """The file's text."""
+        return json.dumps({"pct": self.pct, "server": dataclasses.asdict(self.server)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Split:
+        """The split in ``text``; ValueError when it is not one."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or not _is_int(raw.get("pct")):
+            raise ValueError("a split names its percentage")
+        if not 0 < raw["pct"] < 100:
+            raise ValueError("a split's percentage is between 1 and 99")
+        return cls(raw["pct"], ServerRecord.from_json(json.dumps(raw.get("server"))))
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -110,6 +139,23 @@ def read_state(root: Path, name: str) -> ServerRecord | None:
         return ServerRecord.from_json((deployment_dir(root, name) / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_split(root: Path, name: str) -> Split | None:
+    """The traffic split of a rollout step that holds now, or None (also when unreadable:
+    the calls then all go to ``deployment.json``'s server)."""
+    try:
+        return Split.from_json((deployment_dir(root, name) / SPLIT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pick(state: ServerRecord, split: Split | None, draw: float | None = None) -> ServerRecord:
+    """The server one call goes to: the split's new version with its share's probability
+    (``draw`` in [0, 1), random when None), else the live one."""
+    if split is None:
+        return state
+    return split.server if (random.random() if draw is None else draw) * 100 < split.pct else state
 
 
 def state_or_raise(root: Path, name: str) -> ServerRecord:

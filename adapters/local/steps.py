@@ -3,7 +3,8 @@
 A version is one model server process; the traffic goes where ``deployment.json`` points
 (the invoke path reads it on every call). So: *create* starts the new server on its own
 port, *settled* is one look at whether it answers ``/ping``, the smoke test goes to its port
-before any traffic does, *switch* replaces ``deployment.json`` (all the traffic at once),
+before any traffic does, *switch* writes ``split.json`` for a canary or linear step that
+sends part of the traffic and replaces ``deployment.json`` for the step that sends all of it,
 and the replaced server is stopped last. Nothing here is ever "taken" after a failed call:
 every step is a local system call that either happened or did not.
 """
@@ -20,7 +21,7 @@ import httpx
 
 from adapters.base import Change, model_server_error
 from adapters.local import SPEC, process
-from adapters.local.state import STATE_FILE, ServerRecord, checked_name, unreachable
+from adapters.local.state import STATE_FILE, ServerRecord, Split, checked_name, unreachable
 from adapters.rollout import Diff, Settle, Terms, TrafficStep
 from aiaas.bundle import inspect_archive
 from aiaas.errors import DeployFailed
@@ -218,10 +219,17 @@ class LocalSteps:
     # -- traffic -------------------------------------------------------------------------
 
     def switch(self, desired: Desired, live: Live, step: TrafficStep) -> None:
-        """All the traffic to the new server: ``deployment.json`` names it (replaced
-        atomically: the invoke path reads the old or the new one)."""
-        self.provider._write_state(desired.name, self._started().record)
+        """``step.pct`` of the traffic to the new server: below 100 % (a canary or linear
+        step, with a live server to share it), ``split.json`` names the new server and its
+        share; at 100 %, ``deployment.json`` names it and the split goes. Both files are
+        replaced atomically: the invoke path reads the old or the new one."""
+        record = self._started().record
         self.switched = True
+        if step.pct < 100 and live.serving:
+            self.provider._write_split(desired.name, Split(step.pct, record))
+            return
+        self.provider._write_state(desired.name, record)
+        self.provider._clear_split(desired.name)
         self.replaced = live.state
         if live.state is not None and not process.is_ours(live.state):
             self.provider._forget_server(desired.name, live.state.pid)  # exited: no leftover
@@ -229,6 +237,7 @@ class LocalSteps:
     def switch_back(self, desired: Desired, live: Live) -> None:
         if live.state is not None:
             self.provider._write_state(desired.name, live.state)
+        self.provider._clear_split(desired.name)
         self.switched = False
         self.replaced = None
 

@@ -82,11 +82,12 @@ class Harness(ABC):
         self.provider = self.make_provider()
         self.invoker = self.make_invoker()
 
-    def make_provider(self) -> Provider:
-        """A new control plane over the project's config (the CLI's way); closed by
-        :meth:`stop` unless the caller closes it first."""
+    def make_provider(self, config: ProjectConfig | None = None) -> Provider:
+        """A new control plane over the project's config (the CLI's way), or over ``config``
+        (the project's with a setting changed); closed by :meth:`stop` unless the caller
+        closes it first."""
         cls = provider_spec(self.config.provider).load_control_plane()
-        provider = cls.from_config(self.config)
+        provider = cls.from_config(config or self.config)
         assert isinstance(provider, Provider), provider
         self._opened.append(provider)
         return provider

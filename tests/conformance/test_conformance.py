@@ -29,6 +29,7 @@ from conftest import PROJECTS
 
 from adapters.base import Deployment, DeploymentStatus, Invoker, InvokeResult
 from aiaas.bundle import BuiltBundle, build_bundle
+from aiaas.config import RolloutSection
 from aiaas.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -39,12 +40,14 @@ from aiaas.errors import (
     PayloadTooLarge,
     Throttled,
 )
+from aiaas.plugins import provider_spec
 from conformance.harness import Candidate, Harness, discover
 
 NAME = "probe"  # the deployment under test: the probe manifest's name, deploy()'s default
 OTHER = "probe-b"  # a second deployment of the project, for list()
 FOREIGN = "probe-other"  # a deployment someone else manages, which list() must not show
 PLANNED = "probe-planned"  # only ever planned, never deployed
+CANARY_HOLD_S = 8.0  # how long the canary step holds: describe and 40 calls fit in it
 
 # One item per batch, no batching delay: the answers and the throttling are deterministic.
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
@@ -438,6 +441,56 @@ def test_a_failed_deploy_raises_deploy_failed_and_the_old_version_serves(
     assert (described.version, described.status) == (live, DeploymentStatus.READY)
     assert h.invoker.invoke_sync(NAME, bundles.example()).version == live
     assert h.running_versions(NAME) == {live}
+
+
+def test_a_canary_serves_both_versions_then_moves_all_traffic_to_the_new_one(
+    h: Harness, bundles: Bundles, first_deploy: FirstDeploy
+) -> None:
+    """While the canary step holds, describe reports each version's share and both answer
+    (each its own answers); then all the traffic is on the new one and the old one is gone.
+    Gated on ``Capabilities.traffic_split``: a provider whose split cannot be watched (its
+    cloud shifts traffic server-side and its emulator switches at once) is skipped, named."""
+    if not provider_spec(h.name).capabilities.traffic_split:
+        pytest.skip(f"{h.name} does not declare Capabilities.traffic_split")
+    v1, v2 = bundles.v1.manifest.version, bundles.v2.manifest.version
+    h.provider.deploy(bundles.v1.path)  # v1 is live
+    rollout = RolloutSection(strategy="canary", canary_percent=50, wait_s=CANARY_HOLD_S)
+    deploy = h.config.deploy.model_copy(update={"rollout": rollout})
+    canary = h.make_provider(h.config.model_copy(update={"deploy": deploy}))
+    outcome: list[Deployment | Exception] = []
+
+    def roll_out() -> None:
+        try:
+            outcome.append(canary.deploy(bundles.v2.path))
+        except Exception as exc:  # asserted below
+            outcome.append(exc)
+
+    def shares() -> set[tuple[str, int]]:
+        described = h.provider.describe(NAME)
+        return {(v.version, v.traffic_pct) for v in described.versions if v.traffic_pct > 0}
+
+    thread = threading.Thread(target=roll_out, daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: shares() == {(v1, 50), (v2, 50)} or bool(outcome), 120, "the split")
+        held = h.provider.describe(NAME)
+        answers = [h.invoker.invoke_sync(NAME, bundles.example()) for _ in range(40)]
+        still_held = shares() == {(v1, 50), (v2, 50)}
+    finally:
+        thread.join(timeout=120)
+    assert not thread.is_alive() and len(outcome) == 1, outcome
+    deployed = outcome[0]
+    assert isinstance(deployed, Deployment), deployed
+    assert held.status is DeploymentStatus.UPDATING and held.version == v1, held
+    assert still_held, f"the step ended before 40 calls: raise CANARY_HOLD_S ({CANARY_HOLD_S})"
+    assert {r.version for r in answers} == {v1, v2}  # 2 * 0.5**40: never by chance
+    for r in answers:  # each answer is its version's own
+        assert r.version is not None and _outputs(r) == bundles.outputs[r.version]
+    assert (deployed.version, deployed.status) == (v2, DeploymentStatus.READY)
+    described = h.provider.describe(NAME)
+    assert [(v.version, v.traffic_pct) for v in described.versions] == [(v2, 100)]
+    assert h.running_versions(NAME) == {v2}
+    assert {h.invoker.invoke_sync(NAME, bundles.example()).version for _ in range(10)} == {v2}
 
 
 # -- errors --------------------------------------------------------------------------------
