@@ -282,6 +282,27 @@ def test_missing_bundle_exits_non_zero_naming_the_place(
     assert "Traceback" not in log
 
 
+def test_a_gpu_expected_but_not_seen_exits_non_zero_and_never_serves(
+    probe_bundle: BuiltBundle,
+    tmp_path: Path,
+    run_entrypoint: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """``AIAAS_DEVICE=cuda`` (a provider paying for a GPU) where torch sees none (this
+    machine's CPU wheel): the model does not load on the CPU instead; the container exits
+    non-zero saying why, so the cloud's health check fails the deploy with that reason."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible here: the refusal cannot be shown")
+    port = free_port()
+    proc = run_entrypoint(
+        ["serve", str(probe_bundle.path)], {"AIAAS_PORT": str(port), "AIAAS_DEVICE": "cuda"}
+    )
+    assert proc.wait(timeout=120) != 0
+    log = (tmp_path / "entrypoint-0.log").read_text()
+    assert "device 'cuda' was asked for" in log and "sees no CUDA GPU" in log, log
+    assert "Traceback" not in log
+
+
 def test_unexpected_argument_exits_non_zero(
     tmp_path: Path, run_entrypoint: Callable[..., subprocess.Popen[bytes]]
 ) -> None:

@@ -24,6 +24,10 @@ In each place a bundle folder (holding the manifest), a ``model.tar.gz`` (or the
 ``SAGEMAKER_BIND_TO_PORT``, else 8080. The host is ``AIAAS_HOST``, default ``0.0.0.0``
 (tests bind 127.0.0.1). The model server's settings (``server:`` in ``aiaas.yaml``) come as
 ``AIAAS_SERVER__<KEY>`` variables, which a provider sets in the container's environment.
+``AIAAS_DEVICE`` (``cuda``, ``cpu``, ...) is the torch device the provider expects: a
+provider that pays for a GPU sets ``cuda``, and the model then fails to load (the container
+exits non-zero, so the deploy fails with that reason) when torch sees no CUDA GPU, instead
+of serving on the CPU.
 A ``model.tar.gz`` is unpacked under ``$HOME/.cache/aiaas``. Problems exit with status 2
 and one line naming what was looked at; never a traceback.
 """
@@ -49,6 +53,7 @@ SAGEMAKER_BASE_DIR = "/opt/ml"
 ARCHIVE_NAME = "model.tar.gz"
 USAGE = "usage: python -m aiaas.runtime.container [serve [BUNDLE]]"
 COMMAND_LINE = "the command line"
+DEVICE_VARIABLE = "AIAAS_DEVICE"
 
 
 class ContainerError(Exception):
@@ -208,7 +213,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     # this one makes that (and a SIGTERM while the bundle is still unpacked) exit 0.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        serve(located.bundle, host=host, port=port, settings=settings)
+        serve(
+            located.bundle,
+            host=host,
+            port=port,
+            settings=settings,
+            device=env.get(DEVICE_VARIABLE) or None,
+        )
     except AiaasError as exc:  # a malformed bundle: one line, no traceback
         print(f"aiaas container: {exc.message}", file=sys.stderr)  # it names the file
         return 2

@@ -126,7 +126,10 @@ class DataPlane:
             self.ready = True
         else:
             self.load_error = f"{type(exc).__name__}: {exc}"
-            log.error("model failed to load", exc_info=exc)
+            if isinstance(exc, AiaasError):  # aiaas's own refusal: its message says it all
+                log.error("model failed to load: %s", exc.message)
+            else:  # the model's code raised: where it did matters
+                log.error("model failed to load", exc_info=exc)
             if self._on_load_failure is not None:
                 self._on_load_failure(exc)
 

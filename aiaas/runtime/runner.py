@@ -20,11 +20,21 @@ log = logging.getLogger("aiaas.runner")
 
 
 def pick_device(requested: str | None = None) -> str:
-    """``requested`` if given, else ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    if requested:
-        return requested
+    """``requested`` if given, else ``"cuda"`` when a GPU is visible, else ``"cpu"``.
+
+    A CUDA device asked for but not visible is refused (:class:`ModelError`): serving on the
+    CPU instead would answer ``/ping`` on a GPU's bill, many times slower.
+    """
     import torch
 
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(
+                f"device {requested!r} was asked for, but torch {torch.__version__} (built "
+                f"for CUDA {torch.version.cuda or 'none'}) sees no CUDA GPU: the host's NVIDIA "
+                "driver may be older than that CUDA needs, or no GPU is attached"
+            )
+        return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
