@@ -19,6 +19,8 @@ The recovery rules SageMaker learned (and that hold for every cloud) are written
   answer): :meth:`Steps.taken` is asked, and when the cloud moves to the new version nothing
   is removed;
 - past the deadline the change goes on in the cloud: :class:`StillSettling`, nothing removed;
+- a deployment still settling from an earlier change (an interrupted deploy's) is waited
+  for before the diff is taken (:class:`Busy`, within the same ``timeout_s``), not refused;
 - traffic that reached the new version goes back (:meth:`Steps.switch_back`) when the
   version fails afterwards (its smoke test, a later step);
 - a rollback or cleanup that fails **adds** to the error's message, never replaces it;
@@ -192,7 +194,8 @@ class Steps(Protocol[D, L]):
     def diff(self, desired: D, live: L) -> Diff:
         """The typed changes from ``live`` to ``desired`` (reads only). Raises
         :class:`~aiaas.errors.DeployFailed` where the deploy must not start (the name is
-        another project's; the deployment is still settling)."""
+        another project's), :class:`Busy` where the deployment is still settling from an
+        earlier change (the transaction waits for it)."""
         ...
 
     def create(self, desired: D, diff: Diff) -> None:
@@ -242,6 +245,14 @@ class Steps(Protocol[D, L]):
     def restore_scaling(self, desired: D, before: object) -> None:
         """After a failure: put autoscaling back exactly as ``before`` was."""
         ...
+
+
+class Busy(DeployFailed):
+    """What :meth:`Steps.diff` raises where the deployment is still settling from an earlier
+    change (a deploy interrupted while the cloud went on with it, a retry started right
+    after): :func:`run_rollout` waits for it to settle, reading and diffing again every
+    poll, within the deploy's ``timeout_s``, then goes on. ``message`` says what the cloud is
+    doing (``endpoint 'probe' is Updating``); a plan, which never waits, shows it as is."""
 
 
 class StillSettling(DeployFailed):
@@ -323,12 +334,40 @@ def run_rollout(
     past the deadline.
     """
     desired = steps.desired(bundle, name)
-    live = steps.live(desired)
-    diff = steps.diff(desired, live)
+    live, diff = _diff_once_settled(steps, desired, timing, progress)
     if diff.unchanged:
-        progress("already live: nothing to do", 1.0)
+        progress(ALREADY_LIVE, 1.0)
         return Outcome(diff, changed=False)
     return _Run(steps, desired, live, diff, rollout, timing, progress).run(bundle, upload)
+
+
+ALREADY_LIVE = "already live: nothing to do"
+"""The progress message of a deploy that changes nothing (the digest and settings are
+live): the last one it reports, with fraction 1.0."""
+
+
+def _diff_once_settled(
+    steps: Steps[D, L], desired: D, timing: Timing, progress: ProgressFn
+) -> tuple[L, Diff]:
+    """What is live and the diff to ``desired``, once the deployment is not settling from an
+    earlier change (:class:`Busy`): polled within ``timing.timeout_s``, with progress."""
+    clock = timing.clock
+    started = clock()
+    deadline = started + timing.timeout_s
+    while True:
+        live = steps.live(desired)
+        try:
+            return live, steps.diff(desired, live)
+        except Busy as busy:
+            elapsed = clock() - started
+            if clock() >= deadline:
+                raise DeployFailed(
+                    f"{busy.message}, still after {elapsed:.0f}s ({steps.terms.timeout_key}): "
+                    "an earlier change goes on there; deploy again once `aiaas status` shows "
+                    "it settled"
+                ) from None
+            progress(f"waiting for an earlier change: {busy.message} ({elapsed:.0f}s)", None)
+            timing.sleep(min(timing.poll_s, max(deadline - clock(), 0.0)))
 
 
 class _Run:

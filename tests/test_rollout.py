@@ -15,6 +15,8 @@ import pytest
 
 from adapters.base import Change
 from adapters.rollout import (
+    ALREADY_LIVE,
+    Busy,
     Diff,
     Outcome,
     Settle,
@@ -99,6 +101,7 @@ class FakeCloud:
     switch_drops_scaling: bool = False  # as SageMaker's instance type change does
     answers: dict[str, Callable[[str], bytes]] = field(default_factory=dict)
     smoke_calls: list[tuple[str, bool]] = field(default_factory=list)
+    busy_polls: int = 0  # diffs answering "still Updating from an earlier change" (-1: ever)
     _pending: int = 0
     _failure: str | None = None
 
@@ -154,6 +157,10 @@ class FakeSteps:
 
     def diff(self, desired: Desired, live: Live) -> Diff:
         cloud, new = self.cloud, desired.resource
+        if cloud.busy_polls:
+            if cloud.busy_polls > 0:
+                cloud.busy_polls -= 1
+            raise Busy(f"endpoint {desired.name} is Updating")
         serving = cloud.serving()
         there = new in cloud.owners
         entry: Change
@@ -406,6 +413,42 @@ def test_a_call_taken_though_its_answer_failed_removes_nothing(op: str) -> None:
     )
     assert "remove" not in ops(cloud) and "restore" not in ops(cloud)
     assert NEW in cloud.owners and OLD in cloud.owners
+
+
+def test_a_deploy_waits_for_an_earlier_change_to_settle_then_goes_on() -> None:
+    """A retry started right after an interrupted deploy: the endpoint is still Updating
+    from it. The deploy waits, with progress, reading again each poll, then deploys."""
+    cloud, run = live_on_v1()
+    cloud.busy_polls = 3
+    outcome = run.deploy(V2_PATH)
+    assert outcome.changed and cloud.serving() == NEW
+    waits = [m for m in run.messages if m.startswith("waiting for an earlier change")]
+    assert waits == [
+        f"waiting for an earlier change: endpoint probe is Updating ({s}s)" for s in (0, 2, 4)
+    ]
+    assert run.clock.sleeps[:3] == [2.0, 2.0, 2.0]
+    assert ops(cloud)[:2] == ["upload", "create"]  # nothing written while it waited
+
+
+def test_a_deployment_settling_past_the_deadline_is_refused_with_nothing_written() -> None:
+    cloud, run = live_on_v1()
+    cloud.busy_polls = -1  # never settles
+    with pytest.raises(DeployFailed) as refused:
+        run.deploy(V2_PATH)
+    assert refused.value.message == (
+        "endpoint probe is Updating, still after 60s (fake.deploy_timeout_s): an earlier "
+        "change goes on there; deploy again once `aiaas status` shows it settled"
+    )
+    assert not isinstance(refused.value, StillSettling)
+    assert ops(cloud) == [] and run.clock.now == pytest.approx(1060.0, abs=0.01)
+
+
+def test_the_live_digest_reports_already_live_last() -> None:
+    cloud, run = live_on_v1()
+    cloud.writes.clear()
+    run.steps.scaling = {"max": 2}
+    assert not run.deploy(V1_PATH).changed
+    assert run.messages == [ALREADY_LIVE]
 
 
 def test_a_deploy_past_its_deadline_removes_nothing() -> None:
