@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,7 +27,8 @@ from aiaas.errors import AiaasError, BadRequest, ConfigError
 from aiaas.template_files import templates_dir
 
 if TYPE_CHECKING:
-    from adapters.base import Deployment, Plan
+    from adapters.base import Deployment, Plan, ProgressFn
+    from aiaas.config import ProjectConfig
 
 HELP = (
     "The ``aiaas`` command line. Errors print one clear line and exit 1 (``--debug``: traceback)."
@@ -86,18 +88,57 @@ def _progress_bar(title: str) -> Iterator[Any]:
         yield report
 
 
+def _show_table(header: list[str] | None, rows: list[list[str]], no_wrap: set[int]) -> None:
+    """Print ``rows`` as a table (columns ``no_wrap`` never wrapped). On a terminal, rich
+    fits it to the width; anywhere else (a pipe, a file, CI's log) it is plain text, columns
+    padded with spaces and nothing cut or wrapped, so an endpoint URL is copied whole."""
+    if out.is_terminal:
+        listing = header is None  # a key-value listing: no header, no box, the keys in bold
+        table = Table(show_header=False, box=None) if listing else Table()
+        for i, column in enumerate(header or [""] * (len(rows[0]) if rows else 0)):
+            table.add_column(column, no_wrap=i in no_wrap)
+        for row in rows:
+            cells = [escape(c) for c in row]
+            if listing and row[0]:
+                cells[0] = f"[bold]{cells[0]}"
+            table.add_row(*cells)
+        out.print(table)
+        return
+    lines = ([header] if header is not None else []) + rows
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
+    for line in lines:
+        plain(out, "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
 def _show_deployment(d: Deployment) -> None:
-    table = Table(show_header=False, box=None)
-    for key, value in (("name", d.name), ("provider", d.provider), ("version", d.version),
-                       ("status", d.status), ("endpoint", d.endpoint or "-")):  # fmt: skip
-        table.add_row(f"[bold]{key}", escape(str(value)))
+    rows = [[key, str(value)] for key, value in (
+        ("name", d.name), ("provider", d.provider), ("version", d.version),
+        ("status", d.status), ("endpoint", d.endpoint or "-"),
+    )]  # fmt: skip
     for i, v in enumerate(d.versions):  # every version it runs, with its share of traffic
-        line = f"{v.version}  {v.traffic_pct}%  {v.status}"
-        table.add_row("[bold]versions" if i == 0 else "", escape(line))
+        rows.append(["versions" if i == 0 else "", f"{v.version}  {v.traffic_pct}%  {v.status}"])
     strays = d.details.get("strays")
     if strays:  # servers the provider started that are not the live one: their processes
-        table.add_row("[bold]strays", escape(", ".join(f"pid {pid}" for pid in strays)))
-    out.print(table)
+        rows.append(["strays", ", ".join(f"pid {pid}" for pid in strays)])
+    for i, line in enumerate(_detail_lines(d.details)):
+        rows.append(["details" if i == 0 else "", line])
+    _show_table(None, rows, no_wrap=set())
+
+
+def _detail_lines(details: dict[str, Any]) -> list[str]:
+    """The provider's own details of a deployment (its instance type, region, resources,
+    warnings...), one ``key: value`` line each; empty values and the strays (shown apart)
+    are left out."""
+    lines = []
+    for key, value in details.items():
+        if key == "strays" or value is None or value == "" or isinstance(value, dict):
+            continue
+        if isinstance(value, list | tuple):
+            value = "; ".join(str(v) for v in value)
+            if not value:
+                continue
+        lines.append(f"{key}: {value}")
+    return lines
 
 
 def _traffic(d: Deployment) -> str:
@@ -292,9 +333,74 @@ def deploy(
             plan = api.plan(cfg, bundle=bundle, name=name)
         _show_plan(plan, cfg.provider)
         return
-    with _progress_bar(f"deploying to {cfg.provider}") as report:
-        deployment = api.deploy(cfg, bundle=bundle, name=name, progress=report)
+    seen = _Seen()
+    try:
+        with _progress_bar(f"deploying to {cfg.provider}") as report:
+            deployment = api.deploy(cfg, bundle=bundle, name=name, progress=seen.watch(report))
+    except KeyboardInterrupt:  # here, not in main: what the deploy left is the message
+        plain(err, _interrupted(cfg, name, seen, _again(config, provider)))
+        raise typer.Exit(130) from None
+    if seen.unchanged:
+        plain(out, f"{deployment.name} {deployment.version} is already live on "
+                   f"{deployment.provider}: nothing changed")  # fmt: skip
     _show_deployment(deployment)
+
+
+FIRST_WRITE = 0.05
+"""The progress fraction from which the shared deploy transaction (``adapters/rollout.py``)
+has changed the deployment: below it, it built, read and uploaded only."""
+
+
+@dataclass
+class _Seen:
+    """What a deploy's progress said: how far it got, and whether it changed nothing."""
+
+    furthest: float = 0.0
+    unchanged: bool = False
+
+    def watch(self, report: ProgressFn) -> ProgressFn:
+        """``report``, noting each message on the way."""
+        from adapters.rollout import ALREADY_LIVE
+
+        def watching(message: str, fraction: float | None) -> None:
+            self.furthest = max(self.furthest, fraction or 0.0)
+            self.unchanged = message == ALREADY_LIVE
+            report(message, fraction)
+
+        return watching
+
+
+def _again(config: Path, provider: str | None) -> str:
+    """The options a follow-up command needs to reach the same project and provider."""
+    options = f" -c {config}" if config != Path("aiaas.yaml") else ""
+    return options + (f" --provider {provider}" if provider else "")
+
+
+def _interrupted(cfg: ProjectConfig, name: str | None, seen: _Seen, options: str) -> str:
+    """What a deploy stopped by Ctrl-C left, in the terms of the provider's capabilities:
+    nothing changed yet; a change the cloud goes on with by itself (a server-side rollout);
+    or a change aiaas was driving, stopped part-way."""
+    from aiaas.plugins import installed_providers
+
+    try:
+        target = deployment_name(cfg, name)
+    except AiaasError:
+        target = ""
+    status = f"`aiaas status{' ' + target if target else ''}{options}`"
+    deploy = f"`aiaas deploy{options}`"
+    where = cfg.provider
+    if seen.furthest < FIRST_WRITE:
+        return (f"interrupted before the deploy changed anything on {where}: {status} shows "
+                f"the deployment as it is; {deploy} starts again")  # fmt: skip
+    spec = installed_providers().get(where)
+    subject = target or "the deployment"
+    if spec is not None and spec.capabilities.server_side_rollout:
+        return (f"interrupted: {subject} keeps updating on {where} (the change runs there, "
+                f"not in this command); {status} shows it; the next {deploy} waits for it to "
+                "settle and goes on")  # fmt: skip
+    return (f"interrupted: the deploy of {subject} stopped part-way (the version it was "
+            f"starting is stopped; what was live still serves); {status} shows it; the next "
+            f"{deploy} cleans up what it left and goes on")  # fmt: skip
 
 
 def _show_plan(plan: Plan, provider: str) -> None:
@@ -317,14 +423,17 @@ def status(
         _show_deployment(api.status(cfg, name=name))
         return
     deployments = api.deployments(cfg)
+    if not deployments:
+        plain(err, f"no deployments on {cfg.provider} for this project yet (`aiaas deploy`)")
+        return
     split = any(d.versions for d in deployments)  # a traffic column only where reported
-    table = Table()
-    for column in ("name", "provider", "version", "status", "endpoint", *(["traffic"] * split)):
-        table.add_column(column, no_wrap=column in ("status", "traffic"))
-    for d in deployments:
-        cells = [d.name, d.provider, d.version, d.status + _stray_note(d), d.endpoint or "-"]
-        table.add_row(*(escape(c) for c in [*cells, *([_traffic(d)] * split)]))
-    out.print(table)
+    header = ["name", "provider", "version", "status", "endpoint", *(["traffic"] * split)]
+    rows = [
+        [d.name, d.provider, d.version, d.status + _stray_note(d), d.endpoint or "-",
+         *([_traffic(d)] * split)]
+        for d in deployments
+    ]  # fmt: skip
+    _show_table(header, rows, no_wrap={3, 5})
 
 
 @app.command()
@@ -348,8 +457,29 @@ def logs(
     provider: ProviderOpt = None,
 ) -> None:
     """Print the deployment's recent log lines."""
-    for line in api.logs(load_project(config, provider), name=name, tail=tail):
+    cfg = load_project(config, provider)
+    target = deployment_name(cfg, name)
+    lines = api.logs(cfg, name=target, tail=tail)
+    for line in lines:
         sys.stdout.write(line + "\n")
+    if not lines and tail > 0:
+        plain(err, _no_logs(cfg, target))
+
+
+def _no_logs(cfg: ProjectConfig, name: str) -> str:
+    """Why ``aiaas logs`` printed nothing, and where it looked: no such deployment, or none
+    of its lines arrived yet (where the provider names its log: ``details["log_group"]`` or
+    ``details["log"]``)."""
+    from aiaas.errors import NotFound
+
+    try:
+        deployment = api.status(cfg, name=name)
+    except NotFound as exc:
+        return f"no log lines: {exc.message}"
+    where = deployment.details.get("log_group") or deployment.details.get("log")
+    looked = f"{where}" if where else f"{cfg.provider}'s logs of {name}"
+    return (f"no log lines for {name} ({deployment.status}) on {cfg.provider} yet: looked in "
+            f"{looked}; a new deployment's lines can take a minute to arrive")  # fmt: skip
 
 
 @app.command()
