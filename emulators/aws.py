@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.core.responses import ActionResult
 from moto.logs.models import logs_backends
 from moto.moto_server.werkzeug_app import (
@@ -301,10 +302,13 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
     """UpdateEndpoint, which moto 5.2.5 lacks (it answers 500 NotImplemented): added here.
 
     Checked as AWS does: the endpoint and the new config must exist, and the endpoint must be
-    InService (the error texts for a missing endpoint/config are moto's; the one for a busy
-    endpoint is assumed). ``DeploymentConfig``, ``RetainAllVariantProperties``,
-    ``ExcludeRetainedVariantProperties`` and ``RetainDeploymentConfig`` are accepted (and seen
-    in ``calls``) but not acted on: every update is blue/green ALL_AT_ONCE.
+    InService or UpdateRollbackFailed (the error texts for a missing endpoint/config are
+    moto's; the others are assumed). The deployment guardrails' rules are enforced
+    (:func:`_guardrail_problem`). ``RetainAllVariantProperties`` keeps the variant's current
+    instance count for the new fleet (unless ``ExcludeRetainedVariantProperties`` names
+    ``DesiredInstanceCount``). Gap: the traffic routing itself is not emulated: every update
+    switches all at once when the new fleet answers its pings (no canary share, no linear
+    steps, no waits, no alarms watched); ``RetainDeploymentConfig`` is accepted, not acted on.
     """
     backend = self.sagemaker_backend
     name = self._get_param("EndpointName")
@@ -317,10 +321,25 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
                 message=f"Could not find endpoint '{_endpoint_arn(backend, name)}'."
             )
         config = backend.describe_endpoint_config(config_name)  # ValidationException if missing
-        if endpoint.endpoint_status != "InService":
+        if endpoint.endpoint_status not in ("InService", "UpdateRollbackFailed"):
             raise ValidationError(
                 message=f'Cannot update in-progress endpoint "{_endpoint_arn(backend, name)}".'
             )
+        current = (endpoint.production_variants or [{}])[0].get("CurrentInstanceCount")
+        retain = bool(self._get_param("RetainAllVariantProperties"))
+        excluded = {
+            e.get("VariantPropertyType")
+            for e in self._get_param("ExcludeRetainedVariantProperties") or []
+        }
+        retained = current if retain and "DesiredInstanceCount" not in excluded else None
+        problem = _guardrail_problem(
+            self._get_param("DeploymentConfig"),
+            config["ProductionVariants"],
+            retained,
+            _scaled_instance_type(backend, endpoint),
+        )
+        if problem:
+            raise ValidationError(message=problem)
         if emulator is None:  # plain moto: switch at once
             endpoint.endpoint_config_name = config_name
             endpoint.production_variants = endpoint._process_production_variants(
@@ -343,8 +362,64 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
                     for v in config["ProductionVariants"]
                 ],
             }
-            emulator._begin(name, "update", config_name)
+            emulator._begin(name, "update", config_name, retained)
     return ActionResult({"EndpointArn": endpoint.arn})
+
+
+def _guardrail_problem(
+    deployment: dict[str, Any] | None,
+    variants: list[dict[str, Any]],
+    retained: int | None,
+    scaled_type: str | None,
+) -> str | None:
+    """What AWS refuses in an UpdateEndpoint's ``DeploymentConfig`` against the new config
+    (the texts are assumed; the rules are botocore's documentation of the fields):
+
+    - a serverless variant takes no deployment guardrails ("Deployment guardrails apply only
+      to Asynchronous inference and Real-time inference endpoint types");
+    - ``CanarySize`` is at most 50 % and ``LinearStepSize`` 10-50 % of the variant's
+      instance count (``TrafficRoutingConfig``): with one instance there is no such share;
+    - ``MaximumExecutionTimeoutInSeconds`` is 600-28800 (``BlueGreenUpdatePolicy``);
+    - a variant registered with Application Auto Scaling keeps its instance type ("you can't
+      change the instance type ... deregister the endpoint from auto scaling first",
+      endpoint-scaling-update.html)."""
+    variant = variants[0] if variants else {}
+    if scaled_type is not None and variant.get("InstanceType") != scaled_type:
+        return (
+            "The instance type of a variant registered as a scalable target cannot be "
+            "changed: deregister it from Application Auto Scaling first."
+        )
+    if not deployment:
+        return None
+    if "ServerlessConfig" in variant:
+        return "DeploymentConfig is not supported for endpoints with serverless variants."
+    policy = deployment.get("BlueGreenUpdatePolicy") or {}
+    timeout = policy.get("MaximumExecutionTimeoutInSeconds")
+    if timeout is not None and not 600 <= int(timeout) <= 28800:
+        return f"MaximumExecutionTimeoutInSeconds {timeout} is outside 600-28800."
+    routing = policy.get("TrafficRoutingConfiguration") or {}
+    size = routing.get("CanarySize") or routing.get("LinearStepSize")
+    if routing.get("Type") in ("CANARY", "LINEAR") and size:
+        count = retained or int(variant.get("InitialInstanceCount") or 1)
+        share = size["Value"] / (count if size["Type"] == "INSTANCE_COUNT" else 100)
+        if count < 2 or share > 0.5:
+            return (
+                f"{routing['Type']} traffic routing of {size['Value']} {size['Type']} is not "
+                f"possible on {count} instance(s): the size must be at most 50% of the "
+                "variant's instance count."
+            )
+    return None
+
+
+def _scaled_instance_type(backend: SageMakerModelBackend, endpoint: Any) -> str | None:
+    """The live variant's instance type when it is registered as a scalable target."""
+    scaling = applicationautoscaling_backends[backend.account_id][backend.region_name]
+    resource = f"endpoint/{endpoint.endpoint_name}/variant/AllTraffic"
+    if not any(resource in targets for targets in scaling.targets.values()):
+        return None
+    live = backend.endpoint_configs.get(endpoint.endpoint_config_name)
+    variants = live.production_variants if live is not None else []
+    return str(variants[0].get("InstanceType")) if variants else None
 
 
 def _delete_endpoint(self: SageMakerResponse) -> ActionResult:
@@ -397,6 +472,7 @@ class _Op:
     procs: list[_Proc] = field(default_factory=list)
     thread: threading.Thread | None = None
     variants: list[dict[str, Any]] = field(default_factory=list)  # the config's, at the start
+    retained: int | None = None  # the instance count kept by RetainAllVariantProperties
 
 
 @dataclass
@@ -430,6 +506,7 @@ class AwsEmulator:
         self.session_token = session_token  # when set, InvokeEndpoint must carry it
         self.min_transition_s = min_transition_s
         self.container_start_timeout_s = container_start_timeout_s
+        self.gpu_unusable = False  # True: GPU instances' containers find no CUDA (see _spawn)
         self._calls: CallLog[ApiCall] = CallLog()
         self._lock = threading.RLock()
         self._live: dict[str, _Live] = {}
@@ -531,6 +608,7 @@ class AwsEmulator:
             self._calls.clear()
             self._scripted.clear()
             self._refusals.clear()
+            self.gpu_unusable = False
         self._runtime.clear()
 
     # -- records and faults -----------------------------------------------------------------
@@ -600,6 +678,23 @@ class AwsEmulator:
         with self._lock:
             self._scripted[endpoint] = reason
 
+    def set_status(self, endpoint: str, status: str, failure: str | None = None) -> None:
+        """Move an endpoint to a status AWS sets by itself (``SystemUpdating`` during
+        maintenance, ``OutOfService``, ``UpdateRollbackFailed``, ...), with a FailureReason.
+        Its containers go on as they were (gap: AWS's maintenance and rollbacks are not
+        emulated, only what DescribeEndpoint then says)."""
+        with self._lock:
+            found = self._sagemaker().endpoints[endpoint]
+            found.endpoint_status = status
+            found.failure_reason = failure  # type: ignore[assignment]
+
+    def scale_to(self, endpoint: str, count: int) -> None:
+        """What Application Auto Scaling does to the variant: its current and desired
+        instance count become ``count`` (the containers are not multiplied: one serves)."""
+        with self._lock:
+            variant = self._sagemaker().endpoints[endpoint].production_variants[0]
+            variant["CurrentInstanceCount"] = variant["DesiredInstanceCount"] = count
+
     def containers(self) -> list[Container]:
         """The running model containers (serving or starting)."""
         with self._lock:
@@ -649,12 +744,15 @@ class AwsEmulator:
         )
 
     # -- the lifecycle ------------------------------------------------------------------------
-    def _begin(self, endpoint: str, kind: str, config_name: str) -> None:
-        """Start a create/update on a background thread (called under the lock)."""
+    def _begin(
+        self, endpoint: str, kind: str, config_name: str, retained: int | None = None
+    ) -> None:
+        """Start a create/update on a background thread (called under the lock);
+        ``retained``: the instance count the new fleet keeps (RetainAllVariantProperties)."""
         if kind == "create":
             self._sagemaker().endpoints[endpoint].endpoint_status = "Creating"
         live = self._live.setdefault(endpoint, _Live())
-        op = _Op(kind, config_name, time.monotonic())
+        op = _Op(kind, config_name, time.monotonic(), retained=retained)
         live.op = op
         op.thread = threading.Thread(
             target=self._run_op, args=(endpoint, op), name=f"sagemaker-{kind}-{endpoint}"
@@ -688,7 +786,10 @@ class AwsEmulator:
                 # reference says a config must not be deleted while an endpoint is created or
                 # updated on it, and that if it is, the endpoint goes on ("you may lose
                 # visibility into the instance type the endpoint is using").
-                found.production_variants = found._process_production_variants(op.variants)
+                variants = op.variants
+                if op.retained is not None:  # the new fleet keeps the count it had
+                    variants = [{**v, "InitialInstanceCount": op.retained} for v in variants]
+                found.production_variants = found._process_production_variants(variants)
                 found.failure_reason = None
                 op.procs, switched = [], True  # they are live.serving's now
             elif op.kind == "create":
@@ -772,6 +873,13 @@ class AwsEmulator:
             archive.extractall(base / "model", filter="data")  # stands in for /opt/ml/model
         port = free_port()
         environment = {str(k): str(v) for k, v in (spec.get("Environment") or {}).items()}
+        host = dict(environment)
+        if not self.gpu_unusable:
+            # Gap: an emulated GPU instance is this host's CPU. On a real one the container
+            # finds the GPU the provider expects (AIAAS_DEVICE=cuda); here the variable is
+            # left out so the model loads on the CPU. gpu_unusable=True passes it on, as an
+            # AMI whose driver is too old for the image's CUDA would: the container exits.
+            host.pop("AIAAS_DEVICE", None)
         stream = f"{variant}/i-{uuid.uuid4().hex[:17]}"
         self._open_log_stream(endpoint, stream)
         # The model's Image is not run (no Docker): aiaas's container entrypoint runs in this
@@ -781,7 +889,7 @@ class AwsEmulator:
             workdir=base,
             port=port,
             environment={
-                **environment,
+                **host,
                 "SAGEMAKER_BIND_TO_PORT": str(port),
                 "SAGEMAKER_BASE_DIR": str(base),
             },

@@ -93,14 +93,22 @@ def failing(tmp_path_factory: pytest.TempPathFactory) -> BuiltBundle:
     return build_bundle(project, project.parent / "failing.tar.gz")
 
 
-def provider(tmp_path: Path, extra: str = "", prefix: str = "tests") -> SageMakerProvider:
-    """A control plane over a project whose aiaas.yaml ends with ``extra``."""
+def provider(
+    tmp_path: Path, extra: str = "", prefix: str = "tests", section: str = ""
+) -> SageMakerProvider:
+    """A control plane over a project whose aiaas.yaml ends with ``extra``; ``section``:
+    lines replacing or added to the ``sagemaker:`` section's (``  instance_type: ...``)."""
     project = tmp_path / f"project-{prefix}"
     project.mkdir(exist_ok=True)
+    lines = sagemaker_yaml(prefix)
+    for line in section.splitlines(keepends=True):
+        key = line.split(":", 1)[0] + ":"
+        kept = [x for x in lines.splitlines(keepends=True) if not x.startswith(key)]
+        lines = "".join(kept) + line
     (project / "aiaas.yaml").write_text(
         MODEL_YAML
         + "provider: sagemaker\n"
-        + sagemaker_yaml(prefix)
+        + lines
         + "  tags:\n    team: search\n"
         + "server:\n  max_queue_size: 4\n"
         + extra
@@ -184,7 +192,10 @@ def test_names_tags_upload_and_container_environment(
     container = model["PrimaryContainer"]
     digest = v1.digest.removeprefix("sha256:")
     assert container["ModelDataUrl"] == f"s3://{BUCKET}/tests/bundles/{digest}/model.tar.gz"
-    assert container["Environment"] == {"AIAAS_SERVER__MAX_QUEUE_SIZE": "4"}
+    assert container["Environment"] == {  # the server's timeout below SageMaker's 60 s
+        "AIAAS_SERVER__MAX_QUEUE_SIZE": "4",
+        "AIAAS_SERVER__REQUEST_TIMEOUT_S": "55",
+    }
     expected = {
         names.PROJECT_TAG: f"s3://{BUCKET}/tests",
         names.DEPLOYMENT_TAG: "probe",
@@ -302,12 +313,20 @@ def test_scaling_registers_a_target_and_policy_and_delete_removes_them(
         tracking = policy["TargetTrackingScalingPolicyConfiguration"]
         assert policy["PolicyType"] == "TargetTrackingScaling"
         assert tracking["PredefinedMetricSpecification"] == {
-            "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+            "PredefinedMetricType": "SageMakerVariantConcurrentRequestsPerModelHighResolution"
         }
-        assert tracking["TargetValue"] == 120.0
+        assert tracking["TargetValue"] == 2.0
         writes = fresh.writes()
         sm.deploy(bundles[0].path)  # unchanged, scaling included: no write
         assert fresh.writes() == writes
+        fresh.scale_to("probe", 3)  # autoscaling scaled out under load
+        sm.deploy(bundles[1].path)
+        [update] = calls(fresh, "UpdateEndpoint")
+        assert update["RetainAllVariantProperties"] is True  # the new fleet keeps 3
+        assert "ExcludeRetainedVariantProperties" not in update  # instance_count unchanged
+        with contextlib.closing(boto3.client("sagemaker")) as client:
+            variant = client.describe_endpoint(EndpointName="probe")["ProductionVariants"][0]
+        assert variant["CurrentInstanceCount"] == 3
         assert sm.delete("probe") is True
     assert len(calls(fresh, "DeregisterScalableTarget")) == 1
     with contextlib.closing(boto3.client("application-autoscaling")) as scaling:
@@ -495,6 +514,59 @@ def test_a_failed_first_deploy_surfaces_the_reason_and_leaves_nothing(
         assert sm.list() == []
         assert sm.delete("probe") is False  # nothing was left to remove
     assert_nothing_left()
+
+
+def test_a_gpu_endpoint_gets_a_driver_for_its_cuda_and_fails_loudly_without_one(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """A GPU instance type: the variant names an inference AMI whose driver runs the image's
+    CUDA 12.8 and GPU-sized startup windows, and the container is told a GPU is expected.
+    Where the container cannot use it (an AMI with an older driver: emulated), it does not
+    serve on the CPU: the deploy fails, and the endpoint's log says why."""
+    fresh.gpu_unusable = True
+    section = "  instance_type: ml.g4dn.xlarge\n"
+    with provider(tmp_path, section=section) as sm, pytest.raises(DeployFailed) as failed:
+        sm.deploy(bundles[0].path)
+    assert "did not pass the ping health check" in failed.value.message
+    [config] = calls(fresh, "CreateEndpointConfig")
+    variant = config["ProductionVariants"][0]
+    assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == 900
+    [model] = calls(fresh, "CreateModel")
+    assert model["PrimaryContainer"]["Environment"]["AIAAS_DEVICE"] == "cuda"
+    with contextlib.closing(boto3.client("logs")) as logs:
+        events = logs.filter_log_events(logGroupName="/aws/sagemaker/Endpoints/probe")
+    said = "\n".join(e["message"] for e in events["events"])
+    assert "device 'cuda' was asked for" in said and "sees no CUDA GPU" in said, said
+    assert_nothing_left()
+
+
+def test_an_endpoint_aws_moved_to_another_state_is_updated_or_refused_as_it_needs(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """OutOfService takes no requests and no update: refused, saying what to do.
+    UpdateRollbackFailed still serves (a mix of configs): updated, never deleted."""
+    with provider(tmp_path) as sm:
+        live = sm.deploy(bundles[0].path)
+        fresh.set_status("probe", "OutOfService")
+        with pytest.raises(DeployFailed) as refused:
+            sm.deploy(bundles[1].path)
+        assert "OutOfService" in refused.value.message
+        assert "aiaas delete probe" in refused.value.message
+        fresh.set_status("probe", "UpdateRollbackFailed", "rollback failed (simulated)")
+        assert sm.describe("probe").status is DeploymentStatus.READY  # it serves
+        plan = sm.plan(bundles[0].path)  # even to the config it names: one config again
+        assert ("update", "endpoint") in {(c.action, c.kind) for c in plan.changes}
+        deployed = sm.deploy(bundles[1].path)
+    assert calls(fresh, "DeleteEndpoint") == []
+    [update] = calls(fresh, "UpdateEndpoint")
+    assert update["EndpointConfigName"] == deployed.details["endpoint_config"]
+    assert (deployed.version, deployed.status) == (
+        bundles[1].manifest.version,
+        DeploymentStatus.READY,
+    )
+    assert live.details["endpoint_config"] != deployed.details["endpoint_config"]
 
 
 QUOTA = (

@@ -61,6 +61,65 @@ def test_instance_types_the_one_image_cannot_run_are_refused(tmp_path: Path) -> 
     assert "Inferentia" in refused(tmp_path, "  instance_type: ml.inf2.xlarge\n")
 
 
+def test_k80_instances_outside_cuda_12_are_refused(tmp_path: Path) -> None:
+    message = refused(tmp_path, "  instance_type: ml.p2.xlarge\n")
+    assert "sagemaker.instance_type" in message and "K80" in message and "CUDA 12" in message
+
+
+def test_a_gpu_type_gets_an_ami_for_the_images_cuda_and_gpu_sized_start_windows(
+    tmp_path: Path,
+) -> None:
+    gpu = load(tmp_path).provider_settings("sagemaker", SageMakerSection)  # ml.g4dn.xlarge
+    assert gpu.variant_settings() == {
+        "InferenceAmiVersion": "al2023-ami-sagemaker-inference-gpu-4-1",  # driver 580
+        "ContainerStartupHealthCheckTimeoutInSeconds": 900,
+        "ModelDataDownloadTimeoutInSeconds": 900,
+    }
+    chosen = load(
+        tmp_path,
+        "  inference_ami_version: al2-ami-sagemaker-inference-gpu-3-1\n"
+        "  startup_timeout_s: 1200\n  model_download_timeout_s: 60\n",
+    ).provider_settings("sagemaker", SageMakerSection)
+    assert chosen.variant_settings() == {
+        "InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-3-1",
+        "ContainerStartupHealthCheckTimeoutInSeconds": 1200,
+        "ModelDataDownloadTimeoutInSeconds": 60,
+    }
+    cpu = load(tmp_path, "  instance_type: ml.m5.xlarge\n")
+    assert cpu.provider_settings("sagemaker", SageMakerSection).variant_settings() == {}
+    serverless = load(tmp_path, "  serverless:\n    memory_mb: 2048\n")
+    assert serverless.provider_settings("sagemaker", SageMakerSection).variant_settings() == {}
+
+
+def test_ami_and_start_windows_are_checked(tmp_path: Path) -> None:
+    message = refused(tmp_path, "  inference_ami_version: al2-ami-latest\n")
+    assert "sagemaker.inference_ami_version" in message
+    assert "al2023-ami-sagemaker-inference-gpu-4-1 (driver 580" in message
+    message = refused(
+        tmp_path,
+        "  instance_type: ml.m5.xlarge\n"
+        "  inference_ami_version: al2023-ami-sagemaker-inference-gpu-4-1\n",
+    )
+    assert "inference_ami_version" in message and "no NVIDIA GPU" in message
+    assert "sagemaker.startup_timeout_s" in refused(tmp_path, "  startup_timeout_s: 30\n")
+    message = refused(tmp_path, "  model_download_timeout_s: 4000\n")
+    assert "sagemaker.model_download_timeout_s" in message
+    message = refused(tmp_path, "  serverless:\n    memory_mb: 2048\n  startup_timeout_s: 600\n")
+    assert "startup_timeout_s" in message and "serverless" in message
+
+
+@pytest.mark.parametrize("strategy", ["canary", "linear"])
+def test_canary_and_linear_need_two_instances(tmp_path: Path, strategy: str) -> None:
+    """CanarySize is at most 50 % and LinearStepSize 10-50 % of the variant's instances:
+    one instance has no such share (botocore's TrafficRoutingConfig)."""
+    rollout = f"  rollout:\n    strategy: {strategy}\n    step_percent: 50\n"
+    message = refused(tmp_path, "deploy:\n" + rollout)
+    assert "deploy.instance_count" in message and "2 or more" in message
+    assert load(tmp_path, "deploy:\n  instance_count: 2\n" + rollout)
+    scaled = "deploy:\n  scaling:\n    min_instances: 2\n    max_instances: 4\n" + rollout
+    assert load(tmp_path, scaled)  # the fleet starts at 2 within the bounds
+
+
 def test_serverless_with_a_gpu_instance_type_is_refused(tmp_path: Path) -> None:
     message = refused(
         tmp_path, "  instance_type: ml.g5.xlarge\n  serverless:\n    memory_mb: 2048\n"
@@ -106,13 +165,16 @@ def test_rollout_limits_are_sagemakers(tmp_path: Path) -> None:
 def test_a_rollout_that_outwaits_the_deploy_timeout_is_refused(tmp_path: Path) -> None:
     """Linear 25% steps wait three times (25 -> 50 -> 75 -> 100): 3 x 600 s = 1800 s, the
     default deploy_timeout_s. Every such deploy would time out mid-rollout."""
-    linear = "deploy:\n  rollout:\n    strategy: linear\n    step_percent: 25\n    wait_s: 600\n"
+    linear = (
+        "deploy:\n  instance_count: 2\n"
+        "  rollout:\n    strategy: linear\n    step_percent: 25\n    wait_s: 600\n"
+    )
     message = refused(tmp_path, linear)
     assert "deploy.rollout.wait_s" in message and "1800s" in message
     assert "sagemaker.deploy_timeout_s" in message
     raised = "  deploy_timeout_s: 2400\n" + linear
     assert load(tmp_path, raised).deploy.rollout.wait_s == 600  # room for it: loads
-    canary = "deploy:\n  rollout:\n    strategy: canary\n    wait_s: 1800\n"
+    canary = "deploy:\n  instance_count: 2\n  rollout:\n    strategy: canary\n    wait_s: 1800\n"
     assert "deploy.rollout.wait_s" in refused(tmp_path, canary)
     assert load(tmp_path, "deploy:\n  rollout:\n    wait_s: 3600\n")  # all at once: no wait
 
@@ -128,12 +190,13 @@ def test_an_environment_variable_is_named_for_a_bad_value(tmp_path: Path) -> Non
 
 
 def test_each_rollout_strategy_compiles_to_its_deployment_config() -> None:
-    policy = deployment_config(RolloutSection())["DeploymentConfig"]
+    policy = deployment_config(RolloutSection(), max_execution_s=1800)["DeploymentConfig"]
     routing = policy["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
     assert routing == {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
     assert "AutoRollbackConfiguration" not in policy
     canary = deployment_config(
-        RolloutSection(strategy="canary", canary_percent=20, wait_s=120, rollback_alarms=["5xx"])
+        RolloutSection(strategy="canary", canary_percent=20, wait_s=120, rollback_alarms=["5xx"]),
+        max_execution_s=1800,
     )["DeploymentConfig"]
     assert canary["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {
         "Type": "CANARY",
@@ -141,12 +204,21 @@ def test_each_rollout_strategy_compiles_to_its_deployment_config() -> None:
         "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20},
     }
     assert canary["AutoRollbackConfiguration"] == {"Alarms": [{"AlarmName": "5xx"}]}
-    linear = deployment_config(RolloutSection(strategy="linear", step_percent=25, wait_s=60))
+    linear = deployment_config(
+        RolloutSection(strategy="linear", step_percent=25, wait_s=60), max_execution_s=1800
+    )
     assert linear["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {
         "Type": "LINEAR",
         "WaitIntervalInSeconds": 60,
         "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
     }
+
+
+@pytest.mark.parametrize(("timeout", "sent"), [(1800, 1800), (120, 600), (6 * 3600, 21600)])
+def test_aws_gives_up_on_an_update_when_aiaas_does(timeout: float, sent: int) -> None:
+    """MaximumExecutionTimeoutInSeconds is deploy_timeout_s within AWS's 600-28800."""
+    config = deployment_config(RolloutSection(), max_execution_s=timeout)["DeploymentConfig"]
+    assert config["BlueGreenUpdatePolicy"]["MaximumExecutionTimeoutInSeconds"] == sent
 
 
 def test_scaling_compiles_to_a_target_and_a_target_tracking_policy() -> None:
@@ -155,10 +227,10 @@ def test_scaling_compiles_to_a_target_and_a_target_tracking_policy() -> None:
     assert target["ResourceId"] == "endpoint/ep/variant/AllTraffic"
     assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
     policy = scaling_policy("ep", scaling)["TargetTrackingScalingPolicyConfiguration"]
-    assert policy["PredefinedMetricSpecification"] == {
-        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+    assert policy["PredefinedMetricSpecification"] == {  # requests in flight, every 10 s
+        "PredefinedMetricType": "SageMakerVariantConcurrentRequestsPerModelHighResolution"
     }
-    assert policy["TargetValue"] == 120.0  # 2 in flight, one-second predictions, per minute
+    assert policy["TargetValue"] == 2.0  # target_concurrency itself, whatever the latency
 
 
 def test_resource_names_fit_sagemakers_limit_and_carry_the_version() -> None:

@@ -28,6 +28,24 @@ from aiaas.plugins import Capabilities, Limits, ProviderSpec
 from aiaas.pricing import Price
 
 DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
+# ProductionVariant.InferenceAmiVersion's values (botocore's sagemaker service model, with
+# each AMI's driver and CUDA). SageMaker's default real-time AMI for g4dn/g5/p3/p4d ships
+# driver 470 (CUDA 11.4: "Best practices to minimize interruptions during GPU driver
+# upgrades", inference-gpu-drivers.html), too old for the image's CUDA 12.8, and NVIDIA
+# Container Toolkit 1.17.4+ no longer mounts the compatibility libraries
+# (container-nvidia-compliance.html). CUDA 12.8 needs driver 570 or newer: gpu-4-1 (580).
+INFERENCE_AMI_VERSIONS = {
+    "al2-ami-sagemaker-inference-gpu-2": "driver 535, CUDA 12.2",
+    "al2-ami-sagemaker-inference-gpu-2-1": "driver 535, CUDA 12.2, no CUDA-compat mounting",
+    "al2-ami-sagemaker-inference-gpu-3-1": "driver 550, CUDA 12.4, no CUDA-compat mounting",
+    "al2023-ami-sagemaker-inference-gpu-4-1": "driver 580, CUDA 13.0, no CUDA-compat mounting",
+}
+DEFAULT_GPU_AMI = "al2023-ami-sagemaker-inference-gpu-4-1"
+# ContainerStartupHealthCheckTimeoutInSeconds and ModelDataDownloadTimeoutInSeconds: 60-3600
+# (botocore's ProductionVariant). On a GPU the window covers the model data download, the
+# torch import, the load, the digest check and the warm-up: larger than AWS's default.
+GPU_STARTUP_TIMEOUT_S = 900
+GPU_DOWNLOAD_TIMEOUT_S = 900
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 REGION = r"^[a-z][a-z](-gov|-iso[a-z]*)?-[a-z]+-[0-9][0-9]?$"
 ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$"
@@ -96,6 +114,17 @@ class SageMakerSection(BaseModel):
     kms_key_id: str | None = Field(default=None, min_length=1, max_length=2048)
     deploy_timeout_s: float = Field(default=1800.0, gt=0, le=6 * 3600)
     poll_interval_s: float = Field(default=15.0, gt=0, le=300)
+    inference_ami_version: str | None = None
+    startup_timeout_s: int | None = Field(default=None, ge=60, le=3600)
+    model_download_timeout_s: int | None = Field(default=None, ge=60, le=3600)
+
+    @field_validator("inference_ami_version")
+    @classmethod
+    def _ami(cls, value: str | None) -> str | None:
+        if value is not None and value not in INFERENCE_AMI_VERSIONS:
+            known = "; ".join(f"{k} ({v})" for k, v in INFERENCE_AMI_VERSIONS.items())
+            raise ValueError(f"{value!r} is not a SageMaker inference AMI version: {known}")
+        return value
 
     @field_validator("prefix")
     @classmethod
@@ -136,6 +165,24 @@ class SageMakerSection(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _instance_settings(self) -> SageMakerSection:
+        gpu = self.instance is not None and is_gpu(self.instance)
+        if self.inference_ami_version is not None and not gpu:
+            where = "a serverless endpoint" if self.serverless else f"{self.instance!r}"
+            raise ValueError(
+                f"inference_ami_version: {where} has no NVIDIA GPU; the AMI versions are "
+                "for GPU instance types (remove it)"
+            )
+        if self.serverless is not None:
+            for key in ("startup_timeout_s", "model_download_timeout_s"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"{key}: serverless endpoints take no startup or download timeouts "
+                        "(remove it)"
+                    )
+        return self
+
     @property
     def instance(self) -> str | None:
         """The instance type of a real-time endpoint (None when serverless)."""
@@ -143,8 +190,39 @@ class SageMakerSection(BaseModel):
             return None
         return self.instance_type or DEFAULT_INSTANCE_TYPE
 
+    @property
+    def gpu(self) -> bool:
+        """True when the endpoint runs on NVIDIA GPUs (the container must then find CUDA)."""
+        return self.instance is not None and is_gpu(self.instance)
+
+    def variant_settings(self) -> dict[str, Any]:
+        """The ProductionVariant fields these settings add to a real-time variant: the
+        inference AMI and the startup windows (a GPU type's defaults where not written)."""
+        if self.instance is None:
+            return {}
+        fields: dict[str, Any] = {}
+        ami = self.inference_ami_version or (DEFAULT_GPU_AMI if self.gpu else None)
+        startup = self.startup_timeout_s or (GPU_STARTUP_TIMEOUT_S if self.gpu else None)
+        download = self.model_download_timeout_s or (GPU_DOWNLOAD_TIMEOUT_S if self.gpu else None)
+        if download is not None:
+            fields["ModelDataDownloadTimeoutInSeconds"] = download
+        if startup is not None:
+            fields["ContainerStartupHealthCheckTimeoutInSeconds"] = startup
+        if ami is not None:
+            fields["InferenceAmiVersion"] = ami
+        return fields
+
 
 MAX_ROLLBACK_ALARMS = 10  # AutoRollbackConfig.Alarms (botocore's model)
+INVOCATION_TIMEOUT_S = 60.0
+"""How long SageMaker waits for the container's answer to one InvokeEndpoint ("SageMaker AI
+endpoints and quotas": invocation timeout, 60 s for real-time)."""
+SERVER_REQUEST_TIMEOUT_S = 55.0
+"""The model server's request timeout on SageMaker unless ``server.request_timeout_s`` is
+written: below :data:`INVOCATION_TIMEOUT_S`, so the server's typed 504 reaches the caller
+instead of AWS's "timed out" error."""
+MAX_EXECUTION_TIMEOUT_S = (600, 28800)
+"""BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds's range (botocore's model)."""
 
 
 def rollout_waits_s(rollout: RolloutSection) -> float:
@@ -178,6 +256,19 @@ def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
                 )
             )
         return refused
+    count = deploy.instance_count
+    if deploy.scaling is not None:  # what the fleet starts at: the count within the bounds
+        count = min(max(count, deploy.scaling.min_instances), deploy.scaling.max_instances)
+    if rollout.strategy in ("canary", "linear") and count < 2:
+        refused.append(
+            (
+                "deploy.instance_count",
+                f"a {rollout.strategy} rollout shifts whole instances: SageMaker's "
+                "CanarySize is at most 50% and LinearStepSize 10-50% of the variant's "
+                f"instance count (botocore's TrafficRoutingConfig), and {count} instance has "
+                "no such share; use 2 or more, or strategy all_at_once",
+            )
+        )
     if rollout.strategy == "canary" and rollout.canary_percent > 50:
         refused.append(
             ("deploy.rollout.canary_percent", "SageMaker's canary is at most 50% of the fleet")

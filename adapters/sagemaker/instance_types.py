@@ -393,6 +393,10 @@ GPU_FAMILIES = frozenset(
 )
 """NVIDIA GPU families: what the CUDA image runs on."""
 
+CUDA12_RETIRED_FAMILIES = frozenset({"p2"})
+"""NVIDIA families CUDA 12 dropped (ml.p2: K80, sm_37; CUDA 12.0's release notes remove
+Kepler): refused, since the image is CUDA 12.8."""
+
 ARM_FAMILIES = frozenset(
     {
         "c6g",
@@ -439,6 +443,11 @@ def check_instance_type(instance_type: str) -> str | None:
     kind = family(instance_type)
     if kind in ARM_FAMILIES:
         return f"{instance_type!r} is an Arm instance; the aiaas image is built for x86_64"
+    if kind in CUDA12_RETIRED_FAMILIES:
+        return (
+            f"{instance_type!r} has K80 GPUs (compute capability 3.7), which CUDA 12 and the "
+            "aiaas image no longer support; use ml.g4dn, ml.g5 or newer"
+        )
     if kind in ACCELERATOR_FAMILIES:
         return (
             f"{instance_type!r} carries Inferentia/Trainium/Gaudi accelerators, which need "

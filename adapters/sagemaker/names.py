@@ -29,7 +29,9 @@ ENDPOINT_STATUS = {
     "SystemUpdating": DeploymentStatus.UPDATING,
     "RollingBack": DeploymentStatus.UPDATING,
     "Failed": DeploymentStatus.FAILED,
-    "UpdateRollbackFailed": DeploymentStatus.FAILED,
+    # An update whose rollback failed: it serves, on a mix of the old and new configs
+    # (DescribeEndpoint's EndpointStatus reference); the next deploy updates it.
+    "UpdateRollbackFailed": DeploymentStatus.READY,
     "OutOfService": DeploymentStatus.STOPPED,
     "Deleting": DeploymentStatus.DELETING,
 }
@@ -39,8 +41,16 @@ SETTLING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "
 """The endpoint statuses that move on by themselves: deploy polls, and starts nothing, while
 an endpoint is in one."""
 
-FAILED = frozenset({"Failed", "UpdateRollbackFailed"})
-"""The endpoint statuses only DeleteEndpoint works on."""
+FAILED = frozenset({"Failed"})
+"""The endpoint statuses only DeleteEndpoint works on (deploy removes the endpoint first).
+``UpdateRollbackFailed`` is not one: it serves, and is updated, never deleted."""
+
+MIXED = "UpdateRollbackFailed"
+"""An endpoint serving a mix of configs after a failed rollback: updated even to the config
+it names, so that one config serves again."""
+
+OUT_OF_SERVICE = "OutOfService"
+"""An endpoint that takes no requests and that deploy refuses to touch (see the message)."""
 
 ENDPOINT_NAME = r"^[a-z0-9](-*[a-z0-9]){0,62}$"
 """A deployment name SageMaker takes as an endpoint name: botocore's ``EndpointName``

@@ -40,10 +40,10 @@ from adapters.rollout import (
     Timing,
     run_rollout,
 )
-from adapters.sagemaker import SageMakerSection, aws, names
+from adapters.sagemaker import SERVER_REQUEST_TIMEOUT_S, SageMakerSection, aws, names
 from adapters.sagemaker.steps import MODEL, SageMakerSteps
 from aiaas.bundle import inspect_archive, verify_archive
-from aiaas.config import ProjectConfig, server_environment
+from aiaas.config import SERVER_ENV_PREFIX, ProjectConfig, server_environment
 from aiaas.errors import (
     AiaasError,
     BadRequest,
@@ -55,6 +55,7 @@ from aiaas.errors import (
     Throttled,
 )
 from aiaas.manifest import Manifest
+from aiaas.runtime.container import DEVICE_VARIABLE
 
 if TYPE_CHECKING:
     from adapters.sagemaker.invoke import SageMakerInvoker
@@ -131,6 +132,7 @@ class Live:
     arn: str | None
     failure: str | None
     instances: int | None = None  # the variant's CurrentInstanceCount (None: serverless)
+    initial_count: int | None = None  # the live config's InitialInstanceCount
 
 
 class SageMakerProvider(Provider):
@@ -221,8 +223,16 @@ class SageMakerProvider(Provider):
 
     def _environment(self) -> dict[str, str]:
         """The container's environment: the ``server:`` settings written in aiaas.yaml, as
-        every provider gives them to the container entrypoint."""
-        return server_environment(self.config.server)
+        every provider gives them to the container entrypoint; the server's request timeout
+        below SageMaker's own (so its typed 504 reaches the caller) unless one is written;
+        and on a GPU instance type, ``AIAAS_DEVICE=cuda`` (no CUDA: the container exits,
+        and the deploy fails saying so, instead of serving on the CPU)."""
+        env = server_environment(self.config.server)
+        if "request_timeout_s" not in self.config.server.model_fields_set:
+            env[f"{SERVER_ENV_PREFIX}REQUEST_TIMEOUT_S"] = f"{SERVER_REQUEST_TIMEOUT_S:g}"
+        if self.settings.gpu:
+            env[DEVICE_VARIABLE] = "cuda"
+        return dict(sorted(env.items()))
 
     def _desired(self, bundle: Path, name: str | None) -> Desired:
         if Path(bundle).is_dir():
@@ -255,6 +265,7 @@ class SageMakerProvider(Provider):
         else:
             variant["InstanceType"] = self.settings.instance
             variant["InitialInstanceCount"] = self._initial_count()
+            variant.update(self.settings.variant_settings())  # AMI, startup windows
         config_spec = {"ProductionVariants": [variant]}
         return Desired(
             name,
@@ -280,7 +291,7 @@ class SageMakerProvider(Provider):
         if found is None:
             return Live(None, None, None, None, None, None)
         config = found.get("EndpointConfigName")
-        model = instance = None
+        model = instance = initial = None
         if config:
             described = self._maybe(
                 f"describe endpoint config {config}",
@@ -289,6 +300,7 @@ class SageMakerProvider(Provider):
             if described:
                 first = (described.get("ProductionVariants") or [{}])[0]
                 model, instance = first.get("ModelName"), first.get("InstanceType")
+                initial = first.get("InitialInstanceCount")
         variant = (found.get("ProductionVariants") or [{}])[0]
         return Live(
             found["EndpointStatus"],
@@ -298,6 +310,7 @@ class SageMakerProvider(Provider):
             found["EndpointArn"],
             found.get("FailureReason"),
             variant.get("CurrentInstanceCount"),
+            initial,
         )
 
     def _owned_by_us(self, arn: str, *, unreadable_is_foreign: bool = False) -> bool:

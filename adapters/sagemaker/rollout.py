@@ -6,26 +6,38 @@
   (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DeploymentConfig.html).
 - ``deploy.scaling`` → an Application Auto Scaling scalable target on the variant's
   ``DesiredInstanceCount`` and a target-tracking policy on
-  ``SageMakerVariantInvocationsPerInstance``. That metric counts invocations per instance
-  per **minute**; the neutral ``target_concurrency`` (requests in flight per instance) is
-  turned into it by Little's law with one-second predictions: ``target_concurrency * 60``.
+  ``SageMakerVariantConcurrentRequestsPerModelHighResolution``: the requests in flight at
+  the model container, emitted every 10 s ("Define a scaling policy",
+  endpoint-auto-scaling-add-code-define.html; botocore's application-autoscaling MetricType),
+  which is the neutral ``target_concurrency`` itself. The older
+  ``SageMakerVariantInvocationsPerInstance`` counts invocations per instance per minute, so
+  ``target_concurrency * 60`` on it is right only for one-second predictions (10 x too many
+  instances for a 100 ms model). Not checked against a live account: whether AWS emits the
+  high-resolution metric for every single-model real-time endpoint.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from adapters.sagemaker import MAX_EXECUTION_TIMEOUT_S
 from adapters.sagemaker.names import scaling_resource_id
 from aiaas.config import RolloutSection, ScalingSection
 
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-METRIC = "SageMakerVariantInvocationsPerInstance"
+METRIC = "SageMakerVariantConcurrentRequestsPerModelHighResolution"
 SCALE_IN_COOLDOWN_S = 300  # AWS's default: scale in slowly
 SCALE_OUT_COOLDOWN_S = 60
 
 
-def deployment_config(rollout: RolloutSection) -> dict[str, Any]:
-    """UpdateEndpoint's keyword arguments for ``rollout`` (``DeploymentConfig``)."""
+def deployment_config(rollout: RolloutSection, *, max_execution_s: float) -> dict[str, Any]:
+    """UpdateEndpoint's keyword arguments for ``rollout`` (``DeploymentConfig``).
+
+    ``max_execution_s`` (``sagemaker.deploy_timeout_s``) becomes the update's
+    ``MaximumExecutionTimeoutInSeconds``, within AWS's 600-28800: AWS then rolls back by
+    itself about when aiaas stops waiting, instead of carrying on under its own default
+    while the next deploy is refused as Updating."""
+    low, high = MAX_EXECUTION_TIMEOUT_S
     wait = int(rollout.wait_s)
     routing: dict[str, Any]
     if rollout.strategy == "canary":
@@ -49,6 +61,7 @@ def deployment_config(rollout: RolloutSection) -> dict[str, Any]:
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": routing,
             "TerminationWaitInSeconds": 0,
+            "MaximumExecutionTimeoutInSeconds": int(min(max(max_execution_s, low), high)),
         }
     }
     if rollout.rollback_alarms:
@@ -72,13 +85,15 @@ def scaling_target(endpoint: str, scaling: ScalingSection) -> dict[str, Any]:
 def scaling_policy(endpoint: str, scaling: ScalingSection) -> dict[str, Any]:
     """PutScalingPolicy's keyword arguments (target tracking)."""
     return {
+        # The name of the first version's policy (on invocations per minute): kept, so
+        # PutScalingPolicy replaces that policy in place on the next deploy.
         "PolicyName": f"aiaas-{endpoint}-invocations",
         "ServiceNamespace": "sagemaker",
         "ResourceId": scaling_resource_id(endpoint),
         "ScalableDimension": DIMENSION,
         "PolicyType": "TargetTrackingScaling",
         "TargetTrackingScalingPolicyConfiguration": {
-            "TargetValue": float(scaling.target_concurrency * 60),
+            "TargetValue": float(scaling.target_concurrency),
             "PredefinedMetricSpecification": {"PredefinedMetricType": METRIC},
             "ScaleInCooldown": SCALE_IN_COOLDOWN_S,
             "ScaleOutCooldown": SCALE_OUT_COOLDOWN_S,

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any, cast
 from adapters.base import Change
 from adapters.rollout import Diff, Settle, Terms, TrafficStep
 from adapters.sagemaker import SPEC, names
-from adapters.sagemaker.rollout import deployment_config, scaling_policy, scaling_target
+from adapters.sagemaker.rollout import (
+    METRIC,
+    deployment_config,
+    scaling_policy,
+    scaling_target,
+)
 from aiaas.config import ScalingSection
 from aiaas.errors import DeployFailed
 
@@ -60,6 +65,12 @@ class SageMakerSteps:
             )
         if live.status in names.SETTLING:
             raise DeployFailed(f"endpoint {name!r} is {live.status}: wait for it to settle")
+        if live.status == names.OUT_OF_SERVICE:
+            raise DeployFailed(
+                f"endpoint {name!r} is OutOfService: it takes no requests and SageMaker "
+                f"updates no such endpoint ({live.failure or 'no reason given'}); delete it "
+                f"(`aiaas delete {name}`) and deploy again"
+            )
         has_object = p._object_exists(desired.uri)
         upload = Change(
             "keep" if has_object else "create",
@@ -86,7 +97,7 @@ class SageMakerSteps:
                 "delete", ENDPOINT, name, f"{live.status}: {live.failure or ''}"
             )
             entry = Change("create", ENDPOINT, name, f"on {desired.config}")
-        elif live.config != desired.config:
+        elif live.config != desired.config or live.status == names.MIXED:
             rollout = p.config.deploy.rollout
             entry = Change("update", ENDPOINT, name,
                            f"{live.config} -> {desired.config} ({rollout.strategy})")  # fmt: skip
@@ -130,7 +141,7 @@ class SageMakerSteps:
             "keep" if _same_policy(policy, name, scaling) else ("update" if policy else "create"),
             "scaling policy",
             wanted_policy["PolicyName"],
-            "target tracking on SageMakerVariantInvocationsPerInstance",
+            f"target tracking on {METRIC}",
         )
 
     def create(self, desired: Desired, diff: Diff) -> None:
@@ -166,8 +177,8 @@ class SageMakerSteps:
             return Settle("pending", live.status or "")
         on_new = live.config == desired.config
         if traffic_pct == 0:  # created, or switched back: the endpoint is not on the new config
-            if not on_new and live.status in {None, "InService"}:
-                return Settle("ok")
+            if live.status == names.MIXED or (not on_new and live.status in {None, "InService"}):
+                return Settle("ok")  # (a mixed endpoint may name the new config already)
             return Settle("failed", live.failure or f"it is {live.status} on {live.config}")
         if live.status == "InService" and on_new:
             return Settle("ok")
@@ -196,17 +207,37 @@ class SageMakerSteps:
                 ),
             )
             return
-        new_type = desired.config_spec["ProductionVariants"][0].get("InstanceType")
+        variant = desired.config_spec["ProductionVariants"][0]
+        new_type = variant.get("InstanceType")
         target, _ = p._scaling_now(name)
         if target is not None and new_type != live.instance_type:
             # AWS refuses an update that changes the instance type of a scaled variant:
             # deregister first (the scaling step registers it again, or a failure restores it)
             p._deregister_scaling(name)
-        config = deployment_config(p.config.deploy.rollout)
+            target = None
+        update: dict[str, Any] = {}
+        if "ServerlessConfig" not in variant:
+            # Deployment guardrails apply to real-time (and asynchronous) endpoints only
+            # ("Deployment guardrails", deployment-guardrails.html): a serverless update
+            # takes AWS's default.
+            update.update(
+                deployment_config(
+                    p.config.deploy.rollout, max_execution_s=p.settings.deploy_timeout_s
+                )
+            )
+        if target is not None:
+            # Autoscaling is blocked while an update runs ("Update endpoints that use auto
+            # scaling", endpoint-scaling-update.html): the new fleet keeps the count it has
+            # scaled to, unless deploy.instance_count itself changed.
+            update["RetainAllVariantProperties"] = True
+            if variant.get("InitialInstanceCount") != live.initial_count:
+                update["ExcludeRetainedVariantProperties"] = [
+                    {"VariantPropertyType": "DesiredInstanceCount"}
+                ]
         p._call(
             f"update endpoint {name}",
             lambda: p._sm.update_endpoint(
-                EndpointName=name, EndpointConfigName=desired.config, **config
+                EndpointName=name, EndpointConfigName=desired.config, **update
             ),
         )
 
