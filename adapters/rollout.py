@@ -51,7 +51,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from adapters.base import Change, Plan, ProgressFn, no_progress
 from aiaas.config import RolloutSection
-from aiaas.errors import AiaasError, BundleError, DeployFailed
+from aiaas.errors import AiaasError, BundleError, DeployFailed, NotReady, Throttled
 from aiaas.manifest import Manifest
 from aiaas.plugins import Capabilities
 from aiaas.protocol import InputCheck, brief
@@ -271,6 +271,10 @@ class Outcome:
     warnings: tuple[str, ...] = field(default=())
 
 
+SMOKE_PATIENCE_S = 300.0
+"""How long a smoke test waits out a version that is not ready or throttled (see Timing)."""
+
+
 @dataclass(frozen=True)
 class Timing:
     """The deadline of a deploy (``timeout_s``, from the first write to the last settle),
@@ -280,6 +284,9 @@ class Timing:
     poll_s: float
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    smoke_s: float = SMOKE_PATIENCE_S
+    """How long the smoke test asks again while the version answers not-ready or throttled
+    (a serverless cold start: SageMaker answers 429 ModelNotReadyException for minutes)."""
 
 
 def smoke_problem(answer: bytes, manifest: Manifest) -> str | None:
@@ -500,7 +507,7 @@ class _Run:
         self.progress("smoke test" + (" (before traffic)" if before_traffic else ""), 0.88)
         body = json.dumps(self.diff.manifest.example_request).encode()
         try:
-            answer = self.steps.smoke(self.desired, body, before_traffic=before_traffic)
+            answer = self._smoke_answer(body, before_traffic)
         except AiaasError as exc:
             problem: str | None = exc.message
             cause: BaseException | None = exc
@@ -513,6 +520,22 @@ class _Run:
         else:
             message = f"{self.what} is in service but its smoke test failed: "
         self._fail(message + problem, cause)
+
+    def _smoke_answer(self, body: bytes, before_traffic: bool) -> bytes:
+        """:meth:`Steps.smoke`, asked again after the wait it was told while the version
+        answers not-ready or throttled (a cold start), until ``timing.smoke_s`` has passed:
+        the smoke test's own deadline, not the invoke path's attempt count."""
+        timing = self.timing
+        until = timing.clock() + timing.smoke_s
+        while True:
+            try:
+                return self.steps.smoke(self.desired, body, before_traffic=before_traffic)
+            except (NotReady, Throttled) as busy:
+                wait = max(busy.retry_after or 0.0, timing.poll_s)
+                if timing.clock() + wait > until:
+                    raise
+                self.progress(f"smoke test: {busy.message}; again in {wait:g}s", None)
+                timing.sleep(wait)
 
     # -- the failure paths -----------------------------------------------------------------
 

@@ -57,7 +57,12 @@ from werkzeug.serving import make_server
 
 from emulators.faults import CallLog, Refusals
 from emulators.fleet import STOP_GRACE_S, ContainerProcess, free_port, stop_all
-from emulators.sagemaker_runtime import RuntimeCall, SageMakerRuntimeEmulator, Target
+from emulators.sagemaker_runtime import (
+    CONTAINER_TIMEOUT_S,
+    RuntimeCall,
+    SageMakerRuntimeEmulator,
+    Target,
+)
 
 __all__ = ["ApiCall", "AwsEmulator", "Container", "RuntimeCall"]
 
@@ -610,6 +615,7 @@ class AwsEmulator:
             self._refusals.clear()
             self.gpu_unusable = False
         self._runtime.clear()
+        self._runtime.container_timeout_s = CONTAINER_TIMEOUT_S
 
     # -- records and faults -----------------------------------------------------------------
     @property
@@ -677,6 +683,16 @@ class AwsEmulator:
         is started for it)."""
         with self._lock:
             self._scripted[endpoint] = reason
+
+    @property
+    def container_timeout_s(self) -> float:
+        """How long the runtime waits for a container's answer (SageMaker's 60 s; a test
+        may shorten it to see AWS's timed-out answer)."""
+        return self._runtime.container_timeout_s
+
+    @container_timeout_s.setter
+    def container_timeout_s(self, seconds: float) -> None:
+        self._runtime.container_timeout_s = seconds
 
     def set_status(self, endpoint: str, status: str, failure: str | None = None) -> None:
         """Move an endpoint to a status AWS sets by itself (``SystemUpdating`` during

@@ -133,6 +133,7 @@ class SageMakerRuntimeEmulator:
             owner = emulator
 
         self._http = HttpServer(Handler, name="sagemaker-runtime", idle_timeout_s=idle_timeout_s)
+        self.container_timeout_s = CONTAINER_TIMEOUT_S  # a test may shorten it
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -293,17 +294,28 @@ class SageMakerRuntimeEmulator:
                 f"(EndpointStatus: {target.status}).",
             )
         forward = {name: headers[name] for name in FORWARDED_HEADERS if headers[name] is not None}
-        conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=CONTAINER_TIMEOUT_S)
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", target.port, timeout=self.container_timeout_s
+        )
         try:
             conn.request("POST", "/invocations", body=body, headers=forward)
             answer = conn.getresponse()
             data = answer.read()
             status, content_type = answer.status, answer.getheader("Content-Type")
         except TimeoutError:
-            raise _ErrorAnswer(  # assumed shape for a container that does not answer in 60 s
+            # AWS's answer for a container that misses the 60 s: a ModelError with status 0
+            # and this text (quoted in RamVegiraju/SageMaker-Deployment#3 and
+            # aws-samples/host-yolov8-on-sagemaker-endpoint#21); OriginalStatusCode 0 is
+            # inferred from the "(0)", OriginalMessage is assumed absent.
+            raise _ErrorAnswer(
                 424,
                 "ModelError",
-                f"Model for endpoint {endpoint} timed out after {CONTAINER_TIMEOUT_S:.0f} s.",
+                'Received server error (0) from primary with message "Your invocation timed '
+                "out while waiting for a response from container primary. Review the latency "
+                "metrics for each container in Amazon CloudWatch, resolve the issue, and try "
+                f'again.". See {self._console(target)} in account {self.account} for more '
+                "information.",
+                {"ErrorCode": "SERVER_ERROR_FROM_MODEL", "OriginalStatusCode": 0},
             ) from None
         except OSError as exc:
             raise _ErrorAnswer(500, "InternalFailure", f"container unreachable: {exc}") from None
@@ -315,6 +327,13 @@ class SageMakerRuntimeEmulator:
         out["x-Amzn-Invoked-Production-Variant"] = target.variant
         return 200, out, data
 
+    def _console(self, target: Target) -> str:
+        """The CloudWatch console link AWS's ModelError messages carry."""
+        return (
+            f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+            f"#logEventViewer:group={target.log_group}"
+        )
+
     def _model_error(self, endpoint: str, target: Target, status: int, data: bytes) -> _ErrorAnswer:
         """The 424 ModelError SageMaker answers when the container answers 4xx/5xx.
 
@@ -325,13 +344,9 @@ class SageMakerRuntimeEmulator:
         """
         kind = "client" if status < 500 else "server"
         original = data.decode("utf-8", errors="replace")
-        console = (
-            f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
-            f"#logEventViewer:group={target.log_group}"
-        )
         message = (
             f'Received {kind} error ({status}) from primary with message "{original}". '
-            f"See {console} in account {self.account} for more information."
+            f"See {self._console(target)} in account {self.account} for more information."
         )
         fields: dict[str, Any] = {
             "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",

@@ -30,7 +30,7 @@ from adapters.rollout import (
 )
 from adapters.sagemaker import rollout_waits_s
 from aiaas.config import RolloutSection
-from aiaas.errors import AiaasError, DeployFailed, ProviderError
+from aiaas.errors import AiaasError, DeployFailed, NotReady, ProviderError, Throttled
 from aiaas.manifest import Batching, Manifest, Resources
 from aiaas.plugins import Capabilities
 
@@ -522,6 +522,34 @@ def test_a_smoke_failure_before_traffic_removes_the_new_version_and_never_switch
     assert ops(cloud) == ["upload", "create", "remove"]
     assert cloud.traffic == {OLD: 100} and cloud.owners == {OLD: PROJECT}
     assert cloud.scaling == {"max": 2}
+
+
+def test_a_cold_version_is_asked_again_until_the_smoke_tests_own_deadline() -> None:
+    """A serverless cold start answers 429 ModelNotReady for minutes: the smoke test waits
+    as told and asks again, however many times, within Timing.smoke_s (300 s)."""
+    cloud, run = live_on_v1()
+    cold = iter([NotReady("ModelNotReadyException (simulated)", retry_after=20.0)] * 6)
+
+    def answer(target: str) -> bytes:
+        refusal = next(cold, None)
+        if refusal is not None:
+            raise refusal
+        return good_answer(target.rsplit("-", 1)[1])
+
+    cloud.answers[NEW] = answer
+    outcome = run.deploy(V2_PATH)
+    assert outcome.changed and cloud.traffic == {NEW: 100}
+    assert run.clock.sleeps.count(20.0) == 6 and len(cloud.smoke_calls) == 7
+    cloud, run = live_on_v1()
+    cloud.answers[NEW] = lambda _: (_ for _ in ()).throw(
+        Throttled("busy (simulated)", retry_after=60)
+    )
+    with pytest.raises(DeployFailed) as failed:
+        run.deploy(V2_PATH)
+    assert "busy (simulated)" in failed.value.message and failed.value.message.endswith(
+        f"; rolled back: {V1.version} serves"
+    )
+    assert run.clock.sleeps.count(60) == 5  # 5 x 60 s fit the 300 s; a sixth would not
 
 
 def test_a_pre_traffic_cloud_smokes_the_pinned_version_and_not_after() -> None:

@@ -317,6 +317,21 @@ def test_a_model_error_without_the_containers_body_keeps_aws_words(clean: AwsEmu
     assert "Received server error from primary." in failed.value.message
 
 
+def test_a_container_that_sagemaker_timed_out_is_deadline_exceeded(clean: AwsEmulator) -> None:
+    """AWS's answer to a container that misses its 60 s (shortened here): a ModelError with
+    status 0 and "timed out": DeadlineExceeded (504), not a 502 ProviderError."""
+    clean.container_timeout_s = 0.3
+    try:
+        with pytest.raises(DeadlineExceeded) as late:
+            invoker(clean).invoke_sync(
+                "probe", b'{"inputs": [{"value": 1, "sleep_ms": 1500}]}', timeout=10
+            )
+    finally:
+        clean.container_timeout_s = 60.0
+    assert "did not answer within SageMaker's 60 s" in late.value.message
+    assert late.value.to_dict()["error"]["code"] == "deadline_exceeded"
+
+
 def test_a_body_over_6_mb_is_refused_before_sending(clean: AwsEmulator) -> None:
     body = b'{"inputs": [{"value": 1}], "pad": "' + b"x" * MAX_REQUEST_BYTES + b'"}'
     mark = len(clean.runtime_calls)

@@ -94,6 +94,15 @@ def _answer(name: str, response: httpx.Response) -> InvokeResult | Retry:
     if status == 424 or code == "ModelError":
         # Our container answered non-2xx: SageMaker passes its status and body on.
         original = body.get("OriginalStatusCode")
+        if original == 0 and "timed out" in message:
+            # No answer within SageMaker's 60 s: AWS's "Received server error (0) from
+            # primary ... Your invocation timed out while waiting for a response from
+            # container primary" (quoted in public reports; botocore models no code for it).
+            raise DeadlineExceeded(
+                f"SageMaker endpoint {name!r}: the model container did not answer within "
+                "SageMaker's 60 s (set server.request_timeout_s below it to get the "
+                "server's own 504)"
+            )
         return_status = original if isinstance(original, int) else 500
         return_body = _container_body(body.get("OriginalMessage"), message)
         raise model_server_error(return_status, return_body, None)
