@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -111,17 +111,74 @@ def package_function(
             "--allow-local to try the zip on this machine)"
         )
     requirements = [*COMMON_REQUIREMENTS, *provider.invoke_requirements, *spec.requirements]
+    files = _code_entries(config, spec)
+    files.append((MANIFEST_FILE, manifest.model_dump_json(indent=2).encode()))
+    files.append((PACKAGED_CONFIG_FILE, function_config_json(config)))
+    files += _metadata_entries(spec.site_packages, config.provider)
+    zipped = zip_with_wheels(
+        files,
+        requirements,
+        site_packages=spec.site_packages,
+        arch=arch,
+        python=python,
+        compile_bytecode=compile_bytecode,
+        wheel_cache=wheel_cache,
+        # Bytecode only adds entries: a zip already too large without it is refused
+        # before anything is compiled.
+        check_size=lambda size: _check_size(target, spec, size, "at least", " before its bytecode"),
+    )
+    _check_size(target, spec, len(zipped.data))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(zipped.data)
+    return FunctionPackage(
+        output,
+        len(zipped.data),
+        spec.max_zip_bytes,
+        zipped.wheels,
+        handler=spec.handler.format(python=python, arch=arch),
+        environment=_environment(config),
+        compiled=zipped.compiled,
+    )
+
+
+@dataclass(frozen=True)
+class ZipContents:
+    """A zip built by :func:`zip_with_wheels`."""
+
+    data: bytes
+    wheels: list[str]
+    """The names of the wheels unpacked into it."""
+    compiled: bool
+    """Whether its modules carry bytecode (False: no interpreter of the target Python)."""
+
+
+def zip_with_wheels(
+    files: list[tuple[str, bytes]],
+    requirements: list[str],
+    *,
+    site_packages: str = "",
+    arch: str = "x86_64",
+    python: str = "3.11",
+    compile_bytecode: bool = True,
+    wheel_cache: Path | None = None,
+    check_size: Callable[[int], None] | None = None,
+) -> ZipContents:
+    """A deterministic zip of ``files`` (``(name, bytes)``) and the target-platform wheels of
+    ``requirements`` unpacked under ``site_packages``, every module with unchecked-hash
+    bytecode of the target Python unless ``compile_bytecode`` is False.
+
+    What :func:`package_function` builds every function zip with; ``bench/function_overhead.py``
+    builds its floor function (Mangum, Starlette and httpx alone) with it too, so both are
+    packaged the same way. ``check_size`` is given the zip's size before any bytecode is
+    compiled (it raises to refuse it); ``wheel_cache`` as in :func:`package_function`.
+    """
     with tempfile.TemporaryDirectory(prefix="aiaas-fn-") as tmp:
         wheels = _download(requirements, Path(tmp) / "wheels", arch, python, wheel_cache)
-        entries = _code_entries(config, spec) + _wheel_entries(wheels, spec.site_packages)
-        entries.append((MANIFEST_FILE, manifest.model_dump_json(indent=2).encode()))
-        entries.append((PACKAGED_CONFIG_FILE, function_config_json(config)))
-        entries += _metadata_entries(spec.site_packages, config.provider)
+        entries = [*files, *_wheel_entries(wheels, site_packages)]
         with _ZipWriter() as zipped:
             zipped.add(entries)
-            # Bytecode only adds entries: a zip already too large without it is refused
-            # before anything is compiled.
-            _check_size(target, spec, zipped.size(), "at least", " before its bytecode")
+            if check_size is not None:
+                check_size(zipped.size())
             compiled = False
             if compile_bytecode:
                 interpreter = _interpreter_for(python)
@@ -129,18 +186,7 @@ def package_function(
                     zipped.add(_bytecode_entries(entries, interpreter, Path(tmp) / "compile"))
                     compiled = True
         data = zipped.data()
-    _check_size(target, spec, len(data))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(data)
-    return FunctionPackage(
-        output,
-        len(data),
-        spec.max_zip_bytes,
-        sorted(w.name for w in wheels),
-        handler=spec.handler.format(python=python, arch=arch),
-        environment=_environment(config),
-        compiled=compiled,
-    )
+    return ZipContents(data, sorted(w.name for w in wheels), compiled)
 
 
 def packaging_of(target: str) -> Packaging:
