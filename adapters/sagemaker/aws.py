@@ -10,6 +10,7 @@ then. Endpoint URLs follow boto3's rules: ``AWS_ENDPOINT_URL_<SERVICE>``, then
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -30,6 +31,12 @@ AUTH_ERROR_CODES = frozenset(
         "ExpiredTokenException",
     }
 )
+# Which credential is wrong, by AWS's error code (its "Common Errors" for every API): the
+# secret does not sign as AWS expects, AWS does not know the key id, or the session expired.
+_WRONG_SECRET = frozenset({"InvalidSignatureException", "SignatureDoesNotMatch"})
+_UNKNOWN_KEY = frozenset({"InvalidClientTokenId", "UnrecognizedClientException"})
+_EXPIRED = frozenset({"ExpiredToken", "ExpiredTokenException"})
+_UNSIGNED = frozenset({"MissingAuthenticationToken", "IncompleteSignature"})
 # Throttling arrives as HTTP 400 with one of these codes (botocore's _retry.json), not 429.
 THROTTLING_ERROR_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
@@ -101,3 +108,50 @@ def endpoint_url(service_id: str, host: str, region_name: str, env: Mapping[str,
             return configured.rstrip("/")
     suffix = "amazonaws.com.cn" if region_name.startswith("cn-") else "amazonaws.com"
     return f"https://{host}.{region_name}.{suffix}"
+
+
+def refused_credentials(code: str, permission: str) -> str:
+    """What to fix when AWS refused a call with ``code`` (one of :data:`AUTH_ERROR_CODES`, or
+    a bare 401/403): the secret, the key id or the session where it names one, else the
+    ``permission`` the principal lacks (``sagemaker:InvokeEndpoint on endpoint 'x'``)."""
+    if code in _WRONG_SECRET:
+        return (
+            "the secret access key does not match the access key id: check "
+            "AWS_SECRET_ACCESS_KEY (or the profile's aws_secret_access_key)"
+        )
+    if code in _UNKNOWN_KEY:
+        return "AWS does not know this access key id: check AWS_ACCESS_KEY_ID (or the profile)"
+    if code in _EXPIRED:
+        return (
+            "the session token has expired: get fresh credentials (aws sso login, or new STS "
+            "credentials in AWS_SESSION_TOKEN)"
+        )
+    if code in _UNSIGNED:
+        return "the request carried no complete signature: check the AWS credentials are set"
+    return (
+        f"the principal is not allowed {permission}: see docs/providers/sagemaker.md for the "
+        "IAM policy aiaas needs"
+    )
+
+
+_TITLE = re.compile(r"<title>\s*(.*?)\s*</title>", re.IGNORECASE | re.DOTALL)
+_XML_FIELD = r"<{0}>\s*(.*?)\s*</{0}>"
+
+
+def brief_message(message: str, limit: int = 200) -> str:
+    """An AWS error message on one line: an HTML page (a proxy's, an emulator's) as its
+    title, an XML error body as its ``Code: Message``, anything else with its whitespace
+    folded; at most ``limit`` characters."""
+    text = message.strip()
+    if text.startswith("<"):
+        title = _TITLE.search(text)
+        code = re.search(_XML_FIELD.format("Code"), text, re.DOTALL)
+        said = re.search(_XML_FIELD.format("Message"), text, re.DOTALL)
+        if code or said:
+            text = ": ".join(m.group(1) for m in (code, said) if m)
+        elif title:
+            text = f"an HTML page titled {title.group(1)!r}, not an AWS answer"
+        else:
+            text = "an answer that is not AWS's (markup)"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
