@@ -142,11 +142,8 @@ def test_a_neutral_setting_the_provider_cannot_honour_is_refused_by_key_and_prov
         ConfigError, match=r"deploy\.rollout\.strategy: not supported by provider 'acme': acme"
     ):
         load_config(path, env={})
-    # The same neutral section, switched to local: local names what it cannot do itself.
-    with pytest.raises(
-        ConfigError, match=r"deploy\.rollout\.strategy: not supported by provider 'local'"
-    ):
-        load_config(path, env={"AIAAS_PROVIDER": "local"})
+    # The same neutral section, switched to local: local steps a linear rollout itself.
+    assert load_config(path, env={"AIAAS_PROVIDER": "local"}).deploy.rollout.strategy == "linear"
     ok = load_config(path, env={"AIAAS_DEPLOY__ROLLOUT__STRATEGY": "canary"})
     assert ok.deploy.rollout.strategy == "canary" and ok.deploy.rollout.canary_percent == 10
 
