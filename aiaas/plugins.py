@@ -80,9 +80,10 @@ class ProviderSpec:
       :class:`adapters.base.Provider` and :class:`adapters.base.Invoker`;
     - ``invoke_requirements``: pip requirements its invoke path needs at run time, all that
       ``aiaas function package`` adds for it (never a control-plane SDK);
-    - ``invoke_modules``: the modules of its invoke path (dotted names), copied into a
-      function package; the spec's own module (and its parent packages) is always included,
-      but nothing it imports is: list every module of the provider the invoke path needs;
+    - what a function package carries of it is derived, never listed: its spec's module and
+      ``invoker``'s module (:attr:`invoke_module`), with every module they import, lazily
+      or not (``functions.packaging.invoke_path_modules``); so the invoke path must reach
+      its modules by import statements, not by name at run time;
     - ``price``: given its settings, the list price of one instance behind its endpoint
       per hour (the instance type's, or a serverless endpoint's memory size's);
     - ``limits``: given its settings, what its endpoint takes (:class:`Limits`);
@@ -103,10 +104,16 @@ class ProviderSpec:
     limits: Callable[[Any], Limits] = field(default=_no_limits)
     capabilities: Capabilities = field(default_factory=Capabilities)
     invoke_requirements: tuple[str, ...] = ()
-    invoke_modules: tuple[str, ...] = ()
     invoke_environment: Mapping[str, str] = field(default_factory=dict)
     request_id_header: str = "x-request-id"
     check_deploy: DeployCheck = field(default=_honours_everything)
+
+    @property
+    def invoke_module(self) -> str:
+        """The module of the invoke path (``invoker``'s): what a function loads of the
+        provider besides its spec, and where ``aiaas function package`` starts the walk of
+        what the invoke path imports."""
+        return self.invoker.partition(":")[0]
 
     def settings_of(self, config: ProjectConfig) -> BaseModel:
         """This provider's validated section of ``config`` (its defaults when absent)."""

@@ -2,9 +2,10 @@
 
 What goes in it is the platform's record (:mod:`functions.platforms`): its entrypoint, the
 entrypoint's own requirements, where dependencies go and the zip's limit. The zip holds the
-modules of ``aiaas``, ``adapters`` and ``functions`` that the entrypoint and the configured
-provider's invoke path import (followed through every import statement, so no hand-kept list
-of files), their dependencies as wheels for the *target* platform and
+modules of ``aiaas``, ``adapters`` and ``functions`` (and of a third-party provider's own
+package) that the entrypoint and the configured provider's invoke path import: its spec's
+module and its invoker's module, followed through every import statement, so no hand-kept
+list of files or modules; their dependencies as wheels for the *target* platform and
 Python (``pip download --platform``; never the build machine's own wheels), the bundle
 manifest and the project's ``aiaas.yaml`` (as ``aiaas.json``: no YAML parser at cold start).
 Never torch or transformers. Entries are sorted and dated 1980-01-01, so the same inputs
@@ -341,15 +342,28 @@ def _pip_download(requirements: list[str], dest: Path, arch: str, python: str) -
 
 
 def _code_entries(config: ProjectConfig, spec: Packaging) -> list[tuple[str, bytes]]:
-    """The source of every module of ours the function can import: from the platform's
-    entrypoint, the provider's spec and its invoke-path modules, through their imports."""
-    provider = provider_spec(config.provider)
-    spec_module = _entry_point(config.provider).value.partition(":")[0]
-    roots = [spec.entrypoint, spec_module, *provider.invoke_modules]
-    entries = [_module_entry(module) for module in imported_modules(roots)]
+    """The source of every module the function can import: the platform's entrypoint and
+    what it imports, and the provider's invoke path (:func:`invoke_path_modules`)."""
+    modules = {*imported_modules([spec.entrypoint]), *invoke_path_modules(config.provider)}
+    entries = [_module_entry(module) for module in sorted(modules)]
     for template in spec.templates:
         entries.append((Path(template).name, (TEMPLATES / template).read_bytes()))
     return entries
+
+
+def invoke_path_modules(provider: str) -> list[str]:
+    """The modules a function needs for ``provider``'s invoke path, sorted: its spec's module
+    (the entry point the function reads it by) and its invoker's module (``ProviderSpec.invoker``,
+    the one module a function imports by name), with every module of ours and of the
+    provider's own top-level package that they import (:func:`imported_modules`).
+
+    Nothing is listed by hand: what the invoke path imports is what ships, and its control
+    plane (``ProviderSpec.control_plane``, imported only by name) does not.
+    """
+    spec_module = _entry_point(provider).value.partition(":")[0]
+    own = spec_module.split(".")[0]  # a third-party provider's package ships as ours do
+    packages = PACKAGES if own in PACKAGES else (*PACKAGES, own)
+    return imported_modules([spec_module, provider_spec(provider).invoke_module], packages)
 
 
 def imported_modules(roots: Iterable[str], packages: tuple[str, ...] = PACKAGES) -> list[str]:
@@ -359,8 +373,9 @@ def imported_modules(roots: Iterable[str], packages: tuple[str, ...] = PACKAGES)
     Every import statement counts, wherever it is (in a function, under ``TYPE_CHECKING``):
     a lazy import still runs when its code does. An import by name at run time
     (``importlib.import_module``) is not seen: the platform record a function loads is
-    named by the entrypoint's own import, and ``aiaas.api`` (which builds a control plane) is
-    deliberately not shipped.
+    named by the entrypoint's own import, the provider's invoker (loaded by name from its
+    spec) is a root of its own (:func:`invoke_path_modules`), and ``aiaas.api`` (which builds
+    a control plane) is deliberately not shipped.
     """
     found: set[str] = set()
     todo = list(roots)

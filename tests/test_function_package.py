@@ -22,9 +22,26 @@ from wheel_cache import shared_wheel_cache
 from aiaas.config import load_config
 from aiaas.errors import BundleError, ConfigError
 from aiaas.manifest import read_manifest_file
-from functions.packaging import function_config_json, package_function, packaging_of
+from functions.packaging import (
+    function_config_json,
+    imported_modules,
+    invoke_path_modules,
+    package_function,
+    packaging_of,
+)
 
 HEAVY = ("torch/", "transformers/", "boto3/", "botocore/", "moto/", "azure/ai/ml/")
+
+# What the providers' specs listed by hand (ProviderSpec.invoke_modules) before the invoke
+# path's modules were derived from its imports: the derived set must still hold each one.
+HAND_KEPT = {
+    "local": ("adapters.http_invoker", "adapters.local.state", "adapters.local.invoke"),
+    "sagemaker": (
+        "adapters.http_invoker", "adapters.auth", "adapters.sagemaker.instance_types",
+        "adapters.sagemaker.prices", "adapters.sagemaker.names", "adapters.sagemaker.aws",
+        "adapters.sagemaker.invoke",
+    ),
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +103,33 @@ def test_each_zip_has_its_entrypoint_target_wheels_and_no_torch(packaged: dict[s
         assert (zf.getinfo("bootstrap").external_attr >> 16) & 0o111
 
 
+def test_the_invoke_path_is_derived_and_holds_what_was_listed_by_hand() -> None:
+    """Each provider's invoke-path modules come from its invoker's imports: every module the
+    hand-kept lists named is found, and no control-plane module is."""
+    for provider, listed in HAND_KEPT.items():
+        modules = invoke_path_modules(provider)
+        assert set(listed) <= set(modules), provider
+        assert f"adapters.{provider}" in modules  # the spec, read by entry point
+        control = [m for m in modules if m.rpartition(".")[2] in {"provider", "steps", "rollout"}]
+        assert control == [], provider
+        assert "aiaas.api" not in modules and not [m for m in modules if "runtime" in m]
+
+
+def test_the_zip_carries_exactly_the_modules_its_entrypoint_and_invoke_path_import(
+    packaged: dict[str, Path],
+) -> None:
+    """No module of ours ships that neither the entrypoint nor the invoke path imports."""
+    for key, path in packaged.items():
+        spec = packaging_of(key.split("-")[0])
+        expected = {*imported_modules([spec.entrypoint]), *invoke_path_modules("local")}
+        shipped = {
+            name[: -len(".py")].replace("/", ".").removesuffix(".__init__")
+            for name in _names(path)
+            if name.split("/")[0] in {"aiaas", "adapters", "functions"} and name.endswith(".py")
+        }
+        assert shipped == expected, key
+
+
 def test_packaging_is_deterministic(
     probe_function: FunctionSetup,
     packaged: dict[str, Path],
@@ -125,7 +169,9 @@ def test_the_aws_zip_runs_on_its_own(
         # cold start) the YAML parser and SQLite, which only local deployments use
         "unneeded = ('torch', 'transformers', 'boto3', 'yaml', 'sqlite3')\n"
         "heavy = [m for m in unneeded if m in sys.modules]\n"
-        "print(json.dumps({'response': response, 'heavy': heavy, 'path': sys.path}))\n"
+        "ours = [m for m in sys.modules if m.split('.')[0] in ('aiaas', 'adapters')]\n"
+        "print(json.dumps({'response': response, 'heavy': heavy, 'path': sys.path,\n"
+        "                  'ours': ours}))\n"
     )
     # -S: no site-packages at all; only the zip's own files are importable, as in Lambda.
     # The project's config as the zip carries it (JSON), but in the project folder, so the
@@ -149,6 +195,11 @@ def test_the_aws_zip_runs_on_its_own(
     assert not [p for p in result["path"] if "site-packages" in p or p.startswith("/work/main")]
     assert result["response"]["statusCode"] == 200, result["response"]
     assert json.loads(result["response"]["body"])["outputs"][0]["value"] == 8.0
+    # What answered the call is what was derived for the zip (the walk also ships what only
+    # lazy imports reach, so the derived set can be larger, never smaller).
+    derived = set(invoke_path_modules("local")) | set(imported_modules(["functions.aws_lambda"]))
+    assert set(result["ours"]) <= derived
+    assert set(HAND_KEPT["local"]) <= set(result["ours"])  # the invoke path ran from the zip
 
 
 def test_bad_target_arch_and_limit(

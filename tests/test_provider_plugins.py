@@ -44,9 +44,20 @@ SPEC = ProviderSpec(
     price=lambda settings: Price(
         {"gpu.small": 1.5, "gpu.large": 4.0}[settings.instance_type], "hour", "acme", "test"
     ),
-    invoke_requirements=("httpx>=0.27",), invoke_modules=("acme_cloud.invoke",),
+    invoke_requirements=("httpx>=0.27",),
     check_deploy=check_deploy,
 )
+"""
+
+INVOKE_MODULE = """
+import httpx  # the invoke path
+
+
+class AcmeInvoker:
+    def sign(self, body: bytes) -> bytes:
+        from acme_cloud import signing  # imported on first use: still the invoke path's
+
+        return signing.hmac.new(b"k", body, "sha256").digest()
 """
 
 
@@ -56,7 +67,9 @@ def acme(tmp_path: Path) -> Iterator[Path]:
     site = tmp_path / "site"
     (site / "acme_cloud").mkdir(parents=True)
     (site / "acme_cloud" / "__init__.py").write_text(SPEC_MODULE)
-    (site / "acme_cloud" / "invoke.py").write_text("import httpx  # the invoke path\n")
+    (site / "acme_cloud" / "invoke.py").write_text(INVOKE_MODULE)
+    (site / "acme_cloud" / "signing.py").write_text("import hmac\n")
+    (site / "acme_cloud" / "control.py").write_text("import acme_sdk  # the control plane\n")
     dist = site / "acme_cloud-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-cloud\nVersion: 1.0\n")
@@ -186,6 +199,19 @@ def test_the_packaged_config_carries_only_the_packaged_providers_section(acme: P
 
     packaged = json.loads(function_config_json(load_config(path, env={})))
     assert packaged["acme"] == {"region": "eu-1"} and "local" not in packaged
+
+
+def test_a_function_package_carries_the_providers_invoke_path_as_it_imports_it(
+    acme: Path,
+) -> None:
+    """Nothing is listed by hand: the spec names its invoker, and what that module imports
+    (lazily too) ships; the control plane, named only by the spec, does not."""
+    from functions.packaging import invoke_path_modules
+
+    modules = invoke_path_modules("acme")
+    own = [m for m in modules if m.split(".")[0] == "acme_cloud"]
+    assert own == ["acme_cloud", "acme_cloud.invoke", "acme_cloud.signing"]
+    assert {"aiaas.plugins", "aiaas.pricing"} <= set(modules)  # what the spec imports
 
 
 @pytest.mark.parametrize(

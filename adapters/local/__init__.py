@@ -47,6 +47,5 @@ SPEC = ProviderSpec(
     # A canary or linear step holds with both servers up: the invoke path picks by share.
     capabilities=Capabilities(pre_traffic_smoke=True, traffic_split=True),
     invoke_requirements=("httpx>=0.27",),
-    invoke_modules=("adapters.http_invoker", "adapters.local.state", "adapters.local.invoke"),
     check_deploy=check_deploy,
 )

@@ -351,14 +351,5 @@ SPEC = ProviderSpec(
     },
     request_id_header=CUSTOM_ATTRIBUTES_HEADER,
     invoke_requirements=("httpx>=0.27", "httpx-auth>=0.22"),
-    invoke_modules=(
-        "adapters.http_invoker",
-        "adapters.auth",
-        "adapters.sagemaker.instance_types",
-        "adapters.sagemaker.prices",
-        "adapters.sagemaker.names",
-        "adapters.sagemaker.aws",
-        "adapters.sagemaker.invoke",
-    ),
     check_deploy=check_deploy,
 )
