@@ -27,7 +27,7 @@ from adapters.sagemaker import provider as provider_module
 from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.bundle import BuiltBundle, build_bundle
 from aiaas.config import load_config
-from aiaas.errors import DeployFailed, ProviderError
+from aiaas.errors import ConfigError, DeployFailed, ProviderError
 from emulators.aws import AwsEmulator
 
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
@@ -204,6 +204,12 @@ def test_names_tags_upload_and_container_environment(
     }
     for call in (model, config, endpoint):
         assert {t["Key"]: t["Value"] for t in call["Tags"]} == expected
+    # Whether the bundle is there is asked with ListObjectsV2 on its key (what the
+    # documented policy's prefix-conditioned s3:ListBucket allows), never HeadObject (403
+    # on a missing key without an unconditioned ListBucket).
+    key = f"tests/bundles/{digest}/model.tar.gz"
+    listed = [c["query"].get("prefix") for c in calls(fresh, "ListObjectsV2")]
+    assert [key] in listed and calls(fresh, "HeadObject") == []
     with contextlib.closing(boto3.client("s3")) as s3:
         head = s3.head_object(Bucket=BUCKET, Key=f"tests/bundles/{digest}/model.tar.gz")
         assert head["ServerSideEncryption"] == "AES256"
@@ -567,6 +573,46 @@ def test_an_endpoint_aws_moved_to_another_state_is_updated_or_refused_as_it_need
         DeploymentStatus.READY,
     )
     assert live.details["endpoint_config"] != deployed.details["endpoint_config"]
+
+
+def test_an_image_or_bucket_outside_the_endpoints_region_is_refused_before_any_write(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """SageMaker pulls the image and reads the model data only in its own region, and a
+    bucket that does not exist is found at plan time: each named by its key, nothing
+    written."""
+    with contextlib.closing(boto3.client("s3", region_name="us-west-2")) as s3:
+        s3.create_bucket(
+            Bucket="models-west", CreateBucketConfiguration={"LocationConstraint": "us-west-2"}
+        )
+    writes = fresh.writes()
+    elsewhere = "  image_uri: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/aiaas-server:1\n"
+    for section, key, said in [
+        (elsewhere, "sagemaker.image_uri", "ECR's eu-west-1, the endpoint in us-east-1"),
+        ("  bucket: models-west\n", "sagemaker.bucket", "is in us-west-2"),
+        ("  bucket: no-such-models\n", "sagemaker.bucket", "no S3 bucket named"),
+    ]:
+        with provider(tmp_path, section=section) as sm, pytest.raises(ConfigError) as refused:
+            sm.deploy(bundles[0].path)
+        assert refused.value.message.startswith(key) and said in refused.value.message
+    assert fresh.writes() == writes
+
+
+def test_a_model_and_config_not_visible_yet_are_waited_for(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """AWS: a call naming a model or config just created can fail with a validation error
+    until it is visible; retry (CreateEndpoint's reference). Scripted here as AWS answers."""
+    unseen_model = "Could not find model \"arn:aws:sagemaker:us-east-1:123456789012:model/x\"."
+    unseen_config = "Could not find endpoint configuration \"arn:...:endpoint-config/x\"."
+    fresh.refuse_next("sagemaker", "CreateEndpointConfig", "ValidationException", unseen_model)
+    for _ in range(2):
+        fresh.refuse_next("sagemaker", "CreateEndpoint", "ValidationException", unseen_config)
+    with provider(tmp_path) as sm:
+        deployed = sm.deploy(bundles[0].path)
+    assert deployed.status is DeploymentStatus.READY
+    assert len(calls(fresh, "CreateEndpointConfig")) == 2
+    assert len(calls(fresh, "CreateEndpoint")) == 3
 
 
 QUOTA = (

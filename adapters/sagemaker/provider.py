@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from adapters.sagemaker.invoke import SageMakerInvoker
 
 T = TypeVar("T")
+_ECR_REGION = re.compile(r"^[0-9]+\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com")
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024  # boto3 uploads larger bundles in parts, in parallel
 MAX_LOG_EVENTS = 10_000  # GetLogEvents' limit (EventsLimit 1-10000)
@@ -88,9 +90,25 @@ def aws_error(exc: Exception, doing: str) -> AiaasError:
                 "docs/providers/sagemaker.md for the IAM policy aiaas needs)"
             )
         if code == "ResourceLimitExceeded":
-            return DeployFailed(f"{text} (ask AWS for a quota increase)")
+            return DeployFailed(
+                f"{text} (an update starts the new fleet beside the serving one, blue/green: "
+                "the instance type's endpoint-usage quota must cover twice the instance "
+                "count; ask AWS for an increase in Service Quotas)"
+            )
         return ProviderError(text)
     return ProviderError(f"{doing}: {exc}")
+
+
+VISIBILITY_ATTEMPTS = 5
+
+
+def _not_visible_yet(exc: ClientError) -> bool:
+    """AWS's answer to a call naming a model or endpoint config it cannot see yet."""
+    error = exc.response.get("Error", {})
+    message = str(error.get("Message", "")).lower()
+    return error.get("Code") == "ValidationException" and (
+        "could not find endpoint configuration" in message or "could not find model" in message
+    )
 
 
 def _missing(exc: ClientError) -> bool:
@@ -159,6 +177,7 @@ class SageMakerProvider(Provider):
         self._clients: dict[str, Any] = {}
         self._invoker: SageMakerInvoker | None = None
         self._owned: dict[str, bool] = {}  # resource ARN -> tagged with this project
+        self._regions_checked = False  # image and bucket in the endpoint's region (once)
 
     @classmethod
     def from_config(cls, config: ProjectConfig) -> SageMakerProvider:
@@ -199,6 +218,25 @@ class SageMakerProvider(Provider):
             return call()
         except (ClientError, BotoCoreError) as exc:
             raise aws_error(exc, doing) from None
+
+    def _call_when_visible(self, doing: str, call: Callable[[], T]) -> T:
+        """:meth:`_call` for a call naming a model or endpoint config just created: AWS
+        refuses it with a ValidationException ("Could not find ...") until the new one is
+        visible, and tells callers to retry (CreateEndpoint's and CreateEndpointConfig's
+        reference). Retried :data:`VISIBILITY_ATTEMPTS` times with doubling waits from
+        ``poll_interval_s``; any other failure, or the last, is raised as :meth:`_call`."""
+        wait = self.settings.poll_interval_s
+        for attempt in range(1, VISIBILITY_ATTEMPTS + 1):
+            try:
+                return call()
+            except ClientError as exc:
+                if attempt == VISIBILITY_ATTEMPTS or not _not_visible_yet(exc):
+                    raise aws_error(exc, doing) from None
+            except BotoCoreError as exc:
+                raise aws_error(exc, doing) from None
+            time.sleep(wait)
+            wait *= 2
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _maybe(self, doing: str, call: Callable[[], T]) -> T | None:
         """``call()``, or None when AWS says the thing does not exist."""
@@ -333,11 +371,54 @@ class SageMakerProvider(Provider):
     def _exists(self, what: str, call: Callable[[], Any]) -> bool:
         return self._maybe(what, call) is not None
 
+    def _check_regions(self) -> None:
+        """Refuse, before anything is written, an image or a bucket outside the endpoint's
+        region: SageMaker pulls the image from its own region's ECR and reads the model
+        data from its own region's S3 (CreateModel: "must be in the same region"). A bucket
+        that does not exist is named here too, not at upload."""
+        if self._regions_checked:
+            return
+        image = _ECR_REGION.match(self.settings.image_uri)
+        if image and image.group(1) != self.region:
+            raise ConfigError(
+                f"sagemaker.image_uri: the image is in ECR's {image.group(1)}, the endpoint "
+                f"in {self.region}: SageMaker pulls only from its own region; push the image "
+                f"to {self.region} (or set sagemaker.region)"
+            )
+        bucket = self.settings.bucket
+        try:
+            found = self._client("s3").head_bucket(Bucket=bucket)
+            headers = found.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        except ClientError as exc:  # a 403 still names the bucket's region
+            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404 or _missing(exc):
+                raise ConfigError(
+                    f"sagemaker.bucket: no S3 bucket named {bucket!r} (create it in "
+                    f"{self.region}, or name another)"
+                ) from None
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"look for bucket {bucket}") from None
+        where = headers.get("x-amz-bucket-region")
+        if where and where != self.region:
+            raise ConfigError(
+                f"sagemaker.bucket: {bucket!r} is in {where}, the endpoint in {self.region}: "
+                f"SageMaker reads model data only from its own region; use a bucket in "
+                f"{self.region}"
+            )
+        self._regions_checked = True
+
     def _object_exists(self, uri: str) -> bool:
+        """Whether the bundle is uploaded: ListObjectsV2 on its exact key, not HeadObject.
+        Without an unconditioned s3:ListBucket, S3 answers HeadObject on a missing key with
+        403, not 404 (the HeadObject reference's "Permissions"); the documented policy
+        grants ListBucket only under the bundles' prefix, which this call's Prefix matches."""
         bucket, key = _split_s3(uri)
-        return self._exists(
-            f"look for {uri}", lambda: self._client("s3").head_object(Bucket=bucket, Key=key)
+        found = self._call(
+            f"look for {uri}",
+            lambda: self._client("s3").list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1),
         )
+        return any(item.get("Key") == key for item in found.get("Contents") or [])
 
     def _ours_left(self, name: str, keep: set[str]) -> tuple[list[str], list[str]]:
         """This deployment's endpoint configs and models, other than ``keep``."""

@@ -58,6 +58,7 @@ class SageMakerSteps:
         settling."""
         p = self.provider
         name, sm = desired.name, p._sm
+        p._check_regions()
         if live.arn is not None and not p._owned_by_us(live.arn):
             raise DeployFailed(
                 f"endpoint {name!r} exists in {p.region} and is not this project's "
@@ -164,7 +165,7 @@ class SageMakerSteps:
                 ),
             )
         if desired.config in to_create:
-            p._call(
+            p._call_when_visible(  # names the model just created
                 f"create endpoint config {desired.config}",
                 lambda: sm.create_endpoint_config(
                     EndpointConfigName=desired.config, **desired.config_spec, Tags=tags
@@ -198,7 +199,7 @@ class SageMakerSteps:
     def switch(self, desired: Desired, live: Live, step: TrafficStep) -> None:
         p, name = self.provider, desired.name
         if live.status is None or live.status in names.FAILED:  # a Failed one was removed first
-            p._call(
+            p._call_when_visible(  # names the config just created
                 f"create endpoint {name}",
                 lambda: p._sm.create_endpoint(
                     EndpointName=name,
@@ -234,7 +235,7 @@ class SageMakerSteps:
                 update["ExcludeRetainedVariantProperties"] = [
                     {"VariantPropertyType": "DesiredInstanceCount"}
                 ]
-        p._call(
+        p._call_when_visible(  # names the config just created
             f"update endpoint {name}",
             lambda: p._sm.update_endpoint(
                 EndpointName=name, EndpointConfigName=desired.config, **update
