@@ -616,6 +616,7 @@ class AwsEmulator:
             self.gpu_unusable = False
         self._runtime.clear()
         self._runtime.container_timeout_s = CONTAINER_TIMEOUT_S
+        self._runtime.clock_skew_s = 0.0
 
     # -- records and faults -----------------------------------------------------------------
     @property
@@ -693,6 +694,16 @@ class AwsEmulator:
     @container_timeout_s.setter
     def container_timeout_s(self, seconds: float) -> None:
         self._runtime.container_timeout_s = seconds
+
+    @property
+    def clock_skew_s(self) -> float:
+        """How far AWS's clock is ahead of this host's, as the runtime checks signatures
+        (past 5 minutes either way, AWS answers "Signature expired")."""
+        return self._runtime.clock_skew_s
+
+    @clock_skew_s.setter
+    def clock_skew_s(self, seconds: float) -> None:
+        self._runtime.clock_skew_s = seconds
 
     def set_status(self, endpoint: str, status: str, failure: str | None = None) -> None:
         """Move an endpoint to a status AWS sets by itself (``SystemUpdating`` during

@@ -134,6 +134,7 @@ class SageMakerRuntimeEmulator:
 
         self._http = HttpServer(Handler, name="sagemaker-runtime", idle_timeout_s=idle_timeout_s)
         self.container_timeout_s = CONTAINER_TIMEOUT_S  # a test may shorten it
+        self.clock_skew_s = 0.0  # AWS's clock minus this host's (a caller's clock that is off)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -223,7 +224,7 @@ class SageMakerRuntimeEmulator:
             raise _ErrorAnswer(
                 403, "IncompleteSignatureException", "X-Amz-Date is missing or malformed."
             ) from None
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.clock_skew_s)
         if date != amz_date[:8]:  # the scope's date must be the signing date
             raise _ErrorAnswer(403, "InvalidSignatureException", BAD_SIGNATURE)
         if abs((now - signed_at).total_seconds()) > MAX_CLOCK_SKEW_S:
@@ -259,7 +260,14 @@ class SageMakerRuntimeEmulator:
         canonical = signer.canonical_request(request)
         expected = signer.signature(signer.string_to_sign(request, canonical), request)
         if expected != fields["Signature"]:
-            raise _ErrorAnswer(403, "InvalidSignatureException", BAD_SIGNATURE)
+            # AWS quotes the canonical request it expected (with the session token's header,
+            # when one was sent): a caller must never pass this text on.
+            raise _ErrorAnswer(
+                403,
+                "InvalidSignatureException",
+                f"{BAD_SIGNATURE}\n\nThe Canonical String for this request should have "
+                f"been\n'{canonical}'\n",
+            )
 
     # -- one invocation --------------------------------------------------------------------
     def invoke(

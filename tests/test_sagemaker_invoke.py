@@ -140,6 +140,29 @@ def test_a_wrong_secret_is_refused_by_the_independent_signature_check(
     assert [c.status for c in clean.runtime_calls[mark:]] == [403]  # a 4xx: not retried
 
 
+def test_credential_failures_say_what_to_fix_and_never_echo_the_signed_request(
+    clean: AwsEmulator,
+) -> None:
+    """A wrong secret, a clock more than 5 minutes off, an expired session token: each is
+    AccessDenied saying what it is. AWS's signature error quotes the canonical request it
+    expected (with the session token, when there is one): that text is not passed on."""
+    with pytest.raises(AccessDenied) as wrong:
+        invoker(clean, secret="not-the-secret").invoke_sync("probe", EXAMPLE)
+    assert "the secret access key is not the one of this access key id" in wrong.value.message
+    assert "Canonical String" not in wrong.value.message
+    clean.clock_skew_s = 600.0  # AWS's clock 10 minutes ahead of this one
+    try:
+        with pytest.raises(AccessDenied) as late:
+            invoker(clean).invoke_sync("probe", EXAMPLE)
+    finally:
+        clean.clock_skew_s = 0.0
+    assert "clock is more than 5 minutes off" in late.value.message
+    clean.fault("probe", 403, times=1, code="ExpiredTokenException")
+    with pytest.raises(AccessDenied) as expired:
+        invoker(clean).invoke_sync("probe", EXAMPLE)
+    assert "session token has expired" in expired.value.message
+
+
 def test_throttling_is_retried_with_growing_backoff(clean: AwsEmulator) -> None:
     clean.fault("probe", 400, times=2, code="ThrottlingException")  # AWS's status for it
     mark = len(clean.runtime_calls)

@@ -113,11 +113,8 @@ def _answer(name: str, response: httpx.Response) -> InvokeResult | Retry:
     if code in aws.AUTH_ERROR_CODES or status in (401, 403):
         # AccessDenied-family codes (AWS's "Common Errors" for every API: AccessDenied,
         # IncompleteSignature, InvalidClientTokenId, ...; runtime.sagemaker adds
-        # AccessDeniedException): the role cannot call InvokeEndpoint on this endpoint.
-        raise AccessDenied(
-            f"sagemaker:InvokeEndpoint on endpoint {name!r} was refused: {code or status}: "
-            f"{message} (the function's role needs sagemaker:InvokeEndpoint on the endpoint)"
-        )
+        # AccessDeniedException).
+        raise AccessDenied(_refused(name, code or str(status), message))
     if status == 413:
         raise PayloadTooLarge(f"SageMaker refused the request body for {name!r}: over 6 MB")
     if code == "ValidationError" or status == 400:
@@ -127,6 +124,40 @@ def _answer(name: str, response: httpx.Response) -> InvokeResult | Retry:
     if status >= 500:
         return Retry(ProviderError(f"SageMaker failed for {name!r}: {code or status}: {message}"))
     raise ProviderError(f"SageMaker answered {status} for {name!r}: {code}: {message}")
+
+
+def _refused(name: str, code: str, message: str) -> str:
+    """What a refused InvokeEndpoint means, saying what to fix. AWS's own text is left out
+    for signature and token failures: it may quote the canonical request, whose
+    ``x-amz-security-token`` header is the caller's session token."""
+    call = f"sagemaker:InvokeEndpoint on endpoint {name!r} was refused ({code})"
+    lowered = message.lower()
+    if "signature expired" in lowered:
+        return (
+            f"{call}: the request's signature is older than AWS accepts: this machine's "
+            "clock is more than 5 minutes off (sync it with NTP)"
+        )
+    if code in ("ExpiredToken", "ExpiredTokenException") or (
+        "token" in lowered and "expired" in lowered
+    ):
+        return (
+            f"{call}: the credentials' session token has expired: refresh them (a new SSO "
+            "login or role session; a function's platform refreshes its role's by itself)"
+        )
+    if code in ("InvalidSignatureException", "SignatureDoesNotMatch", "IncompleteSignature"):
+        return (
+            f"{call}: the signature does not match: the secret access key is not the one of "
+            "this access key id (check AWS_SECRET_ACCESS_KEY or the profile)"
+        )
+    if code in ("UnrecognizedClientException", "InvalidClientTokenId"):
+        return (
+            f"{call}: AWS does not know these credentials (a wrong access key id or session "
+            "token, or one from another account's partition)"
+        )
+    return (
+        f"{call}: {message} (the caller's role needs sagemaker:InvokeEndpoint on the "
+        "endpoint: docs/providers/sagemaker.md has the policy)"
+    )
 
 
 def _container_body(original: object, message: str) -> bytes:
