@@ -100,6 +100,9 @@ class ServerSection(_Section):
 
 
 SERVER_ENV_PREFIX = f"{ENV_PREFIX}SERVER__"
+DEVICE_VARIABLE = f"{ENV_PREFIX}DEVICE"
+"""The torch device a provider tells the container it expects (``cuda`` on a GPU it pays
+for: the model then refuses to load without one, instead of serving on the CPU)."""
 """The model server's settings reach its process as ``AIAAS_SERVER__<KEY>`` variables."""
 
 

@@ -44,7 +44,7 @@ from adapters.rollout import (
 from adapters.sagemaker import SERVER_REQUEST_TIMEOUT_S, SageMakerSection, aws, names
 from adapters.sagemaker.steps import MODEL, SageMakerSteps
 from aiaas.bundle import inspect_archive, verify_archive
-from aiaas.config import SERVER_ENV_PREFIX, ProjectConfig, server_environment
+from aiaas.config import DEVICE_VARIABLE, SERVER_ENV_PREFIX, ProjectConfig, server_environment
 from aiaas.errors import (
     AiaasError,
     BadRequest,
@@ -56,7 +56,6 @@ from aiaas.errors import (
     Throttled,
 )
 from aiaas.manifest import Manifest
-from aiaas.runtime.container import DEVICE_VARIABLE
 
 if TYPE_CHECKING:
     from adapters.sagemaker.invoke import SageMakerInvoker

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aiaas.config import DEVICE_VARIABLE
 from aiaas.manifest import MANIFEST_FILE
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ SAGEMAKER_BASE_DIR = "/opt/ml"
 ARCHIVE_NAME = "model.tar.gz"
 USAGE = "usage: python -m aiaas.runtime.container [serve [BUNDLE]]"
 COMMAND_LINE = "the command line"
-DEVICE_VARIABLE = "AIAAS_DEVICE"
 
 
 class ContainerError(Exception):
