@@ -631,3 +631,16 @@ def test_stop_leaves_no_process(tmp_path: Path, bundles: Bundles) -> None:
             conn.request("GET", "/")
             conn.getresponse()
         conn.close()
+
+
+def test_moto_is_pinned_and_still_lacks_update_endpoint(aws: AwsEmulator) -> None:
+    """The emulator patches moto's internals (SageMakerResponse and its backends): moto is
+    pinned exactly, and the day moto implements UpdateEndpoint itself this fails, so its
+    behaviour is weighed against the patch's instead of silently replaced."""
+    from importlib.metadata import version
+
+    from emulators import aws as emulated
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert f'"moto[s3,sagemaker]=={version("moto")}"' in pyproject
+    assert emulated._ORIGINAL["update_endpoint"] is None, "moto now has UpdateEndpoint"
