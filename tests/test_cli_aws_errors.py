@@ -86,7 +86,8 @@ def test_a_refused_call_says_which_credential_or_permission_to_fix(aws: AwsEmula
     assert error.message == (
         "list endpoints: AWS refused the credentials (AccessDeniedException): the principal "
         "is not allowed to list endpoints: see docs/providers/sagemaker.md for the IAM policy "
-        "aiaas needs"
+        "aiaas needs (AWS: User: arn:aws:iam::123456789012:user/ci is not authorized to "
+        "perform: sagemaker:ListEndpoints)"
     )
     wrong_secret = aws_facts.refused_credentials("InvalidSignatureException", "to invoke")
     assert "does not match the access key id" in wrong_secret

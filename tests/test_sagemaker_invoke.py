@@ -148,7 +148,7 @@ def test_credential_failures_say_what_to_fix_and_never_echo_the_signed_request(
     expected (with the session token, when there is one): that text is not passed on."""
     with pytest.raises(AccessDenied) as wrong:
         invoker(clean, secret="not-the-secret").invoke_sync("probe", EXAMPLE)
-    assert "the secret access key is not the one of this access key id" in wrong.value.message
+    assert "the secret access key does not match the access key id" in wrong.value.message
     assert "Canonical String" not in wrong.value.message
     clean.clock_skew_s = 600.0  # AWS's clock 10 minutes ahead of this one
     try:

@@ -590,7 +590,7 @@ def test_an_image_or_bucket_outside_the_endpoints_region_is_refused_before_any_w
     for section, key, said in [
         (elsewhere, "sagemaker.image_uri", "ECR's eu-west-1, the endpoint in us-east-1"),
         ("  bucket: models-west\n", "sagemaker.bucket", "is in us-west-2"),
-        ("  bucket: no-such-models\n", "sagemaker.bucket", "no S3 bucket named"),
+        ("  bucket: no-such-models\n", "sagemaker.bucket", "no such S3 bucket"),
     ]:
         with provider(tmp_path, section=section) as sm, pytest.raises(ConfigError) as refused:
             sm.deploy(bundles[0].path)
@@ -603,8 +603,8 @@ def test_a_model_and_config_not_visible_yet_are_waited_for(
 ) -> None:
     """AWS: a call naming a model or config just created can fail with a validation error
     until it is visible; retry (CreateEndpoint's reference). Scripted here as AWS answers."""
-    unseen_model = "Could not find model \"arn:aws:sagemaker:us-east-1:123456789012:model/x\"."
-    unseen_config = "Could not find endpoint configuration \"arn:...:endpoint-config/x\"."
+    unseen_model = 'Could not find model "arn:aws:sagemaker:us-east-1:123456789012:model/x".'
+    unseen_config = 'Could not find endpoint configuration "arn:...:endpoint-config/x".'
     fresh.refuse_next("sagemaker", "CreateEndpointConfig", "ValidationException", unseen_model)
     for _ in range(2):
         fresh.refuse_next("sagemaker", "CreateEndpoint", "ValidationException", unseen_config)

@@ -107,12 +107,19 @@ def aws_error(
     if code in aws.THROTTLING_ERROR_CODES:
         return Throttled(text, retry_after=1.0)
     if code in aws.AUTH_ERROR_CODES or status in (401, 403):
+        # AccessDenied's own text names the principal and the action: kept. A signature or
+        # token failure's may quote the canonical request (the session token): left out.
+        quoted = f" (AWS: {message})" if message and code.startswith("AccessDenied") else ""
         return ProviderError(
             f"{doing}: AWS refused the credentials ({said}): "
-            f"{aws.refused_credentials(code, f'to {doing}')}"
+            f"{aws.refused_credentials(code, f'to {doing}')}{quoted}"
         )
     if code == "ResourceLimitExceeded":
-        return DeployFailed(f"{text} (ask AWS for a quota increase)")
+        return DeployFailed(
+            f"{text} (an update starts the new fleet beside the serving one, blue/green: "
+            "the instance type's endpoint-usage quota must cover twice the instance "
+            "count; ask AWS for an increase in Service Quotas)"
+        )
     return ProviderError(text)
 
 

@@ -137,26 +137,8 @@ def _refused(name: str, code: str, message: str) -> str:
             f"{call}: the request's signature is older than AWS accepts: this machine's "
             "clock is more than 5 minutes off (sync it with NTP)"
         )
-    if code in ("ExpiredToken", "ExpiredTokenException") or (
-        "token" in lowered and "expired" in lowered
-    ):
-        return (
-            f"{call}: the credentials' session token has expired: refresh them (a new SSO "
-            "login or role session; a function's platform refreshes its role's by itself)"
-        )
-    if code in ("InvalidSignatureException", "SignatureDoesNotMatch", "IncompleteSignature"):
-        return (
-            f"{call}: the signature does not match: the secret access key is not the one of "
-            "this access key id (check AWS_SECRET_ACCESS_KEY or the profile)"
-        )
-    if code in ("UnrecognizedClientException", "InvalidClientTokenId"):
-        return (
-            f"{call}: AWS does not know these credentials (a wrong access key id or session "
-            "token, or one from another account's partition)"
-        )
-    return (
-        f"{call}: {message} (the caller's role needs sagemaker:InvokeEndpoint on the "
-        "endpoint: docs/providers/sagemaker.md has the policy)"
+    return f"{call}: " + aws.refused_credentials(
+        code, f"sagemaker:InvokeEndpoint on endpoint {name!r}"
     )
 
 
@@ -302,8 +284,10 @@ class SageMakerInvoker(HttpInvoker):
             return names.ENDPOINT_STATUS.get(found, DeploymentStatus.FAILED)
         code, message, _ = _error_fields(response)
         if code in aws.AUTH_ERROR_CODES or response.status_code in (401, 403):
+            permission = f"sagemaker:DescribeEndpoint on endpoint {name!r}"
             raise AccessDenied(
-                f"sagemaker:DescribeEndpoint on endpoint {name!r} was refused: {code}: {message}"
+                f"{permission} was refused ({code or response.status_code}): "
+                + aws.refused_credentials(code, permission)
             )
         if code == "ValidationException" and "could not find" in message.lower():
             raise NotFound(f"no SageMaker endpoint named {name!r}")

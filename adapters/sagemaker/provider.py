@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.base import (
     Deployment,
@@ -42,6 +43,7 @@ from adapters.rollout import (
     run_rollout,
 )
 from adapters.sagemaker import SERVER_REQUEST_TIMEOUT_S, SageMakerSection, aws, names
+from adapters.sagemaker.errors import aws_error, bucket_problem
 from adapters.sagemaker.steps import MODEL, SageMakerSteps
 from aiaas.bundle import inspect_archive, verify_archive
 from aiaas.config import DEVICE_VARIABLE, SERVER_ENV_PREFIX, ProjectConfig, server_environment
@@ -52,8 +54,6 @@ from aiaas.errors import (
     ConfigError,
     DeployFailed,
     NotFound,
-    ProviderError,
-    Throttled,
 )
 from aiaas.manifest import Manifest
 
@@ -69,33 +69,6 @@ MANIFEST_KEY = "aiaas-manifest.json"  # stored next to the archive: live_manifes
 
 ScalingState = tuple[dict[str, Any] | None, dict[str, Any] | None]
 """The endpoint's scalable target and target-tracking policy (None where not registered)."""
-
-
-def aws_error(exc: Exception, doing: str) -> AiaasError:
-    """The typed error for an AWS failure while ``doing`` something (the one mapping)."""
-    if isinstance(exc, NoCredentialsError):
-        return ConfigError(
-            "sagemaker: no AWS credentials (boto3's chain: environment, profile, SSO, role)"
-        )
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code, message = str(error.get("Code", "")), str(error.get("Message", ""))
-        text = f"{doing}: AWS said {code}: {message}"
-        if code in aws.THROTTLING_ERROR_CODES:
-            return Throttled(text, retry_after=1.0)
-        if code in aws.AUTH_ERROR_CODES:
-            return ProviderError(
-                f"{text} (the credentials or their permissions were refused: see "
-                "docs/providers/sagemaker.md for the IAM policy aiaas needs)"
-            )
-        if code == "ResourceLimitExceeded":
-            return DeployFailed(
-                f"{text} (an update starts the new fleet beside the serving one, blue/green: "
-                "the instance type's endpoint-usage quota must cover twice the instance "
-                "count; ask AWS for an increase in Service Quotas)"
-            )
-        return ProviderError(text)
-    return ProviderError(f"{doing}: {exc}")
 
 
 VISIBILITY_ATTEMPTS = 5
@@ -212,11 +185,16 @@ class SageMakerProvider(Provider):
             self._invoker.close()
             self._invoker = None
 
+    def _error(self, exc: Exception, doing: str) -> AiaasError:
+        """:func:`adapters.sagemaker.errors.aws_error` with this provider's region and
+        bucket (the one mapping of a boto3 failure)."""
+        return aws_error(exc, doing, region=self.region, bucket=self.settings.bucket)
+
     def _call(self, doing: str, call: Callable[[], T]) -> T:
         try:
             return call()
-        except (ClientError, BotoCoreError) as exc:
-            raise aws_error(exc, doing) from None
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise self._error(exc, doing) from None
 
     def _call_when_visible(self, doing: str, call: Callable[[], T]) -> T:
         """:meth:`_call` for a call naming a model or endpoint config just created: AWS
@@ -230,9 +208,9 @@ class SageMakerProvider(Provider):
                 return call()
             except ClientError as exc:
                 if attempt == VISIBILITY_ATTEMPTS or not _not_visible_yet(exc):
-                    raise aws_error(exc, doing) from None
+                    raise self._error(exc, doing) from None
             except BotoCoreError as exc:
-                raise aws_error(exc, doing) from None
+                raise self._error(exc, doing) from None
             time.sleep(wait)
             wait *= 2
         raise AssertionError("unreachable")  # the loop returns or raises
@@ -244,9 +222,9 @@ class SageMakerProvider(Provider):
         except ClientError as exc:
             if _missing(exc):
                 return None
-            raise aws_error(exc, doing) from None
+            raise self._error(exc, doing) from None
         except BotoCoreError as exc:
-            raise aws_error(exc, doing) from None
+            raise self._error(exc, doing) from None
 
     # -- what is wanted, what is there ---------------------------------------------------
 
@@ -361,9 +339,9 @@ class SageMakerProvider(Provider):
                 code = str(exc.response.get("Error", {}).get("Code", ""))
                 if unreadable_is_foreign and code in aws.AUTH_ERROR_CODES:
                     return False
-                raise aws_error(exc, f"list tags of {arn}") from None
+                raise self._error(exc, f"list tags of {arn}") from None
             except BotoCoreError as exc:
-                raise aws_error(exc, f"list tags of {arn}") from None
+                raise self._error(exc, f"list tags of {arn}") from None
             self._owned[arn] = {"Key": names.PROJECT_TAG, "Value": self.project} in tags
         return self._owned[arn]
 
@@ -384,27 +362,9 @@ class SageMakerProvider(Provider):
                 f"in {self.region}: SageMaker pulls only from its own region; push the image "
                 f"to {self.region} (or set sagemaker.region)"
             )
-        bucket = self.settings.bucket
-        try:
-            found = self._client("s3").head_bucket(Bucket=bucket)
-            headers = found.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        except ClientError as exc:  # a 403 still names the bucket's region
-            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404 or _missing(exc):
-                raise ConfigError(
-                    f"sagemaker.bucket: no S3 bucket named {bucket!r} (create it in "
-                    f"{self.region}, or name another)"
-                ) from None
-        except BotoCoreError as exc:
-            raise aws_error(exc, f"look for bucket {bucket}") from None
-        where = headers.get("x-amz-bucket-region")
-        if where and where != self.region:
-            raise ConfigError(
-                f"sagemaker.bucket: {bucket!r} is in {where}, the endpoint in {self.region}: "
-                f"SageMaker reads model data only from its own region; use a bucket in "
-                f"{self.region}"
-            )
+        problem = bucket_problem(self._client("s3"), self.settings.bucket, self.region)
+        if problem is not None:
+            raise problem
         self._regions_checked = True
 
     def _object_exists(self, uri: str) -> bool:
@@ -593,6 +553,7 @@ class SageMakerProvider(Provider):
                 "instance_type": live.instance_type or "serverless",
                 "instance_count": live.instances,
                 "region": self.region,
+                "log_group": names.log_group(name),
                 **({"failure_reason": live.failure} if live.failure else {}),
             },
         )

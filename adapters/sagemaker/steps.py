@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from adapters.base import Change
-from adapters.rollout import Diff, Settle, Terms, TrafficStep
+from adapters.rollout import Busy, Diff, Settle, Terms, TrafficStep
 from adapters.sagemaker import SPEC, names
 from adapters.sagemaker.rollout import (
     METRIC,
@@ -54,8 +54,8 @@ class SageMakerSteps:
     def diff(self, desired: Desired, live: Live) -> Diff:
         """The S3 object, the model and config (found by name: no write for what is
         there), the endpoint, autoscaling, and the replaced versions' models and configs
-        tagged with this project. Refuses another project's endpoint, and one still
-        settling."""
+        tagged with this project. Refuses another project's endpoint; one still settling
+        (Creating, Updating, SystemUpdating, ...) is :class:`Busy`: the deploy waits."""
         p = self.provider
         name, sm = desired.name, p._sm
         p._check_regions()
@@ -64,8 +64,8 @@ class SageMakerSteps:
                 f"endpoint {name!r} exists in {p.region} and is not this project's "
                 f"(no tag {names.PROJECT_TAG}={p.project}): choose another name"
             )
-        if live.status in names.SETTLING:
-            raise DeployFailed(f"endpoint {name!r} is {live.status}: wait for it to settle")
+        if live.status in names.SETTLING:  # an earlier change, AWS's maintenance: waited for
+            raise Busy(f"endpoint {name!r} is {live.status}")
         if live.status == names.OUT_OF_SERVICE:
             raise DeployFailed(
                 f"endpoint {name!r} is OutOfService: it takes no requests and SageMaker "
