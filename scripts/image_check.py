@@ -62,10 +62,22 @@ class Cloud:
 
 
 def sagemaker(root: Path, archive: Path, port: int) -> dict[str, str]:
+    """As SageMaker lays it out for a container that does not run as root: the archive
+    extracted by root under umask 022 into ``/opt/ml/model``, then made read-only (the
+    image's USER can read it, nobody can write it); no ``SAGEMAKER_BASE_DIR`` (the
+    entrypoint's default ``/opt/ml`` must find it)."""
     model = root / "opt" / "ml" / "model"
     model.mkdir(parents=True)
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(model, filter="data")
+    previous = os.umask(0o022)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(model, filter="data")
+    finally:
+        os.umask(previous)
+    for path in [model, *model.rglob("*")]:
+        os.chown(path, 0, 0, follow_symlinks=False)
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode & ~0o222)  # read-only for everyone
     return {"SAGEMAKER_BIND_TO_PORT": str(port)}
 
 
@@ -231,6 +243,13 @@ def main() -> int:
     parser.add_argument("--image", default=os.environ.get("IMAGE", DEFAULT_IMAGE))
     parser.add_argument("--cloud", action="append", choices=[c.name for c in CLOUDS])
     opts = parser.parse_args()
+    if shutil.which("podman") is None:
+        print(
+            "image-check: podman is not installed: run `make image` first (it installs podman "
+            "and builds the image this checks)",
+            file=sys.stderr,
+        )
+        return 2
     if os.geteuid() != 0:
         print("image-check: run as root (it mounts the image)", file=sys.stderr)
         return 2
