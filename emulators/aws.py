@@ -18,7 +18,10 @@ Gaps from the real cloud (each also named where it is handled):
   in this interpreter, as a local process;
 - one container per variant whatever the instance count; no autoscaling acts on endpoints;
 - ``DeleteEndpoint`` deletes at once (AWS shows ``Deleting`` first);
-- IAM: the execution role and S3 permissions are not checked.
+- IAM: the execution role and S3 permissions are not checked;
+- every JSON-protocol request is checked against botocore's service model as AWS's front
+  end does (:mod:`emulators.validation`, which names its own gaps); S3's REST requests are
+  not.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from emulators.sagemaker_runtime import (
     SageMakerRuntimeEmulator,
     Target,
 )
+from emulators.validation import error_code, validator
 
 __all__ = ["ApiCall", "AwsEmulator", "Container", "RuntimeCall"]
 
@@ -520,6 +524,10 @@ class AwsEmulator:
         self.min_transition_s = min_transition_s
         self.container_start_timeout_s = container_start_timeout_s
         self.gpu_unusable = False  # True: GPU instances' containers find no CUDA (see _spawn)
+        # Every JSON-protocol request is checked against botocore's model (refused as AWS
+        # refuses it); each refusal's (service, action, message) is kept in violations.
+        self.validate = True
+        self.violations: CallLog[tuple[str, str, str]] = CallLog()
         self._calls: CallLog[ApiCall] = CallLog()
         self._lock = threading.RLock()
         self._live: dict[str, _Live] = {}
@@ -621,7 +629,9 @@ class AwsEmulator:
             self._calls.clear()
             self._scripted.clear()
             self._refusals.clear()
+            self.violations.clear()
             self.gpu_unusable = False
+            self.validate = True
         self._runtime.clear()
         self._runtime.container_timeout_s = CONTAINER_TIMEOUT_S
         self._runtime.clock_skew_s = 0.0
@@ -636,6 +646,13 @@ class AwsEmulator:
         self._calls.add(call)
 
     def _refusal(self, call: ApiCall) -> Refusal | None:
+        """AWS's answer in moto's place, if the call gets one: a constraint violation or a
+        scripted refusal (in that order: AWS validates a request before it acts on it)."""
+        if self.validate and call.service in TARGET_SERVICES.values():
+            problem = validator(call.service).problem(call.action, call.params)
+            if problem is not None:
+                self.violations.add((call.service, call.action, problem))
+                return Refusal(400, error_code(call.service), problem)
         scripted = self._refusals.take(call.service, call.action, call.params)
         return None if scripted is None else scripted.answer
 
