@@ -18,10 +18,13 @@ Gaps from the real cloud (each also named where it is handled):
   in this interpreter, as a local process;
 - one container per variant whatever the instance count; no autoscaling acts on endpoints;
 - ``DeleteEndpoint`` deletes at once (AWS shows ``Deleting`` first);
-- IAM: the execution role and S3 permissions are not checked;
+- IAM: the execution role and S3 permissions are not checked (``head_missing_is_403``
+  stands in for the one S3 rule that shows: a caller without ``s3:ListBucket``);
 - every JSON-protocol request is checked against botocore's service model as AWS's front
   end does (:mod:`emulators.validation`, which names its own gaps); S3's REST requests are
-  not.
+  not;
+- eventual consistency (``eventual_consistency``) and the instance quota (``quota``) are
+  off unless a test turns them on; a serverless variant's concurrency quota is not kept.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from moto.s3.models import s3_backends
-from moto.sagemaker.exceptions import ValidationError
+from moto.sagemaker.exceptions import SagemakerClientError, ValidationError
 from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend, sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
@@ -82,6 +85,26 @@ PING_FAILED = (
     "The primary container for production variant {variant} did not pass the ping health "
     "check. Please check CloudWatch logs for this endpoint."
 )
+# AWS's text for a CreateEndpoint/UpdateEndpoint over the account's instance quota, as the
+# fidelity notes quote it (finding 10): "Instances" is plural whatever the count.
+QUOTA_EXCEEDED = (
+    "The account-level service limit '{instance_type} for endpoint usage' is {limit} "
+    "Instances, with current utilization of {used} Instances and a request delta of {delta} "
+    "Instances. Please use AWS Service Quotas to request an increase for this quota."
+)
+# A call naming a model or endpoint config AWS cannot see yet (finding 1; CreateEndpoint's
+# reference tells callers to retry). The ARN's name is lowercased as SageMaker's ARNs are
+# (assumed for these messages).
+MODEL_UNSEEN = 'Could not find model "arn:aws:sagemaker:{region}:{account}:model/{name}".'
+CONFIG_UNSEEN = (
+    'Could not find endpoint configuration "arn:aws:sagemaker:{region}:{account}:'
+    'endpoint-config/{name}".'
+)
+# The calls that create what eventual consistency hides, and the member naming it.
+CREATED_NAMES = {
+    "CreateModel": ("model", "ModelName"),
+    "CreateEndpointConfig": ("config", "EndpointConfigName"),
+}
 # Assumed from memory of AWS's text (not seen in a primary source in this work).
 MODEL_DATA_FAILED = (
     "Failed to download model data(bucket: {bucket}, key: {key}). Please ensure that there is "
@@ -208,16 +231,35 @@ class Refusal:
     code: str
     message: str
     taken: bool = False  # moto carries the call out first: only the answer is the error
+    s3: bool = False  # S3's REST-XML error (a HEAD's answer has no body)
+    head: bool = False
 
     def response(self) -> tuple[str, list[tuple[str, str]], bytes]:
         """The JSON protocols' error response (``__type`` and ``message``, as botocore reads
-        them)."""
-        body = json.dumps({"__type": self.code, "message": self.message}).encode()
+        them), or S3's XML one."""
         reason = http.client.responses.get(self.status, "Error")
+        request_id = str(uuid.uuid4())
+        if self.s3:
+            body = (
+                b""
+                if self.head
+                else (
+                    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>'
+                    f"{self.code}</Code><Message>{self.message}</Message>"
+                    f"<RequestId>{request_id}</RequestId></Error>"
+                ).encode()
+            )
+            headers = [
+                ("Content-Type", "application/xml"),
+                ("Content-Length", str(len(body))),
+                ("x-amz-request-id", request_id),
+            ]
+            return f"{self.status} {reason}", headers, body
+        body = json.dumps({"__type": self.code, "message": self.message}).encode()
         headers = [
             ("Content-Type", "application/x-amz-json-1.1"),
             ("Content-Length", str(len(body))),
-            ("x-amzn-RequestId", str(uuid.uuid4())),
+            ("x-amzn-RequestId", request_id),
         ]
         return f"{self.status} {reason}", headers, body
 
@@ -302,8 +344,13 @@ def _create_endpoint(self: SageMakerResponse) -> ActionResult:
         if name in backend.endpoints:  # moto would silently replace it
             arn = _endpoint_arn(backend, name)
             raise ValidationError(message=f'Cannot create already existing endpoint "{arn}".')
+        config = backend.endpoint_configs.get(self._get_param("EndpointConfigName"))
+        fleet = _fleet(config.production_variants if config is not None else [], None)
+        problem = emulator._quota_problem(fleet)
+        if problem:
+            raise ResourceLimitExceeded(problem)
         result: ActionResult = _original("create_endpoint")(self)
-        emulator._begin(name, "create", self._get_param("EndpointConfigName"))
+        emulator._begin(name, "create", self._get_param("EndpointConfigName"), fleet=fleet)
     return result
 
 
@@ -349,6 +396,11 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
         )
         if problem:
             raise ValidationError(message=problem)
+        fleet = _fleet(config["ProductionVariants"], retained)
+        if emulator is not None:
+            problem = emulator._quota_problem(fleet)
+            if problem:  # the old fleet serves on: nothing changes
+                raise ResourceLimitExceeded(problem)
         if emulator is None:  # plain moto: switch at once
             endpoint.endpoint_config_name = config_name
             endpoint.production_variants = endpoint._process_production_variants(
@@ -371,8 +423,31 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
                     for v in config["ProductionVariants"]
                 ],
             }
-            emulator._begin(name, "update", config_name, retained)
+            emulator._begin(name, "update", config_name, retained, fleet=fleet)
     return ActionResult({"EndpointArn": endpoint.arn})
+
+
+class ResourceLimitExceeded(SagemakerClientError):
+    """SageMaker's ResourceLimitExceeded (HTTP 400), raised inside moto's dispatch."""
+
+    code = "ResourceLimitExceeded"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+def _fleet(variants: Iterable[dict[str, Any]], retained: int | None) -> dict[str, int]:
+    """The instances a config's variants run, by instance type (``retained``: the count
+    RetainAllVariantProperties keeps). Serverless variants run none (their concurrency
+    quota is not kept: a gap)."""
+    fleet: dict[str, int] = {}
+    for variant in variants:
+        kind = variant.get("InstanceType")
+        if not kind or "ServerlessConfig" in variant:
+            continue
+        count = retained if retained is not None else int(variant.get("InitialInstanceCount") or 1)
+        fleet[kind] = fleet.get(kind, 0) + count
+    return fleet
 
 
 def _guardrail_problem(
@@ -490,6 +565,7 @@ class _Op:
     thread: threading.Thread | None = None
     variants: list[dict[str, Any]] = field(default_factory=list)  # the config's, at the start
     retained: int | None = None  # the instance count kept by RetainAllVariantProperties
+    fleet: dict[str, int] = field(default_factory=dict)  # instances by type (the quota's)
 
 
 @dataclass
@@ -498,6 +574,7 @@ class _Live:
 
     serving: list[_Proc] = field(default_factory=list)
     op: _Op | None = None
+    fleet: dict[str, int] = field(default_factory=dict)  # the serving instances, by type
 
 
 class AwsEmulator:
@@ -528,6 +605,16 @@ class AwsEmulator:
         # refuses it); each refusal's (service, action, message) is kept in violations.
         self.validate = True
         self.violations: CallLog[tuple[str, str, str]] = CallLog()
+        # N > 0: a model or endpoint config just created is invisible to the next N calls
+        # naming it (AWS's eventual consistency, finding 1).
+        self.eventual_consistency = 0
+        # Instances allowed per instance type ({"ml.m5.xlarge": 1}), the account's
+        # "<type> for endpoint usage" quota; a type not named has no limit.
+        self.quota: dict[str, int] = {}
+        # True: HeadObject/GetObject of a missing key answer 403, as AWS does for a caller
+        # without s3:ListBucket on the bucket (finding 2); no IAM is evaluated.
+        self.head_missing_is_403 = False
+        self._unseen: dict[tuple[str, str], int] = {}  # ("model"|"config", name): calls left
         self._calls: CallLog[ApiCall] = CallLog()
         self._lock = threading.RLock()
         self._live: dict[str, _Live] = {}
@@ -629,9 +716,13 @@ class AwsEmulator:
             self._calls.clear()
             self._scripted.clear()
             self._refusals.clear()
+            self._unseen.clear()
             self.violations.clear()
             self.gpu_unusable = False
             self.validate = True
+            self.eventual_consistency = 0
+            self.quota = {}
+            self.head_missing_is_403 = False
         self._runtime.clear()
         self._runtime.container_timeout_s = CONTAINER_TIMEOUT_S
         self._runtime.clock_skew_s = 0.0
@@ -646,15 +737,104 @@ class AwsEmulator:
         self._calls.add(call)
 
     def _refusal(self, call: ApiCall) -> Refusal | None:
-        """AWS's answer in moto's place, if the call gets one: a constraint violation or a
-        scripted refusal (in that order: AWS validates a request before it acts on it)."""
+        """AWS's answer in moto's place, if the call gets one: a constraint violation, a
+        missing S3 key's 403, a model or config not visible yet, or a scripted refusal (in
+        that order: AWS validates a request before it looks anything up)."""
         if self.validate and call.service in TARGET_SERVICES.values():
             problem = validator(call.service).problem(call.action, call.params)
             if problem is not None:
                 self.violations.add((call.service, call.action, problem))
                 return Refusal(400, error_code(call.service), problem)
+        if call.service == "s3":
+            return self._s3_refusal(call)
+        if call.service == "sagemaker":
+            unseen = self._unseen_refusal(call)
+            if unseen is not None:
+                return unseen
         scripted = self._refusals.take(call.service, call.action, call.params)
+        if scripted is None or scripted.taken:
+            self._created(call)
         return None if scripted is None else scripted.answer
+
+    def _s3_refusal(self, call: ApiCall) -> Refusal | None:
+        """``head_missing_is_403``: a missing key in an existing bucket is 403 AccessDenied
+        for HeadObject (no body: botocore reports "403"/"Forbidden") and GetObject, as AWS
+        answers a caller without an unconditioned s3:ListBucket (finding 2). Gap: no policy
+        is evaluated: the switch stands for every caller lacking it."""
+        if not self.head_missing_is_403 or call.action not in ("HeadObject", "GetObject"):
+            return None
+        bucket, key = call.params["bucket"], call.params["key"]
+        with self._lock:
+            backend = s3_backends[self.ACCOUNT]["aws"]
+            if bucket not in backend.buckets:
+                return None  # moto's NoSuchBucket answers
+            if backend.get_object(bucket, key) is not None:
+                return None
+        return Refusal(403, "AccessDenied", "Access Denied", s3=True,
+                       head=call.action == "HeadObject")  # fmt: skip
+
+    def _created(self, call: ApiCall) -> None:
+        """A model or endpoint config being created starts out invisible
+        (``eventual_consistency``). Gap: AWS's delay is time, not a count of calls; other
+        resources (endpoints, tags, scaling targets) are visible at once, and a
+        DescribeEndpoint right after an update is never stale (finding 16)."""
+        kind = CREATED_NAMES.get(call.action)
+        if kind is None or call.service != "sagemaker" or self.eventual_consistency <= 0:
+            return
+        name = call.params.get(kind[1])
+        if isinstance(name, str):
+            with self._lock:
+                self._unseen[(kind[0], name)] = self.eventual_consistency
+
+    def _unseen_refusal(self, call: ApiCall) -> Refusal | None:
+        """AWS's "Could not find ..." for a call naming a model or config still invisible:
+        CreateEndpointConfig naming the model, CreateEndpoint/UpdateEndpoint naming the
+        config, DescribeModel/DescribeEndpointConfig of them (each such call counts one)."""
+        params = call.params
+        named: list[tuple[str, str]] = []
+        if call.action == "CreateEndpointConfig":
+            for key in ("ProductionVariants", "ShadowProductionVariants"):
+                for variant in params.get(key) or []:
+                    if isinstance(variant, dict) and isinstance(variant.get("ModelName"), str):
+                        named.append(("model", variant["ModelName"]))
+        elif call.action == "DescribeModel":
+            named.append(("model", str(params.get("ModelName"))))
+        elif call.action in ("CreateEndpoint", "UpdateEndpoint", "DescribeEndpointConfig"):
+            named.append(("config", str(params.get("EndpointConfigName"))))
+        with self._lock:
+            for kind, name in named:
+                left = self._unseen.get((kind, name), 0)
+                if left <= 0:
+                    continue
+                if left == 1:
+                    del self._unseen[(kind, name)]
+                else:
+                    self._unseen[(kind, name)] = left - 1
+                text = MODEL_UNSEEN if kind == "model" else CONFIG_UNSEEN
+                said = text.format(region=self.region, account=self.ACCOUNT, name=name.lower())
+                return Refusal(400, "ValidationException", said)
+        return None
+
+    def _quota_problem(self, delta: dict[str, int]) -> str | None:
+        """AWS's ResourceLimitExceeded text when ``delta`` more instances (by type) would
+        exceed :attr:`quota` (called under the lock). Counted: every endpoint's serving
+        fleet plus the fleet an operation is starting (during a blue/green update, old and
+        new). Gap: AWS's accounting (which states count, how soon a deleted endpoint's
+        instances are freed) is assumed: here a Failed endpoint and a deleted one count
+        nothing, at once."""
+        for kind, wanted in delta.items():
+            limit = self.quota.get(kind)
+            if limit is None:
+                continue
+            used = sum(
+                live.fleet.get(kind, 0) + (live.op.fleet.get(kind, 0) if live.op else 0)
+                for live in self._live.values()
+            )
+            if used + wanted > limit:
+                return QUOTA_EXCEEDED.format(
+                    instance_type=kind, limit=limit, used=used, delta=wanted
+                )
+        return None
 
     def refuse_next(
         self,
@@ -746,6 +926,9 @@ class AwsEmulator:
         with self._lock:
             variant = self._sagemaker().endpoints[endpoint].production_variants[0]
             variant["CurrentInstanceCount"] = variant["DesiredInstanceCount"] = count
+            live = self._live.get(endpoint)
+            if live is not None:  # the quota counts the scaled fleet
+                live.fleet = dict.fromkeys(live.fleet, count)
 
     def containers(self) -> list[Container]:
         """The running model containers (serving or starting)."""
@@ -797,14 +980,21 @@ class AwsEmulator:
 
     # -- the lifecycle ------------------------------------------------------------------------
     def _begin(
-        self, endpoint: str, kind: str, config_name: str, retained: int | None = None
+        self,
+        endpoint: str,
+        kind: str,
+        config_name: str,
+        retained: int | None = None,
+        *,
+        fleet: dict[str, int] | None = None,
     ) -> None:
         """Start a create/update on a background thread (called under the lock);
-        ``retained``: the instance count the new fleet keeps (RetainAllVariantProperties)."""
+        ``retained``: the instance count the new fleet keeps (RetainAllVariantProperties);
+        ``fleet``: the new fleet's instances by type (counted against :attr:`quota`)."""
         if kind == "create":
             self._sagemaker().endpoints[endpoint].endpoint_status = "Creating"
         live = self._live.setdefault(endpoint, _Live())
-        op = _Op(kind, config_name, time.monotonic(), retained=retained)
+        op = _Op(kind, config_name, time.monotonic(), retained=retained, fleet=fleet or {})
         live.op = op
         op.thread = threading.Thread(
             target=self._run_op, args=(endpoint, op), name=f"sagemaker-{kind}-{endpoint}"
@@ -833,6 +1023,7 @@ class AwsEmulator:
                 # Traffic switches to the new containers now; the old ones get SIGTERM and
                 # the endpoint shows InService once they are gone (below).
                 stop, live.serving = live.serving, op.procs
+                live.fleet = op.fleet
                 found.endpoint_config_name = op.config_name
                 # From the config as it was when the change began: AWS's DeleteEndpointConfig
                 # reference says a config must not be deleted while an endpoint is created or

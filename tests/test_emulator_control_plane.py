@@ -1,12 +1,13 @@
 """The emulated control plane's AWS rules that need no container: every JSON-protocol call
-checked against botocore's model (issue 16, item 34). Real boto3 clients; their own parameter
+checked against botocore's model (issue 16, item 34), eventual consistency, the instance
+quota and S3's 403 for a missing key (item 35). Real boto3 clients; their own parameter
 validation is off where a test sends what botocore's client would refuse, so the emulator's
 is what answers."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -202,3 +203,79 @@ def test_every_pattern_of_the_served_models_compiles_and_java_classes_translate(
     assert java_pattern(r"\p{Print}+").fullmatch("x y") and not java_pattern(
         r"\p{Print}+"
     ).fullmatch("x\ny")
+
+
+# -- item 35: eventual consistency, the quota, S3's 403 ------------------------------------------
+def test_a_new_model_and_config_are_invisible_to_the_next_n_calls_naming_them(
+    aws: AwsEmulator,
+) -> None:
+    aws.eventual_consistency = 2
+    sm = aws.client("sagemaker", config=UNCHECKED)
+    _model(sm)
+    unseen_model = 'Could not find model "arn:aws:sagemaker:us-east-1:123456789012:model/m".'
+    with pytest.raises(ClientError) as exc:
+        sm.describe_model(ModelName="m")
+    assert _error(exc) == (400, "ValidationException", unseen_model)
+    with pytest.raises(ClientError) as exc:
+        sm.create_endpoint_config(EndpointConfigName="C", ProductionVariants=[_variant()])
+    assert _error(exc)[2] == unseen_model
+    sm.create_endpoint_config(EndpointConfigName="C", ProductionVariants=[_variant()])
+    naming_the_config: list[Callable[[], Any]] = [
+        lambda: sm.create_endpoint(EndpointName="e", EndpointConfigName="C"),
+        lambda: sm.describe_endpoint_config(EndpointConfigName="C"),
+    ]
+    for call in naming_the_config:
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert _error(exc) == (
+            400,
+            "ValidationException",
+            'Could not find endpoint configuration "arn:aws:sagemaker:us-east-1:123456789012:'
+            'endpoint-config/c".',
+        )
+    assert sm.describe_endpoint_config(EndpointConfigName="C")["EndpointConfigName"] == "C"
+    assert sm.list_endpoints()["Endpoints"] == []  # the refused CreateEndpoint created nothing
+
+
+def test_a_create_over_the_instance_quota_is_refused_with_awss_text(aws: AwsEmulator) -> None:
+    aws.quota = {"ml.m5.xlarge": 1}
+    sm = aws.client("sagemaker", config=UNCHECKED)
+    _model(sm)
+    sm.create_endpoint_config(
+        EndpointConfigName="two", ProductionVariants=[_variant(InitialInstanceCount=2)]
+    )
+    with pytest.raises(ClientError) as exc:
+        sm.create_endpoint(EndpointName="e", EndpointConfigName="two")
+    assert _error(exc) == (
+        400,
+        "ResourceLimitExceeded",
+        "The account-level service limit 'ml.m5.xlarge for endpoint usage' is 1 Instances, "
+        "with current utilization of 0 Instances and a request delta of 2 Instances. Please "
+        "use AWS Service Quotas to request an increase for this quota.",
+    )
+    assert sm.list_endpoints()["Endpoints"] == []
+    # Another instance type is not limited (no container is started: the create fails).
+    sm.create_endpoint_config(
+        EndpointConfigName="big", ProductionVariants=[_variant(InstanceType="ml.m5.2xlarge")]
+    )
+    aws.fail_next_start("e", "scripted")
+    sm.create_endpoint(EndpointName="e", EndpointConfigName="big")
+
+
+def test_a_missing_key_answers_403_for_a_caller_without_list_bucket(aws: AwsEmulator) -> None:
+    s3 = aws.client("s3", config=Config(retries={"total_max_attempts": 1}))
+    s3.create_bucket(Bucket="models")
+    s3.put_object(Bucket="models", Key="there", Body=b"x")
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket="models", Key="missing")
+    assert _error(exc)[:2] == (404, "404")  # the switch is off by default
+    aws.head_missing_is_403 = True
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket="models", Key="missing")
+    assert _error(exc) == (403, "403", "Forbidden")
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket="models", Key="missing")
+    assert _error(exc) == (403, "AccessDenied", "Access Denied")
+    assert s3.head_object(Bucket="models", Key="there")["ContentLength"] == 1
+    listed = s3.list_objects_v2(Bucket="models", Prefix="missing", MaxKeys=1)
+    assert listed["KeyCount"] == 0  # what the provider asks instead

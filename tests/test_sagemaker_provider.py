@@ -912,3 +912,36 @@ def test_a_replaced_version_that_cannot_be_removed_is_a_warning_the_next_deploy_
         again = sm.deploy(bundles[1].path)
         assert "warnings" not in again.details
     assert models_and_configs() == ({new.details["model"]}, {new.details["endpoint_config"]})
+
+
+def test_eventual_consistency_a_missing_key_as_403_and_the_instance_quota_as_aws_has_them(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """The emulator's own AWS rules, not scripted answers (issue 16, item 35): each new
+    model and config invisible to the next two calls naming it, a missing key's HeadObject
+    a 403 (the provider asks ListObjectsV2), and a quota of one ml.m5.xlarge: the first
+    deploy fits, the blue/green update (old and new fleet) does not, and the old serves."""
+    fresh.eventual_consistency = 2
+    fresh.head_missing_is_403 = True
+    fresh.quota = {"ml.m5.xlarge": 1}
+    with provider(tmp_path) as sm:
+        live = sm.deploy(bundles[0].path)
+        assert live.status is DeploymentStatus.READY
+        assert len(calls(fresh, "CreateEndpointConfig")) == 3  # two "Could not find model"
+        assert len(calls(fresh, "CreateEndpoint")) == 3  # two "Could not find endpoint config"
+        with pytest.raises(DeployFailed) as failed:
+            sm.deploy(bundles[1].path)
+        message = failed.value.message
+        assert (
+            "AWS said ResourceLimitExceeded: The account-level service limit 'ml.m5.xlarge "
+            "for endpoint usage' is 1 Instances, with current utilization of 1 Instances and "
+            "a request delta of 1 Instances." in message
+        )
+        assert "must cover twice the instance count" in message
+        assert sm.describe("probe").details == live.details
+        assert isinstance(sm, SageMakerProvider)
+        answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
+        assert answer.version == live.version
+    assert models_and_configs() == ({live.details["model"]}, {live.details["endpoint_config"]})
+    assert fresh.violations.all() == []
+    assert "HeadObject" not in [c.action for c in fresh.calls]
