@@ -65,6 +65,7 @@ from emulators.faults import CallLog, Refusals
 from emulators.fleet import STOP_GRACE_S, ContainerProcess, free_port, stop_all
 from emulators.sagemaker_runtime import (
     CONTAINER_TIMEOUT_S,
+    IDLE_TIMEOUT_S,
     RuntimeCall,
     SageMakerRuntimeEmulator,
     Target,
@@ -575,6 +576,8 @@ class _Live:
     serving: list[_Proc] = field(default_factory=list)
     op: _Op | None = None
     fleet: dict[str, int] = field(default_factory=dict)  # the serving instances, by type
+    serverless: bool = False  # the serving config's variant has a ServerlessConfig
+    in_service_at: float | None = None  # time.monotonic() when the serving fleet came up
 
 
 class AwsEmulator:
@@ -726,6 +729,8 @@ class AwsEmulator:
         self._runtime.clear()
         self._runtime.container_timeout_s = CONTAINER_TIMEOUT_S
         self._runtime.clock_skew_s = 0.0
+        self._runtime.serverless_cold_start_s = 0.0
+        self._runtime.idle_timeout_s = IDLE_TIMEOUT_S
 
     # -- records and faults -----------------------------------------------------------------
     @property
@@ -930,6 +935,31 @@ class AwsEmulator:
             if live is not None:  # the quota counts the scaled fleet
                 live.fleet = dict.fromkeys(live.fleet, count)
 
+    @property
+    def serverless_cold_start_s(self) -> float:
+        """How long a serverless endpoint answers 429 ModelNotReadyException after it came
+        InService (its first instance starting; 0: never)."""
+        return self._runtime.serverless_cold_start_s
+
+    @serverless_cold_start_s.setter
+    def serverless_cold_start_s(self, seconds: float) -> None:
+        self._runtime.serverless_cold_start_s = seconds
+
+    @property
+    def runtime_idle_timeout_s(self) -> float:
+        """After how long the runtime closes an idle keep-alive connection (new
+        connections; 30 s unless a test shortens it)."""
+        return self._runtime.idle_timeout_s
+
+    @runtime_idle_timeout_s.setter
+    def runtime_idle_timeout_s(self, seconds: float) -> None:
+        self._runtime.idle_timeout_s = seconds
+
+    @property
+    def runtime_connections(self) -> int:
+        """How many connections the runtime has accepted."""
+        return self._runtime.connections
+
     def containers(self) -> list[Container]:
         """The running model containers (serving or starting)."""
         with self._lock:
@@ -968,7 +998,7 @@ class AwsEmulator:
                 return None
             live = self._live.get(endpoint)
             proc = live.serving[0] if live and live.serving else None
-        if proc is None:
+        if proc is None or live is None:
             return Target(status=found.endpoint_status, port=None)
         return Target(
             status=found.endpoint_status,
@@ -976,6 +1006,8 @@ class AwsEmulator:
             variant=proc.info.variant,
             log_group=self._log_group(endpoint),
             log_stream_arn=self._log_stream_arn(endpoint, proc.log_stream),
+            serverless=live.serverless,
+            in_service_at=live.in_service_at,
         )
 
     # -- the lifecycle ------------------------------------------------------------------------
@@ -1024,6 +1056,7 @@ class AwsEmulator:
                 # the endpoint shows InService once they are gone (below).
                 stop, live.serving = live.serving, op.procs
                 live.fleet = op.fleet
+                live.serverless = any("ServerlessConfig" in v for v in op.variants)
                 found.endpoint_config_name = op.config_name
                 # From the config as it was when the change began: AWS's DeleteEndpointConfig
                 # reference says a config must not be deleted while an endpoint is created or
@@ -1060,6 +1093,7 @@ class AwsEmulator:
             with self._lock:
                 if live is not None and found is not None and live.op is op:
                     live.op = None
+                    live.in_service_at = time.monotonic()  # a serverless cold start begins
                     found.endpoint_status = "InService"
 
     def _start_and_wait(self, endpoint: str, op: _Op) -> str | None:

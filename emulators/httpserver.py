@@ -27,6 +27,13 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         30.0  # an idle keep-alive connection is closed after this (per server: idle_timeout_s)
     )
 
+    def setup(self) -> None:
+        """Count the connection (:attr:`HttpServer.connections`), then as the base does."""
+        counter = getattr(self.server, "counter", None)
+        if counter is not None:
+            counter()
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: emulators record calls instead of an access log."""
 
@@ -57,18 +64,37 @@ class HttpServer:
         idle_timeout_s: float = 30.0,
         tls: bool = False,
     ) -> None:
-        self.handler = type(handler.__name__, (handler,), {"timeout": idle_timeout_s})
+        self.handler: type[KeepAliveHandler] = type(
+            handler.__name__, (handler,), {"timeout": idle_timeout_s}
+        )
         self.name = name
         self.tls = tls
         self.ca_file: Path | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._count_lock = threading.Lock()
+        self.connections = 0  # connections accepted so far
+
+    @property
+    def idle_timeout_s(self) -> float:
+        """After how long an idle keep-alive connection is closed (from the next
+        connection on: an open one keeps the timeout it started with)."""
+        return float(self.handler.timeout or 0.0)
+
+    @idle_timeout_s.setter
+    def idle_timeout_s(self, seconds: float) -> None:
+        self.handler.timeout = seconds
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self.connections += 1
 
     def start(self) -> None:
         """Bind 127.0.0.1 on a free port and serve."""
         server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
         server.daemon_threads = True
+        server.counter = self._count  # type: ignore[attr-defined]
         if self.tls:
             server.socket = self._tls_context().wrap_socket(server.socket, server_side=True)
         self._server = server

@@ -14,6 +14,9 @@ Gaps from the real service, named where they matter below:
 - one container per endpoint: variant weights, ``TargetVariant``, ``TargetModel`` and
   ``TargetContainerHostname`` are not routed on (all traffic goes to the serving variant);
 - no streaming (``invocations-response-stream``) and no async (``async-invocations``) routes;
+- serverless: one cold start after the endpoint comes InService (``serverless_cold_start_s``),
+  none after idling (AWS scales a serverless endpoint to zero and cold-starts it again); its
+  MaxConcurrency is not enforced (AWS throttles beyond it);
 - the texts of errors marked "assumed" were not seen in a primary source.
 """
 
@@ -39,9 +42,14 @@ from emulators.faults import CallLog, Faults
 from emulators.httpserver import HttpServer, KeepAliveHandler
 
 MAX_PAYLOAD_BYTES = 6_291_456  # InvokeEndpoint's request (and response) limit, 6 MB
+MAX_SERVERLESS_PAYLOAD_BYTES = 4_194_304  # a serverless endpoint's request limit, 4 MB
+IDLE_TIMEOUT_S = 30.0  # the emulator's default (AWS's front end's timeout is not documented)
 MAX_CLOCK_SKEW_S = 300.0  # SigV4: a request signed more than 5 minutes off is refused
 CONTAINER_TIMEOUT_S = 60.0  # SageMaker gives the container 60 s to answer /invocations
-SERVING_STATUSES = ("InService", "Updating")  # while Updating, the old container serves
+# While Updating or RollingBack a fleet serves (the old or the restored one); SystemUpdating
+# is AWS's maintenance of an InService endpoint, which goes on serving (findings 14, 15).
+# Gap: UpdateRollbackFailed is not served (AWS's endpoint may still answer on some fleet).
+SERVING_STATUSES = ("InService", "Updating", "SystemUpdating", "RollingBack")
 # InvokeEndpoint passes these request headers to the container; SageMaker strips the rest.
 FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
 
@@ -90,6 +98,8 @@ class Target:
     variant: str = "AllTraffic"
     log_group: str = ""  # e.g. /aws/sagemaker/Endpoints/<name>
     log_stream_arn: str | None = None
+    serverless: bool = False  # the serving variant has a ServerlessConfig
+    in_service_at: float | None = None  # time.monotonic() when the serving fleet came up
 
 
 Resolver = Callable[[str], Target | None]
@@ -120,7 +130,7 @@ class SageMakerRuntimeEmulator:
         access_key: str,
         secret_key: str,
         session_token: str | None = None,
-        idle_timeout_s: float = 30.0,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.resolve = resolve
         self.account, self.region = account, region
@@ -135,6 +145,21 @@ class SageMakerRuntimeEmulator:
         self._http = HttpServer(Handler, name="sagemaker-runtime", idle_timeout_s=idle_timeout_s)
         self.container_timeout_s = CONTAINER_TIMEOUT_S  # a test may shorten it
         self.clock_skew_s = 0.0  # AWS's clock minus this host's (a caller's clock that is off)
+        self.serverless_cold_start_s = 0.0  # 429 ModelNotReady this long after InService
+
+    @property
+    def idle_timeout_s(self) -> float:
+        """After how long an idle keep-alive connection is closed (new connections)."""
+        return self._http.idle_timeout_s
+
+    @idle_timeout_s.setter
+    def idle_timeout_s(self, seconds: float) -> None:
+        self._http.idle_timeout_s = seconds
+
+    @property
+    def connections(self) -> int:
+        """How many connections were accepted so far."""
+        return self._http.connections
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -301,6 +326,8 @@ class SageMakerRuntimeEmulator:
                 f"Endpoint {endpoint} of account {self.account} is not in service "
                 f"(EndpointStatus: {target.status}).",
             )
+        if target.serverless:
+            self._serverless_check(target, body)
         forward = {name: headers[name] for name in FORWARDED_HEADERS if headers[name] is not None}
         conn = http.client.HTTPConnection(
             "127.0.0.1", target.port, timeout=self.container_timeout_s
@@ -334,6 +361,20 @@ class SageMakerRuntimeEmulator:
         out = {"Content-Type": content_type or "application/octet-stream"}
         out["x-Amzn-Invoked-Production-Variant"] = target.variant
         return 200, out, data
+
+    def _serverless_check(self, target: Target, body: bytes) -> None:
+        """A serverless endpoint's own limits: 4 MB bodies (413, as the 6 MB limit is
+        answered; the text is assumed) and the cold start after it came InService (429
+        ModelNotReadyException: InvokeEndpoint's modelled error for a model not loaded yet;
+        the message is assumed, finding 24)."""
+        if len(body) > MAX_SERVERLESS_PAYLOAD_BYTES:
+            raise _ErrorAnswer(
+                413, None, f"HTTP content length exceeded {MAX_SERVERLESS_PAYLOAD_BYTES} bytes."
+            )
+        since = target.in_service_at
+        if since is not None and time.monotonic() - since < self.serverless_cold_start_s:
+            code = "ModelNotReadyException"
+            raise _ErrorAnswer(429, code, FAULT_MESSAGES[code])
 
     def _console(self, target: Target) -> str:
         """The CloudWatch console link AWS's ModelError messages carry."""

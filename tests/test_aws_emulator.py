@@ -381,6 +381,15 @@ def test_faults_answer_aws_errors_then_clear(aws: AwsEmulator, bundles: Bundles)
     retrying = aws.client("sagemaker-runtime")
     assert _output(_invoke(aws, "ep", 1.0, client=retrying))["value"] == 2.0
 
+    # AWS's maintenance and a rollback change the status only: the endpoint serves on.
+    for status in ("SystemUpdating", "RollingBack"):
+        aws.set_status("ep", status)
+        assert _output(_invoke(aws, "ep", 1.0, client=runtime))["value"] == 2.0
+    aws.set_status("ep", "OutOfService")
+    with pytest.raises(ClientError) as exc:
+        _invoke(aws, "ep", 1.0, client=runtime)
+    assert _error(exc)[:2] == (400, "ValidationError") and "OutOfService" in _error(exc)[2]
+
 
 # -- update -------------------------------------------------------------------------------------
 def test_update_switches_versions_while_the_old_one_serves(

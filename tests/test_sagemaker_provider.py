@@ -945,3 +945,36 @@ def test_eventual_consistency_a_missing_key_as_403_and_the_instance_quota_as_aws
     assert models_and_configs() == ({live.details["model"]}, {live.details["endpoint_config"]})
     assert fresh.violations.all() == []
     assert "HeadObject" not in [c.action for c in fresh.calls]
+
+
+def test_a_serverless_cold_start_is_waited_out_and_its_limits_hold(
+    fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
+) -> None:
+    """Issue 16, item 36: a serverless endpoint answers 429 ModelNotReadyException for 3 s
+    after InService, which the smoke test waits out; bodies over 4 MB are refused (413);
+    an idle keep-alive connection closed by the runtime (after 1 s) does not fail the
+    next call."""
+    fresh.serverless_cold_start_s = 3.0
+    fresh.runtime_idle_timeout_s = 1.0
+    project = tmp_path / "serverless"
+    project.mkdir()
+    section = sagemaker_yaml("serverless").replace("  instance_type: ml.m5.xlarge\n", "")
+    (project / "aiaas.yaml").write_text(
+        MODEL_YAML + "provider: sagemaker\n" + section
+        + "  serverless:\n    memory_mb: 2048\n    max_concurrency: 1\n"
+    )  # fmt: skip
+    with SageMakerProvider.from_config(load_config(project)) as sm:
+        assert sm.deploy(bundles[0].path).status is DeploymentStatus.READY
+        answered = [(c.status, c.error) for c in fresh.runtime_calls]
+        assert answered[0] == (429, "ModelNotReadyException") and answered[-1] == (200, None)
+        assert isinstance(sm, SageMakerProvider)
+        before = fresh.runtime_connections
+        time.sleep(1.5)  # the runtime closes the idle connection
+        answer = sm.invoker.invoke_sync("probe", b'{"inputs": [{"value": 2}]}')
+        assert json.loads(answer.body)["outputs"][0]["value"] == 4.0
+        assert fresh.runtime_connections > before
+    runtime = fresh.client("sagemaker-runtime")  # botocore does not retry a 413
+    with pytest.raises(runtime.exceptions.ClientError) as refused:
+        runtime.invoke_endpoint(EndpointName="probe", Body=b"x" * (4 * 2**20 + 1))
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert "exceeded 4194304 bytes" in refused.value.response["Error"]["Message"]
