@@ -272,7 +272,8 @@ class Outcome:
 
 
 SMOKE_PATIENCE_S = 300.0
-"""How long a smoke test waits out a version that is not ready or throttled (see Timing)."""
+"""How long a smoke test waits out a cold version that answers not ready or throttled (see
+:attr:`Timing.smoke_s`)."""
 
 
 @dataclass(frozen=True)
@@ -284,9 +285,11 @@ class Timing:
     poll_s: float
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
-    smoke_s: float = SMOKE_PATIENCE_S
-    """How long the smoke test asks again while the version answers not-ready or throttled
-    (a serverless cold start: SageMaker answers 429 ModelNotReadyException for minutes)."""
+    smoke_s: float = 0.0
+    """How long the smoke test asks again while the version answers not-ready or throttled:
+    a cloud whose new version may be cold sets it (a serverless SageMaker endpoint answers
+    429 ModelNotReadyException for minutes: :data:`SMOKE_PATIENCE_S`); 0 where not-ready
+    means the version is gone (local's server died)."""
 
 
 def smoke_problem(answer: bytes, manifest: Manifest) -> str | None:
@@ -524,7 +527,7 @@ class _Run:
     def _smoke_answer(self, body: bytes, before_traffic: bool) -> bytes:
         """:meth:`Steps.smoke`, asked again after the wait it was told while the version
         answers not-ready or throttled (a cold start), until ``timing.smoke_s`` has passed:
-        the smoke test's own deadline, not the invoke path's attempt count."""
+        the smoke test's own deadline, not the invoke path's attempt count (0: once)."""
         timing = self.timing
         until = timing.clock() + timing.smoke_s
         while True:

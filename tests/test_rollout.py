@@ -292,6 +292,7 @@ class Run:
     steps: FakeSteps
     clock: Clock = field(default_factory=Clock)
     messages: list[str] = field(default_factory=list)
+    smoke_s: float = 0.0  # the cloud's patience with a cold version (Timing.smoke_s)
 
     def deploy(self, bundle: Path, rollout: RolloutSection | None = None) -> Outcome:
         return run_rollout(
@@ -299,7 +300,9 @@ class Run:
             bundle,
             name=None,
             rollout=rollout or RolloutSection(),
-            timing=Timing(60.0, 2.0, clock=self.clock, sleep=self.clock.sleep),
+            timing=Timing(
+                60.0, 2.0, clock=self.clock, sleep=self.clock.sleep, smoke_s=self.smoke_s
+            ),
             upload=self.steps.upload,
             progress=lambda message, _fraction: self.messages.append(message),
         )
@@ -537,6 +540,7 @@ def test_a_cold_version_is_asked_again_until_the_smoke_tests_own_deadline() -> N
         return good_answer(target.rsplit("-", 1)[1])
 
     cloud.answers[NEW] = answer
+    run.smoke_s = 300.0
     outcome = run.deploy(V2_PATH)
     assert outcome.changed and cloud.traffic == {NEW: 100}
     assert run.clock.sleeps.count(20.0) == 6 and len(cloud.smoke_calls) == 7
@@ -544,12 +548,18 @@ def test_a_cold_version_is_asked_again_until_the_smoke_tests_own_deadline() -> N
     cloud.answers[NEW] = lambda _: (_ for _ in ()).throw(
         Throttled("busy (simulated)", retry_after=60)
     )
+    run.smoke_s = 300.0
     with pytest.raises(DeployFailed) as failed:
         run.deploy(V2_PATH)
     assert "busy (simulated)" in failed.value.message and failed.value.message.endswith(
         f"; rolled back: {V1.version} serves"
     )
     assert run.clock.sleeps.count(60) == 5  # 5 x 60 s fit the 300 s; a sixth would not
+    cloud, run = live_on_v1()  # a cloud without patience (local: not ready means gone)
+    cloud.answers[NEW] = lambda _: (_ for _ in ()).throw(NotReady("gone (simulated)"))
+    with pytest.raises(DeployFailed, match="gone \\(simulated\\)"):
+        run.deploy(V2_PATH)
+    assert len(cloud.smoke_calls) == 1 and 60 not in run.clock.sleeps
 
 
 def test_a_pre_traffic_cloud_smokes_the_pinned_version_and_not_after() -> None:

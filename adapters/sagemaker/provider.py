@@ -39,6 +39,7 @@ from adapters.base import (
     no_progress,
 )
 from adapters.rollout import (
+    SMOKE_PATIENCE_S,
     Timing,
     run_rollout,
 )
@@ -485,7 +486,13 @@ class SageMakerProvider(Provider):
             bundle,
             name=name,
             rollout=self.config.deploy.rollout,
-            timing=Timing(self.settings.deploy_timeout_s, self.settings.poll_interval_s),
+            timing=Timing(
+                self.settings.deploy_timeout_s,
+                self.settings.poll_interval_s,
+                # A new version may answer 429 ModelNotReadyException at first: for minutes
+                # on serverless (a cold start), briefly on instances.
+                smoke_s=SMOKE_PATIENCE_S if self.settings.serverless else 30.0,
+            ),
             upload=self.upload,
             progress=progress,
         )
