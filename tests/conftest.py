@@ -24,6 +24,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The emulated AWS of the SageMaker provider's test modules (aws, fresh, bundles, failing):
+# module-scoped, so each module that asks gets its own emulator, and xdist runs them apart.
+pytest_plugins = ["sagemaker_emulated"]
+
 # The network guard (tests/guarded_site/netguard.py): no process of the test run reaches past
 # loopback. Installed here for this process and, through sitecustomize on PYTHONPATH, for
 # every Python process a test starts; those report refusals through a log file.
