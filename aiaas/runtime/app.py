@@ -98,6 +98,7 @@ class ModelServer:
     async def oip_infer(self, request: Request, request_id: str) -> Answer:
         """``POST /v2/models/{name}/infer``: tensors in, tensors out."""
         oip.check_model(self.plane.manifest, request.path_params)  # 404 before the body
+        self.plane.admit()  # 503 before reading a body that would be refused anyway
         headers = request.headers
         body = await self.plane.read_body(request.stream(), headers.get("content-length"))
         return await self.plane.infer(

@@ -15,6 +15,12 @@ body: the waiting room is bounded like the queue). Refusing at once let clients 
 thousands of 503s a second and starved the forward pass (7 % of capacity under 1,024 such
 connections). Waiting costs a parked coroutine, no CPU, and bounds how often each
 connection can be refused.
+
+When the waiting room is full too, every request is refused at once whatever it holds, and
+:meth:`Batcher.refuses_now` says so before the request's body is read: under open-loop
+overload (new requests at 4 x capacity, whatever the answers) reading, parsing and
+validating the bodies of requests refused anyway took the event loop's time and the GIL from
+the forward pass (goodput 0.74 x capacity at best; ``bench/overload.py``).
 """
 
 from __future__ import annotations
@@ -61,6 +67,9 @@ class BadResult:
     path: str
     message: str
 
+
+#: The message of every :class:`~aiaas.errors.Overloaded` refusal.
+OVERLOADED: Final = "model server queue is full; retry later"
 
 _STOP: Final = object()
 """Put on the queue by :meth:`Batcher.stop` to wake an idle inference thread."""
@@ -122,6 +131,11 @@ class Batcher:
         return self._queue.qsize()
 
     @property
+    def waiting_items(self) -> int:
+        """Items of the requests waiting for room in the queue (the waiting room)."""
+        return self._waiting_items
+
+    @property
     def executor(self) -> ThreadPoolExecutor:
         """The inference threads' pool. Work submitted here before :meth:`start` (model
         loading) runs before the batches, so torch only ever sees these threads."""
@@ -176,6 +190,20 @@ class Batcher:
         self._waiting_items = 0
         self._executor.shutdown(wait=not abandon, cancel_futures=abandon)
 
+    def refuses_now(self) -> bool:
+        """True when a request would be refused at once, whatever its items: the queue is
+        full (or others already wait for room) and the waiting room cannot take one more item
+        (or waiting is off). A transport may then answer 503 before reading the request's
+        body: under open-loop overload most requests are refused, and reading, parsing and
+        validating each of them took the event loop's time (and the GIL) from the forward
+        pass. Advisory, like :meth:`submit`'s own check: room may come a moment later."""
+        if self._stopping:
+            return False  # submit answers that (NotReady)
+        waiting = self._waiting_items
+        if not waiting and self._queue.qsize() + self._reserved < self.max_queue_size:
+            return False
+        return self._queue_wait_s <= 0 or waiting >= self.max_queue_size
+
     async def submit(self, items: Sequence[Any], request_id: str = "") -> list[Any]:
         """Queue ``items`` and wait for their results, in order.
 
@@ -219,7 +247,7 @@ class Batcher:
         off or the waiting requests would hold more than ``max_queue_size`` items (parked
         requests hold their bodies: they are bounded like the queue)."""
         if self._queue_wait_s <= 0 or self._waiting_items + n > self.max_queue_size:
-            raise Overloaded("model server queue is full; retry later", retry_after=1.0)
+            raise Overloaded(OVERLOADED, retry_after=1.0)
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((n, ticket))
         self._waiting_items += n
@@ -241,9 +269,7 @@ class Batcher:
                 self._reserved -= n  # admitted just as it gave up: hand the room on
                 self._admit()
             if isinstance(exc, TimeoutError):
-                raise Overloaded(
-                    "model server queue is full; retry later", retry_after=1.0
-                ) from None
+                raise Overloaded(OVERLOADED, retry_after=1.0) from None
             raise
 
     def _admit(self) -> None:

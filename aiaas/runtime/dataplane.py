@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from aiaas import oip
 from aiaas.config import ServerSection
-from aiaas.errors import AiaasError, DeadlineExceeded, NotReady, PayloadTooLarge
+from aiaas.errors import AiaasError, DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from aiaas.http import JSON, error_response, oip_error_response, read_limited_body
 from aiaas.protocol import (
     InputCheck,
@@ -32,7 +32,7 @@ from aiaas.protocol import (
     simple_response,
     validate_items,
 )
-from aiaas.runtime.batcher import Batcher
+from aiaas.runtime.batcher import OVERLOADED, Batcher
 from aiaas.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from aiaas.runtime.runner import ModelRunner
 
@@ -85,7 +85,11 @@ class DataPlane:
         self.settings = settings
         #: The one validation truth, shared with the function tier's edge.
         self.input_check = InputCheck(self.manifest.input_schema)
-        self.metrics = ServerMetrics(self.manifest.name, lambda: self.batcher.queue_depth)
+        self.metrics = ServerMetrics(
+            self.manifest.name,
+            lambda: self.batcher.queue_depth,
+            lambda: self.batcher.waiting_items,
+        )
         self.batcher = Batcher(
             runner.run_batch,
             max_batch_size=self.manifest.batching.max_batch_size,
@@ -149,6 +153,15 @@ class DataPlane:
         """The whole body from ``chunks``, refused (413) as soon as it is over the limit:
         at once if the declared ``content-length`` says so."""
         return await read_limited_body(chunks, declared, self.settings.max_body_bytes)
+
+    def admit(self) -> None:
+        """Refuse (503 ``overloaded``, ``Retry-After``) a request the batcher would refuse
+        at once whatever it holds: the queue and its waiting room are full. Transports call it
+        before reading the body, so under overload a refusal costs the event loop next to
+        nothing (no body read, parsed, nor validated); such a request is refused even if its
+        body was malformed (400) or too large (413), which only a request let in is told."""
+        if self.batcher.refuses_now():
+            raise Overloaded(OVERLOADED, retry_after=1.0)
 
     def check_item_count(self, count: int) -> None:
         """Refuse (413 ``payload_too_large``) a request of more than

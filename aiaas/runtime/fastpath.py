@@ -84,6 +84,7 @@ class SimpleEndpoint:
         self, receive: Receive, declared: str | None, content_type: str | None, request_id: str
     ) -> Answer:
         check_json_content_type(content_type)  # 415 before reading a body we cannot parse
+        self.plane.admit()  # 503 before reading a body that would be refused anyway
         body = await self.plane.read_body(_body_chunks(receive), declared)
         return Answer(200, await self.plane.simple(body, request_id))
 

@@ -14,9 +14,15 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ServerMetrics:
-    """Request counts and latency by route and status, batch sizes, queue depth."""
+    """Request counts and latency by route and status, batch sizes, queue depth, and the
+    items waiting for room in the queue."""
 
-    def __init__(self, model: str, queue_depth: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        model: str,
+        queue_depth: Callable[[], float],
+        waiting: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "aiaas_requests",
@@ -49,6 +55,13 @@ class ServerMetrics:
             "aiaas_queue_depth", "Items waiting for a batch.", ["model"], registry=self.registry
         )
         depth.labels(model).set_function(queue_depth)
+        waiting_gauge = Gauge(
+            "aiaas_queue_waiting",
+            "Items of the requests waiting for room in the full queue (server.queue_wait_ms).",
+            ["model"],
+            registry=self.registry,
+        )
+        waiting_gauge.labels(model).set_function(waiting)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one finished request."""
