@@ -251,7 +251,11 @@ def print_report(capacity: Phase, overload: Overload, factor: float) -> None:
         f"Retry-After  {verdict}"
     )
     if max(capacity.other_cores, overload.other_cores) > OTHER_LOAD_LIMIT:
-        print("note: other processes used the cores meanwhile; the figures are noisy")
+        print(
+            "note: other processes used the cores meanwhile (capacity "
+            f"{capacity.other_cores:.2f}, overload {overload.other_cores:.2f} cores): the "
+            "ratio is not to be trusted; run it again on a quiet machine"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
