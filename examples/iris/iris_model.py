@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 import torch
 from pydantic import BaseModel, Field, FiniteFloat
@@ -30,15 +30,22 @@ TEST_FRACTION = 0.3
 EPOCHS = 400
 LEARNING_RATE = 0.01
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+MAX_CM = 100.0  # iris organs measure under 10 cm; a generous bound, far from float overflow
+
+
+Centimetres = Annotated[FiniteFloat, Field(ge=0, le=MAX_CM)]
+"""One measurement: a length in cm that a flower can have. Outside it the network's logits
+overflow (1e308 gave NaN probabilities, which strict output checking refuses as a 500): such
+input is refused as a 422 naming the field instead."""
 
 
 class Measurements(BaseModel):
     """Sepal length, sepal width, petal length, petal width, in cm."""
 
-    features: list[FiniteFloat] = Field(
+    features: list[Centimetres] = Field(
         min_length=4,
         max_length=4,
-        description="sepal length, sepal width, petal length, petal width (cm)",
+        description="sepal length, sepal width, petal length, petal width (cm, 0-100)",
     )
 
 
