@@ -47,6 +47,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from moto.applicationautoscaling.models import applicationautoscaling_backends
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.responses import ActionResult
 from moto.logs.models import logs_backends
 from moto.moto_server.werkzeug_app import (
@@ -395,6 +396,7 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
             retained,
             _scaled_instance_type(backend, endpoint),
         )
+        problem = problem or _missing_alarms(backend, self._get_param("DeploymentConfig"))
         if problem:
             raise ValidationError(message=problem)
         fleet = _fleet(config["ProductionVariants"], retained)
@@ -494,6 +496,21 @@ def _guardrail_problem(
                 "variant's instance count."
             )
     return None
+
+
+def _missing_alarms(
+    backend: SageMakerModelBackend, deployment: dict[str, Any] | None
+) -> str | None:
+    """AutoRollbackConfiguration's alarms that do not exist in CloudWatch (moto's backend),
+    as AWS refuses them at UpdateEndpoint (the text is assumed; the rule is that SageMaker
+    watches existing alarms)."""
+    alarms = ((deployment or {}).get("AutoRollbackConfiguration") or {}).get("Alarms") or []
+    known = cloudwatch_backends[backend.account_id][backend.region_name].alarms
+    missing = [a.get("AlarmName") for a in alarms if a.get("AlarmName") not in known]
+    if not missing:
+        return None
+    named = ", ".join(str(m) for m in missing)
+    return f"The alarm(s) [{named}] named in AutoRollbackConfiguration do not exist."
 
 
 def _scaled_instance_type(backend: SageMakerModelBackend, endpoint: Any) -> str | None:
