@@ -13,7 +13,10 @@ Everything else is written once, here:
 - :func:`attempts`: the retry/deadline loop, sans-IO. A generator that yields the
   ``httpx.Request`` to send (and receives the response or the transport error) or the seconds
   to sleep, so one loop serves :func:`run_sync` and :func:`run_async` alike.
-- :class:`RetryPolicy`: attempts, exponential backoff with full jitter, and its random source.
+- :class:`RetryPolicy`: attempts, exponential backoff with full jitter, its random source,
+  and the :class:`~aiaas.retry.RetryBudget` every call of the invoker shares (retries stop
+  when the callee fails most calls). A caller that retries by itself
+  (:data:`aiaas.retry.caller_retries`) gets one attempt, and the back-off in ``retry_after``.
 - :data:`NOT_SENT`: the transport errors raised before a request left (safe to send again).
 - :func:`result_of`: a model server's answer as an :class:`InvokeResult` or its typed error.
 - :class:`HttpClients`: one async client per event loop (a client's connections belong to the
@@ -37,7 +40,8 @@ import httpx
 
 from adapters.base import Invoker, InvokeResult, answer_version, model_server_error
 from adapters.transport import AsyncH11Transport
-from aiaas.errors import AiaasError, ConfigError, DeadlineExceeded, NotReady, Throttled
+from aiaas.errors import AiaasError, ConfigError, DeadlineExceeded, NotReady
+from aiaas.retry import RetryBudget, caller_retries
 
 Sent = httpx.Response | httpx.TransportError
 """What one attempt got back: the response, or the transport error raised instead."""
@@ -62,21 +66,25 @@ def never_sent(error: httpx.TransportError) -> bool:
 
 @dataclass
 class Retry:
-    """An outcome worth another attempt; ``error`` is raised if none is left."""
+    """An outcome worth another attempt; ``error`` is raised if none is left. ``after``: the
+    callee's own back-off (its ``Retry-After``), when it gave one."""
 
     error: AiaasError
+    after: float | None = None
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How many attempts one call makes and how long it waits between them: exponential
     backoff from ``base`` seconds up to ``cap``, with full jitter drawn from ``rng`` (the one
-    injection point for tests that need known gaps)."""
+    injection point for tests that need known gaps), never sooner than the callee's own
+    ``Retry-After``; and the :class:`~aiaas.retry.RetryBudget` its retries draw on."""
 
     max_attempts: int = 4
     base: float = 0.05
     cap: float = 2.0
     rng: random.Random = field(default_factory=random.Random)
+    budget: RetryBudget = field(default_factory=RetryBudget)
 
     def ceiling(self, made: int) -> float:
         """The longest wait after the ``made``-th failed attempt (1-based)."""
@@ -114,9 +122,16 @@ def attempts(
 ) -> Generator[Step, Sent | None, InvokeResult]:
     """The retry loop of one call, free of I/O: yields each request to send (send back the
     response or the transport error) and each backoff to sleep (send back ``None``); returns
-    the result or raises the typed error. Never sleeps or sends past ``timeout`` seconds."""
+    the result or raises the typed error. Never sleeps or sends past ``timeout`` seconds.
+
+    A failure is retried while attempts are left, the backoff fits the deadline, the
+    policy's budget allows it and the caller does not retry by itself
+    (:data:`aiaas.retry.caller_retries`); else its error is raised with ``retry_after`` set
+    to the back-off the caller should wait (the callee's own, else the next backoff's
+    ceiling), so the caller learns when to come back."""
     deadline = time.monotonic() + timeout
     made = 0
+    single = caller_retries.get()
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -127,18 +142,37 @@ def attempts(
         ).as_dict()
         sent = yield request
         assert sent is not None, "send the response or the transport error back"
-        outcome = call.judge(sent)
+        try:
+            outcome = call.judge(sent)
+        except AiaasError:
+            policy.budget.record(ok=True)  # an answer (a refusal is one): the callee is up
+            raise
+        policy.budget.record(ok=not isinstance(outcome, Retry))
         if isinstance(outcome, InvokeResult):
             return outcome
         made += 1
         ceiling = policy.ceiling(made)
-        delay = float(policy.rng.uniform(0, ceiling))  # full jitter
-        if made >= policy.max_attempts or time.monotonic() + delay >= deadline:
+        hint = outcome.after or 0.0
+        delay = max(float(policy.rng.uniform(0, ceiling)), hint)  # full jitter
+        if (
+            single
+            or made >= policy.max_attempts
+            or time.monotonic() + delay >= deadline
+            or not policy.budget.can_retry()
+        ):
             error = outcome.error
-            if isinstance(error, Throttled | NotReady):
-                error.retry_after = max(error.retry_after or 0.0, ceiling, 0.1)
+            if error.retry_after is not None or hint or isinstance(error, NotReady):
+                error.retry_after = max(error.retry_after or 0.0, hint, ceiling)
             raise error
         yield delay
+
+
+def _overall(request: httpx.Request) -> float:
+    """The seconds this attempt may take in all (its deadline's remainder when it was
+    yielded: httpx's own timeouts bound each read, not the whole exchange)."""
+    timeout = request.extensions.get("timeout") or {}
+    read = timeout.get("read")
+    return float(read) if read is not None else 60.0
 
 
 def run_sync(
@@ -169,15 +203,20 @@ async def run_async(
     client: httpx.AsyncClient,
     auth: httpx.Auth | None = None,
 ) -> InvokeResult:
-    """Drive :func:`attempts` with an async client (sleeps on the event loop)."""
+    """Drive :func:`attempts` with an async client (sleeps on the event loop). Each attempt
+    ends at the call's deadline, whatever httpx's per-read timeouts allow (a burst of new
+    connections, a body trickling in): it then counts as a read timeout."""
     step = next(steps)
     while True:
         reply: Sent | None = None
         if isinstance(step, httpx.Request):
+            sending = client.send(step, auth=auth) if auth else client.send(step)
             try:
-                reply = await (client.send(step, auth=auth) if auth else client.send(step))
+                reply = await asyncio.wait_for(sending, _overall(step))
             except httpx.TransportError as exc:
                 reply = exc
+            except TimeoutError:
+                reply = httpx.ReadTimeout("no answer within the deadline", request=step)
         else:
             await asyncio.sleep(step)
         try:

@@ -15,11 +15,18 @@ class AiaasError(Exception):
 
     code: str = "internal"
     http_status: int = 500
+    #: Seconds after which the same call may succeed (answered as ``Retry-After``); ``None``
+    #: when trying again will not help.
+    retry_after: float | None = None
+    #: The cloud's own words about the failure (its error text, which may name the account,
+    #: a log group or signed material): for the operator's log only, never for a caller.
+    cloud_text: str | None = None
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(self, message: str, *, details: Any = None, cloud_text: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.cloud_text = cloud_text
 
     def to_dict(self, request_id: str | None = None) -> dict[str, Any]:
         """The JSON error body used by every HTTP surface: ``{"error": {...}}``."""
@@ -99,9 +106,17 @@ class Throttled(AiaasError):
 
     code = "throttled"
     http_status = 429
+    retry_after: float
 
-    def __init__(self, message: str, *, retry_after: float = 1.0, details: Any = None) -> None:
-        super().__init__(message, details=details)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 1.0,
+        details: Any = None,
+        cloud_text: str | None = None,
+    ) -> None:
+        super().__init__(message, details=details, cloud_text=cloud_text)
         self.retry_after = retry_after
 
 
@@ -122,9 +137,35 @@ class NotReady(AiaasError):
     http_status = 503
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, details: Any = None
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        details: Any = None,
+        cloud_text: str | None = None,
     ) -> None:
-        super().__init__(message, details=details)
+        super().__init__(message, details=details, cloud_text=cloud_text)
+        self.retry_after = retry_after
+
+
+class Unavailable(AiaasError):
+    """The cloud failed transiently (its own 500/503): the same call may succeed after
+    ``retry_after`` seconds. Answered as 503 with ``Retry-After``, never as the 502 of a
+    deployment that answered wrongly."""
+
+    code = "unavailable"
+    http_status = 503
+    retry_after: float
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 1.0,
+        details: Any = None,
+        cloud_text: str | None = None,
+    ) -> None:
+        super().__init__(message, details=details, cloud_text=cloud_text)
         self.retry_after = retry_after
 
 
@@ -178,6 +219,7 @@ _BY_CODE: dict[str, type[AiaasError]] = {
         Throttled,
         Overloaded,
         NotReady,
+        Unavailable,
         ModelError,
         DeadlineExceeded,
         DeployFailed,
@@ -206,7 +248,7 @@ def error_from_body(
     cls = _BY_CODE.get(str(code)) if code else None
     if cls is None:
         cls = _class_for_status(status)
-    if issubclass(cls, Throttled):
+    if issubclass(cls, Throttled | Unavailable):
         return cls(message, retry_after=retry_after, details=details)
     return cls(message, details=details)
 

@@ -23,14 +23,14 @@ from aiaas.errors import (
     BadRequest,
     MethodNotAllowed,
     NotFound,
-    NotReady,
     PayloadTooLarge,
-    Throttled,
 )
 
 JSON = "application/json"
 REQUEST_ID_HEADER = "x-request-id"
-_REQUEST_ID_OK = re.compile(r"^[\w.:/+=@-]{1,128}$")
+# ASCII only (re.ASCII: ``\w`` would take any letter, and a header carrying one cannot be
+# sent on by httpx, nor by most HTTP stacks).
+_REQUEST_ID_OK = re.compile(r"^[\w.:/+=@-]{1,128}$", re.ASCII)
 
 
 _DECIMAL = re.compile(r"[0-9]{1,20}")
@@ -70,13 +70,25 @@ async def read_limited_body(
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def request_id_of(request: Request) -> str:
+def request_id_of(request: Request, *, strict: bool = False) -> str:
     """The caller's ``x-request-id`` (or the one a cloud carried in its custom attributes)
-    when it is sane, else a new one."""
+    when it is sane, else a new one. ``strict``: an id that is not printable ASCII is
+    refused (:class:`~aiaas.errors.BadRequest`, 400) rather than replaced."""
     given = request.headers.get(REQUEST_ID_HEADER)
     if given is None:
         given = request_id_in_attributes(request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+    if strict:
+        check_request_id(given)
     return request_id_from(given)
+
+
+def check_request_id(given: str | None) -> None:
+    """Raise :class:`~aiaas.errors.BadRequest` (400) for a request id that is not printable
+    ASCII (a header value decoded as Latin-1 shows a UTF-8 id as such characters)."""
+    if given is not None and not (given.isascii() and given.isprintable()):
+        raise BadRequest(
+            f"{REQUEST_ID_HEADER} must be printable ASCII (letters, digits, . : / + = @ _ -)"
+        )
 
 
 def request_id_from(given: str | None) -> str:
@@ -127,8 +139,8 @@ def oip_error_response(exc: AiaasError, request_id: str, status: int | None = No
 def _say_when_to_retry(response: Response, exc: AiaasError) -> None:
     """``Retry-After``: the error's own hint when it has one, else 1 s on every 503 (every
     "try again later" of aiaas says when)."""
-    hint = exc.retry_after if isinstance(exc, Throttled | NotReady) else None
-    if hint is not None:
+    hint = exc.retry_after
+    if hint is not None and response.status_code in (429, 503):
         response.headers["retry-after"] = str(max(1, round(hint)))
     elif response.status_code == 503:
         response.headers["retry-after"] = "1"

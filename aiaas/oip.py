@@ -119,6 +119,7 @@ def parse_infer(
     content_type: str | None = None,
     max_items: int,
     output_names: Collection[str] = (),
+    max_forward_bytes: int | None = None,
 ) -> InferRequest:
     """Turn an OIP ``/infer`` request body into per-item dicts.
 
@@ -126,8 +127,13 @@ def parse_infer(
     follows the JSON header when it is given); ``content_type`` is checked to be JSON when
     it is not. ``max_items`` bounds the batch (checked on each tensor's shape before its
     data is read); ``output_names``, when known, are the outputs a request may ask for.
-    Raises :class:`BadRequest` (400), :class:`PayloadTooLarge` (413, over ``max_items``)
-    or :class:`~aiaas.errors.UnsupportedMediaType` (415), each naming the problem.
+    ``max_forward_bytes``: the most the items may take as the JSON forwarded on (the
+    provider's request limit); binary tensors are refused (413) before they are decoded when
+    their JSON could not fit (:func:`_least_json`), so an oversized binary request never
+    grows into lists of Python numbers.
+    Raises :class:`BadRequest` (400), :class:`PayloadTooLarge` (413, over ``max_items`` or
+    ``max_forward_bytes``) or :class:`~aiaas.errors.UnsupportedMediaType` (415), each naming
+    the problem.
     """
     binary: memoryview | None = None
     if header_length is None:
@@ -159,6 +165,7 @@ def parse_infer(
     columns: dict[str, list[Any]] = {}
     batch: int | None = None
     offset = 0  # into the binary data: inputs take their bytes in order
+    least = len(body) - (len(binary) if binary is not None else 0)  # JSON forwarded, at least
     for index, tensor in enumerate(payload["inputs"]):
         if not isinstance(tensor, dict):
             raise BadRequest(f"inputs[{index}] must be an object")
@@ -183,6 +190,13 @@ def parse_infer(
                     f" ({0 if binary is None else len(binary) - offset} bytes left;"
                     " the JSON header's length is the Inference-Header-Content-Length header)"
                 )
+            if max_forward_bytes is not None:
+                least += _least_json(dtype, size)
+                if least > max_forward_bytes:
+                    raise PayloadTooLarge(
+                        f"{label}: the binary tensors take at least {least} bytes as JSON;"
+                        f" the deployment accepts {max_forward_bytes}"
+                    )
             flat = _values_from_bytes(binary[offset : offset + size], shape, dtype, label)
             offset += size
         columns[name] = _rows(flat, shape)
@@ -374,6 +388,16 @@ def _json_kind(value: Any) -> str:
     if value is None:
         return "null"
     return "a non-integer number" if isinstance(value, float) else f"{type(value).__name__}"
+
+
+def _least_json(dtype: DataType, size: int) -> int:
+    """The fewest bytes ``size`` bytes of binary ``dtype`` data take as the JSON forwarded
+    (orjson): a float at least ``0.0,``, an integer ``0,``, a boolean ``true,``, a string
+    ``"",`` (from at least its 4-byte length)."""
+    if dtype.name == "BYTES":
+        return 3 * (size // 4)
+    per = 5 if dtype.name == "BOOL" else 4 if float in dtype.kinds else 2
+    return per * (size // dtype.size)
 
 
 def _values_from_bytes(raw: memoryview, shape: list[int], dtype: DataType, label: str) -> list[Any]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -31,12 +32,15 @@ from aiaas.errors import (
     NotReady,
     ProviderError,
     Throttled,
+    Unavailable,
 )
 from aiaas.http import (
     JSON,
     error_response,
+    header_int,
     is_oip_path,
     json_response,
+    new_request_id,
     oip_error_response,
     request_id_of,
     route_not_found,
@@ -44,6 +48,7 @@ from aiaas.http import (
 from aiaas.manifest import Manifest
 from aiaas.pricing import FREE, CostModel
 from aiaas.protocol import brief, check_json_content_type, parse_json, simple_inputs
+from aiaas.retry import CALLER_RETRIES_HEADER, TIMEOUT_HEADER, caller_retries
 from functions.auth import KeyChecker, presented_key
 from functions.edge import (
     DEFAULT_MAX_ITEMS,
@@ -65,6 +70,46 @@ Handler = Callable[[Request, str], Awaitable[Response]]
 #: ``Retry-After`` when the deployment behind the function does not exist (deleted, or not
 #: deployed yet): it will not be back within a second, but may be within a deploy.
 ENDPOINT_MISSING_RETRY_S = 30.0
+#: How long a readiness answer from the control plane (DescribeEndpoint) is reused: probes
+#: every second must not become control-plane calls every second (and throttled ones).
+READY_CACHE_S = 5.0
+#: Kept free of a Lambda invocation's remaining time: the answer must be written back
+#: before the platform ends the invocation.
+PLATFORM_MARGIN_S = 0.25
+#: The status of a call whose caller went away before its body was read (nginx's, as the
+#: model server records it).
+CLIENT_CLOSED = 499
+
+# Credentials that might appear in a cloud's error text: an access key id, a signature, a
+# session token or security-token header, a bearer token. Replaced before the text is logged.
+_SECRETS = re.compile(
+    r"(?i)\b(?:AKIA|ASIA)[A-Z0-9]{12,}"
+    r"|(signature\s*=\s*)[0-9a-f]{16,}"
+    r"|((?:x-amz-security-token|security[-_ ]token|sessiontoken|credential)[\"':= ]+)[^\s,;\"']+"
+    r"|(bearer\s+)[^\s,;\"']+"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials replaced by ``[redacted]`` (for the function's log)."""
+    return _SECRETS.sub(
+        lambda m: (m.group(1) or m.group(2) or m.group(3) or "") + "[redacted]", text
+    )
+
+
+def _deadline_s(request: Request, configured: float) -> float:
+    """The seconds this call may take: the function's ``invoke_timeout_s``, the platform's
+    remaining time (Lambda's context, less :data:`PLATFORM_MARGIN_S`) and the caller's own
+    deadline (:data:`aiaas.retry.TIMEOUT_HEADER`), whichever is smallest."""
+    budget = configured
+    context = request.scope.get("aws.context")
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(remaining):
+        budget = min(budget, remaining() / 1000 - PLATFORM_MARGIN_S)
+    asked = header_int(request.headers.get(TIMEOUT_HEADER), TIMEOUT_HEADER)
+    if asked is not None:
+        budget = min(budget, asked / 1000)
+    return max(budget, 0.001)
 
 
 @dataclass
@@ -124,6 +169,8 @@ class FunctionApp:
         self._unreachable: str | None = None
         self._openapi: bytes | None = None  # built on first request: nothing at cold start
         self._stale_warned: set[str] = set()
+        self._status: DeploymentStatus | None = None  # the last readiness answer, and when
+        self._status_at = 0.0
         self._cost = self.cost or CostModel.build(record.prices, FREE, self.memory_mb)
 
     async def follow_manifest(self, force: bool = False) -> None:
@@ -168,17 +215,21 @@ class FunctionApp:
                 self.deployment, version, self.manifest.version,
             )  # fmt: skip
 
-    async def _forward(self, body: bytes, request_id: str) -> InvokeResult:
+    async def _forward(self, request: Request, body: bytes, request_id: str) -> InvokeResult:
+        deadline: float = getattr(request.state, "deadline", 0.0)
+        left = deadline - time.monotonic() if deadline else self.invoke_timeout_s
+        if left <= 0:
+            raise DeadlineExceeded(f"no time left of the call's {self.invoke_timeout_s:g}s")
         try:
             answer = await self.invoker.invoke(
-                self.deployment, body, request_id=request_id, timeout=self.invoke_timeout_s
+                self.deployment, body, request_id=request_id, timeout=left
             )
         except NotFound as exc:  # the endpoint is gone: for the caller it is not available
             self._unreachable = exc.code
             raise NotReady(
                 f"endpoint unavailable: {exc.message}", retry_after=ENDPOINT_MISSING_RETRY_S
             ) from None
-        except (NotReady, ProviderError) as exc:  # nothing answered (a refusal is an answer)
+        except (NotReady, Unavailable, ProviderError) as exc:  # nothing answered
             self._unreachable = exc.code
             raise
         self._unreachable = None
@@ -200,7 +251,7 @@ class FunctionApp:
         body = await self._body(request)
         self.validator.validate(simple_inputs(parse_json(body)))
         # Checked as it is, so forwarded as it is; the answer goes back untouched.
-        answer = await self._forward(body, request_id)
+        answer = await self._forward(request, body, request_id)
         await self._answered_by(request, answer.version)
         return Response(answer.body, media_type=JSON)
 
@@ -213,10 +264,11 @@ class FunctionApp:
             content_type=request.headers.get("content-type"),
             max_items=self.max_items,
             output_names=oip.output_names(self.manifest),
+            max_forward_bytes=getattr(self.invoker, "max_request_bytes", None),
         )
         self.validator.validate(infer.items, where="instances")
         # Binary tensor data is decoded here and encoded here: the provider sees JSON items.
-        answer = await self._forward(oip.forward_body(infer.items), request_id)
+        answer = await self._forward(request, oip.forward_body(infer.items), request_id)
         try:
             result = orjson.loads(answer.body)
             outputs = result["outputs"]
@@ -237,12 +289,7 @@ class FunctionApp:
         """Ready when the deployment behind the function is."""
         if "name" in request.path_params:
             self._check_model(request)
-        try:
-            status = await self.invoker.status(self.deployment)
-        except NotFound as exc:  # the route exists; what is behind it is not ready
-            raise NotReady(
-                f"endpoint unavailable: {exc.message}", retry_after=ENDPOINT_MISSING_RETRY_S
-            ) from None
+        status = await self._deployment_status()
         if status is DeploymentStatus.UNKNOWN:
             # The invoke path cannot ask (a key-only function cannot call the control
             # plane): ready unless the last call found the deployment unreachable.
@@ -256,6 +303,26 @@ class FunctionApp:
         if status not in (DeploymentStatus.READY, DeploymentStatus.UPDATING):
             raise NotReady(f"deployment {self.deployment!r} is {status.value}")
         return json_response({"name": self.manifest.name, "ready": True})
+
+    async def _deployment_status(self) -> DeploymentStatus:
+        """The deployment's status, asked of the control plane at most every
+        :data:`READY_CACHE_S` seconds; a throttled ask answers with the last status known
+        (or, with none, raises :class:`~aiaas.errors.Throttled`: 429 with ``Retry-After``)."""
+        now = time.monotonic()
+        if self._status is not None and now - self._status_at < READY_CACHE_S:
+            return self._status
+        try:
+            status = await self.invoker.status(self.deployment)
+        except NotFound as exc:  # the route exists; what is behind it is not ready
+            raise NotReady(
+                f"endpoint unavailable: {exc.message}", retry_after=ENDPOINT_MISSING_RETRY_S
+            ) from None
+        except Throttled:
+            if self._status is not None:
+                return self._status
+            raise
+        self._status, self._status_at = status, now
+        return status
 
     async def live(self, _request: Request, _rid: str) -> Response:
         """The function answers."""
@@ -283,9 +350,14 @@ class FunctionApp:
 
         async def call(request: Request) -> Response:
             started = time.perf_counter()
-            request_id = request_id_of(request)
             key_id = "-"
+            request_id = ""
             try:
+                request_id = request_id_of(request, strict=True)
+                request.state.deadline = time.monotonic() + _deadline_s(
+                    request, self.invoke_timeout_s
+                )
+                caller_retries.set(CALLER_RETRIES_HEADER in request.headers)
                 await self.follow_manifest()
                 if authenticated and self.keys is not None:
                     key_id = self.keys.verify(
@@ -296,7 +368,19 @@ class FunctionApp:
                 response = await handler(request, request_id)
                 self._check_response(response)
             except AiaasError as exc:
+                request_id = request_id or new_request_id()
+                if exc.cloud_text:
+                    log.warning(
+                        "%s: %s (request_id=%s); the cloud said: %s",
+                        exc.code, exc.message, request_id, redact(exc.cloud_text),
+                    )  # fmt: skip
                 response = self._error(exc, request_id, oip)
+            except ClientDisconnect:
+                log.info(
+                    "client closed the connection before its body was read (request_id=%s)",
+                    request_id,
+                )
+                response = Response(status_code=CLIENT_CLOSED)
             except Exception:
                 log.exception("unhandled error (request_id=%s)", request_id)
                 response = function_error(AiaasError("internal error"), request_id, oip=oip)

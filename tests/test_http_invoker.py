@@ -34,6 +34,7 @@ from adapters.http_invoker import (
 )
 from aiaas.config import ProjectConfig
 from aiaas.errors import ConfigError, DeadlineExceeded, InvalidInput, NotReady, Throttled
+from aiaas.retry import RetryBudget, caller_retries
 from emulators.httpserver import HttpServer, KeepAliveHandler
 
 ANSWER = b'{"outputs":[{"y":1}],"model":"m","version":"v7"}'
@@ -299,3 +300,43 @@ def test_the_sleep_between_async_attempts_does_not_block_the_loop(
 
     asyncio.run(run())
     assert len(ticks) >= 10  # two 0.2 s backoffs: the loop kept running meanwhile
+
+
+class Hinted(Scripted):
+    """Every attempt throttled, with the callee's own back-off (its ``Retry-After``)."""
+
+    def judge(self, sent: Sent) -> InvokeResult | Retry:
+        self.script.pop(0)
+        return Retry(Throttled("busy", retry_after=0.0), after=7.0)
+
+
+def test_the_callees_back_off_reaches_the_caller_and_a_retrying_caller_gets_one_attempt() -> None:
+    """Issue 16, item 18: the error raised carries the callee's back-off (not a fixed 1 s);
+    a caller that retries by itself (``caller_retries``) gets one attempt; and a budget with
+    no success in its window stops retries."""
+    policy = RetryPolicy(max_attempts=5, base=0.01, rng=Ceiling(), budget=RetryBudget())
+    token = caller_retries.set(True)
+    try:
+        call = Hinted(["retry"] * 5)
+        steps, error = drive(call, policy, timeout=30)
+    finally:
+        caller_retries.reset(token)
+    assert call.built == 1 and isinstance(error, Throttled) and error.retry_after == 7.0
+    starved = RetryBudget(allowance=0)
+    steps, error = drive(Scripted(["retry"] * 5), RetryPolicy(budget=starved), timeout=30)
+    assert len([s for s in steps if isinstance(s, httpx.Request)]) == 1
+
+
+def test_the_retry_budget_allows_retries_while_most_calls_succeed() -> None:
+    now = [0.0]
+    budget = RetryBudget(ratio=3.0, allowance=0, window_s=10, clock=lambda: now[0])
+    assert not budget.can_retry()  # no success yet, no allowance
+    for ok in [True, False] * 20:  # half the calls fail: 2 calls per success, within 3
+        budget.record(ok)
+    assert budget.can_retry()
+    for _ in range(40):  # then every call fails: calls pass 3 x successes
+        budget.record(False)
+    assert not budget.can_retry()
+    now[0] = 11.0  # the window has moved past all of it
+    budget.record(True)
+    assert budget.can_retry()

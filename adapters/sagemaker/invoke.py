@@ -8,9 +8,14 @@ a maintained, pure-Python signer, about 10 ms to import; boto3 with one client c
 
 - ``POST {runtime}/endpoints/{name}/invocations``, with one keep-alive pool per event loop
   (and one for the sync path), TLS verified (``AWS_CA_BUNDLE`` honoured, as boto3 does).
-- Retries, with exponential backoff and full jitter, never past the caller's deadline:
-  throttling, ``ModelNotReadyException``, SageMaker's own 5xx and connections that could not
-  be made. Never a 4xx: the same request would fail the same way.
+- Retries, with exponential backoff and full jitter, never past the caller's deadline nor
+  beyond the invoker's retry budget (:class:`aiaas.retry.RetryBudget`): throttling,
+  ``ModelNotReadyException``, SageMaker's own 5xx (``Unavailable``, a 503 with
+  ``Retry-After`` for the caller) and connections that could not be made. Never a 4xx: the
+  same request would fail the same way.
+- AWS's own error text (it can name the account, the log group, signed material) goes into
+  the error's ``cloud_text``, for the function's log; the message says what failed in our
+  words and AWS's error code.
 - Errors map once, here: ``ModelError`` (424) carries our container's status and JSON error
   body, which become the model server's own typed error (422 → ``InvalidInput`` with index
   and field, 503 → ``Overloaded``, ...); a missing endpoint is ``NotFound``; a body over
@@ -55,7 +60,9 @@ from aiaas.errors import (
     PayloadTooLarge,
     ProviderError,
     Throttled,
+    Unavailable,
 )
+from aiaas.retry import RetryBudget
 
 # Room for a ModelError's wrapping (the container's body is inside a JSON string) on top of
 # the 6 MB answer: anything larger is not an answer SageMaker sends.
@@ -63,8 +70,8 @@ MAX_RESPONSE_BYTES = 4 * MAX_REQUEST_BYTES
 MAX_INFERENCE_ID = 64  # X-Amzn-SageMaker-Inference-Id
 MAX_CUSTOM_ATTRIBUTES = 1024  # X-Amzn-SageMaker-Custom-Attributes (InvokeEndpoint's reference)
 CONNECT_TIMEOUT_S = 2.0
-MAX_ATTEMPTS = 4
-BACKOFF_BASE_S = 0.05
+MAX_ATTEMPTS = 5
+BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
 _JSON = "application/json"
 
@@ -84,13 +91,25 @@ def _error_fields(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
     return code, message, body
 
 
+def _retry_after(response: httpx.Response) -> float | None:
+    """AWS's own back-off (a ``Retry-After`` in seconds), when it sent one."""
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
+
+
 def _answer(name: str, response: httpx.Response) -> InvokeResult | Retry:
     """The result of one InvokeEndpoint answer, an error worth retrying, or raise. The error
-    code decides before the status: AWS throttles and refuses credentials with HTTP 400."""
+    code decides before the status: AWS throttles and refuses credentials with HTTP 400.
+    AWS's text goes into ``cloud_text`` only (see the module's docstring)."""
     status = response.status_code
     if status == 200:
         return result_of(response)
     code, message, body = _error_fields(response)
+    said = message or None
     if status == 424 or code == "ModelError":
         # Our container answered non-2xx: SageMaker passes its status and body on.
         original = body.get("OriginalStatusCode")
@@ -101,15 +120,31 @@ def _answer(name: str, response: httpx.Response) -> InvokeResult | Retry:
             raise DeadlineExceeded(
                 f"SageMaker endpoint {name!r}: the model container did not answer within "
                 "SageMaker's 60 s (set server.request_timeout_s below it to get the "
-                "server's own 504)"
+                "server's own 504)",
+                cloud_text=said,
             )
         return_status = original if isinstance(original, int) else 500
-        return_body = _container_body(body.get("OriginalMessage"), message)
-        raise model_server_error(return_status, return_body, None)
+        return_body = _container_body(body.get("OriginalMessage"))
+        error = model_server_error(return_status, return_body, None)
+        error.cloud_text = said
+        raise error
+    after = _retry_after(response)
     if code == "ModelNotReadyException":
-        return Retry(NotReady(f"SageMaker endpoint {name!r}: {message}", retry_after=1.0))
+        return Retry(
+            NotReady(
+                f"SageMaker endpoint {name!r} is not ready (ModelNotReadyException)",
+                retry_after=after,
+                cloud_text=said,
+            ),
+            after,
+        )
     if code in aws.THROTTLING_ERROR_CODES or status == 429:
-        return Retry(Throttled(f"SageMaker throttled {name!r}: {message}", retry_after=1.0))
+        throttled = Throttled(
+            f"SageMaker throttled calls to {name!r} ({code or status})",
+            retry_after=after or 0.0,
+            cloud_text=said,
+        )
+        return Retry(throttled, after)
     if code in aws.AUTH_ERROR_CODES or status in (401, 403):
         # AccessDenied-family codes (AWS's "Common Errors" for every API: AccessDenied,
         # IncompleteSignature, InvalidClientTokenId, ...; runtime.sagemaker adds
@@ -119,11 +154,18 @@ def _answer(name: str, response: httpx.Response) -> InvokeResult | Retry:
         raise PayloadTooLarge(f"SageMaker refused the request body for {name!r}: over 6 MB")
     if code == "ValidationError" or status == 400:
         if "not found" in message.lower():
-            raise NotFound(f"no SageMaker endpoint named {name!r}: {message}")
-        raise BadRequest(f"SageMaker refused the request to {name!r}: {message or code}")
-    if status >= 500:
-        return Retry(ProviderError(f"SageMaker failed for {name!r}: {code or status}: {message}"))
-    raise ProviderError(f"SageMaker answered {status} for {name!r}: {code}: {message}")
+            raise NotFound(f"no SageMaker endpoint named {name!r}", cloud_text=said)
+        raise BadRequest(
+            f"SageMaker refused the request to {name!r} ({code or status})", cloud_text=said
+        )
+    if status >= 500:  # SageMaker's own failure: transient, the same call may succeed
+        failed = Unavailable(
+            f"SageMaker failed for {name!r} ({code or status}); try again",
+            retry_after=after or 0.0,
+            cloud_text=said,
+        )
+        return Retry(failed, after)
+    raise ProviderError(f"SageMaker answered {status} for {name!r} ({code})", cloud_text=said)
 
 
 def _refused(name: str, code: str, message: str) -> str:
@@ -142,24 +184,33 @@ def _refused(name: str, code: str, message: str) -> str:
     )
 
 
-def _container_body(original: object, message: str) -> bytes:
+def _container_body(original: object) -> bytes:
     """The container's own error body from a ModelError, or, where SageMaker had none of
-    ours to pass on (a container that timed out or closed the connection), its own words."""
+    ours to pass on (a container that timed out or closed the connection), a neutral one
+    (AWS's words, which name the account and the log group, go to ``cloud_text``)."""
     if isinstance(original, str):
         with contextlib.suppress(ValueError):
             if isinstance(json.loads(original), dict):
                 return original.encode()
-    said = f": {original}" if isinstance(original, str) and original else ""
-    text = f"the model container failed: {message or 'no message'}{said}"
+    text = "the model container failed without an answer (see the endpoint's logs)"
     return json.dumps({"error": {"message": text}}).encode()
 
 
 def _transport_error(name: str, exc: httpx.TransportError) -> AiaasError:
+    said = repr(exc)
     if never_sent(exc):
-        return NotReady(f"SageMaker runtime not reachable for {name!r}: {exc!r}", retry_after=1.0)
+        return NotReady(
+            f"SageMaker runtime not reachable for {name!r} ({type(exc).__name__})",
+            retry_after=1.0,
+            cloud_text=said,
+        )
     if isinstance(exc, httpx.TimeoutException):
         return DeadlineExceeded(f"SageMaker endpoint {name!r} did not answer in time")
-    return NotReady(f"SageMaker runtime connection failed for {name!r}: {exc!r}", retry_after=1.0)
+    return NotReady(
+        f"SageMaker runtime connection failed for {name!r} ({type(exc).__name__})",
+        retry_after=1.0,
+        cloud_text=said,
+    )
 
 
 class _InvokeEndpoint(Call):
@@ -202,13 +253,18 @@ class SageMakerInvoker(HttpInvoker):
         rng: random.Random | None = None,
         env: Mapping[str, str] | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         self.region = region
         self.max_request_bytes = max_request_bytes
         self.runtime_url = runtime_url.rstrip("/")
         self.api_url = api_url.rstrip("/")
         self.retry = RetryPolicy(
-            max_attempts, backoff_base_s, backoff_cap_s, rng or random.Random()
+            max_attempts,
+            backoff_base_s,
+            backoff_cap_s,
+            rng or random.Random(),
+            retry_budget or RetryBudget(),
         )
         self.signer = SigV4(credentials, region=region, service="sagemaker")
         https = self.runtime_url.startswith("https:") or self.api_url.startswith("https:")
@@ -290,5 +346,14 @@ class SageMakerInvoker(HttpInvoker):
                 + aws.refused_credentials(code, permission)
             )
         if code == "ValidationException" and "could not find" in message.lower():
-            raise NotFound(f"no SageMaker endpoint named {name!r}")
-        raise ProviderError(f"SageMaker DescribeEndpoint {name!r}: {code}: {message}")
+            raise NotFound(f"no SageMaker endpoint named {name!r}", cloud_text=message or None)
+        if code in aws.THROTTLING_ERROR_CODES or response.status_code == 429:
+            raise Throttled(
+                f"SageMaker throttled DescribeEndpoint {name!r} ({code or 429})",
+                retry_after=_retry_after(response) or 1.0,
+                cloud_text=message or None,
+            )
+        raise ProviderError(
+            f"SageMaker DescribeEndpoint {name!r} failed ({code or response.status_code})",
+            cloud_text=message or None,
+        )
