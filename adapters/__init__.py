@@ -16,6 +16,7 @@ from aiaas.plugins import installed_providers, provider_spec
 if TYPE_CHECKING:
     from adapters.base import Invoker, Provider
     from aiaas.config import ProjectConfig
+    from aiaas.packaged import FunctionConfig
 
 
 def available_providers() -> list[str]:
@@ -33,11 +34,19 @@ def get_provider(name: str, config: ProjectConfig) -> Provider:
     return cls.from_config(config)
 
 
-def get_invoker(name: str, config: ProjectConfig) -> Invoker:
-    """The invoke path of provider ``name`` (no control-plane SDK is imported)."""
+def get_invoker(name: str, config: ProjectConfig | FunctionConfig) -> Invoker:
+    """The invoke path of provider ``name`` (no control-plane SDK is imported), from the
+    project's config or a function's light view of it (no pydantic is imported)."""
     from adapters.base import Invoker
+    from aiaas.packaged import FunctionConfig
 
-    cls = provider_spec(name).load_invoker()
+    spec = provider_spec(name)
+    cls = spec.load_invoker()
     if not issubclass(cls, Invoker):
         raise ConfigError(f"provider: {name!r}'s invoke path is not an adapters.base.Invoker")
+    project = config.project if isinstance(config, FunctionConfig) else None
+    if spec.invoke_settings is None and project is not None:
+        # A provider that reads its settings from the pydantic section only (no light view
+        # declared) is given the whole config, as before light views existed.
+        return cls.from_config(project)
     return cls.from_config(config)

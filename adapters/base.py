@@ -24,11 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from aiaas.config import ProjectConfig
 from aiaas.errors import AiaasError, NotReady, error_from_body
-from aiaas.manifest import Manifest
+
+if TYPE_CHECKING:  # annotations only: the invoke path never loads pydantic's config models
+    from aiaas.config import ProjectConfig
+    from aiaas.manifest import Manifest
 
 ProgressFn = Callable[[str, float | None], None]
 """Progress callback: a status message and a completed fraction (``None`` if unknown)."""
@@ -212,8 +214,13 @@ class Invoker(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config: ProjectConfig) -> Invoker:
-        """Build the invoke path from the validated config (credentials from the env)."""
+    def from_config(cls, config: Any) -> Invoker:
+        """Build the invoke path from the validated config (credentials from the env).
+
+        ``config`` is a :class:`~aiaas.config.ProjectConfig`, or, for a provider whose spec
+        declares ``invoke_settings``, a function's light :class:`~aiaas.packaged.FunctionConfig`
+        too (:meth:`FunctionConfig.of <aiaas.packaged.FunctionConfig.of>` gives the one from
+        the other). Typed ``Any`` so an invoker may take either (or the first alone)."""
 
     @abstractmethod
     async def invoke(

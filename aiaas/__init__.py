@@ -8,10 +8,10 @@ are the Python API (:mod:`aiaas.api`), loaded on first use.
 from typing import TYPE_CHECKING, Any
 
 from aiaas.errors import AiaasError
-from aiaas.model import Model
 
 if TYPE_CHECKING:
     from aiaas.client import Client
+    from aiaas.model import Model
 
 API = ("deploy", "plan", "status", "deployments", "invoke", "logs", "delete")
 """The names :mod:`aiaas.api` lends this package."""
@@ -20,6 +20,12 @@ __all__ = ["AiaasError", "Client", "Model", "__version__", *API]
 
 
 def __getattr__(name: str) -> Any:
+    # The model API is a pydantic model: a function's cold start imports aiaas and never
+    # needs it (nor pydantic), so it loads on first use too.
+    if name == "Model":
+        from aiaas.model import Model
+
+        return Model
     # The client pulls in httpx, and the API the providers' registry and adapters: a
     # function's cold start imports aiaas and needs neither, so both load on first use.
     if name == "Client":

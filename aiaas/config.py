@@ -23,22 +23,21 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from aiaas.errors import ConfigError
+from aiaas.packaged import ENV_PREFIX as ENV_PREFIX
+from aiaas.packaged import NAME_PATTERN as NAME_PATTERN
+from aiaas.packaged import PACKAGED_CONFIG_FILE as PACKAGED_CONFIG_FILE
 from aiaas.plugins import installed_providers
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
 
 CONFIG_FILE = "aiaas.yaml"
-PACKAGED_CONFIG_FILE = "aiaas.json"  # the same mapping, as a function package carries it
-ENV_PREFIX = "AIAAS_"
+# PACKAGED_CONFIG_FILE (aiaas.json, imported above): the same mapping, as a function package
+# carries it and its cold start reads it, without pydantic (aiaas.packaged).
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-"""A model's and a deployment's name: also a folder, a URL segment and a cloud resource name."""
 
 
 class ModelSection(_Section):
@@ -278,7 +277,7 @@ def load_config(
         if section is None:
             section = {}
         try:
-            config._providers[name] = specs[name].settings.model_validate(section)
+            config._providers[name] = specs[name].settings_model().model_validate(section)
         except ValidationError as exc:
             problems.append(_describe(exc, file, sources, prefix=(name,)))
     if problems:

@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aiaas.config import NAME_PATTERN
 from aiaas.errors import BundleError
+from aiaas.packaged import MANIFEST_FILE as MANIFEST_FILE  # a function reads it without pydantic
+from aiaas.packaged import NAME_PATTERN
 
-MANIFEST_FILE = "aiaas-manifest.json"
 FORMAT_VERSION = 2
 """2 added ``files`` (per-file SHA-256); format 1 bundles are still read and verified whole."""
 

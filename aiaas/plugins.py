@@ -1,10 +1,12 @@
 """The provider plug-in point: what each provider declares, and how the core finds them.
 
 A provider is a package registered under the ``aiaas.providers`` entry-point group whose
-entry point is a :class:`ProviderSpec`. The spec is cheap to load (a pydantic model and some
-constants): the control plane and the invoke path are named by import path and imported only
-when used, so reading config, packaging a function or estimating a cost never loads a cloud
-SDK. The core reads specs through this module and never names a provider.
+entry point is a :class:`ProviderSpec`. The spec is cheap to load (some constants and
+functions): the control plane, the invoke path and, optionally, the pydantic model of its
+settings are named by import path and imported only when used, so reading config, packaging a
+function or estimating a cost never loads a cloud SDK, and a function's cold start never
+loads pydantic (:mod:`aiaas.packaged`). The core reads specs through this module and never
+names a provider.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from aiaas.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from aiaas.config import DeploySection, ProjectConfig
     from aiaas.pricing import Price
 
@@ -75,7 +77,14 @@ class Capabilities:
 class ProviderSpec:
     """What one provider declares to the core.
 
-    - ``settings``: the pydantic model of its own ``aiaas.yaml`` section (the key is ``name``);
+    - ``settings``: the pydantic model of its own ``aiaas.yaml`` section (the key is ``name``),
+      or its ``"module:Class"`` (imported only where a section is validated:
+      :meth:`settings_model`), so the spec module need not import pydantic;
+    - ``invoke_settings``: given its section as written in a packaged function's config
+      (validated by ``settings`` when it was packaged), the settings object its invoke path,
+      ``price`` and ``limits`` read, built without pydantic (a frozen dataclass with the
+      attributes they read, which the ``settings`` model has too). ``None``: the function
+      validates the section with ``settings`` at cold start, which loads pydantic there;
     - ``control_plane`` / ``invoker``: ``"module:Class"`` of its
       :class:`adapters.base.Provider` and :class:`adapters.base.Invoker`;
     - ``invoke_requirements``: pip requirements its invoke path needs at run time, all that
@@ -97,7 +106,7 @@ class ProviderSpec:
     """
 
     name: str
-    settings: type[BaseModel]
+    settings: type[BaseModel] | str
     control_plane: str
     invoker: str
     price: Callable[[Any], Price]
@@ -107,6 +116,14 @@ class ProviderSpec:
     invoke_environment: Mapping[str, str] = field(default_factory=dict)
     request_id_header: str = "x-request-id"
     check_deploy: DeployCheck = field(default=_honours_everything)
+    invoke_settings: Callable[[Mapping[str, Any]], Any] | None = None
+
+    def settings_model(self) -> type[BaseModel]:
+        """The pydantic model of this provider's section (imports its module if named by
+        path, and with it pydantic)."""
+        if isinstance(self.settings, str):
+            return _load(self.settings, self.name)
+        return self.settings
 
     @property
     def invoke_module(self) -> str:
@@ -117,7 +134,7 @@ class ProviderSpec:
 
     def settings_of(self, config: ProjectConfig) -> BaseModel:
         """This provider's validated section of ``config`` (its defaults when absent)."""
-        return config.provider_settings(self.name, self.settings)
+        return config.provider_settings(self.name, self.settings_model())
 
     def hourly_price(self, config: ProjectConfig) -> Price:
         """The list price of one instance behind the endpoint ``config`` deploys."""
@@ -166,14 +183,14 @@ def installed_providers() -> dict[str, ProviderSpec]:
             be loaded, is not a ProviderSpec, is registered twice, or has a name ``provider:``
             cannot select or that a core section of ``aiaas.yaml`` already uses.
     """
-    from aiaas.config import ProjectConfig
+    from aiaas.packaged import CONFIG_KEYS
 
     specs: dict[str, ProviderSpec] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         where = f"provider entry point {ep.name!r} ({ep.value}" + (
             f", from {ep.dist.name})" if ep.dist is not None else ")"
         )
-        if not PROVIDER_NAME.fullmatch(ep.name) or ep.name in ProjectConfig.model_fields:
+        if not PROVIDER_NAME.fullmatch(ep.name) or ep.name in CONFIG_KEYS:
             raise ConfigError(
                 f"{where}: a provider's name matches {PROVIDER_NAME.pattern} and is not one "
                 "of aiaas.yaml's own keys"

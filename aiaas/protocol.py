@@ -13,11 +13,10 @@ import binascii
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 import orjson
-from pydantic import BaseModel, ValidationError
 
 from aiaas.errors import (
     BadRequest,
@@ -26,6 +25,9 @@ from aiaas.errors import (
     ModelError,
     UnsupportedMediaType,
 )
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger("aiaas.protocol")
 
@@ -242,6 +244,10 @@ def validate_items(
 
     Each problem names the item index and the field, e.g. ``inputs[2].text: Field required``.
     """
+    # Here, not at the top: the function tier imports this module for its edge checks and
+    # never validates items with pydantic (nor imports it at cold start).
+    from pydantic import ValidationError
+
     validated: list[BaseModel] = []
     problems: list[dict[str, Any]] = []
     total = 0
@@ -268,6 +274,8 @@ def _problems(
     validated again with every list cut short, which finds the first problems cheaply
     (each still named where it is in the item), and the rest are only counted.
     """
+    from pydantic import ValidationError
+
     if count > MAX_LISTED_PROBLEMS:
         try:
             schema.model_validate(_cut_lists(item))

@@ -104,7 +104,7 @@ def test_every_cloud_section_sits_side_by_side_and_one_line_switches(acme: Path)
     local = load_config(path, env={})
     assert local.provider == "local"
     switched = load_config(path, env={"AIAAS_PROVIDER": "acme"})
-    section = switched.provider_settings("acme", installed_providers()["acme"].settings)
+    section = switched.provider_settings("acme", installed_providers()["acme"].settings_model())
     assert section.model_dump() == {"region": "eu-1", "instance_type": "gpu.large"}
 
 
@@ -199,6 +199,23 @@ def test_the_packaged_config_carries_only_the_packaged_providers_section(acme: P
 
     packaged = json.loads(function_config_json(load_config(path, env={})))
     assert packaged["acme"] == {"region": "eu-1"} and "local" not in packaged
+
+
+def test_a_provider_without_a_light_view_is_given_its_validated_section_in_a_function(
+    acme: Path,
+) -> None:
+    """A spec without ``invoke_settings`` still works in a function: its section is validated
+    by its model at cold start (pydantic then loads), and its invoke path is built from the
+    whole config, as before light views existed."""
+    from aiaas.packaged import function_config
+
+    packaged = acme / "aiaas.json"
+    packaged.write_text(
+        '{"model": {"entrypoint": "m:M"}, "provider": "acme", "acme": {"region": "eu-1"}}'
+    )
+    read = function_config(packaged, env={})
+    assert read.project is not None and read.settings.region == "eu-1"
+    assert installed_providers()["acme"].price(read.settings).value == 1.5
 
 
 def test_a_function_package_carries_the_providers_invoke_path_as_it_imports_it(

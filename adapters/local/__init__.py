@@ -1,28 +1,53 @@
 """The ``local`` provider: the model server as a background process on 127.0.0.1.
 
-This module is the provider's entry point (:data:`SPEC`): its settings and facts, cheap to
-import. The control plane is :mod:`adapters.local.provider`, the invoke path
-:mod:`adapters.local.invoke`.
+This module is the provider's entry point (:data:`SPEC`): its facts, cheap to import (no
+pydantic: a function's cold start loads it). Its section's pydantic model is
+:class:`adapters.local.settings.LocalSection`, the control plane
+:mod:`adapters.local.provider`, the invoke path :mod:`adapters.local.invoke`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from aiaas.config import DeploySection
 from aiaas.plugins import Capabilities, ProviderSpec
 from aiaas.pricing import FREE
 
+if TYPE_CHECKING:
+    from adapters.local.settings import LocalSection as LocalSection
+    from aiaas.config import DeploySection
 
-class LocalSection(BaseModel):
-    """Settings of the ``local`` provider (``local:`` in ``aiaas.yaml``)."""
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_READY_TIMEOUT_S = 300.0
 
-    model_config = ConfigDict(extra="forbid")
 
-    host: str = Field(default="127.0.0.1", pattern=r"^(127\.\d+\.\d+\.\d+|localhost|::1)$")
-    ready_timeout_s: float = Field(default=300.0, gt=0)
+@dataclass(frozen=True)
+class LocalSettings:
+    """The ``local:`` section as the invoke path reads it (the attributes of
+    :class:`~adapters.local.settings.LocalSection` it needs), built without pydantic."""
+
+    host: str = DEFAULT_HOST
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+
+    @classmethod
+    def read(cls, section: Mapping[str, Any]) -> LocalSettings:
+        """From the section as a packaged config carries it (validated when packaged)."""
+        return cls(
+            host=section.get("host", DEFAULT_HOST),
+            ready_timeout_s=section.get("ready_timeout_s", DEFAULT_READY_TIMEOUT_S),
+        )
+
+
+def __getattr__(name: str) -> Any:
+    # The pydantic model loads where a section is validated, not with the spec (an import
+    # statement, so a function package ships it for a config validated at cold start).
+    if name == "LocalSection":
+        from adapters.local.settings import LocalSection
+
+        return LocalSection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_deploy(deploy: DeploySection, _settings: Any) -> list[tuple[str, str]]:
@@ -39,7 +64,8 @@ def check_deploy(deploy: DeploySection, _settings: Any) -> list[tuple[str, str]]
 
 SPEC = ProviderSpec(
     name="local",
-    settings=LocalSection,
+    settings="adapters.local.settings:LocalSection",
+    invoke_settings=LocalSettings.read,
     control_plane="adapters.local.provider:LocalProvider",
     invoker="adapters.local.invoke:LocalInvoker",
     price=lambda _settings: FREE,

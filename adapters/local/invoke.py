@@ -11,6 +11,7 @@ not.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -24,7 +25,7 @@ from adapters.http_invoker import (
     Sent,
     result_of,
 )
-from adapters.local import LocalSection
+from adapters.local import LocalSettings
 from adapters.local.state import (
     pick,
     read_split,
@@ -33,8 +34,12 @@ from adapters.local.state import (
     state_or_raise,
     unreachable,
 )
-from aiaas.config import ProjectConfig
 from aiaas.errors import DeadlineExceeded, NotFound
+from aiaas.packaged import FunctionConfig
+
+if TYPE_CHECKING:
+    from adapters.local.settings import LocalSection
+    from aiaas.config import ProjectConfig
 
 _JSON = {"content-type": "application/json"}
 # One re-send at most, at once: a version switch is over by the time the state file names
@@ -99,8 +104,10 @@ class LocalInvoker(HttpInvoker):
         self.clients = HttpClients(https=False, use_proxies=False)
 
     @classmethod
-    def from_config(cls, config: ProjectConfig) -> LocalInvoker:
-        return cls(config.state_path, config.provider_settings("local", LocalSection).host)
+    def from_config(cls, config: ProjectConfig | FunctionConfig) -> LocalInvoker:
+        view = FunctionConfig.of(config)
+        settings: LocalSettings | LocalSection = view.settings
+        return cls(view.state_path, settings.host)
 
     def call(self, name: str, body: bytes, request_id: str | None) -> Call:
         headers = {**_JSON, "x-request-id": request_id} if request_id else _JSON

@@ -1,8 +1,9 @@
 """The ``sagemaker`` provider: the one image on an AWS SageMaker real-time endpoint.
 
-This module is the provider's entry point (:data:`SPEC`): its settings and facts, cheap to
-import (pydantic only). The control plane is :mod:`adapters.sagemaker.provider` (boto3: S3,
-SageMaker, Application Auto Scaling, CloudWatch Logs), the invoke path
+This module is the provider's entry point (:data:`SPEC`): its facts, cheap to import (no
+pydantic: a function's cold start loads it; the section's pydantic models are in
+:mod:`adapters.sagemaker.settings`). The control plane is :mod:`adapters.sagemaker.provider`
+(boto3: S3, SageMaker, Application Auto Scaling, CloudWatch Logs), the invoke path
 :mod:`adapters.sagemaker.invoke` (InvokeEndpoint signed with SigV4 over httpx: no boto3 on a
 function's cold start). Install with ``pip install 'aiaas[aws]'``; docs/providers/sagemaker.md.
 """
@@ -11,21 +12,24 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from adapters.sagemaker.instance_types import check_instance_type, is_gpu
 from adapters.sagemaker.prices import (
     PRICES_AS_OF,
     SERVERLESS_GB_SECOND_USD,
     SERVERLESS_PRICE_SOURCE,
     instance_price,
 )
-from aiaas.config import DeploySection, RolloutSection
 from aiaas.custom_attributes import CUSTOM_ATTRIBUTES_HEADER
 from aiaas.plugins import Capabilities, Limits, ProviderSpec
 from aiaas.pricing import Price
+
+if TYPE_CHECKING:
+    from adapters.sagemaker.settings import SageMakerSection as SageMakerSection
+    from adapters.sagemaker.settings import ServerlessSection as ServerlessSection
+    from aiaas.config import DeploySection, RolloutSection
 
 DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
 # ProductionVariant.InferenceAmiVersion's values (botocore's sagemaker service model, with
@@ -64,124 +68,26 @@ _TAG_VALUE = re.compile(r"^[\w .:/=+@-]{0,256}$")
 RESERVED_TAG_PREFIXES = ("aws:", "aiaas:")
 
 
-class ServerlessSection(BaseModel):
-    """SageMaker serverless inference (``sagemaker.serverless``): CPU only, billed per use."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    memory_mb: int = Field(default=2048)
-    max_concurrency: int = Field(default=20, ge=1, le=200)
-    provisioned_concurrency: int | None = Field(default=None, ge=1, le=200)
-
-    @field_validator("memory_mb")
-    @classmethod
-    def _memory(cls, value: int) -> int:
-        if value not in SERVERLESS_MEMORY_MB:
-            sizes = ", ".join(map(str, SERVERLESS_MEMORY_MB))
-            raise ValueError(f"{value} MB: SageMaker serverless takes one of {sizes}")
-        return value
-
-    @model_validator(mode="after")
-    def _provisioned(self) -> ServerlessSection:
-        if (self.provisioned_concurrency or 0) > self.max_concurrency:
-            raise ValueError(
-                f"provisioned_concurrency ({self.provisioned_concurrency}) is above "
-                f"max_concurrency ({self.max_concurrency})"
-            )
-        return self
+DEFAULT_SERVERLESS_MEMORY_MB = 2048
 
 
-class SageMakerSection(BaseModel):
-    """Settings of the ``sagemaker`` provider (``sagemaker:`` in ``aiaas.yaml``).
+@dataclass(frozen=True)
+class ServerlessSettings:
+    """``sagemaker.serverless`` as the invoke path reads it."""
 
-    Credentials are never here: boto3's default chain (environment, profile, SSO, instance
-    role) for the control plane, the ``AWS_*`` variables (what Lambda sets) for the invoke
-    path. ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, ...) is honoured.
+    memory_mb: int = DEFAULT_SERVERLESS_MEMORY_MB
+
+
+@dataclass(frozen=True)
+class SageMakerSettings:
+    """The ``sagemaker:`` section as the invoke path, :func:`limits` and :func:`hourly_price`
+    read it (the attributes of :class:`~adapters.sagemaker.settings.SageMakerSection` they
+    need), built without pydantic from a packaged config's section (validated when packaged).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    region: str | None = Field(default=None, pattern=REGION)
-    role_arn: str = Field(pattern=ROLE_ARN, max_length=2048)
-    bucket: str = Field(pattern=BUCKET, min_length=3, max_length=63)
-    # Also in the aiaas:project tag (s3://bucket/prefix): S3's safe characters that a tag
-    # value takes too, and the whole within a tag value's 256.
-    prefix: str = Field(default="aiaas", pattern=r"^[A-Za-z0-9_./-]*$", max_length=180)
-    image_uri: str = Field(pattern=IMAGE_URI, max_length=1024)
+    region: str | None = None
+    serverless: ServerlessSettings | None = None
     instance_type: str | None = None
-    serverless: ServerlessSection | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-    kms_key_id: str | None = Field(default=None, min_length=1, max_length=2048)
-    deploy_timeout_s: float = Field(default=1800.0, gt=0, le=6 * 3600)
-    poll_interval_s: float = Field(default=15.0, gt=0, le=300)
-    inference_ami_version: str | None = None
-    startup_timeout_s: int | None = Field(default=None, ge=60, le=3600)
-    model_download_timeout_s: int | None = Field(default=None, ge=60, le=3600)
-
-    @field_validator("inference_ami_version")
-    @classmethod
-    def _ami(cls, value: str | None) -> str | None:
-        if value is not None and value not in INFERENCE_AMI_VERSIONS:
-            known = "; ".join(f"{k} ({v})" for k, v in INFERENCE_AMI_VERSIONS.items())
-            raise ValueError(f"{value!r} is not a SageMaker inference AMI version: {known}")
-        return value
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        return value.strip("/")
-
-    @field_validator("instance_type")
-    @classmethod
-    def _instance_type(cls, value: str | None) -> str | None:
-        problem = check_instance_type(value) if value is not None else None
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
-        for key, value in tags.items():
-            if key.lower().startswith(RESERVED_TAG_PREFIXES):
-                raise ValueError(f"tag {key!r}: the aws: and aiaas: prefixes are reserved")
-            if not _TAG_KEY.fullmatch(key) or not _TAG_VALUE.fullmatch(value):
-                raise ValueError(
-                    f"tag {key!r}: keys are 1-128 and values 0-256 letters, digits, spaces "
-                    "and _.:/=+-@"
-                )
-        if len(tags) > 40:  # 50 per resource, less the ones aiaas sets
-            raise ValueError(f"{len(tags)} tags: at most 40 (AWS allows 50, aiaas uses some)")
-        return tags
-
-    @model_validator(mode="after")
-    def _serverless(self) -> SageMakerSection:
-        if self.serverless is not None and self.instance_type is not None:
-            gpu = " a GPU type, and" if is_gpu(self.instance_type) else ""
-            raise ValueError(
-                f"serverless and instance_type {self.instance_type!r} exclude each other:{gpu} "
-                "SageMaker serverless endpoints run on CPUs it chooses (no GPU, no instance "
-                "type); remove one"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _instance_settings(self) -> SageMakerSection:
-        gpu = self.instance is not None and is_gpu(self.instance)
-        if self.inference_ami_version is not None and not gpu:
-            where = "a serverless endpoint" if self.serverless else f"{self.instance!r}"
-            raise ValueError(
-                f"inference_ami_version: {where} has no NVIDIA GPU; the AMI versions are "
-                "for GPU instance types (remove it)"
-            )
-        if self.serverless is not None:
-            for key in ("startup_timeout_s", "model_download_timeout_s"):
-                if getattr(self, key) is not None:
-                    raise ValueError(
-                        f"{key}: serverless endpoints take no startup or download timeouts "
-                        "(remove it)"
-                    )
-        return self
 
     @property
     def instance(self) -> str | None:
@@ -190,27 +96,50 @@ class SageMakerSection(BaseModel):
             return None
         return self.instance_type or DEFAULT_INSTANCE_TYPE
 
-    @property
-    def gpu(self) -> bool:
-        """True when the endpoint runs on NVIDIA GPUs (the container must then find CUDA)."""
-        return self.instance is not None and is_gpu(self.instance)
+    @classmethod
+    def read(cls, section: Mapping[str, Any]) -> SageMakerSettings:
+        """From the section as a packaged config carries it."""
+        serverless = section.get("serverless")
+        return cls(
+            region=section.get("region"),
+            serverless=None
+            if serverless is None
+            else ServerlessSettings(serverless.get("memory_mb", DEFAULT_SERVERLESS_MEMORY_MB)),
+            instance_type=section.get("instance_type"),
+        )
 
-    def variant_settings(self) -> dict[str, Any]:
-        """The ProductionVariant fields these settings add to a real-time variant: the
-        inference AMI and the startup windows (a GPU type's defaults where not written)."""
-        if self.instance is None:
-            return {}
-        fields: dict[str, Any] = {}
-        ami = self.inference_ami_version or (DEFAULT_GPU_AMI if self.gpu else None)
-        startup = self.startup_timeout_s or (GPU_STARTUP_TIMEOUT_S if self.gpu else None)
-        download = self.model_download_timeout_s or (GPU_DOWNLOAD_TIMEOUT_S if self.gpu else None)
-        if download is not None:
-            fields["ModelDataDownloadTimeoutInSeconds"] = download
-        if startup is not None:
-            fields["ContainerStartupHealthCheckTimeoutInSeconds"] = startup
-        if ami is not None:
-            fields["InferenceAmiVersion"] = ami
-        return fields
+
+class _Serverless(Protocol):
+    @property
+    def memory_mb(self) -> int: ...
+
+
+class InvokeSettings(Protocol):
+    """What the invoke path reads of the settings: :class:`SageMakerSettings` in a
+    function, the validated :class:`~adapters.sagemaker.settings.SageMakerSection` elsewhere."""
+
+    @property
+    def region(self) -> str | None: ...
+
+    @property
+    def serverless(self) -> _Serverless | None: ...
+
+    @property
+    def instance(self) -> str | None: ...
+
+
+def __getattr__(name: str) -> Any:
+    # The pydantic models load where a section is validated, not with the spec (import
+    # statements, so a function package ships them for a config validated at cold start).
+    if name == "SageMakerSection":
+        from adapters.sagemaker.settings import SageMakerSection
+
+        return SageMakerSection
+    if name == "ServerlessSection":
+        from adapters.sagemaker.settings import ServerlessSection
+
+        return ServerlessSection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 MAX_ROLLBACK_ALARMS = 10  # AutoRollbackConfig.Alarms (botocore's model)
@@ -238,6 +167,8 @@ def rollout_waits_s(rollout: RolloutSection) -> float:
 
 def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
     """The neutral settings SageMaker cannot honour with these ``sagemaker:`` settings."""
+    from adapters.sagemaker.settings import SageMakerSection  # at config load: pydantic's there
+
     refused: list[tuple[str, str]] = []
     rollout = deploy.rollout
     if isinstance(settings, SageMakerSection) and settings.serverless is not None:
@@ -317,27 +248,29 @@ request and response payload size)."""
 
 def limits(settings: Any) -> Limits:
     """The request limit of the endpoint these ``sagemaker:`` settings deploy."""
-    serverless = isinstance(settings, SageMakerSection) and settings.serverless is not None
+    serverless = getattr(settings, "serverless", None) is not None  # either InvokeSettings
     return Limits(MAX_SERVERLESS_REQUEST_BYTES if serverless else MAX_REQUEST_BYTES)
 
 
 def hourly_price(settings: Any) -> Price:
     """The list price of one instance (or a serverless endpoint's memory) per hour."""
-    if isinstance(settings, SageMakerSection) and settings.serverless is not None:
-        gb = settings.serverless.memory_mb / 1024
+    serverless = getattr(settings, "serverless", None)  # either InvokeSettings
+    if serverless is not None:
+        gb = serverless.memory_mb / 1024
         return Price(
             round(SERVERLESS_GB_SECOND_USD * 3600 * gb, 6),
             "hour",
-            f"{SERVERLESS_PRICE_SOURCE} ({settings.serverless.memory_mb} MB while a call runs)",
+            f"{SERVERLESS_PRICE_SOURCE} ({serverless.memory_mb} MB while a call runs)",
             PRICES_AS_OF,
         )
-    instance = settings.instance if isinstance(settings, SageMakerSection) else None
+    instance = getattr(settings, "instance", None)
     return instance_price(instance or DEFAULT_INSTANCE_TYPE)
 
 
 SPEC = ProviderSpec(
     name="sagemaker",
-    settings=SageMakerSection,
+    settings="adapters.sagemaker.settings:SageMakerSection",
+    invoke_settings=SageMakerSettings.read,
     control_plane="adapters.sagemaker.provider:SageMakerProvider",
     invoker="adapters.sagemaker.invoke:SageMakerInvoker",
     price=hourly_price,

@@ -31,7 +31,7 @@ import json
 import os
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -47,8 +47,7 @@ from adapters.http_invoker import (
     never_sent,
     result_of,
 )
-from adapters.sagemaker import MAX_REQUEST_BYTES, SPEC, SageMakerSection, aws, names
-from aiaas.config import ProjectConfig
+from adapters.sagemaker import MAX_REQUEST_BYTES, SPEC, InvokeSettings, aws, names
 from aiaas.custom_attributes import carrying
 from aiaas.errors import (
     AccessDenied,
@@ -62,7 +61,11 @@ from aiaas.errors import (
     Throttled,
     Unavailable,
 )
+from aiaas.packaged import FunctionConfig
 from aiaas.retry import RetryBudget
+
+if TYPE_CHECKING:
+    from aiaas.config import ProjectConfig
 
 # Room for a ModelError's wrapping (the container's body is inside a JSON string) on top of
 # the 6 MB answer: anything larger is not an answer SageMaker sends.
@@ -274,11 +277,12 @@ class SageMakerInvoker(HttpInvoker):
 
     @classmethod
     def from_config(
-        cls, config: ProjectConfig, env: Mapping[str, str] | None = None
+        cls, config: ProjectConfig | FunctionConfig, env: Mapping[str, str] | None = None
     ) -> SageMakerInvoker:
-        """Region, credentials and URLs from the config and the environment (read once)."""
+        """Region, credentials and URLs from the config (a function's light view of it, or
+        the project's) and the environment (read once)."""
         env = dict(os.environ if env is None else env)
-        settings = config.provider_settings("sagemaker", SageMakerSection)
+        settings: InvokeSettings = FunctionConfig.of(config).settings
         region = aws.region(settings.region, env)
         return cls(
             region,
