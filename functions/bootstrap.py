@@ -15,7 +15,9 @@ environment is read here, once (:class:`FunctionEnvironment`):
 - ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``: the function's memory, which its cost estimate uses.
 
 Only the provider's invoke path is built (:func:`adapters.get_invoker`): a cold start never
-loads a control-plane SDK.
+loads a control-plane SDK. Nor pydantic: the packaged config and manifest were validated in
+full by ``aiaas function package``, and are read here into light views
+(:mod:`aiaas.packaged`); an ``AIAAS_*`` override is still checked at start, naming it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,20 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from starlette.applications import Starlette
 
 from adapters import get_invoker
-from aiaas.config import PACKAGED_CONFIG_FILE, ProjectConfig, load_config
 from aiaas.errors import ConfigError
-from aiaas.manifest import MANIFEST_FILE, Manifest, read_manifest_file
+from aiaas.packaged import (
+    MANIFEST_FILE,
+    PACKAGED_CONFIG_FILE,
+    FunctionConfig,
+    ServedManifest,
+    read_manifest_view,
+)
+from aiaas.packaged import function_config as read_function_config
 from aiaas.plugins import provider_spec
 from aiaas.pricing import CostModel
 from functions.app import FunctionApp
@@ -38,6 +47,10 @@ from functions.auth import KeyChecker, load_checker
 from functions.metering import JsonLineSink, UsageSink
 from functions.platforms import Platform
 from functions.platforms import platform as find_platform
+
+if TYPE_CHECKING:
+    from aiaas.config import ProjectConfig
+    from aiaas.manifest import Manifest
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MEMORY_MB = 512
@@ -70,15 +83,16 @@ class FunctionEnvironment:
         )
 
 
-def function_config(env: FunctionEnvironment | None = None) -> ProjectConfig:
-    """The project config the function runs with (``AIAAS_CONFIG`` + ``AIAAS_*`` overrides)."""
-    return load_config((env or FunctionEnvironment.read()).config_path)
+def function_config(env: FunctionEnvironment | None = None) -> FunctionConfig:
+    """The config the function runs with (``AIAAS_CONFIG`` + ``AIAAS_*`` overrides), read
+    without pydantic where it is the packaged one (:func:`aiaas.packaged.function_config`)."""
+    return read_function_config((env or FunctionEnvironment.read()).config_path)
 
 
 def build_function_app(
     platform: Platform | str,
-    config: ProjectConfig,
-    manifest: Manifest,
+    config: ProjectConfig | FunctionConfig,
+    manifest: ServedManifest,
     *,
     deployment: str = "",
     keys: KeyChecker | None = None,
@@ -87,12 +101,14 @@ def build_function_app(
     manifest_source: Callable[[], Manifest | None] | None = None,
 ) -> Starlette:
     """The function app for ``platform`` (its record, or its name: ``aws``, ``azure``,
-    ``alibaba`` or ``local``) in front of ``config.provider``'s invoke path."""
+    ``alibaba`` or ``local``) in front of ``config.provider``'s invoke path (``config``: the
+    function's view of the project's config, or the project's config itself)."""
     record = platform if isinstance(platform, Platform) else find_platform(platform)
+    config = FunctionConfig.of(config)
     prices = config.pricing
     cost = CostModel.build(
         record.prices,
-        provider_spec(config.provider).hourly_price(config),
+        provider_spec(config.provider).price(config.settings),
         memory_mb,
         function_request_usd=prices.function_request_usd,
         function_gb_second_usd=prices.function_gb_second_usd,
@@ -100,11 +116,13 @@ def build_function_app(
     )
     return FunctionApp(
         get_invoker(config.provider, config),
-        manifest,
+        # FunctionApp reads only what ServedManifest has (name, version, schemas, example);
+        # the cast goes when functions/app.py annotates it so.
+        cast("Manifest", manifest),
         deployment=deployment,
         keys=keys,
         invoke_timeout_s=config.function.invoke_timeout_s,
-        max_items=config.server.max_items_per_request,
+        max_items=config.max_items_per_request,
         usage=usage,
         platform=record,
         memory_mb=memory_mb,
@@ -115,18 +133,18 @@ def build_function_app(
 
 def app_from_environment(
     platform: Platform | str,
-    config: ProjectConfig | None = None,
+    config: ProjectConfig | FunctionConfig | None = None,
     env: FunctionEnvironment | None = None,
 ) -> Starlette:
     """The function app for ``platform``, configured from the environment (read once: pass
     the ``env`` and ``config`` already read, if any)."""
     env = env or FunctionEnvironment.read()
-    config = config or function_config(env)
+    config = FunctionConfig.of(config or function_config(env))
     record = platform if isinstance(platform, Platform) else find_platform(platform)
     return build_function_app(
         record,
         config,
-        read_manifest_file(env.manifest_path),
+        read_manifest_view(env.manifest_path),
         deployment=env.deployment,
         keys=load_checker() if config.function.auth == "api_key" else None,
         usage=JsonLineSink(emf=record.metrics_in_logs),
