@@ -84,6 +84,27 @@ def cold_imports(env: dict[str, str], runs: int) -> list[float]:
     return times
 
 
+# What the packaged cold start should not load (pydantic: the packaged config and manifest
+# were validated when packaged; the rest: the model stack, a cloud SDK, YAML, SQLite).
+WATCHED = ("pydantic", "yaml", "sqlite3", "boto3", "torch")
+
+
+def loaded_at_cold_start(task: Path, env: dict[str, str]) -> list[str]:
+    """Which of :data:`WATCHED` a fresh ``python -S`` importing ``functions.aws_lambda`` in
+    the unzipped package ``task`` has loaded."""
+    code = (
+        "import json, sys; import functions.aws_lambda; "
+        f"print(json.dumps([m for m in {WATCHED!r} if m in sys.modules]))"
+    )
+    python: str = getattr(sys, "_base_executable", sys.executable)
+    done = subprocess.run(
+        [python, "-S", "-B", "-c", code], cwd=task, env=env, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return loaded
+
+
 # Run inside a private mount namespace: bind each job's task folder read-only over itself,
 # then time fresh interpreters running each job's code from it, the jobs taking turns run by
 # run (argv: jobs as JSON, runs). A job: {"label", "task", "code", "args", "env"}.
@@ -423,6 +444,7 @@ def main() -> int:
                  "code": FLOOR_IMPORT, "args": [], "env": lambda_env},
             ]  # fmt: skip
             cold, how = lambda_runs(import_jobs, args.imports)
+            loaded = loaded_at_cold_start(tasks["local"], lambda_env)
             first_jobs = [
                 {"label": "local", "task": str(tasks["local"]), "code": FIRST_CALL,
                  "args": [json.dumps(event)], "env": local_env},
@@ -513,6 +535,7 @@ def main() -> int:
         f"provider: local: {spread(starts)} over {len(starts)}",
         f"  the same zip without bytecode (every module compiled at start): {spread(uncompiled)}",
         f"  for comparison, the import alone in the dev venv (warm __pycache__): {spread(imports)}",
+        f"  loaded at cold start, of {', '.join(WATCHED)}: {', '.join(loaded) or 'none'}",
         "the floor, Mangum + Starlette + httpx alone (one forwarding route, packaged and run "
         f"the same way, runs alternating): {spread(cold['floor'])}",
         "  the floor building its AsyncClient at import (loads the CA bundle): "
