@@ -1,7 +1,7 @@
 """Run the model server with uvicorn: ``aiaas serve BUNDLE``.
 
 The port defaults to ``$SAGEMAKER_BIND_TO_PORT`` or 8080 (SageMaker's contract). SIGTERM
-stops accepting connections, lets in-flight requests finish (up to 30 s), then exits.
+stops accepting connections, lets in-flight requests finish (up to 25 s), then exits.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from aiaas.config import ServerSection
 from aiaas.runtime.app import create_app
 from aiaas.runtime.runner import ModelRunner
 
-GRACEFUL_SHUTDOWN_S = 30
+GRACEFUL_SHUTDOWN_S = 25
+"""How long a SIGTERM'd server lets in-flight requests finish: below the platforms' 30 s
+between SIGTERM and SIGKILL (SageMaker's, and Kubernetes' default grace period), so the
+drain ends and the server exits 0 before it is killed mid-shutdown."""
 DEFAULT_PORT = 8080
 
 
