@@ -6,7 +6,8 @@
   retries, deterministically, in the spirit of gRPC's retry throttling and Envoy's retry
   budgets: while a callee fails every call, retries stop after the first few, so each call
   costs one upstream call; while it fails half of them, each call may retry until it succeeds
-  (about 2 upstream calls per success, within K = 3).
+  (about 2 upstream calls per success, within K = 3). With no history (a new Lambda
+  instance), the allowance of 2 lets a first failure be retried once.
 - :data:`CALLER_RETRIES_HEADER`: a caller that retries by itself (``aiaas.Client``) says so,
   and the function tier then makes one upstream attempt and hands the back-off to it in
   ``Retry-After``: two layers never retry for the same caller.
@@ -43,7 +44,7 @@ class RetryBudget:
         self,
         *,
         ratio: float = 3.0,
-        allowance: int = 3,
+        allowance: int = 2,
         window_s: int = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -79,6 +80,20 @@ class RetryBudget:
             return calls + 1 <= self.ratio * successes + self.allowance
 
 
+#: The allowance of a client process's budget: 20 calls in 10 s beyond 3 x the answered ones
+#: (Finagle's floor of retries per second, 2/s). Larger than a function instance's 2: one
+#: client process has many calls in flight at once, and when it starts, or after an outage,
+#: the first answers to come back may all be failures although half the calls succeed; a
+#: small allowance would fail those calls unretried. Under a callee failing every call it
+#: costs at most 20 extra calls per 10 s.
+CLIENT_ALLOWANCE = 20
+
+
+def client_budget() -> RetryBudget:
+    """A new budget sized for a client process (:data:`CLIENT_ALLOWANCE`)."""
+    return RetryBudget(allowance=CLIENT_ALLOWANCE)
+
+
 _shared: dict[str, RetryBudget] = {}
 _shared_lock = threading.Lock()
 
@@ -89,5 +104,5 @@ def shared_budget(origin: str) -> RetryBudget:
     with _shared_lock:
         budget = _shared.get(origin)
         if budget is None:
-            budget = _shared[origin] = RetryBudget()
+            budget = _shared[origin] = client_budget()
         return budget

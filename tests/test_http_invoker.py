@@ -40,6 +40,11 @@ from emulators.httpserver import HttpServer, KeepAliveHandler
 ANSWER = b'{"outputs":[{"y":1}],"model":"m","version":"v7"}'
 
 
+def patient() -> RetryBudget:
+    """A retry budget that never stops these tests' retries (the budget has its own tests)."""
+    return RetryBudget(allowance=1000)
+
+
 class Ceiling(random.Random):
     """Full jitter drawn at its ceiling: the policy's documented injection point."""
 
@@ -85,7 +90,7 @@ def drive(call: Call, policy: RetryPolicy, timeout: float) -> tuple[list[Any], A
 
 def test_the_loop_retries_with_growing_backoff_and_returns_the_result() -> None:
     call = Scripted(["retry", "retry", "ok"])
-    steps, result = drive(call, RetryPolicy(4, 0.05, 2.0, Ceiling()), timeout=10)
+    steps, result = drive(call, RetryPolicy(4, 0.05, 2.0, Ceiling(), patient()), timeout=10)
     assert isinstance(result, InvokeResult) and result.version == "v1"
     kinds = [type(s).__name__ if isinstance(s, httpx.Request) else s for s in steps]
     assert kinds == ["Request", 0.05, "Request", 0.1, "Request"]
@@ -95,14 +100,18 @@ def test_the_loop_retries_with_growing_backoff_and_returns_the_result() -> None:
 
 
 def test_the_last_attempt_raises_its_error_with_retry_after_at_least_the_backoff() -> None:
-    steps, error = drive(Scripted(["retry"] * 3), RetryPolicy(3, 0.5, 2.0, Ceiling()), 10)
+    steps, error = drive(
+        Scripted(["retry"] * 3), RetryPolicy(3, 0.5, 2.0, Ceiling(), patient()), 10
+    )
     assert isinstance(error, Throttled)
     assert error.retry_after == 2.0  # the next ceiling (0.5 * 2**2), above the 0.01 said
     assert sum(isinstance(s, httpx.Request) for s in steps) == 3
 
 
 def test_no_backoff_runs_past_the_deadline_and_no_attempt_starts_after_it() -> None:
-    steps, error = drive(Scripted(["retry"] * 10), RetryPolicy(10, 1.0, 5.0, Ceiling()), 0.5)
+    steps, error = drive(
+        Scripted(["retry"] * 10), RetryPolicy(10, 1.0, 5.0, Ceiling(), patient()), 0.5
+    )
     assert isinstance(error, Throttled)  # a 1 s backoff would pass the 0.5 s deadline
     assert len(steps) == 1
     steps, error = drive(Scripted(["ok"]), RetryPolicy(), timeout=0.0)
