@@ -20,7 +20,7 @@ import shutil
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,7 +34,7 @@ from adapters.sagemaker.provider import SageMakerProvider
 from aiaas import oip
 from aiaas.bundle import build_bundle
 from aiaas.config import load_config
-from aiaas.manifest import MANIFEST_FILE, Manifest
+from aiaas.manifest import MANIFEST_FILE
 from aiaas.retry import CALLER_RETRIES_HEADER, TIMEOUT_HEADER, RetryBudget
 from emulators.aws import AwsEmulator
 from functions.app import CLIENT_CLOSED, FunctionApp, redact
@@ -42,7 +42,6 @@ from functions.metering import UsageRecord
 
 EVENT = Path(__file__).resolve().parent / "fixtures" / "lambda" / "function_url_v2.json"
 EXAMPLE = b'{"inputs": [{"value": 3}]}'
-THROTTLING = {"status": 400, "code": "ThrottlingException"}
 
 
 @dataclasses.dataclass
@@ -162,7 +161,7 @@ def test_sagemakers_own_failure_reaches_the_caller_as_503_with_retry_after(
 
 
 def test_a_caller_that_retries_gets_one_upstream_call_and_the_back_off(fn: Lambda) -> None:
-    fn.aws.fault("probe", **THROTTLING)
+    fn.aws.fault("probe", 400, code="ThrottlingException")
     mark = len(fn.aws.runtime_calls)
     for _ in range(5):
         response = fn.call(headers={CALLER_RETRIES_HEADER: "1"})
@@ -174,7 +173,7 @@ def test_a_caller_that_retries_gets_one_upstream_call_and_the_back_off(fn: Lambd
 def test_under_sustained_throttling_the_retry_budget_stops_retries(fn: Lambda) -> None:
     """Callers that do not retry: the first calls are retried, then the budget (no success
     in its window) stops retries, and each call costs one upstream call (4 each before)."""
-    fn.aws.fault("probe", **THROTTLING)
+    fn.aws.fault("probe", 400, code="ThrottlingException")
     mark = len(fn.aws.runtime_calls)
     statuses = [fn.call()["statusCode"] for _ in range(10)]
     assert statuses == [429] * 10
@@ -344,21 +343,20 @@ def test_a_caller_gone_mid_body_is_one_log_line_and_a_499(
     """What Lambda cannot show (it reads the whole body first) but Azure's and FC's servers
     can: the ASGI app sees ``http.disconnect`` before the body's end."""
     records: list[UsageRecord] = []
-    manifest: Manifest = fn.function.manifest
-    app = FunctionApp(_Unused(), manifest, usage=SimpleNamespace(record=records.append)).asgi()  # type: ignore[arg-type]
-    messages = iter(
-        [
-            {"type": "http.request", "body": b'{"inputs": [', "more_body": True},
-            {"type": "http.disconnect"},
-        ]
-    )
+    manifest = fn.function.manifest
+    app = FunctionApp(_Unused(), manifest, usage=SimpleNamespace(record=records.append)).asgi()
+    script: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"inputs": [', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    messages = iter(script)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return next(messages)
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
