@@ -28,7 +28,7 @@ from starlette.responses import Response
 
 from aiaas.errors import BadRequest, NotFound, PayloadTooLarge
 from aiaas.http import header_int
-from aiaas.manifest import Manifest
+from aiaas.packaged import ServedManifest as Manifest
 from aiaas.protocol import check_json_content_type, parse_json, unencodable
 
 #: The header that gives the JSON header's length when binary tensor data follows it.

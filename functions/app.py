@@ -45,7 +45,7 @@ from aiaas.http import (
     request_id_of,
     route_not_found,
 )
-from aiaas.manifest import Manifest
+from aiaas.packaged import ServedManifest as Manifest
 from aiaas.pricing import FREE, CostModel
 from aiaas.protocol import brief, check_json_content_type, parse_json, simple_inputs
 from aiaas.retry import CALLER_RETRIES_HEADER, TIMEOUT_HEADER, caller_retries

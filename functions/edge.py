@@ -12,7 +12,7 @@ from typing import Any
 
 from aiaas.errors import AiaasError, PayloadTooLarge
 from aiaas.http import read_limited_body
-from aiaas.manifest import Manifest
+from aiaas.packaged import ServedManifest as Manifest
 from aiaas.protocol import InputCheck
 
 DEFAULT_MAX_ITEMS = 512  # as config.server.max_items_per_request

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiaas import oip
 from aiaas.http import is_oip_path
-from aiaas.manifest import Manifest
+from aiaas.packaged import ServedManifest as Manifest
 
 JSON = "application/json"
 _ERROR = {"$ref": "#/components/schemas/Error"}
