@@ -206,14 +206,8 @@ def test_the_aws_zip_runs_on_its_own(
 # modules import the name Manifest (for annotations) from aiaas.manifest, a pydantic model,
 # and adapters/local/state.py imports NAME_PATTERN from aiaas.config. Each is one import
 # line in files this change could not edit (docs/benchmarks.md, "Function tier overhead").
-_PYDANTIC_AT_COLD_START = (
-    "functions/app.py, functions/edge.py, functions/openapi.py and aiaas/oip.py import "
-    "Manifest from aiaas.manifest (use aiaas.packaged.ServedManifest), adapters/local/state.py "
-    "NAME_PATTERN from aiaas.config (use aiaas.packaged's): remove this mark with those edits"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=_PYDANTIC_AT_COLD_START)
 def test_the_aws_zip_starts_and_answers_without_pydantic(
     probe_function: FunctionSetup, packaged: dict[str, Path], tmp_path: Path
 ) -> None:

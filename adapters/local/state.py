@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiaas.config import NAME_PATTERN
 from aiaas.errors import BadRequest, NotFound, NotReady
+from aiaas.packaged import NAME_PATTERN
 
 STATE_FILE = "deployment.json"
 SPLIT_FILE = "split.json"
