@@ -409,3 +409,26 @@ def test_a_model_that_cannot_load_exits_with_status_1(
     assert server.proc.wait(timeout=60) == 1
     log = server.log()
     assert "model failed to load" in log and "OSError: no weights" in log
+
+
+def test_a_request_id_that_is_not_printable_ascii_is_refused_with_400(
+    probe: ServerProcess,
+) -> None:
+    """Issue 16, item 24, at the model server: a UTF-8 request id (seen as Latin-1 bytes) is
+    a 400 naming the header on every route, answered with a new id; before, the server
+    replaced it silently (and the function tier answered 500)."""
+    body = {"inputs": [{"value": 1}]}
+    for path in ("/invocations", "/v2/models/probe/infer"):
+        json_body = (
+            body
+            if path == "/invocations"
+            else {"inputs": [{"name": "value", "shape": [1], "datatype": "FP64", "data": [1]}]}
+        )
+        r = httpx.post(
+            probe.url + path, json=json_body, headers={b"x-request-id": "caf\u00e9".encode()}
+        )
+        assert r.status_code == 400, (path, r.text)
+        assert "x-request-id must be printable ASCII" in r.text
+        assert r.headers["x-request-id"].isascii()
+    ok = httpx.post(probe.url + "/invocations", json=body, headers={"x-request-id": "abc-1"})
+    assert ok.status_code == 200 and ok.headers["x-request-id"] == "abc-1"

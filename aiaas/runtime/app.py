@@ -120,10 +120,14 @@ class ModelServer:
         shape on ``/v2`` routes), metrics by route and status."""
         oip_route = is_oip_path(route)
 
+        async def checked(request: Request, request_id: str) -> Answer:
+            request_id_of(request, strict=True)  # 400 for an id that is not printable ASCII
+            return await handler(request, request_id)
+
         async def call(request: Request) -> Response:
             started = time.perf_counter()
-            request_id = request_id_of(request)
-            work = handler(request, request_id)
+            request_id = request_id_of(request)  # a sane one to answer with, whatever came
+            work = checked(request, request_id)
             answer = await self.plane.respond(work, request_id, oip=oip_route)
             self.plane.observe(route, answer.status, started)
             return to_response(answer, request_id)

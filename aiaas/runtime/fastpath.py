@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aiaas.custom_attributes import CUSTOM_ATTRIBUTES_HEADER, request_id_in_attributes
-from aiaas.http import JSON, request_id_from
+from aiaas.http import JSON, check_request_id, request_id_from
 from aiaas.protocol import check_json_content_type
 from aiaas.runtime.dataplane import Answer, DataPlane
 
@@ -75,14 +75,20 @@ class SimpleEndpoint:
             elif name == _ATTRIBUTES and given is None:
                 given = request_id_in_attributes(value.decode("latin-1"))
         request_id = request_id_from(given)
-        work = self._simple(receive, declared, content_type, request_id)
+        work = self._simple(receive, declared, content_type, request_id, given)
         answer = await self.plane.respond(work, request_id, oip=False)
         self.plane.observe(self.route, answer.status, started)
         await send_answer(send, answer, request_id)
 
     async def _simple(
-        self, receive: Receive, declared: str | None, content_type: str | None, request_id: str
+        self,
+        receive: Receive,
+        declared: str | None,
+        content_type: str | None,
+        request_id: str,
+        given: str | None,
     ) -> Answer:
+        check_request_id(given)  # 400 for an id that is not printable ASCII (answered anew)
         check_json_content_type(content_type)  # 415 before reading a body we cannot parse
         self.plane.admit()  # 503 before reading a body that would be refused anyway
         body = await self.plane.read_body(_body_chunks(receive), declared)
