@@ -186,8 +186,10 @@ class LocalProvider(Provider):
         return [r for r in self._recorded_servers(name) if r.pid not in live and process.is_ours(r)]
 
     def _strays(self, name: str, state: ServerRecord | None) -> builtins.list[int]:
-        """The pids of :meth:`_stray_records`."""
-        return [r.pid for r in self._stray_records(name, state)]
+        """The pids of :meth:`_stray_records` (a canary step's new server, which takes its
+        share of the traffic, is not one)."""
+        split = read_split(self.root, name) if state is not None else None
+        return [r.pid for r in self._stray_records(name, state, split)]
 
     def _stop_strays(self, name: str, state: ServerRecord | None, progress: ProgressFn) -> None:
         """Stop stray servers and forget the records of servers that are gone (under the lock:
