@@ -22,7 +22,7 @@ from adapters.base import DeploymentStatus, Provider
 from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.bundle import BuiltBundle, build_bundle
 from aiaas.config import load_config
-from emulators.aws import AwsEmulator
+from emulators.aws import AwsEmulator, running
 
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 
@@ -158,3 +158,14 @@ def scaling_now() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 def tags_of(arn: str) -> dict[str, str]:
     with contextlib.closing(boto3.client("sagemaker")) as sm:
         return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
+
+
+@contextlib.contextmanager
+def emulated_aws_with_bucket(workdir: Path, **options: Any) -> Iterator[AwsEmulator]:
+    """An :class:`AwsEmulator` started in ``workdir`` (``options``: the emulator's, e.g.
+    ``min_transition_s``) with the bundle bucket made; stopped afterwards. For modules
+    whose tests drive the CLI in other processes (they pass the emulator's env themselves)."""
+    with running(workdir, **options) as emulator:
+        with contextlib.closing(emulator.client("s3")) as s3:
+            s3.create_bucket(Bucket=BUCKET)
+        yield emulator

@@ -15,6 +15,7 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from conformance.harnesses.sagemaker import BUCKET
+from sagemaker_emulated import emulated_aws_with_bucket
 
 from adapters.sagemaker import aws as aws_facts
 from adapters.sagemaker.errors import aws_error, bucket_problem, region_problem
@@ -24,14 +25,8 @@ from emulators.aws import AwsEmulator
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
-    emulator = AwsEmulator(tmp_path_factory.mktemp("aws"))
-    emulator.start()
-    try:
-        with contextlib.closing(emulator.client("s3")) as s3:
-            s3.create_bucket(Bucket=BUCKET)
+    with emulated_aws_with_bucket(tmp_path_factory.mktemp("aws")) as emulator:
         yield emulator
-    finally:
-        emulator.stop()
 
 
 def test_a_missing_bucket_is_named_with_how_to_fix_it(aws: AwsEmulator, tmp_path: Path) -> None:

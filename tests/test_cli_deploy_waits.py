@@ -7,13 +7,12 @@ for a settling endpoint in ``SageMakerSteps.diff``: the shared transaction waits
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conformance.harnesses.sagemaker import BUCKET
+from sagemaker_emulated import emulated_aws_with_bucket
 from test_cli_sagemaker_messages import (  # the same project (a module-scoped fixture)
     _endpoint_status,
     _interrupt_while_creating,
@@ -31,14 +30,10 @@ __all__ = ["project"]  # a fixture, imported to be found
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
     # Endpoints stay Creating at least 10 s: the retry (which builds the bundle again) meets
     # the endpoint still Creating.
-    emulator = AwsEmulator(tmp_path_factory.mktemp("aws"), min_transition_s=10.0)
-    emulator.start()
-    try:
-        with contextlib.closing(emulator.client("s3")) as s3:
-            s3.create_bucket(Bucket=BUCKET)
+    with emulated_aws_with_bucket(
+        tmp_path_factory.mktemp("aws"), min_transition_s=10.0
+    ) as emulator:
         yield emulator
-    finally:
-        emulator.stop()
 
 
 def test_a_deploy_right_after_an_interrupted_one_waits_and_goes_on(

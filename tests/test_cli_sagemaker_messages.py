@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
+from conformance.harnesses.sagemaker import sagemaker_yaml
 from conftest import PROJECTS
+from sagemaker_emulated import emulated_aws_with_bucket
 
 from emulators.aws import AwsEmulator
 
@@ -27,14 +28,8 @@ MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  ma
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
     # Endpoints stay Creating/Updating at least 3 s: long enough to interrupt a deploy there.
-    emulator = AwsEmulator(tmp_path_factory.mktemp("aws"), min_transition_s=3.0)
-    emulator.start()
-    try:
-        with contextlib.closing(emulator.client("s3")) as s3:
-            s3.create_bucket(Bucket=BUCKET)
+    with emulated_aws_with_bucket(tmp_path_factory.mktemp("aws"), min_transition_s=3.0) as emulator:
         yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture(scope="module")

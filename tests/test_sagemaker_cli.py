@@ -7,7 +7,6 @@ invoke path. The emulators run in this process; the CLI reaches them through
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import importlib
 import json
@@ -21,8 +20,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
+from conformance.harnesses.sagemaker import sagemaker_yaml
 from conftest import PROJECTS
+from sagemaker_emulated import emulated_aws_with_bucket
 from wheel_cache import shared_wheel_cache
 
 from aiaas.manifest import MANIFEST_FILE
@@ -36,14 +36,8 @@ MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  ma
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
-    emulator = AwsEmulator(tmp_path_factory.mktemp("aws"))
-    emulator.start()
-    try:
-        with contextlib.closing(emulator.client("s3")) as s3:
-            s3.create_bucket(Bucket=BUCKET)
+    with emulated_aws_with_bucket(tmp_path_factory.mktemp("aws")) as emulator:
         yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture(scope="module")
