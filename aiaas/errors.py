@@ -101,11 +101,11 @@ class NotFound(AiaasError):
     http_status = 404
 
 
-class Throttled(AiaasError):
-    """The callee is saturated; retry after ``retry_after`` seconds."""
+class RetryLater(AiaasError):
+    """An error whose call may succeed after ``retry_after`` seconds (always set: 1 s unless
+    said), answered with ``Retry-After``: the base of :class:`Throttled` and
+    :class:`Unavailable`."""
 
-    code = "throttled"
-    http_status = 429
     retry_after: float
 
     def __init__(
@@ -118,6 +118,13 @@ class Throttled(AiaasError):
     ) -> None:
         super().__init__(message, details=details, cloud_text=cloud_text)
         self.retry_after = retry_after
+
+
+class Throttled(RetryLater):
+    """The callee is saturated; retry after ``retry_after`` seconds."""
+
+    code = "throttled"
+    http_status = 429
 
 
 class Overloaded(Throttled):
@@ -148,25 +155,13 @@ class NotReady(AiaasError):
         self.retry_after = retry_after
 
 
-class Unavailable(AiaasError):
+class Unavailable(RetryLater):
     """The cloud failed transiently (its own 500/503): the same call may succeed after
     ``retry_after`` seconds. Answered as 503 with ``Retry-After``, never as the 502 of a
     deployment that answered wrongly."""
 
     code = "unavailable"
     http_status = 503
-    retry_after: float
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float = 1.0,
-        details: Any = None,
-        cloud_text: str | None = None,
-    ) -> None:
-        super().__init__(message, details=details, cloud_text=cloud_text)
-        self.retry_after = retry_after
 
 
 class ModelError(AiaasError):
@@ -248,7 +243,7 @@ def error_from_body(
     cls = _BY_CODE.get(str(code)) if code else None
     if cls is None:
         cls = _class_for_status(status)
-    if issubclass(cls, Throttled | Unavailable):
+    if issubclass(cls, RetryLater):
         return cls(message, retry_after=retry_after, details=details)
     return cls(message, details=details)
 
