@@ -36,27 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _minilm import CHECK_TEXT, SENTENCE
 from serve_throughput import (
     BENCH,
     CLK_TCK,
-    LUA,
     PYTHON,
-    WRK_THREADS,
     BenchError,
     _exit_on_sigterm,
-    build_bundle,
     busy_ticks,
     child_env,
-    free_port,
-    http_call,
-    run_wrk,
-    running,
     session_ticks,
-    systems,
     wait_for_quiet,
 )
-from storm import Phase, phase, raise_open_files, status_counts
+from storm import Phase, phase, raise_open_files, status_counts, warm_minilm_server
 
 TARGET = 0.8  # goodput under overload / capacity
 #: Cores other processes may take during a measured run before it is measured again.
@@ -138,31 +129,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
     limit = raise_open_files()
     if limit < args.max_connections + 64:
         raise BenchError(f"only {limit} open files allowed; --max-connections needs more")
-    print("building the minilm bundle ...", flush=True)
-    archive, bundle_dir = build_bundle(work)
-    lua = work / "post.lua"
-    before, after = SENTENCE.split("{}")
-    lua.write_text(LUA % {"threads": WRK_THREADS, "before": before, "after": after})
-    base_system = systems(archive, bundle_dir)[0]  # aiaas, one inference worker
-    extra = args.server_arg or []
-    system = type(base_system)(
-        base_system.name,
-        lambda port: [*base_system.argv(port), *extra],
-        base_system.predict_path,
-        metrics=True,
-    )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    print(f"aiaas serve on 127.0.0.1:{port} {' '.join(extra)} ...", flush=True)
-    with running(system, port, work / "server.log") as proc:
-        status, _ = http_call(
-            base + "/invocations", json.dumps({"inputs": [{"text": CHECK_TEXT}]}).encode(), 30.0
-        )
-        if status != 200:
-            raise BenchError(f"the check request answered {status}")
-        print(f"warm-up: {args.warmup} s at {args.connections} connections ...", flush=True)
-        run_wrk(base + "/invocations", lua, args.warmup, args.connections)
-        time.sleep(2.0)
+    with warm_minilm_server(work, args.server_arg or [], args.warmup, args.connections) as (
+        base,
+        lua,
+        proc,
+    ):
         wait_for_quiet(args.quiet_wait)
         print(f"capacity: {args.duration} s at {args.connections} connections ...", flush=True)
         sid = proc.pid  # a session leader: its pid is the session id

@@ -22,14 +22,17 @@ machine; the "other load" column says how many cores other processes took meanwh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,18 +106,20 @@ def phase(name: str, base: str, lua: Path, seconds: int, connections: int, sid: 
     return Phase(name, connections, wrk, server_cores, other_cores, delta)
 
 
-def run(args: argparse.Namespace, work: Path) -> int:
-    """Build, serve, measure capacity then the storm; print the table and the verdict."""
-    limit = raise_open_files()
-    if limit < args.storm_connections + 64:
-        raise BenchError(f"only {limit} open files allowed; the storm needs more")
+@contextlib.contextmanager
+def warm_minilm_server(
+    work: Path, extra: list[str], warmup_s: int, connections: int
+) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """Build the MiniLM bundle in ``work``, serve it (``aiaas serve`` plus ``extra``, one
+    inference worker, metrics on) on a free loopback port, check one real answer, warm it up
+    with wrk for ``warmup_s`` at ``connections`` and let it settle 2 s; yield the base URL,
+    wrk's Lua script and the server process (stopped on the way out)."""
     print("building the minilm bundle ...", flush=True)
     archive, bundle_dir = build_bundle(work)
     lua = work / "post.lua"
     before, after = SENTENCE.split("{}")
     lua.write_text(LUA % {"threads": WRK_THREADS, "before": before, "after": after})
     base_system = systems(archive, bundle_dir)[0]  # aiaas, one inference worker
-    extra = args.server_arg or []
     system = type(base_system)(
         base_system.name,
         lambda port: [*base_system.argv(port), *extra],
@@ -130,9 +135,22 @@ def run(args: argparse.Namespace, work: Path) -> int:
         )
         if status != 200:
             raise BenchError(f"the check request answered {status}")
-        print(f"warm-up: {args.warmup} s at {args.connections} connections ...", flush=True)
-        run_wrk(base + "/invocations", lua, args.warmup, args.connections)
+        print(f"warm-up: {warmup_s} s at {connections} connections ...", flush=True)
+        run_wrk(base + "/invocations", lua, warmup_s, connections)
         time.sleep(2.0)
+        yield base, lua, proc
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    """Build, serve, measure capacity then the storm; print the table and the verdict."""
+    limit = raise_open_files()
+    if limit < args.storm_connections + 64:
+        raise BenchError(f"only {limit} open files allowed; the storm needs more")
+    with warm_minilm_server(work, args.server_arg or [], args.warmup, args.connections) as (
+        base,
+        lua,
+        proc,
+    ):
         print(f"capacity: {args.duration} s at {args.connections} connections ...", flush=True)
         capacity = phase("capacity", base, lua, args.duration, args.connections, proc.pid)
         time.sleep(2.0)
