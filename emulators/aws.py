@@ -18,8 +18,10 @@ Gaps from the real cloud (each also named where it is handled):
   in this interpreter, as a local process;
 - one container per variant whatever the instance count; no autoscaling acts on endpoints;
 - ``DeleteEndpoint`` deletes at once (AWS shows ``Deleting`` first);
-- IAM: the execution role and S3 permissions are not checked (``head_missing_is_403``
-  stands in for the one S3 rule that shows: a caller without ``s3:ListBucket``);
+- IAM is off unless a test turns it on (:meth:`AwsEmulator.enforce_iam`: callers' identity
+  policies, evaluated by :mod:`emulators.iam`, which names its gaps); the execution role's
+  own permissions are never checked (``head_missing_is_403`` stands in for the one S3 rule
+  that shows without IAM: a caller without ``s3:ListBucket``);
 - every JSON-protocol request is checked against botocore's service model as AWS's front
   end does (:mod:`emulators.validation`, which names its own gaps); S3's REST requests are
   not;
@@ -46,10 +48,14 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from moto import settings as moto_settings
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudwatch.models import cloudwatch_backends
-from moto.core.responses import ActionResult
+from moto.core.responses import ActionResult, BaseResponse
+from moto.iam.access_control import IAMPolicy, IAMUserAccessKey, S3IAMRequest
+from moto.iam.models import iam_backends
 from moto.logs.models import logs_backends
+from moto.logs.responses import LogsResponse
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -64,9 +70,20 @@ from werkzeug.serving import make_server
 
 from emulators.faults import CallLog, Refusals
 from emulators.fleet import STOP_GRACE_S, ContainerProcess, free_port, stop_all
+from emulators.iam import (
+    S3_ACTIONS,
+    SCALING_ROLE_NAME,
+    SCALING_ROLE_PATH,
+    SCALING_SERVICE,
+    Check,
+    checks_for,
+    denial,
+    evaluate,
+)
 from emulators.sagemaker_runtime import (
     CONTAINER_TIMEOUT_S,
     IDLE_TIMEOUT_S,
+    Caller,
     RuntimeCall,
     SageMakerRuntimeEmulator,
     Target,
@@ -107,6 +124,13 @@ CREATED_NAMES = {
     "CreateModel": ("model", "ModelName"),
     "CreateEndpointConfig": ("config", "EndpointConfigName"),
 }
+# The IAM user moto's own access control knows the emulator's key pair by (the account's
+# root stands in: allowed everything).
+ROOT_USER = "aiaas-emulator-root"
+ALLOW_ALL = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
 # Assumed from memory of AWS's text (not seen in a primary source in this work).
 MODEL_DATA_FAILED = (
     "Failed to download model data(bucket: {bucket}, key: {key}). Please ensure that there is "
@@ -123,6 +147,7 @@ class ApiCall:
     action: str  # "CreateModel", "PutObject", "CreateMultipartUpload", "HeadObject", ...
     write: bool
     params: dict[str, Any]  # JSON body (JSON protocols); S3: bucket, key, query, headers
+    key_id: str = ""  # the access key id the request was signed with
 
 
 @dataclass(frozen=True)
@@ -139,14 +164,19 @@ class Container:
 
 
 # -- request recording ----------------------------------------------------------------------
-def _service_from_auth(environ: dict[str, Any], query: dict[str, list[str]]) -> str | None:
+def _credential(environ: dict[str, Any], query: dict[str, list[str]]) -> list[str]:
+    """The SigV4 credential's parts: key id, date, region, service, ``aws4_request``."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
     credential = ""
     if "Credential=" in auth:
         credential = auth.split("Credential=", 1)[1].split(",", 1)[0]
     elif "X-Amz-Credential" in query:
         credential = query["X-Amz-Credential"][0]
-    parts = credential.split("/")
+    return credential.split("/")
+
+
+def _service_from_auth(environ: dict[str, Any], query: dict[str, list[str]]) -> str | None:
+    parts = _credential(environ, query)
     return parts[3] if len(parts) == 5 else None
 
 
@@ -199,6 +229,7 @@ def classify(environ: dict[str, Any], body: bytes | None) -> ApiCall | None:
     query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     target = environ.get("HTTP_X_AMZ_TARGET")
     service = _service_from_auth(environ, query)
+    key_id = _credential(environ, query)[0]
     if target:
         prefix, _, action = target.partition(".")
         service = TARGET_SERVICES.get(prefix, service or prefix)
@@ -206,7 +237,7 @@ def classify(environ: dict[str, Any], body: bytes | None) -> ApiCall | None:
             params = json.loads(body or b"{}")
         except ValueError:
             params = {"body": (body or b"").decode(errors="replace")}
-        return ApiCall(service, action, not action.startswith(READ_PREFIXES), params)
+        return ApiCall(service, action, not action.startswith(READ_PREFIXES), params, key_id)
     if service == "s3":
         bucket, _, key = unquote(path).lstrip("/").partition("/")
         headers = {
@@ -217,12 +248,13 @@ def classify(environ: dict[str, Any], body: bytes | None) -> ApiCall | None:
         copy = "x-amz-copy-source" in headers
         action = _s3_action(method, bucket, key, query, copy)
         params = {"bucket": bucket, "key": key, "query": query, "headers": headers}
-        return ApiCall("s3", action, method not in ("GET", "HEAD"), params)
+        return ApiCall("s3", action, method not in ("GET", "HEAD"), params, key_id)
     # Query protocol (Action=... in the form body or the query string).
     form = parse_qs((body or b"").decode(errors="replace")) if body else {}
     fields = {k: v[0] for k, v in {**query, **form}.items()}
     action = fields.get("Action", f"{method} {path}")
-    return ApiCall(service or "unknown", action, not action.startswith(READ_PREFIXES), fields)
+    write = not action.startswith(READ_PREFIXES)
+    return ApiCall(service or "unknown", action, write, fields, key_id)
 
 
 @dataclass(frozen=True)
@@ -537,6 +569,30 @@ def _delete_endpoint(self: SageMakerResponse) -> ActionResult:
     return result
 
 
+def _moto_resource(self: BaseResponse) -> str:
+    """The resource moto's own access control checks a SageMaker or Logs call on (its
+    default, ``*``, matches no statement scoped to an ARN): the one :mod:`emulators.iam`
+    names for the call."""
+    try:
+        params = json.loads(self.body or "{}")
+    except ValueError:
+        params = {}
+    service = "sagemaker" if isinstance(self, SageMakerResponse) else "logs"
+    found = checks_for(
+        service, self._get_action(), params, region=self.region, account=self.current_account
+    )
+    return found[0].resource if found else "*"
+
+
+def _s3_iam_request(self: S3IAMRequest, *args: Any, **kwargs: Any) -> None:
+    """moto's S3 authorization, checking the IAM action AWS checks: moto 5.2.6 checks the
+    operation's name (``s3:ListObjectsV2``, ``s3:HeadObject``, ``s3:HeadBucket``,
+    ``s3:CreateMultipartUpload``), which no policy grants; AWS checks ``s3:ListBucket``,
+    ``s3:GetObject``, ``s3:ListBucket`` and ``s3:PutObject`` for them."""
+    _original("s3_iam_request")(self, *args, **kwargs)
+    self._action = S3_ACTIONS.get(self._action.partition(":")[2], self._action)
+
+
 def _original(action: str) -> Callable[..., Any]:
     """moto's own response method for ``action`` (one the patch replaced)."""
     found = _ORIGINAL[action]
@@ -557,6 +613,10 @@ def _install_patches() -> None:
     SageMakerResponse.create_endpoint = _create_endpoint  # type: ignore[method-assign]
     SageMakerResponse.delete_endpoint = _delete_endpoint  # type: ignore[method-assign]
     SageMakerResponse.update_endpoint = _update_endpoint  # type: ignore[attr-defined]
+    SageMakerResponse._determine_resource = _moto_resource  # type: ignore[attr-defined]
+    _ORIGINAL["s3_iam_request"] = S3IAMRequest.__init__
+    S3IAMRequest.__init__ = _s3_iam_request  # type: ignore[method-assign,assignment]
+    LogsResponse._determine_resource = _moto_resource  # type: ignore[attr-defined]
     _PATCHED = True
 
 
@@ -634,6 +694,9 @@ class AwsEmulator:
         # True: HeadObject/GetObject of a missing key answer 403, as AWS does for a caller
         # without s3:ListBucket on the bucket (finding 2); no IAM is evaluated.
         self.head_missing_is_403 = False
+        # Every authorization IAM made (enforce_iam): (principal ARN, check, verdict).
+        self.iam_checks: CallLog[tuple[str, Check, str]] = CallLog()
+        self._iam = False
         self._unseen: dict[tuple[str, str], int] = {}  # ("model"|"config", name): calls left
         self._calls: CallLog[ApiCall] = CallLog()
         self._lock = threading.RLock()
@@ -648,6 +711,7 @@ class AwsEmulator:
             access_key=access_key,
             secret_key=secret_key,
             session_token=session_token,
+            callers=self._runtime_caller,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -668,6 +732,7 @@ class AwsEmulator:
     def stop(self) -> None:
         """Stop every container, the runtime emulator and moto (no process is left)."""
         _EMULATORS.pop((self.ACCOUNT, self.region), None)
+        self._iam_off()
         self._stop_all_containers()
         self._runtime.stop()
         if self._moto is not None:
@@ -725,6 +790,7 @@ class AwsEmulator:
     def reset(self) -> None:
         """Clear moto's state, stop every container, forget calls, faults and scripts."""
         self._stop_all_containers()
+        self._iam_off()
         parts = urlsplit(self.url)
         conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
         try:
@@ -743,6 +809,7 @@ class AwsEmulator:
             self.eventual_consistency = 0
             self.quota = {}
             self.head_missing_is_403 = False
+            self.iam_checks.clear()
         self._runtime.clear()
         self._runtime.container_timeout_s = CONTAINER_TIMEOUT_S
         self._runtime.clock_skew_s = 0.0
@@ -759,9 +826,13 @@ class AwsEmulator:
         self._calls.add(call)
 
     def _refusal(self, call: ApiCall) -> Refusal | None:
-        """AWS's answer in moto's place, if the call gets one: a constraint violation, a
-        missing S3 key's 403, a model or config not visible yet, or a scripted refusal (in
-        that order: AWS validates a request before it looks anything up)."""
+        """AWS's answer in moto's place, if the call gets one: IAM's AccessDenied, a
+        constraint violation, a missing S3 key's 403, a model or config not visible yet, or
+        a scripted refusal (in that order: AWS authorizes a request, then validates it,
+        before it looks anything up)."""
+        denied = self._authorize(call)
+        if denied is not None:
+            return denied
         if self.validate and call.service in TARGET_SERVICES.values():
             problem = validator(call.service).problem(call.action, call.params)
             if problem is not None:
@@ -779,11 +850,15 @@ class AwsEmulator:
         return None if scripted is None else scripted.answer
 
     def _s3_refusal(self, call: ApiCall) -> Refusal | None:
-        """``head_missing_is_403``: a missing key in an existing bucket is 403 AccessDenied
-        for HeadObject (no body: botocore reports "403"/"Forbidden") and GetObject, as AWS
-        answers a caller without an unconditioned s3:ListBucket (finding 2). Gap: no policy
-        is evaluated: the switch stands for every caller lacking it."""
-        if not self.head_missing_is_403 or call.action not in ("HeadObject", "GetObject"):
+        """A missing key in an existing bucket is 403 AccessDenied for HeadObject (no body:
+        botocore reports "403"/"Forbidden") and GetObject, as AWS answers a caller without
+        s3:ListBucket on the bucket (finding 2): every caller under ``head_missing_is_403``,
+        and under :meth:`enforce_iam` an IAM user whose policies do not allow s3:ListBucket
+        with no ``s3:prefix`` (a HEAD carries none: a prefix-conditioned grant does not
+        count here, which AWS does not document either way)."""
+        if call.action not in ("HeadObject", "GetObject"):
+            return None
+        if not (self.head_missing_is_403 or self._lacks_list_bucket(call)):
             return None
         bucket, key = call.params["bucket"], call.params["key"]
         with self._lock:
@@ -794,6 +869,140 @@ class AwsEmulator:
                 return None
         return Refusal(403, "AccessDenied", "Access Denied", s3=True,
                        head=call.action == "HeadObject")  # fmt: skip
+
+    # -- IAM ---------------------------------------------------------------------------------
+    def enforce_iam(self) -> None:
+        """Turn IAM on until :meth:`reset` or :meth:`stop`: every request must then be signed
+        by this emulator's own key pair (the account's root: allowed everything) or by an IAM
+        user's (:meth:`create_user`), whose policies decide each call as
+        :mod:`emulators.iam` evaluates them (the call's own action on its resource ARN, with
+        its condition context, and what AWS checks on the caller's behalf). Control-plane
+        calls are also put through moto's own access control (its signature check and its
+        action check; the switch is process-wide in moto, so it is on only while this is).
+        InvokeEndpoint is checked by the runtime emulator against ``sagemaker:InvokeEndpoint``
+        on the endpoint's ARN. Gap: only the JSON-protocol services and S3 get this module's
+        evaluation; the query-protocol ones (IAM, STS, CloudWatch) get moto's alone."""
+        if self.session_token:
+            raise RuntimeError("enforce_iam: the emulator's key pair must have no session token")
+        with self._lock:
+            backend = iam_backends[self.ACCOUNT]["aws"]
+            backend.create_user(self.region, ROOT_USER)
+            backend.put_user_policy(ROOT_USER, "all", json.dumps(ALLOW_ALL))
+            key = backend.create_access_key(ROOT_USER)
+            key.access_key_id, key.secret_access_key = self.access_key, self.secret_key
+            self._iam = True
+            moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # moto checks from the next call
+
+    def create_user(self, name: str, policy: dict[str, Any]) -> tuple[str, str]:
+        """An IAM user holding exactly ``policy`` (one inline policy): its access key id and
+        secret (see :meth:`enforce_iam`)."""
+        with self._lock:
+            backend = iam_backends[self.ACCOUNT]["aws"]
+            backend.create_user(self.region, name)
+            backend.put_user_policy(name, f"{name}-policy", json.dumps(policy))
+            key = backend.create_access_key(name)
+        return key.access_key_id, key.secret_access_key
+
+    def _iam_off(self) -> None:
+        if self._iam:
+            moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+            self._iam = False
+
+    def _iam_user(self, key_id: str) -> tuple[str, str, list[dict[str, Any]]] | None:
+        """An IAM user's ARN, secret and policy documents, by access key id (moto's IAM)."""
+        try:
+            user = IAMUserAccessKey(self.ACCOUNT, "aws", key_id, {})
+        except Exception:  # moto's CreateAccessKeyFailure: no such key
+            return None
+        documents = [IAMPolicy(p)._policy_json for p in user.collect_policies()]
+        return user.arn, user.create_credentials().secret_key, documents
+
+    def _checks(self, call: ApiCall) -> list[Check]:
+        """What AWS authorizes for ``call`` (called under the lock)."""
+        config = None
+        resource_id = str(call.params.get("ResourceId", ""))
+        if call.action == "RegisterScalableTarget" and resource_id.startswith("endpoint/"):
+            found = self._sagemaker().endpoints.get(resource_id.split("/")[1])
+            config = found.endpoint_config_name if found is not None else None
+        roles = iam_backends[self.ACCOUNT]["aws"].roles.values()
+        return checks_for(
+            call.service,
+            call.action,
+            call.params,
+            region=self.region,
+            account=self.ACCOUNT,
+            scaling_role_exists=any(r.name == SCALING_ROLE_NAME for r in roles),
+            endpoint_config=config,
+        )
+
+    def _authorize(self, call: ApiCall) -> Refusal | None:
+        """IAM's AccessDenied for an IAM user's call its policies do not allow (None: allowed,
+        or IAM is off, or the key is the root's or unknown: moto answers an unknown one).
+        The JSON protocols' AccessDeniedException is answered with HTTP 400 (assumed) and
+        S3's AccessDenied with 403, both with IAM's "User: ... is not authorized to perform:
+        ..." text. Registering a SageMaker scalable target creates the service-linked role
+        it needs, as Application Auto Scaling does."""
+        if not self._iam or call.key_id == self.access_key:
+            return None
+        if call.service != "s3" and call.service not in TARGET_SERVICES.values():
+            return None
+        user = self._iam_user(call.key_id)
+        if user is None:
+            return None
+        arn, _, policies = user
+        with self._lock:
+            checks = self._checks(call)
+        for check in checks:
+            verdict = evaluate(policies, check)
+            self.iam_checks.add((arn, check, verdict))
+            if verdict != "allow":
+                said = denial(arn, check, verdict)
+                if call.service == "s3":
+                    head = call.action.startswith("Head")
+                    return Refusal(403, "AccessDenied", said, s3=True, head=head)
+                return Refusal(400, "AccessDeniedException", said)
+        if any(c.action == "iam:CreateServiceLinkedRole" for c in checks):
+            with self._lock:
+                iam_backends[self.ACCOUNT]["aws"].create_role(
+                    SCALING_ROLE_NAME,
+                    json.dumps({"Version": "2012-10-17", "Statement": []}),
+                    SCALING_ROLE_PATH,
+                    None,
+                    "created by registering a scalable target",
+                    [],
+                    None,
+                    linked_service=SCALING_SERVICE,
+                )
+        return None
+
+    def _lacks_list_bucket(self, call: ApiCall) -> bool:
+        """Under IAM, whether the caller's policies leave out s3:ListBucket on the call's
+        bucket with no ``s3:prefix`` in the context."""
+        if not self._iam or call.key_id == self.access_key:
+            return False
+        user = self._iam_user(call.key_id)
+        if user is None:
+            return False
+        check = Check("s3:ListBucket", f"arn:aws:s3:::{call.params['bucket']}")
+        return evaluate(user[2], check) != "allow"
+
+    def _runtime_caller(self, key_id: str) -> Caller | None:
+        """Who signed an InvokeEndpoint with ``key_id``: the emulator's own key pair, or
+        under :meth:`enforce_iam` an IAM user, whose policies decide the action."""
+        if key_id == self.access_key:
+            return Caller(self.secret_key, self.session_token)
+        user = self._iam_user(key_id) if self._iam else None
+        if user is None:
+            return None
+        arn, secret, policies = user
+
+        def denied(action: str, resource: str) -> str | None:
+            check = Check(action, resource)
+            verdict = evaluate(policies, check)
+            self.iam_checks.add((arn, check, verdict))
+            return None if verdict == "allow" else denial(arn, check, verdict)
+
+        return Caller(secret, None, denied)
 
     def _created(self, call: ApiCall) -> None:
         """A model or endpoint config being created starts out invisible

@@ -105,6 +105,25 @@ class Target:
 Resolver = Callable[[str], Target | None]
 
 
+def _allowed(action: str, resource: str) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who signed a request: the secret (and session token) its signature is checked with,
+    and IAM's verdict on an action on a resource (None: allowed; else AWS's AccessDenied
+    text)."""
+
+    secret_key: str
+    session_token: str | None = None
+    denied: Callable[[str, str], str | None] = _allowed
+
+
+Callers = Callable[[str], Caller | None]
+"""The caller an access key id stands for (None: AWS does not know the key)."""
+
+
 class _ErrorAnswer(Exception):
     """An AWS error answered instead of forwarding."""
 
@@ -131,10 +150,13 @@ class SageMakerRuntimeEmulator:
         secret_key: str,
         session_token: str | None = None,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        callers: Callers | None = None,
     ) -> None:
         self.resolve = resolve
         self.account, self.region = account, region
         self.access_key, self.secret_key, self.session_token = access_key, secret_key, session_token
+        # Without callers, the one key pair given is the only one known, allowed everything.
+        self.callers: Callers = callers or self._own_key
         self._calls: CallLog[RuntimeCall] = CallLog()
         self._faults = Faults()
         emulator = self
@@ -210,11 +232,24 @@ class SageMakerRuntimeEmulator:
     def _record(self, call: RuntimeCall) -> None:
         self._calls.add(call)
 
-    # -- SigV4 -----------------------------------------------------------------------------
+    # -- SigV4 and IAM ---------------------------------------------------------------------
+    def _own_key(self, key_id: str) -> Caller | None:
+        return Caller(self.secret_key, self.session_token) if key_id == self.access_key else None
+
+    def authorize(self, caller: Caller, endpoint: str) -> None:
+        """Raise :class:`_ErrorAnswer` unless IAM allows the caller ``sagemaker:InvokeEndpoint``
+        on the endpoint's ARN (its name lowercase, as SageMaker writes ARNs). The status,
+        403, is assumed (a rest-json service's AccessDeniedException)."""
+        arn = f"arn:aws:sagemaker:{self.region}:{self.account}:endpoint/{endpoint.lower()}"
+        said = caller.denied("sagemaker:InvokeEndpoint", arn)
+        if said is not None:
+            raise _ErrorAnswer(403, "AccessDeniedException", said)
+
     def verify_sigv4(
         self, method: str, raw_path: str, headers: Message[str, str], body: bytes
-    ) -> None:
-        """Raise :class:`_ErrorAnswer` (403) unless the request is signed as AWS requires."""
+    ) -> Caller:
+        """The caller, or :class:`_ErrorAnswer` (403) unless the request is signed as AWS
+        requires."""
         auth = headers.get("Authorization")
         if not auth:
             raise _ErrorAnswer(
@@ -230,10 +265,11 @@ class SageMakerRuntimeEmulator:
                 403, "IncompleteSignatureException", "Authorization header is malformed."
             )
         key, date, region, service, terminator = credential
-        if key != self.access_key:
+        caller = self.callers(key)
+        if caller is None:
             raise _ErrorAnswer(403, "UnrecognizedClientException", BAD_TOKEN)
         token = headers.get("X-Amz-Security-Token")
-        if token != self.session_token:  # a session token must be the one issued with the key
+        if token != caller.session_token:  # a session token must be the one issued with the key
             raise _ErrorAnswer(403, "UnrecognizedClientException", BAD_TOKEN)
         if service != "sagemaker" or region != self.region or terminator != "aws4_request":
             raise _ErrorAnswer(
@@ -278,7 +314,7 @@ class SageMakerRuntimeEmulator:
         )
         request.context["timestamp"] = amz_date
         signer = SigV4Auth(
-            Credentials(self.access_key, self.secret_key, self.session_token),
+            Credentials(key, caller.secret_key, caller.session_token),
             "sagemaker",
             self.region,
         )
@@ -293,6 +329,7 @@ class SageMakerRuntimeEmulator:
                 f"{BAD_SIGNATURE}\n\nThe Canonical String for this request should have "
                 f"been\n'{canonical}'\n",
             )
+        return caller
 
     # -- one invocation --------------------------------------------------------------------
     def invoke(
@@ -421,7 +458,8 @@ class _Handler(KeepAliveHandler):
             return
         endpoint = unquote(parts[2])
         try:
-            self.owner.verify_sigv4("POST", self.path, self.headers, body)
+            caller = self.owner.verify_sigv4("POST", self.path, self.headers, body)
+            self.owner.authorize(caller, endpoint)
             status, headers, data = self.owner.invoke(endpoint, self.headers, body)
         except _ErrorAnswer as err:
             self.owner._record(

@@ -53,9 +53,13 @@ def fresh(aws: AwsEmulator) -> Iterator[AwsEmulator]:
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> list[BuiltBundle]:
     """The probe at three versions."""
-    work = tmp_path_factory.mktemp("sagemaker-bundles")
+    return probes(tmp_path_factory.mktemp("sagemaker-bundles"), "123")
+
+
+def probes(work: Path, salts: str) -> list[BuiltBundle]:
+    """The probe built once per salt (one character each: a version apiece), in ``work``."""
     built = []
-    for salt in "123":
+    for salt in salts:
         project = work / f"v{salt}"
         shutil.copytree(PROJECTS / "probe", project)
         (project / "aiaas.yaml").write_text(MODEL_YAML)

@@ -26,7 +26,14 @@ from botocore.exceptions import (
 )
 
 from adapters.sagemaker import aws
-from aiaas.errors import AiaasError, ConfigError, DeployFailed, ProviderError, Throttled
+from aiaas.errors import (
+    AccessDenied,
+    AiaasError,
+    ConfigError,
+    DeployFailed,
+    ProviderError,
+    Throttled,
+)
 
 _BOTO_CODE = re.compile(r"An error occurred \((\w+)\)")
 
@@ -110,7 +117,7 @@ def aws_error(
         # AccessDenied's own text names the principal and the action: kept. A signature or
         # token failure's may quote the canonical request (the session token): left out.
         quoted = f" (AWS: {message})" if message and code.startswith("AccessDenied") else ""
-        return ProviderError(
+        return AccessDenied(
             f"{doing}: AWS refused the credentials ({said}): "
             f"{aws.refused_credentials(code, f'to {doing}')}{quoted}"
         )
