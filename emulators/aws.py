@@ -17,7 +17,8 @@ Gaps from the real cloud (each also named where it is handled):
 - the model's ``Image`` is not run (no Docker): every model runs aiaas's container entrypoint
   in this interpreter, as a local process;
 - one container per variant whatever the instance count; no autoscaling acts on endpoints;
-- ``DeleteEndpoint`` deletes at once (AWS shows ``Deleting`` first);
+- ``DeleteEndpoint`` deletes at once unless a test sets ``deleting_s`` (AWS shows
+  ``Deleting`` first, for a time it does not document);
 - IAM is off unless a test turns it on (:meth:`AwsEmulator.enforce_iam`: callers' identity
   policies, evaluated by :mod:`emulators.iam`, which names its gaps); the execution role's
   own permissions are never checked (``head_missing_is_403`` stands in for the one S3 rule
@@ -25,13 +26,15 @@ Gaps from the real cloud (each also named where it is handled):
 - every JSON-protocol request is checked against botocore's service model as AWS's front
   end does (:mod:`emulators.validation`, which names its own gaps); S3's REST requests are
   not;
-- eventual consistency (``eventual_consistency``) and the instance quota (``quota``) are
-  off unless a test turns them on; a serverless variant's concurrency quota is not kept.
+- eventual consistency (``eventual_consistency``; ``stale_describes`` for DescribeEndpoint
+  just after an update) and the instance quota (``quota``) are off unless a test turns
+  them on; a serverless variant's concurrency quota is not kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import http.client
 import io
@@ -442,6 +445,7 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
                 config["ProductionVariants"]
             )
         else:
+            emulator._remember_stale(name, endpoint.response_object)
             endpoint.endpoint_status = "Updating"
             endpoint.failure_reason = None  # AWS clears the last failure when an update starts
             endpoint.last_modified_time = dt.datetime.now(dt.UTC)
@@ -557,16 +561,39 @@ def _scaled_instance_type(backend: SageMakerModelBackend, endpoint: Any) -> str 
 
 
 def _delete_endpoint(self: SageMakerResponse) -> ActionResult:
-    """moto's DeleteEndpoint (at once: AWS shows ``Deleting`` first), then stop the containers."""
+    """DeleteEndpoint: the containers stop at once; the endpoint goes at once (moto's), or
+    under :attr:`AwsEmulator.deleting_s` stays ``Deleting`` that long first, as on AWS,
+    where DescribeEndpoint shows it, InvokeEndpoint is refused, and a CreateEndpoint of
+    the name fails as for any existing endpoint. A second DeleteEndpoint meanwhile is
+    accepted and changes nothing (assumed: AWS does not document it)."""
     emulator = _emulator_for(self)
     if emulator is None:
         deleted: ActionResult = _original("delete_endpoint")(self)
         return deleted
     name = self._get_param("EndpointName")
     with emulator._lock:
-        result: ActionResult = _original("delete_endpoint")(self)  # ValidationException
+        endpoint = self.sagemaker_backend.endpoints.get(name)
+        if endpoint is None or emulator.deleting_s <= 0:
+            result: ActionResult = _original("delete_endpoint")(self)  # ValidationException
+        else:
+            if endpoint.endpoint_status != "Deleting":
+                endpoint.endpoint_status = "Deleting"
+                endpoint.last_modified_time = dt.datetime.now(dt.UTC)
+                emulator._later(emulator.deleting_s, emulator._gone, name, endpoint)
+            result = ActionResult({})
     emulator._retire(name)
     return result
+
+
+def _describe_endpoint(self: SageMakerResponse) -> ActionResult:
+    """moto's DescribeEndpoint, or under :attr:`AwsEmulator.stale_describes` the endpoint as
+    it was before the last UpdateEndpoint (AWS's eventual consistency: finding 16)."""
+    emulator = _emulator_for(self)
+    stale = emulator._stale_view(self._get_param("EndpointName")) if emulator else None
+    if stale is not None:
+        return ActionResult(stale)
+    described: ActionResult = _original("describe_endpoint")(self)
+    return described
 
 
 def _moto_resource(self: BaseResponse) -> str:
@@ -607,11 +634,13 @@ def _install_patches() -> None:
         return
     _ORIGINAL["create_endpoint"] = SageMakerResponse.create_endpoint
     _ORIGINAL["delete_endpoint"] = SageMakerResponse.delete_endpoint
+    _ORIGINAL["describe_endpoint"] = SageMakerResponse.describe_endpoint
     # None while moto lacks UpdateEndpoint (tests/test_aws_emulator.py fails once it has it:
     # then its behaviour must be weighed against this patch's).
     _ORIGINAL["update_endpoint"] = getattr(SageMakerResponse, "update_endpoint", None)
     SageMakerResponse.create_endpoint = _create_endpoint  # type: ignore[method-assign]
     SageMakerResponse.delete_endpoint = _delete_endpoint  # type: ignore[method-assign]
+    SageMakerResponse.describe_endpoint = _describe_endpoint  # type: ignore[method-assign]
     SageMakerResponse.update_endpoint = _update_endpoint  # type: ignore[attr-defined]
     SageMakerResponse._determine_resource = _moto_resource  # type: ignore[attr-defined]
     _ORIGINAL["s3_iam_request"] = S3IAMRequest.__init__
@@ -688,6 +717,13 @@ class AwsEmulator:
         # N > 0: a model or endpoint config just created is invisible to the next N calls
         # naming it (AWS's eventual consistency, finding 1).
         self.eventual_consistency = 0
+        # N > 0: the next N DescribeEndpoint calls after an UpdateEndpoint still show the
+        # endpoint as it was before it (InService on the old config): finding 16.
+        self.stale_describes = 0
+        # > 0: DeleteEndpoint leaves the endpoint Deleting this many seconds, then it is gone.
+        self.deleting_s = 0.0
+        self._stale: dict[str, tuple[dict[str, Any], int]] = {}  # name: (view, calls left)
+        self._timers: list[threading.Timer] = []
         # Instances allowed per instance type ({"ml.m5.xlarge": 1}), the account's
         # "<type> for endpoint usage" quota; a type not named has no limit.
         self.quota: dict[str, int] = {}
@@ -807,6 +843,9 @@ class AwsEmulator:
             self.gpu_unusable = False
             self.validate = True
             self.eventual_consistency = 0
+            self.stale_describes = 0
+            self.deleting_s = 0.0
+            self._stale.clear()
             self.quota = {}
             self.head_missing_is_403 = False
             self.iam_checks.clear()
@@ -1004,11 +1043,42 @@ class AwsEmulator:
 
         return Caller(secret, None, denied)
 
+    # -- what takes time on AWS: deletion, a stale view after an update ---------------------
+    def _later(self, delay_s: float, action: Callable[..., None], *args: Any) -> None:
+        """Run ``action(*args)`` after ``delay_s`` on a timer (cancelled by reset and stop)."""
+        timer = threading.Timer(delay_s, action, args)
+        timer.daemon = True
+        with self._lock:
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _gone(self, name: str, endpoint: FakeEndpoint) -> None:
+        """The end of ``Deleting``: moto forgets the endpoint (if it is still that one)."""
+        with self._lock:
+            backend = self._sagemaker()
+            if backend.endpoints.get(name) is endpoint:
+                backend.delete_endpoint(name)
+
+    def _remember_stale(self, name: str, view: dict[str, Any]) -> None:
+        """Keep the endpoint's DescribeEndpoint answer from before an update, for
+        :attr:`stale_describes` calls (called under the lock)."""
+        if self.stale_describes > 0:
+            self._stale[name] = (copy.deepcopy(view), self.stale_describes)
+
+    def _stale_view(self, name: str) -> dict[str, Any] | None:
+        """The stale DescribeEndpoint answer for ``name``, if one is left (each counts one).
+        Gap: AWS's staleness is time, not a count of calls, and is not documented."""
+        with self._lock:
+            view, left = self._stale.pop(name, (None, 0))
+            if view is not None and left > 1:
+                self._stale[name] = (view, left - 1)
+        return view
+
     def _created(self, call: ApiCall) -> None:
         """A model or endpoint config being created starts out invisible
         (``eventual_consistency``). Gap: AWS's delay is time, not a count of calls; other
-        resources (endpoints, tags, scaling targets) are visible at once, and a
-        DescribeEndpoint right after an update is never stale (finding 16)."""
+        resources (endpoints, tags, scaling targets) are visible at once (a DescribeEndpoint
+        right after an update: ``stale_describes``)."""
         kind = CREATED_NAMES.get(call.action)
         if kind is None or call.service != "sagemaker" or self.eventual_consistency <= 0:
             return
@@ -1309,6 +1379,7 @@ class AwsEmulator:
                 stop = op.procs
                 found.endpoint_status = "InService"
                 found.failure_reason = reason  # type: ignore[assignment]
+            self._stale.pop(endpoint, None)  # the change is over: AWS's view has caught up
             if found is not None:
                 found.pending_deployment_summary = None  # type: ignore[attr-defined]
                 found.last_modified_time = dt.datetime.now(dt.UTC)
@@ -1435,7 +1506,10 @@ class AwsEmulator:
 
     def _stop_all_containers(self) -> None:
         with self._lock:
+            timers, self._timers = self._timers, []
             names = list(self._live)
+        for timer in timers:  # a pending deletion goes with the state it was for
+            timer.cancel()
         for name in names:
             self._retire(name)
 

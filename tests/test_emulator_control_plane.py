@@ -279,3 +279,75 @@ def test_a_missing_key_answers_403_for_a_caller_without_list_bucket(aws: AwsEmul
     assert s3.head_object(Bucket="models", Key="there")["ContentLength"] == 1
     listed = s3.list_objects_v2(Bucket="models", Prefix="missing", MaxKeys=1)
     assert listed["KeyCount"] == 0  # what the provider asks instead
+
+
+# -- item 35: what takes time on AWS ------------------------------------------------------------
+def _status(sm: Any, name: str) -> str:
+    try:
+        return str(sm.describe_endpoint(EndpointName=name)["EndpointStatus"])
+    except ClientError:
+        return "gone"
+
+
+def test_a_deleted_endpoint_is_deleting_for_a_while_and_its_name_is_taken_meanwhile(
+    aws: AwsEmulator,
+) -> None:
+    """DeleteEndpoint under ``deleting_s``: Deleting, then gone. Meanwhile a CreateEndpoint
+    of the name fails as for any existing endpoint, an update is refused as in progress,
+    and a second delete changes nothing. (The model data is missing: the endpoint fails
+    without a container, which is all a delete needs.)"""
+    sm = aws.client("sagemaker", config=UNCHECKED)
+    _model(sm)
+    sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[_variant()])
+    sm.create_endpoint(EndpointName="ep", EndpointConfigName="c")
+    deadline = time.monotonic() + 10
+    while _status(sm, "ep") != "Failed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    aws.deleting_s = 0.6
+    sm.delete_endpoint(EndpointName="ep")
+    assert _status(sm, "ep") == "Deleting"
+    with pytest.raises(ClientError) as exc:
+        sm.create_endpoint(EndpointName="ep", EndpointConfigName="c")
+    assert _error(exc)[1:] == (
+        "ValidationException",
+        'Cannot create already existing endpoint "arn:aws:sagemaker:us-east-1:123456789012:'
+        'endpoint/ep".',
+    )
+    with pytest.raises(ClientError) as exc:
+        sm.update_endpoint(EndpointName="ep", EndpointConfigName="c")
+    assert "Cannot update in-progress endpoint" in _error(exc)[2]
+    sm.delete_endpoint(EndpointName="ep")
+    seen = set()
+    while (now := _status(sm, "ep")) != "gone":
+        seen.add(now)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert seen == {"Deleting"}
+    sm.create_endpoint(EndpointName="ep", EndpointConfigName="c")  # the name is free again
+
+
+def test_describe_endpoint_just_after_an_update_can_still_show_the_old_view(
+    aws: AwsEmulator,
+) -> None:
+    """``stale_describes``: the first DescribeEndpoint after UpdateEndpoint answers as before
+    it (InService on the old config, nothing pending); the next one is current. (The
+    endpoint is set InService without a container: an update needs no more here.)"""
+    sm = aws.client("sagemaker", config=UNCHECKED)
+    _model(sm)
+    for config in ("old", "new"):
+        sm.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[_variant()])
+    sm.create_endpoint(EndpointName="ep", EndpointConfigName="old")
+    deadline = time.monotonic() + 10
+    while _status(sm, "ep") != "Failed":  # no model data: no container to wait for
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    aws.set_status("ep", "InService")
+    aws.stale_describes = 1
+    sm.update_endpoint(EndpointName="ep", EndpointConfigName="new")
+    stale = sm.describe_endpoint(EndpointName="ep")
+    assert (stale["EndpointStatus"], stale["EndpointConfigName"]) == ("InService", "old")
+    assert "PendingDeploymentSummary" not in stale
+    current = sm.describe_endpoint(EndpointName="ep")
+    assert current["EndpointStatus"] == "Updating"
+    assert current["PendingDeploymentSummary"]["EndpointConfigName"] == "new"
