@@ -12,7 +12,9 @@ Everything else is written once, here:
 
 - :func:`attempts`: the retry/deadline loop, sans-IO. A generator that yields the
   ``httpx.Request`` to send (and receives the response or the transport error) or the seconds
-  to sleep, so one loop serves :func:`run_sync` and :func:`run_async` alike.
+  to sleep, so one loop serves :func:`run_sync` and :func:`run_async` alike. Each attempt
+  carries the milliseconds its call has left (:meth:`Call.carry_deadline`), so the model
+  server drops work nobody waits for any more.
 - :class:`RetryPolicy`: attempts, exponential backoff with full jitter, its random source,
   and the :class:`~aiaas.retry.RetryBudget` every call of the invoker shares (retries stop
   when the callee fails most calls). A caller that retries by itself
@@ -41,7 +43,7 @@ import httpx
 from adapters.base import Invoker, InvokeResult, answer_version, model_server_error
 from adapters.transport import AsyncH11Transport
 from aiaas.errors import AiaasError, ConfigError, DeadlineExceeded, NotReady
-from aiaas.retry import RetryBudget, caller_retries
+from aiaas.retry import TIMEOUT_HEADER, RetryBudget, caller_retries
 
 Sent = httpx.Response | httpx.TransportError
 """What one attempt got back: the response, or the transport error raised instead."""
@@ -116,6 +118,12 @@ class Call(ABC):
     def judge(self, sent: Sent) -> InvokeResult | Retry:
         """The result, a :class:`Retry`, or raise the typed error."""
 
+    def carry_deadline(self, request: httpx.Request, left_ms: int) -> None:
+        """Tell the model server this attempt's deadline: ``left_ms`` milliseconds from now.
+        By default in :data:`aiaas.retry.TIMEOUT_HEADER`; a cloud that forwards no such
+        header to the container carries it its own way (SageMaker: custom attributes)."""
+        request.headers[TIMEOUT_HEADER] = str(left_ms)
+
 
 def attempts(
     call: Call, policy: RetryPolicy, timeout: float
@@ -128,7 +136,8 @@ def attempts(
     policy's budget allows it and the caller does not retry by itself
     (:data:`aiaas.retry.caller_retries`); else its error is raised with ``retry_after`` set
     to the back-off the caller should wait (the callee's own, else the next backoff's
-    ceiling), so the caller learns when to come back."""
+    ceiling), so the caller learns when to come back. Each request carries the milliseconds
+    left (:meth:`Call.carry_deadline`, rounded down, at least 1)."""
     deadline = time.monotonic() + timeout
     made = 0
     single = caller_retries.get()
@@ -137,6 +146,7 @@ def attempts(
         if left <= 0:
             raise DeadlineExceeded(f"{call.what} did not answer within {timeout:g}s")
         request = call.request()
+        call.carry_deadline(request, max(1, int(left * 1000)))
         request.extensions["timeout"] = httpx.Timeout(
             left, connect=min(call.connect_timeout, left)
         ).as_dict()

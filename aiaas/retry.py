@@ -12,24 +12,45 @@
   and the function tier then makes one upstream attempt and hands the back-off to it in
   ``Retry-After``: two layers never retry for the same caller.
 - :data:`TIMEOUT_HEADER`: the caller's deadline (milliseconds left), so the function answers
-  within it.
+  within it; the invoke path sends it on to the model server (in SageMaker's custom
+  attributes where the header cannot travel), which drops work whose deadline has passed.
+  :func:`timeout_ms` reads it.
 - :data:`caller_retries`: the context variable through which the function tier tells the
   invoke loop (:mod:`adapters.http_invoker`) that its caller retries, without widening the
   invoker's interface.
 
-Stdlib only: the client, the function tier and the adapters all import it.
+Stdlib only (and :mod:`aiaas.errors`): the client, the function tier, the adapters and the
+model server all import it.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
 
+from aiaas.errors import BadRequest
+
 CALLER_RETRIES_HEADER = "x-aiaas-caller-retries"
 TIMEOUT_HEADER = "x-aiaas-timeout-ms"
+
+_MILLISECONDS = re.compile(r"[0-9]{1,12}")
+
+
+def timeout_ms(value: str | None, where: str = TIMEOUT_HEADER) -> int | None:
+    """A deadline's milliseconds left as :data:`TIMEOUT_HEADER` carries them (ASCII digits);
+    ``None`` when absent. Anything else raises :class:`~aiaas.errors.BadRequest` (400) naming
+    ``where`` (the header, or the attribute that carried it)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _MILLISECONDS.fullmatch(text) is None:
+        raise BadRequest(f"{where} {text[:20]!r} is not a number of milliseconds (ASCII digits)")
+    return int(text)
+
 
 #: True while the call being served comes from a caller that retries by itself.
 caller_retries: ContextVar[bool] = ContextVar("aiaas_caller_retries", default=False)

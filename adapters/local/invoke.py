@@ -5,7 +5,9 @@ and while a canary or linear step holds, the split file too: the call goes to th
 version with its share's probability. It never imports the control plane. A version switch
 closes the old server's port: a request that could not have reached it is re-sent once to
 the new one (a prediction has no side effects); one the server may have been working on is
-not.
+not. Each attempt carries the milliseconds its call has left in ``x-aiaas-timeout-ms`` (the
+shared loop's :meth:`~adapters.http_invoker.Call.carry_deadline`): the server drops a
+request still queued when they run out.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ a maintained, pure-Python signer, about 10 ms to import; boto3 with one client c
 
 - ``POST {runtime}/endpoints/{name}/invocations``, with one keep-alive pool per event loop
   (and one for the sync path), TLS verified (``AWS_CA_BUNDLE`` honoured, as boto3 does).
+- The deadline travels to the container: each attempt carries its milliseconds left as
+  ``aiaas-timeout-ms`` in ``X-Amzn-SageMaker-Custom-Attributes`` (the one header
+  InvokeEndpoint forwards), beside the request id, and the model server drops work whose
+  deadline has passed.
 - Retries, with exponential backoff and full jitter, never past the caller's deadline nor
   beyond the invoker's retry budget (:class:`aiaas.retry.RetryBudget`): throttling,
   ``ModelNotReadyException``, SageMaker's own 5xx (``Unavailable``, a 503 with
@@ -220,14 +224,19 @@ class _InvokeEndpoint(Call):
     """One InvokeEndpoint call: the same request each attempt; only a request that never
     reached SageMaker is sent again after a transport error (one it may have run is not)."""
 
-    def __init__(self, name: str, request: httpx.Request) -> None:
+    def __init__(self, name: str, request: httpx.Request, request_id: str | None) -> None:
         self.name = name
         self.what = f"SageMaker endpoint {name!r}"
         self.connect_timeout = CONNECT_TIMEOUT_S  # read at call time: tests shorten it
         self._request = request
+        self._request_id = request_id  # carried in the custom attributes (None: not carried)
 
     def request(self) -> httpx.Request:
         return self._request
+
+    def carry_deadline(self, request: httpx.Request, left_ms: int) -> None:
+        # The one header InvokeEndpoint forwards to the container carries it, beside the id.
+        request.headers[SPEC.request_id_header] = carrying(self._request_id, timeout_ms=left_ms)
 
     def judge(self, sent: Sent) -> InvokeResult | Retry:
         if isinstance(sent, httpx.Response):
@@ -307,15 +316,16 @@ class SageMakerInvoker(HttpInvoker):
                 f"of {self.max_request_bytes} bytes; not sent"
             )
         headers = {"content-type": _JSON, "accept": _JSON}
+        carried: str | None = None
         if request_id and len(request_id) <= MAX_INFERENCE_ID and request_id.isprintable():
             headers["x-amzn-sagemaker-inference-id"] = request_id  # AWS's own logs
             # The one header InvokeEndpoint forwards to the container: the model server reads
             # the id from it, so one id runs from the function to the GPU.
-            carried = carrying(request_id)
-            if len(carried) <= MAX_CUSTOM_ATTRIBUTES and request_id.isascii():
-                headers[SPEC.request_id_header] = carried
+            fits = len(carrying(request_id, timeout_ms=10**12)) <= MAX_CUSTOM_ATTRIBUTES
+            carried = request_id if fits and request_id.isascii() else None
         url = f"{self.runtime_url}/endpoints/{name}/invocations"
-        return _InvokeEndpoint(name, httpx.Request("POST", url, content=body, headers=headers))
+        request = httpx.Request("POST", url, content=body, headers=headers)
+        return _InvokeEndpoint(name, request, carried)
 
     async def status(self, name: str) -> DeploymentStatus:
         """DescribeEndpoint (JSON 1.1), signed, without boto3."""

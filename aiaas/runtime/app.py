@@ -31,9 +31,16 @@ from starlette.routing import Route
 
 from aiaas import oip
 from aiaas.config import ServerSection
+from aiaas.custom_attributes import CUSTOM_ATTRIBUTES_HEADER
 from aiaas.http import REQUEST_ID_HEADER, is_oip_path, request_id_of, route_not_found
-from aiaas.runtime.dataplane import Answer, DataPlane
-from aiaas.runtime.fastpath import SimpleEndpoint, SimpleFastPath, simple_endpoints
+from aiaas.retry import TIMEOUT_HEADER
+from aiaas.runtime.dataplane import Answer, DataPlane, caller_deadline
+from aiaas.runtime.fastpath import (
+    SimpleEndpoint,
+    SimpleFastPath,
+    simple_endpoints,
+    unless_client_leaves,
+)
 from aiaas.runtime.runner import ModelRunner
 
 Handler = Callable[[Request, str], Awaitable[Answer]]
@@ -98,16 +105,20 @@ class ModelServer:
     async def oip_infer(self, request: Request, request_id: str) -> Answer:
         """``POST /v2/models/{name}/infer``: tensors in, tensors out."""
         oip.check_model(self.plane.manifest, request.path_params)  # 404 before the body
-        self.plane.admit()  # 503 before reading a body that would be refused anyway
         headers = request.headers
+        attributes = headers.get(CUSTOM_ATTRIBUTES_HEADER)
+        deadline = caller_deadline(headers.get(TIMEOUT_HEADER), attributes)  # 400 if malformed
+        self.plane.admit()  # 503 before reading a body that would be refused anyway
         body = await self.plane.read_body(request.stream(), headers.get("content-length"))
-        return await self.plane.infer(
+        work = self.plane.infer(
             body,
             request.path_params,
             header_length=headers.get(oip.HEADER_LENGTH),
             content_type=headers.get("content-type"),
             request_id=request_id,
+            deadline=deadline,
         )
+        return await unless_client_leaves(work, request.receive)
 
     async def metrics_route(self, _request: Request, _rid: str) -> Answer:
         """Prometheus text exposition."""

@@ -16,6 +16,12 @@ thousands of 503s a second and starved the forward pass (7 % of capacity under 1
 connections). Waiting costs a parked coroutine, no CPU, and bounds how often each
 connection can be refused.
 
+Work nobody waits for is not computed: a request may carry a deadline (:meth:`Batcher.submit`),
+and fails with :class:`~aiaas.errors.DeadlineExceeded` when it passes; its items still queued
+are then skipped by the inference thread, which also skips, on its own clock, any item whose
+deadline passed while the event loop was too busy to say so. A request whose caller gave up
+(its task was cancelled: the client went away) is skipped the same way.
+
 When the waiting room is full too, every request is refused at once whatever it holds, and
 :meth:`Batcher.refuses_now` says so before the request's body is read: under open-loop
 overload (new requests at 4 x capacity, whatever the answers) reading, parsing and
@@ -29,6 +35,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import queue
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aiaas.errors import ModelError, NotReady, Overloaded, PayloadTooLarge
+from aiaas.errors import DeadlineExceeded, ModelError, NotReady, Overloaded, PayloadTooLarge
 
 log = logging.getLogger("aiaas.batcher")
 
@@ -49,6 +56,7 @@ class _Pending:
     future: asyncio.Future[Any]
     request_id: str = field(default="")
     index: int = 0  # the item's position in its request
+    deadline: float = math.inf  # time.monotonic() past which nobody waits for it
 
 
 @dataclass(slots=True)
@@ -70,6 +78,8 @@ class BadResult:
 
 #: The message of every :class:`~aiaas.errors.Overloaded` refusal.
 OVERLOADED: Final = "model server queue is full; retry later"
+#: The message of a :class:`~aiaas.errors.DeadlineExceeded` raised by :meth:`Batcher.submit`.
+LATE: Final = "the request's deadline passed before its result was ready"
 
 _STOP: Final = object()
 """Put on the queue by :meth:`Batcher.stop` to wake an idle inference thread."""
@@ -204,14 +214,19 @@ class Batcher:
             return False
         return self._queue_wait_s <= 0 or waiting >= self.max_queue_size
 
-    async def submit(self, items: Sequence[Any], request_id: str = "") -> list[Any]:
-        """Queue ``items`` and wait for their results, in order.
+    async def submit(
+        self, items: Sequence[Any], request_id: str = "", deadline: float | None = None
+    ) -> list[Any]:
+        """Queue ``items`` and wait for their results, in order, until ``deadline`` (a
+        :func:`time.monotonic` instant; None: no limit). Items still queued when it passes,
+        or when the caller is cancelled, are never run.
 
         Raises:
             Overloaded: the queue cannot take all items now (retry later).
             PayloadTooLarge: more items than the queue can ever hold.
             ModelError: the model failed on an item of this request.
             NotReady: the batcher is stopping.
+            DeadlineExceeded: ``deadline`` passed before the results were ready.
         """
         if self._stopping:
             raise NotReady("server is shutting down")
@@ -222,6 +237,20 @@ class Batcher:
                 f"request has {n} items; this server takes at most "
                 f"{self.max_queue_size} per request"
             )
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise DeadlineExceeded(LATE)
+        try:
+            async with asyncio.timeout(left):
+                return await self._queued(
+                    items, request_id, math.inf if deadline is None else deadline
+                )
+        except TimeoutError:
+            raise DeadlineExceeded(LATE) from None
+
+    async def _queued(self, items: Sequence[Any], request_id: str, deadline: float) -> list[Any]:
+        """:meth:`submit`'s work once checked: wait for room, queue, wait for the results."""
+        n = len(items)
         if self._waiting_items or self._queue.qsize() + self._reserved + n > self.max_queue_size:
             await self._wait_for_room(n)
             self._reserved -= n
@@ -230,7 +259,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(n)]
         for index, (item, fut) in enumerate(zip(items, futures, strict=True)):
-            self._queue.put(_Pending(item, fut, request_id, index))
+            self._queue.put(_Pending(item, fut, request_id, index, deadline))
         try:
             if n == 1:
                 return [await futures[0]]
@@ -299,13 +328,34 @@ class Batcher:
                 return batch
             if self._waiting_items:  # taking the batch made room in the queue: let waiters in
                 loop.call_soon_threadsafe(self._admit)
-            live = [p for p in batch if not p.future.done()]  # callers that gave up
+            live = self._live(batch, loop)
             if not live:
                 continue
             started = time.perf_counter()
             outcomes = self._run_isolated([p.item for p in live])
             elapsed = time.perf_counter() - started
             loop.call_soon_threadsafe(self._deliver, live, outcomes, elapsed)
+
+    def _live(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> list[_Pending]:
+        """The items of ``batch`` someone still waits for. Those whose caller gave up are
+        dropped; those whose deadline has passed too (their callers are told, should the
+        event loop not have done so yet)."""
+        now = time.monotonic()
+        live: list[_Pending] = []
+        late: list[_Pending] = []
+        for pending in batch:
+            if not pending.future.done():
+                (live if pending.deadline > now else late).append(pending)
+        if late:
+            loop.call_soon_threadsafe(self._expire, late)
+        return live
+
+    @staticmethod
+    def _expire(late: list[_Pending]) -> None:
+        """In the event loop: fail items dropped because their deadline passed."""
+        for pending in late:
+            if not pending.future.done():
+                pending.future.set_exception(DeadlineExceeded(LATE))
 
     def _take_batch(self) -> list[_Pending]:
         """Block for one item, then take more until the batch is full or the delay is up.

@@ -6,6 +6,11 @@ raised and :meth:`DataPlane.respond` maps it to one. It owns what a request goes
 (parse → validate → batch → encode), readiness, and the metrics hooks. Two transports call
 it: the Starlette app (:mod:`aiaas.runtime.app`: every route) and the plain-ASGI fast path
 (:mod:`aiaas.runtime.fastpath`: the simple protocol's POSTs). It imports neither.
+
+Deadlines: a prediction ends at ``server.request_timeout_s`` or at the caller's deadline
+(:func:`caller_deadline`: ``x-aiaas-timeout-ms``, or ``aiaas-timeout-ms`` in SageMaker's
+custom attributes), whichever comes first, with 504 ``deadline_exceeded``; its items still
+queued then are never run (:meth:`~aiaas.runtime.batcher.Batcher.submit`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from starlette.responses import Response
 
 from aiaas import oip
 from aiaas.config import ServerSection
+from aiaas.custom_attributes import TIMEOUT_ATTRIBUTE, timeout_in_attributes
 from aiaas.errors import AiaasError, DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from aiaas.http import JSON, error_response, oip_error_response, read_limited_body
 from aiaas.protocol import (
@@ -32,6 +38,7 @@ from aiaas.protocol import (
     simple_response,
     validate_items,
 )
+from aiaas.retry import TIMEOUT_HEADER, timeout_ms
 from aiaas.runtime.batcher import OVERLOADED, Batcher
 from aiaas.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from aiaas.runtime.runner import ModelRunner
@@ -41,6 +48,30 @@ log = logging.getLogger("aiaas.server")
 #: The status /metrics records for a request whose client left before sending its whole
 #: body (nginx's convention; nothing is sent).
 CLIENT_CLOSED_REQUEST = 499
+
+
+class ClientGone(ClientDisconnect):
+    """The client closed its connection while its request waited for its result: nobody is
+    left to answer, and its items still queued are never run (answered 499, like a client
+    gone before its whole body)."""
+
+
+def caller_deadline(
+    header: str | None, attributes: str | None, now: float | None = None
+) -> float | None:
+    """The caller's deadline as a :func:`time.monotonic` instant: ``now`` (default: the
+    present) plus the milliseconds of ``x-aiaas-timeout-ms`` (``header``), else of
+    ``aiaas-timeout-ms`` in SageMaker's custom attributes (``attributes``, the header's
+    value); None when neither says. A malformed value is
+    :class:`~aiaas.errors.BadRequest` (400) naming the header or the attribute."""
+    if header is not None:
+        ms = timeout_ms(header, TIMEOUT_HEADER)
+    else:
+        ms = timeout_ms(timeout_in_attributes(attributes), TIMEOUT_ATTRIBUTE)
+    if ms is None:
+        return None
+    return (time.monotonic() if now is None else now) + ms / 1000.0
+
 
 #: The headers a transport sets itself; an :class:`Answer` never carries them.
 _TRANSPORT_HEADERS = frozenset({"content-length", "content-type"})
@@ -188,23 +219,37 @@ class DataPlane:
         return validate_items(self.runner.input_schema, raw_items, where)
 
     async def predict(
-        self, raw_items: list[Any], request_id: str, where: str = "inputs"
+        self,
+        raw_items: list[Any],
+        request_id: str,
+        where: str = "inputs",
+        deadline: float | None = None,
     ) -> list[Any]:
-        """Validate the items, queue them for a batch, and return their results."""
+        """Validate the items, queue them for a batch, and return their results: within
+        ``server.request_timeout_s`` and the caller's ``deadline`` (a :func:`time.monotonic`
+        instant, see :func:`caller_deadline`), else :class:`~aiaas.errors.DeadlineExceeded`
+        (504), and the items still queued are never run."""
         self.require_ready()
         items = self.validate(raw_items, where)
+        limit = self.settings.request_timeout_s
+        own = time.monotonic() + limit
         try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                return await self.batcher.submit(items, request_id)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"prediction took longer than {self.settings.request_timeout_s:g}s"
-            ) from None
+            return await self.batcher.submit(
+                items, request_id, own if deadline is None else min(own, deadline)
+            )
+        except DeadlineExceeded:
+            if deadline is not None and deadline < own:
+                raise DeadlineExceeded(
+                    f"the caller's deadline ({TIMEOUT_HEADER}) passed before the result "
+                    "was ready; the request was dropped"
+                ) from None
+            raise DeadlineExceeded(f"prediction took longer than {limit:g}s") from None
 
-    async def simple(self, body: bytes, request_id: str) -> bytes:
+    async def simple(self, body: bytes, request_id: str, deadline: float | None = None) -> bytes:
         """The simple protocol, request body to response body:
-        ``{"inputs": [...]}`` → ``{"outputs": [...], "model", "version"}`` (JSON)."""
-        outputs = await self.predict(simple_inputs(parse_json(body)), request_id)
+        ``{"inputs": [...]}`` → ``{"outputs": [...], "model", "version"}`` (JSON), within
+        ``deadline`` (see :meth:`predict`)."""
+        outputs = await self.predict(simple_inputs(parse_json(body)), request_id, deadline=deadline)
         return simple_response(outputs, self.manifest.name, self.manifest.version)
 
     async def infer(
@@ -215,9 +260,10 @@ class DataPlane:
         header_length: str | None,
         content_type: str | None,
         request_id: str,
+        deadline: float | None = None,
     ) -> Answer:
         """Open Inference Protocol ``/infer``: tensors in, tensors out (as JSON or as binary
-        tensor data, see :mod:`aiaas.oip`)."""
+        tensor data, see :mod:`aiaas.oip`), within ``deadline`` (see :meth:`predict`)."""
         oip.check_model(self.manifest, path_params)
         infer = oip.parse_infer(
             body,
@@ -226,7 +272,7 @@ class DataPlane:
             max_items=self.settings.max_items_per_request,
             output_names=oip.output_names(self.manifest),
         )
-        outputs = await self.predict(infer.items, request_id, where="instances")
+        outputs = await self.predict(infer.items, request_id, "instances", deadline)
         response = oip.infer_response(infer, outputs, self.manifest.name, self.manifest.version)
         return answer_of(response)
 
@@ -280,7 +326,11 @@ class DataPlane:
 
     def failure(self, exc: Exception, request_id: str, *, oip: bool) -> Answer:
         """The answer for ``exc``: its own status for an :class:`AiaasError`, 499 (nothing
-        sent) for a client gone before its whole body arrived, 500 for anything else."""
+        sent) for a client gone before its whole body arrived or before its result
+        (:class:`ClientGone`), 500 for anything else."""
+        if isinstance(exc, ClientGone):
+            log.info("client disconnected before its answer; dropped (request_id=%s)", request_id)
+            return Answer(CLIENT_CLOSED_REQUEST, b"", None)
         if isinstance(exc, ClientDisconnect):
             # Nobody is left to answer: not a server error. One line, and status 499 (nginx's
             # "client closed request") so /metrics counts it apart from the 5xx.

@@ -11,20 +11,29 @@ metrics, the same as every Starlette route. Everything else (other methods and r
 lifespan) goes to the Starlette app unchanged; its routes for these paths are the same
 :class:`SimpleEndpoint` objects (they declare the paths, so that another method gets 405
 with the right ``Allow``). This module imports the data plane only, never the app.
+
+Both transports read the caller's deadline (:func:`~aiaas.runtime.dataplane.caller_deadline`)
+and, once the body is in, watch the connection while the request waits
+(:func:`unless_client_leaves`): a client gone before its answer is not computed for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import TypeVar
 
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiaas.custom_attributes import CUSTOM_ATTRIBUTES_HEADER, request_id_in_attributes
 from aiaas.http import JSON, check_request_id, request_id_from
 from aiaas.protocol import check_json_content_type
-from aiaas.runtime.dataplane import Answer, DataPlane
+from aiaas.retry import TIMEOUT_HEADER
+from aiaas.runtime.dataplane import Answer, ClientGone, DataPlane, caller_deadline
+
+T = TypeVar("T")
 
 #: Exact paths of the simple protocol, and the metrics label of each.
 _SIMPLE_ROUTES = {"/invocations": "/invocations", "/score": "/score", "/": "/"}
@@ -35,6 +44,7 @@ SIMPLE_ROUTES = (*_SIMPLE_ROUTES.values(), _PAI_ROUTE)
 
 _JSON_TYPE = (b"content-type", JSON.encode("latin-1"))
 _ATTRIBUTES = CUSTOM_ATTRIBUTES_HEADER.encode("latin-1")
+_TIMEOUT = TIMEOUT_HEADER.encode("latin-1")
 
 
 def simple_route(scope: Scope) -> str | None:
@@ -65,6 +75,8 @@ class SimpleEndpoint:
         declared: str | None = None
         given: str | None = None
         content_type: str | None = None
+        timeout: str | None = None
+        attributes: str | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 declared = value.decode("latin-1")
@@ -72,10 +84,16 @@ class SimpleEndpoint:
                 content_type = value.decode("latin-1")
             elif name == b"x-request-id":
                 given = value.decode("latin-1")
-            elif name == _ATTRIBUTES and given is None:
-                given = request_id_in_attributes(value.decode("latin-1"))
+            elif name == _TIMEOUT:
+                timeout = value.decode("latin-1")
+            elif name == _ATTRIBUTES:
+                attributes = value.decode("latin-1")
+        if given is None and attributes is not None:
+            given = request_id_in_attributes(attributes)
         request_id = request_id_from(given)
-        work = self._simple(receive, declared, content_type, request_id, given)
+        work = self._simple(
+            receive, declared, content_type, request_id, given, (timeout, attributes)
+        )
         answer = await self.plane.respond(work, request_id, oip=False)
         self.plane.observe(self.route, answer.status, started)
         await send_answer(send, answer, request_id)
@@ -87,12 +105,15 @@ class SimpleEndpoint:
         content_type: str | None,
         request_id: str,
         given: str | None,
+        timeout: tuple[str | None, str | None],
     ) -> Answer:
         check_request_id(given)  # 400 for an id that is not printable ASCII (answered anew)
+        deadline = caller_deadline(*timeout)  # 400 for a malformed one; counted from here
         check_json_content_type(content_type)  # 415 before reading a body we cannot parse
         self.plane.admit()  # 503 before reading a body that would be refused anyway
         body = await self.plane.read_body(_body_chunks(receive), declared)
-        return Answer(200, await self.plane.simple(body, request_id))
+        work = self.plane.simple(body, request_id, deadline)
+        return Answer(200, await unless_client_leaves(work, receive))
 
 
 async def send_answer(send: Send, answer: Answer, request_id: str) -> None:
@@ -133,6 +154,38 @@ class SimpleFastPath:
             await self.app(scope, receive, send)
         else:
             await self.endpoints[route](scope, receive, send)
+
+
+async def unless_client_leaves(work: Awaitable[T], receive: Receive) -> T:
+    """``work``'s result, unless the client disconnects first: ``work`` is then cancelled
+    (its items still queued are never run) and :class:`~aiaas.runtime.dataplane.ClientGone`
+    raised (499). Call it once the request's body has been read: ``receive`` then returns
+    only when the connection is gone (``http.disconnect``). It costs one task per request
+    (about 10 µs of the event loop's time, measured on the 2-core machine)."""
+    task = asyncio.current_task()
+    assert task is not None, "call it from a task"
+    answered = gone = False
+
+    def left(watcher: asyncio.Future[Message]) -> None:
+        nonlocal gone
+        if answered or watcher.cancelled() or watcher.exception() is not None:
+            return
+        if watcher.result()["type"] == "http.disconnect":
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(receive())
+    watcher.add_done_callback(left)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientGone() from None
+    finally:
+        answered = True
+        watcher.cancel()
 
 
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
