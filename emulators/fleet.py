@@ -8,16 +8,17 @@ own, waits for its health route, collects what it prints and stops it as the clo
 (SIGTERM, then SIGKILL after a grace period).
 
 Each container is forked from one preloaded process (:mod:`multiprocessing`'s forkserver,
-started on first use) that has imported the model server and torch once: a container then
-starts in a fraction of a second of CPU instead of about 1.2 s, which is most of what an
-emulated deploy costs. The child replaces the whole environment with the container's before
+started on first use) that has imported torch and the model server once: a container then
+starts in a fraction of a second of CPU instead of about 1.5 s, which was most of what an
+emulated deploy cost. The child replaces the whole environment with the container's before
 the entrypoint runs.
 
 Gaps from every cloud: the image named in the deploy is not run (no container engine here);
 what runs is this checkout's entrypoint, in this interpreter. The server's modules were
 imported before the container's environment was set, so a module that read a variable at
 import time would read the emulator's (aiaas reads its variables when it starts serving,
-:func:`aiaas.runtime.container.main`); its import path is the emulator's, not the image's.
+:func:`aiaas.runtime.container.main`; torch's OpenMP runtime takes ``OMP_NUM_THREADS`` at
+import, and the server sets its thread count itself); its import path is the emulator's.
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ def ping(port: int, path: str = "/ping", timeout: float = PING_TIMEOUT_S) -> boo
         conn.close()
 
 
-PRELOADED = ("aiaas.runtime.container", "aiaas.runtime.serve")
-"""What the forkserver imports once (the model server, and with it torch and uvicorn)."""
+PRELOADED = ("torch", "aiaas.runtime.container", "aiaas.runtime.serve")
+"""What the forkserver imports once: torch (a bundle's model imports it: about 1.2 s of CPU,
+most of a container's start) and the model server with uvicorn. Nothing runs a torch
+operation there, so no OpenMP pool exists yet when a container forks."""
 
 _FORKSERVER_LOCK = threading.Lock()
 _forkserver: list[multiprocessing.context.ForkServerContext] = []
