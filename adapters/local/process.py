@@ -65,7 +65,9 @@ def listening_ports(pid: int) -> set[int]:
                 target = os.readlink(fd)
                 if target.startswith("socket:["):
                     inodes.add(target[len("socket:[") : -1])
-    ports = set()
+    ports: set[int] = set()
+    if not inodes:  # still loading its model: no need to read the whole TCP table
+        return ports
     for table in ("tcp", "tcp6"):
         try:
             lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
