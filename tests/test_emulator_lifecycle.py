@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 import boto3
-import pytest
 from sagemaker_emulated import assert_nothing_left, calls, provider
 
 from aiaas.bundle import BuiltBundle
-from aiaas.errors import DeployFailed
 from emulators.aws import AwsEmulator
 
 DELETING_S = 0.6
@@ -41,12 +39,6 @@ def test_a_deploy_waits_out_deleting_and_delete_waits_until_the_name_is_free(
     assert_nothing_left()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DeployFailed,
-    reason="finding 16, open: SageMakerSteps.settled takes a DescribeEndpoint that still "
-    "shows InService on the old config just after UpdateEndpoint as a failed update",
-)
 def test_an_update_is_not_judged_on_a_stale_in_service_answer(
     fresh: AwsEmulator, bundles: list[BuiltBundle], tmp_path: Path
 ) -> None:

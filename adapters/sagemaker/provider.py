@@ -124,6 +124,7 @@ class Live:
     failure: str | None
     instances: int | None = None  # the variant's CurrentInstanceCount (None: serverless)
     initial_count: int | None = None  # the live config's InitialInstanceCount
+    modified: object = None  # the endpoint's LastModifiedTime (compared, never read)
 
 
 _MODEL_LOADER: list[Any] = []  # botocore's loader of service models, once per process
@@ -346,6 +347,7 @@ class SageMakerProvider(Provider):
             found.get("FailureReason"),
             variant.get("CurrentInstanceCount"),
             initial,
+            found.get("LastModifiedTime"),
         )
 
     def _owned_by_us(self, arn: str, *, unreadable_is_foreign: bool = False) -> bool:

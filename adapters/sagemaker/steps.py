@@ -6,6 +6,7 @@ error mapping and the reads; these steps use them (one package, one boundary).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -44,6 +45,9 @@ class SageMakerSteps:
 
     def __init__(self, provider: SageMakerProvider) -> None:
         self.provider = provider
+        # The endpoint as DescribeEndpoint showed it before this deploy's last Create or
+        # UpdateEndpoint: an answer that still shows exactly that is not yet about the write.
+        self._before_write: Live | None = None
 
     def desired(self, bundle: Path, name: str | None) -> Desired:
         return self.provider._desired(bundle, name)
@@ -176,6 +180,8 @@ class SageMakerSteps:
         live = self.provider._live(desired.name)
         if live.status in names.SETTLING:
             return Settle("pending", live.status or "")
+        if self._stale(live):
+            return Settle("pending", "waiting for DescribeEndpoint to show the change")
         on_new = live.config == desired.config
         if traffic_pct == 0:  # created, or switched back: the endpoint is not on the new config
             if live.status == names.MIXED or (not on_new and live.status in {None, "InService"}):
@@ -186,6 +192,27 @@ class SageMakerSteps:
         reason = live.failure or f"the endpoint is {live.status} on {live.config}"
         still = f"; {live.config} still serves" if live.status == "InService" else ""
         return Settle("failed", reason + still)
+
+    def _stale(self, live: Live) -> bool:
+        """True when ``live`` is still the view from before this deploy's last write.
+
+        DescribeEndpoint is eventually consistent: just after CreateEndpoint it may not find
+        the endpoint yet, and just after UpdateEndpoint it may still answer InService on the
+        old config ("Amazon SageMaker API eventual consistency"; fidelity finding 16), which
+        would otherwise read as an update that failed at once. AWS sets LastModifiedTime
+        when it takes an update, so an answer that still carries the old one is waited out
+        (within the deploy's deadline) instead of judged."""
+        before = self._before_write
+        if before is None:
+            return False
+        if before.status is None:  # created: not found yet
+            return live.status is None
+        return (
+            live.status == before.status
+            and live.config == before.config
+            and live.modified is not None
+            and live.modified == before.modified
+        )
 
     def taken(self, desired: Desired, traffic_pct: int) -> str | None:
         if traffic_pct == 0:
@@ -198,7 +225,9 @@ class SageMakerSteps:
 
     def switch(self, desired: Desired, live: Live, step: TrafficStep) -> None:
         p, name = self.provider, desired.name
+        self._before_write = live
         if live.status is None or live.status in names.FAILED:  # a Failed one was removed first
+            self._before_write = replace(live, status=None)  # created: "not found" is stale
             p._call_when_visible(  # names the config just created
                 f"create endpoint {name}",
                 lambda: p._sm.create_endpoint(
@@ -244,6 +273,7 @@ class SageMakerSteps:
 
     def switch_back(self, desired: Desired, live: Live) -> None:
         p, name, back_to = self.provider, desired.name, live.config
+        self._before_write = p._live(name)
         p._call(
             f"roll endpoint {name} back to {back_to}",
             lambda: p._sm.update_endpoint(EndpointName=name, EndpointConfigName=back_to),
