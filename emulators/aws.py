@@ -686,6 +686,9 @@ class _Live:
     in_service_at: float | None = None  # time.monotonic() when the serving fleet came up
 
 
+_MODEL_LOADER: list[Any] = []  # botocore's loader of service models (AwsEmulator.client)
+
+
 class AwsEmulator:
     """moto's server in-process (S3, SageMaker control plane, Application Auto Scaling,
     CloudWatch Logs) plus a SageMaker runtime emulator that runs each endpoint's model the
@@ -821,6 +824,12 @@ class AwsEmulator:
             aws_session_token=self.session_token,
             region_name=self.region,
         )
+        # The session's state is fresh; botocore's service models (read-only JSON, about
+        # 40 ms of CPU per client to read again) come from one loader kept for the process.
+        if _MODEL_LOADER:
+            session._session.register_component("data_loader", _MODEL_LOADER[0])
+        else:
+            _MODEL_LOADER.append(session._session.get_component("data_loader"))
         return session.client(service, **kwargs)  # type: ignore[call-overload]
 
     def reset(self) -> None:
