@@ -16,7 +16,15 @@ with a Lambda context whose remaining time runs down from ``--lambda-timeout``).
    itself). Upstream calls per client call; target <= 1.2 (16.0 before: 4 x 4).
 3. **half throttled, aiaas.Client**: a random half of InvokeEndpoint calls throttled. Every
    client call must succeed, with <= 2.5 upstream calls per success.
-4. **deadline burst**: SageMaker answers after 8 s; ``--clients`` new connections at once, a
+4. **queued burst**: the model itself is slow (each request asks the probe to sleep 200 ms,
+   batches of one), ``--clients`` requests at once behind a Lambda timeout of 3 s: most wait
+   in the container's queue past their deadline. Computed (the items the container ran, from
+   its ``/metrics``) against delivered (200s): target computed <= delivered + 5 (one second
+   of the model's time: the item in flight when the deadlines pass, and the time requests
+   took to reach the container, which a deadline carried as milliseconds left does not
+   count). Before the deadline reached the container it computed every request (32 for 14
+   delivered, ``--quick`` on the loaded 2-core machine; since: 17 for 13).
+5. **deadline burst**: SageMaker answers after 8 s; ``--clients`` new connections at once, a
    Lambda timeout of 3 s (Lambda's default) while ``function.invoke_timeout_s`` is 30 s: every
    answer a 504 no later than the deadline + 0.5 s. Then the same with ``aiaas.Client`` at a
    2 s timeout: DeadlineExceeded no later than 2.5 s.
@@ -66,6 +74,10 @@ BUCKET = "aiaas-bench"
 ROLE = "arn:aws:iam::123456789012:role/aiaas-sagemaker"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/aiaas-server:latest"
 EXAMPLE = b'{"inputs": [{"value": 3}]}'
+SLOW = b'{"inputs": [{"value": 3, "sleep_ms": 200}]}'  # the queued burst's: 5 a second at most
+COMPUTED = 'aiaas_batch_size_sum{model="probe"}'  # samples of the container's /metrics
+DEPTH = 'aiaas_queue_depth{model="probe"}'
+ANSWERED = 'aiaas_requests_total{route="/invocations",status="%s"}'
 LATE_S = 0.5  # no answer later than the deadline + this
 
 
@@ -232,7 +244,9 @@ def run_threads(count: int, work: Callable[[int], None]) -> float:
     return time.monotonic() - started
 
 
-def plain_phase(name: str, url: str, clients: int, calls: int, deadline: float) -> Phase:
+def plain_phase(
+    name: str, url: str, clients: int, calls: int, deadline: float, body: bytes = EXAMPLE
+) -> Phase:
     """Callers that send each request once (their own connection each, kept alive)."""
     phase = Phase(name)
 
@@ -242,7 +256,7 @@ def plain_phase(name: str, url: str, clients: int, calls: int, deadline: float) 
                 started = time.monotonic()
                 try:
                     response = http.post(
-                        "/predict", content=EXAMPLE, headers={"content-type": "application/json"}
+                        "/predict", content=body, headers={"content-type": "application/json"}
                     )
                     outcome = str(response.status_code)
                 except httpx.TimeoutException:  # nothing by the deadline + 5 s
@@ -332,6 +346,27 @@ def upstream_since(emulator: Any, mark: int) -> int:
     return len([c for c in emulator.runtime_calls[mark:] if c.endpoint == "probe"])
 
 
+def container_metric(emulator: Any, sample: str) -> float:
+    """A sample of the probe's serving container's ``/metrics``, e.g.
+    ``aiaas_batch_size_sum{model="probe"}`` (the items it has run so far); 0 when absent."""
+    target = emulator.resolve("probe")
+    text = httpx.get(f"http://127.0.0.1:{target.port}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def computed_when_drained(emulator: Any, limit_s: float = 30.0) -> float:
+    """The items the container has run once its queue is empty (and the batch in flight,
+    200 ms at most, is done)."""
+    deadline = time.monotonic() + limit_s
+    while container_metric(emulator, DEPTH) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    return container_metric(emulator, COMPUTED)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--clients", type=int, default=64)
@@ -389,6 +424,15 @@ def main() -> int:
         )  # fmt: skip
         runtime._faults = real_faults
 
+        # A queued burst: the container's own queue holds the requests past their deadline.
+        # (Before the deadline bursts: the emulator holds those 8 s, then forwards them to
+        # the container with the time they had left when sent, which it then computes.)
+        front.lambda_timeout_s = 3.0
+        before = [container_metric(emulator, m) for m in (COMPUTED, ANSWERED % 504)]
+        queued = plain_phase("queued burst, plain (3 s)", front.url, args.clients, 1, 3.0, SLOW)
+        computed = computed_when_drained(emulator) - before[0]
+        dropped = container_metric(emulator, ANSWERED % 504) - before[1]
+
         # Deadline bursts: new connections all at once, SageMaker answering after 8 s.
         front.lambda_timeout_s = 3.0
         emulator.fault("probe", 200, delay_s=8.0)
@@ -411,24 +455,30 @@ def main() -> int:
                 f"{phase.latest_over_deadline_s:>7.2f} {phase.seconds:>6.1f}  {phase.statuses}"
             )
             verdicts.append((f"{phase.name}: {ratio:.2f} upstream calls per {per}", ok))
-        for phase in (burst, burst_client):
+        for phase in (queued, burst, burst_client):
             print(
                 f"{phase.name:<36} {phase.requests:>6} {phase.ok:>6} {'':>8} {'':>12} "
                 f"{'':>8} {phase.latest_over_deadline_s:>7.2f} {phase.seconds:>6.1f}  "
                 f"{phase.statuses}"
             )
-        every = [*(r[0] for r in results), burst, burst_client]
+        every = [*(r[0] for r in results), queued, burst, burst_client]
         late = max(p.latest_over_deadline_s for p in every)
         verdicts.append((f"half throttled: {half.ok} of {half.requests} client calls succeed",
                          half.ok == half.requests))  # fmt: skip
         verdicts.append((f"latest answer: deadline {late:+.2f} s (target <= +{LATE_S})",
                          late <= LATE_S))  # fmt: skip
+        verdicts.append((f"queued burst: {computed:.0f} computed, {queued.ok} delivered, "
+                         f"{dropped:.0f} dropped by the container at their deadline "
+                         "(target computed <= delivered + 5)",
+                         computed <= queued.ok + 5))  # fmt: skip
         print()
         for text, ok in verdicts:
             print(f"{'PASS' if ok else 'FAIL'}  {text}")
         if args.json:
             figures = {
                 "clients": args.clients, "calls": args.calls, "instances": args.instances,
+                "queued_burst": {"computed": computed, "delivered": queued.ok,
+                                 "dropped": dropped},
                 "phases": [
                     {"name": p.name, "requests": p.requests, "ok": p.ok, "upstream": p.upstream,
                      "statuses": p.statuses, "late_s": p.latest_over_deadline_s,
