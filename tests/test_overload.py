@@ -91,16 +91,24 @@ class TestRefusedBeforeTheBody:
                 running = asyncio.create_task(
                     post(invocations, json={"inputs": [{"value": 1, "sleep_ms": 6000}]})
                 )
-                queued = asyncio.create_task(post(invocations, json={"inputs": [{"value": 1}]}))
-                # the first in the inference thread, the second in the queue
-                await asyncio.to_thread(
-                    _until,
-                    lambda: (
-                        _gauge(url, "aiaas_queue_depth") == 1
-                        and _gauge(url, "aiaas_queue_waiting") == 0
-                    ),
-                    "never one running and one queued",
-                )
+                quick = {"inputs": [{"value": 1}]}
+                queued = [asyncio.create_task(post(invocations, json=quick))]
+                # the slow one in the inference thread, a quick one in the queue. The two may
+                # reach the server in either order: a quick one that ran first is answered at
+                # once, so another is sent until one stays queued behind the slow one.
+                deadline = time.monotonic() + 30
+                while True:
+                    assert time.monotonic() < deadline, "never one running and one queued"
+                    depth = await asyncio.to_thread(_gauge, url, "aiaas_queue_depth")
+                    if queued[-1].done():
+                        queued.append(asyncio.create_task(post(invocations, json=quick)))
+                    elif depth == 1:
+                        await asyncio.sleep(0.3)  # a quick one running now is done by then
+                        if not queued[-1].done():
+                            break
+                    else:
+                        await asyncio.sleep(0.01)
+                assert await asyncio.to_thread(_gauge, url, "aiaas_queue_waiting") == 0
                 waiting = asyncio.create_task(post(invocations, json={"inputs": [{"value": 1}]}))
                 await asyncio.to_thread(
                     _until,
@@ -108,11 +116,11 @@ class TestRefusedBeforeTheBody:
                     "the third never waited for room",
                 )
                 refused = await asyncio.to_thread(self._refused_at_once, url, one)
-                return refused, [await running, await queued, await waiting]
+                return refused, [await running, *[await q for q in queued], await waiting]
 
         refusals, served = asyncio.run(fill())
         # nothing was lost: the three let in were served
-        assert [r.status_code for r in served] == [200, 200, 200]
+        assert {r.status_code for r in served} == {200} and len(served) >= 3
         assert refusals == ["invocations", "oip", "keep-alive"]
 
     @staticmethod
