@@ -37,7 +37,6 @@ from aiaas.errors import (
 from aiaas.http import (
     JSON,
     error_response,
-    header_int,
     is_oip_path,
     json_response,
     new_request_id,
@@ -48,7 +47,7 @@ from aiaas.http import (
 from aiaas.packaged import ServedManifest as Manifest
 from aiaas.pricing import FREE, CostModel
 from aiaas.protocol import brief, check_json_content_type, parse_json, simple_inputs
-from aiaas.retry import CALLER_RETRIES_HEADER, TIMEOUT_HEADER, caller_retries
+from aiaas.retry import CALLER_RETRIES_HEADER, TIMEOUT_HEADER, caller_retries, timeout_ms
 from functions.auth import KeyChecker, presented_key
 from functions.edge import (
     DEFAULT_MAX_ITEMS,
@@ -106,7 +105,7 @@ def _deadline_s(request: Request, configured: float) -> float:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if callable(remaining):
         budget = min(budget, remaining() / 1000 - PLATFORM_MARGIN_S)
-    asked = header_int(request.headers.get(TIMEOUT_HEADER), TIMEOUT_HEADER)
+    asked = timeout_ms(request.headers.get(TIMEOUT_HEADER))
     if asked is not None:
         budget = min(budget, asked / 1000)
     return max(budget, 0.001)

@@ -233,6 +233,13 @@ def test_the_callers_own_deadline_bounds_the_call(fn: Lambda) -> None:
     assert time.monotonic() - started < 3.5
 
 
+def test_a_malformed_caller_deadline_is_a_400_naming_the_header(fn: Lambda) -> None:
+    response = fn.call(headers={TIMEOUT_HEADER: "1.5"})
+    assert response["statusCode"] == 400, response
+    message = json.loads(response["body"])["error"]["message"]
+    assert TIMEOUT_HEADER in message and "milliseconds" in message, message
+
+
 # -- item 22: binary tensors are sized before they are decoded ------------------------------
 
 
