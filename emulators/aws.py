@@ -7,8 +7,13 @@ does: ``CreateEndpoint`` answers at once and leaves the endpoint ``Creating`` wh
 container starts; the container is ``python -m aiaas.runtime.container serve`` on the model's
 ``model.tar.gz`` (taken from moto's S3) and the endpoint goes ``InService`` once its ``GET
 /ping`` answers 200. ``UpdateEndpoint`` is blue/green: the old container serves until the new
-one passes its ping. The runtime (:mod:`emulators.sagemaker_runtime`) forwards InvokeEndpoint
-to the serving container. Container output goes to moto's CloudWatch Logs.
+one passes its ping, and its ``BlueGreenUpdatePolicy`` is carried out: a CANARY or LINEAR
+update sends ``CanarySize`` (each step, one more ``LinearStepSize``) of the InvokeEndpoint
+calls to the new fleet for ``WaitIntervalInSeconds`` a step, then all of them; the old fleet
+stops after the baking period (ALL_AT_ONCE) and ``TerminationWaitInSeconds``; past
+``MaximumExecutionTimeoutInSeconds`` the update rolls back. The runtime
+(:mod:`emulators.sagemaker_runtime`) forwards InvokeEndpoint to the serving container (or,
+for its share, the new fleet's). Container output goes to moto's CloudWatch Logs.
 
 Gaps from the real cloud (each also named where it is handled):
 
@@ -17,6 +22,9 @@ Gaps from the real cloud (each also named where it is handled):
 - the model's ``Image`` is not run (no Docker): every model runs aiaas's container entrypoint
   in this interpreter, as a local process;
 - one container per variant whatever the instance count; no autoscaling acts on endpoints;
+- an update's waits last :attr:`AwsEmulator.wait_scale` times AWS's (1.0 unless a test
+  shortens them); no alarm is watched during a bake; a traffic step's share is routed call by
+  call in a fixed rotation (see :meth:`AwsEmulator._shift_traffic` for the rest);
 - ``DeleteEndpoint`` deletes at once unless a test sets ``deleting_s`` (AWS shows
   ``Deleting`` first, for a time it does not document);
 - IAM is off unless a test turns it on (:meth:`AwsEmulator.enforce_iam`: callers' identity
@@ -45,7 +53,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -134,6 +142,14 @@ ALLOW_ALL = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
 }
+# The new fleet's VariantStatus message while a traffic step bakes, and the FailureReason of
+# an update past its MaximumExecutionTimeoutInSeconds (both texts assumed: not seen in a
+# primary source).
+BAKING = "Baking for {wait} seconds with traffic enabled on {pct}% of the new fleet's capacity."
+TIMED_OUT = (
+    "The deployment did not complete within MaximumExecutionTimeoutInSeconds ({limit} "
+    "seconds): traffic was rolled back to the old fleet."
+)
 # Assumed from memory of AWS's text (not seen in a primary source in this work).
 MODEL_DATA_FAILED = (
     "Failed to download model data(bucket: {bucket}, key: {key}). Please ensure that there is "
@@ -399,9 +415,14 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
     moto's; the others are assumed). The deployment guardrails' rules are enforced
     (:func:`_guardrail_problem`). ``RetainAllVariantProperties`` keeps the variant's current
     instance count for the new fleet (unless ``ExcludeRetainedVariantProperties`` names
-    ``DesiredInstanceCount``). Gap: the traffic routing itself is not emulated: every update
-    switches all at once when the new fleet answers its pings (no canary share, no linear
-    steps, no waits, no alarms watched); ``RetainDeploymentConfig`` is accepted, not acted on.
+    ``DesiredInstanceCount``). The ``BlueGreenUpdatePolicy`` is carried out by
+    :meth:`AwsEmulator._shift_traffic` and :meth:`AwsEmulator._run_op` (canary and linear
+    steps, the all-at-once baking period, ``TerminationWaitInSeconds``,
+    ``MaximumExecutionTimeoutInSeconds``); DescribeEndpoint shows it in
+    ``PendingDeploymentSummary`` and ``LastDeploymentConfig``. Gaps: no alarm is watched
+    during a bake (``AutoRollbackConfiguration`` is checked, not acted on);
+    ``RollingUpdatePolicy`` and ``RetainDeploymentConfig`` are accepted, not acted on (a
+    rolling update switches all at once).
     """
     backend = self.sagemaker_backend
     name = self._get_param("EndpointName")
@@ -446,6 +467,12 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
             )
         else:
             emulator._remember_stale(name, endpoint.response_object)
+            deployment = self._get_param("DeploymentConfig")
+            if deployment:
+                # DescribeEndpoint's LastDeploymentConfig, "the most recent deployment
+                # configuration for the endpoint" (botocore's model): shown from the update's
+                # start (assumed; AWS does not say when it changes).
+                endpoint.last_deployment_config = deployment  # type: ignore[attr-defined]
             endpoint.endpoint_status = "Updating"
             endpoint.failure_reason = None  # AWS clears the last failure when an update starts
             endpoint.last_modified_time = dt.datetime.now(dt.UTC)
@@ -456,13 +483,18 @@ def _update_endpoint(self: SageMakerResponse) -> ActionResult:
                 "ProductionVariants": [
                     {
                         "VariantName": v["VariantName"],
-                        "DesiredInstanceCount": v.get("InitialInstanceCount", 1),
+                        "DesiredInstanceCount": retained or v.get("InitialInstanceCount", 1),
                         "InstanceType": v.get("InstanceType"),
+                        "VariantStatus": [
+                            {"Status": "Creating", "StartTime": endpoint.last_modified_time}
+                        ],
                     }
                     for v in config["ProductionVariants"]
                 ],
             }
-            emulator._begin(name, "update", config_name, retained, fleet=fleet)
+            emulator._begin(
+                name, "update", config_name, retained, fleet=fleet, deployment=deployment
+            )
     return ActionResult({"EndpointArn": endpoint.arn})
 
 
@@ -673,6 +705,8 @@ class _Op:
     variants: list[dict[str, Any]] = field(default_factory=list)  # the config's, at the start
     retained: int | None = None  # the instance count kept by RetainAllVariantProperties
     fleet: dict[str, int] = field(default_factory=dict)  # instances by type (the quota's)
+    deployment: dict[str, Any] = field(default_factory=dict)  # UpdateEndpoint's DeploymentConfig
+    share: int = 0  # percent of InvokeEndpoint calls the new fleet answers while the old serves
 
 
 @dataclass
@@ -712,6 +746,9 @@ class AwsEmulator:
         self.session_token = session_token  # when set, InvokeEndpoint must carry it
         self.min_transition_s = min_transition_s
         self.container_start_timeout_s = container_start_timeout_s
+        # How long an update's waits (WaitIntervalInSeconds, TerminationWaitInSeconds) last
+        # here, as a fraction of AWS's (gap: 1.0 is AWS's time; tests set it small).
+        self.wait_scale = 1.0
         self.gpu_unusable = False  # True: GPU instances' containers find no CUDA (see _spawn)
         # Every JSON-protocol request is checked against botocore's model (refused as AWS
         # refuses it); each refusal's (service, action, message) is kept in violations.
@@ -854,6 +891,7 @@ class AwsEmulator:
             self.eventual_consistency = 0
             self.stale_describes = 0
             self.deleting_s = 0.0
+            self.wait_scale = 1.0
             self._stale.clear()
             self.quota = {}
             self.head_missing_is_403 = False
@@ -1296,16 +1334,20 @@ class AwsEmulator:
         )
 
     def resolve(self, endpoint: str) -> Target | None:
-        """The runtime's view of an endpoint: its status and serving container."""
+        """The runtime's view of an endpoint: its status and serving container, and while a
+        canary or linear step holds, the new fleet's container and its share of the calls."""
         with self._lock:
             found = self._sagemaker().endpoints.get(endpoint)
             if found is None:
                 return None
             live = self._live.get(endpoint)
             proc = live.serving[0] if live and live.serving else None
+            op = live.op if live else None
+            green = op.procs[0] if op and op.share > 0 and op.procs else None
+            share = op.share if op else 0
         if proc is None or live is None:
             return Target(status=found.endpoint_status, port=None)
-        return Target(
+        target = Target(
             status=found.endpoint_status,
             port=proc.info.port,
             variant=proc.info.variant,
@@ -1314,6 +1356,15 @@ class AwsEmulator:
             serverless=live.serverless,
             in_service_at=live.in_service_at,
         )
+        if green is None:
+            return target
+        new = replace(
+            target,
+            port=green.info.port,
+            variant=green.info.variant,
+            log_stream_arn=self._log_stream_arn(endpoint, green.log_stream),
+        )
+        return replace(target, canary=new, canary_pct=share)
 
     # -- the lifecycle ------------------------------------------------------------------------
     def _begin(
@@ -1324,14 +1375,23 @@ class AwsEmulator:
         retained: int | None = None,
         *,
         fleet: dict[str, int] | None = None,
+        deployment: dict[str, Any] | None = None,
     ) -> None:
         """Start a create/update on a background thread (called under the lock);
         ``retained``: the instance count the new fleet keeps (RetainAllVariantProperties);
-        ``fleet``: the new fleet's instances by type (counted against :attr:`quota`)."""
+        ``fleet``: the new fleet's instances by type (counted against :attr:`quota`);
+        ``deployment``: an update's DeploymentConfig."""
         if kind == "create":
             self._sagemaker().endpoints[endpoint].endpoint_status = "Creating"
         live = self._live.setdefault(endpoint, _Live())
-        op = _Op(kind, config_name, time.monotonic(), retained=retained, fleet=fleet or {})
+        op = _Op(
+            kind,
+            config_name,
+            time.monotonic(),
+            retained=retained,
+            fleet=fleet or {},
+            deployment=deployment or {},
+        )
         live.op = op
         op.thread = threading.Thread(
             target=self._run_op, args=(endpoint, op), name=f"sagemaker-{kind}-{endpoint}"
@@ -1349,6 +1409,8 @@ class AwsEmulator:
             except Exception as exc:  # an emulator bug must show, not hang the endpoint
                 reason = f"emulator error while starting the container: {exc!r}"
         op.cancel.wait(max(0.0, op.started + self.min_transition_s - time.monotonic()))
+        if reason is None and op.kind == "update":
+            reason = self._shift_traffic(endpoint, op)
         stop: list[_Proc]
         switched = False
         with self._lock:
@@ -1394,6 +1456,8 @@ class AwsEmulator:
                 found.last_modified_time = dt.datetime.now(dt.UTC)
             if live is not None and live.op is op and not switched:
                 live.op = None
+        if switched:  # the old fleet stands by: the baking period, then the termination wait
+            op.cancel.wait(self._after_shift_s(op) * self.wait_scale)
         self._stop_procs(stop)
         if switched:
             with self._lock:
@@ -1401,6 +1465,81 @@ class AwsEmulator:
                     live.op = None
                     live.in_service_at = time.monotonic()  # a serverless cold start begins
                     found.endpoint_status = "InService"
+
+    def _shift_traffic(self, endpoint: str, op: _Op) -> str | None:
+        """A CANARY or LINEAR update's traffic steps, once the new fleet passed its pings:
+        None, or the FailureReason that rolls it back.
+
+        As the developer guide's "Use canary traffic shifting" and "Use linear traffic
+        shifting" describe (deployment-guardrails-blue-green-canary.html, -linear.html) and
+        botocore's ``TrafficRoutingConfig`` documents: the new fleet takes ``CanarySize`` of
+        the traffic (a canary), or one more ``LinearStepSize`` per step (linear), and each
+        step bakes ``WaitIntervalInSeconds`` before the next; the last step (all the traffic)
+        is :meth:`_run_op`'s switch. Meanwhile DescribeEndpoint says Updating on the old
+        config, the new fleet's variant ``Baking`` in ``PendingDeploymentSummary``. Past
+        ``MaximumExecutionTimeoutInSeconds`` (counted from UpdateEndpoint, the waits in
+        AWS's seconds) the update fails and the old fleet takes all the traffic back.
+
+        Gaps: waits last ``wait_scale`` times as long as AWS's; a step's share is the size's
+        percentage of the calls, routed call by call in a fixed rotation (AWS turns on whole
+        instances and balances between them, not documented further); ``ActivatingTraffic``
+        is not shown (here turning traffic on takes no time); no alarm is watched."""
+        routing = (op.deployment.get("BlueGreenUpdatePolicy") or {}).get(
+            "TrafficRoutingConfiguration"
+        ) or {}
+        kind = routing.get("Type")
+        size = routing.get("CanarySize" if kind == "CANARY" else "LinearStepSize")
+        if kind not in ("CANARY", "LINEAR") or not size:
+            return None
+        count = op.retained or int((op.variants or [{}])[0].get("InitialInstanceCount") or 1)
+        step = int(size["Value"]) if size["Type"] == "CAPACITY_PERCENT" else 0
+        if size["Type"] == "INSTANCE_COUNT":
+            step = int(size["Value"]) * 100 // count
+        shares = [step] if kind == "CANARY" else list(range(step, 100, step))
+        wait = float(routing.get("WaitIntervalInSeconds") or 0)
+        limit = (op.deployment.get("BlueGreenUpdatePolicy") or {}).get(
+            "MaximumExecutionTimeoutInSeconds"
+        )
+        elapsed = time.monotonic() - op.started  # starting the fleet took real seconds
+        for share in shares:
+            with self._lock:
+                live = self._live.get(endpoint)
+                found = self._sagemaker().endpoints.get(endpoint)
+                if op.cancel.is_set() or live is None or live.op is not op or found is None:
+                    return "cancelled"
+                op.share = share
+                status = {
+                    "Status": "Baking",
+                    "StatusMessage": BAKING.format(wait=int(wait), pct=share),
+                    "StartTime": dt.datetime.now(dt.UTC),
+                }
+                pending = getattr(found, "pending_deployment_summary", None) or {}
+                for variant in pending.get("ProductionVariants") or []:
+                    variant["VariantStatus"] = [dict(status)]
+            if limit is not None and elapsed + wait > float(limit):
+                op.cancel.wait(max(0.0, float(limit) - elapsed) * self.wait_scale)
+                return "cancelled" if op.cancel.is_set() else TIMED_OUT.format(limit=limit)
+            if op.cancel.wait(wait * self.wait_scale):
+                return "cancelled"
+            elapsed += wait
+        return None
+
+    @staticmethod
+    def _after_shift_s(op: _Op) -> float:
+        """How long (AWS's seconds) the old fleet stands by once all the traffic is on the
+        new one: an ALL_AT_ONCE update's baking period (``WaitIntervalInSeconds``: "Once the
+        green fleet starts receiving traffic, the baking period begins", "Use all at once
+        traffic shifting"), then ``TerminationWaitInSeconds`` (BlueGreenUpdatePolicy:
+        "Additional waiting time ... before terminating the old endpoint fleet"). Meanwhile
+        DescribeEndpoint says Updating on the new config (assumed: AWS does not say when
+        EndpointConfigName changes). Gap: MaximumExecutionTimeoutInSeconds is not checked
+        after the last shift."""
+        policy = op.deployment.get("BlueGreenUpdatePolicy") or {}
+        routing = policy.get("TrafficRoutingConfiguration") or {}
+        bake = 0.0
+        if routing.get("Type") == "ALL_AT_ONCE":
+            bake = float(routing.get("WaitIntervalInSeconds") or 0)
+        return bake + float(policy.get("TerminationWaitInSeconds") or 0)
 
     def _start_and_wait(self, endpoint: str, op: _Op) -> str | None:
         """Start the config's containers and wait for their pings: None, or a FailureReason."""

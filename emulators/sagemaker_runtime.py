@@ -11,8 +11,11 @@ Where the endpoint's traffic goes is not known here: a resolver callback (given 
 
 Gaps from the real service, named where they matter below:
 
-- one container per endpoint: variant weights, ``TargetVariant``, ``TargetModel`` and
+- one container per fleet: variant weights, ``TargetVariant``, ``TargetModel`` and
   ``TargetContainerHostname`` are not routed on (all traffic goes to the serving variant);
+  while a blue/green update's canary or linear step holds, the new fleet takes its share of
+  the calls in a fixed rotation (:meth:`SageMakerRuntimeEmulator.route`), where AWS balances
+  between instances in a way it does not document;
 - no streaming (``invocations-response-stream``) and no async (``async-invocations``) routes;
 - serverless: one cold start after the endpoint comes InService (``serverless_cold_start_s``),
   none after idling (AWS scales a serverless endpoint to zero and cold-starts it again); its
@@ -26,6 +29,7 @@ import datetime as dt
 import hashlib
 import http.client
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -100,6 +104,8 @@ class Target:
     log_stream_arn: str | None = None
     serverless: bool = False  # the serving variant has a ServerlessConfig
     in_service_at: float | None = None  # time.monotonic() when the serving fleet came up
+    canary: Target | None = None  # the new fleet, while a canary or linear step holds
+    canary_pct: int = 0  # the share of the calls it answers meanwhile (percent)
 
 
 Resolver = Callable[[str], Target | None]
@@ -168,6 +174,8 @@ class SageMakerRuntimeEmulator:
         self.container_timeout_s = CONTAINER_TIMEOUT_S  # a test may shorten it
         self.clock_skew_s = 0.0  # AWS's clock minus this host's (a caller's clock that is off)
         self.serverless_cold_start_s = 0.0  # 429 ModelNotReady this long after InService
+        self._routed: dict[str, int] = {}  # endpoint: calls routed during its traffic split
+        self._routing = threading.Lock()
 
     @property
     def idle_timeout_s(self) -> float:
@@ -225,9 +233,11 @@ class SageMakerRuntimeEmulator:
         self._faults.clear()
 
     def clear(self) -> None:
-        """Forget faults and recorded calls."""
+        """Forget faults, recorded calls and where the traffic split's rotation stands."""
         self._faults.clear()
         self._calls.clear()
+        with self._routing:
+            self._routed.clear()
 
     def _record(self, call: RuntimeCall) -> None:
         self._calls.add(call)
@@ -363,6 +373,7 @@ class SageMakerRuntimeEmulator:
                 f"Endpoint {endpoint} of account {self.account} is not in service "
                 f"(EndpointStatus: {target.status}).",
             )
+        target = self.route(endpoint, target)
         if target.serverless:
             self._serverless_check(target, body)
         forward = {name: headers[name] for name in FORWARDED_HEADERS if headers[name] is not None}
@@ -398,6 +409,19 @@ class SageMakerRuntimeEmulator:
         out = {"Content-Type": content_type or "application/octet-stream"}
         out["x-Amzn-Invoked-Production-Variant"] = target.variant
         return 200, out, data
+
+    def route(self, endpoint: str, target: Target) -> Target:
+        """The fleet that answers this call: while a canary or linear step holds, the new
+        one for ``canary_pct`` of the calls, spread evenly (call n goes to it when
+        ``n * pct // 100`` steps up: exactly 50 of every 100 calls at 50 %), else the serving
+        one."""
+        if target.canary is None or target.canary_pct <= 0:
+            return target
+        with self._routing:
+            n = self._routed.get(endpoint, 0) + 1
+            self._routed[endpoint] = n
+        pct = target.canary_pct
+        return target.canary if n * pct // 100 > (n - 1) * pct // 100 else target
 
     def _serverless_check(self, target: Target, body: bytes) -> None:
         """A serverless endpoint's own limits: 4 MB bodies (413, as the 6 MB limit is

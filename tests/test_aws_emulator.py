@@ -11,7 +11,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,15 @@ def _upload(aws: AwsEmulator, bundle: BuiltBundle, key: str) -> str:
 
 
 def _model_and_config(
-    aws: AwsEmulator, name: str, bundle: BuiltBundle, env: dict[str, str] | None = None
+    aws: AwsEmulator,
+    name: str,
+    bundle: BuiltBundle,
+    env: dict[str, str] | None = None,
+    *,
+    count: int = 1,
 ) -> None:
-    """Model ``name`` (the bundle in S3) and endpoint config ``name`` serving it."""
+    """Model ``name`` (the bundle in S3) and endpoint config ``name`` serving it on
+    ``count`` instances."""
     url = _upload(aws, bundle, f"{name}/model.tar.gz")
     sm = aws.client("sagemaker")
     sm.create_model(
@@ -112,7 +119,7 @@ def _model_and_config(
                 "VariantName": "AllTraffic",
                 "ModelName": name,
                 "InstanceType": "ml.m5.large",
-                "InitialInstanceCount": 1,
+                "InitialInstanceCount": count,
             }
         ],
     )
@@ -429,6 +436,124 @@ def test_update_switches_versions_while_the_old_one_serves(
     update = next(c for c in aws.calls if c.action == "UpdateEndpoint")
     assert update.write and update.params["DeploymentConfig"]["BlueGreenUpdatePolicy"]
     assert update.params["RetainAllVariantProperties"] is False
+
+
+# -- canary and linear traffic shifting (waits under AwsEmulator.wait_scale) -----------------
+def _two_versions(aws: AwsEmulator, bundles: Bundles) -> Any:
+    """Endpoint ``ep`` InService on v1 (two instances), config ``ep-v2`` ready for it."""
+    _model_and_config(aws, "ep", bundles.v1, count=2)
+    _model_and_config(aws, "ep-v2", bundles.v2, count=2)
+    sm = aws.client("sagemaker")
+    sm.create_endpoint(EndpointName="ep", EndpointConfigName="ep")
+    assert _wait(aws, "ep", {"InService", "Failed"}, sm=sm)[-1] == "InService"
+    return sm
+
+
+def _pending_status(described: dict[str, Any]) -> tuple[str, str]:
+    """The new fleet's variant status and its message ("", "" when no update is pending)."""
+    pending = described.get("PendingDeploymentSummary")
+    if not pending:
+        return "", ""
+    [status] = pending["ProductionVariants"][0]["VariantStatus"]
+    return status["Status"], status.get("StatusMessage", "")
+
+
+def _watch(
+    sm: Any, until: Callable[[dict[str, Any]], bool], timeout: float = 60
+) -> list[tuple[str, str, str]]:
+    """Poll DescribeEndpoint until ``until(described)``: each distinct (EndpointStatus,
+    variant status, message) seen, in order."""
+    seen: list[tuple[str, str, str]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        described = sm.describe_endpoint(EndpointName="ep")
+        now = (described["EndpointStatus"], *_pending_status(described))
+        if not seen or seen[-1] != now:
+            seen.append(now)
+        if until(described):
+            return seen
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.02)
+
+
+def test_a_canary_sends_its_share_to_the_new_fleet_for_the_wait_then_all_of_it(
+    aws: AwsEmulator, bundles: Bundles
+) -> None:
+    sm = _two_versions(aws, bundles)
+    aws.wait_scale = 0.01  # the 50 s bake: 0.5 s (the 20 calls take about 0.1 s)
+    deployment = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {
+                "Type": "CANARY",
+                "WaitIntervalInSeconds": 50,
+                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+            },
+            "TerminationWaitInSeconds": 0,
+            "MaximumExecutionTimeoutInSeconds": 600,
+        }
+    }
+    sm.update_endpoint(EndpointName="ep", EndpointConfigName="ep-v2", DeploymentConfig=deployment)
+    seen = _watch(sm, lambda d: _pending_status(d)[0] == "Baking")
+    baking_from = time.monotonic()
+    assert [s[:2] for s in seen] == [("Updating", "Creating"), ("Updating", "Baking")], seen
+    assert "50%" in seen[-1][2]
+    held = sm.describe_endpoint(EndpointName="ep")
+    assert held["EndpointConfigName"] == "ep"  # the old config until the last shift
+    assert held["LastDeploymentConfig"] == deployment
+    [pending] = held["PendingDeploymentSummary"]["ProductionVariants"]
+    assert (pending["VariantName"], pending["DesiredInstanceCount"]) == ("AllTraffic", 2)
+    runtime = aws.client("sagemaker-runtime")
+    salts = Counter(_output(_invoke(aws, "ep", 1.0, client=runtime))["salt"] for _ in range(20))
+    assert salts == {"1": 10, "2": 10}  # the canary's 50 %, call by call
+    took = time.monotonic() - baking_from
+    assert took < 0.5, f"the bake ended before the 20 calls ({took:.2f}s)"
+
+    seen = _watch(sm, lambda d: d["EndpointStatus"] == "InService")
+    assert time.monotonic() - baking_from >= 0.45  # the bake is WaitIntervalInSeconds
+    assert seen[-1] == ("InService", "", ""), seen
+    after = sm.describe_endpoint(EndpointName="ep")
+    assert after["EndpointConfigName"] == "ep-v2" and "FailureReason" not in after
+    assert {_output(_invoke(aws, "ep", 1.0, client=runtime))["salt"] for _ in range(6)} == {"2"}
+    assert [c.model_name for c in aws.containers()] == ["ep-v2"]  # the old fleet is gone
+
+
+def test_a_linear_shift_steps_until_its_maximum_execution_timeout_then_rolls_back(
+    aws: AwsEmulator, bundles: Bundles
+) -> None:
+    sm = _two_versions(aws, bundles)
+    aws.wait_scale = 0.0016  # each 250 s step: 0.4 s; the 600 s timeout falls in the third
+    routing = {
+        "Type": "LINEAR",
+        "WaitIntervalInSeconds": 250,
+        "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+    }
+    sm.update_endpoint(
+        EndpointName="ep",
+        EndpointConfigName="ep-v2",
+        DeploymentConfig={
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": routing,
+                "MaximumExecutionTimeoutInSeconds": 600,
+            }
+        },
+    )
+    _watch(sm, lambda d: _pending_status(d)[0] == "Baking")
+    runtime = aws.client("sagemaker-runtime")
+    salts = Counter(_output(_invoke(aws, "ep", 1.0, client=runtime))["salt"] for _ in range(8))
+    assert salts == {"1": 6, "2": 2}  # the first step: 25 %
+    seen = _watch(sm, lambda d: d["EndpointStatus"] == "InService")
+    steps = [message for _, status, message in seen if status == "Baking"]
+    assert [s for s in ("25%", "50%", "75%") if any(s in m for m in steps)] == [
+        "25%",
+        "50%",
+        "75%",
+    ], seen
+    after = sm.describe_endpoint(EndpointName="ep")
+    assert after["EndpointConfigName"] == "ep"  # rolled back: the old fleet serves all
+    assert "MaximumExecutionTimeoutInSeconds" in after["FailureReason"]
+    assert "PendingDeploymentSummary" not in after
+    assert {_output(_invoke(aws, "ep", 1.0, client=runtime))["salt"] for _ in range(6)} == {"1"}
+    assert [c.model_name for c in aws.containers()] == ["ep"]
 
 
 def test_failed_update_rolls_back_and_failed_create(aws: AwsEmulator, bundles: Bundles) -> None:
