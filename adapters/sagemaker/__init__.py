@@ -275,7 +275,9 @@ SPEC = ProviderSpec(
     invoker="adapters.sagemaker.invoke:SageMakerInvoker",
     price=hourly_price,
     limits=limits,
-    capabilities=Capabilities(server_side_rollout=True),
+    # traffic_split: describe reports both versions' shares while a canary holds
+    # (SageMakerProvider._deployment, from DescribeEndpoint's PendingDeploymentSummary).
+    capabilities=Capabilities(server_side_rollout=True, traffic_split=True),
     invoke_environment={
         "AWS_REGION": "the endpoint's region (or sagemaker.region in the packaged config)",
         "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN": (

@@ -125,6 +125,8 @@ class Live:
     instances: int | None = None  # the variant's CurrentInstanceCount (None: serverless)
     initial_count: int | None = None  # the live config's InitialInstanceCount
     modified: object = None  # the endpoint's LastModifiedTime (compared, never read)
+    pending_config: str | None = None  # an update's new config (PendingDeploymentSummary)
+    pending_pct: int = 0  # the share of the traffic its new fleet takes (percent)
 
 
 _MODEL_LOADER: list[Any] = []  # botocore's loader of service models, once per process
@@ -338,6 +340,7 @@ class SageMakerProvider(Provider):
                 model, instance = first.get("ModelName"), first.get("InstanceType")
                 initial = first.get("InitialInstanceCount")
         variant = (found.get("ProductionVariants") or [{}])[0]
+        pending = found.get("PendingDeploymentSummary") or {}
         return Live(
             found["EndpointStatus"],
             config,
@@ -348,6 +351,8 @@ class SageMakerProvider(Provider):
             variant.get("CurrentInstanceCount"),
             initial,
             found.get("LastModifiedTime"),
+            pending.get("EndpointConfigName"),
+            new_fleet_pct(pending, found.get("LastDeploymentConfig")),
         )
 
     def _owned_by_us(self, arn: str, *, unreadable_is_foreign: bool = False) -> bool:
@@ -565,15 +570,28 @@ class SageMakerProvider(Provider):
     # -- describe, list, delete, logs ----------------------------------------------------
 
     def _deployment(self, name: str, live: Live) -> Deployment:
+        """What DescribeEndpoint says, in every provider's terms: during a blue/green update
+        both versions, each with its share of the traffic (:func:`new_fleet_pct`), the
+        new one ``creating`` until it takes some; :attr:`Deployment.version` is the one
+        taking most (the old one on a tie)."""
         assert live.status is not None
         version = names.version_of(live.config or "") or ""
         status = names.ENDPOINT_STATUS.get(live.status, DeploymentStatus.FAILED)
+        versions: tuple[VersionState, ...] = ()
+        if version:
+            versions = (VersionState(version, 100, status),)
+        new = names.version_of(live.pending_config or "")
+        if version and new and new != version:
+            pct = live.pending_pct
+            serving = DeploymentStatus.READY if pct else DeploymentStatus.CREATING
+            both = (VersionState(version, 100 - pct, status), VersionState(new, pct, serving))
+            versions = tuple(sorted(both, key=lambda v: -v.traffic_pct))
         return Deployment(
             name=name,
             provider=self.name,
-            version=version,
+            version=versions[0].version if versions else version,
             status=status,
-            versions=(VersionState(version, 100, status),) if version else (),
+            versions=versions,
             endpoint=f"{self.runtime_url}/endpoints/{name}/invocations",
             details={
                 "endpoint_config": live.config,
@@ -665,6 +683,30 @@ class SageMakerProvider(Provider):
             lambda: self._client("s3").get_object(Bucket=bucket, Key=manifest_key),
         )
         return Manifest.model_validate_json(got["Body"].read()) if got else None
+
+
+def new_fleet_pct(pending: dict[str, Any], deployment: dict[str, Any] | None) -> int:
+    """The share of the traffic (percent) a blue/green update's new fleet takes, from
+    DescribeEndpoint's ``PendingDeploymentSummary`` and ``LastDeploymentConfig``: none while
+    its variant is ``Creating`` or ``Updating`` (botocore's ``ProductionVariantStatus``);
+    once it is ``ActivatingTraffic`` or ``Baking``, a canary's ``CanarySize``, a linear
+    shift's ``LinearStepSize``, else (all at once) all of it. Gap: DescribeEndpoint does not
+    say which step a linear shift reached: its first step's share is reported (the least the
+    new fleet takes until the update ends)."""
+    variants = pending.get("ProductionVariants") or []
+    states = {s.get("Status") for v in variants for s in v.get("VariantStatus") or []}
+    if not variants or not states & {"ActivatingTraffic", "Baking"}:
+        return 0
+    policy = (deployment or {}).get("BlueGreenUpdatePolicy") or {}
+    routing = policy.get("TrafficRoutingConfiguration") or {}
+    member = {"CANARY": "CanarySize", "LINEAR": "LinearStepSize"}.get(str(routing.get("Type")))
+    size = routing.get(member) if member else None
+    if not size:
+        return 100
+    if size.get("Type") == "INSTANCE_COUNT":
+        count = variants[0].get("DesiredInstanceCount") or 1
+        return min(100, int(size.get("Value", 0)) * 100 // count)
+    return min(100, int(size.get("Value", 0)))
 
 
 def _checked_name(name: str) -> str:

@@ -52,6 +52,9 @@ class SageMakerHarness(Harness):
     def start(self) -> None:
         self.aws = AwsEmulator(self.workdir / "aws")
         self.aws.start()
+        # The canary test's 5 s WaitIntervalInSeconds holds 1.5 s: its describe and 20 calls
+        # take a few tenths of a second.
+        self.aws.wait_scale = 0.3
         for key, value in self.aws.env().items():
             self.setenv(key, value)
         with contextlib.closing(boto3.client("s3")) as s3:
@@ -63,6 +66,9 @@ class SageMakerHarness(Harness):
             + sagemaker_yaml("conformance")
             # a small queue and no waiting for room, as the local harness (same server)
             + "server:\n  max_queue_size: 4\n  queue_wait_ms: 0\n"
+            # SageMaker's canary shifts whole instances: at least two (check_deploy); the
+            # emulator runs one container per fleet whatever the count
+            + "deploy:\n  instance_count: 2\n"
         )
 
     def writes(self) -> Hashable:
