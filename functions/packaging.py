@@ -23,6 +23,7 @@ the CLI (the composition root, which nothing imports) only parses the options.
 from __future__ import annotations
 
 import ast
+import fcntl
 import hashlib
 import importlib.util
 import io
@@ -311,19 +312,23 @@ def _download(
         _pip_download(requirements, dest, arch, python)
         return sorted(dest.glob("*.whl"))
     folder = cache / f"cp{python.replace('.', '')}-{arch}"
+    folder.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:16]
     resolved = folder / f"resolved-{key}.json"
-    names: list[str] = json.loads(resolved.read_text()) if resolved.is_file() else []
-    if names and all((folder / name).is_file() for name in names):
-        for name in names:
-            shutil.copyfile(folder / name, dest / name)
-    else:
-        _pip_download(requirements, dest, arch, python)
-        folder.mkdir(parents=True, exist_ok=True)
-        names = sorted(wheel.name for wheel in dest.glob("*.whl"))
-        for name in names:
-            shutil.copyfile(dest / name, folder / name)
-        resolved.write_text(json.dumps(names))
+    # One packaging at a time per folder: parallel ones (several CI jobs, test workers) share
+    # a cache, and none may read a wheel another is still writing.
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        names: list[str] = json.loads(resolved.read_text()) if resolved.is_file() else []
+        if names and all((folder / name).is_file() for name in names):
+            for name in names:
+                shutil.copyfile(folder / name, dest / name)
+        else:
+            _pip_download(requirements, dest, arch, python)
+            names = sorted(wheel.name for wheel in dest.glob("*.whl"))
+            for name in names:
+                shutil.copyfile(dest / name, folder / name)
+            resolved.write_text(json.dumps(names))
     return sorted(dest.glob("*.whl"))
 
 

@@ -51,7 +51,7 @@ def packaged(
     config = load_config(probe_function.env["AIAAS_CONFIG"], env={})
     manifest = read_manifest_file(Path(probe_function.env["AIAAS_MANIFEST"]))
     out = tmp_path_factory.mktemp("packages")
-    cache = shared_wheel_cache(tmp_path_factory)
+    cache = shared_wheel_cache()
     zips = {}
     for target, arch in [
         ("aws", "x86_64"),
@@ -134,7 +134,6 @@ def test_packaging_is_deterministic(
     probe_function: FunctionSetup,
     packaged: dict[str, Path],
     tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Packaged again from the filled wheel cache, with no index to ask (pip is pointed at a
@@ -144,7 +143,7 @@ def test_packaging_is_deterministic(
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     again = package_function(
         config, manifest, "aws", tmp_path / "again.zip", allow_local=True,
-        wheel_cache=shared_wheel_cache(tmp_path_factory),
+        wheel_cache=shared_wheel_cache(),
     ).path  # fmt: skip
     assert again.read_bytes() == packaged["aws-x86_64"].read_bytes()
 
@@ -255,7 +254,6 @@ def test_the_aws_zip_starts_and_answers_without_pydantic(
 def test_bad_target_arch_and_limit(
     probe_function: FunctionSetup,
     tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = load_config(probe_function.env["AIAAS_CONFIG"], env={})
@@ -282,7 +280,7 @@ def test_bad_target_arch_and_limit(
     ):
         package_function(
             config, manifest, "aws", tmp_path / "x.zip", allow_local=True,
-            wheel_cache=shared_wheel_cache(tmp_path_factory),
+            wheel_cache=shared_wheel_cache(),
         )  # fmt: skip
     assert not (tmp_path / "x.zip").exists()
 

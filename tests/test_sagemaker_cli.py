@@ -151,7 +151,7 @@ def test_a_lambda_function_url_event_gets_the_real_prediction(
 
 
 def test_the_packaged_aws_zip_answers_through_sagemaker_on_its_own(
-    aws: AwsEmulator, project: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    aws: AwsEmulator, project: Path, tmp_path: Path
 ) -> None:
     """``aiaas function package --target aws --provider sagemaker``, unzipped and run by a
     fresh ``python -S`` (only the zip's files importable, as in Lambda) with what Lambda sets:
@@ -159,7 +159,7 @@ def test_the_packaged_aws_zip_answers_through_sagemaker_on_its_own(
     and loads no boto3."""
     aiaas(aws, project, "deploy", "--provider", "sagemaker")
     try:
-        out, cache = tmp_path / "fn.zip", shared_wheel_cache(tmp_path_factory)
+        out, cache = tmp_path / "fn.zip", shared_wheel_cache()
         package = ["function", "package", "--target", "aws", "--provider", "sagemaker"]
         packaged = aiaas(aws, project, *package, "-o", str(out), "--wheel-cache", str(cache))
         # It names what the invoke path needs set (the provider spec's invoke_environment).
