@@ -65,8 +65,8 @@ class Capabilities:
     traffic_split: bool = False
     """While a canary or linear rollout holds a step, both versions serve (each its share of
     the traffic) and ``describe`` reports each version's share in ``Deployment.versions``
-    (local routes by weight itself; SageMaker splits server-side, but its emulator switches
-    at once and its describe does not report the shares yet)."""
+    (local routes by weight itself; SageMaker splits server-side, and its describe reads the
+    shares from DescribeEndpoint's pending deployment)."""
     cheap_status: bool = True
     """The invoke path can ask whether the deployment answers (else its status is
     ``UNKNOWN``: a key-only Azure function cannot call ARM)."""
