@@ -154,6 +154,7 @@ def test_each_rollout_strategy_reaches_update_endpoint_as_its_deployment_config(
     routing: dict[str, Any],
 ) -> None:
     extra = f"deploy:\n  instance_count: 2\n  rollout:\n    {rollout}\n"
+    fresh.wait_scale = 0.2  # the emulator holds a step 0.2 s, not the 1 s asked for
     with provider(tmp_path, extra) as sm:
         first = sm.deploy(bundles[0].path)
         if "alarms" in rollout:  # AWS refuses alarms that do not exist, before any change
