@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -124,7 +125,7 @@ class Live:
     failure: str | None
     instances: int | None = None  # the variant's CurrentInstanceCount (None: serverless)
     initial_count: int | None = None  # the live config's InitialInstanceCount
-    modified: object = None  # the endpoint's LastModifiedTime (compared, never read)
+    modified: datetime | None = None  # the endpoint's LastModifiedTime
     pending_config: str | None = None  # an update's new config (PendingDeploymentSummary)
     pending_pct: int = 0  # the share of the traffic its new fleet takes (percent)
 

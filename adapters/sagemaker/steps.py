@@ -48,6 +48,7 @@ class SageMakerSteps:
         # The endpoint as DescribeEndpoint showed it before this deploy's last Create or
         # UpdateEndpoint: an answer that still shows exactly that is not yet about the write.
         self._before_write: Live | None = None
+        self._latest: Live | None = None  # the newest view seen (see _seen)
 
     def desired(self, bundle: Path, name: str | None) -> Desired:
         return self.provider._desired(bundle, name)
@@ -177,7 +178,7 @@ class SageMakerSteps:
             )
 
     def settled(self, desired: Desired, traffic_pct: int) -> Settle:
-        live = self.provider._live(desired.name)
+        live = self._seen(self.provider._live(desired.name))
         if live.status in names.SETTLING:
             return Settle("pending", live.status or "")
         if self._stale(live):
@@ -200,24 +201,33 @@ class SageMakerSteps:
         the endpoint yet, and just after UpdateEndpoint it may still answer InService on the
         old config ("Amazon SageMaker API eventual consistency"; fidelity finding 16), which
         would otherwise read as an update that failed at once. AWS sets LastModifiedTime
-        when it takes an update, so an answer that still carries the old one is waited out
-        (within the deploy's deadline) instead of judged."""
+        when it takes an update, so an answer that carries it no later than before the write
+        is waited out (within the deploy's deadline) instead of judged."""
         before = self._before_write
         if before is None:
             return False
         if before.status is None:  # created: not found yet
             return live.status is None
         return (
-            live.status == before.status
-            and live.config == before.config
-            and live.modified is not None
-            and live.modified == before.modified
+            live.modified is not None
+            and before.modified is not None
+            and live.modified <= before.modified
         )
+
+    def _seen(self, live: Live) -> Live:
+        """Remember the latest view of the endpoint (by LastModifiedTime): what a switch back
+        compares later answers with, should its own fresh read lag behind."""
+        last = self._latest
+        if last is None or (
+            live.modified is not None and (last.modified is None or live.modified > last.modified)
+        ):
+            self._latest = live
+        return live
 
     def taken(self, desired: Desired, traffic_pct: int) -> str | None:
         if traffic_pct == 0:
             return None  # a model or config nothing uses yet: removing it is safe
-        now = self.provider._live(desired.name)
+        now = self._seen(self.provider._live(desired.name))
         on_new = now.status == "InService" and now.config == desired.config
         if now.status in names.SETTLING or on_new:
             return f"{now.status} on {now.config}"
@@ -273,7 +283,12 @@ class SageMakerSteps:
 
     def switch_back(self, desired: Desired, live: Live) -> None:
         p, name, back_to = self.provider, desired.name, live.config
-        self._before_write = p._live(name)
+        self._before_write = self._seen(p._live(name))
+        latest = self._latest  # a fresh read may lag behind one seen before: take the newer
+        if latest is not None and latest.modified is not None:
+            fresh = self._before_write.modified
+            if fresh is None or latest.modified > fresh:
+                self._before_write = latest
         p._call(
             f"roll endpoint {name} back to {back_to}",
             lambda: p._sm.update_endpoint(EndpointName=name, EndpointConfigName=back_to),
