@@ -18,7 +18,12 @@ what runs is this checkout's entrypoint, in this interpreter. The server's modul
 imported before the container's environment was set, so a module that read a variable at
 import time would read the emulator's (aiaas reads its variables when it starts serving,
 :func:`aiaas.runtime.container.main`; torch's OpenMP runtime takes ``OMP_NUM_THREADS`` at
-import, and the server sets its thread count itself); its import path is the emulator's.
+import, and the server sets its thread count itself); its import path is the emulator's. A
+container ends as a multiprocessing child does (``os._exit``): its ``atexit`` handlers do not
+run. Under a console script (``aiaas emulate aws``) multiprocessing runs that script's main
+module again in each container before the entrypoint (its ``__main__`` guard keeps it from
+doing anything but import); an error there, before the container's output is redirected,
+goes to the emulator's stderr, not the container's log.
 """
 
 from __future__ import annotations
@@ -109,6 +114,9 @@ def _run_entrypoint(
     stdout and stderr into the pipe, exactly ``environment``, ``workdir``), then run the
     entrypoint; its return value is the exit status."""
     os.setsid()
+    # Started as a daemon (so the emulator's exit stops it), but a container may start
+    # processes of its own, as it may on the cloud (multiprocessing refuses a daemon's).
+    multiprocessing.current_process().daemon = False
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os.dup2(output, 1)
@@ -165,6 +173,9 @@ class ContainerProcess:
         )
         try:
             process.start()
+        except BaseException:
+            os.close(read_end)
+            raise
         finally:
             os.close(write_end)  # the child holds its own copy: EOF when it exits
         container = cls(process, os.fdopen(read_end, "rb"), port, workdir)
@@ -182,11 +193,6 @@ class ContainerProcess:
     def running(self) -> bool:
         """True while the process has not exited."""
         return self.process.exitcode is None
-
-    @property
-    def exit_status(self) -> int | None:
-        """Its exit status (negative: the signal that ended it), None while it runs."""
-        return self.process.exitcode
 
     def ping(self, path: str = "/ping") -> bool:
         """True when its health route answers 200."""
