@@ -319,17 +319,34 @@ def _download(
     # a cache, and none may read a wheel another is still writing.
     with open(folder / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        names: list[str] = json.loads(resolved.read_text()) if resolved.is_file() else []
+        names = _resolved_names(resolved)
         if names and all((folder / name).is_file() for name in names):
             for name in names:
                 shutil.copyfile(folder / name, dest / name)
         else:
             _pip_download(requirements, dest, arch, python)
             names = sorted(wheel.name for wheel in dest.glob("*.whl"))
-            for name in names:
-                shutil.copyfile(dest / name, folder / name)
-            resolved.write_text(json.dumps(names))
+            for name in names:  # each file whole or not at all: a run killed midway
+                _replace_with_copy(dest / name, folder / name)  # leaves no half a wheel
+            partial = resolved.with_suffix(".partial")
+            partial.write_text(json.dumps(names))
+            os.replace(partial, resolved)
     return sorted(dest.glob("*.whl"))
+
+
+def _resolved_names(resolved: Path) -> list[str]:
+    """The wheel names a cached resolution lists; none (a miss) if unreadable."""
+    try:
+        names = json.loads(resolved.read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(name) for name in names] if isinstance(names, list) else []
+
+
+def _replace_with_copy(src: Path, dst: Path) -> None:
+    partial = dst.with_name(dst.name + ".partial")
+    shutil.copyfile(src, partial)
+    os.replace(partial, dst)
 
 
 def _pip_download(requirements: list[str], dest: Path, arch: str, python: str) -> None:

@@ -412,3 +412,16 @@ def _unzip(zip_path: Path, root: Path) -> Path:
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(root)
     return root
+
+
+def test_a_truncated_cache_record_is_a_miss_not_an_error(tmp_path: Path) -> None:
+    """A packaging killed while writing the wheel cache's record leaves it unreadable: the
+    next one downloads again instead of failing on it (the cache lives between runs)."""
+    from functions.packaging import _resolved_names
+
+    record = tmp_path / "resolved-0123.json"
+    record.write_text('["httpx-0.28.1-py3-none-any.whl", "h11-')
+    assert _resolved_names(record) == []
+    record.write_text('["httpx-0.28.1-py3-none-any.whl"]')
+    assert _resolved_names(record) == ["httpx-0.28.1-py3-none-any.whl"]
+    assert _resolved_names(tmp_path / "missing.json") == []
