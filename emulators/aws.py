@@ -1410,7 +1410,10 @@ class AwsEmulator:
                 reason = f"emulator error while starting the container: {exc!r}"
         op.cancel.wait(max(0.0, op.started + self.min_transition_s - time.monotonic()))
         if reason is None and op.kind == "update":
-            reason = self._shift_traffic(endpoint, op)
+            try:
+                reason = self._shift_traffic(endpoint, op)
+            except Exception as exc:  # as above: a failed update, not an endpoint stuck Updating
+                reason = f"emulator error while shifting traffic: {exc!r}"
         stop: list[_Proc]
         switched = False
         with self._lock:
