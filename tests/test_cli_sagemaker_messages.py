@@ -114,9 +114,20 @@ def _endpoint_status(aws: AwsEmulator, name: str) -> str | None:
             return None
 
 
+def _signal_state(pid: int) -> str:
+    """The signal masks /proc shows for ``pid`` (blocked, ignored, caught): said next to an
+    interrupt that had no effect (seen once on a loaded machine, not reproduced since)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "(gone)"
+    return " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def _interrupt_while_creating(aws: AwsEmulator, project: Path, name: str) -> tuple[int, str]:
     """``aiaas deploy --name NAME``, sent SIGINT (Ctrl-C) once its endpoint is Creating: its
-    exit status and what it printed on stderr."""
+    exit status and what it printed on stderr (with the process's signal state when it was
+    sent, after a line ``signals:``)."""
     proc = subprocess.Popen(
         [AIAAS, "deploy", "--name", name, "-c", str(project), "--provider", "sagemaker"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -128,12 +139,15 @@ def _interrupt_while_creating(aws: AwsEmulator, project: Path, name: str) -> tup
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the endpoint was never Creating"
             time.sleep(0.02)
+        state = _signal_state(proc.pid)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if proc.returncode != 130:
+        stderr += f"\nsignals: {state}"
     return proc.returncode, stderr
 
 
@@ -167,14 +181,21 @@ def test_ctrl_c_before_anything_changed_says_nothing_changed(tmp_path: Path) -> 
     message says so."""
     project = tmp_path / "probe"
     shutil.copytree(PROJECTS / "probe", project)
+    reached = tmp_path / "import-reached"
     with (project / "probe_model.py").open("a") as model:
-        model.write("\nimport time\n\ntime.sleep(60)\n")
+        model.write(f"\nimport pathlib, time\n\npathlib.Path({str(reached)!r}).touch()\n")
+        model.write("time.sleep(60)\n")
     proc = subprocess.Popen(
         [AIAAS, "deploy", "-c", str(project), "--provider", "local"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )  # fmt: skip
     try:
-        time.sleep(3)  # the build is blocked on the FIFO by now
+        deadline = time.monotonic() + 60
+        while not reached.exists():  # the build imports the model module: blocked there now
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the build never imported the model module"
+            time.sleep(0.02)
+        state = _signal_state(proc.pid)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -185,7 +206,7 @@ def test_ctrl_c_before_anything_changed_says_nothing_changed(tmp_path: Path) -> 
             [AIAAS, "delete", "probe", "-c", str(project), "--provider", "local"],
             capture_output=True, timeout=60, cwd=tmp_path,
         )  # fmt: skip
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 130, f"{stderr}\nsignals: {state}"
     assert stderr.strip() == (
         f"interrupted before the deploy changed anything on local: `aiaas status -c "
         f"{project} --provider local` shows the deployment as it is; `aiaas deploy -c "
