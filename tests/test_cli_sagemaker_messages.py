@@ -22,6 +22,15 @@ from sagemaker_emulated import emulated_aws_with_bucket
 from emulators.aws import AwsEmulator
 
 AIAAS = str(Path(sys.executable).with_name("aiaas"))
+#: Runs the command after it as a terminal's foreground job would: with SIGINT's default
+#: action. A shell without job control starts background jobs (``make test &``, a CI step)
+#: with SIGINT ignored, and an ignored signal stays ignored across exec, so Ctrl-C would
+#: never reach the CLI under test (seen as SigIgn in /proc in such a run).
+AS_IN_A_TERMINAL = [
+    sys.executable, "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]  # fmt: skip
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 
 
@@ -116,7 +125,7 @@ def _endpoint_status(aws: AwsEmulator, name: str) -> str | None:
 
 def _signal_state(pid: int) -> str:
     """The signal masks /proc shows for ``pid`` (blocked, ignored, caught): said next to an
-    interrupt that had no effect (seen once on a loaded machine, not reproduced since)."""
+    interrupt that had no effect."""
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
@@ -129,7 +138,8 @@ def _interrupt_while_creating(aws: AwsEmulator, project: Path, name: str) -> tup
     exit status and what it printed on stderr (with the process's signal state when it was
     sent, after a line ``signals:``)."""
     proc = subprocess.Popen(
-        [AIAAS, "deploy", "--name", name, "-c", str(project), "--provider", "sagemaker"],
+        [*AS_IN_A_TERMINAL, AIAAS, "deploy", "--name", name, "-c", str(project),
+         "--provider", "sagemaker"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=_env(aws, project), cwd=project.parent,
     )  # fmt: skip
@@ -186,7 +196,7 @@ def test_ctrl_c_before_anything_changed_says_nothing_changed(tmp_path: Path) -> 
         model.write(f"\nimport pathlib, time\n\npathlib.Path({str(reached)!r}).touch()\n")
         model.write("time.sleep(60)\n")
     proc = subprocess.Popen(
-        [AIAAS, "deploy", "-c", str(project), "--provider", "local"],
+        [*AS_IN_A_TERMINAL, AIAAS, "deploy", "-c", str(project), "--provider", "local"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )  # fmt: skip
     try:
