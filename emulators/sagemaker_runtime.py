@@ -130,6 +130,32 @@ Callers = Callable[[str], Caller | None]
 """The caller an access key id stands for (None: AWS does not know the key)."""
 
 
+MAX_CUSTOM_ATTRIBUTES = 1024  # InvokeEndpoint's CustomAttributes: max 1024, \p{ASCII}*
+
+
+def _check_custom_attributes(value: str | None) -> None:
+    """What AWS checks of ``X-Amzn-SageMaker-Custom-Attributes`` (botocore's service model:
+    at most 1024 characters, ASCII only; botocore's client checks neither): a 400
+    ValidationError in AWS's constraint wording (the text is assumed: AWS's usual form for a
+    member that fails a constraint, not seen for this member)."""
+    if value is None:
+        return
+    if len(value) > MAX_CUSTOM_ATTRIBUTES:
+        raise _ErrorAnswer(
+            400,
+            "ValidationError",
+            "1 validation error detected: Value at 'customAttributes' failed to satisfy "
+            f"constraint: Member must have length less than or equal to {MAX_CUSTOM_ATTRIBUTES}",
+        )
+    if not value.isascii():
+        raise _ErrorAnswer(
+            400,
+            "ValidationError",
+            "1 validation error detected: Value at 'customAttributes' failed to satisfy "
+            "constraint: Member must satisfy regular expression pattern: \\p{ASCII}*",
+        )
+
+
 class _ErrorAnswer(Exception):
     """An AWS error answered instead of forwarding."""
 
@@ -361,6 +387,7 @@ class SageMakerRuntimeEmulator:
             raise _ErrorAnswer(
                 413, None, f"HTTP content length exceeded {MAX_PAYLOAD_BYTES} bytes."
             )
+        _check_custom_attributes(headers["X-Amzn-SageMaker-Custom-Attributes"])
         target = self.resolve(endpoint)
         if target is None:
             raise _ErrorAnswer(

@@ -258,12 +258,21 @@ def test_model_error_validation_error_and_size_limit(aws: AwsEmulator, bundles: 
     with pytest.raises(ClientError) as exc:
         runtime.invoke_endpoint(EndpointName="ep", Body=b"x" * (MAX_PAYLOAD_BYTES + 1))
     assert _error(exc)[:2] == (413, "413")
+    # CustomAttributes: at most 1024 ASCII characters (botocore's client checks neither)
+    with pytest.raises(ClientError) as exc:
+        runtime.invoke_endpoint(EndpointName="ep", Body=b"{}", CustomAttributes="a" * 1025)
+    status, code, message = _error(exc)
+    assert (status, code) == (
+        400,
+        "ValidationError",
+    ) and "length less than or equal to 1024" in message
     statuses = [(c.status, c.error) for c in aws.runtime_calls]
     assert statuses == [
         (424, "ModelError"),
         (424, "ModelError"),
         (400, "ValidationError"),
         (413, "413"),
+        (400, "ValidationError"),
     ]
 
 
