@@ -239,9 +239,9 @@ class DataPlane:
             )
         except DeadlineExceeded:
             if deadline is not None and deadline < own:
-                raise DeadlineExceeded(
-                    f"the caller's deadline ({TIMEOUT_HEADER}) passed before the result "
-                    "was ready; the request was dropped"
+                raise DeadlineExceeded(  # from the header or SageMaker's custom attributes
+                    "the caller's deadline passed before the result was ready; "
+                    "the request was dropped"
                 ) from None
             raise DeadlineExceeded(f"prediction took longer than {limit:g}s") from None
 
