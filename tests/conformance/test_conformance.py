@@ -449,7 +449,7 @@ def test_a_canary_serves_both_versions_then_moves_all_traffic_to_the_new_one(
     """While the canary step holds, describe reports each version's share and both answer
     (each its own answers); then all the traffic is on the new one and the old one is gone.
     Gated on ``Capabilities.traffic_split``: a provider whose split cannot be watched (its
-    cloud shifts traffic server-side and its emulator switches at once) is skipped, named."""
+    describe cannot report the shares, or its emulator cannot split) is skipped, named."""
     if not provider_spec(h.name).capabilities.traffic_split:
         pytest.skip(f"{h.name} does not declare Capabilities.traffic_split")
     v1, v2 = bundles.v1.manifest.version, bundles.v2.manifest.version
