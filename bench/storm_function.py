@@ -33,9 +33,8 @@ Upstream calls are counted where they arrive (the runtime emulator's ``runtime_c
 Every phase also checks that no answer came later than its deadline + 0.5 s (the deadline:
 the Lambda invocation's or the caller's, whichever is sooner).
 
-The emulator scripts faults for the next N calls or all of them; the random half is this
-bench's own: it swaps the runtime emulator's fault table for one that throttles each call
-with probability 0.5 (seeded), which reaches into ``emulators``' internals.
+The random half is the emulator's own seeded fault (``AwsEmulator.fault(...,
+probability=0.5, seed=...)``): the same seed throttles the same calls.
 
 Not a test: it prints figures and verdicts and exits 0 whatever the verdicts (1 if something
 broke).
@@ -53,7 +52,6 @@ import json
 import logging
 import os
 import queue
-import random
 import shutil
 import sys
 import tempfile
@@ -174,27 +172,6 @@ class FunctionUrl:
 
 
 # -- faults --------------------------------------------------------------------------------
-
-
-class HalfThrottled:
-    """The runtime emulator's fault table, throttling each call with probability 0.5."""
-
-    def __init__(self, seed: int) -> None:
-        from emulators.faults import Fault
-
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._fault = Fault(400, None, "ThrottlingException", 0.0)
-
-    def take(self, target: str) -> Any:
-        with self._lock:
-            return self._fault if self._rng.random() < 0.5 else None
-
-    def set(self, *args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the bench's random faults take no script")
-
-    def clear(self) -> None:
-        pass
 
 
 # -- phases --------------------------------------------------------------------------------
@@ -388,8 +365,6 @@ def main() -> int:
     try:
         emulator = deploy(work)
         front = FunctionUrl(instances(args.instances), args.lambda_timeout)
-        runtime: Any = emulator._runtime  # the runtime emulator (its fault table: see above)
-        real_faults = runtime._faults
         results: list[tuple[Phase, str, float, float, bool]] = []
 
         def measured(phase_of: Callable[[], Phase], per: str, target: float) -> Phase:
@@ -415,14 +390,14 @@ def main() -> int:
             "request", 1.2,
         )  # fmt: skip
         emulator.clear_faults()
-        runtime._faults = HalfThrottled(args.seed)
+        emulator.fault("probe", 400, code="ThrottlingException", probability=0.5, seed=args.seed)
         half = measured(
             lambda: client_phase(
                 "half throttled, aiaas.Client", front.url, args.clients, args.calls, 30.0
             ),
             "success", 2.5,
         )  # fmt: skip
-        runtime._faults = real_faults
+        emulator.clear_faults()
 
         # A queued burst: the container's own queue holds the requests past their deadline.
         # (Before the deadline bursts: the emulator holds those 8 s, then forwards them to

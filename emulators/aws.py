@@ -1220,13 +1220,20 @@ class AwsEmulator:
         times: int | None = None,
         code: str | None = None,
         delay_s: float = 0.0,
+        probability: float = 1.0,
+        seed: int | None = None,
     ) -> None:
         """The next ``times`` (None: all until cleared) invocations of ``endpoint`` answer
         ``status`` with AWS's error for it (400 ValidationError, 429 ModelNotReadyException,
         500 InternalFailure, 503 ServiceUnavailable by default; throttling is
         ``400, code="ThrottlingException"``, as AWS sends it), after
-        ``delay_s``; ``status=200`` with ``delay_s>0`` answers normally but slowly."""
-        self._runtime.fault(endpoint, status, times=times, code=code, delay_s=delay_s)
+        ``delay_s``; ``status=200`` with ``delay_s>0`` answers normally but slowly. With
+        ``probability`` < 1 each invocation is faulted with that probability (drawn from a
+        generator seeded with ``seed``), the others answered normally."""
+        self._runtime.fault(
+            endpoint, status, times=times, code=code, delay_s=delay_s,
+            probability=probability, seed=seed,
+        )  # fmt: skip
 
     def clear_faults(self) -> None:
         """Forget every scripted fault."""

@@ -7,11 +7,12 @@
   instead of the cloud's work or, ``taken``, after it (the cloud did the work, the caller
   only sees an error: a lost reply).
 - :class:`Faults`: scripted answers for a data-plane target's next calls (a status, a
-  delay, how many times).
+  delay, how many times, and how likely: a fault may hit a seeded random share of calls).
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ class Fault:
     times: int | None  # None: until cleared
     code: str | None  # the cloud's error code (None: the status's default)
     delay_s: float  # answered after this; status 200 with a delay answers normally, slowly
+    probability: float = 1.0  # the share of calls it hits (the others are answered normally)
+    rng: random.Random | None = None  # the seeded draw when probability < 1
 
 
 class Faults:
@@ -114,17 +117,34 @@ class Faults:
         self._by_target: dict[str, Fault] = {}
 
     def set(
-        self, target: str, status: int, *, times: int | None, code: str | None, delay_s: float
+        self,
+        target: str,
+        status: int,
+        *,
+        times: int | None,
+        code: str | None,
+        delay_s: float,
+        probability: float = 1.0,
+        seed: int | None = None,
     ) -> None:
+        """``target``'s next ``times`` faulted calls (None: until cleared) get ``status``;
+        with ``probability`` < 1 each call is faulted with that probability, drawn from a
+        generator seeded with ``seed`` (the same seed, the same calls)."""
+        if not 0.0 < probability <= 1.0:
+            raise ValueError(f"probability must be in (0, 1], not {probability}")
+        rng = random.Random(seed) if probability < 1.0 else None
         with self._lock:
-            self._by_target[target] = Fault(status, times, code, delay_s)
+            self._by_target[target] = Fault(status, times, code, delay_s, probability, rng)
 
     def take(self, target: str) -> Fault | None:
-        """The fault for this call to ``target``, counting it down."""
+        """The fault for this call to ``target`` (None: answer it normally), counting it
+        down."""
         with self._lock:
             fault = self._by_target.get(target)
             if fault is None:
                 return None
+            if fault.rng is not None and fault.rng.random() >= fault.probability:
+                return None  # not this call
             if fault.times is not None:
                 fault.times -= 1
                 if fault.times <= 0:

@@ -245,14 +245,20 @@ class SageMakerRuntimeEmulator:
         times: int | None = None,
         code: str | None = None,
         delay_s: float = 0.0,
+        probability: float = 1.0,
+        seed: int | None = None,
     ) -> None:
-        """The next ``times`` invocations of ``endpoint`` answer ``status`` after ``delay_s``.
+        """The next ``times`` invocations of ``endpoint`` answer ``status`` after ``delay_s``
+        (with ``probability`` < 1: a seeded random share of its calls).
 
         ``status=200`` with a delay answers normally, but slowly.
         """
         if status != 200 and code is None and status not in FAULT_ERRORS:
             raise ValueError(f"no AWS error known for status {status}: pass code=")
-        self._faults.set(endpoint, status, times=times, code=code, delay_s=delay_s)
+        self._faults.set(
+            endpoint, status, times=times, code=code, delay_s=delay_s,
+            probability=probability, seed=seed,
+        )  # fmt: skip
 
     def clear_faults(self) -> None:
         """Forget every scripted fault."""
