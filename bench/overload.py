@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +38,21 @@ from serve_throughput import (
     CLK_TCK,
     PYTHON,
     BenchError,
-    _exit_on_sigterm,
     busy_ticks,
     child_env,
     session_ticks,
     wait_for_quiet,
 )
-from storm import Phase, phase, raise_open_files, status_counts, warm_minilm_server
+from storm import (
+    Phase,
+    capacity_arguments,
+    parse_with_quick,
+    phase,
+    raise_open_files,
+    run_bench,
+    status_counts,
+    warm_minilm_server,
+)
 
 TARGET = 0.8  # goodput under overload / capacity
 #: Cores other processes may take during a measured run before it is measured again.
@@ -231,10 +236,7 @@ def print_report(capacity: Phase, overload: Overload, factor: float) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=20, help="seconds per measured run")
-    parser.add_argument("--warmup", type=int, default=5, help="seconds before capacity")
-    parser.add_argument("--connections", type=int, default=64, help="capacity load")
+    parser = capacity_arguments(__doc__, "--queue-wait-ms=0")
     parser.add_argument("--factor", type=float, default=4.0, help="offered rate / capacity")
     parser.add_argument(
         "--max-connections",
@@ -254,34 +256,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2,
         help="runs measured again when other processes took over 0.1 cores meanwhile",
     )
-    parser.add_argument(
-        "--server-arg",
-        action="append",
-        help="extra argument for aiaas serve (repeat), e.g. --server-arg=--queue-wait-ms=0",
-    )
-    parser.add_argument("--quick", action="store_true", help="short runs (10 s, 3 s warm-up)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup = 10, 3
-    return args
+    return parse_with_quick(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the overload benchmark; see the module docstring for exit statuses."""
-    args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (`apt-get install wrk`, or `make bench`)", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        with tempfile.TemporaryDirectory(prefix="aiaas-overload-") as tmp:
-            return run(args, Path(tmp))
-    except BenchError as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; the server was stopped", file=sys.stderr)
-        return 130
+    return run_bench("overload", parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,34 +195,42 @@ def run(args: argparse.Namespace, work: Path) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line settings."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def capacity_arguments(doc: str, server_arg_example: str) -> argparse.ArgumentParser:
+    """The options every wrk-driven bench of the MiniLM server has (``storm.py``,
+    ``overload.py``): run length, warm-up, capacity connections, extra server arguments and
+    ``--quick``; finish with :func:`parse_with_quick`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=20, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=5, help="seconds before capacity")
     parser.add_argument("--connections", type=int, default=64, help="capacity load")
-    parser.add_argument("--storm-connections", type=int, default=1024)
     parser.add_argument(
         "--server-arg",
         action="append",
-        help="extra argument for aiaas serve (repeat), e.g. --server-arg=--max-queue-size=256",
+        help=f"extra argument for aiaas serve (repeat), e.g. --server-arg={server_arg_example}",
     )
     parser.add_argument("--quick", action="store_true", help="short runs (10 s, 3 s warm-up)")
+    return parser
+
+
+def parse_with_quick(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The parsed options, ``--quick`` turned into 10 s runs after a 3 s warm-up."""
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 10, 3
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the storm benchmark; see the module docstring for exit statuses."""
-    args = parse_args(argv)
+def run_bench(
+    name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace, Path], int]
+) -> int:
+    """``run(args, work)`` in a temporary folder, as a bench's ``main``: 2 without wrk, 1 on a
+    :class:`BenchError`, 130 when interrupted (the server is stopped either way)."""
     if shutil.which("wrk") is None:
         print("wrk is not installed (`apt-get install wrk`, or `make bench`)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        with tempfile.TemporaryDirectory(prefix="aiaas-storm-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"aiaas-{name}-") as tmp:
             return run(args, Path(tmp))
     except BenchError as exc:
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
@@ -230,6 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; the server was stopped", file=sys.stderr)
         return 130
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line settings."""
+    parser = capacity_arguments(__doc__, "--max-queue-size=256")
+    parser.add_argument("--storm-connections", type=int, default=1024)
+    return parse_with_quick(parser, argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the storm benchmark; see the module docstring for exit statuses."""
+    return run_bench("storm", parse_args(argv), run)
 
 
 if __name__ == "__main__":
