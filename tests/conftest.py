@@ -122,6 +122,29 @@ def build_example(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], B
 
 
 PROJECTS = Path(__file__).resolve().parent / "projects"
+FUNCTION_URL_EVENT = (
+    Path(__file__).resolve().parent / "fixtures" / "lambda" / "function_url_v2.json"
+)
+
+
+def function_url_event(
+    body: bytes | str,
+    *,
+    path: str = "/predict",
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One request as a Lambda function URL event (payload 2.0, the recorded event in
+    ``tests/fixtures/lambda/function_url_v2.json``): its path, method, body (text) and
+    ``headers`` added to the recorded ones."""
+    import json
+
+    event: dict[str, Any] = json.loads(FUNCTION_URL_EVENT.read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["headers"].update(headers or {})
+    event["body"] = body.decode() if isinstance(body, bytes) else body
+    return event
 
 
 class ServerProcess:

@@ -27,17 +27,42 @@ from emulators.aws import AwsEmulator, running
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 
 
+@contextlib.contextmanager
+def emulated_aws_in_env(workdir: Path) -> Iterator[tuple[AwsEmulator, pytest.MonkeyPatch]]:
+    """An :class:`AwsEmulator` started in ``workdir``, its :meth:`~AwsEmulator.env` set in
+    this process (so plain boto3 clients and providers reach it) until it stops; the
+    monkeypatch is given for more variables, undone with it."""
+    with running(workdir) as emulator, pytest.MonkeyPatch.context() as mp:
+        for key, value in emulator.env().items():
+            mp.setenv(key, value)
+        yield emulator, mp
+
+
+@contextlib.contextmanager
+def deployed_probe(
+    work: Path, prefix: str, extra_yaml: str = ""
+) -> Iterator[tuple[AwsEmulator, pytest.MonkeyPatch, Path, BuiltBundle]]:
+    """The probe project copied into ``work`` (``provider: sagemaker``, S3 prefix ``prefix``,
+    ``extra_yaml`` added), deployed as ``probe`` on emulated AWS (:func:`emulated_aws_in_env`,
+    bundle bucket made): the emulator, the monkeypatch, the project and its bundle."""
+    project = work / "probe"
+    shutil.copytree(PROJECTS / "probe", project)
+    (project / "aiaas.yaml").write_text(
+        MODEL_YAML + "provider: sagemaker\n" + extra_yaml + sagemaker_yaml(prefix)
+    )
+    with emulated_aws_in_env(work / "aws") as (emulator, mp):
+        with contextlib.closing(emulator.client("s3")) as s3:
+            s3.create_bucket(Bucket=BUCKET)
+        bundle = build_bundle(project, work / "probe.tar.gz")
+        with SageMakerProvider.from_config(load_config(project)) as provider:
+            provider.deploy(bundle.path)
+        yield emulator, mp, project, bundle
+
+
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
-    emulator = AwsEmulator(tmp_path_factory.mktemp("aws"))
-    emulator.start()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in emulator.env().items():
-                mp.setenv(key, value)
-            yield emulator
-    finally:
-        emulator.stop()
+    with emulated_aws_in_env(tmp_path_factory.mktemp("aws")) as (emulator, _):
+        yield emulator
 
 
 @pytest.fixture

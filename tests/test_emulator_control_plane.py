@@ -14,7 +14,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from emulators.aws import AwsEmulator
+from emulators.aws import AwsEmulator, running
 from emulators.validation import java_pattern, validator
 
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
@@ -25,12 +25,8 @@ AT = "failed to satisfy constraint: "
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
-    aws = AwsEmulator(tmp_path_factory.mktemp("aws"))
-    aws.start()
-    try:
+    with running(tmp_path_factory.mktemp("aws")) as aws:
         yield aws
-    finally:
-        aws.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ limit, and keys from a file (``AIAAS_API_KEYS_FILE``) follow revocation while it
 from __future__ import annotations
 
 import base64
-import copy
 import importlib
 import json
 import sys
@@ -17,14 +16,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import build_probe_variant
+from conftest import build_probe_variant, function_url_event
 
 from adapters.local.provider import LocalProvider
 from aiaas.config import load_config
 from aiaas.manifest import MANIFEST_FILE
 from functions.auth import RELOAD_INTERVAL_S, add_record, create_key, revoke_record
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lambda" / "function_url_v2.json"
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
 CONTEXT = SimpleNamespace(
     aws_request_id="req-1", function_name="aiaas", get_remaining_time_in_millis=lambda: 30000
@@ -39,11 +37,8 @@ class Lambda:
     key_id: str
 
     def call(self, path: str, body: bytes, key: str | None = None) -> dict[str, Any]:
-        event: dict[str, Any] = copy.deepcopy(json.loads(FIXTURE.read_text()))
-        event["rawPath"] = event["requestContext"]["http"]["path"] = path
-        event["headers"]["authorization"] = f"Bearer {key or self.key}"
-        event["headers"]["content-length"] = str(len(body))
-        event["body"] = body.decode()
+        headers = {"authorization": f"Bearer {key or self.key}", "content-length": str(len(body))}
+        event = function_url_event(body, path=path, headers=headers)
         response: dict[str, Any] = self.handler(event, CONTEXT)
         # What Lambda's runtime sends back, and what its 6 MB limit is counted on.
         assert len(json.dumps(response)) <= LAMBDA_RESPONSE_LIMIT

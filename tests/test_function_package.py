@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import FunctionSetup, tampered_archive
+from conftest import FunctionSetup, function_url_event, tampered_archive
 from wheel_cache import shared_wheel_cache
 
 from aiaas.config import load_config
@@ -152,14 +152,9 @@ def test_the_aws_zip_runs_on_its_own(
     probe_function: FunctionSetup, packaged: dict[str, Path], tmp_path: Path
 ) -> None:
     root = _unzip(packaged["aws-x86_64"], tmp_path / "task")
-    http = {"method": "POST", "path": "/predict", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"}
-    event = {
-        "version": "2.0", "routeKey": "$default", "rawPath": "/predict", "rawQueryString": "",
-        "headers": {"content-type": "application/json",
-                    "authorization": f"Bearer {probe_function.api_key}"},
-        "requestContext": {"http": http, "requestId": "r", "stage": "$default"},
-        "body": '{"inputs": [{"value": 4}]}', "isBase64Encoded": False,
-    }  # fmt: skip
+    event = function_url_event(
+        '{"inputs": [{"value": 4}]}', headers={"authorization": f"Bearer {probe_function.api_key}"}
+    )
     code = (
         "import json, sys\n"
         "from functions.aws_lambda import handler\n"
@@ -217,14 +212,9 @@ def test_the_aws_zip_starts_and_answers_without_pydantic(
     packed = json.loads((root / "aiaas.json").read_text())
     project_config = Path(probe_function.env["AIAAS_CONFIG"]).with_name("aiaas.json")
     project_config.write_text(json.dumps(packed))
-    http = {"method": "POST", "path": "/predict", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"}
-    event = {
-        "version": "2.0", "routeKey": "$default", "rawPath": "/predict", "rawQueryString": "",
-        "headers": {"content-type": "application/json",
-                    "authorization": f"Bearer {probe_function.api_key}"},
-        "requestContext": {"http": http, "requestId": "r", "stage": "$default"},
-        "body": '{"inputs": [{"value": 4}]}', "isBase64Encoded": False,
-    }  # fmt: skip
+    event = function_url_event(
+        '{"inputs": [{"value": 4}]}', headers={"authorization": f"Bearer {probe_function.api_key}"}
+    )
     code = (
         "import json, sys\n"
         "from functions.aws_lambda import handler\n"

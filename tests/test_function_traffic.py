@@ -11,36 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import dataclasses
 import importlib
 import json
 import logging
-import shutil
 import struct
 import sys
 import time
 from collections.abc import Iterator, MutableMapping
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conformance.harnesses.sagemaker import BUCKET, sagemaker_yaml
-from conftest import PROJECTS
+from conftest import function_url_event
+from sagemaker_emulated import deployed_probe
 
 from adapters.base import DeploymentStatus, Invoker, InvokeResult
-from adapters.sagemaker.provider import SageMakerProvider
 from aiaas import oip
-from aiaas.bundle import build_bundle
-from aiaas.config import load_config
 from aiaas.manifest import MANIFEST_FILE
 from aiaas.retry import CALLER_RETRIES_HEADER, TIMEOUT_HEADER, RetryBudget
 from emulators.aws import AwsEmulator
 from functions.app import CLIENT_CLOSED, FunctionApp, redact
 from functions.metering import UsageRecord
 
-EVENT = Path(__file__).resolve().parent / "fixtures" / "lambda" / "function_url_v2.json"
 EXAMPLE = b'{"inputs": [{"value": 3}]}'
 
 
@@ -73,14 +66,12 @@ class Lambda:
         binary: bool = False,
     ) -> dict[str, Any]:
         """One function URL invocation; ``remaining_ms``: the Lambda context's time left."""
-        event: dict[str, Any] = copy.deepcopy(json.loads(EVENT.read_text()))
-        event["rawPath"] = event["requestContext"]["http"]["path"] = path
-        event["requestContext"]["http"]["method"] = method
-        event["headers"].update(headers or {})
         if binary:
-            event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode(), True
+            event = function_url_event(base64.b64encode(body), path=path, method=method,
+                                       headers=headers)  # fmt: skip
+            event["isBase64Encoded"] = True
         else:
-            event["body"] = body.decode()
+            event = function_url_event(body, path=path, method=method, headers=headers)
         ends = time.monotonic() + remaining_ms / 1000
         context = SimpleNamespace(
             aws_request_id="req",
@@ -97,32 +88,16 @@ class Lambda:
 @pytest.fixture(scope="module")
 def lam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lambda]:
     work = tmp_path_factory.mktemp("function-traffic")
-    project = work / "probe"
-    shutil.copytree(PROJECTS / "probe", project)
-    (project / "aiaas.yaml").write_text(
-        "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
-        "provider: sagemaker\nfunction:\n  auth: platform\n" + sagemaker_yaml("traffic")
-    )
-    emulator = AwsEmulator(work / "aws")
-    emulator.start()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in emulator.env().items():
-                mp.setenv(key, value)
-            emulator.client("s3").create_bucket(Bucket=BUCKET)
-            bundle = build_bundle(project, work / "probe.tar.gz")
-            with SageMakerProvider.from_config(load_config(project)) as provider:
-                provider.deploy(bundle.path)
-            (work / MANIFEST_FILE).write_text(bundle.manifest.model_dump_json())
-            mp.setenv("AIAAS_CONFIG", str(project / "aiaas.yaml"))
-            mp.setenv("AIAAS_MANIFEST", str(work / MANIFEST_FILE))
+    extra = "function:\n  auth: platform\n"
+    with deployed_probe(work, "traffic", extra) as (emulator, mp, project, bundle):
+        (work / MANIFEST_FILE).write_text(bundle.manifest.model_dump_json())
+        mp.setenv("AIAAS_CONFIG", str(project / "aiaas.yaml"))
+        mp.setenv("AIAAS_MANIFEST", str(work / MANIFEST_FILE))
+        sys.modules.pop("functions.aws_lambda", None)
+        try:
+            yield Lambda(importlib.import_module("functions.aws_lambda").handler, emulator)
+        finally:
             sys.modules.pop("functions.aws_lambda", None)
-            try:
-                yield Lambda(importlib.import_module("functions.aws_lambda").handler, emulator)
-            finally:
-                sys.modules.pop("functions.aws_lambda", None)
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture

@@ -24,13 +24,13 @@ from types import SimpleNamespace
 import pytest
 from conformance.harnesses.sagemaker import BUCKET, IMAGE, ROLE, sagemaker_yaml
 from conftest import PROJECTS
+from sagemaker_emulated import deployed_probe
 
 from adapters.base import DeploymentStatus, InvokeResult
 from adapters.sagemaker import MAX_REQUEST_BYTES, MAX_SERVERLESS_REQUEST_BYTES
 from adapters.sagemaker import aws as aws_env
 from adapters.sagemaker import invoke as invoke_module
 from adapters.sagemaker.invoke import SageMakerInvoker
-from adapters.sagemaker.provider import SageMakerProvider
 from aiaas.bundle import build_bundle
 from aiaas.config import load_config
 from aiaas.errors import (
@@ -65,26 +65,8 @@ class Ceiling(random.Random):
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
     """The emulators with the probe deployed as ``probe``."""
-    work = tmp_path_factory.mktemp("sagemaker-invoke")
-    project = work / "probe"
-    shutil.copytree(PROJECTS / "probe", project)
-    (project / "aiaas.yaml").write_text(
-        "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
-        "provider: sagemaker\n" + sagemaker_yaml("invoke")
-    )
-    emulator = AwsEmulator(work / "aws")
-    emulator.start()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in emulator.env().items():
-                mp.setenv(key, value)
-            emulator.client("s3").create_bucket(Bucket=BUCKET)
-            bundle = build_bundle(project, work / "probe.tar.gz")
-            with SageMakerProvider.from_config(load_config(project)) as provider:
-                provider.deploy(bundle.path)
-            yield emulator
-    finally:
-        emulator.stop()
+    with deployed_probe(tmp_path_factory.mktemp("sagemaker-invoke"), "invoke") as deployed:
+        yield deployed[0]
 
 
 def invoker(aws: AwsEmulator, secret: str | None = None, **kwargs: object) -> SageMakerInvoker:
