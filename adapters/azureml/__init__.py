@@ -12,6 +12,7 @@ function's cold start). Install with ``pip install 'aiaas[azure]'``; docs/provid
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +22,7 @@ from aiaas.pricing import Price
 
 if TYPE_CHECKING:
     from adapters.azureml.settings import AzureMLSection as AzureMLSection
-    from aiaas.config import DeploySection
+    from aiaas.config import DeploySection, RolloutSection
 
 AuthMode = Literal["aad_token", "key"]
 DEFAULT_AUTH_MODE: AuthMode = "aad_token"
@@ -71,22 +72,69 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+MAX_INSTANCES = 50
+"""Instances per deployment ("Manage and increase quotas ... for Azure Machine Learning")."""
+MAX_DEPLOYMENTS = 20
+"""Deployments per endpoint (quotas): a rollout keeps two at most."""
+
+
+def rollout_waits_s(rollout: RolloutSection) -> float:
+    """How long a ``deploy.rollout`` holds its traffic steps, in all (aiaas steps the
+    endpoint's traffic itself: each step but the last holds ``wait_s``)."""
+    if rollout.strategy == "linear":
+        return rollout.wait_s * (math.ceil(100 / rollout.step_percent) - 1)
+    if rollout.strategy == "canary" or rollout.rollback_alarms:
+        return rollout.wait_s
+    return 0.0
+
+
 def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
-    """The neutral settings an Azure ML managed online endpoint cannot honour (H2 fills)."""
+    """The neutral settings an Azure ML managed online endpoint cannot honour."""
     refused: list[tuple[str, str]] = []
     if deploy.scaling is not None:
         refused.append(
             (
                 "deploy.scaling",
                 "Azure ML autoscaling is Azure Monitor autoscale, another API: set it in "
-                "the infrastructure template (iac/azure), not in aiaas.yaml",
+                "the infrastructure template (iac/azure, a Microsoft.Insights/autoscaleSettings "
+                "resource on the deployment), not in aiaas.yaml; deploy.instance_count is the "
+                "instance count",
+            )
+        )
+    if deploy.instance_count > MAX_INSTANCES:
+        refused.append(
+            (
+                "deploy.instance_count",
+                f"{deploy.instance_count}: an Azure ML deployment runs at most {MAX_INSTANCES} "
+                "instances",
+            )
+        )
+    rollout = deploy.rollout
+    if rollout.rollback_alarms:
+        refused.append(
+            (
+                "deploy.rollout.rollback_alarms",
+                "Azure ML has no alarm-driven rollback of a traffic shift; watch the canary "
+                "with Azure Monitor and deploy the old bundle again to roll back",
+            )
+        )
+    timeout = getattr(settings, "deploy_timeout_s", None)
+    waits = rollout_waits_s(rollout)
+    if timeout is not None and waits >= timeout:
+        refused.append(
+            (
+                "deploy.rollout.wait_s",
+                f"a {rollout.strategy} rollout holds {waits:g}s in all, not less than "
+                f"azureml.deploy_timeout_s ({timeout:g}s): every deploy would time out; "
+                "raise azureml.deploy_timeout_s or lower wait_s",
             )
         )
     return refused
 
 
 def hourly_price(settings: Any) -> Price:
-    """The list price of one instance of the endpoint's SKU per hour (H2: from skus.py)."""
+    """The estimated list price of one instance of the endpoint's SKU per hour
+    (:func:`adapters.azureml.skus.sku_price`)."""
     from adapters.azureml.skus import sku_price
 
     return sku_price(getattr(settings, "instance_type", DEFAULT_INSTANCE_TYPE))
