@@ -7,8 +7,13 @@
   key (``Authorization: Bearer <key>``), a PAI-EAS token (``Authorization: <token>``).
 - :class:`ManagedIdentityBearer`: an Entra ID token for ``resource`` from the managed-identity
   endpoint that Azure App Service and Functions give a function (``IDENTITY_ENDPOINT`` and
-  ``IDENTITY_HEADER``), fetched over httpx (no ``azure-identity`` on a cold start), cached and
-  fetched again before it expires; concurrent callers wait for one fetch.
+  ``IDENTITY_HEADER``, api-version 2019-08-01; or, on hosts that offer only the older
+  protocol, ``MSI_ENDPOINT`` and ``MSI_SECRET``, api-version 2017-09-01), fetched over httpx
+  (no ``azure-identity`` on a cold start), cached and fetched again before it expires;
+  concurrent callers wait for one fetch. A request the callee refuses with 401 is sent once
+  more with a freshly fetched token (a token revoked before its expiry).
+- :class:`CredentialBearer`: ``Authorization: Bearer <token>`` from any object with azure-core's
+  ``get_token(scope)`` (the control plane's azure-identity credential), without importing it.
 
 A refused or failed token fetch raises the typed error (:class:`~aiaas.errors.AccessDenied`,
 :class:`~aiaas.errors.NotReady`) out of the call, so the invoke loop does not retry it.
@@ -18,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import ssl
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
 
@@ -103,11 +110,55 @@ class StaticHeader(httpx.Auth):
         yield request
 
 
-IDENTITY_API_VERSION = (
-    "2019-08-01"  # App Service / Functions managed identity (learn.microsoft.com:
-)
-# "How to use managed identities for App Service and Azure Functions", REST protocol)
+# App Service / Functions managed identity (learn.microsoft.com: "How to use managed
+# identities for App Service and Azure Functions", REST endpoint reference): the current
+# protocol, and the older one Linux Consumption hosts offered (a ``secret`` header, an
+# ``expires_on`` that may be a date string such as "06/20/2019 02:57:58 +00:00" or, from
+# Windows hosts, "1/16/2020 5:24:12 AM +00:00").
+IdentityProtocol = Literal["2019-08-01", "2017-09-01"]
+IDENTITY_API_VERSION: IdentityProtocol = "2019-08-01"
+MSI_API_VERSION: IdentityProtocol = "2017-09-01"
+_PROTOCOL_HEADER: dict[str, str] = {
+    IDENTITY_API_VERSION: "X-IDENTITY-HEADER",
+    MSI_API_VERSION: "secret",
+}
+_PROTOCOL_CLIENT_ID: dict[str, str] = {
+    IDENTITY_API_VERSION: "client_id",
+    MSI_API_VERSION: "clientid",
+}
 REFRESH_MARGIN_S = 300.0  # fetch again this long before expiry (less for short-lived tokens)
+_DATE = re.compile(
+    r"^\s*(\d{1,2})/(\d{1,2})/(\d{4})\s+(\d{1,2}):(\d{2}):(\d{2})(?:\s*([AaPp][Mm]))?"
+    r"\s*(?:([+-])(\d{2}):?(\d{2}))?\s*$"
+)
+
+
+def expiry_seconds(value: object) -> float:
+    """A managed-identity answer's ``expires_on`` as epoch seconds: epoch seconds (a number
+    or its string: the 2019-08-01 protocol), or the 2017-09-01 protocol's date string,
+    ``M/D/YYYY H:MM:SS [AM|PM] +HH:MM`` (UTC offset; 12-hour clock when AM/PM is given).
+    ValueError when it is neither."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    found = _DATE.match(text)
+    if found is None:
+        raise ValueError(f"expires_on {text!r} is neither epoch seconds nor a date")
+    month, day, year, hour, minute, second = (int(found.group(i)) for i in range(1, 7))
+    half, sign, off_h, off_m = found.group(7), found.group(8), found.group(9), found.group(10)
+    if half is not None:
+        hour = hour % 12 + (12 if half.lower() == "pm" else 0)
+    import calendar  # only for this rare form: not on every cold start
+
+    moment = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    if sign is not None:
+        offset = (int(off_h) * 60 + int(off_m)) * 60
+        moment -= offset if sign == "+" else -offset
+    return float(moment)
 
 
 @dataclass(frozen=True)
@@ -126,10 +177,18 @@ class Token:
 
 class ManagedIdentityBearer(httpx.Auth):
     """``Authorization: Bearer <token>`` with an Entra ID token for ``resource`` from the
-    managed-identity endpoint: ``GET $IDENTITY_ENDPOINT?resource=<r>&api-version=2019-08-01``
-    with ``X-IDENTITY-HEADER: $IDENTITY_HEADER``, answered with ``access_token`` and
-    ``expires_on``. The token is reused until near its expiry; one fetch serves every caller
-    waiting for it (per event loop for async callers, per process for sync ones)."""
+    managed-identity endpoint: ``GET <endpoint>?resource=<r>&api-version=2019-08-01`` with
+    ``X-IDENTITY-HEADER: <secret>`` (or, with ``protocol="2017-09-01"``, the older form with
+    a ``secret`` header), answered with ``access_token`` and ``expires_on``. The token is
+    reused until near its expiry; one fetch serves every caller waiting for it (per event
+    loop for async callers, per process for sync ones). A request answered 401 is sent once
+    more with a token fetched anew (:attr:`refreshes` counts them): the callee may refuse a
+    token before its expiry (revoked, or the identity's roles changed); a second 401 is the
+    callee's answer.
+
+    The token request goes to ``endpoint`` alone: plain HTTP on the host's loopback in Azure
+    (no CA bundle is loaded for it); an ``https`` endpoint is verified with ``ca_bundle``,
+    else the system's trust store."""
 
     def __init__(
         self,
@@ -140,14 +199,25 @@ class ManagedIdentityBearer(httpx.Auth):
         client_id: str | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        protocol: IdentityProtocol = IDENTITY_API_VERSION,
+        ca_bundle: str | None = None,
     ) -> None:
+        if protocol not in _PROTOCOL_HEADER:
+            raise ConfigError(
+                f"managed-identity protocol {protocol!r}: use {IDENTITY_API_VERSION} or "
+                f"{MSI_API_VERSION}"
+            )
         self.resource = resource
         self.endpoint = endpoint
         self.client_id = client_id
         self.timeout = timeout
+        self.protocol: IdentityProtocol = protocol
         self.fetches = 0
+        self.refreshes = 0
         self._secret = secret
         self._clock = clock
+        self._ca_bundle = ca_bundle
+        self._ssl: ssl.SSLContext | None = None
         self._token: Token | None = None
         self._sync_lock = threading.Lock()
         self._async_lock: asyncio.Lock | None = None
@@ -155,28 +225,51 @@ class ManagedIdentityBearer(httpx.Auth):
 
     @classmethod
     def from_env(
-        cls, resource: str, env: Mapping[str, str], *, client_id: str | None = None
+        cls,
+        resource: str,
+        env: Mapping[str, str],
+        *,
+        client_id: str | None = None,
+        ca_bundle: str | None = None,
     ) -> ManagedIdentityBearer:
-        """From ``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` (ConfigError when absent: the
-        function app has no managed identity switched on)."""
+        """From ``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` (api-version 2019-08-01), else
+        ``MSI_ENDPOINT`` and ``MSI_SECRET`` (2017-09-01: hosts that offer only the older
+        protocol); ConfigError when neither pair is set (the function app has no managed
+        identity switched on)."""
         endpoint, secret = env.get("IDENTITY_ENDPOINT", ""), env.get("IDENTITY_HEADER", "")
-        if not endpoint or not secret:
-            raise ConfigError(
-                "IDENTITY_ENDPOINT and IDENTITY_HEADER are not set: switch on the function "
-                "app's managed identity (or use an endpoint key)"
-            )
-        return cls(resource, endpoint=endpoint, secret=secret, client_id=client_id)
+        if endpoint and secret:
+            return cls(
+                resource, endpoint=endpoint, secret=secret, client_id=client_id,
+                ca_bundle=ca_bundle,
+            )  # fmt: skip
+        endpoint, secret = env.get("MSI_ENDPOINT", ""), env.get("MSI_SECRET", "")
+        if endpoint and secret:
+            return cls(
+                resource, endpoint=endpoint, secret=secret, client_id=client_id,
+                protocol=MSI_API_VERSION, ca_bundle=ca_bundle,
+            )  # fmt: skip
+        raise ConfigError(
+            "IDENTITY_ENDPOINT and IDENTITY_HEADER are not set (nor MSI_ENDPOINT and "
+            "MSI_SECRET): switch on the function app's managed identity (or use an endpoint key)"
+        )
 
     def __repr__(self) -> str:
         return f"ManagedIdentityBearer({self.resource!r}, endpoint={self.endpoint!r})"
 
+    def _verify(self) -> ssl.SSLContext | bool:
+        """TLS for the token request: none over plain HTTP (nothing loaded), else verified."""
+        if not self.endpoint.lower().startswith("https:"):
+            return False
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=self._ca_bundle)
+        return self._ssl
+
     def _token_request(self) -> httpx.Request:
-        params = {"resource": self.resource, "api-version": IDENTITY_API_VERSION}
+        params = {"resource": self.resource, "api-version": self.protocol}
         if self.client_id:
-            params["client_id"] = self.client_id
-        request = httpx.Request(
-            "GET", self.endpoint, params=params, headers={"X-IDENTITY-HEADER": self._secret}
-        )
+            params[_PROTOCOL_CLIENT_ID[self.protocol]] = self.client_id
+        headers = {_PROTOCOL_HEADER[self.protocol]: self._secret}
+        request = httpx.Request("GET", self.endpoint, params=params, headers=headers)
         request.extensions["timeout"] = httpx.Timeout(self.timeout).as_dict()
         return request
 
@@ -196,7 +289,12 @@ class ManagedIdentityBearer(httpx.Auth):
             raise NotReady(f"{where} failed ({status}): {said}", retry_after=1.0)
         try:
             answer = json.loads(sent.content)
-            return Token(str(answer["access_token"]), now, float(answer["expires_on"]))
+            value = str(answer["access_token"])
+            if answer.get("expires_on") is None and answer.get("expires_in") is not None:
+                expires = now + float(answer["expires_in"])
+            else:
+                expires = expiry_seconds(answer["expires_on"])
+            return Token(value, now, expires)
         except (ValueError, KeyError, TypeError):
             raise ProviderError(
                 f"{where} answered 200 without access_token and expires_on: {said!r}"
@@ -206,6 +304,12 @@ class ManagedIdentityBearer(httpx.Auth):
         token = self._token
         return token if token is not None and token.fresh(self._clock()) else None
 
+    def _forget(self, value: str) -> None:
+        """Drop the cached token if it is still ``value`` (the one a callee refused): a
+        caller that already fetched a newer one keeps it."""
+        if self._token is not None and self._token.value == value:
+            self._token = None
+
     def token_sync(self) -> str:
         """The current token, fetched (once, whoever else waits) when missing or expiring."""
         with self._sync_lock:
@@ -214,7 +318,7 @@ class ManagedIdentityBearer(httpx.Auth):
                 self.fetches += 1
                 asked = self._clock()
                 try:
-                    with httpx.Client(trust_env=False) as client:
+                    with httpx.Client(trust_env=False, verify=self._verify()) as client:
                         sent: httpx.Response | httpx.TransportError = client.send(
                             self._token_request()
                         )
@@ -234,7 +338,7 @@ class ManagedIdentityBearer(httpx.Auth):
                 self.fetches += 1
                 asked = self._clock()
                 try:
-                    async with httpx.AsyncClient(trust_env=False) as client:
+                    async with httpx.AsyncClient(trust_env=False, verify=self._verify()) as client:
                         sent: httpx.Response | httpx.TransportError = await client.send(
                             self._token_request()
                         )
@@ -246,11 +350,67 @@ class ManagedIdentityBearer(httpx.Auth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.token_sync()}"
-        yield request
+        used = self.token_sync()
+        request.headers["Authorization"] = f"Bearer {used}"
+        response = yield request
+        if response.status_code == 401:
+            with self._sync_lock:
+                self._forget(used)
+            self.refreshes += 1
+            request.headers["Authorization"] = f"Bearer {self.token_sync()}"
+            yield request
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        request.headers["Authorization"] = f"Bearer {await self.token()}"
-        yield request
+        used = await self.token()
+        request.headers["Authorization"] = f"Bearer {used}"
+        response = yield request
+        if response.status_code == 401:
+            self._forget(used)  # no await between: no other task runs meanwhile
+            self.refreshes += 1
+            request.headers["Authorization"] = f"Bearer {await self.token()}"
+            yield request
+
+
+class TokenSource(Protocol):
+    """What :class:`CredentialBearer` asks for a token: azure-core's ``TokenCredential``
+    (azure-identity's credentials), whose ``get_token`` answers an object with ``token``
+    and ``expires_on``."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
+
+
+class CredentialBearer(httpx.Auth):
+    """``Authorization: Bearer <token>`` for ``scope`` from ``credential.get_token`` (the
+    control plane's azure-identity credential, which caches its tokens; nothing of azure
+    is imported here). On 401 the token is asked for once more, then the answer stands.
+    The async flow asks in a worker thread: a credential's ``get_token`` may block."""
+
+    def __init__(self, credential: TokenSource, scope: str) -> None:
+        self.credential = credential
+        self.scope = scope
+
+    def __repr__(self) -> str:
+        return f"CredentialBearer({self.scope!r})"
+
+    def _token(self) -> str:
+        return str(self.credential.get_token(self.scope).token)
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._token()}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self._token()}"
+            yield request
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = f"Bearer {await asyncio.to_thread(self._token)}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {await asyncio.to_thread(self._token)}"
+            yield request

@@ -1,8 +1,9 @@
 """adapters/auth.py against real HTTP servers on 127.0.0.1: a static header reaches the server,
 SigV4 signatures pass the SageMaker runtime emulator's independent check (botocore's signer on
 the other side) and follow rotated credentials, and the managed-identity bearer fetches its
-token from an identity endpoint speaking App Service's protocol: once for concurrent callers,
-again before expiry, and a refusing or failing endpoint is AccessDenied or NotReady."""
+token from an identity endpoint speaking App Service's protocol (or the older MSI_ENDPOINT one):
+once for concurrent callers, again before expiry and once more when a callee refuses it (401),
+and a refusing or failing endpoint is AccessDenied or NotReady."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from adapters.auth import IDENTITY_API_VERSION, ManagedIdentityBearer, SigV4, StaticHeader
+from adapters.auth import (
+    IDENTITY_API_VERSION,
+    MSI_API_VERSION,
+    ManagedIdentityBearer,
+    SigV4,
+    StaticHeader,
+    expiry_seconds,
+)
 from adapters.sagemaker.aws import Credentials
 from aiaas.errors import AccessDenied, ConfigError, NotReady
 from emulators.fleet import free_port
@@ -224,3 +232,99 @@ def test_a_refusing_or_failing_identity_endpoint_is_a_clear_typed_error(
         bearer(f"http://127.0.0.1:{port}").token_sync()
     with pytest.raises(ConfigError, match="IDENTITY_ENDPOINT"):
         ManagedIdentityBearer.from_env(RESOURCE, {"IDENTITY_HEADER": SECRET})
+
+
+class OlderIdentity:
+    """The 2017-09-01 managed-identity protocol (``MSI_ENDPOINT``/``MSI_SECRET``): the secret
+    in a ``secret`` header, a user-assigned identity as ``clientid``, and ``expires_on`` as a
+    UTC date string, in the form ``form`` (Linux hosts: 24-hour; Windows: AM/PM)."""
+
+    def __init__(self, form: str) -> None:
+        self.form = form
+        self.issued = 0
+        self.queries: list[dict[str, list[str]]] = []
+
+    def __call__(self, handler: BaseHTTPRequestHandler, _body: bytes) -> tuple[int, bytes]:
+        query = parse_qs(urlsplit(handler.path).query)
+        self.queries.append(query)
+        if handler.headers.get("secret") != SECRET or "X-IDENTITY-HEADER" in handler.headers:
+            return 401, b'{"error": "bad secret"}'
+        if query.get("api-version") != [MSI_API_VERSION] or query.get("resource") != [RESOURCE]:
+            return 400, b'{"error": "bad query"}'
+        self.issued += 1
+        expires = time.gmtime(int(time.time()) + 3600)
+        token = {"access_token": f"msi-{self.issued}", "resource": RESOURCE, "token_type": "Bearer",
+                 "expires_on": time.strftime(self.form, expires)}  # fmt: skip
+        return 200, json.dumps(token).encode()
+
+
+@pytest.mark.parametrize("form", ["%m/%d/%Y %H:%M:%S +00:00", "%m/%d/%Y %I:%M:%S %p +00:00"])
+def test_hosts_with_only_the_older_msi_protocol_are_served(
+    serve: Callable[[Answer], tuple[str, Seen]], form: str
+) -> None:
+    """``MSI_ENDPOINT``/``MSI_SECRET`` when ``IDENTITY_*`` are absent: the ``secret`` header,
+    api-version 2017-09-01, ``clientid``, and a date-string expiry read right (the token is
+    reused until five minutes before it, then fetched again)."""
+    identity = OlderIdentity(form)
+    identity_url, _ = serve(identity)
+    scoring_url, scored = serve(ok)
+    env = {"MSI_ENDPOINT": identity_url + "/msi/token", "MSI_SECRET": SECRET}
+    auth = ManagedIdentityBearer.from_env(RESOURCE, env, client_id="user-assigned-1")
+    assert auth.protocol == MSI_API_VERSION
+    with httpx.Client(trust_env=False) as client:
+        for _ in range(2):
+            client.post(scoring_url + "/score", content=b"{}", auth=auth)
+    assert [h["Authorization"] for _, _, h, _ in scored.requests] == ["Bearer msi-1"] * 2
+    assert identity.queries[0]["clientid"] == ["user-assigned-1"]
+    now = time.time()
+    assert auth._token is not None and abs(auth._token.expires_on - (now + 3600)) < 5
+    both = {**env, "IDENTITY_ENDPOINT": identity_url + "/msi/token", "IDENTITY_HEADER": SECRET}
+    assert ManagedIdentityBearer.from_env(RESOURCE, both).protocol == IDENTITY_API_VERSION
+    with pytest.raises(ConfigError, match="MSI_ENDPOINT"):
+        ManagedIdentityBearer.from_env(RESOURCE, {"MSI_ENDPOINT": identity_url})
+
+
+@pytest.mark.parametrize(
+    ("said", "epoch"),
+    [("1700000000", 1700000000), (1700000000, 1700000000),
+     ("06/20/2019 02:57:58 +00:00", 1560999478), ("1/16/2020 5:24:12 AM +00:00", 1579152252),
+     ("1/16/2020 5:24:12 PM +00:00", 1579195452), ("1/16/2020 7:24:12 +02:00", 1579152252)],
+)  # fmt: skip
+def test_expires_on_is_read_as_epoch_seconds_or_a_date(said: object, epoch: int) -> None:
+    assert expiry_seconds(said) == epoch
+    with pytest.raises(ValueError):
+        expiry_seconds("tomorrow")
+
+
+def test_a_request_refused_with_401_is_sent_once_more_with_a_new_token(
+    serve: Callable[[Answer], tuple[str, Seen]],
+) -> None:
+    """A token refused before its expiry (revoked): fetched anew once, the request sent
+    again; a second 401 is the answer. Sync and async alike."""
+    identity = Identity()
+    identity_url, _ = serve(identity)
+    refusals = {"left": 1}
+
+    def refuse_first(handler: BaseHTTPRequestHandler, _body: bytes) -> tuple[int, bytes]:
+        if refusals["left"] > 0:
+            refusals["left"] -= 1
+            return 401, b'{"message": "token revoked"}'
+        return 200, b"{}"
+
+    scoring_url, scored = serve(refuse_first)
+    auth = bearer(identity_url)
+    with httpx.Client(trust_env=False) as client:
+        assert client.post(scoring_url, content=b"{}", auth=auth).status_code == 200
+        refusals["left"] = 2
+        assert client.post(scoring_url, content=b"{}", auth=auth).status_code == 401
+
+    async def once() -> int:
+        refusals["left"] = 1
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return (await client.post(scoring_url, content=b"{}", auth=auth)).status_code
+
+    assert asyncio.run(once()) == 200
+    sent = [h["Authorization"] for _, _, h, _ in scored.requests]
+    assert sent == ["Bearer token-1", "Bearer token-2", "Bearer token-2", "Bearer token-3",
+                    "Bearer token-3", "Bearer token-4"]  # fmt: skip
+    assert auth.refreshes == 3 and identity.issued == 4
