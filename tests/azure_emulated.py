@@ -1,0 +1,254 @@
+"""The emulated Azure that the Azure ML tests share: one :class:`AzureEmulator` per test module
+(ARM + Azure ML over TLS, Azurite, the managed identity), its variables set in this process,
+real clients pointed at it (azure-ai-ml's ``MLClient`` through its cloud override,
+azure-storage-blob, httpx), and a guard that fails a test whose code starts ``az`` or ``pwsh``
+(azure-identity's CLI credentials, which must never run in tests).
+
+Test modules import what they use: ``from azure_emulated import azure, ...`` (fixtures
+included), so each module gets its own emulator and pytest-xdist keeps it on one worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from emulators import azurite
+from emulators.azure import API_VERSIONS, AzureEmulator
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.core.credentials import TokenCredential
+    from azure.storage.blob import BlobServiceClient
+
+# Variables that steer azure-identity or azure-ai-ml: none may leak in from the machine.
+AZURE_PREFIXES = ("AZURE_", "MSI_", "IDENTITY_", "AZUREML_", "IMDS_")
+INFERENCE_CONFIG = {
+    "liveness_route": {"port": 8080, "path": "/ping"},
+    "readiness_route": {"port": 8080, "path": "/ready"},
+    "scoring_route": {"port": 8080, "path": "/invocations"},
+}
+"""The model server's real routes, as a provider's environment declares them."""
+CPU_SKU = "Standard_DS3_v2"  # the smallest SKU the SDK does not warn about
+
+
+# -- the az / pwsh guard ------------------------------------------------------------------------
+CLI_NAMES = frozenset({"az", "az.cmd", "pwsh", "pwsh.exe", "powershell", "powershell.exe"})
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "cmd", "cmd.exe"})
+cli_attempts: list[str] = []
+"""Every refused start of ``az``/``pwsh`` in this process, in order."""
+
+
+class AzureCliRefused(FileNotFoundError):
+    """``az`` or ``pwsh`` was about to start in a test: refused as if it were not installed
+    (azure-identity then reports that credential unavailable), and recorded."""
+
+
+def _cli_in(argv: Any) -> str | None:
+    """The CLI ``argv`` would run (directly or through ``sh -c``), if any."""
+    words = argv.split() if isinstance(argv, str | bytes) else list(argv or [])
+    words = [w.decode() if isinstance(w, bytes) else str(w) for w in words]
+    if not words:
+        return None
+    first = os.path.basename(words[0]).lower()
+    if first in CLI_NAMES:
+        return first
+    if first in SHELLS:
+        for flag, command in itertools.pairwise(words):
+            if flag.lower() in ("-c", "/c"):
+                head = command.split()[:1]
+                if head and os.path.basename(head[0]).lower() in CLI_NAMES:
+                    return os.path.basename(head[0]).lower()
+    return None
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "subprocess.Popen":
+        argv = args[1] if args[1] is not None else args[0]
+    elif event in ("os.exec", "os.posix_spawn", "os.spawn"):
+        argv = args[1] if len(args) > 1 else args[0]
+    else:
+        return
+    cli = _cli_in(argv)
+    if cli is not None:
+        message = f"{cli} started in a test (pid {os.getpid()}): {argv!r}"
+        cli_attempts.append(message)
+        raise AzureCliRefused(message)
+
+
+_guard_installed: list[bool] = []
+
+
+def install_cli_guard() -> None:
+    """Refuse (and record) every start of ``az``/``pwsh`` in this process, from now on."""
+    if not _guard_installed:
+        sys.addaudithook(_audit)
+        _guard_installed.append(True)
+
+
+install_cli_guard()
+
+
+@pytest.fixture
+def no_azure_cli() -> Iterator[None]:
+    """Fail the test if anything in it tried to start ``az`` or ``pwsh``."""
+    seen = len(cli_attempts)
+    yield
+    if len(cli_attempts) > seen:
+        pytest.fail("\n".join(cli_attempts[seen:]), pytrace=False)
+
+
+# -- the emulator -------------------------------------------------------------------------------
+def skip_or_fail_unavailable() -> None:
+    """Skip when Azurite cannot run here, unless every provider must run
+    (``AIAAS_CONFORMANCE_REQUIRE=all``, as ``make test`` sets): then fail."""
+    why = azurite.unavailable()
+    if why is None:
+        return
+    if os.environ.get("AIAAS_CONFORMANCE_REQUIRE") == "all":
+        pytest.fail(f"the emulated Azure cannot run: {why}", pytrace=False)
+    pytest.skip(f"the emulated Azure cannot run: {why}")
+
+
+@contextlib.contextmanager
+def emulated_azure(workdir: Path, **options: Any) -> Iterator[AzureEmulator]:
+    """An :class:`AzureEmulator` started in ``workdir`` (``options``: the emulator's), with no
+    Azure variable of this machine left and the emulator's :meth:`~AzureEmulator.env` set in
+    this process (so DefaultAzureCredential takes the managed identity, and providers find ARM,
+    Blob and the CA) until it stops."""
+    skip_or_fail_unavailable()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(AZURE_PREFIXES):
+                mp.delenv(name)
+        emulator = AzureEmulator(workdir, **options)
+        emulator.start()
+        try:
+            for key, value in emulator.env().items():
+                mp.setenv(key, value)
+            yield emulator
+        finally:
+            emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureEmulator]:
+    """The module's emulated Azure, its variables set."""
+    with emulated_azure(tmp_path_factory.mktemp("azure")) as emulator:
+        yield emulator
+
+
+# -- real clients -------------------------------------------------------------------------------
+def credential() -> TokenCredential:
+    """azure-identity's DefaultAzureCredential: with ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``
+    set it takes the managed identity (no IMDS probe, no CLI)."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def ml_client(emulator: AzureEmulator, cred: TokenCredential | None = None) -> MLClient:
+    """azure-ai-ml's MLClient on the emulated workspace, through its cloud override (the
+    provider's route); ``AZUREML_CURRENT_CLOUD``, which it sets, is put back."""
+    from azure.ai.ml import MLClient
+
+    url = emulator.arm_url
+    before = os.environ.get("AZUREML_CURRENT_CLOUD")
+    try:
+        return MLClient(
+            cred or credential(),
+            emulator.subscription_id,
+            emulator.resource_group,
+            emulator.workspace,
+            cloud=f"AiaasEmulated{url.rsplit(':', 1)[1]}",
+            cloud_metadata={
+                "azure_portal": url,
+                "resource_manager": url + "/",
+                "active_directory": url,
+                "aml_resource_id": url,
+                "storage_endpoint": "core.windows.net",
+                "registry_discovery_endpoint": url,
+            },
+            connection_verify=str(emulator.ca_file),
+            enable_telemetry=False,
+            show_progress=False,
+        )
+    finally:
+        if before is None:
+            os.environ.pop("AZUREML_CURRENT_CLOUD", None)
+        else:
+            os.environ["AZUREML_CURRENT_CLOUD"] = before
+
+
+def blob_service(emulator: AzureEmulator, cred: Any = None) -> BlobServiceClient:
+    """azure-storage-blob on Azurite over TLS, with an Entra credential by default
+    (``cred``: another credential, or the shared key as a dict)."""
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient(
+        emulator.blob_url, credential=cred or credential(), connection_verify=str(emulator.ca_file)
+    )
+
+
+def upload(emulator: AzureEmulator, files: Path, prefix: str) -> str:
+    """Upload ``files`` (a file, or a folder's files) under ``prefix/`` in the workspace's
+    default datastore; the model path to register: ``azureml://datastores/.../paths/prefix/``."""
+    prefix = prefix.strip("/")
+    with blob_service(emulator) as service:
+        container = service.get_container_client(emulator.blob_container)
+        items = [files] if files.is_file() else sorted(p for p in files.rglob("*") if p.is_file())
+        for item in items:
+            name = item.name if item == files else str(item.relative_to(files))
+            container.upload_blob(f"{prefix}/{name}", item.read_bytes(), overwrite=True)
+    return f"azureml://datastores/workspaceblobstore/paths/{prefix}/"
+
+
+def arm(
+    emulator: AzureEmulator,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    api_version: str | None = None,
+    token: str | None = None,
+) -> httpx.Response:
+    """One raw ARM request (``path`` under the workspace, e.g. ``/onlineEndpoints/x``), with a
+    fresh ARM token unless ``token`` is given ("" sends none); the api-version is the one
+    azure-ai-ml sends for that resource type unless given."""
+    if api_version is None:
+        low = path.lower()
+        kind = (
+            "deployments"
+            if "/deployments" in low
+            else next((k for k in API_VERSIONS if low.startswith(f"/{k.lower()}")), "workspaces")
+        )
+        api_version = API_VERSIONS[kind][0]
+    token = emulator.token() if token is None else token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(verify=str(emulator.ca_file)) as client:
+        return client.request(
+            method,
+            f"{emulator.arm_url}{emulator.workspace_arm_id}{path}",
+            params={"api-version": api_version} if api_version else None,
+            json=body,
+            headers=headers,
+        )
+
+
+def scoring_client(emulator: AzureEmulator, **kwargs: Any) -> httpx.Client:
+    """An httpx client that trusts the emulator's CA (for scoring URIs)."""
+    return httpx.Client(verify=str(emulator.ca_file), **kwargs)
+
+
+def unique(prefix: str) -> str:
+    """``prefix-<6 hex>``: a name no other test of the module uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,378 @@
+"""The emulated Azure (emulators/azure.py, azure_scoring.py, identity.py, azurite.py) driven by
+the real clients: azure-ai-ml's MLClient through its cloud override, azure-identity's
+credentials on the managed-identity emulator, azure-storage-blob on Azurite over TLS, and
+httpx on the scoring URIs. One emulator for the module; the probe deployed once."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+import pytest
+from azure_emulated import (
+    CPU_SKU,
+    INFERENCE_CONFIG,
+    AzureCliRefused,
+    _cli_in,
+    arm,
+    azure,
+    blob_service,
+    cli_attempts,
+    credential,
+    ml_client,
+    no_azure_cli,
+    scoring_client,
+    upload,
+)
+
+from aiaas.bundle import BuiltBundle
+from emulators.azure import AzureEmulator
+from emulators.identity import claims_of
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+
+__all__ = ["azure", "no_azure_cli"]  # fixtures, used by name
+pytestmark = pytest.mark.usefixtures("no_azure_cli")
+
+T = TypeVar("T")
+ENDPOINT = "ep-key"
+BLUE, GREEN = "blue", "green"
+MODEL, ENVIRONMENT = "probe", "aiaas-image"
+PREDICT = {"inputs": [{"value": 2.0}]}
+
+
+def done(poller: Any) -> Any:
+    """``poller.result()`` without the SDK's progress dots on stdout."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return poller.result()
+
+
+def status_of(call: Callable[[], Any]) -> int:
+    """The HTTP status of the azure-core error ``call`` raises."""
+    from azure.core.exceptions import HttpResponseError
+
+    with pytest.raises(HttpResponseError) as info:
+        call()
+    assert info.value.status_code is not None
+    return int(info.value.status_code)
+
+
+@dataclass
+class Live:
+    """The key endpoint with ``blue`` taking all traffic."""
+
+    ml: MLClient
+    scoring_uri: str
+    key: str
+
+
+@pytest.fixture(scope="module")
+def green(azure: AzureEmulator, live: Live) -> list[str]:
+    """``green`` on the key endpoint, by reference, no traffic, a 1 s request timeout and one
+    concurrent request: the ARM writes it took."""
+    from azure.ai.ml.entities import OnlineRequestSettings
+
+    before = len(azure.writes())
+    settings = OnlineRequestSettings(
+        request_timeout_ms=1000, max_concurrent_requests_per_instance=1
+    )
+    deploy_ref(live.ml, ENDPOINT, GREEN, request_settings=settings)
+    return azure.writes()[before:]
+
+
+@pytest.fixture(scope="module")
+def ml(azure: AzureEmulator) -> MLClient:
+    return ml_client(azure)
+
+
+@pytest.fixture(scope="module")
+def live(azure: AzureEmulator, ml: MLClient, probe_bundle: BuiltBundle) -> Live:
+    """The probe uploaded to the default datastore, registered (model and environment
+    objects: their PUTs), deployed as ``blue`` on a key endpoint and given all traffic."""
+    from azure.ai.ml.entities import (
+        Environment,
+        ManagedOnlineDeployment,
+        ManagedOnlineEndpoint,
+        Model,
+        OnlineRequestSettings,
+    )
+
+    path = upload(azure, probe_bundle.path, "aiaas/probe-1")
+    done(ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=ENDPOINT)))
+    deployment = ManagedOnlineDeployment(
+        name=BLUE,
+        endpoint_name=ENDPOINT,
+        model=Model(name=MODEL, version="1", type="custom_model", path=path),
+        environment=Environment(
+            name=ENVIRONMENT, version="1", image="example.azurecr.io/aiaas:1",
+            inference_config=INFERENCE_CONFIG,
+        ),
+        instance_type=CPU_SKU,
+        instance_count=1,
+        request_settings=OnlineRequestSettings(
+            request_timeout_ms=5000, max_concurrent_requests_per_instance=2
+        ),
+        environment_variables={"AIAAS_PORT": "8080", "AIAAS_SERVER__MAX_QUEUE_SIZE": "8"},
+    )  # fmt: skip
+    done(ml.online_deployments.begin_create_or_update(deployment))
+    endpoint = ml.online_endpoints.get(ENDPOINT)
+    endpoint.traffic = {BLUE: 100}
+    done(ml.online_endpoints.begin_create_or_update(endpoint))
+    keys = ml.online_endpoints.get_keys(ENDPOINT)
+    return Live(ml, endpoint.scoring_uri, keys.primary_key)
+
+
+def deploy_ref(ml: MLClient, endpoint: str, name: str, **options: Any) -> Any:
+    """A deployment referencing the registered model and environment by name."""
+    from azure.ai.ml.entities import ManagedOnlineDeployment
+
+    options.setdefault("instance_type", CPU_SKU)
+    options.setdefault("environment_variables", {"AIAAS_PORT": "8080"})
+    deployment = ManagedOnlineDeployment(
+        name=name, endpoint_name=endpoint, model=f"azureml:{MODEL}:1",
+        environment=f"azureml:{ENVIRONMENT}:1", instance_count=1, **options,
+    )  # fmt: skip
+    return done(ml.online_deployments.begin_create_or_update(deployment))
+
+
+def set_traffic(ml: MLClient, traffic: dict[str, int], mirror: dict[str, int] | None = None) -> Any:
+    endpoint = ml.online_endpoints.get(ENDPOINT)
+    endpoint.traffic = traffic
+    endpoint.mirror_traffic = mirror or {}
+    return done(ml.online_endpoints.begin_create_or_update(endpoint))
+
+
+def post(
+    azure: AzureEmulator, uri: str, token: str, body: Any = PREDICT, **headers: str
+) -> httpx.Response:
+    with scoring_client(azure, timeout=30) as client:
+        return client.post(uri, json=body, headers={"Authorization": f"Bearer {token}", **headers})
+
+
+# -- identity, ARM, Blob ---------------------------------------------------------------------------
+def test_managed_identity_serves_both_protocols(
+    azure: AzureEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.identity import ManagedIdentityCredential
+
+    identity = azure.identity
+    with httpx.Client() as client:
+        new = client.get(
+            identity.endpoint,
+            params={"resource": "https://ml.azure.com", "api-version": "2019-08-01"},
+            headers={"X-IDENTITY-HEADER": identity.header_secret},
+        )
+        old = client.get(
+            identity.endpoint,
+            params={"resource": "https://ml.azure.com", "api-version": "2017-09-01"},
+            headers={"secret": identity.msi_secret},
+        )
+        wrong = client.get(
+            identity.endpoint,
+            params={"resource": "https://ml.azure.com", "api-version": "2019-08-01"},
+            headers={"X-IDENTITY-HEADER": "not-it"},
+        )
+    assert new.status_code == old.status_code == 200
+    assert wrong.status_code == 401
+    assert new.json()["expires_on"].isdigit()  # 2019-08-01: epoch seconds
+    assert old.json()["expires_on"].endswith(" +00:00")  # 2017-09-01: a UTC date
+    claims = claims_of(new.json()["access_token"])
+    assert claims is not None
+    assert claims["aud"] == "https://ml.azure.com"
+    assert claims["iss"] == f"https://sts.windows.net/{identity.tenant_id}/"
+    assert claims["exp"] > time.time()
+    # azure-identity on each protocol: App Service's variables, then the older MSI ones.
+    token = ManagedIdentityCredential().get_token("https://ml.azure.com/.default").token
+    assert azure.identity.verify(token, frozenset({"https://ml.azure.com"})) is None
+    for name in identity.env():
+        monkeypatch.delenv(name)
+    for name, value in identity.msi_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(identity, "msi_epoch", True)  # Azure ML compute's form: what it reads
+    legacy = ManagedIdentityCredential().get_token("https://ml.azure.com/.default")
+    assert legacy.expires_on > time.time() + 600
+    assert identity.requests()[-1].api_version == "2017-09-01"
+
+
+def test_arm_needs_an_arm_token_and_a_known_api_version(azure: AzureEmulator) -> None:
+    ok = arm(azure, "GET", "")
+    assert ok.status_code == 200 and ok.json()["location"] == azure.region
+    missing = arm(azure, "GET", "", token="")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (401, "AuthenticationFailed")
+    scoring_token = arm(azure, "GET", "", token=azure.token("https://ml.azure.com"))
+    assert scoring_token.status_code == 401
+    assert scoring_token.json()["error"]["code"] == "InvalidAuthenticationTokenAudience"
+    forged = arm(azure, "GET", "", token="e30.e30.c2ln")
+    assert forged.json()["error"]["code"] == "InvalidAuthenticationToken"
+    public = arm(azure, "GET", "", token=azure.token("https://management.azure.com"))
+    assert public.status_code == 200
+    old = arm(azure, "GET", "", api_version="2023-04-01-preview")
+    assert (old.status_code, old.json()["error"]["code"]) == (400, "NoRegisteredProviderFound")
+    assert arm(azure, "GET", "", api_version="").status_code == 400
+    # Revoked tokens are refused; a new one works.
+    token = azure.token()
+    azure.revoke_tokens()
+    assert arm(azure, "GET", "", token=token).status_code == 401
+    assert arm(azure, "GET", "").status_code == 200
+
+
+def test_blob_takes_an_entra_token_over_tls(azure: AzureEmulator) -> None:
+    store = arm(azure, "GET", "/datastores/workspaceblobstore").json()["properties"]
+    assert store["containerName"] == azure.blob_container
+    assert (store["accountName"], store["protocol"]) == ("devstoreaccount1", "https")
+    with blob_service(azure) as service:
+        container = service.get_container_client(azure.blob_container)
+        container.upload_blob("entra/check.txt", b"hello", overwrite=True)
+        assert container.download_blob("entra/check.txt").readall() == b"hello"
+    assert azure.identity.requests()[-1].resource == "https://storage.azure.com"
+
+
+def test_the_az_and_pwsh_guard() -> None:
+    assert _cli_in(["/bin/sh", "-c", "az account get-access-token --output json"]) == "az"
+    assert _cli_in(["pwsh", "-NoProfile"]) == "pwsh"
+    assert _cli_in(["/usr/bin/python3", "-c", "print(1)"]) is None
+    seen = len(cli_attempts)
+    with pytest.raises(AzureCliRefused):
+        subprocess.run(["az", "--version"], check=False)
+    assert len(cli_attempts) == seen + 1
+    del cli_attempts[seen:]  # expected here: not a failure of this test
+
+
+# -- deploy and score ----------------------------------------------------------------------------
+def test_a_deployment_serves_real_predictions(azure: AzureEmulator, live: Live) -> None:
+    answer = post(azure, live.scoring_uri, live.key)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["azureml-model-deployment"] == BLUE
+    assert answer.json()["outputs"][0]["value"] == 4.0
+    assert post(azure, live.scoring_uri, "wrong-key").status_code == 401
+    (container,) = [c for c in azure.containers() if c.endpoint == ENDPOINT]
+    assert (container.deployment, container.model, container.version) == (BLUE, MODEL, "1")
+    model_dir = Path(container.environment["AZUREML_MODEL_DIR"])
+    assert model_dir.parts[-3:] == ("azureml-models", MODEL, "1")
+    assert (model_dir / "probe-1" / "probe.tar.gz").is_file()  # the folder keeps its name
+    assert container.environment["AIAAS_SERVER__MAX_QUEUE_SIZE"] == "8"
+    assert azure.scoring_calls()[-1].status == 401
+
+
+def test_pinning_traffic_and_mirror_rules(
+    azure: AzureEmulator, live: Live, green: list[str]
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    assert [w.split("/")[-1] for w in green] == [GREEN]  # by reference: one write
+    pinned = post(azure, live.scoring_uri, live.key, **{"azureml-model-deployment": GREEN})
+    assert pinned.headers["azureml-model-deployment"] == GREEN
+    assert post(azure, live.scoring_uri, live.key).headers["azureml-model-deployment"] == BLUE
+    assert status_of(lambda: set_traffic(live.ml, {BLUE: 90, GREEN: 0})) == 400
+    assert status_of(lambda: set_traffic(live.ml, {BLUE: 100}, {GREEN: 60})) == 400
+    assert status_of(lambda: set_traffic(live.ml, {BLUE: 50, GREEN: 50}, {GREEN: 10})) == 400
+    assert status_of(lambda: set_traffic(live.ml, {BLUE: 100}, {BLUE: 10})) == 400
+    assert azure.endpoint_traffic(ENDPOINT) == {BLUE: 100}
+    set_traffic(live.ml, {BLUE: 100}, {GREEN: 50})
+    for _ in range(4):
+        assert post(azure, live.scoring_uri, live.key).headers["azureml-model-deployment"] == BLUE
+    deadline = time.monotonic() + 10
+    while len([c for c in azure.scoring_calls() if c.mirrored]) < 2:
+        assert time.monotonic() < deadline, azure.scoring_calls()
+        time.sleep(0.05)
+    assert {c.deployment for c in azure.scoring_calls() if c.mirrored} == {GREEN}
+    set_traffic(live.ml, {BLUE: 100})
+    # A deployment that takes traffic cannot be deleted.
+    with pytest.raises(HttpResponseError) as info:
+        done(live.ml.online_deployments.begin_delete(BLUE, ENDPOINT))
+    assert info.value.status_code == 400
+
+
+def test_scoring_errors_as_azure_answers_them(
+    azure: AzureEmulator, live: Live, green: list[str]
+) -> None:
+    bad = post(azure, live.scoring_uri, live.key, {"inputs": [{"nope": 1}]})
+    assert bad.status_code == 424
+    assert bad.headers["ms-azureml-model-error-statuscode"] == "422"
+    assert "error" in bad.json()  # the container's own body, passed through
+    azure.fault(ENDPOINT, 429, times=1)
+    assert post(azure, live.scoring_uri, live.key).status_code == 429
+    assert post(azure, live.scoring_uri, live.key).status_code == 200
+    pin = {"azureml-model-deployment": GREEN}  # request_timeout_ms 1000, 1 concurrent request
+    slow = {"inputs": [{"value": 1.0, "sleep_ms": 1500}]}
+    assert post(azure, live.scoring_uri, live.key, slow, **pin).status_code == 408
+    time.sleep(0.6)  # the container finishes the timed-out call
+    wait = {"inputs": [{"value": 1.0, "sleep_ms": 500}]}
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(post, azure, live.scoring_uri, live.key, wait, **pin)]
+        time.sleep(0.1)
+        futures += [pool.submit(post, azure, live.scoring_uri, live.key, wait, **pin)]
+        time.sleep(0.1)
+        futures += [pool.submit(post, azure, live.scoring_uri, live.key, wait, **pin)]
+        statuses = sorted(f.result().status_code for f in futures)
+    assert statuses == [200, 200, 429]  # 2 x 1 request x 1 instance in flight
+
+
+def test_a_failed_deployment_leaves_traffic_alone(azure: AzureEmulator, live: Live) -> None:
+    azure.fail_next_deployment("scripted: image pull failed")
+    with pytest.raises(Exception, match="scripted: image pull failed"):
+        deploy_ref(live.ml, ENDPOINT, "red")
+    assert azure.deployment_state(ENDPOINT, "red") == "Failed"
+    assert azure.endpoint_traffic(ENDPOINT) == {BLUE: 100}
+    assert status_of(lambda: set_traffic(live.ml, {BLUE: 50, "red": 50})) == 400
+    # The container listens on AIAAS_PORT; a probe on another port never succeeds.
+    with pytest.raises(Exception, match="ResourceNotReady"):
+        deploy_ref(live.ml, ENDPOINT, "orange", environment_variables={"AIAAS_PORT": "9000"})
+    assert post(azure, live.scoring_uri, live.key).headers["azureml-model-deployment"] == BLUE
+
+
+def test_names_skus_and_limits_are_checked(azure: AzureEmulator, live: Live) -> None:
+    body = {"location": azure.region, "properties": {"authMode": "Key"}}
+    for bad in ("1abc", "ab", "a--b", "ends-", "x" * 33, "under_score"):
+        answer = arm(azure, "PUT", f"/onlineEndpoints/{bad}", body)
+        assert answer.status_code == 400, bad
+    assert "letter" in answer.json()["error"]["message"]
+    assert (
+        status_of(lambda: deploy_ref(live.ml, ENDPOINT, "sku-x", instance_type="Standard_X9"))
+        == 400
+    )
+    assert azure.deployment_state(ENDPOINT, "sku-x") is None
+
+
+def test_get_logs_returns_the_container_output(live: Live) -> None:
+    logs = live.ml.online_deployments.get_logs(BLUE, ENDPOINT, lines=50)
+    assert "Uvicorn running on http://127.0.0.1" in logs
+    init = live.ml.online_deployments.get_logs(
+        BLUE, ENDPOINT, lines=10, container_type="storage-initializer"
+    )
+    assert "Downloaded aiaas/probe-1/probe.tar.gz" in init
+
+
+def test_aad_endpoint_then_delete_closes_its_port(azure: AzureEmulator, live: Live) -> None:
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+    from azure.core.exceptions import ResourceNotFoundError
+
+    ml = live.ml
+    done(ml.online_endpoints.begin_create_or_update(
+        ManagedOnlineEndpoint(name="ep-aad", auth_mode="aad_token")
+    ))  # fmt: skip
+    deploy_ref(ml, "ep-aad", "solo")
+    endpoint = ml.online_endpoints.get("ep-aad")
+    endpoint.traffic = {"solo": 100}
+    done(ml.online_endpoints.begin_create_or_update(endpoint))
+    token = credential().get_token("https://ml.azure.com/.default").token
+    answer = post(azure, endpoint.scoring_uri, token)
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["value"] == 4.0
+    assert post(azure, endpoint.scoring_uri, azure.token()).status_code == 401  # ARM's
+    assert post(azure, endpoint.scoring_uri, live.key).status_code == 401
+    done(ml.online_endpoints.begin_delete("ep-aad"))
+    with pytest.raises(httpx.ConnectError):
+        post(azure, endpoint.scoring_uri, token)
+    assert [c for c in azure.containers() if c.endpoint == "ep-aad"] == []
+    with pytest.raises(ResourceNotFoundError):
+        ml.online_endpoints.get("ep-aad")
+    assert arm(azure, "DELETE", "/onlineEndpoints/ep-aad").status_code == 204  # already gone
