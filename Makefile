@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# Azurite, the Azure Storage emulator of the emulated Azure (emulators/azurite.py), from npm into
+# .venv/azurite: 3.35.0 is the last release whose engines accept node 20.
+AZURITE_VERSION := 3.35.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 # Every provider's conformance run must run (dev installs every extra they need): a harness
@@ -19,6 +22,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[serve,examples,dev]'
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	npm install --no-audit --no-fund --silent --prefix $(VENV)/azurite azurite@$(AZURITE_VERSION)
 	touch $(STAMP)
 
 install: $(STAMP)
