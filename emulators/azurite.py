@@ -16,6 +16,7 @@ signature and no RBAC role (any Entra-shaped token may read and write).
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -103,6 +104,7 @@ class Azurite:
             text=True,
             start_new_session=True,  # a Ctrl-C meant for the emulator is handled by stop()
         )
+        atexit.register(self.stop)  # a process that exits without stop() leaves no Azurite
         found = threading.Event()
         self._reader = threading.Thread(
             target=self._pump, args=(found,), name="azurite-output", daemon=True
@@ -128,6 +130,7 @@ class Azurite:
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL after 5 s) and remove its folder."""
         proc, self._proc = self._proc, None
+        atexit.unregister(self.stop)
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:

@@ -2,9 +2,11 @@
 127.0.0.1 to rehearse a deploy with no account.
 
 It starts the cloud's emulated control plane and runtime, with the real model server
-behind every endpoint, creates the storage a deploy needs (``--bucket``, or the one the
-project's ``aiaas.yaml`` names), prints the variables that point the provider (and every SDK
-client) at it, and runs until Ctrl-C or SIGTERM. See docs/rehearse.md.
+behind every endpoint, creates the storage a deploy needs (AWS: ``--bucket``, or the one the
+project's ``aiaas.yaml`` names; Azure: the workspace's default datastore, in Azurite, for the
+subscription, resource group, workspace and region of the project's ``azureml:`` section or
+the options), prints the variables that point the provider (and every SDK client) at it, and
+runs until Ctrl-C or SIGTERM. See docs/rehearse.md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-CLOUDS = ("aws",)  # azure and alibaba join as their providers land
+CLOUDS = ("aws", "azure")  # alibaba joins as its provider lands
+AZURE_WORKSPACE_KEYS = ("subscription_id", "resource_group", "workspace", "region")
 
 
 def _buckets(given: Sequence[str], project: Path | None) -> list[str]:
@@ -38,6 +41,27 @@ def _buckets(given: Sequence[str], project: Path | None) -> list[str]:
         if bucket and bucket not in buckets:
             buckets.append(bucket)
     return buckets
+
+
+def _azure_workspace(project: Path | None, given: dict[str, str | None]) -> dict[str, str]:
+    """The emulated workspace's coordinates: the options given, else the project's
+    ``azureml:`` section's, else the emulator's defaults (left out)."""
+    found: dict[str, str] = {}
+    if project is not None:
+        from aiaas.config import load_config
+        from aiaas.errors import ConfigError
+        from aiaas.plugins import provider_spec
+
+        config = load_config(project)
+        if "azureml" not in config.provider_sections():
+            raise ConfigError(f"{project}: aiaas.yaml has no azureml: section (its workspace)")
+        section = provider_spec("azureml").settings_of(config)
+        for key in AZURE_WORKSPACE_KEYS:
+            value = getattr(section, key, None)
+            if value:
+                found[key] = str(value)
+    found.update({k: v for k, v in given.items() if v})
+    return found
 
 
 def exports(env: dict[str, str]) -> str:
@@ -85,29 +109,90 @@ def run_aws(workdir: Path, buckets: Sequence[str], env_file: Path | None) -> int
     return 0
 
 
+def run_azure(workdir: Path, workspace: dict[str, str], env_file: Path | None) -> int:
+    """Serve an emulated Azure (ARM + Azure ML, Azurite, a managed identity) until
+    SIGINT/SIGTERM."""
+    try:
+        from emulators import azurite
+        from emulators.azure import AzureEmulator
+    except ImportError as exc:
+        print(
+            f"aiaas emulate: the emulated Azure needs {exc.name!r}, which is not installed "
+            "(pip install 'aiaas[emulate]')",
+            file=sys.stderr,
+        )
+        return 2
+    missing = azurite.unavailable()
+    if missing is not None:
+        print(f"aiaas emulate: the emulated Azure needs Azurite: {missing}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    emulator = AzureEmulator(workdir, **workspace)  # type: ignore[arg-type]
+    emulator.start()
+    try:
+        text = exports(emulator.env())
+        if env_file is not None:
+            env_file.write_text(text)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        print(
+            f"emulated Azure on 127.0.0.1 (ARM + Azure ML over TLS, Azurite, a managed "
+            f"identity): subscription {emulator.subscription_id}, resource group "
+            f"{emulator.resource_group}, workspace {emulator.workspace}, region "
+            f"{emulator.region}; default datastore container {emulator.blob_container}. "
+            "Export the lines above, then use `aiaas deploy --provider azureml` as against "
+            "Azure. Ctrl-C stops it.",
+            file=sys.stderr,
+            flush=True,
+        )
+        stop.wait()
+    finally:
+        emulator.stop()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments and run the emulated cloud."""
     parser = argparse.ArgumentParser(
         prog="aiaas emulate", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     parser.add_argument("cloud", choices=CLOUDS)
-    parser.add_argument("--bucket", action="append", default=[], help="create this bucket")
+    parser.add_argument("--bucket", action="append", default=[], help="aws: create this bucket")
     parser.add_argument(
-        "-c", "--config", type=Path, help="project folder or aiaas.yaml: create its bucket"
+        "-c",
+        "--config",
+        type=Path,
+        help="project folder or aiaas.yaml: create its bucket (aws), serve its workspace (azure)",
     )
+    for key in AZURE_WORKSPACE_KEYS:
+        flag = "--" + key.replace("_", "-")
+        parser.add_argument(flag, dest=key, help=f"azure: the emulated workspace's {key}")
     parser.add_argument("--env-file", type=Path, help="also write the export lines here")
     parser.add_argument("--workdir", type=Path, help="where containers unpack models")
     args = parser.parse_args(argv)
     from aiaas.errors import AiaasError
 
+    given = {key: getattr(args, key) for key in AZURE_WORKSPACE_KEYS}
+    if args.cloud == "aws" and any(given.values()):
+        parser.error("--subscription-id, --resource-group, --workspace, --region: azure only")
+    if args.cloud == "azure" and args.bucket:
+        parser.error("--bucket: aws only (azure's storage is the workspace's datastore)")
     try:
-        buckets = _buckets(args.bucket, args.config)
+        if args.cloud == "aws":
+            buckets = _buckets(args.bucket, args.config)
+        else:
+            workspace = _azure_workspace(args.config, given)
     except AiaasError as exc:  # a config error names its key: say it, no traceback
         print(f"aiaas emulate: {exc.message}", file=sys.stderr)
         return 2
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        return run_aws(workdir, buckets, args.env_file)
+        if args.cloud == "aws":
+            return run_aws(workdir, buckets, args.env_file)
+        return run_azure(workdir, workspace, args.env_file)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shlex
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -376,3 +379,48 @@ def test_aad_endpoint_then_delete_closes_its_port(azure: AzureEmulator, live: Li
     with pytest.raises(ResourceNotFoundError):
         ml.online_endpoints.get("ep-aad")
     assert arm(azure, "DELETE", "/onlineEndpoints/ep-aad").status_code == 204  # already gone
+
+
+def test_aiaas_emulate_azure_prints_its_variables(tmp_path: Path) -> None:
+    """``aiaas emulate azure`` (here ``python -m emulators azure``) serves the workspace it is
+    told, prints the exports, and stops cleanly on SIGTERM."""
+    env_file = tmp_path / "azure.env"
+    command = [sys.executable, "-m", "emulators", "azure", "--workspace", "rehearsal"]
+    command += ["--region", "westeurope", "--env-file", str(env_file), "--workdir", str(tmp_path)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not env_file.exists() or not env_file.read_text().endswith("\n"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the emulator never printed its variables"
+            time.sleep(0.05)
+        env = {}
+        for line in env_file.read_text().splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = shlex.split(value)[0]
+        assert set(env) == {
+            "AIAAS_AZURE_ARM_URL",
+            "AIAAS_AZURE_CA_BUNDLE",
+            "AIAAS_AZURE_BLOB_URL",
+            "IDENTITY_ENDPOINT",
+            "IDENTITY_HEADER",
+        }
+        with httpx.Client(verify=env["AIAAS_AZURE_CA_BUNDLE"]) as client:
+            token = client.get(
+                env["IDENTITY_ENDPOINT"],
+                params={"resource": env["AIAAS_AZURE_ARM_URL"], "api-version": "2019-08-01"},
+                headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
+            ).json()["access_token"]
+            workspace = client.get(
+                f"{env['AIAAS_AZURE_ARM_URL']}/subscriptions/00000000-0000-0000-0000-000000000000"
+                "/resourceGroups/aiaas-rg/providers/Microsoft.MachineLearningServices"
+                "/workspaces/rehearsal",
+                params={"api-version": "2024-10-01-preview"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert workspace.json()["location"] == "westeurope"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out == env_file.read_text()
