@@ -992,8 +992,13 @@ class AzureEmulator:
             raise ArmError(
                 400, "BadArgument", f"authMode {mode} is not one of Key, AADToken, AMLToken."
             )
-        traffic = {str(k): v for k, v in (props.get("traffic") or {}).items()}
-        mirror = {str(k): v for k, v in (props.get("mirrorTraffic") or {}).items()}
+        # A PUT that leaves a map out keeps the endpoint's (assumed; the SDK always sends both).
+        kept = endpoint.doc["properties"] if endpoint is not None else {}
+        traffic = {str(k): v for k, v in (props.get("traffic", kept.get("traffic")) or {}).items()}
+        mirror = {
+            str(k): v
+            for k, v in (props.get("mirrorTraffic", kept.get("mirrorTraffic")) or {}).items()
+        }
         self._check_traffic(endpoint, traffic, mirror)
         created = endpoint is None
         if endpoint is None:
@@ -1358,7 +1363,10 @@ class AzureEmulator:
     ) -> tuple[str, str] | None:
         name, version = model["id"].split("/")[-3], model["name"]
         dep.init_log = []
-        mounts = self.workdir / "mounts" / dep.endpoint / f"{dep.name}-{generation}"
+        mounts = self.workdir / "mounts" / dep.endpoint / dep.name
+        serving = dep.container
+        if serving is not None and serving.workdir == mounts:  # an update: the old one reads it
+            mounts = mounts.with_name(f"{dep.name}.{generation}")
         shutil.rmtree(mounts, ignore_errors=True)
         model_dir = mounts / "azureml-models" / name / version
         model_dir.mkdir(parents=True)

@@ -320,6 +320,24 @@ def test_scoring_errors_as_azure_answers_them(
     assert statuses == [200, 200, 429]  # 2 x 1 request x 1 instance in flight
 
 
+def test_an_update_swaps_the_container_once_ready(
+    azure: AzureEmulator, live: Live, green: list[str]
+) -> None:
+    from azure.ai.ml.entities import OnlineRequestSettings
+
+    (old,) = [c for c in azure.containers() if c.deployment == GREEN]
+    settings = OnlineRequestSettings(
+        request_timeout_ms=1000, max_concurrent_requests_per_instance=1
+    )
+    variables = {"AIAAS_PORT": "8080", "AIAAS_SERVER__MAX_QUEUE_SIZE": "4"}
+    deploy_ref(live.ml, ENDPOINT, GREEN, request_settings=settings, environment_variables=variables)
+    (new,) = [c for c in azure.containers() if c.deployment == GREEN]
+    assert new.pid != old.pid and new.environment["AIAAS_SERVER__MAX_QUEUE_SIZE"] == "4"
+    assert Path(new.environment["AZUREML_MODEL_DIR"]) != Path(old.environment["AZUREML_MODEL_DIR"])
+    pinned = post(azure, live.scoring_uri, live.key, **{"azureml-model-deployment": GREEN})
+    assert pinned.status_code == 200 and pinned.headers["azureml-model-deployment"] == GREEN
+
+
 def test_a_failed_deployment_leaves_traffic_alone(azure: AzureEmulator, live: Live) -> None:
     azure.fail_next_deployment("scripted: image pull failed")
     with pytest.raises(Exception, match="scripted: image pull failed"):
