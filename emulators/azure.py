@@ -292,6 +292,7 @@ class AzureEmulator:
         self._scoring_calls: CallLog[ScoringCall] = CallLog()
         self._faults = Faults()
         self._fail_next: list[tuple[str, str]] = []
+        self._refusals: list[tuple[str, str, ArmError]] = []  # (method, path part, answer)
         self._models: dict[tuple[str, str], dict[str, Any]] = {}  # (name, version) lower
         self._environments: dict[tuple[str, str], dict[str, Any]] = {}
         self._endpoints: dict[str, _Endpoint] = {}  # lower-case name
@@ -442,6 +443,33 @@ class AzureEmulator:
         with self._lock:
             self._fail_next.append((code, message))
 
+    def refuse_next(
+        self,
+        method: str,
+        path_contains: str,
+        status: int,
+        code: str = "TooManyRequests",
+        message: str = "The request is being throttled.",
+    ) -> None:
+        """The next ARM ``method`` request whose path contains ``path_contains`` (case
+        ignored) is answered ``status`` with ``code`` and ``message`` instead of being carried
+        out (ARM's throttling: 429 ``TooManyRequests``; or a 5xx). Gap: ARM's ``Retry-After``
+        is in seconds, which azure-core prefers; the emulator sends ``retry-after-ms: 10`` only,
+        so a client waits 10 ms."""
+        headers = {"retry-after-ms": RETRY_AFTER_MS} if status in (429, 503) else {}
+        with self._lock:
+            self._refusals.append(
+                (method.upper(), path_contains.lower(), ArmError(status, code, message, headers))
+            )
+
+    def _refusal(self, method: str, path: str) -> ArmError | None:
+        with self._lock:
+            for i, (wanted, part, answer) in enumerate(self._refusals):
+                if wanted == method and part in path.lower():
+                    del self._refusals[i]
+                    return answer
+        return None
+
     def fault(
         self,
         endpoint: str,
@@ -470,6 +498,7 @@ class AzureEmulator:
         self._faults.clear()
         with self._lock:
             self._fail_next.clear()
+            self._refusals.clear()
 
     def revoke_tokens(self) -> None:
         """Every token issued so far is refused (401) from now on."""
@@ -536,6 +565,9 @@ class AzureEmulator:
         kept = ("user-agent", "x-ms-client-request-id", "content-type")
         try:
             self._authenticate(headers.get("authorization"))
+            refusal = self._refusal(method, path)
+            if refusal is not None:
+                raise refusal
             if isinstance(body, str):
                 raise ArmError(400, "InvalidRequestContent", "The request content is not JSON.")
             status, out, answer = self._route(method, path, version, body)
@@ -686,7 +718,6 @@ class AzureEmulator:
             "Azure-AsyncOperation": f"{base}/mfeOperationsStatus/{op.id}{query}",
             "Location": f"{base}/mfeOperationResults/{op.id}?api-version={version}&type=location",
             "retry-after-ms": RETRY_AFTER_MS,
-            "Retry-After": "1",
         }
 
     def _new_op(self, resource: str, *, delete: bool = False) -> _Operation:

@@ -442,3 +442,12 @@ def test_aiaas_emulate_azure_prints_its_variables(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out == env_file.read_text()
+
+
+def test_arm_throttling_is_retried_by_the_sdk(azure: AzureEmulator, live: Live) -> None:
+    azure.refuse_next("GET", f"/onlineEndpoints/{ENDPOINT}", 429)
+    started = time.monotonic()
+    assert live.ml.online_endpoints.get(ENDPOINT).traffic[BLUE] == 100
+    assert time.monotonic() - started < 0.9  # retry-after-ms, not azure-core's default wait
+    statuses = [c.status for c in azure.calls() if c.path.endswith(f"/onlineEndpoints/{ENDPOINT}")]
+    assert statuses[-2:] == [429, 200]
