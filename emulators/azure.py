@@ -39,7 +39,9 @@ Azurite (shared key) into ``<workdir>/mounts/<endpoint>/<deployment>/azureml-mod
 Gaps from Azure (each also named where it is handled):
 
 - one subscription, resource group, workspace and region; no other ARM resource types, no
-  RBAC (any token the identity emulator issued for ARM may do anything), no ARM throttling;
+  RBAC (any token the identity emulator issued for ARM may do anything); ARM throttles or
+  fails only when scripted (:meth:`AzureEmulator.refuse_next`), with ``retry-after-ms`` where
+  ARM sends ``Retry-After`` in seconds;
 - the environment's ``image`` is not run (no container engine): every deployment runs this
   checkout's entrypoint; the environment's probe port is honoured only as a check: the
   container listens on a free port, and the deployment fails (as its readiness probe would)
