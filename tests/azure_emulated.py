@@ -1,8 +1,8 @@
 """The emulated Azure that the Azure ML tests share: one :class:`AzureEmulator` per test module
 (ARM + Azure ML over TLS, Azurite, the managed identity), its variables set in this process,
 real clients pointed at it (azure-ai-ml's ``MLClient`` through its cloud override,
-azure-storage-blob, httpx), and a guard that fails a test whose code starts ``az`` or ``pwsh``
-(azure-identity's CLI credentials, which must never run in tests).
+azure-storage-blob, httpx). The test-wide guard (tests/guarded_site/netguard.py) fails a test
+that starts ``az`` or ``pwsh`` (azure-identity's CLI credentials), in every process.
 
 Test modules import what they use: ``from azure_emulated import azure, ...`` (fixtures
 included), so each module gets its own emulator and pytest-xdist keeps it on one worker.
@@ -11,9 +11,7 @@ included), so each module gets its own emulator and pytest-xdist keeps it on one
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,72 +37,6 @@ INFERENCE_CONFIG = {
 }
 """The model server's real routes, as a provider's environment declares them."""
 CPU_SKU = "Standard_DS3_v2"  # the smallest SKU the SDK does not warn about
-
-
-# -- the az / pwsh guard ------------------------------------------------------------------------
-CLI_NAMES = frozenset({"az", "az.cmd", "pwsh", "pwsh.exe", "powershell", "powershell.exe"})
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "cmd", "cmd.exe"})
-cli_attempts: list[str] = []
-"""Every refused start of ``az``/``pwsh`` in this process, in order."""
-
-
-class AzureCliRefused(FileNotFoundError):
-    """``az`` or ``pwsh`` was about to start in a test: refused as if it were not installed
-    (azure-identity then reports that credential unavailable), and recorded."""
-
-
-def _cli_in(argv: Any) -> str | None:
-    """The CLI ``argv`` would run (directly or through ``sh -c``), if any."""
-    words = argv.split() if isinstance(argv, str | bytes) else list(argv or [])
-    words = [w.decode() if isinstance(w, bytes) else str(w) for w in words]
-    if not words:
-        return None
-    first = os.path.basename(words[0]).lower()
-    if first in CLI_NAMES:
-        return first
-    if first in SHELLS:
-        for flag, command in itertools.pairwise(words):
-            if flag.lower() in ("-c", "/c"):
-                head = command.split()[:1]
-                if head and os.path.basename(head[0]).lower() in CLI_NAMES:
-                    return os.path.basename(head[0]).lower()
-    return None
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if event == "subprocess.Popen":
-        argv = args[1] if args[1] is not None else args[0]
-    elif event in ("os.exec", "os.posix_spawn", "os.spawn"):
-        argv = args[1] if len(args) > 1 else args[0]
-    else:
-        return
-    cli = _cli_in(argv)
-    if cli is not None:
-        message = f"{cli} started in a test (pid {os.getpid()}): {argv!r}"
-        cli_attempts.append(message)
-        raise AzureCliRefused(message)
-
-
-_guard_installed: list[bool] = []
-
-
-def install_cli_guard() -> None:
-    """Refuse (and record) every start of ``az``/``pwsh`` in this process, from now on."""
-    if not _guard_installed:
-        sys.addaudithook(_audit)
-        _guard_installed.append(True)
-
-
-install_cli_guard()
-
-
-@pytest.fixture
-def no_azure_cli() -> Iterator[None]:
-    """Fail the test if anything in it tried to start ``az`` or ``pwsh``."""
-    seen = len(cli_attempts)
-    yield
-    if len(cli_attempts) > seen:
-        pytest.fail("\n".join(cli_attempts[seen:]), pytrace=False)
 
 
 # -- the emulator -------------------------------------------------------------------------------

@@ -19,19 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
+import netguard
 import pytest
 from azure_emulated import (
     CPU_SKU,
     INFERENCE_CONFIG,
-    AzureCliRefused,
-    _cli_in,
     arm,
     azure,
     blob_service,
-    cli_attempts,
     credential,
     ml_client,
-    no_azure_cli,
     scoring_client,
     upload,
 )
@@ -43,8 +40,7 @@ from emulators.identity import claims_of
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
-__all__ = ["azure", "no_azure_cli"]  # fixtures, used by name
-pytestmark = pytest.mark.usefixtures("no_azure_cli")
+__all__ = ["azure"]  # a fixture, used by name
 
 T = TypeVar("T")
 ENDPOINT = "ep-key"
@@ -240,14 +236,15 @@ def test_blob_takes_an_entra_token_over_tls(azure: AzureEmulator) -> None:
 
 
 def test_the_az_and_pwsh_guard() -> None:
-    assert _cli_in(["/bin/sh", "-c", "az account get-access-token --output json"]) == "az"
-    assert _cli_in(["pwsh", "-NoProfile"]) == "pwsh"
-    assert _cli_in(["/usr/bin/python3", "-c", "print(1)"]) is None
-    seen = len(cli_attempts)
-    with pytest.raises(AzureCliRefused):
-        subprocess.run(["az", "--version"], check=False)
-    assert len(cli_attempts) == seen + 1
-    del cli_attempts[seen:]  # expected here: not a failure of this test
+    # The test-wide guard (tests/guarded_site/netguard.py) refuses and records them.
+    assert netguard.cloud_cli_in(["/bin/sh", "-c", "az account get-access-token"]) == "az"
+    assert netguard.cloud_cli_in(["pwsh", "-NoProfile"]) == "pwsh"
+    assert netguard.cloud_cli_in(["/usr/bin/python3", "-c", "print(1)"]) is None
+    with netguard.expected_refusals():
+        seen = len(netguard.violations)
+        with pytest.raises(netguard.CloudCliRefused):
+            subprocess.run(["az", "--version"], check=False)
+        assert "az started" in netguard.violations[seen]
 
 
 # -- deploy and score ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A guard that refuses any network access outside loopback, in every Python process of a test run.
+"""A guard that refuses any network access outside loopback, in every Python process of a test run
+(and the start of ``az`` or ``pwsh``, which azure-identity runs to reach Azure).
 
 Cloud SDKs reach out by default (boto3 and alibabacloud-credentials probe instance metadata
 at 169.254.169.254, azure-identity probes IMDS, telemetry goes home): none of that may leave
@@ -21,6 +22,7 @@ call out, in this project); a lookup done outside Python (a C library's own DNS)
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import socket
 import sys
@@ -40,9 +42,39 @@ _EVENTS = frozenset(
 violations: list[str] = []
 """This process's refusals, in order (the test run reads and clears them)."""
 
+CLOUD_CLIS = frozenset({"az", "az.cmd", "pwsh", "pwsh.exe", "powershell", "powershell.exe"})
+"""Programs no test may start: azure-identity's CLI credentials run ``az`` and ``pwsh`` (through
+``sh -c``) when no managed identity is configured, and each would reach Azure."""
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "cmd", "cmd.exe"})
+_PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn"})
+
 
 class NetworkGuardViolation(ConnectionRefusedError):
     """A name lookup or connect outside loopback, refused by the test run's network guard."""
+
+
+class CloudCliRefused(FileNotFoundError):
+    """``az`` or ``pwsh`` was about to start: refused as if it were not installed (azure-identity
+    then reports that credential unavailable), and recorded like a network refusal."""
+
+
+def cloud_cli_in(argv: Any) -> str | None:
+    """The cloud CLI ``argv`` would run, directly or through ``sh -c``, if any."""
+    words = argv.split() if isinstance(argv, str | bytes) else list(argv or [])
+    words = [w.decode() if isinstance(w, bytes) else str(w) for w in words]
+    if not words:
+        return None
+    first = os.path.basename(words[0]).lower()
+    if first in CLOUD_CLIS:
+        return first
+    if first in _SHELLS:
+        for flag, command in itertools.pairwise(words):
+            head = command.split()[:1]
+            if flag.lower() in ("-c", "/c") and head:
+                name = os.path.basename(head[0]).lower()
+                if name in CLOUD_CLIS:
+                    return name
+    return None
 
 
 def _is_local(host: Any) -> bool:
@@ -96,13 +128,33 @@ def _host_of(event: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
     return True, args[0] if args else None
 
 
+def _refuse_cli(event: str, args: tuple[Any, ...]) -> None:
+    if event == "subprocess.Popen":
+        argv = args[1] if args[1] is not None else args[0]
+    else:
+        argv = args[1] if len(args) > 1 else args[0]
+    cli = cloud_cli_in(argv)
+    if cli is not None:
+        message = f"network guard: {cli} started (pid {os.getpid()}): {argv!r}"
+        _record(message)
+        raise CloudCliRefused(message)
+
+
 def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if event in _PROCESS_EVENTS:
+        _refuse_cli(event, args)
+        return
     if event not in _EVENTS:
         return
     names_host, host = _host_of(event, args)
     if not names_host or _allowed(host):
         return
     message = f"network guard: {event} to {host!r} refused (pid {os.getpid()})"
+    _record(message)
+    raise NetworkGuardViolation(message)
+
+
+def _record(message: str) -> None:
     violations.append(message)
     log = os.environ.get(LOG_VARIABLE)
     if log:
@@ -111,7 +163,6 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
                 out.write(message + "\n")
         except OSError:
             pass
-    raise NetworkGuardViolation(message)
 
 
 _installed = False
