@@ -497,11 +497,12 @@ def delete(
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help="Run an emulated cloud on 127.0.0.1 to rehearse a deploy with no account: "
-    "aiaas emulate aws [-c PROJECT] [--bucket NAME] [--env-file FILE] (docs/rehearse.md).",
+    "aiaas emulate aws [-c PROJECT] [--bucket NAME] [--env-file FILE], or aiaas emulate "
+    "azure [-c PROJECT] [--env-file FILE] (docs/rehearse.md).",
 )
 def emulate(
     ctx: typer.Context,
-    cloud: Annotated[str, typer.Argument(help="The cloud to emulate: aws.")],
+    cloud: Annotated[str, typer.Argument(help="The cloud to emulate: aws or azure.")],
 ) -> None:
     from emulators.cli import main as run_emulator  # the emulate extra's code: loaded here only
 
