@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import socket
 import ssl
@@ -28,11 +29,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from azure_emulated import CPU_SKU, INFERENCE_CONFIG, emulated_azure, ml_client, upload
 
 from adapters.auth import IDENTITY_API_VERSION, MSI_API_VERSION, ManagedIdentityBearer
 from adapters.azureml import SCORING_RESOURCE, AzureMLSettings, names
 from adapters.azureml.invoke import ARM_API_VERSION, PIN_HEADER, AzureMLInvoker
 from adapters.base import DeploymentStatus
+from aiaas.bundle import BuiltBundle
 from aiaas.errors import (
     AccessDenied,
     BadRequest,
@@ -48,6 +51,7 @@ from aiaas.errors import (
 )
 from aiaas.packaged import FunctionConfig
 from aiaas.retry import TIMEOUT_HEADER, RetryBudget
+from emulators.azure import AzureEmulator
 from emulators.httpserver import HttpServer, KeepAliveHandler
 
 SETTINGS = AzureMLSettings(
@@ -569,13 +573,165 @@ def test_the_control_planes_invoker_signs_with_its_credential(
     assert credential.scopes == [azure.arm_url + "/.default", SCORING_RESOURCE + "/.default"]
 
 
-def test_the_invoke_path_loads_no_azure_sdk_nor_pydantic(
-    azure: Azure, scoring: Scoring, tmp_path: Path
+# -- end to end, on the emulated Azure ----------------------------------------------------------
+# The probe deployed once on emulators/azure.py (azure-ai-ml through its cloud override, the
+# bundle in Azurite, the container entrypoint running it): real predictions through the
+# scoring host, which checks the managed identity's tokens and maps the container's errors.
+# The deploy is azure-ai-ml's own calls here, not the provider's (tests of its own do that):
+# this module needs one aad_token endpoint named as the invoke path names it.
+
+
+@dataclass
+class Deployed:
+    emulator: AzureEmulator
+    settings: AzureMLSettings
+    endpoint: str
+    deployment: str
+    version: str
+    ml: Any
+
+    def config(self, auth_mode: str = "aad_token") -> FunctionConfig:
+        section = {**self.settings.__dict__, "auth_mode": auth_mode}
+        return FunctionConfig("azureml", Path("."), AzureMLSettings.read(section))
+
+    def invoker(self, **env: str) -> AzureMLInvoker:
+        mode = env.pop("mode", "aad_token")
+        return AzureMLInvoker.from_config(self.config(mode), {**self.emulator.env(), **env})
+
+    def yaml(self) -> str:
+        s = self.settings
+        return (
+            f"provider: azureml\nazureml:\n  subscription_id: {s.subscription_id}\n"
+            f"  resource_group: {s.resource_group}\n  workspace: {s.workspace}\n"
+            "  image: aiaas/server:test\n  instance_type: Standard_DS3_v2\n"
+        )
+
+
+def _done(poller: Any) -> Any:
+    with contextlib.redirect_stdout(io.StringIO()):  # the SDK's progress dots
+        return poller.result()
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    tmp_path_factory: pytest.TempPathFactory, probe_bundle: BuiltBundle
+) -> Iterator[Deployed]:
+    from azure.ai.ml.entities import (
+        Environment,
+        ManagedOnlineDeployment,
+        ManagedOnlineEndpoint,
+        Model,
+        OnlineRequestSettings,
+    )
+
+    with emulated_azure(tmp_path_factory.mktemp("azureml-e2e")) as emulator:
+        settings = AzureMLSettings(
+            emulator.subscription_id, emulator.resource_group, emulator.workspace
+        )
+        endpoint = names.endpoint_name("probe", settings)
+        version = probe_bundle.manifest.version
+        deployment = names.deployment_name(version)
+        ml = ml_client(emulator)
+        path = upload(emulator, probe_bundle.path, f"aiaas/{version}")
+        _done(ml.online_endpoints.begin_create_or_update(
+            ManagedOnlineEndpoint(name=endpoint, auth_mode="aad_token")
+        ))  # fmt: skip
+        _done(ml.online_deployments.begin_create_or_update(ManagedOnlineDeployment(
+            name=deployment, endpoint_name=endpoint, instance_type=CPU_SKU, instance_count=1,
+            model=Model(name=endpoint, version="1", type="custom_model", path=path),
+            environment=Environment(name="aiaas-image", version="1", image="aiaas/server:test",
+                                    inference_config=INFERENCE_CONFIG),
+            request_settings=OnlineRequestSettings(max_concurrent_requests_per_instance=2),
+            environment_variables={"AIAAS_PORT": "8080"},
+        )))  # fmt: skip
+        live = ml.online_endpoints.get(endpoint)
+        live.traffic = {deployment: 100}
+        _done(ml.online_endpoints.begin_create_or_update(live))
+        yield Deployed(emulator, settings, endpoint, deployment, version, ml)
+
+
+def test_emulated_a_real_prediction_its_version_and_request_id(deployed: Deployed) -> None:
+    client = deployed.invoker()
+    result = client.invoke_sync("probe", EXAMPLE, request_id="rid-azure-e2e")
+    assert json.loads(result.body)["outputs"][0]["value"] == 6.0
+    assert result.version == deployed.version
+    asynced = run(client, lambda: client.invoke("probe", EXAMPLE, timeout=30))
+    assert json.loads(asynced.body)["outputs"][0]["value"] == 6.0
+    assert run(client, lambda: client.status("probe")) is DeploymentStatus.READY
+    pinned = client.invoke_sync("probe", EXAMPLE, deployment=deployed.deployment)
+    assert pinned.version == deployed.version
+    calls = deployed.emulator.scoring_calls()[-3:]
+    assert [c.status for c in calls] == [200, 200, 200]
+    # one id from the function to the model: the server logs a failing request under it
+    with pytest.raises(ModelError):
+        client.invoke_sync(
+            "probe", b'{"inputs": [{"value": 1, "fail": true}]}', request_id="rid-az"
+        )
+    deadline = time.monotonic() + 10
+    while "request_id=rid-az" not in (
+        output := deployed.emulator.container_output(deployed.endpoint, deployed.deployment)
+    ):
+        assert time.monotonic() < deadline, output[-2000:]
+        time.sleep(0.05)
+
+
+def test_emulated_revoked_tokens_are_fetched_again_once(deployed: Deployed) -> None:
+    client = deployed.invoker()
+    client.invoke_sync("probe", EXAMPLE)
+    bearer = client.scoring_auth
+    assert isinstance(bearer, ManagedIdentityBearer)
+    deployed.emulator.revoke_tokens()
+    assert json.loads(client.invoke_sync("probe", EXAMPLE).body)["outputs"][0]["value"] == 6.0
+    assert bearer.refreshes == 1 and bearer.fetches == 2
+    assert [c.status for c in deployed.emulator.scoring_calls()[-2:]] == [401, 200]
+    deployed.emulator.revoke_tokens()  # ARM's token too: the status call refreshes its own
+    assert run(client, lambda: client.status("probe")) is DeploymentStatus.READY
+
+
+def test_emulated_container_errors_throttling_and_no_traffic(deployed: Deployed) -> None:
+    client = deployed.invoker()
+    with pytest.raises(InvalidInput) as invalid:  # our server's 422, through Azure's 424
+        client.invoke_sync("probe", b'{"inputs": [{"value": 1}, {"value": "x"}]}')
+    assert [(d.get("index"), d.get("field")) for d in invalid.value.details] == [(1, "value")]
+    with pytest.raises(ModelError):
+        client.invoke_sync("probe", b'{"inputs": [{"value": 1, "fail": true}]}')
+    assert [c.status for c in deployed.emulator.scoring_calls()[-2:]] == [424, 424]
+    deployed.emulator.fault(deployed.endpoint, 429)
+    try:
+        with pytest.raises(Throttled) as throttled:
+            client.invoke_sync("probe", EXAMPLE, timeout=5)
+        assert throttled.value.retry_after
+    finally:
+        deployed.emulator.clear_faults()
+    early = names.endpoint_name("early", deployed.settings)  # no deployment yet
+    ml = ml_client(deployed.emulator)  # a new credential: tokens may have been revoked
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+    _done(ml.online_endpoints.begin_create_or_update(
+        ManagedOnlineEndpoint(name=early, auth_mode="aad_token")
+    ))  # fmt: skip
+    with pytest.raises(NotReady, match="no deployment taking traffic"):
+        client.invoke_sync("early", EXAMPLE)
+    assert run(client, lambda: client.status("early")) is DeploymentStatus.CREATING
+    uri = client.describe_sync(early).scoring_uri or ""
+    keyed = deployed.invoker(mode="key", AIAAS_AZUREML_KEY="k", AIAAS_AZUREML_SCORING_URI=uri)
+    _done(ml.online_endpoints.begin_delete(early))  # its scoring port closes
+    with pytest.raises(NotFound):
+        client.invoke_sync("early", EXAMPLE)
+    with pytest.raises(NotFound):
+        run(client, lambda: client.status("early"))
+    with pytest.raises(NotReady, match="not reachable"):  # a key cannot ask ARM
+        keyed.invoke_sync("early", EXAMPLE)
+
+
+def test_emulated_the_invoke_path_loads_no_azure_sdk_nor_pydantic(
+    deployed: Deployed, tmp_path: Path
 ) -> None:
     """A fresh interpreter builds the invoke path from a packaged config, as a function's cold
-    start does, and calls: no azure.ai.ml, azure.identity, azure.core nor pydantic."""
+    start does, and gets a real prediction: no azure.ai.ml, azure.identity, azure.core nor
+    pydantic in sys.modules."""
     (tmp_path / "aiaas.json").write_text(
-        json.dumps({"provider": "azureml", "azureml": dict(SETTINGS.__dict__)})
+        json.dumps({"provider": "azureml", "azureml": dict(deployed.settings.__dict__)})
     )
     code = (
         "import json, sys\n"
@@ -584,11 +740,12 @@ def test_the_invoke_path_loads_no_azure_sdk_nor_pydantic(
         f"invoker = get_invoker('azureml', function_config({str(tmp_path / 'aiaas.json')!r}))\n"
         f"result = invoker.invoke_sync('probe', {EXAMPLE!r})\n"
         "heavy = ('azure.ai.ml', 'azure.identity', 'azure.core', 'pydantic', 'msal')\n"
-        "print(json.dumps([result.version, [m for m in heavy if m in sys.modules]]))\n"
+        "print(json.dumps([json.loads(result.body)['outputs'][0]['value'],\n"
+        "                  [m for m in heavy if m in sys.modules]]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **azure.env()},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **deployed.emulator.env()},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == ["v1digest", []]
+    assert json.loads(done.stdout) == [6.0, []]
