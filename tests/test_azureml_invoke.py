@@ -7,21 +7,26 @@ These are small stand-ins written here, not the Azure emulator (emulators/azure.
 answer exactly what each case needs (a 408, a 424 with the container's status header, a 502,
 a ``retry-after-ms``), which the emulator cannot all be scripted to do, and need no deploy,
 so the whole error map runs in about a second. The end-to-end cases through a deployed bundle
-on the emulator are at the end of this file.
+on the emulator follow them (one deploy for the module), then the function tier with
+``provider: azureml``: the Azure Functions entrypoint, and the packaged zip run by a fresh
+``python -S``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import io
 import json
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +35,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from azure_emulated import CPU_SKU, INFERENCE_CONFIG, emulated_azure, ml_client, upload
+from conftest import PROJECTS
+from wheel_cache import shared_wheel_cache
 
 from adapters.auth import IDENTITY_API_VERSION, MSI_API_VERSION, ManagedIdentityBearer
 from adapters.azureml import SCORING_RESOURCE, AzureMLSettings, names
 from adapters.azureml.invoke import ARM_API_VERSION, PIN_HEADER, AzureMLInvoker
 from adapters.base import DeploymentStatus
 from aiaas.bundle import BuiltBundle
+from aiaas.config import load_config
 from aiaas.errors import (
     AccessDenied,
     BadRequest,
@@ -49,10 +57,18 @@ from aiaas.errors import (
     Throttled,
     Unavailable,
 )
+from aiaas.manifest import MANIFEST_FILE, read_manifest_file
 from aiaas.packaged import FunctionConfig
 from aiaas.retry import TIMEOUT_HEADER, RetryBudget
 from emulators.azure import AzureEmulator
 from emulators.httpserver import HttpServer, KeepAliveHandler
+from functions.auth import create_key
+from functions.packaging import (
+    imported_modules,
+    invoke_path_modules,
+    package_function,
+    packaging_of,
+)
 
 SETTINGS = AzureMLSettings(
     subscription_id="00000000-0000-4000-8000-000000000017", resource_group="rg", workspace="ws"
@@ -749,3 +765,114 @@ def test_emulated_the_invoke_path_loads_no_azure_sdk_nor_pydantic(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [6.0, []]
+
+
+# -- the function tier with provider: azureml -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def function_project(
+    deployed: Deployed, probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """The probe's project with ``provider: azureml`` on the emulated workspace, and the
+    bundle's manifest as a function carries it."""
+    work = tmp_path_factory.mktemp("azureml-function")
+    project = work / "probe"
+    shutil.copytree(PROJECTS / "probe", project)
+    (project / "aiaas.yaml").write_text(
+        "model:\n  entrypoint: probe_model:Probe\n" + deployed.yaml()
+    )
+    manifest = work / MANIFEST_FILE
+    manifest.write_text(probe_bundle.manifest.model_dump_json())
+    return project, manifest
+
+
+def test_emulated_the_azure_functions_entrypoint_answers_with_provider_azureml(
+    deployed: Deployed, function_project: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """functions.azure_functions as the Functions host calls it (the function AsgiFunctionApp
+    registers, given an HttpRequest), its invoke path the managed identity's."""
+    import azure.functions as func
+
+    project, manifest = function_project
+    key, record = create_key()
+    monkeypatch.setenv("AIAAS_CONFIG", str(project / "aiaas.yaml"))
+    monkeypatch.setenv("AIAAS_MANIFEST", str(manifest))
+    monkeypatch.setenv("AIAAS_API_KEYS", str(record))
+    sys.modules.pop("functions.azure_functions", None)
+    try:
+        module = importlib.import_module("functions.azure_functions")
+        function = module.app.get_functions()[0].get_user_function()
+        request = func.HttpRequest(
+            method="POST", url="https://aiaas-fn.azurewebsites.net/predict",
+            headers={"content-type": "application/json", "authorization": f"Bearer {key}",
+                     "x-request-id": "az-fn-1"},
+            body=b'{"inputs": [{"value": 4}]}', route_params={"route": "predict"},
+        )  # fmt: skip
+        response = asyncio.run(function(request, None))
+    finally:
+        sys.modules.pop("functions.azure_functions", None)
+    assert response.status_code == 200, response.get_body()
+    assert json.loads(response.get_body())["outputs"][0]["value"] == 8.0
+    assert response.headers["x-request-id"] == "az-fn-1"
+    assert deployed.emulator.scoring_calls()[-1].status == 200
+
+
+# What a fresh interpreter in the unzipped package runs: the Functions worker's path (the
+# package's .python_packages), function_app imported, one request through AsgiFunctionApp.
+PACKAGED_CALL = """
+import asyncio, json, logging, sys
+sys.path.append(".python_packages/lib/site-packages")
+import azure.functions as func
+logging.getLogger("azure.functions.AsgiMiddleware").disabled = True  # lifespan cancelled at exit
+import function_app
+function = function_app.app.get_functions()[0].get_user_function()
+request = func.HttpRequest(method="POST", url="https://aiaas-fn.azurewebsites.net/predict",
+    headers={"content-type": "application/json", "authorization": "Bearer " + sys.argv[1]},
+    body=b'{"inputs": [{"value": 5}]}', route_params={"route": "predict"})
+response = asyncio.run(function(request, None))
+heavy = ("azure.ai.ml", "azure.identity", "azure.core", "azure.storage", "msal", "pydantic")
+print(json.dumps([response.status_code, json.loads(response.get_body()),
+                  [m for m in heavy if m in sys.modules]]))
+"""
+
+
+def test_emulated_the_azure_package_holds_the_light_path_alone_and_answers(
+    deployed: Deployed, function_project: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``aiaas function package --target azure`` with provider: azureml ships the invoke
+    path's modules and no control plane (no provider, steps or SDK error mapping; no azure
+    SDK but azure-functions), and the unzipped package, run by a fresh ``python -S`` as the
+    Functions host would, answers a real prediction without loading any of them."""
+    project, manifest_path = function_project
+    config = load_config(project, env={})
+    manifest = read_manifest_file(manifest_path)
+    package = package_function(
+        config, manifest, "azure", tmp_path / "fn.zip", wheel_cache=shared_wheel_cache()
+    )
+    with zipfile.ZipFile(package.path) as zf:
+        names_in = zf.namelist()
+        zf.extractall(tmp_path / "task")
+    ours = {
+        n[: -len(".py")].replace("/", ".").removesuffix(".__init__")
+        for n in names_in
+        if n.split("/")[0] in {"aiaas", "adapters", "functions"} and n.endswith(".py")
+    }
+    expected = {*imported_modules(["functions.azure_functions"]), *invoke_path_modules("azureml")}
+    assert ours == expected
+    assert "adapters.azureml.invoke" in ours
+    assert not ours & {f"adapters.azureml.{m}" for m in ("provider", "steps", "errors")}
+    site = packaging_of("azure").site_packages
+    sdks = ("azure/ai/", "azure/identity/", "azure/core/", "azure/storage/", "msal/")
+    assert not [n for n in names_in if n.removeprefix(site + "/").startswith(sdks)]
+    assert f"{site}/azure/functions/__init__.py" in names_in
+    key, record = create_key()
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path),
+           "AIAAS_API_KEYS": str(record), **deployed.emulator.env()}  # fmt: skip
+    done = subprocess.run(
+        [getattr(sys, "_base_executable", sys.executable), "-S", "-B", "-c", PACKAGED_CALL, key],
+        cwd=tmp_path / "task", env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    status, body, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (status, body["outputs"][0]["value"], loaded) == (200, 10.0, [])
