@@ -29,6 +29,21 @@ opens the connection), at most 1.3 x the same with ``provider: local``; the AWS 
 awaited alone) <= 1.5 ms at p50. The emulator speaks plain HTTP, so the TLS handshake and CA
 load a real Lambda pays towards runtime.sagemaker are not in these figures.
 
+Issue 17 (``provider: azureml``): the probe is also deployed on the emulated Azure ML
+(emulators/azure.py: ARM over TLS through azure-ai-ml, Azurite, the managed identity, and a TLS
+scoring host per endpoint running the container's entrypoint), and the **Azure Functions**
+package (``aiaas function package --target azure``) is built twice, with ``provider: local``
+and ``provider: azureml``. Each is unzipped into a read-only folder and run the way the
+Functions host meets it: a fresh ``python -S`` (the package's ``.python_packages`` on the
+path, as the worker puts it) imports ``function_app`` and answers one request through
+``AsgiFunctionApp``'s registered function, the two packages alternating run by run. Target:
+cold start plus first call with ``provider: azureml`` (``auth_mode: aad_token``, the default:
+a managed-identity token for ARM, the endpoint GET for its scoring URI, a token for
+``https://ml.azure.com``, the scoring call, all but the identity over TLS) at most 1.3 x the
+same with ``provider: local``. The same package given ``AIAAS_AZUREML_SCORING_URI`` (no ARM
+call) is printed beside it. ``--only azure`` runs this part alone (Azurite must be installed:
+``make install``).
+
 Issue 15: the cold start at most 1.5 x the floor any Mangum + Starlette + httpx function
 pays. The floor is a minimal Lambda function (:data:`FLOOR_FUNCTION`: Mangum, a Starlette
 app with one route that forwards the body with an httpx ``AsyncClient``), packaged the way
@@ -67,6 +82,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = REPO / "tests" / "projects" / "probe"
+MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 
 
 def cold_imports(env: dict[str, str], runs: int) -> list[float]:
@@ -325,6 +341,209 @@ def _warm(paths: list[tuple[Any, list[float]]], calls: int) -> None:
             times.append((time.perf_counter() - t) * 1000)
 
 
+# The Azure Functions cold start and first call (issue 17): the worker puts the package's
+# .python_packages on the path, imports function_app, and calls the function registered by
+# AsgiFunctionApp with one request (argv: the body, the API key).
+AZURE_FIRST_CALL = (
+    "import asyncio, logging, sys\n"
+    "sys.path.append('.python_packages/lib/site-packages')\n"
+    "import azure.functions as func\n"
+    "import function_app\n"
+    "function = function_app.app.get_functions()[0].get_user_function()\n"
+    "request = func.HttpRequest(method='POST', url='https://aiaas-fn.azurewebsites.net/predict',\n"
+    "    headers={'content-type': 'application/json', 'authorization': 'Bearer ' + sys.argv[2]},\n"
+    "    body=sys.argv[1].encode(), route_params={'route': 'predict'})\n"
+    "response = asyncio.run(function(request, None))\n"
+    "sys.exit(0 if response.status_code == 200 else 3)\n"
+)
+# The ASGI lifespan task AsgiFunctionApp leaves running is cancelled when asyncio.run ends:
+# its middleware logs that as an error, at every run. Not a failure of the call.
+AZURE_QUIET = "logging.getLogger('azure.functions.AsgiMiddleware').disabled = True\n"
+
+
+def azureml_yaml(emulator: Any) -> str:
+    """The ``azureml:`` section of the emulated workspace (the smallest CPU SKU the SDK does
+    not warn about: the probe needs no GPU)."""
+    return (
+        f"provider: azureml\nazureml:\n  subscription_id: {emulator.subscription_id}\n"
+        f"  resource_group: {emulator.resource_group}\n  workspace: {emulator.workspace}\n"
+        f"  region: {emulator.region}\n  image: aiaas/server:bench\n"
+        "  instance_type: Standard_DS3_v2\n"
+    )
+
+
+def deploy_on_emulated_azure(emulator: Any, bundle: Any, endpoint: str) -> None:
+    """The probe on an ``aad_token`` endpoint of the emulated workspace, all traffic on one
+    deployment: azure-ai-ml's own calls (the bundle in Azurite, registered by datastore path),
+    as ``aiaas deploy`` makes them; what is measured is the function, not the deploy."""
+    import io
+
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import (
+        Environment,
+        ManagedOnlineDeployment,
+        ManagedOnlineEndpoint,
+        Model,
+    )
+    from azure.identity import DefaultAzureCredential
+    from azure.storage.blob import BlobServiceClient
+
+    from adapters.azureml import names
+
+    credential = DefaultAzureCredential()  # the emulator's managed identity (its variables)
+    logging.getLogger("azure.ai.ml").setLevel(logging.WARNING)  # its INFO notes on stderr
+    prefix = f"aiaas/{bundle.manifest.version}"
+    ca = str(emulator.ca_file)
+    with BlobServiceClient(emulator.blob_url, credential=credential, connection_verify=ca) as blob:
+        container = blob.get_container_client(emulator.blob_container)
+        container.upload_blob(
+            f"{prefix}/{bundle.path.name}", bundle.path.read_bytes(), overwrite=True
+        )
+    url = emulator.arm_url
+    saved = os.environ.get("AZUREML_CURRENT_CLOUD")
+    ml = MLClient(
+        credential, emulator.subscription_id, emulator.resource_group, emulator.workspace,
+        cloud=f"AiaasBench{url.rsplit(':', 1)[1]}",
+        cloud_metadata={"azure_portal": url, "resource_manager": url + "/", "active_directory": url,
+                        "aml_resource_id": url, "storage_endpoint": "core.windows.net",
+                        "registry_discovery_endpoint": url},
+        connection_verify=ca, enable_telemetry=False, show_progress=False,
+    )  # fmt: skip
+    if saved is None:
+        os.environ.pop("AZUREML_CURRENT_CLOUD", None)
+    deployment = names.deployment_name(bundle.manifest.version)
+    routes = {"port": 8080}
+    quiet = io.StringIO()  # the SDK's progress dots and its notes on stderr
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        ml.online_endpoints.begin_create_or_update(
+            ManagedOnlineEndpoint(name=endpoint, auth_mode="aad_token")
+        ).result()
+        ml.online_deployments.begin_create_or_update(ManagedOnlineDeployment(
+            name=deployment, endpoint_name=endpoint, instance_type="Standard_DS3_v2",
+            instance_count=1, environment_variables={"AIAAS_PORT": "8080"},
+            model=Model(name=endpoint, version="1", type="custom_model",
+                        path=f"azureml://datastores/workspaceblobstore/paths/{prefix}/"),
+            environment=Environment(name="aiaas-image", version="1", image="aiaas/server:bench",
+                                    inference_config={
+                                        "liveness_route": {**routes, "path": "/ping"},
+                                        "readiness_route": {**routes, "path": "/ready"},
+                                        "scoring_route": {**routes, "path": "/invocations"}}),
+        )).result()  # fmt: skip
+        live = ml.online_endpoints.get(endpoint)
+        live.traffic = {deployment: 100}
+        ml.online_endpoints.begin_create_or_update(live).result()
+
+
+def azure_first_calls(
+    work: Path, model_yaml: str, runs: int, wheel_cache: Path
+) -> dict[str, list[float]] | str:
+    """Cold start + first call of the Azure Functions package, ``provider: local`` against
+    ``provider: azureml`` (with and without ``AIAAS_AZUREML_SCORING_URI``), runs alternating;
+    or why it cannot run here."""
+    from emulators import azurite
+
+    why = azurite.unavailable()
+    if why is not None:
+        return why
+    from adapters.azureml.invoke import AzureMLInvoker
+    from adapters.local.provider import LocalProvider
+    from aiaas.bundle import build_bundle
+    from aiaas.config import load_config
+    from emulators.azure import AzureEmulator
+    from functions.auth import create_key
+    from functions.packaging import package_function
+
+    work.mkdir(parents=True, exist_ok=True)
+    steering = ("AZURE", "MSI_", "IDENTITY_", "IMDS_")
+    saved = {k: v for k, v in os.environ.items() if k.startswith(steering)}
+    for name in saved:  # nothing of this machine's Azure setup steers the clients
+        del os.environ[name]
+    emulator = AzureEmulator(work / "azure")
+    emulator.start()
+    emulator_env = emulator.env()
+    os.environ.update(emulator_env)
+    local_project, az_project = work / "probe", work / "probe-azureml"
+    for folder, extra in ((local_project, ""), (az_project, azureml_yaml(emulator))):
+        folder.mkdir()
+        (folder / "probe_model.py").write_text((PROBE / "probe_model.py").read_text())
+        (folder / "aiaas.yaml").write_text(model_yaml + extra)
+    built = build_bundle(local_project, work / "probe.tar.gz")
+    config, az_config = load_config(local_project, env={}), load_config(az_project, env={})
+    local = LocalProvider.from_config(config)
+    try:
+        local.deploy(built.path)
+        with contextlib.closing(AzureMLInvoker.from_config(az_config)) as direct:
+            endpoint = direct.endpoint("probe")
+            deploy_on_emulated_azure(emulator, built, endpoint)
+            scoring_uri = direct.describe_sync(endpoint).scoring_uri or ""
+        packages = {
+            "local": package_function(
+                config, built.manifest, "azure", work / "fn-azure-local.zip",
+                allow_local=True, wheel_cache=wheel_cache,
+            ),
+            "azureml": package_function(
+                az_config, built.manifest, "azure", work / "fn-azure-azureml.zip",
+                wheel_cache=wheel_cache,
+            ),
+        }  # fmt: skip
+        tasks = {k: unzip(v.path, work / f"task-azure-{k}") for k, v in packages.items()}
+        key, record = create_key()
+        base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work),
+                "AIAAS_API_KEYS": str(record)}  # fmt: skip
+        envs = {
+            "local": {**base, "AIAAS_STATE_DIR": str(config.state_path)},
+            "azureml": {**base, **emulator_env},
+            "azureml-uri": {**base, **emulator_env, "AIAAS_AZUREML_SCORING_URI": scoring_uri},
+        }
+        code = AZURE_FIRST_CALL.replace(
+            "import function_app\n", AZURE_QUIET + "import function_app\n"
+        )
+        args = [json.dumps({"inputs": [{"value": 1.0}]}), key]
+        jobs = [
+            {"label": label, "task": str(tasks["local" if label == "local" else "azureml"]),
+             "code": code, "args": args, "env": env}
+            for label, env in envs.items()
+        ]  # fmt: skip
+        times, _ = lambda_runs(jobs, runs)
+        return times
+    finally:
+        local.delete("probe")
+        emulator.stop()
+        for name in emulator_env:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
+
+
+def run_azure(runs: int, wheel_cache: Path) -> tuple[list[str], bool | None]:
+    """Issue 17's part, in a folder of its own: its report lines and verdict."""
+    with tempfile.TemporaryDirectory(prefix="aiaas-fn-bench-azure-") as tmp:
+        return azure_lines(azure_first_calls(Path(tmp), MODEL_YAML, runs, wheel_cache))
+
+
+def azure_lines(first: dict[str, list[float]] | str) -> tuple[list[str], bool | None]:
+    """The report of :func:`azure_first_calls` and its verdict (None: not measured)."""
+    if isinstance(first, str):
+        return [f"Azure Functions cold start + first call: not measured ({first})"], None
+
+    def spread(values: list[float]) -> str:
+        middle = statistics.median(values)
+        return f"median {middle:.0f} ms (min {min(values):.0f}, max {max(values):.0f})"
+
+    ratio = statistics.median(first["azureml"]) / statistics.median(first["local"])
+    given = statistics.median(first["azureml-uri"]) / statistics.median(first["local"])
+    lines = [
+        "Azure Functions cold start + first call (packaged zip, python -S importing "
+        "function_app, one request through AsgiFunctionApp), runs alternating:",
+        f"  provider: local:   {spread(first['local'])}",
+        f"  provider: azureml: {spread(first['azureml'])}  (aad_token: two managed-identity "
+        "tokens, ARM's endpoint GET and the scoring call over TLS to the emulators)",
+        f"  provider: azureml, AIAAS_AZUREML_SCORING_URI given (no ARM call): "
+        f"{spread(first['azureml-uri'])}  (ratio {given:.2f})",
+        f"  ratio azureml / local: {ratio:.2f}",
+    ]
+    return lines, ratio <= 1.3
+
+
 def main() -> int:
     """Deploy the probe locally and on the emulated SageMaker, measure, print the figures
     and verdicts."""
@@ -339,9 +558,19 @@ def main() -> int:
         "--wheel-cache", type=Path, default=Path.home() / ".cache" / "aiaas" / "wheels",
         help="the packagings' wheel cache (aiaas function package --wheel-cache)",
     )  # fmt: skip
+    parser.add_argument(
+        "--only", choices=("all", "azure"), default="all",
+        help="azure: only the Azure Functions package's cold start + first call (issue 17)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.imports < 7:
         parser.error("--imports: at least 7 cold starts make the median (issue 7)")
+    if args.only == "azure":
+        az_lines, az_ok = run_azure(args.imports, args.wheel_cache)
+        mark = {True: "PASS", False: "FAIL", None: "NOT RUN"}[az_ok]
+        print("\n".join([*az_lines, "", "targets:", f"  {mark}  Azure Functions cold start + "
+                         "first call, azureml <= 1.3 x local"]))  # fmt: skip
+        return 0 if az_ok else 1
 
     import boto3
     from mangum import Mangum
@@ -363,9 +592,7 @@ def main() -> int:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
     with tempfile.TemporaryDirectory(prefix="aiaas-fn-bench-") as tmp:
         work = Path(tmp)
-        model_yaml = (
-            "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
-        )
+        model_yaml = MODEL_YAML
         project, sm_project = work / "probe", work / "probe-sagemaker"
         for folder, extra in ((project, ""), (sm_project, SAGEMAKER_YAML)):
             folder.mkdir()
@@ -519,12 +746,15 @@ def main() -> int:
     first_local, first_sm = statistics.median(first["local"]), statistics.median(first["sagemaker"])
     first_ratio = first_sm / first_local
     sm_added = percentile(sm_through, 0.5) - percentile(sm_direct, 0.5)
+    az_lines, az_ok = run_azure(args.imports, args.wheel_cache)
     checks = (
         cold_ms <= 250, zip_size <= 10 * 1024 * 1024, added <= 1.5, async_ratio <= 1.05,
         first_ratio <= 1.3, sm_zip_size <= 10 * 1024 * 1024, sm_added <= 1.5,
-        floor_ratio <= 1.5,
+        floor_ratio <= 1.5, az_ok is not False,
     )  # fmt: skip
     verdict = ["PASS" if ok else "FAIL" for ok in checks]
+    if az_ok is None:
+        verdict[8] = "NOT RUN"
 
     def spread(values: list[float]) -> str:
         middle = statistics.median(values)
@@ -572,7 +802,9 @@ def main() -> int:
         f"({sm_added:.2f} ms)",
         f"  {verdict[7]}  cold start <= 1.5 x floor  ({cold_ms:.0f} / {floor_ms:.0f} ms = "
         f"{floor_ratio:.2f})",
+        f"  {verdict[8]}  Azure Functions cold start + first call, azureml <= 1.3 x local",
     ]
+    lines[lines.index("targets:") - 1 : lines.index("targets:") - 1] = ["", *az_lines]
     print("\n".join(lines))
     return 0 if all(checks) else 1
 
