@@ -194,6 +194,7 @@ class Azure:
         self.endpoints: dict[str, Scoring] = {}
         self.states: dict[str, str] = {}
         self.arm_calls: list[tuple[str, str | None]] = []  # (endpoint, api-version)
+        self.refuse_reads = False
         self.arm_url = ""
         self.ca_bundle = workdir / "ca-bundle.pem"
         self._servers: list[HttpServer] = []
@@ -233,6 +234,8 @@ class Azure:
             return 400, {"error": {"code": "InvalidApiVersionParameter"}}
         if not self.identity.valid(handler.headers.get("Authorization"), self.arm_url):
             return 401, {"error": {"code": "InvalidAuthenticationToken"}}
+        if self.refuse_reads:  # the identity has the score action, not the read action
+            return 403, {"error": {"code": "AuthorizationFailed"}}
         scoring = self.endpoints.get(endpoint)
         if scoring is None or scoring.server is None:
             return 404, {"error": {"code": "ResourceNotFound"}}
@@ -454,6 +457,25 @@ def test_408_429_5xx_and_404_map_to_their_errors(azure: Azure, scoring: Scoring)
         run(client, lambda: client.invoke("probe", EXAMPLE))
     assert not_ready.value.retry_after
     assert len(azure.arm_calls) - mark == 1  # ARM asked whether the endpoint is gone: no
+
+
+def test_an_identity_without_the_read_action_still_gets_not_ready_not_access_denied(
+    azure: Azure, scoring: Scoring
+) -> None:
+    """With the scoring URI given, a function's identity may hold only the score action:
+    ARM's refusal cannot settle a 404, so the call's own finding (NotReady) stands; the
+    readiness route's status says what is missing."""
+    assert scoring.server is not None
+    client = invoker(azure, AIAAS_AZUREML_SCORING_URI=scoring.server.url + "/score")
+    scoring.traffic = {"v-v1digest": 0}
+    azure.refuse_reads = True
+    try:
+        with pytest.raises(NotReady, match="ARM could not tell"):
+            client.invoke_sync("probe", EXAMPLE)
+        with pytest.raises(AccessDenied, match="onlineEndpoints/read"):
+            run(client, lambda: client.status("probe"))
+    finally:
+        azure.refuse_reads = False
 
 
 def test_status_is_arms_provisioning_state(azure: Azure, scoring: Scoring) -> None:

@@ -69,6 +69,7 @@ from adapters.http_invoker import (
 )
 from aiaas.errors import (
     AccessDenied,
+    AiaasError,
     BadRequest,
     ConfigError,
     DeadlineExceeded,
@@ -546,10 +547,13 @@ class AzureMLInvoker(HttpInvoker):
         return fresh != used or unsettled.why == "unreachable"
 
     @staticmethod
-    def _not_ready(unsettled: _Unsettled) -> NotReady:
-        return NotReady(
-            unsettled.message, retry_after=unsettled.retry_after, cloud_text=unsettled.cloud_text
-        )
+    def _not_ready(unsettled: _Unsettled, unanswered: AiaasError | None = None) -> NotReady:
+        """What the call found, as NotReady (with why ARM could not settle it, if it could
+        not: refused, throttled, failed; the identity may lack the endpoint's read action)."""
+        message = unsettled.message
+        if unanswered is not None:
+            message += f" (and ARM could not tell whether it still exists: {unanswered.message})"
+        return NotReady(message, retry_after=unsettled.retry_after, cloud_text=unsettled.cloud_text)
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -604,7 +608,12 @@ class AzureMLInvoker(HttpInvoker):
         try:
             return run_sync(attempts(call, self.retry, _left(deadline, call)), client, self.auth())
         except _Unsettled as unsettled:
-            found = self.describe_sync(endpoint, _left(deadline, call))  # NotFound when gone
+            try:
+                found = self.describe_sync(endpoint, _left(deadline, call))
+            except NotFound:
+                raise
+            except AiaasError as unanswered:  # ARM could not say: what the call found stands
+                raise self._not_ready(unsettled, unanswered) from None
             fresh = self._uri_of(found)
             if not self._send_again(unsettled, uri, fresh):
                 raise self._not_ready(unsettled) from None
@@ -632,7 +641,12 @@ class AzureMLInvoker(HttpInvoker):
                 attempts(call, self.retry, _left(deadline, call)), client, self.auth()
             )
         except _Unsettled as unsettled:
-            found = await self.describe(endpoint, _left(deadline, call))  # NotFound when gone
+            try:
+                found = await self.describe(endpoint, _left(deadline, call))
+            except NotFound:
+                raise
+            except AiaasError as unanswered:  # ARM could not say: what the call found stands
+                raise self._not_ready(unsettled, unanswered) from None
             fresh = self._uri_of(found)
             if not self._send_again(unsettled, uri, fresh):
                 raise self._not_ready(unsettled) from None
