@@ -47,7 +47,15 @@ from emulators.httpserver import HttpServer, KeepAliveHandler
 SCORE_PATH = "/score"
 ML_AUDIENCES = frozenset({"https://ml.azure.com", "https://ml.azure.com/"})
 PIN_HEADER = "azureml-model-deployment"
-FORWARDED_HEADERS = ("Content-Type", "Accept", "x-request-id", "x-ms-client-request-id")
+FORWARDED_HEADERS = (
+    "Content-Type",
+    "Accept",
+    "x-request-id",
+    "x-ms-client-request-id",
+    "x-aiaas-timeout-ms",
+)
+"""The caller's headers the container sees. Assumed: Azure ML documents no list of the headers
+it passes to a custom container; the request ids and aiaas's deadline header are passed here."""
 NO_TRAFFIC = (
     "No valid deployments to route to. Please check that the endpoint has at least one "
     "deployment with positive weight values or use a deployment specific header to route."

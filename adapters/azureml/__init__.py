@@ -155,7 +155,15 @@ SPEC = ProviderSpec(
             "set by Azure Functions when the app's managed identity is on (auth_mode "
             "aad_token: the identity needs the endpoint's score action)"
         ),
-        "AIAAS_AZUREML_SCORING_URI": "the endpoint's scoring URI (optional with aad_token)",
+        "MSI_ENDPOINT / MSI_SECRET": (
+            "the older managed-identity protocol (2017-09-01), used when IDENTITY_ENDPOINT is "
+            "not set"
+        ),
+        "AZURE_CLIENT_ID": "a user-assigned identity's client id (optional)",
+        "AIAAS_AZUREML_SCORING_URI": (
+            "the endpoint's scoring URI (optional with aad_token: read from ARM, which needs "
+            "the onlineEndpoints/read action too)"
+        ),
         "AIAAS_AZUREML_KEY": "the endpoint key (auth_mode key only; from Key Vault)",
     },
     invoke_requirements=("httpx>=0.27",),
