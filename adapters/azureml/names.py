@@ -5,7 +5,8 @@ the invoke path imports it).
   unique per *region*, not per workspace, so two projects (or workspaces) deploying ``iris``
   in one region must not collide; the hash is 6 hex digits of
   ``<subscription>/<resource group>/<workspace>/<prefix>`` (:func:`project_hash`);
-- each **online deployment** (one per version) is ``v-<the bundle's version>``, cut to fit;
+- each **online deployment** (one per version and deployment settings) is
+  ``v-<the bundle's version>-<settings hash>``, cut to fit;
 - the **model** is registered as ``<endpoint>`` at version ``<the bundle's version>``, the
   **environment** (the one image) as ``aiaas-image`` at a version naming the image;
 - everything carries the tags :data:`PROJECT_TAG` (the prefix), :data:`DEPLOYMENT_TAG` and
@@ -98,13 +99,20 @@ def endpoint_name(deployment: str, settings: Workspace) -> str:
     return name
 
 
-def deployment_name(version: str) -> str:
-    """The online deployment that runs bundle version ``version`` (its digest)."""
+def deployment_name(version: str, spec: str = "") -> str:
+    """The online deployment that runs bundle version ``version`` (its digest) with the
+    deployment settings hashed into ``spec`` (a few hex digits; empty: none). A settings
+    change of the same digest (another SKU, instance count, server setting) is a new
+    deployment beside the live one, as Azure ML cannot change a deployment's SKU in place."""
     cleaned = re.sub(r"[^A-Za-z0-9]+", "-", version).strip("-").lower()
-    return check_name("deployment", f"v-{cleaned}"[:MAX_NAME].rstrip("-"))
+    suffix = f"-{spec.lower()}" if spec else ""
+    head = f"v-{cleaned}"[: MAX_NAME - len(suffix)].rstrip("-")
+    return check_name("deployment", head + suffix)
 
 
 def version_of(deployment: str) -> str | None:
     """The bundle version a deployment named by :func:`deployment_name` runs (None for
     another name)."""
-    return deployment[2:] if deployment.startswith("v-") else None
+    if not deployment.startswith("v-"):
+        return None
+    return deployment[2:].split("-", 1)[0] or None
