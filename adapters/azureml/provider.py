@@ -20,7 +20,8 @@ the new deployment is created at 0 % traffic, smoke-tested pinned with
   SDK leaves in ``os.environ`` is put back), ``AIAAS_AZURE_CA_BUNDLE`` is passed explicitly
   to every client, ``AIAAS_AZURE_BLOB_URL`` names the blob account.
 - **Quiet**: azure-ai-ml's pollers print a dot to stdout on every poll, from their own
-  threads; the pollers this provider starts print nothing (:func:`_quiet_polling`).
+  threads; the pollers this provider starts print nothing (:func:`_quiet_polling`), and the
+  SDK's INFO lines on stderr are off (:func:`_quiet_sdk_logging`).
 
 Every SDK failure is mapped once, by :func:`adapters.azureml.errors.azure_error`.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -118,6 +120,17 @@ def _quiet_polling() -> None:
         AzureMLPolling.initialize = quiet_initialize  # type: ignore[method-assign]
         AzureMLPolling.update_status = quiet_update  # type: ignore[method-assign]
         AzureMLPolling._aiaas_quiet = True  # type: ignore[attr-defined]
+
+
+def _quiet_sdk_logging() -> None:
+    """azure-ai-ml gives its loggers INFO and a handler on the stderr of its import time
+    (``initialize_logger_info``: "Check: endpoint x exists", ...): the CLI's bar is the
+    progress. Its warnings stay."""
+    loggers = logging.root.manager.loggerDict
+    for name in [n for n in loggers if n == "azure.ai.ml" or n.startswith("azure.ai.ml.")]:
+        logger = logging.getLogger(name)
+        if logger.level and logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 @contextmanager
@@ -262,6 +275,7 @@ class AzureMLProvider(Provider):
         from azure.ai.ml import MLClient
 
         _quiet_polling()
+        _quiet_sdk_logging()
         s = self.settings
         kwargs: dict[str, Any] = {"enable_telemetry": False, "show_progress": False}
         if self.ca_bundle:
