@@ -129,13 +129,13 @@ def test_the_selected_providers_required_settings_are_reported_missing(acme: Pat
 def test_a_section_of_a_provider_that_is_not_installed_names_the_installed_ones(
     acme: Path,
 ) -> None:
-    path = _config(acme, "model: {entrypoint: m:M}\nazureml: {workspace: w}\n")
+    path = _config(acme, "model: {entrypoint: m:M}\nnimbus: {workspace: w}\n")
     with pytest.raises(
-        ConfigError, match=r"azureml: unknown key .*installed providers: acme, local"
+        ConfigError, match=r"nimbus: unknown key .*installed providers: acme, azureml, local"
     ):
         load_config(path, env={})
-    path = _config(acme, "model: {entrypoint: m:M}\nprovider: azureml\n")
-    with pytest.raises(ConfigError, match=r"provider: unknown provider 'azureml'; installed: acme"):
+    path = _config(acme, "model: {entrypoint: m:M}\nprovider: nimbus\n")
+    with pytest.raises(ConfigError, match=r"provider: unknown provider 'nimbus'; installed: acme"):
         load_config(path, env={})
 
 

@@ -66,8 +66,14 @@ T = TypeVar("T")
 ARCHIVE = "model.tar.gz"
 MANIFEST_BLOB = "aiaas-manifest.json"  # beside the archive: live_manifest reads it
 DATASTORE = "workspaceblobstore"  # the workspace's default datastore
-CLOUD_NAME = "AiaasArmOverride"
-"""The name azure-ai-ml's cloud registry gets for ``AIAAS_AZURE_ARM_URL``."""
+CLOUD_PREFIX = "AiaasArm"
+"""azure-ai-ml's cloud registry keeps the first metadata registered under a name for the
+whole process: each ARM URL gets a name of its own (:func:`cloud_name`)."""
+
+
+def cloud_name(arm_url: str) -> str:
+    """The name azure-ai-ml's cloud registry gets for ARM at ``arm_url``."""
+    return CLOUD_PREFIX + hashlib.sha256(arm_url.encode()).hexdigest()[:12]
 SERVER_PORT = 8080
 """The port the model server listens on in the container (``AIAAS_PORT`` unset: its
 default), which Azure ML's probes and scoring route reach."""
@@ -298,7 +304,7 @@ class AzureMLProvider(Provider):
                 s.subscription_id,
                 s.resource_group,
                 s.workspace,
-                cloud=CLOUD_NAME,
+                cloud=cloud_name(url),
                 cloud_metadata=metadata,
                 **kwargs,
             )
