@@ -1,4 +1,4 @@
-"""Every ``aiaas ...`` command line the README and docs/providers/sagemaker.md show in their
+"""Every ``aiaas ...`` command line the README and docs/providers/*.md show in their
 shell blocks parses with the real CLI (issue 16, item 31): click's own parser, run without
 calling the command, refuses an unknown option, a missing value or a stray argument; and a
 deployment name is one (a JSON body given without ``-d`` would be read as the name). The
@@ -19,7 +19,7 @@ from aiaas.cli.commands import _is_click_error
 from aiaas.config import ModelSection
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("README.md", "docs/providers/sagemaker.md")
+DOCS = ("README.md", "docs/providers/sagemaker.md", "docs/providers/azureml.md", "docs/rehearse.md")
 SHELL_BLOCK = re.compile(r"^```(?:bash|sh)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 NAME = re.compile(next(m.pattern for m in ModelSection.model_fields["name"].metadata))
 
@@ -59,6 +59,7 @@ def test_the_docs_show_commands_of_every_kind() -> None:
     shown = {(doc, args[0]) for doc, args in COMMANDS}
     for command in ("deploy", "invoke", "status", "logs", "delete"):
         assert ("docs/providers/sagemaker.md", command) in shown
+        assert ("docs/providers/azureml.md", command) in shown
     assert ("README.md", "init") in shown and ("README.md", "function") in shown
 
 
