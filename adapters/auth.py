@@ -11,18 +11,27 @@
   protocol, ``MSI_ENDPOINT`` and ``MSI_SECRET``, api-version 2017-09-01), fetched over httpx
   (no ``azure-identity`` on a cold start), cached and fetched again before it expires;
   concurrent callers wait for one fetch. A request the callee refuses with 401 is sent once
-  more with a freshly fetched token (a token revoked before its expiry).
+  more with a freshly fetched token (a token revoked before its expiry), unless the fetch
+  gives the refused token back (the identity endpoint caches its tokens): then the 401 stands.
 - :class:`CredentialBearer`: ``Authorization: Bearer <token>`` from any object with azure-core's
   ``get_token(scope)`` (the control plane's azure-identity credential), without importing it.
+  On 401 the token is asked for once more; azure-identity's credentials cache their tokens
+  and azure-core's ``get_token`` has no force-refresh flag, so when the answer is the
+  refused token the request is not sent again (the 401 stands, for the caller to map).
 
 A refused or failed token fetch raises the typed error (:class:`~aiaas.errors.AccessDenied`,
-:class:`~aiaas.errors.NotReady`) out of the call, so the invoke loop does not retry it.
+:class:`~aiaas.errors.NotReady`) out of the call, so the invoke loop does not retry it. No
+error carries a token, a key or the identity secret: a 200 answer from the identity endpoint
+is never quoted (only what is missing or malformed in it, by name and type), and its error
+answers go to the error's ``cloud_text`` (the operator's log), not its message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import re
 import ssl
 import threading
@@ -175,6 +184,41 @@ class Token:
         return now < self.expires_on - margin
 
 
+def token_of(body: bytes, now: float, where: str) -> Token:
+    """The token in a managed-identity 200 answer (``access_token`` and ``expires_on``, or
+    ``expires_in``), fetched at ``now``. ProviderError naming the missing or unparsable key
+    and its JSON type, never a value: the body holds the access token."""
+
+    def malformed(what: str) -> ProviderError:
+        return ProviderError(f"{where} answered 200 {what}")
+
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise malformed(f"with a body that is not JSON ({len(body)} bytes)") from None
+    if not isinstance(answer, dict):
+        raise malformed(f"with a JSON {type(answer).__name__}, not an object")
+    value = answer.get("access_token")
+    if not isinstance(value, str) or not value:
+        kind = "missing" if value is None else f"a {type(value).__name__}"
+        raise malformed(f"without an access_token string ({kind})")
+    key = "expires_on" if answer.get("expires_on") is not None else "expires_in"
+    given = answer.get(key)
+    if given is None:
+        raise malformed("without expires_on (or expires_in)")
+    expires = math.nan
+    if isinstance(given, str | int | float) and not isinstance(given, bool):
+        with contextlib.suppress(ValueError):
+            expires = expiry_seconds(given) if key == "expires_on" else now + float(given)
+    if not math.isfinite(expires):
+        form = "epoch seconds or a date" if key == "expires_on" else "a number of seconds"
+        raise malformed(
+            f"with an {key} that is not {form} (a {type(given).__name__} of "
+            f"{len(str(given))} characters)"
+        )
+    return Token(value, now, expires)
+
+
 class ManagedIdentityBearer(httpx.Auth):
     """``Authorization: Bearer <token>`` with an Entra ID token for ``resource`` from the
     managed-identity endpoint: ``GET <endpoint>?resource=<r>&api-version=2019-08-01`` with
@@ -184,7 +228,8 @@ class ManagedIdentityBearer(httpx.Auth):
     loop for async callers, per process for sync ones). A request answered 401 is sent once
     more with a token fetched anew (:attr:`refreshes` counts them): the callee may refuse a
     token before its expiry (revoked, or the identity's roles changed); a second 401 is the
-    callee's answer.
+    callee's answer. When the fetch gives the refused token back (App Service's endpoint
+    caches tokens) the request is not sent again: the 401 stands (:attr:`unchanged`).
 
     The token request goes to ``endpoint`` alone: plain HTTP on the host's loopback in Azure
     (no CA bundle is loaded for it); an ``https`` endpoint is verified with ``ca_bundle``,
@@ -213,7 +258,8 @@ class ManagedIdentityBearer(httpx.Auth):
         self.timeout = timeout
         self.protocol: IdentityProtocol = protocol
         self.fetches = 0
-        self.refreshes = 0
+        self.refreshes = 0  # 401s sent again with a new token
+        self.unchanged = 0  # 401s that stood: the endpoint gave the refused token back
         self._secret = secret
         self._clock = clock
         self._ca_bundle = ca_bundle
@@ -274,31 +320,26 @@ class ManagedIdentityBearer(httpx.Auth):
         return request
 
     def _token_from(self, sent: httpx.Response | httpx.TransportError, now: float) -> Token:
-        """The token in the identity endpoint's answer, or the typed error."""
+        """The token in the identity endpoint's answer, or the typed error. A 200 answer holds
+        the token: it is never quoted in an error, which names only what is wrong with it."""
         where = f"the managed-identity endpoint {self.endpoint} (resource {self.resource})"
         if isinstance(sent, httpx.TransportError):
-            raise NotReady(f"{where} is not reachable: {sent!r}", retry_after=1.0)
-        status = sent.status_code
-        said = sent.text[:200]
-        if status in (400, 401, 403, 404):
-            raise AccessDenied(
-                f"{where} refused a token ({status}): {said} (is the identity switched on, "
-                "and allowed this resource?)"
+            raise NotReady(
+                f"{where} is not reachable ({type(sent).__name__})",
+                retry_after=1.0,
+                cloud_text=repr(sent),
             )
+        status = sent.status_code
         if status != 200:
-            raise NotReady(f"{where} failed ({status}): {said}", retry_after=1.0)
-        try:
-            answer = json.loads(sent.content)
-            value = str(answer["access_token"])
-            if answer.get("expires_on") is None and answer.get("expires_in") is not None:
-                expires = now + float(answer["expires_in"])
-            else:
-                expires = expiry_seconds(answer["expires_on"])
-            return Token(value, now, expires)
-        except (ValueError, KeyError, TypeError):
-            raise ProviderError(
-                f"{where} answered 200 without access_token and expires_on: {said!r}"
-            ) from None
+            said = sent.text[:200].strip() or None  # an error answer: the operator's log only
+            if status in (400, 401, 403, 404):
+                raise AccessDenied(
+                    f"{where} refused a token ({status}): is the identity switched on, and "
+                    "allowed this resource?",
+                    cloud_text=said,
+                )
+            raise NotReady(f"{where} failed ({status})", retry_after=1.0, cloud_text=said)
+        return token_of(sent.content, now, where)
 
     def _usable(self) -> Token | None:
         token = self._token
@@ -356,8 +397,12 @@ class ManagedIdentityBearer(httpx.Auth):
         if response.status_code == 401:
             with self._sync_lock:
                 self._forget(used)
+            fresh = self.token_sync()
+            if fresh == used:  # the endpoint gave the refused token back: the 401 stands
+                self.unchanged += 1
+                return
             self.refreshes += 1
-            request.headers["Authorization"] = f"Bearer {self.token_sync()}"
+            request.headers["Authorization"] = f"Bearer {fresh}"
             yield request
 
     async def async_auth_flow(
@@ -368,8 +413,12 @@ class ManagedIdentityBearer(httpx.Auth):
         response = yield request
         if response.status_code == 401:
             self._forget(used)  # no await between: no other task runs meanwhile
+            fresh = await self.token()
+            if fresh == used:
+                self.unchanged += 1
+                return
             self.refreshes += 1
-            request.headers["Authorization"] = f"Bearer {await self.token()}"
+            request.headers["Authorization"] = f"Bearer {fresh}"
             yield request
 
 
@@ -384,12 +433,19 @@ class TokenSource(Protocol):
 class CredentialBearer(httpx.Auth):
     """``Authorization: Bearer <token>`` for ``scope`` from ``credential.get_token`` (the
     control plane's azure-identity credential, which caches its tokens; nothing of azure
-    is imported here). On 401 the token is asked for once more, then the answer stands.
-    The async flow asks in a worker thread: a credential's ``get_token`` may block."""
+    is imported here). On 401 the token is asked for once more and the request sent again
+    with it (:attr:`refreshes`), unless the credential gives the refused token back
+    (:attr:`unchanged`): azure-core's ``get_token`` takes no force-refresh flag and
+    azure-identity answers from its cache until near the expiry, so sending it again would
+    only be refused again; the 401 then stands at once, for the caller to map
+    (``AccessDenied``). The async flow asks in a worker thread: a credential's
+    ``get_token`` may block."""
 
     def __init__(self, credential: TokenSource, scope: str) -> None:
         self.credential = credential
         self.scope = scope
+        self.refreshes = 0  # 401s sent again with a new token
+        self.unchanged = 0  # 401s that stood: the credential had no newer token
 
     def __repr__(self) -> str:
         return f"CredentialBearer({self.scope!r})"
@@ -397,20 +453,34 @@ class CredentialBearer(httpx.Auth):
     def _token(self) -> str:
         return str(self.credential.get_token(self.scope).token)
 
+    def _again(self, used: str, fresh: str) -> bool:
+        """Whether to send a refused request again with ``fresh`` (counted either way)."""
+        if fresh == used:
+            self.unchanged += 1
+            return False
+        self.refreshes += 1
+        return True
+
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._token()}"
+        used = self._token()
+        request.headers["Authorization"] = f"Bearer {used}"
         response = yield request
         if response.status_code == 401:
-            request.headers["Authorization"] = f"Bearer {self._token()}"
-            yield request
+            fresh = self._token()
+            if self._again(used, fresh):
+                request.headers["Authorization"] = f"Bearer {fresh}"
+                yield request
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        request.headers["Authorization"] = f"Bearer {await asyncio.to_thread(self._token)}"
+        used = await asyncio.to_thread(self._token)
+        request.headers["Authorization"] = f"Bearer {used}"
         response = yield request
         if response.status_code == 401:
-            request.headers["Authorization"] = f"Bearer {await asyncio.to_thread(self._token)}"
-            yield request
+            fresh = await asyncio.to_thread(self._token)
+            if self._again(used, fresh):
+                request.headers["Authorization"] = f"Bearer {fresh}"
+                yield request

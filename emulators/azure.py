@@ -51,7 +51,8 @@ Gaps from Azure (each also named where it is handled):
 - one container per deployment whatever ``instance_count``; a GPU SKU's container runs on this
   host's CPU (``AIAAS_DEVICE`` is dropped);
 - the model is copied with the account key, not the endpoint's identity; only the
-  ``workspaceblobstore`` datastore exists;
+  ``workspaceblobstore`` datastore exists; a model registered by an https blob URL is
+  copied when the blob is in the emulated account (any container), not from another account;
 - error codes and texts marked "assumed" were not seen in a primary source; an endpoint's own
   operation completes at once (Azure takes a minute or two);
 - asset versions (models, environments) are immutable: a PUT that changes one is refused 409
@@ -63,6 +64,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import re
 import shutil
 import ssl
@@ -80,6 +82,7 @@ from emulators.azure_scoring import (
     EndpointView,
     Route,
     ScoringCall,
+    ScoringHold,
     ScoringServer,
     TlsServer,
 )
@@ -96,6 +99,7 @@ __all__ = [
     "AzureContainer",
     "AzureEmulator",
     "ScoringCall",
+    "ScoringHold",
     "running",
 ]
 
@@ -128,6 +132,11 @@ DEFAULT_REQUEST_TIMEOUT_MS = 5000  # RequestSettings' defaults (YAML reference)
 DEFAULT_MAX_CONCURRENT = 1
 CONTAINER_PORT = 8080  # where aiaas's entrypoint listens without AIAAS_PORT
 RETRY_AFTER_MS = "10"
+LOG = logging.getLogger(__name__)
+"""The emulator's log: an ARM request it failed on (a bug) is logged here with its traceback;
+the client gets a plain 500 ``InternalServerError``."""
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
+               bool: "boolean", type(None): "null"}  # fmt: skip
 
 
 def _skus() -> frozenset[str]:
@@ -168,6 +177,7 @@ class ArmCall:
     headers: dict[str, str]  # a subset: user-agent, x-ms-client-request-id, content-type
     body: Any  # the JSON body (None when there was none)
     status: int
+    received: float = 0.0  # time.monotonic() on arrival
 
 
 @dataclass(frozen=True)
@@ -265,6 +275,26 @@ def _name_problem(kind: str, name: str) -> str | None:
         f"{kind} name '{name}' is invalid: it must start with a letter, be 3-32 characters "
         "long, and contain only letters, digits and single dashes (not ending with one)."
     )
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _member(doc: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    """``doc[key]`` as a JSON object (absent or null: empty); a malformed body is ARM's 400
+    ``InvalidRequestContent`` (the code ARM gives a body it cannot read; the text is assumed)."""
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ArmError(
+            400,
+            "InvalidRequestContent",
+            f"The request content was invalid: {where}{key} must be a JSON object, not a "
+            f"JSON {_json_type(value)}.",
+        )
+    return value
 
 
 class AzureEmulator:
@@ -452,13 +482,15 @@ class AzureEmulator:
         status: int,
         code: str = "TooManyRequests",
         message: str = "The request is being throttled.",
+        *,
+        retry_after_ms: int = int(RETRY_AFTER_MS),
     ) -> None:
         """The next ARM ``method`` request whose path contains ``path_contains`` (case
         ignored) is answered ``status`` with ``code`` and ``message`` instead of being carried
         out (ARM's throttling: 429 ``TooManyRequests``; or a 5xx). Gap: ARM's ``Retry-After``
-        is in seconds, which azure-core prefers; the emulator sends ``retry-after-ms: 10`` only,
-        so a client waits 10 ms."""
-        headers = {"retry-after-ms": RETRY_AFTER_MS} if status in (429, 503) else {}
+        is in seconds, which azure-core prefers; the emulator sends ``retry-after-ms`` only
+        (``retry_after_ms``, 10 by default), so a client waits that long."""
+        headers = {"retry-after-ms": str(retry_after_ms)} if status in (429, 503) else {}
         with self._lock:
             self._refusals.append(
                 (method.upper(), path_contains.lower(), ArmError(status, code, message, headers))
@@ -494,6 +526,13 @@ class AzureEmulator:
             probability=probability,
             seed=seed,
         )
+
+    def hold(self, endpoint: str) -> ScoringHold:
+        """Hold the endpoint's scoring calls once they take their in-flight slot, before
+        they reach the container, until the hold is released (a test's deterministic
+        "these calls are in flight"); :meth:`ScoringHold.wait_held` waits for them."""
+        with self._lock:
+            return self._endpoints[endpoint.lower()].server.hold()
 
     def clear_faults(self) -> None:
         """Forget every scripted fault and deployment failure."""
@@ -555,7 +594,11 @@ class AzureEmulator:
     def handle(
         self, method: str, raw_path: str, headers: dict[str, str], raw: bytes
     ) -> tuple[int, dict[str, str], Any]:
-        """(status, headers, JSON body or None) for one ARM request; recorded."""
+        """(status, headers, JSON body or None) for one ARM request; recorded. A body that is
+        not JSON, or whose shape is wrong (a list, a ``properties`` that is not an object), is
+        ARM's 400 ``InvalidRequestContent``; anything else the emulator fails on is a 500
+        ``InternalServerError`` (the traceback goes to :data:`LOG`, never to the client)."""
+        received = time.monotonic()
         split = urlsplit(raw_path)
         path = split.path
         query = {k: v[0] for k, v in parse_qs(split.query).items()}
@@ -572,13 +615,35 @@ class AzureEmulator:
                 raise refusal
             if isinstance(body, str):
                 raise ArmError(400, "InvalidRequestContent", "The request content is not JSON.")
+            if body is not None and not isinstance(body, dict):
+                raise ArmError(  # every ARM body here is an object (the text is assumed)
+                    400,
+                    "InvalidRequestContent",
+                    f"The request content was invalid: a JSON {_json_type(body)}, not an object.",
+                )
             status, out, answer = self._route(method, path, version, body)
         except ArmError as err:
             status, out = err.status, err.headers
             answer = {"error": {"code": err.code, "message": err.message}}
+        except Exception:  # an emulator bug: a 500 for the client, the traceback in the log
+            LOG.exception("emulated ARM failed on %s %s", method, raw_path)
+            status, out = 500, {}
+            answer = {
+                "error": {
+                    "code": "InternalServerError",
+                    "message": "The emulated ARM failed on this request; its log has the "
+                    "traceback.",
+                }
+            }
         self._calls.add(
             ArmCall(
-                method, path, version, {k: headers[k] for k in kept if k in headers}, body, status
+                method,
+                path,
+                version,
+                {k: headers[k] for k in kept if k in headers},
+                body,
+                status,
+                received,
             )
         )
         return status, out, answer
@@ -862,7 +927,11 @@ class AzureEmulator:
             return 200, {}, None
         if method != "PUT":
             raise ArmError(405, "MethodNotAllowed", f"{method} on {kind} is not emulated.")
-        props = dict((body or {}).get("properties") or {})
+        props = dict(_member(body or {}, "properties"))
+        if kind == "environments":
+            inference = _member(props, "inferenceConfig", "properties.")
+            for route in ("livenessRoute", "readinessRoute", "scoringRoute"):
+                _member(inference, route, "properties.inferenceConfig.")
         fields = ("modelUri", "modelType") if kind == "models" else ("image", "inferenceConfig")
         if key in store:
             old = store[key]["properties"]
@@ -1018,7 +1087,14 @@ class AzureEmulator:
         self._check_location(body)
         if endpoint is not None and endpoint.doc["properties"]["provisioningState"] == "Deleting":
             raise ArmError(409, "Conflict", f"Endpoint {name} is being deleted.")  # assumed
-        props = dict(body.get("properties") or {})
+        props = dict(_member(body, "properties"))
+        for key in ("traffic", "mirrorTraffic", "properties"):
+            _member(props, key, "properties.")
+        tags, identity = _member(body, "tags"), _member(body, "identity")
+        # Assumed: a PUT may change an existing endpoint's authMode (Key <-> AADToken); the
+        # REST spec requires authMode on every PUT and names no refusal, and azure-ai-ml
+        # 1.35.2 sends it on each update without checking it against the endpoint's. The
+        # keys are kept; scoring follows the new mode at once.
         mode = props.get("authMode") or "Key"
         modes = {"key": "Key", "aadtoken": "AADToken", "amltoken": "AMLToken"}
         if str(mode).lower() not in modes:
@@ -1059,9 +1135,9 @@ class AzureEmulator:
         doc = endpoint.doc
         doc["systemData"] = self._system_data(doc.get("systemData"))
         doc["location"] = self.region
-        doc["tags"] = dict(body.get("tags") or {})
+        doc["tags"] = dict(tags)
         doc["identity"] = {
-            "type": (body.get("identity") or {}).get("type") or "SystemAssigned",
+            "type": identity.get("type") or "SystemAssigned",
             "principalId": self.identity.principal_id,
             "tenantId": self.identity.tenant_id,
         }
@@ -1217,8 +1293,11 @@ class AzureEmulator:
             raise ArmError(
                 409, "Conflict", f"Deployment {name} is {dep.state}: wait for it to finish."
             )  # assumed
-        props = dict(body.get("properties") or {})
-        sku = dict(body.get("sku") or {"name": "Default", "capacity": 1})
+        props = dict(_member(body, "properties"))
+        for key in ("requestSettings", "environmentVariables", "scaleSettings"):
+            _member(props, key, "properties.")
+        tags = _member(body, "tags")
+        sku = dict(_member(body, "sku") or {"name": "Default", "capacity": 1})
         instance_type = str(props.get("instanceType") or "")
         canonical = _SKUS_LOWER.get(instance_type.lower())
         if canonical is None:
@@ -1234,6 +1313,16 @@ class AzureEmulator:
                 400, "BadArgument", f"Instance count must be 1-{MAX_INSTANCES}, not {count}."
             )
         settings = props.get("requestSettings") or {}
+        concurrent = settings.get("maxConcurrentRequestsPerInstance")
+        if concurrent is not None and (
+            not isinstance(concurrent, int) or isinstance(concurrent, bool) or concurrent < 1
+        ):
+            raise ArmError(
+                400,
+                "BadArgument",  # assumed text
+                f"max_concurrent_requests_per_instance must be a positive integer, not "
+                f"{concurrent!r}.",
+            )
         timeout_ms = 1000 * _duration_s(settings.get("requestTimeout"), 5.0)
         if timeout_ms > MAX_REQUEST_TIMEOUT_MS:
             raise ArmError(
@@ -1260,7 +1349,10 @@ class AzureEmulator:
         routes = {
             k: inference.get(k) or {} for k in ("livenessRoute", "readinessRoute", "scoringRoute")
         }
-        if not all(r.get("path") and r.get("port") for r in routes.values()):
+        if not all(
+            isinstance(r.get("path"), str) and r["path"] and str(r.get("port") or "").isdigit()
+            for r in routes.values()
+        ):
             raise ArmError(
                 400,
                 "BadArgument",
@@ -1289,7 +1381,7 @@ class AzureEmulator:
             "type": f"{PROVIDER}/workspaces/onlineEndpoints/deployments",
             "kind": "Managed",
             "location": self.region,
-            "tags": dict(body.get("tags") or {}),
+            "tags": dict(tags),
             "sku": {
                 "name": sku.get("name") or "Default",
                 "tier": "Standard",
@@ -1354,24 +1446,58 @@ class AzureEmulator:
                 op.finish()
         stop_all(stop)
 
-    def _copy_model(self, dep: _Deployment, model: dict[str, Any], target: Path) -> str | None:
-        """Download the model version's datastore path into ``target`` (None, or why not)."""
-        uri = str(model["properties"].get("modelUri") or "")
+    def _blob_path(self, uri: str) -> tuple[str, str] | str:
+        """(container, blob prefix) of a model URI in the emulated storage account, or why
+        it cannot be copied: a datastore path (``azureml://[...]datastores/<ds>/paths/<p>``,
+        ``workspaceblobstore`` only), or an https blob URL of the emulated account (any
+        container), as Azurite serves it (``https://127.0.0.1:<port>/devstoreaccount1/<c>/<p>``)
+        or as Azure names it (``https://devstoreaccount1.blob.core.windows.net/<c>/<p>``).
+        Gap: another account's blobs (any other host) cannot be copied."""
         match = re.fullmatch(
             r"azureml://(?:subscriptions/[^/]+/resourcegroups/[^/]+/workspaces/[^/]+/)?"
             r"datastores/([^/]+)/paths/(.+)",
             uri,
             re.IGNORECASE,
         )
-        if not match:
-            return f"Model URI {uri} is not a datastore path (azureml://datastores/.../paths/...)."
-        if match.group(1).lower() != DATASTORE:
-            return f"Datastore {match.group(1)} not found."
-        prefix = match.group(2)
+        if match:
+            if match.group(1).lower() != DATASTORE:
+                return f"Datastore {match.group(1)} not found."
+            return self.blob_container, match.group(2)
+        split = urlsplit(uri)
+        account_url = urlsplit(self.blob_url)
+        path = split.path.lstrip("/")
+        if split.scheme.lower() == "https" and split.netloc.lower() == account_url.netloc:
+            account, _, path = path.partition("/")
+            if account != ACCOUNT:
+                path = ""
+        elif split.scheme.lower() != "https" or split.netloc.lower() != (
+            f"{ACCOUNT}.blob.core.windows.net"
+        ):
+            path = ""
+        container, _, prefix = path.partition("/")
+        if not container or not prefix:
+            return (
+                f"Model URI {uri} is neither a datastore path (azureml://datastores/.../paths/"
+                f"...) nor a blob of storage account {ACCOUNT} (https://.../<container>/<path>)."
+            )
+        return container, prefix
+
+    def _copy_model(self, dep: _Deployment, model: dict[str, Any], target: Path) -> str | None:
+        """Download the model version's blobs into ``target`` (None, or why not)."""
+        uri = str(model["properties"].get("modelUri") or "")
+        where = self._blob_path(uri)
+        if isinstance(where, str):
+            return where
+        container_name, prefix = where
         dep.init_log.append(f"Downloading {uri} to {target}")
-        container = self._blob().get_container_client(self.blob_container)
+        container = self._blob().get_container_client(container_name)
         folder = prefix.endswith("/")
-        names = [b.name for b in container.list_blobs(name_starts_with=prefix)]
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            names = [b.name for b in container.list_blobs(name_starts_with=prefix)]
+        except ResourceNotFoundError:
+            return f"Blob container {container_name} not found in storage account {ACCOUNT}."
         if not folder:  # a file, or a folder named without its slash
             names = [n for n in names if n == prefix or n.startswith(prefix + "/")]
         if not names:

@@ -15,16 +15,22 @@ it gets a DNS error in Azure. ``POST /score`` is checked and routed as Azure doe
 - mirror traffic: that share of the unpinned calls is also sent to the mirrored deployment,
   whose answer is dropped;
 - 429 past ``2 * max_concurrent_requests_per_instance * instance_count`` requests in flight on
-  the deployment; 408 past ``request_timeout_ms``; 424 when the container answers >= 400,
+  the deployment; 408 past ``request_timeout_ms`` (a total deadline on the container's call,
+  from connecting to the last byte of its answer: a container that trickles bytes gets it
+  too); 424 when the container answers >= 400,
   with ``ms-azureml-model-error-statuscode`` and ``-reason`` and the container's body passed
   through; 502 when the container cannot be reached;
 - every answer names the deployment in ``azureml-model-deployment``.
 
 Gaps from Azure: the error bodies' texts are assumed (Azure's are not documented; whether it
 passes the container's body through on 424 is not either); ``AMLToken`` endpoints are not
-scored (401); no per-endpoint RPS or bandwidth limits, no payload limit; a request timeout is
-a socket timeout on the container's connection (it restarts with each byte received);
-instances are one container whatever the instance count (only the 429 bound uses the count).
+scored (401); no per-endpoint RPS or bandwidth limits, no payload limit; the request timeout
+starts when the front end connects to the container (Azure's clock may start earlier, at its
+own front door); instances are one container whatever the instance count (only the 429 bound
+uses the count).
+
+:meth:`ScoringServer.stop` closes the port, aborts the calls still at a container (mirrored
+copies included) and waits for the mirror threads: nothing of an endpoint outlives it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
+import socket
 import ssl
 import threading
 import time
@@ -45,6 +53,7 @@ from emulators.faults import CallLog, Faults
 from emulators.httpserver import HttpServer, KeepAliveHandler
 
 SCORE_PATH = "/score"
+LOG = logging.getLogger(__name__)
 ML_AUDIENCES = frozenset({"https://ml.azure.com", "https://ml.azure.com/"})
 PIN_HEADER = "azureml-model-deployment"
 FORWARDED_HEADERS = (
@@ -139,6 +148,42 @@ class _Answer(Exception):
         self.status, self.message, self.deployment = status, message, deployment
 
 
+class ScoringHold:
+    """Holds the calls that reach it until released: each :meth:`enter` blocks (counted in
+    :attr:`held`) until :meth:`release`. A test's way to keep calls in flight without
+    guessing how long they take."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.held = 0
+        self.released = False
+
+    def enter(self) -> None:
+        """Count this call and wait for the release."""
+        with self._cond:
+            self.held += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self.released)
+
+    def wait_held(self, count: int, timeout_s: float = 30.0) -> None:
+        """Wait until ``count`` calls are held (TimeoutError after ``timeout_s``)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.held >= count, timeout_s):
+                raise TimeoutError(f"{self.held} of {count} calls held after {timeout_s} s")
+
+    def release(self) -> None:
+        """Let every held call (and any later one) go on."""
+        with self._cond:
+            self.released = True
+            self._cond.notify_all()
+
+    def __enter__(self) -> ScoringHold:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
 class ScoringServer:
     """One endpoint's scoring host (see the module's text)."""
 
@@ -161,6 +206,10 @@ class ScoringServer:
         self._weights: tuple[tuple[str, int], ...] = ()
         self._current: dict[str, int] = {}
         self._unpinned = 0
+        self._hold: ScoringHold | None = None
+        self._mirrors: list[threading.Thread] = []  # mirrored copies on their way
+        self._open: set[http.client.HTTPConnection] = set()  # calls at a container now
+        self._stopped = False
         server = self
 
         class Handler(_Handler):
@@ -174,9 +223,35 @@ class ScoringServer:
         """Serve on a free port of 127.0.0.1."""
         self._http.start()
 
-    def stop(self) -> None:
-        """Close the port (a client then gets a connect error)."""
+    def stop(self, join_timeout_s: float = 10.0) -> None:
+        """Close the port (a client then gets a connect error), abort the calls still at a
+        container and wait for the mirror threads."""
         self._http.stop()
+        with self._lock:
+            self._stopped = True
+            mirrors, self._mirrors = self._mirrors, []
+            conns = list(self._open)
+            hold = self._hold
+        if hold is not None:
+            hold.release()
+        for conn in conns:
+            _abort(conn)
+        for thread in mirrors:
+            thread.join(join_timeout_s)
+
+    def hold(self) -> ScoringHold:
+        """A new :class:`ScoringHold` for every call that takes an in-flight slot from now."""
+        hold = ScoringHold()
+        with self._lock:
+            if self._hold is not None:
+                self._hold.release()
+            self._hold = hold
+        return hold
+
+    def mirror_threads(self) -> list[threading.Thread]:
+        """The mirror threads still running."""
+        with self._lock:
+            return [t for t in self._mirrors if t.is_alive()]
 
     @property
     def scoring_uri(self) -> str:
@@ -251,11 +326,7 @@ class ScoringServer:
                     raise _Answer(404, NO_TRAFFIC)
                 mirror = self._mirror_to(view)
                 if mirror is not None and mirror in view.routes:
-                    threading.Thread(
-                        target=self._mirror,
-                        args=(view.routes[mirror], headers, body),
-                        daemon=True,
-                    ).start()
+                    self._start_mirror(view.routes[mirror], headers, body)
             route = view.routes.get(deployment)
             if route is None:
                 raise _Answer(404, NO_TRAFFIC)
@@ -271,6 +342,18 @@ class ScoringServer:
             return answer.status, out, json.dumps({"message": answer.message}).encode()
         self._calls.add(ScoringCall(self.endpoint, route.name, pinned, status, False, received))
         return status, out, data
+
+    def _start_mirror(self, route: Route, headers: dict[str, str], body: bytes) -> None:
+        """Send a mirrored copy on its own thread (tracked: :meth:`stop` waits for it)."""
+        thread = threading.Thread(
+            target=self._mirror, args=(route, headers, body), daemon=True, name="scoring-mirror"
+        )
+        with self._lock:
+            if self._stopped:
+                return
+            self._mirrors = [t for t in self._mirrors if t.is_alive()]
+            self._mirrors.append(thread)
+            thread.start()
 
     def _mirror(self, route: Route, headers: dict[str, str], body: bytes) -> None:
         received = time.monotonic()
@@ -291,7 +374,10 @@ class ScoringServer:
             if self._in_flight.get(key, 0) >= route.max_in_flight:
                 raise _Answer(429, FAULT_MESSAGES[429], route.name)
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            hold = self._hold
         try:
+            if hold is not None:
+                hold.enter()
             return self._send(route, headers, body)
         finally:
             with self._lock:
@@ -300,20 +386,43 @@ class ScoringServer:
     def _send(
         self, route: Route, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
+        """One call to the container within ``route.timeout_s`` in all (408 past it: a
+        watchdog shuts the connection at the deadline, however the bytes trickle in)."""
         assert route.port is not None
         forward = {
             name: headers[name.lower()] for name in FORWARDED_HEADERS if name.lower() in headers
         }
         conn = http.client.HTTPConnection("127.0.0.1", route.port, timeout=route.timeout_s)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            _abort(conn)
+
+        watchdog = threading.Timer(route.timeout_s, expire)
+        watchdog.daemon = True
+        with self._lock:
+            if self._stopped:
+                raise _Answer(502, f"{FAULT_MESSAGES[502]} (the endpoint is going)", route.name)
+            self._open.add(conn)
+        watchdog.start()
         try:
+            conn.connect()
+            if expired.is_set():  # the deadline passed while connecting
+                raise TimeoutError
             conn.request("POST", route.path, body=body, headers=forward)
             answer = conn.getresponse()
             data = answer.read()
-        except TimeoutError:
-            raise _Answer(408, FAULT_MESSAGES[408], route.name) from None
-        except OSError as exc:
+            if expired.is_set():  # a read cut short at the deadline
+                raise TimeoutError
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, TimeoutError) or expired.is_set():
+                raise _Answer(408, FAULT_MESSAGES[408], route.name) from None
             raise _Answer(502, f"{FAULT_MESSAGES[502]} ({exc})", route.name) from None
         finally:
+            watchdog.cancel()
+            with self._lock:
+                self._open.discard(conn)
             conn.close()
         out = {
             "Content-Type": answer.getheader("Content-Type") or "application/octet-stream",
@@ -327,6 +436,15 @@ class ScoringServer:
         return answer.status, out, data
 
 
+def _abort(conn: http.client.HTTPConnection) -> None:
+    """Shut a container connection down under whoever reads or writes it (they see EOF or
+    an error at once)."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 class _Handler(KeepAliveHandler):
     owner: ScoringServer
 
@@ -337,7 +455,12 @@ class _Handler(KeepAliveHandler):
             self._json(404, {"message": f"no route {self.path.split('?', 1)[0]}"})
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, out, body = self.owner.score(headers, data, received)
+        try:
+            status, out, body = self.owner.score(headers, data, received)
+        except Exception:  # an emulator bug: a 500 for the client, the traceback in the log
+            LOG.exception("emulated scoring host %s failed", self.owner.endpoint)
+            self._json(500, {"message": FAULT_MESSAGES[500]})
+            return
         self.send(status, out, body)
 
     def do_GET(self) -> None:

@@ -109,6 +109,22 @@ def run_aws(workdir: Path, buckets: Sequence[str], env_file: Path | None) -> int
     return 0
 
 
+def _start_problem(exc: BaseException) -> str:
+    """One line saying why the emulated Azure did not start, and what to do about it."""
+    from emulators.azurite import VERSION
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if "azurite" in first.lower():  # Azurite.start: missing, or it exited / never listened
+        said = f" (its last words: {lines[-1][:200]})" if len(lines) > 1 else ""
+        return (
+            f"Azurite did not start{said}: install it with `make install` (or `npm install "
+            f"--prefix .venv/azurite azurite@{VERSION}`), or point AZURITE_BLOB at a working "
+            "azurite-blob"
+        )
+    return f"{type(exc).__name__}: {first}"  # a port or a file: the OS's words say which
+
+
 def run_azure(workdir: Path, workspace: dict[str, str], env_file: Path | None) -> int:
     """Serve an emulated Azure (ARM + Azure ML, Azurite, a managed identity) until
     SIGINT/SIGTERM."""
@@ -131,7 +147,12 @@ def run_azure(workdir: Path, workspace: dict[str, str], env_file: Path | None) -
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     emulator = AzureEmulator(workdir, **workspace)  # type: ignore[arg-type]
-    emulator.start()
+    try:
+        emulator.start()  # stops what it started when it fails
+    except Exception as exc:  # one line for the user, no traceback
+        problem = _start_problem(exc)
+        print(f"aiaas emulate: the emulated Azure did not start: {problem}", file=sys.stderr)
+        return 2
     try:
         text = exports(emulator.env())
         if env_file is not None:

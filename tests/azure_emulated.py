@@ -152,10 +152,12 @@ def arm(
     *,
     api_version: str | None = None,
     token: str | None = None,
+    content: bytes | None = None,
 ) -> httpx.Response:
     """One raw ARM request (``path`` under the workspace, e.g. ``/onlineEndpoints/x``), with a
     fresh ARM token unless ``token`` is given ("" sends none); the api-version is the one
-    azure-ai-ml sends for that resource type unless given."""
+    azure-ai-ml sends for that resource type unless given. ``body`` is sent as JSON;
+    ``content``, raw bytes, instead."""
     if api_version is None:
         low = path.lower()
         kind = (
@@ -171,7 +173,8 @@ def arm(
             method,
             f"{emulator.arm_url}{emulator.workspace_arm_id}{path}",
             params={"api-version": api_version} if api_version else None,
-            json=body,
+            json=body if content is None else None,
+            content=content,
             headers=headers,
         )
 

@@ -2,8 +2,10 @@
 SigV4 signatures pass the SageMaker runtime emulator's independent check (botocore's signer on
 the other side) and follow rotated credentials, and the managed-identity bearer fetches its
 token from an identity endpoint speaking App Service's protocol (or the older MSI_ENDPOINT one):
-once for concurrent callers, again before expiry and once more when a callee refuses it (401),
-and a refusing or failing endpoint is AccessDenied or NotReady."""
+once for concurrent callers, again before expiry and once more when a callee refuses it (401,
+not when the fetch gives the refused token back), a refusing or failing endpoint is
+AccessDenied or NotReady, and no error quotes a token; the azure-core credential bearer asks
+again on 401 and sends again only with a new token."""
 
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ import pytest
 from adapters.auth import (
     IDENTITY_API_VERSION,
     MSI_API_VERSION,
+    CredentialBearer,
     ManagedIdentityBearer,
     SigV4,
     StaticHeader,
     expiry_seconds,
 )
 from adapters.sagemaker.aws import Credentials
-from aiaas.errors import AccessDenied, ConfigError, NotReady
+from aiaas.errors import AccessDenied, AiaasError, ConfigError, NotReady, ProviderError
 from emulators.fleet import free_port
 from emulators.httpserver import HttpServer, KeepAliveHandler
 from emulators.sagemaker_runtime import SageMakerRuntimeEmulator
@@ -328,3 +331,155 @@ def test_a_request_refused_with_401_is_sent_once_more_with_a_new_token(
     assert sent == ["Bearer token-1", "Bearer token-2", "Bearer token-2", "Bearer token-3",
                     "Bearer token-3", "Bearer token-4"]  # fmt: skip
     assert auth.refreshes == 3 and identity.issued == 4
+
+
+LEAK = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.secret-access-token-value"
+
+
+def leaked(error: AiaasError) -> bool:
+    """Whether ``error`` carries the secret anywhere a log or a caller could see."""
+    seen = [error.message, str(error), repr(error), error.cloud_text or "", repr(error.details)]
+    return any("secret-access-token" in text for text in seen)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"access_token": LEAK, "expires_on": "soon"}, "expires_on that is not epoch seconds or "
+         "a date (a str of 4 characters)"),
+        ({"access_token": LEAK, "expires_on": {"at": 1}}, "expires_on that is not epoch seconds "
+         "or a date (a dict"),
+        ({"access_token": LEAK, "expires_on": "nan"}, "expires_on that is not"),
+        ({"access_token": LEAK, "expires_in": [3600]}, "expires_in that is not a number of "
+         "seconds (a list"),
+        ({"access_token": LEAK}, "without expires_on (or expires_in)"),
+        ({"token": LEAK, "expires_on": 1}, "without an access_token string (missing)"),
+        ({"access_token": [LEAK], "expires_on": 1}, "without an access_token string (a list)"),
+        ([LEAK], "with a JSON list, not an object"),
+        (f"<html>{LEAK}</html>", "not JSON"),
+    ],
+)  # fmt: skip
+def test_a_malformed_200_names_what_is_wrong_and_never_quotes_the_token(
+    serve: Callable[[Answer], tuple[str, Seen]], body: object, named: str
+) -> None:
+    data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    identity_url, _ = serve(lambda _h, _b: (200, data))
+    with pytest.raises(ProviderError) as info:
+        bearer(identity_url).token_sync()
+    assert named in info.value.message
+    assert "answered 200" in info.value.message
+    assert not leaked(info.value), info.value.message
+
+
+def test_an_identity_refusal_keeps_its_words_out_of_the_message(
+    serve: Callable[[Answer], tuple[str, Seen]],
+) -> None:
+    """A refusal or failure body is the identity endpoint's words: they go to ``cloud_text``
+    (the operator's log, redacted there), never to the caller's message."""
+    said = json.dumps({"error": "denied", "echo": LEAK}).encode()
+    status = [403]
+    identity_url, _ = serve(lambda _h, _b: (status[0], said))
+    with pytest.raises(AccessDenied) as refused:
+        bearer(identity_url).token_sync()
+    status[0] = 503
+    with pytest.raises(NotReady) as failed:
+        asyncio.run(bearer(identity_url).token())
+    for error in (refused.value, failed.value):
+        assert "secret-access-token" not in error.message
+        assert error.cloud_text is not None and "denied" in error.cloud_text
+    port = free_port()
+    with pytest.raises(NotReady) as unreachable:
+        bearer(f"http://127.0.0.1:{port}").token_sync()
+    assert SECRET not in unreachable.value.message + (unreachable.value.cloud_text or "")
+
+
+class CachingIdentity(Identity):
+    """An identity endpoint that caches: it hands out the same token until told otherwise
+    (App Service's endpoint answers from its cache until near the expiry)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cached: bytes | None = None
+
+    def __call__(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, bytes]:
+        if self.cached is None:
+            status, self.cached = super().__call__(handler, body)
+            return status, self.cached
+        return 200, self.cached
+
+
+def test_a_refused_token_handed_back_is_not_sent_again(
+    serve: Callable[[Answer], tuple[str, Seen]],
+) -> None:
+    """A 401 is sent again only with a different token: an identity endpoint that hands the
+    refused token back gets one request, and the 401 stands (sync and async)."""
+    identity = CachingIdentity()
+    identity_url, _ = serve(identity)
+    scoring_url, scored = serve(lambda _h, _b: (401, b'{"message": "token revoked"}'))
+    auth = bearer(identity_url)
+    with httpx.Client(trust_env=False) as client:
+        assert client.post(scoring_url, content=b"{}", auth=auth).status_code == 401
+
+    async def once() -> int:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return (await client.post(scoring_url, content=b"{}", auth=auth)).status_code
+
+    assert asyncio.run(once()) == 401
+    assert [h["Authorization"] for _, _, h, _ in scored.requests] == ["Bearer token-1"] * 2
+    assert (auth.refreshes, auth.unchanged, auth.fetches) == (0, 2, 3)  # 1 + one per 401
+
+
+@dataclass
+class FakeCredential:
+    """azure-core's ``get_token`` shape: answers ``current`` (azure-identity's cache) and
+    counts how often it was asked."""
+
+    current: str
+    asked: int = 0
+
+    def get_token(self, *scopes: str, **_kwargs: object) -> object:
+        assert scopes == ("https://ml.azure.com/.default",)
+        self.asked += 1
+        return type("AccessToken", (), {"token": self.current, "expires_on": 0})()
+
+
+def test_the_credential_bearer_sends_again_only_with_a_new_token(
+    serve: Callable[[Answer], tuple[str, Seen]],
+) -> None:
+    """On 401 the credential is asked again: the same (cached) token is not sent again, the
+    401 stands at once; a new one is sent once. Sync and async alike."""
+    refused = {"Bearer revoked"}
+
+    def score(handler: BaseHTTPRequestHandler, _body: bytes) -> tuple[int, bytes]:
+        if handler.headers.get("Authorization") in refused:
+            return 401, b'{"message": "token revoked"}'
+        return 200, b"{}"
+
+    scoring_url, scored = serve(score)
+    credential = FakeCredential("revoked")
+    auth = CredentialBearer(credential, "https://ml.azure.com/.default")
+    with httpx.Client(trust_env=False) as client:
+        assert client.post(scoring_url, content=b"{}", auth=auth).status_code == 401
+        assert (len(scored.requests), credential.asked, auth.unchanged) == (1, 2, 1)
+
+        class Rotating(FakeCredential):
+            def get_token(self, *scopes: str, **kwargs: object) -> object:
+                answer = super().get_token(*scopes, **kwargs)
+                self.current = "renewed"  # the next answer is a new token
+                return answer
+
+        rotating = Rotating("revoked")
+        auth = CredentialBearer(rotating, "https://ml.azure.com/.default")
+        assert client.post(scoring_url, content=b"{}", auth=auth).status_code == 200
+    sent = [h["Authorization"] for _, _, h, _ in scored.requests]
+    assert sent == ["Bearer revoked", "Bearer revoked", "Bearer renewed"]
+    assert (auth.refreshes, auth.unchanged) == (1, 0)
+
+    async def once(bearer: CredentialBearer) -> int:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return (await client.post(scoring_url, content=b"{}", auth=bearer)).status_code
+
+    stuck = CredentialBearer(FakeCredential("revoked"), "https://ml.azure.com/.default")
+    assert asyncio.run(once(stuck)) == 401 and stuck.unchanged == 1
+    assert len(scored.requests) == 4  # one more: not sent again
+    assert "revoked" not in repr(stuck)

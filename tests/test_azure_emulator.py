@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shlex
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,9 @@ from azure_emulated import (
 
 from aiaas.bundle import BuiltBundle
 from emulators.azure import AzureEmulator
+from emulators.azure_scoring import EndpointView, Route, ScoringServer
+from emulators.faults import CallLog, Faults
+from emulators.httpserver import HttpServer, KeepAliveHandler
 from emulators.identity import claims_of
 
 if TYPE_CHECKING:
@@ -303,18 +310,21 @@ def test_scoring_errors_as_azure_answers_them(
     assert post(azure, live.scoring_uri, live.key).status_code == 429
     assert post(azure, live.scoring_uri, live.key).status_code == 200
     pin = {"azureml-model-deployment": GREEN}  # request_timeout_ms 1000, 1 concurrent request
+    # 2 x 1 request x 1 instance in flight at most: two calls held in flight (their slots
+    # taken, the container not reached yet), a third is refused at once.
+    mark = len(azure.scoring_calls())
+    with ThreadPoolExecutor(2) as pool, azure.hold(ENDPOINT) as hold:
+        held = [pool.submit(post, azure, live.scoring_uri, live.key, **pin) for _ in range(2)]
+        hold.wait_held(2)
+        assert post(azure, live.scoring_uri, live.key, **pin).status_code == 429
+        hold.release()
+        assert [f.result().status_code for f in held] == [200, 200]
+    answered = [(c.deployment, c.status) for c in azure.scoring_calls()[mark:]]
+    assert answered == [(GREEN, 429), (GREEN, 200), (GREEN, 200)]
+    # Past request_timeout_ms: 408 (last here: the container goes on with it a while).
     slow = {"inputs": [{"value": 1.0, "sleep_ms": 1500}]}
     assert post(azure, live.scoring_uri, live.key, slow, **pin).status_code == 408
-    time.sleep(0.6)  # the container finishes the timed-out call
-    wait = {"inputs": [{"value": 1.0, "sleep_ms": 500}]}
-    with ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(post, azure, live.scoring_uri, live.key, wait, **pin)]
-        time.sleep(0.1)
-        futures += [pool.submit(post, azure, live.scoring_uri, live.key, wait, **pin)]
-        time.sleep(0.1)
-        futures += [pool.submit(post, azure, live.scoring_uri, live.key, wait, **pin)]
-        statuses = sorted(f.result().status_code for f in futures)
-    assert statuses == [200, 200, 429]  # 2 x 1 request x 1 instance in flight
+    assert azure.scoring_calls()[-1].status == 408
 
 
 def test_an_update_swaps_the_container_once_ready(
@@ -442,9 +452,201 @@ def test_aiaas_emulate_azure_prints_its_variables(tmp_path: Path) -> None:
 
 
 def test_arm_throttling_is_retried_by_the_sdk(azure: AzureEmulator, live: Live) -> None:
-    azure.refuse_next("GET", f"/onlineEndpoints/{ENDPOINT}", 429)
-    started = time.monotonic()
+    """The SDK waits ARM's ``retry-after-ms`` before it asks again: the two recorded calls
+    are at least that far apart (azure-core's first retry without the header is at once)."""
+    azure.refuse_next("GET", f"/onlineEndpoints/{ENDPOINT}", 429, retry_after_ms=300)
     assert live.ml.online_endpoints.get(ENDPOINT).traffic[BLUE] == 100
-    assert time.monotonic() - started < 0.9  # retry-after-ms, not azure-core's default wait
-    statuses = [c.status for c in azure.calls() if c.path.endswith(f"/onlineEndpoints/{ENDPOINT}")]
-    assert statuses[-2:] == [429, 200]
+    gets = [c for c in azure.calls() if c.path.endswith(f"/onlineEndpoints/{ENDPOINT}")]
+    throttled, answered = gets[-2:]
+    assert (throttled.status, answered.status) == (429, 200)
+    assert answered.received - throttled.received >= 0.3
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "named"),
+    [
+        ("/onlineEndpoints/ep-bad", [{"location": "eastus"}], "a JSON array, not an object"),
+        ("/onlineEndpoints/ep-bad", {"location": "eastus", "properties": ["Key"]},
+         "properties must be a JSON object, not a JSON array"),
+        ("/onlineEndpoints/ep-bad", {"location": "eastus", "properties": {"traffic": [1]}},
+         "properties.traffic must be a JSON object"),
+        ("/onlineEndpoints/ep-bad", {"location": "eastus", "tags": "x"}, "tags must be"),
+        (f"/onlineEndpoints/{ENDPOINT}/deployments/d-bad",
+         {"location": "eastus", "properties": {"requestSettings": 5}},
+         "properties.requestSettings must be a JSON object, not a JSON number"),
+        (f"/onlineEndpoints/{ENDPOINT}/deployments/d-bad", {"location": "eastus", "sku": []},
+         "sku must be"),
+        ("/models/m-bad/versions/1", {"properties": "azureml://x"}, "not a JSON string"),
+        ("/environments/e-bad/versions/1", {"properties": {"inferenceConfig": {
+            "scoringRoute": 8080}}}, "properties.inferenceConfig.scoringRoute must be"),
+        ("/onlineEndpoints/ep-bad", b'{"location": ', "not JSON"),
+    ],
+)  # fmt: skip
+def test_a_malformed_body_is_a_400_never_a_dropped_connection(
+    azure: AzureEmulator, live: Live, path: str, body: Any, named: str
+) -> None:
+    raw = body if isinstance(body, bytes) else None
+    answer = arm(azure, "PUT", path, None if raw else body, content=raw)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "InvalidRequestContent" and named in error["message"]
+    assert azure.calls()[-1].status == 400
+
+
+def test_an_emulator_failure_is_a_500_with_its_traceback_in_the_log(
+    azure: AzureEmulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("emulator bug with a secret-ish detail")
+
+    monkeypatch.setattr(azure, "_route", broken)
+    with caplog.at_level("ERROR", logger="emulators.azure"):
+        answer = arm(azure, "GET", "")
+    assert answer.status_code == 500
+    assert answer.json()["error"]["code"] == "InternalServerError"
+    assert "secret-ish" not in answer.text and "Traceback" not in answer.text
+    (record,) = [r for r in caplog.records if r.name == "emulators.azure"]
+    assert record.exc_info is not None and "emulator bug" in str(record.exc_info[1])
+    monkeypatch.undo()
+    assert arm(azure, "GET", "").status_code == 200  # the emulator goes on
+
+
+def test_a_model_registered_by_an_https_blob_url_is_copied(azure: AzureEmulator) -> None:
+    """A model whose URI is an https URL of the emulated storage account (any container, as
+    Azurite serves it or as Azure names it) is copied; another account's is refused."""
+    from emulators.azure import _Deployment
+
+    with blob_service(azure) as service:
+        container = service.get_container_client("custom-models")
+        container.create_container()
+        container.upload_blob("team/m1/weights.bin", b"w" * 10, overwrite=True)
+    uris = [
+        f"{azure.blob_url}/custom-models/team/m1/",
+        "https://devstoreaccount1.blob.core.windows.net/custom-models/team/m1",
+    ]
+    for n, uri in enumerate(uris):
+        target = azure.workdir / f"https-copy-{n}"
+        dep = _Deployment("d", "e", {})
+        assert azure._copy_model(dep, {"properties": {"modelUri": uri}}, target) is None
+        assert (target / "m1" / "weights.bin").read_bytes() == b"w" * 10
+    dep = _Deployment("d", "e", {})
+    other = "https://otheraccount.blob.core.windows.net/custom-models/team/m1/"
+    problem = azure._copy_model(dep, {"properties": {"modelUri": other}}, azure.workdir / "x")
+    assert problem is not None and "devstoreaccount1" in problem
+    missing = f"{azure.blob_url}/no-such-container/m/"
+    problem = azure._copy_model(dep, {"properties": {"modelUri": missing}}, azure.workdir / "y")
+    assert problem is not None and "no-such-container not found" in problem
+
+
+@pytest.mark.parametrize("azurite_blob", ["missing", "exits at once"])
+def test_aiaas_emulate_azure_without_a_working_azurite_says_so_in_one_line(
+    tmp_path: Path, azurite_blob: str
+) -> None:
+    """``AZURITE_BLOB`` naming no file, or one that exits instead of listening: exit 2 and one
+    line naming the problem and the fix, no traceback."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the message is about node then")
+    binary = tmp_path / "azurite-blob"
+    if azurite_blob == "exits at once":
+        binary.write_text("#!/bin/sh\necho 'azurite: cannot find module lokijs'\nexit 3\n")
+        binary.chmod(0o755)
+    env = {**os.environ, "AZURITE_BLOB": str(binary)}
+    command = [sys.executable, "-m", "emulators", "azure", "--workdir", str(tmp_path / "w")]
+    done_ = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done_.returncode == 2, done_.stderr
+    lines = done_.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done_.stderr, done_.stderr
+    assert lines[0].startswith("aiaas emulate: ")
+    assert "make install" in lines[0] and "AZURITE_BLOB" in lines[0]
+    assert "azurite@3.35.0" in lines[0]
+    if azurite_blob == "exits at once":
+        assert "cannot find module lokijs" in lines[0]
+    assert done_.stdout == ""
+
+
+# -- the scoring front end alone ------------------------------------------------------------------
+class _Container(KeepAliveHandler):
+    """A model container stand-in: ``/trickle`` answers 20 bytes, one every 0.1 s; ``/block``
+    waits for :attr:`release` (set by the test); anything else answers at once."""
+
+    release = threading.Event()
+    reached = threading.Event()
+
+    def do_POST(self) -> None:
+        self.body()
+        if self.path == "/block":
+            type(self).reached.set()
+            type(self).release.wait(30)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "20" if self.path == "/trickle" else "2")
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            if self.path != "/trickle":
+                self.wfile.write(b"{}")
+                return
+            for _ in range(20):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def front_end(routes: dict[str, Route], mirror: dict[str, int]) -> Iterator[ScoringServer]:
+    """A :class:`ScoringServer` routing all traffic to ``a`` (key auth) over ``routes``,
+    called directly (its port is never opened)."""
+    view = EndpointView("ep-unit", "Key", ("k",), {"a": 100}, mirror, routes)
+    server = ScoringServer(
+        "ep-unit", resolve=lambda _name: view, verify_token=lambda *_: None, calls=CallLog(),
+        faults=Faults(), context=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH),
+        ca_file=Path("unused.pem"),
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def container() -> Iterator[int]:
+    """The container stand-in's port."""
+    _Container.release.clear()
+    _Container.reached.clear()
+    server = HttpServer(_Container, name="container-stand-in")
+    server.start()
+    try:
+        yield int(server.url.rsplit(":", 1)[1])
+    finally:
+        _Container.release.set()
+        server.stop()
+
+
+def test_request_timeout_is_a_total_deadline_even_for_a_trickling_container(
+    container: int,
+) -> None:
+    """A container that sends a byte every 0.1 s never trips a per-read timeout of 0.5 s; the
+    deadline is on the whole call, so it is a 408."""
+    routes = {"a": Route("a", container, "/trickle", 0.5, 10)}
+    with front_end(routes, {}) as server:
+        status, _, _ = server.score({"authorization": "Bearer k"}, b"{}", time.monotonic())
+        assert status == 408
+        assert [c.status for c in server._calls.all()] == [408]
+
+
+def test_stop_aborts_and_joins_the_mirror_threads(container: int) -> None:
+    """Mirrored copies run on their own threads; stop() aborts the one still at its container
+    and waits for it: none outlives the endpoint."""
+    routes = {
+        "a": Route("a", container, "/fast", 30.0, 10),
+        "b": Route("b", container, "/block", 30.0, 10),
+    }
+    with front_end(routes, {"b": 50}) as server:
+        for _ in range(2):  # 50 %: the second unpinned call is mirrored
+            status, _, _ = server.score({"authorization": "Bearer k"}, b"{}", time.monotonic())
+            assert status == 200
+        assert _Container.reached.wait(10)
+        (mirror,) = server.mirror_threads()
+        server.stop()
+        assert not mirror.is_alive()
+        mirrored = [c for c in server._calls.all() if c.mirrored]
+        assert [(c.deployment, c.status) for c in mirrored] == [("b", 502)]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from azure_emulated import CPU_SKU, INFERENCE_CONFIG, emulated_azure, ml_client, upload
 from conftest import PROJECTS
@@ -54,6 +55,7 @@ from aiaas.errors import (
     NotFound,
     NotReady,
     Overloaded,
+    ProviderError,
     Throttled,
     Unavailable,
 )
@@ -514,7 +516,9 @@ def test_a_deleted_endpoint_is_not_found_with_aad_token_and_not_ready_with_a_key
     scoring.mode = "aad_token"
     assert client.invoke_sync("gone", EXAMPLE).version == "v1digest"  # its URI now cached
     azure.close(name)
-    started = time.monotonic()
+    mark = len(azure.arm_calls)
+    counted = CountingBudget(allowance=100)
+    keyed.retry = type(keyed.retry)(budget=counted, base=0.01, cap=0.05)
     with pytest.raises(NotFound):
         client.invoke_sync("gone", EXAMPLE)
     with pytest.raises(NotFound):
@@ -522,7 +526,43 @@ def test_a_deleted_endpoint_is_not_found_with_aad_token_and_not_ready_with_a_key
     with pytest.raises(NotReady, match="not reachable"):
         keyed.invoke_sync("gone", EXAMPLE)
     assert run(keyed, lambda: keyed.status("gone")) is DeploymentStatus.UNKNOWN
-    assert time.monotonic() - started < 5
+    # One ARM GET settles each aad_token call (the sync one after its connect error; the
+    # async one finds no URI left to try); the key-only path asks ARM nothing and gives up
+    # after its attempts, each a connect error, no back-off past its cap.
+    assert azure.arm_calls[mark:] == [(name, ARM_API_VERSION)] * 2
+    assert counted.calls == keyed.retry.max_attempts
+
+
+class CountingBudget(RetryBudget):
+    """A retry budget that counts the upstream calls it was told of (one per attempt)."""
+
+    calls = 0
+
+    def record(self, ok: bool) -> None:
+        self.calls += 1
+        super().record(ok)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b'{"properties": "tok-secret-arm"}', "without a properties object (a str)"),
+        (b'{"name": "tok-secret-arm"}', "without a properties object (missing)"),
+        (b'["tok-secret-arm"]', "without a properties object (missing)"),
+        (b'{"properties": {"traffic": ["tok-secret-arm"]}}', "traffic that is not a map"),
+        (b'{"properties": {"traffic": {"v": "tok-secret-arm"}}}', "traffic that is not a map"),
+        (b"<html>tok-secret-arm", "not JSON"),
+    ],
+)
+def test_a_malformed_arm_200_is_never_echoed(azure: Azure, body: bytes, named: str) -> None:
+    """ARM's 200 is never quoted in an error (neither its message nor ``cloud_text``): only
+    what is missing or malformed, by key and type."""
+    client = invoker(azure)
+    with pytest.raises(ProviderError) as info:
+        client._arm_answer(ENDPOINT, httpx.Response(200, content=body))
+    assert named in info.value.message
+    seen = [info.value.message, str(info.value), info.value.cloud_text or ""]
+    assert not any("tok-secret" in text for text in seen)
 
 
 def test_an_endpoint_recreated_elsewhere_is_found_again_through_arm(azure: Azure) -> None:

@@ -173,6 +173,37 @@ def _container_body(response: httpx.Response) -> bytes:
     return json.dumps({"error": {"message": text}}).encode()
 
 
+def _endpoint_of(name: str, body: bytes, what: str) -> Endpoint:
+    """ARM's 200 answer about online endpoint ``name``. ProviderError naming what is missing
+    or malformed (by key and type), never quoting the body: a 200 is never echoed."""
+
+    def malformed(problem: str) -> ProviderError:
+        return ProviderError(f"{what} answered 200 {problem}")
+
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise malformed(f"with a body that is not JSON ({len(body)} bytes)") from None
+    properties = answer.get("properties") if isinstance(answer, dict) else None
+    if not isinstance(properties, dict):
+        kind = "missing" if properties is None else f"a {type(properties).__name__}"
+        raise malformed(f"without a properties object ({kind})")
+    traffic = properties.get("traffic") or {}
+    try:
+        shares = {str(k): int(v) for k, v in traffic.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise malformed(
+            f"with a traffic that is not a map of shares (a {type(traffic).__name__})"
+        ) from None
+    return Endpoint(
+        name,
+        str(properties.get("scoringUri") or "") or None,
+        str(properties.get("provisioningState") or ""),
+        shares,
+        str(properties.get("authMode") or ""),
+    )
+
+
 class _Unsettled(NotReady):
     """The scoring URI could not be reached, or answered 404: only ARM can tell whether the
     endpoint is gone. Raised out of the attempts loop to the invoker, which asks."""
@@ -302,9 +333,9 @@ class _Score(Call):
                 f"{refused}: the endpoint key in {KEY_VARIABLE} is not one of the endpoint's "
                 "keys (regenerated?), or the endpoint takes Entra tokens (auth_mode aad_token)"
             )
-        fresh = " after a freshly fetched Entra token" if status == 401 else ""
+        again = " (asking the identity for a new Entra token did not help)" if status == 401 else ""
         return (
-            f"{refused}{fresh}: the function's managed identity needs {SCORE_ACTION} on the "
+            f"{refused}{again}: the function's managed identity needs {SCORE_ACTION} on the "
             "endpoint (e.g. the 'AzureML Data Scientist' role, or a custom role with that "
             "action), and the endpoint must take Entra tokens (auth_mode aad_token, not key)"
         )
@@ -461,25 +492,13 @@ class AzureMLInvoker(HttpInvoker):
             raise NotReady(
                 f"{what} failed ({type(sent).__name__})", retry_after=1.0, cloud_text=repr(sent)
             )
-        status, said = sent.status_code, _said(sent)
+        status = sent.status_code
         if status == 200:
-            try:
-                properties = json.loads(sent.content)["properties"]
-                traffic = properties.get("traffic") or {}
-                found = Endpoint(
-                    endpoint,
-                    properties.get("scoringUri") or None,
-                    str(properties.get("provisioningState") or ""),
-                    {str(k): int(v) for k, v in traffic.items()},
-                    str(properties.get("authMode") or ""),
-                )
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise ProviderError(
-                    f"{what} answered 200 without its properties", cloud_text=said
-                ) from None
+            found = _endpoint_of(endpoint, sent.content, what)
             if found.scoring_uri:
                 self._scoring[endpoint] = found.scoring_uri
             return found
+        said = _said(sent)
         if status == 404:
             self._scoring.pop(endpoint, None)
             raise NotFound(

@@ -497,13 +497,21 @@ def delete(
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help="Run an emulated cloud on 127.0.0.1 to rehearse a deploy with no account: "
-    "aiaas emulate aws [-c PROJECT] [--bucket NAME] [--env-file FILE], or aiaas emulate "
-    "azure [-c PROJECT] [--env-file FILE] (docs/rehearse.md).",
+    "aiaas emulate CLOUD [-c PROJECT] [--env-file FILE] plus the cloud's own options "
+    "(docs/rehearse.md names the clouds and their options; extra: emulate).",
 )
 def emulate(
     ctx: typer.Context,
-    cloud: Annotated[str, typer.Argument(help="The cloud to emulate: aws or azure.")],
+    cloud: Annotated[
+        str,
+        typer.Argument(
+            help="The cloud to emulate (docs/rehearse.md; a name it does not know is answered "
+            "with the list)."
+        ),
+    ],
 ) -> None:
+    # The clouds are named by the emulators (emulators.cli.CLOUDS), not here: nothing above
+    # adapters/ names a cloud, and the emulate extra may not be installed.
     from emulators.cli import main as run_emulator  # the emulate extra's code: loaded here only
 
     raise typer.Exit(run_emulator([cloud, *ctx.args]))
