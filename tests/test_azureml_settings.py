@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from adapters.azureml import SPEC, AzureMLSettings, check_deploy, hourly_price, names
 from adapters.azureml.errors import azure_error, brief
-from adapters.azureml.settings import AzureMLSection, server_problems
+from adapters.azureml.settings import AzureMLSection, MirrorSection, server_problems
 from adapters.azureml.skus import check_instance_type, is_gpu, sku_price
 from aiaas.config import DeploySection, RolloutSection, ScalingSection, ServerSection, load_config
 from aiaas.errors import (
@@ -79,6 +79,11 @@ def test_a_minimal_section_takes_the_defaults() -> None:
         ({"tags": {"a/b": "x"}}, "tags: Value error, tag 'a/b': keys are 1-512 characters"),
         ({"poll_interval_s": 50, "deploy_timeout_s": 10}, "poll_interval_s (50) is not below"),
         ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
+        ({"mirror": {"percent": 60, "duration_s": 1}}, "mirror.percent: Input should be less"),
+        ({"mirror": {"percent": 0, "duration_s": 1}}, "mirror.percent: Input should be greater"),
+        ({"mirror": {"percent": 10, "duration_s": 0}}, "mirror.duration_s: Input should be gre"),
+        ({"mirror": {"percent": 10}}, "mirror.duration_s: Field required"),
+        ({"mirror": {"percent": 10, "duration_s": 1, "to": "x"}}, "mirror.to: Extra inputs"),
     ],
 )
 def test_each_bad_key_is_named(changes: dict[str, Any], expected: str) -> None:
@@ -153,6 +158,14 @@ def test_check_deploy_refuses_what_azure_ml_cannot_do_by_name() -> None:
     assert "holds 900s in all" in refused["deploy.rollout.wait_s"]
     alarms = DeploySection(rollout=RolloutSection(rollback_alarms=["errors"]))
     assert "deploy.rollout.rollback_alarms" in dict(check_deploy(alarms, section))
+    # the mirror's hold and the rollout's waits must end before deploy_timeout_s
+    mirrored = AzureMLSection(
+        **GOOD, deploy_timeout_s=600, mirror=MirrorSection(percent=10, duration_s=300)
+    )
+    assert check_deploy(DeploySection(), mirrored) == []
+    slow_canary = DeploySection(rollout=RolloutSection(strategy="canary", wait_s=300))
+    (key, why), *_ = check_deploy(slow_canary, mirrored)
+    assert key == "azureml.mirror.duration_s" and "600s in all" in why, why
 
 
 def test_config_load_names_the_key_and_the_provider(tmp_path: Path) -> None:
@@ -200,3 +213,34 @@ def test_azure_errors_map_once_to_one_line() -> None:
     unreachable = azure_error(ServiceRequestError("connection refused"), "read endpoint x")
     assert isinstance(unreachable, ProviderError) and "AIAAS_AZURE_ARM_URL" in unreachable.message
     assert brief("(BadArgument) text\nCode: BadArgument\nMessage: text") == "text"
+
+
+def test_close_passes_over_a_client_that_fails_to_close(tmp_path: Path) -> None:
+    """close() runs after a failed deploy too: one client's failing close must neither raise
+    (hiding the deploy's error) nor keep the others open."""
+    from adapters.azureml.provider import AzureMLProvider
+
+    lines = ["model:", "  entrypoint: m:M", "provider: azureml", "azureml:"]
+    lines += [f"  {k}: {v}" for k, v in GOOD.items()] + [
+        "  max_concurrent_requests_per_instance: 1"
+    ]
+    (tmp_path / "aiaas.yaml").write_text("\n".join(lines) + "\n")
+    provider = AzureMLProvider.from_config(load_config(tmp_path))
+    closed: list[str] = []
+
+    class Client:
+        def __init__(self, name: str, fails: bool) -> None:
+            self.name, self.fails = name, fails
+
+        def close(self) -> None:
+            closed.append(self.name)
+            if self.fails:
+                raise OSError(f"{self.name} would not close")
+
+    provider._ml = Client("ml", True)
+    provider._blob_service = Client("blob", True)
+    provider._credential = Client("credential", True)
+    provider._invoker = Client("invoker", False)  # type: ignore[assignment]
+    provider.close()
+    assert closed == ["ml", "blob", "credential", "invoker"]
+    assert not provider.clients_open

@@ -120,6 +120,8 @@ def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
         )
     timeout = getattr(settings, "deploy_timeout_s", None)
     waits = rollout_waits_s(rollout)
+    mirror = getattr(settings, "mirror", None)
+    hold = float(getattr(mirror, "duration_s", 0.0) or 0.0)
     if timeout is not None and waits >= timeout:
         refused.append(
             (
@@ -127,6 +129,16 @@ def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
                 f"a {rollout.strategy} rollout holds {waits:g}s in all, not less than "
                 f"azureml.deploy_timeout_s ({timeout:g}s): every deploy would time out; "
                 "raise azureml.deploy_timeout_s or lower wait_s",
+            )
+        )
+    elif timeout is not None and hold and waits + hold >= timeout:
+        refused.append(
+            (
+                "azureml.mirror.duration_s",
+                f"the mirror holds {hold:g}s and a {rollout.strategy} rollout {waits:g}s, "
+                f"{waits + hold:g}s in all, not less than azureml.deploy_timeout_s "
+                f"({timeout:g}s): every deploy that replaces a live version would time out; "
+                "raise azureml.deploy_timeout_s or lower duration_s",
             )
         )
     return refused

@@ -6,8 +6,10 @@ endpoint names are unique per region) holding one online deployment per version
 (``v-<version>-<settings hash>``). Deploy is the shared transaction
 (:func:`adapters.rollout.run_rollout`) over :class:`adapters.azureml.steps.AzureMLSteps`:
 the new deployment is created at 0 % traffic, smoke-tested pinned with
-``azureml-model-deployment`` before any traffic, then takes the traffic per
-``deploy.rollout``; the old deployment is deleted after success.
+``azureml-model-deployment`` before any traffic, optionally receives a mirror of the live
+traffic (``azureml.mirror``), then takes the traffic per ``deploy.rollout``; the old
+deployment is deleted after success. ``delete`` sets the traffic to 0, deletes the
+deployments, then the endpoint.
 
 - **Upload** goes with azure-storage-blob (never the SDK's own upload: it cannot be pointed
   at an emulator and re-uploads under its own names) into the workspace's default datastore's
@@ -52,7 +54,7 @@ from adapters.base import (
     VersionState,
     no_progress,
 )
-from adapters.rollout import Timing, run_rollout
+from adapters.rollout import StillSettling, Timing, run_rollout
 from aiaas.bundle import inspect_archive, verify_archive
 from aiaas.config import DEVICE_VARIABLE, ProjectConfig, server_environment
 from aiaas.errors import AiaasError, BundleError, ConfigError, NotFound, ProviderError
@@ -74,6 +76,8 @@ whole process: each ARM URL gets a name of its own (:func:`cloud_name`)."""
 def cloud_name(arm_url: str) -> str:
     """The name azure-ai-ml's cloud registry gets for ARM at ``arm_url``."""
     return CLOUD_PREFIX + hashlib.sha256(arm_url.encode()).hexdigest()[:12]
+
+
 SERVER_PORT = 8080
 """The port the model server listens on in the container (``AIAAS_PORT`` unset: its
 default), which Azure ML's probes and scoring route reach."""
@@ -190,6 +194,7 @@ class Live:
     auth_mode: str | None = None
     scoring_uri: str | None = None
     traffic: dict[str, int] | None = None
+    mirror: dict[str, int] | None = None  # the mirror traffic map (shares > 0 only)
     deployments: tuple[LiveDeployment, ...] = ()
 
     @property
@@ -362,23 +367,17 @@ class AzureMLProvider(Provider):
         return invoker
 
     def close(self) -> None:
-        ml, self._ml = self._ml, None
-        close = getattr(ml, "close", None)
-        if callable(close):
-            with suppress(Exception):  # closing must not fail the caller
-                close()
-        blob, self._blob_service = self._blob_service, None
-        if blob is not None:
-            blob.close()
-        credential, self._credential = self._credential, None
-        if credential is not None:
-            credential.close()
-        invokers = [self._invoker, *self._key_invokers.values()]
-        self._invoker = None
+        """Close every client held; a client that fails to close is passed over (closing
+        runs after a deploy's failure too, and must never hide it)."""
+        clients = [self._ml, self._blob_service, self._credential, self._invoker]
+        clients += list(self._key_invokers.values())
+        self._ml = self._blob_service = self._credential = self._invoker = None
         self._key_invokers.clear()
-        for invoker in invokers:
-            if invoker is not None:
-                invoker.close()
+        for client in clients:
+            close = getattr(client, "close", None)
+            if callable(close):
+                with suppress(Exception):
+                    close()
 
     @property
     def clients_open(self) -> bool:
@@ -406,14 +405,17 @@ class AzureMLProvider(Provider):
             return None
 
     def _wait(self, doing: str, poller: Any) -> Any:
-        """Wait for an operation this provider started (its poller is quiet)."""
+        """Wait for an operation this provider started (its poller is quiet), at most
+        ``deploy_timeout_s``: past it, :class:`~adapters.rollout.StillSettling` (the
+        operation goes on in Azure; nothing it may still be moving to is removed)."""
         timeout = self.settings.deploy_timeout_s
-        result = self._call(doing, lambda: poller.result(timeout=timeout))
-        if not poller.done():
-            raise ProviderError(
-                f"{doing}: still running after {timeout:g}s (azureml.deploy_timeout_s)"
+        self._call(doing, lambda: poller.wait(timeout=timeout))
+        if not poller.done():  # its result would be the unfinished resource's
+            raise StillSettling(
+                f"{doing}: still running after {timeout:g}s (azureml.deploy_timeout_s); it "
+                "goes on in Azure: see `aiaas status`, and deploy again once it settles"
             )
-        return result
+        return self._call(doing, poller.result)
 
     # -- the datastore -----------------------------------------------------------------------
 
@@ -518,6 +520,8 @@ class AzureMLProvider(Provider):
             or []
         )
         traffic = {k.lower(): int(v) for k, v in (found.traffic or {}).items()}
+        mirrored = getattr(found, "mirror_traffic", None) or {}
+        mirror = {k.lower(): int(v) for k, v in mirrored.items() if int(v) > 0}
         deployments = []
         for d in listed:
             tags = d.tags or {}
@@ -543,6 +547,7 @@ class AzureMLProvider(Provider):
             auth_mode=_state(found.auth_mode),
             scoring_uri=found.scoring_uri,
             traffic=traffic,
+            mirror=mirror,
             deployments=tuple(sorted(deployments, key=lambda d: (d.created, d.name))),
         )
 
@@ -637,7 +642,7 @@ class AzureMLProvider(Provider):
     ) -> Deployment:
         from adapters.azureml.steps import AzureMLSteps
 
-        steps = AzureMLSteps(self)
+        steps = AzureMLSteps(self, progress=progress)
         outcome = run_rollout(
             steps,
             bundle,
@@ -659,6 +664,7 @@ class AzureMLProvider(Provider):
     # -- removal -------------------------------------------------------------------------
 
     def _delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """Delete one deployment and wait (False: it was gone, or its endpoint is)."""
         poller = self._maybe(
             f"delete deployment {deployment} of {endpoint}",
             lambda: self.ml.online_deployments.begin_delete(
@@ -671,21 +677,54 @@ class AzureMLProvider(Provider):
             self._wait(f"delete deployment {deployment} of {endpoint}", poller)
         return True
 
-    def _delete_endpoint(self, endpoint: str) -> bool:
-        """Delete the endpoint (Azure deletes its deployments with it) and wait."""
+    def _put_maps(self, live: Live, traffic: dict[str, int], mirror: dict[str, int]) -> None:
+        """One endpoint PUT with these traffic and mirror maps (``live``'s auth mode and
+        tags), waited for."""
+        from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+        endpoint = ManagedOnlineEndpoint(
+            name=live.endpoint,
+            auth_mode=live.auth_mode or self.settings.auth_mode,
+            tags=dict(live.tags or {}),
+            traffic=traffic,
+            mirror_traffic=mirror,
+        )
+        shown = ", ".join(f"{k} {v}%" for k, v in sorted(traffic.items())) or "none"
+        mirrored = ", ".join(f"{k} {v}%" for k, v in sorted(mirror.items())) or "none"
+        doing = f"set the traffic of endpoint {live.endpoint} ({shown}; mirror {mirrored})"
+        ops = self.ml.online_endpoints
+        poller = self._call(doing, lambda: ops.begin_create_or_update(endpoint))
+        self._wait(doing, poller)
+
+    def _delete_endpoint(self, endpoint: str, live: Live | None = None) -> bool:
+        """Delete the endpoint's deployments, then the endpoint, waiting for each (False:
+        it was gone). Azure refuses to delete a deployment that takes live or mirror
+        traffic, so both maps go to 0 first (one endpoint PUT, only where a share is set);
+        Azure would delete the deployments with the endpoint, but one by one each is seen
+        gone (and its container stopped) before the endpoint goes. A failed endpoint (or one
+        being deleted) takes no update: it is deleted as it is, its deployments with it."""
+        live = live if live is not None else self._live(endpoint)
+        if not live.exists:
+            return False
+        if live.state != "deleting" and live.state not in FAILED:  # a failed one: Azure's cascade
+            if any(v > 0 for v in (live.traffic or {}).values()) or live.mirror:
+                zero = {d.name: 0 for d in live.deployments}
+                self._put_maps(live, zero, {})
+            for d in live.deployments:
+                self._delete_deployment(endpoint, d.name)
         poller = self._maybe(
             f"delete endpoint {endpoint}",
             lambda: self.ml.online_endpoints.begin_delete(name=endpoint),
         )
-        if poller is None:
-            return False
-        with suppress(NotFound):
-            self._wait(f"delete endpoint {endpoint}", poller)
+        if poller is not None:
+            with suppress(NotFound):
+                self._wait(f"delete endpoint {endpoint}", poller)
         self._scoring.pop(endpoint, None)
         self._keys.pop(endpoint, None)
         stale = self._key_invokers.pop(endpoint, None)
         if stale is not None:
-            stale.close()
+            with suppress(Exception):
+                stale.close()
         return True
 
     # -- describe, list, delete, logs ----------------------------------------------------
@@ -758,11 +797,14 @@ class AzureMLProvider(Provider):
         return sorted(found, key=lambda d: d.name)
 
     def delete(self, name: str) -> bool:
+        """Set the endpoint's traffic and mirror to 0, delete its deployments one by one,
+        then the endpoint, waiting for each (:meth:`_delete_endpoint`). False, and no
+        write, when the endpoint is gone (or is not this project's)."""
         endpoint = names.endpoint_name(name, self.settings)
         live = self._live(endpoint)
         if not live.exists or not self._owned_by_us(live):
             return False  # gone, or someone else's endpoint of that name
-        return self._delete_endpoint(endpoint)
+        return self._delete_endpoint(endpoint, live)
 
     def logs(self, name: str, tail: int = 100) -> builtins.list[str]:
         if tail <= 0:
@@ -826,16 +868,6 @@ class AzureMLProvider(Provider):
                 raise ProviderError(f"endpoint {endpoint} answered no key (auth_mode key?)")
             self._keys[endpoint] = key
         return key
-
-    def scoring_token(self) -> str:
-        """An Entra token for ``aad_token`` scoring, from this provider's credential."""
-        from adapters.azureml import SCORING_RESOURCE
-
-        token = self._call(
-            "get a token for Azure ML scoring",
-            lambda: self.credential.get_token(f"{SCORING_RESOURCE}/.default"),
-        )
-        return str(token.token)
 
 
 def _state(value: Any) -> str:

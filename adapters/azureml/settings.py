@@ -44,6 +44,8 @@ MAX_REQUEST_TIMEOUT_MS = 180_000
 seconds", quotas; RequestSettings in the deployment YAML reference)."""
 DEFAULT_REQUEST_TIMEOUT_MS = 90_000
 DEFAULT_MAX_CONCURRENT = 16
+MAX_MIRROR_PERCENT = 50
+"""Azure ML's largest mirror share (how-to-safely-rollout-online-endpoints)."""
 
 
 class ProbeSection(BaseModel):
@@ -57,6 +59,18 @@ class ProbeSection(BaseModel):
     timeout: int = Field(default=2, ge=1, le=3600)
     failure_threshold: int = Field(default=30, ge=1, le=1000)
     success_threshold: int = Field(default=1, ge=1, le=100)
+
+
+class MirrorSection(BaseModel):
+    """Mirror (shadow) traffic before the first live traffic step: the endpoint copies
+    ``percent`` % of the live traffic to the new deployment (whose answers go nowhere) for
+    ``duration_s`` seconds. Azure's rules: at most 50 %, one deployment, never one that
+    takes live traffic (the first traffic step clears the mirror)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    percent: int = Field(ge=1, le=MAX_MIRROR_PERCENT)
+    duration_s: float = Field(gt=0, le=6 * 3600)
 
 
 class AzureMLSection(BaseModel):
@@ -87,6 +101,7 @@ class AzureMLSection(BaseModel):
     deploy_timeout_s: float = Field(default=1800.0, gt=0, le=6 * 3600)
     poll_interval_s: float = Field(default=10.0, gt=0, le=300)
     tags: dict[str, str] = Field(default_factory=dict)
+    mirror: MirrorSection | None = None
 
     @field_validator("subscription_id")
     @classmethod

@@ -4,17 +4,25 @@ error mapping and the reads; these steps use them.
 
 The new version is a model version, the environment version (the one image, registered
 once), and an online deployment at 0 % traffic (``create``; on a first deploy the endpoint
-is created first, with no traffic). Azure routes a request pinned with
+is created first, with no traffic, and waited for: past ``deploy_timeout_s`` it is
+:class:`~adapters.rollout.StillSettling`, and :meth:`AzureMLSteps.taken` reports the endpoint
+still creating, so nothing is removed). Azure routes a request pinned with
 ``azureml-model-deployment`` to a deployment whatever its share, so the smoke test runs
-before any traffic (``pre_traffic_smoke``). Each traffic step is one endpoint PUT with the
-traffic map (aiaas steps canary and linear rollouts itself, holding ``wait_s`` between
-steps); a failure puts the map back as it was. The replaced deployment is deleted last.
-Autoscaling is Azure Monitor's (refused in ``check_deploy``): the scaling steps do nothing.
+before any traffic (``pre_traffic_smoke``). With ``azureml.mirror`` set and another
+deployment serving, the endpoint then mirrors that share of the live traffic to the new
+deployment for the mirror's ``duration_s`` (the live traffic unchanged). Each traffic step
+is one endpoint PUT with the traffic map and an empty mirror map (aiaas steps canary and
+linear rollouts itself, holding ``wait_s`` between steps); a failure puts the map back as it
+was. The replaced deployment is deleted last; after a failure, the new deployment goes
+before the endpoint a first deploy created. Autoscaling is Azure Monitor's (refused in
+``check_deploy``): the scaling steps do nothing.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +36,7 @@ from adapters.azureml.provider import (
     Desired,
     Live,
 )
-from adapters.base import Change
+from adapters.base import Change, ProgressFn, no_progress
 from adapters.rollout import Busy, Diff, Settle, Terms, TrafficStep
 from aiaas.errors import AiaasError, DeployFailed
 
@@ -48,8 +56,16 @@ class AzureMLSteps:
     capabilities = SPEC.capabilities  # pre_traffic_smoke, traffic_split
     terms = Terms("endpoint", "Azure", "azureml.deploy_timeout_s")
 
-    def __init__(self, provider: AzureMLProvider) -> None:
+    def __init__(
+        self,
+        provider: AzureMLProvider,
+        *,
+        progress: ProgressFn = no_progress,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.provider = provider
+        self.progress = progress  # the deploy's progress (the mirror phase reports there)
+        self.sleep = sleep  # the mirror phase's hold
         self._pollers: dict[str, Any] = {}  # deployment -> the poller of its create
         self._traffic_before: dict[str, int] | None = None  # the map before the first switch
         self._endpoint: str | None = None
@@ -142,11 +158,17 @@ class AzureMLSteps:
             entry = Change("create", ENDPOINT, ep, f"PUT onlineEndpoints/{ep}: {dep} takes 100%")
         elif serving is None or serving.name != dep or serving.traffic != 100 or auth_changes:
             was = serving.name if serving is not None else "no deployment"
+            mirror = s.mirror
+            first = (
+                f"mirror {mirror.percent}% to {dep} for {mirror.duration_s:g}s, then "
+                if mirror is not None and serving is not None and serving.name != dep
+                else ""
+            )
             entry = Change(
                 "update",
                 ENDPOINT,
                 ep,
-                f"PUT onlineEndpoints/{ep} traffic: {was} -> {dep} ({rollout.strategy})",
+                f"PUT onlineEndpoints/{ep} {first}traffic: {was} -> {dep} ({rollout.strategy})",
             )
         else:
             entry = Change("keep", ENDPOINT, ep, f"{desired.manifest.version} takes all traffic")
@@ -300,15 +322,17 @@ class AzureMLSteps:
         return message
 
     def taken(self, desired: Desired, traffic_pct: int) -> str | None:
+        """Where the endpoint is when a create or switch call failed and Azure may have
+        taken it all the same: the endpoint or the new deployment still settling (a create
+        that timed out, an answer lost), or the new deployment taking traffic; None when
+        neither, so what the deploy added may be removed."""
         live = self.provider._live(desired.endpoint)
         dep = live.deployment(desired.deployment)
-        if traffic_pct == 0:
-            if dep is not None and dep.state in SETTLING:
-                return f"deployment {dep.name} {dep.state}"
-            return None
         if live.state in SETTLING:
             return f"{live.state}"
-        if dep is not None and dep.traffic > 0:
+        if dep is not None and dep.state in SETTLING:
+            return f"{dep.state} deployment {dep.name}"
+        if traffic_pct > 0 and dep is not None and dep.traffic > 0:
             return f"sending {dep.traffic}% to {dep.name}"
         return None
 
@@ -316,17 +340,40 @@ class AzureMLSteps:
 
     def switch(self, desired: Desired, live: Live, step: TrafficStep) -> None:
         """One endpoint PUT: ``step.pct`` to the new deployment, the rest to the one that
-        served (every other deployment 0)."""
+        served (every other deployment 0), the mirror map empty. Before the first step,
+        with ``azureml.mirror`` set and another deployment serving, the mirror phase
+        (:meth:`_mirror`)."""
+        first = self._traffic_before is None
         before = dict(live.traffic or {})
         if self._traffic_before is None:
             self._traffic_before = before
         dep = desired.deployment
         serving = live.serving
+        mirror = self.provider.settings.mirror
+        if first and mirror is not None and serving is not None and serving.name != dep:
+            self._mirror(desired, live, mirror.percent, mirror.duration_s)
         traffic = {d.name: 0 for d in live.deployments if d.state not in FAILED}
         traffic[dep] = step.pct
         if serving is not None and serving.name != dep and step.pct < 100:
             traffic[serving.name] = 100 - step.pct
         self._put_traffic(desired, traffic, wait=False)
+
+    def _mirror(self, desired: Desired, live: Live, percent: int, duration_s: float) -> None:
+        """The endpoint mirrors ``percent`` % of its live traffic to the new deployment
+        (the live traffic unchanged; the copies' answers go nowhere): one endpoint PUT,
+        waited for, then held ``duration_s``. The first traffic step clears it (Azure lets
+        no deployment take both); a failure before that clears it when the new deployment
+        is removed (:meth:`remove`)."""
+        dep = desired.deployment
+        self.progress(f"mirroring {percent}% of the live traffic to {dep}", None)
+        traffic = {k: v for k, v in (live.traffic or {}).items() if v > 0}
+        now = replace(live, tags=self._tags(desired), auth_mode=self.provider.settings.auth_mode)
+        self.provider._put_maps(now, traffic, {dep: percent})
+        self.progress(f"holding the mirror ({percent}% to {dep}) for {duration_s:g}s", None)
+        self.sleep(duration_s)
+
+    def _tags(self, desired: Desired) -> dict[str, str]:
+        return self.provider._tags(desired.name, desired.manifest.version)
 
     def switch_back(self, desired: Desired, live: Live) -> None:
         """All the traffic back as it was before the first switch."""
@@ -369,12 +416,21 @@ class AzureMLSteps:
         ).body
 
     def remove(self, change: Change) -> None:
-        """Delete the deployment or endpoint ``change`` names and wait. Model and
-        environment versions stay: they are content-addressed registry records that cost
-        nothing, and the next deploy of the same digest uses them again (Azure ML archives
-        model versions; it does not delete them through azure-ai-ml)."""
+        """Delete the deployment or endpoint ``change`` names and wait. A deployment the
+        endpoint mirrors to is taken out of the mirror first (Azure refuses to delete it);
+        one whose endpoint is gone is gone. An endpoint goes after its deployments
+        (:meth:`AzureMLProvider._delete_endpoint`), so a failed first deploy removes the
+        deployment, then the endpoint. Model and environment versions stay: they are
+        content-addressed registry records that cost nothing, and the next deploy of the
+        same digest uses them again (Azure ML archives model versions; it does not delete
+        them through azure-ai-ml)."""
         p = self.provider
         if change.kind == DEPLOYMENT and self._endpoint is not None:
+            live = p._live(self._endpoint)
+            if not live.exists or live.deployment(change.name) is None:
+                return
+            if change.name.lower() in (live.mirror or {}):
+                p._put_maps(live, dict(live.traffic or {}), {})
             p._delete_deployment(self._endpoint, change.name)
         elif change.kind == ENDPOINT:
             p._delete_endpoint(change.name)
