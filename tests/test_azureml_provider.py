@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure_emulated import emulated_azure, scoring_client
+from azure_emulated import blob_service, emulated_azure, scoring_client
 from conformance.harnesses.azureml import azureml_yaml
 from conftest import PROJECTS
 
@@ -456,3 +456,36 @@ def test_key_mode_smoke_tests_with_the_endpoint_key_and_delete_goes_in_order(
         wrote = len(azure.writes())
         assert keyed.delete("probe-key") is False  # already gone: no write
         assert azure.writes()[wrote:] == []
+
+
+def test_a_custom_blob_container_is_uploaded_to_and_served_from(
+    azure: AzureEmulator, bundles: Bundles, tmp_path: Path
+) -> None:
+    # Another container of the account: the model is registered by the archive's https URL
+    # (not a datastore path), and the endpoint's container is started from it.
+    with blob_service(azure) as service:
+        service.create_container("aiaas-models")
+    root = _project(tmp_path / "custom", azure, "")
+    yaml = (root / "aiaas.yaml").read_text()
+    yaml = yaml.replace("azureml:\n", "azureml:\n  blob_container: aiaas-models\n")
+    (root / "aiaas.yaml").write_text(yaml)
+    since = len(azure.calls())
+    with AzureMLProvider.from_config(load_config(root)) as custom:
+        try:
+            deployment = custom.deploy(bundles.v2.path, name="probe-blob")
+            assert deployment.status is DeploymentStatus.READY
+            model_puts = [
+                c.body["properties"]["modelUri"]
+                for c in azure.calls()[since:]
+                if c.method == "PUT" and "/models/" in c.path
+            ]
+            assert model_puts and all(
+                uri.startswith("https://") and "/aiaas-models/" in uri for uri in model_puts
+            )
+            with blob_service(azure) as service:
+                stored = [b.name for b in service.get_container_client("aiaas-models").list_blobs()]
+            assert any(
+                name.endswith(f"{bundles.v2.manifest.version}/model.tar.gz") for name in stored
+            )
+        finally:
+            custom.delete("probe-blob")
