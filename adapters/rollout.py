@@ -467,6 +467,8 @@ class _Run:
         have been taken."""
         try:
             call()
+        except StillSettling:
+            raise  # a step that waited past the deadline: the change goes on, nothing touched
         except AiaasError as exc:
             message = exc.message
             if not isinstance(exc, DeployFailed):

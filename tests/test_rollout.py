@@ -467,6 +467,19 @@ def test_a_deploy_past_its_deadline_removes_nothing() -> None:
     assert NEW in cloud.owners
 
 
+@pytest.mark.parametrize("op", ["create", "switch"])
+def test_a_step_that_waited_past_the_deadline_itself_removes_nothing(op: str) -> None:
+    # A step may wait inside its one call (Azure ML's create waits for a new endpoint): its
+    # own StillSettling is the transaction's, not a failure to clean up after.
+    late = StillSettling("endpoint probe still Creating after 60s (simulated)")
+    cloud, run = live_on_v1(refuse={op: late}, switch_drops_scaling=True)
+    with pytest.raises(StillSettling) as raised:
+        run.deploy(V2_PATH)
+    assert raised.value is late
+    assert "remove" not in ops(cloud) and "restore" not in ops(cloud)
+    assert cloud.traffic.get(OLD) == 100
+
+
 def test_a_switch_past_the_deadline_removes_nothing_and_restores_nothing() -> None:
     cloud, run = live_on_v1(switch_drops_scaling=True, switch_never_settles=True)
     with pytest.raises(StillSettling):
