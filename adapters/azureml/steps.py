@@ -20,6 +20,7 @@ before the endpoint a first deploy created. Autoscaling is Azure Monitor's (refu
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -48,6 +49,9 @@ BLOB, MODEL, ENVIRONMENT = "blob", "model version", "environment version"
 ENDPOINT, DEPLOYMENT = "online endpoint", "online deployment"
 REGISTRY = frozenset({MODEL, ENVIRONMENT})
 LOG_LINES_IN_ERROR = 15
+REASON_WAIT_S = 10.0
+"""How long a failed deployment's error waits for the SDK's poller to read the operation's
+reason (the deployment shows Failed on a GET before its poller has polled the end)."""
 
 
 class AzureMLSteps:
@@ -307,6 +311,9 @@ class AzureMLSteps:
         p, dep = self.provider, desired.deployment
         reason = ""
         poller = self._pollers.get(dep)
+        if poller is not None:  # the SDK's poller may not have seen the operation end yet
+            with contextlib.suppress(Exception):  # wait() raises the failure: read below
+                poller.wait(timeout=REASON_WAIT_S)
         if poller is not None and poller.done():
             try:
                 poller.result(timeout=0)
