@@ -899,6 +899,7 @@ print(json.dumps([response.status_code, json.loads(response.get_body()),
 """
 
 
+@pytest.mark.package_index  # pip download of the package's wheels (cached after the first run)
 def test_emulated_the_azure_package_holds_the_light_path_alone_and_answers(
     deployed: Deployed, function_project: tuple[Path, Path], tmp_path: Path
 ) -> None:
