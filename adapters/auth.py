@@ -18,6 +18,9 @@
   On 401 the token is asked for once more; azure-identity's credentials cache their tokens
   and azure-core's ``get_token`` has no force-refresh flag, so when the answer is the
   refused token the request is not sent again (the 401 stands, for the caller to map).
+- :class:`Acs3Signer`: Alibaba Cloud's ACS3-HMAC-SHA256 signature of an OpenAPI call (a
+  PAI-EAS DescribeService) with an AccessKey or STS credentials, over httpx (no tea-openapi:
+  0.3-0.9 s of import), as ``alibabacloud_tea_openapi/utils.py:get_authorization`` signs.
 
 A refused or failed token fetch raises the typed error (:class:`~aiaas.errors.AccessDenied`,
 :class:`~aiaas.errors.NotReady`) out of the call, so the invoke loop does not retry it. No
@@ -30,15 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import math
 import re
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -484,3 +491,112 @@ class CredentialBearer(httpx.Auth):
             if self._again(used, fresh):
                 request.headers["Authorization"] = f"Bearer {fresh}"
                 yield request
+
+
+ACS3_ALGORITHM = "ACS3-HMAC-SHA256"
+
+
+@dataclass(frozen=True)
+class AlibabaCredentials:
+    """An Alibaba Cloud AccessKey pair, with the STS token of a role's credentials."""
+
+    access_key_id: str
+    access_key_secret: str
+    security_token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"AlibabaCredentials({self.access_key_id!r}, ***)"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AlibabaCredentials | None:
+        """From ``ALIBABA_CLOUD_ACCESS_KEY_ID`` / ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` /
+        ``ALIBABA_CLOUD_SECURITY_TOKEN`` (what Function Compute gives a function's role);
+        None when the pair is not set."""
+        key_id = env.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "").strip()
+        secret = env.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "").strip()
+        if not key_id or not secret:
+            return None
+        return cls(key_id, secret, env.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip() or None)
+
+
+def _acs3_quote(value: str) -> str:
+    return quote(value, safe="~")
+
+
+class Acs3Signer(httpx.Auth):
+    """Signs each request with ACS3-HMAC-SHA256 for Alibaba Cloud OpenAPI ``version`` (the
+    action in the request's own ``x-acs-action`` header, else ``action``).
+
+    It sets ``host``, ``x-acs-action``, ``x-acs-version``, ``x-acs-date``,
+    ``x-acs-signature-nonce``, ``x-acs-content-sha256``, ``accept`` and, with STS credentials,
+    ``x-acs-security-token``, then signs every ``x-acs-*`` header, ``host``, ``accept`` and
+    ``content-type`` (lower-cased, sorted): the canonical request is the method, the raw path,
+    the sorted query with keys and values encoded (``quote(v, safe="~")``), the signed headers
+    (``name:value`` lines, values stripped), their list and the body's SHA-256 (hex); the
+    signature is the HMAC-SHA256 (hex) of ``ACS3-HMAC-SHA256\n<sha256(canonical request)>``
+    keyed with the secret. ``credentials()`` is asked on each request (a role's rotate)."""
+
+    requires_request_body = True  # the signature covers the body's hash
+
+    def __init__(
+        self,
+        credentials: Callable[[], AlibabaCredentials],
+        *,
+        version: str,
+        action: str | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.version = version
+        self.action = action
+
+    def __repr__(self) -> str:
+        return f"Acs3Signer(version={self.version!r})"
+
+    def sign(self, request: httpx.Request) -> None:
+        """Set the ACS3 headers and ``Authorization`` on ``request``."""
+        creds = self.credentials()
+        body = request.content
+        headers = request.headers
+        action = headers.get("x-acs-action") or self.action
+        if not action:
+            raise ConfigError("an ACS3-signed request needs its action (x-acs-action)")
+        headers["x-acs-action"] = action
+        headers["x-acs-version"] = headers.get("x-acs-version") or self.version
+        headers["x-acs-date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        headers["x-acs-signature-nonce"] = uuid.uuid4().hex
+        body_hash = hashlib.sha256(body).hexdigest()
+        headers["x-acs-content-sha256"] = body_hash
+        headers.setdefault("accept", "application/json")
+        if "host" not in headers:
+            headers["host"] = request.url.netloc.decode("ascii")
+        if creds.security_token:
+            headers["x-acs-security-token"] = creds.security_token
+        signed = sorted(
+            {
+                name.lower()
+                for name in headers
+                if name.lower().startswith("x-acs-")
+                or name.lower() in ("host", "accept", "content-type")
+            }
+        )
+        path = request.url.raw_path.split(b"?", 1)[0].decode("ascii") or "/"
+        query = "&".join(
+            f"{_acs3_quote(k)}={_acs3_quote(v)}"
+            for k, v in sorted(request.url.params.multi_items())
+        )
+        canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in signed)
+        canonical = "\n".join(
+            [request.method, path, query, canonical_headers, ";".join(signed), body_hash]
+        )
+        to_sign = f"{ACS3_ALGORITHM}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(
+            creds.access_key_secret.encode(), to_sign.encode(), hashlib.sha256
+        ).hexdigest()
+        headers["Authorization"] = (
+            f"{ACS3_ALGORITHM} Credential={creds.access_key_id},"
+            f"SignedHeaders={';'.join(signed)},Signature={signature}"
+        )
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.sign(request)
+        yield request
