@@ -59,6 +59,34 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+CONFORMANCE_FILE = "conformance/test_conformance.py"
+
+
+def work_unit(nodeid: str) -> str:
+    """The xdist work unit a test belongs to: its file (``--dist loadfile``: a module's
+    fixtures and emulators stay on one worker), except the conformance suite, whose run for
+    each provider (``test_x[azureml]``) is a unit of its own: each provider's runs share only
+    that provider's fixtures, and the suite for every cloud in one worker was the run's
+    longest unit."""
+    file, _, rest = nodeid.partition("::")
+    if file.endswith(CONFORMANCE_FILE) and rest.endswith("]") and "[" in rest:
+        return f"{file}[{rest.rsplit('[', 1)[1]}"
+    return file
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` with the conformance suite split by provider (:func:`work_unit`)."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling  # type: ignore[import-untyped]
+
+    class ProviderSplitScheduling(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ProviderSplitScheduling(config, log)
+
+
 # Modules whose tests (or module fixtures) run `pip download` for a function package: the
 # package index is the one place past loopback a test may reach.
 PACKAGE_INDEX_MODULES = frozenset({"test_function_package.py", "test_sagemaker_cli.py"})
