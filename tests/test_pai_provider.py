@@ -1,0 +1,195 @@
+"""The PAI-EAS control plane (adapters/pai/provider.py and steps.py) against the emulated
+Alibaba Cloud with the real SDK clients, for what the conformance suite does not see: the
+service config as EAS received it (the mount, the environment, rpc, labels), a real prediction
+through the invoker after deploy, no write for the live digest, an update that replaces the
+config (never merges it), a failed update rolled back with UpdateServiceVersion and EAS's
+reason in the error, the autoscaler calls, and delete's idempotence. One emulator for the
+module; the tests run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from alibaba_emulated import alibaba  # noqa: F401 - the module's emulator fixture
+from conformance.harnesses.pai import pai_yaml
+from conftest import PROJECTS
+
+from adapters.base import DeploymentStatus
+from adapters.pai import names
+from adapters.pai.provider import MOUNT_PATH, PaiProvider
+from aiaas.bundle import BuiltBundle, build_bundle
+from aiaas.config import load_config
+from aiaas.errors import DeployFailed
+from emulators.alibaba import AlibabaEmulator
+
+MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
+SERVER_YAML = "server:\n  max_queue_size: 4\n  queue_wait_ms: 0\n"
+SCALING = (
+    "deploy:\n  scaling:\n    min_instances: 1\n    max_instances: 3\n    target_concurrency: 4\n"
+)
+NAME = "probe"
+
+
+@dataclass(frozen=True)
+class Bundles:
+    v1: BuiltBundle
+    v2: BuiltBundle
+    v3: BuiltBundle
+
+
+def _build(work: Path, salt: str) -> BuiltBundle:
+    project = work / f"v{salt}"
+    shutil.copytree(PROJECTS / "probe", project)
+    (project / "aiaas.yaml").write_text(MODEL_YAML)
+    model = project / "probe_model.py"
+    model.write_text(model.read_text().replace('VERSION_SALT = "1"', f'VERSION_SALT = "{salt}"'))
+    return build_bundle(project, work / f"v{salt}.tar.gz")
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
+    work = tmp_path_factory.mktemp("pai-bundles")
+    return Bundles(_build(work, "1"), _build(work, "2"), _build(work, "3"))
+
+
+def _provider(root: Path, emulator: AlibabaEmulator, extra: str = "") -> PaiProvider:
+    root.mkdir(parents=True, exist_ok=True)
+    yaml = MODEL_YAML + "provider: pai\n" + pai_yaml(emulator, "tests") + SERVER_YAML + extra
+    (root / "aiaas.yaml").write_text(yaml)
+    return PaiProvider.from_config(load_config(root))
+
+
+@pytest.fixture(scope="module")
+def provider(
+    alibaba: AlibabaEmulator,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PaiProvider]:
+    made = _provider(tmp_path_factory.mktemp("pai-project") / "p", alibaba, SCALING)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def _writes(emulator: AlibabaEmulator, since: int) -> list[str]:
+    return [w.split(" ", 1)[0] for w in emulator.writes()[since:]]
+
+
+def test_deploy_creates_the_service_and_it_answers_through_the_invoker(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
+) -> None:
+    deployment = provider.deploy(bundles.v1.path, name=NAME)
+    assert deployment.version == bundles.v1.manifest.version
+    assert deployment.status is DeploymentStatus.READY
+    service = names.service_name(NAME, provider.settings)
+    create = next(c for c in alibaba.calls() if c.action == "CreateService")
+    config = json.loads(create.body)
+    container = config["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["AIAAS_MODEL_DIR"] == MOUNT_PATH and env["AIAAS_PORT"] == str(container["port"])
+    assert env["AIAAS_SERVER__MAX_QUEUE_SIZE"] == "4"
+    assert config["storage"] == [
+        {
+            "oss": {
+                "path": f"oss://{alibaba.bucket}/aiaas/{bundles.v1.manifest.version}/",
+                "readOnly": True,
+            },
+            "mount_path": MOUNT_PATH,
+        }
+    ]
+    assert config["metadata"]["rpc"]["max_queue_size"] == 2
+    assert config["cloud"]["computing"]["instances"] == [{"type": "ecs.c6.large"}]
+    labels = json.loads(create.query["Labels"])
+    assert labels[names.PROJECT_LABEL] == "tests" and labels[names.DEPLOYMENT_LABEL] == NAME
+    # a real prediction through the invoke path, with the service's endpoint and token
+    live = provider._live(service)
+    answer = provider.invoker_for(live).invoke_sync(
+        NAME, json.dumps(bundles.v1.manifest.example_request).encode()
+    )
+    assert answer.version == bundles.v1.manifest.version
+    # the autoscaler: max > min, a qps threshold per instance (target 4 / 1 s)
+    scaler = next(c for c in alibaba.calls() if c.action == "CreateServiceAutoScaler")
+    assert json.loads(scaler.body) == {
+        "min": 1,
+        "max": 3,
+        "scaleStrategies": [{"metricName": "qps", "threshold": 4}],
+    }
+    assert provider.live_manifest(NAME) == bundles.v1.manifest
+
+
+def test_the_live_digest_writes_nothing(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
+) -> None:
+    before, objects = len(alibaba.writes()), len(alibaba.oss.objects(alibaba.bucket, ""))
+    assert provider.plan(bundles.v1.path, name=NAME).unchanged
+    assert provider.deploy(bundles.v1.path, name=NAME).version == bundles.v1.manifest.version
+    assert alibaba.writes()[before:] == []
+    assert len(alibaba.oss.objects(alibaba.bucket, "")) == objects
+
+
+def test_a_new_digest_replaces_the_config_and_the_autoscaler_is_kept(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
+) -> None:
+    before = len(alibaba.writes())
+    deployment = provider.deploy(bundles.v2.path, name=NAME)
+    assert deployment.version == bundles.v2.manifest.version
+    assert _writes(alibaba, before) == ["UpdateService"]  # the autoscaler as it was: no write
+    update = [c for c in alibaba.calls() if c.action == "UpdateService"][-1]
+    assert update.query.get("UpdateType") == "replace"
+    assert bundles.v2.manifest.version in json.loads(update.body)["storage"][0]["oss"]["path"]
+    assert deployment.details["service_version"] == 2
+
+
+def test_a_failed_update_is_rolled_back_with_update_service_version(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
+) -> None:
+    before = len(alibaba.writes())
+    alibaba.fail_next_version("Failed to pull image: manifest unknown", reason="ImagePullFailed")
+    with pytest.raises(DeployFailed) as failed:
+        provider.deploy(bundles.v3.path, name=NAME)
+    message = failed.value.message
+    assert "Failed to pull image: manifest unknown" in message, message
+    assert "ImagePullFailed" in message, message
+    assert _writes(alibaba, before) == ["UpdateService", "UpdateServiceVersion"]
+    rollback = [c for c in alibaba.calls() if c.action == "UpdateServiceVersion"][-1]
+    assert json.loads(rollback.body) == {"Version": 2}
+    described = provider.describe(NAME)
+    assert described.version == bundles.v2.manifest.version
+    assert described.status is DeploymentStatus.READY
+    assert described.details["service_version"] == 2
+
+
+def test_equal_min_and_max_delete_the_autoscaler(
+    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
+    tmp_path: Path,
+) -> None:
+    fixed = "deploy:\n  scaling:\n    min_instances: 2\n    max_instances: 2\n"
+    with _provider(tmp_path / "fixed", alibaba, fixed) as other:
+        before = len(alibaba.writes())
+        other.deploy(bundles.v2.path, name=NAME)
+        assert _writes(alibaba, before) == ["DeleteServiceAutoScaler"]
+
+
+def test_delete_is_idempotent_and_logs_read_the_service_log(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+) -> None:
+    assert provider.logs(NAME, tail=3)
+    assert provider.delete(NAME) is True
+    assert provider.delete(NAME) is False
+    assert provider.list() == []
