@@ -148,7 +148,7 @@ class TestCli:
     def test_unknown_provider_is_named(self, tmp_path: Path) -> None:
         r = _cli("status", "--config", str(PROJECTS / "probe"), "--provider", "nocloud")
         assert r.returncode == 1 and "--provider nocloud: unknown provider" in r.stderr
-        assert "installed: azureml, local, sagemaker" in r.stderr
+        assert "installed: azureml, local, pai, sagemaker" in r.stderr
 
     def test_init_scaffold_builds_and_serves_predictions(self, tmp_path: Path) -> None:
         project = tmp_path / "proj"
