@@ -20,11 +20,12 @@ skip into a failure, for CI.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib
 import os
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,24 @@ class Harness(ABC):
     def foreign(self, name: str, bundle: Path) -> AbstractContextManager[None]:
         """While inside, a deployment named ``name`` of ``bundle`` exists that this project's
         provider must not manage (another project's, or one made outside aiaas)."""
+
+    @contextlib.contextmanager
+    def another_projects_deployment(self, name: str, bundle: Path) -> Iterator[None]:
+        """A deployment ``name`` of ``bundle`` made by another project, for :meth:`foreign`:
+        the test project's config with ``prefix: other`` instead of ``prefix: conformance``
+        (what a cloud provider takes as the project: its tags, labels and hashed names),
+        deployed through the provider's own control plane and deleted on the way out."""
+        project = self.workdir / "another-project"
+        project.mkdir(exist_ok=True)
+        yaml = (self.config.root / "aiaas.yaml").read_text()
+        assert "prefix: conformance" in yaml, "the harness's section names no prefix"
+        (project / "aiaas.yaml").write_text(yaml.replace("prefix: conformance", "prefix: other"))
+        with self.make_provider(load_config(project)) as other:
+            try:
+                other.deploy(bundle, name=name)
+                yield
+            finally:
+                other.delete(name)
 
     def request_limit(self) -> int:
         """The largest request body (bytes) the deployment takes: the provider's own limit

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Hashable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -24,7 +24,6 @@ from adapters.azureml import names
 from adapters.azureml.provider import AzureMLProvider
 from adapters.azureml.settings import AzureMLSection
 from adapters.base import Provider
-from aiaas.config import load_config
 from conformance.harness import Harness, register
 from emulators import azurite
 from emulators.azure import AzureEmulator
@@ -119,21 +118,10 @@ class AzureMLHarness(Harness):
         finally:
             self.azure.clear_faults()
 
-    @contextlib.contextmanager
-    def foreign(self, name: str, bundle: Path) -> Iterator[None]:
+    def foreign(self, name: str, bundle: Path) -> AbstractContextManager[None]:
         # Another project in the same workspace: another prefix, so another project tag and
         # another endpoint name (the hash covers the prefix).
-        project = self.workdir / "another-project"
-        project.mkdir(exist_ok=True)
-        shutil.copy(self.config.root / "aiaas.yaml", project / "aiaas.yaml")
-        yaml = (project / "aiaas.yaml").read_text()
-        (project / "aiaas.yaml").write_text(yaml.replace("prefix: conformance", "prefix: other"))
-        with AzureMLProvider.from_config(load_config(project)) as other:
-            try:
-                other.deploy(bundle, name=name)
-                yield
-            finally:
-                other.delete(name)
+        return self.another_projects_deployment(name, bundle)
 
     def _settings(self) -> AzureMLSection:
         return self.config.provider_settings("azureml", AzureMLSection)

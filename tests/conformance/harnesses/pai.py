@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Generator, Hashable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from adapters.pai import names
 from adapters.pai.invoke import PaiInvoker
 from adapters.pai.provider import PaiProvider, version_of_config
 from adapters.pai.settings import PaiSection
-from aiaas.config import load_config
 from conformance.harness import Harness, register
 from emulators.alibaba import PREDICT_PREFIX, AlibabaEmulator
 
@@ -161,21 +160,10 @@ class PaiHarness(Harness):
         finally:
             self.alibaba.clear_faults()
 
-    @contextlib.contextmanager
-    def foreign(self, name: str, bundle: Path) -> Iterator[None]:
+    def foreign(self, name: str, bundle: Path) -> AbstractContextManager[None]:
         # Another project in the region: another prefix, so another project label and
         # another service name (the hash covers the prefix).
-        project = self.workdir / "another-project"
-        project.mkdir(exist_ok=True)
-        shutil.copy(self.config.root / "aiaas.yaml", project / "aiaas.yaml")
-        yaml = (project / "aiaas.yaml").read_text()
-        (project / "aiaas.yaml").write_text(yaml.replace("prefix: conformance", "prefix: other"))
-        with PaiProvider.from_config(load_config(project)) as other:
-            try:
-                other.deploy(bundle, name=name)
-                yield
-            finally:
-                other.delete(name)
+        return self.another_projects_deployment(name, bundle)
 
     def _settings(self) -> PaiSection:
         return self.config.provider_settings("pai", PaiSection)

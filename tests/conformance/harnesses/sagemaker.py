@@ -13,8 +13,8 @@ AWS does.
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Hashable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import boto3
@@ -23,7 +23,6 @@ from moto.sagemaker.models import sagemaker_backends
 from adapters.base import Provider
 from adapters.sagemaker import names
 from adapters.sagemaker.provider import SageMakerProvider
-from aiaas.config import load_config
 from conformance.harness import Harness, register
 from emulators.aws import AwsEmulator
 
@@ -99,21 +98,10 @@ class SageMakerHarness(Harness):
         finally:
             self.aws.clear_faults()
 
-    @contextlib.contextmanager
-    def foreign(self, name: str, bundle: Path) -> Iterator[None]:
+    def foreign(self, name: str, bundle: Path) -> AbstractContextManager[None]:
         # Another project in the same account: its bundles under another prefix, so another
         # aiaas:project tag.
-        project = self.workdir / "another-project"
-        project.mkdir(exist_ok=True)
-        shutil.copy(self.config.root / "aiaas.yaml", project / "aiaas.yaml")
-        yaml = (project / "aiaas.yaml").read_text()
-        (project / "aiaas.yaml").write_text(yaml.replace("prefix: conformance", "prefix: other"))
-        with SageMakerProvider.from_config(load_config(project)) as other:
-            try:
-                other.deploy(bundle, name=name)
-                yield
-            finally:
-                other.delete(name)
+        return self.another_projects_deployment(name, bundle)
 
     def clients_closed(self, provider: Provider) -> bool:
         assert isinstance(provider, SageMakerProvider)
