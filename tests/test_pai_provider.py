@@ -193,3 +193,10 @@ def test_delete_is_idempotent_and_logs_read_the_service_log(
     assert provider.delete(NAME) is True
     assert provider.delete(NAME) is False
     assert provider.list() == []
+
+
+def test_the_service_token_never_shows_in_what_the_provider_reads() -> None:
+    from adapters.pai.provider import Live
+
+    live = Live("probe_abc123", status="running", endpoint="http://e", token="tok-SECRET-1")
+    assert "tok-SECRET-1" not in repr(live) and "tok-SECRET-1" not in str(live)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import hashlib
 import json
 import threading
 from collections.abc import Callable
@@ -51,7 +52,7 @@ from adapters.pai.settings import PaiSection, server_problems
 from adapters.rollout import Timing, run_rollout
 from aiaas.bundle import inspect_archive, verify_archive
 from aiaas.config import DEVICE_VARIABLE, ProjectConfig, server_environment
-from aiaas.errors import AiaasError, BundleError, ConfigError, NotFound
+from aiaas.errors import AiaasError, BundleError, ConfigError, NotFound, ProviderError
 from aiaas.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class Live:
     labels: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     endpoint: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # the service's secret: never shown
     message: str = ""
     reason: str = ""
     running: int = 0
@@ -256,7 +257,8 @@ class PaiProvider(Provider):
         DescribeService, this provider's credentials for ``status()``."""
         if not live.endpoint or not live.token:
             raise NotFound(f"service {live.service} has no endpoint or token yet")
-        key = (live.endpoint, live.token)
+        # keyed on the token's digest: the cache never holds the secret itself as a key
+        key = (live.endpoint, hashlib.sha256(live.token.encode()).hexdigest())
         invoker = self._invokers.get(key)
         if invoker is None:
             from adapters.pai.invoke import PaiInvoker
@@ -677,9 +679,16 @@ class PaiProvider(Provider):
         )
         if found is None:
             return None
-        with found.body as body:
-            data = body.read()
-        return Manifest.model_validate_json(data)
+
+        def read() -> bytes:
+            with found.body as body:
+                return bytes(body.read())
+
+        data = self._call(f"read oss://{bucket}/{key}", read)
+        try:
+            return Manifest.model_validate_json(data)
+        except ValueError:  # pydantic's ValidationError is a ValueError
+            raise ProviderError(f"oss://{bucket}/{key} is not an aiaas manifest") from None
 
 
 def replace_body(request: Any, data: bytes) -> Any:
