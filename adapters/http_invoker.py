@@ -61,6 +61,17 @@ NOT_SENT: tuple[type[httpx.TransportError], ...] = (
 )
 
 
+def with_timeout(
+    request: httpx.Request, timeout: float, *, cap_s: float, connect_s: float
+) -> httpx.Request:
+    """``request`` bounded by ``timeout`` seconds, at most ``cap_s`` (and ``connect_s`` to
+    connect): a cloud's status read (ARM's endpoint GET, EAS's DescribeService) on the
+    caller's deadline."""
+    left = max(0.05, min(cap_s, timeout))
+    request.extensions["timeout"] = httpx.Timeout(left, connect=min(connect_s, left)).as_dict()
+    return request
+
+
 def never_sent(error: httpx.TransportError) -> bool:
     """True when ``error`` was raised before the request left (see :data:`NOT_SENT`)."""
     return isinstance(error, NOT_SENT)

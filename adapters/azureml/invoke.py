@@ -66,6 +66,7 @@ from adapters.http_invoker import (
     never_sent,
     run_async,
     run_sync,
+    with_timeout,
 )
 from aiaas.errors import (
     AccessDenied,
@@ -479,11 +480,7 @@ class AzureMLInvoker(HttpInvoker):
         request = httpx.Request(
             "GET", url, params={"api-version": ARM_API_VERSION}, headers={"accept": _JSON}
         )
-        left = max(0.05, min(ARM_TIMEOUT_S, timeout))
-        request.extensions["timeout"] = httpx.Timeout(
-            left, connect=min(CONNECT_TIMEOUT_S, left)
-        ).as_dict()
-        return request
+        return with_timeout(request, timeout, cap_s=ARM_TIMEOUT_S, connect_s=CONNECT_TIMEOUT_S)
 
     def _arm_answer(self, endpoint: str, sent: Sent) -> Endpoint:
         """ARM's answer about ``endpoint``, or the typed error (NotFound when there is none)."""

@@ -52,6 +52,7 @@ from adapters.http_invoker import (
     RetryPolicy,
     Sent,
     never_sent,
+    with_timeout,
 )
 from adapters.pai import API_VERSION, names
 from aiaas.errors import (
@@ -414,11 +415,7 @@ class PaiInvoker(HttpInvoker):
         request = httpx.Request(
             "GET", url, headers={"accept": _JSON, "x-acs-action": DESCRIBE_ACTION}
         )
-        left = max(0.05, min(DESCRIBE_TIMEOUT_S, timeout))
-        request.extensions["timeout"] = httpx.Timeout(
-            left, connect=min(CONNECT_TIMEOUT_S, left)
-        ).as_dict()
-        return request
+        return with_timeout(request, timeout, cap_s=DESCRIBE_TIMEOUT_S, connect_s=CONNECT_TIMEOUT_S)
 
     def _describe_answer(self, service: str, sent: Sent) -> Service:
         what = f"DescribeService of PAI-EAS service {service!r}"
