@@ -316,13 +316,18 @@ class AlibabaEmulator:
 
     def env(self) -> dict[str, str]:
         """Variables for a process that talks to the emulator: the access key in the
-        credentials chain's variables, the region, and ECS metadata off. (Not
-        ``AIAAS_PAI_ENDPOINT``: that is a function's data-plane endpoint, one per service.)"""
+        credentials chain's variables, the region, ECS metadata off, and the endpoints the
+        pai provider takes from the environment in place of its ``pai:`` section's
+        (``AIAAS_PAI_EAS_URL``: EAS as ``http://127.0.0.1:<port>``; ``AIAAS_PAI_OSS_URL``:
+        OSS, path style). (Not ``AIAAS_PAI_ENDPOINT``: that is a function's data-plane
+        endpoint, one per service, which the invoke path looks up when it is unset.)"""
         return {
             "ALIBABA_CLOUD_ACCESS_KEY_ID": self.access_key_id,
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": self.access_key_secret,
             "ALIBABA_CLOUD_REGION_ID": self.region,
             "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true",
+            "AIAAS_PAI_EAS_URL": self.url,
+            "AIAAS_PAI_OSS_URL": self.oss_endpoint,
         }
 
     # -- records and scripts -------------------------------------------------------------------

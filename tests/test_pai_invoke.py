@@ -1,19 +1,23 @@
 """The PAI-EAS invoke path (adapters/pai/invoke.py) and the ACS3 signer (adapters/auth.py)
-against a stand-in HTTP server on 127.0.0.1.
+against a stand-in HTTP server on 127.0.0.1, and the endpoint and token lookup against the
+EAS emulator.
 
-The stand-in is written here, not the EAS emulator (emulators/alibaba.py), which was being
-written beside this module: it answers exactly what each case needs (a 450, a 408, a 400 with
-or without our JSON body, a ``Retry-After``) from a script, checks the service token on
-``/api/predict/<service>`` and the ACS3 signature of DescribeService with the EAS emulator's
-own verifier (``emulators.acs3.verify_acs3``, which checks what the real SDK signs). No
-deploy: the whole map runs in well under a second. The last test runs the invoke path in a
-fresh interpreter and checks it loads no Alibaba Cloud SDK, pydantic nor torch.
+The stand-in answers exactly what each case needs (a 450, a 408, a 400 with or without our
+JSON body, a ``Retry-After``, a token that changed) from a script, checks the service token
+on ``/api/predict/<service>`` and the ACS3 signature of DescribeService with the EAS
+emulator's own verifier (``emulators.acs3.verify_acs3``, which checks what the real SDK
+signs). No deploy: the whole map runs in well under a second. One test runs the invoke path
+in a fresh interpreter and checks it loads no Alibaba Cloud SDK, pydantic nor torch; the
+last one looks a service up on the emulated EAS (emulators/alibaba.py: one service created
+with the real SDK, then created again with a new token) from the variables alone, as
+``aiaas invoke`` from a shell does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -26,11 +30,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from alibaba_emulated import alibaba, create_service, eas_client, service_config, upload
 
 from adapters.auth import Acs3Signer, AlibabaCredentials
 from adapters.base import DeploymentStatus
 from adapters.pai import PaiSettings, names
 from adapters.pai.invoke import PaiInvoker
+from aiaas.bundle import BuiltBundle
 from aiaas.errors import (
     AccessDenied,
     AiaasError,
@@ -47,7 +53,10 @@ from aiaas.errors import (
 from aiaas.packaged import FunctionConfig
 from aiaas.retry import TIMEOUT_HEADER, RetryBudget
 from emulators.acs3 import verify_acs3
+from emulators.alibaba import AlibabaEmulator
 from emulators.httpserver import HttpServer, KeepAliveHandler
+
+__all__ = ["alibaba"]  # the emulator's fixture, imported for pytest
 
 REGION = "cn-hangzhou"
 SETTINGS = PaiSettings(region=REGION, workspace_id="123456")
@@ -72,6 +81,8 @@ class Eas:
     calls: list[dict[str, str]] = field(default_factory=list)
     describes: list[dict[str, str]] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=lambda: {SERVICE: "Running"})
+    token: str = TOKEN  # what the service takes
+    given: str | None = None  # what DescribeService says it takes (None: the token)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: HttpServer | None = None
 
@@ -82,7 +93,7 @@ class Eas:
             scripted = self.script.pop(0) if self.script else None
         if handler.path != f"/api/predict/{SERVICE}":
             return 404, {}, b"Not Found"
-        if handler.headers.get("Authorization") != TOKEN:
+        if handler.headers.get("Authorization") != self.token:
             return 401, {}, b"Unauthorized"
         return scripted or (200, {}, ANSWER)
 
@@ -97,9 +108,14 @@ class Eas:
         _, region, service = split.path.rsplit("/", 2)
         if region != REGION or service not in self.states:
             return 404, {}, json.dumps({"Code": "InvalidService.NotFound"}).encode()
+        assert self.server is not None
         answer = {"ServiceName": service, "Status": self.states[service], "CurrentVersion": 2,
                   "LatestVersion": 2, "RunningInstance": 1, "TotalInstance": 1,
-                  "AccessToken": TOKEN}  # fmt: skip
+                  "AccessToken": self.given or self.token,
+                  "InternetEndpoint": f"{self.server.url}/api/predict/{service}",
+                  # never reachable from here; never asked: the internet one comes first
+                  "IntranetEndpoint": f"http://1.vpc.{REGION}.pai-eas.aliyuncs.com/api/predict/"
+                                      f"{service}"}  # fmt: skip
         return 200, {}, json.dumps(answer).encode()
 
 
@@ -130,6 +146,7 @@ def fresh(eas: Eas) -> Iterator[Eas]:
     eas.script.clear()
     eas.calls.clear()
     eas.describes.clear()
+    eas.token, eas.given = TOKEN, None
 
 
 def settings(eas: Eas) -> PaiSettings:
@@ -245,14 +262,103 @@ def test_a_connection_never_made_is_retried_then_not_ready(fresh: Eas) -> None:
 
 def test_the_environment_is_required_and_named() -> None:
     config = FunctionConfig("pai", Path("."), SETTINGS)
-    with pytest.raises(ConfigError, match="AIAAS_PAI_ENDPOINT is not set"):
+    with pytest.raises(ConfigError, match="AIAAS_PAI_ENDPOINT is not set, and there are no"):
         PaiInvoker.from_config(config, {"AIAAS_PAI_TOKEN": TOKEN})
-    with pytest.raises(ConfigError, match="AIAAS_PAI_TOKEN is not set"):
+    with pytest.raises(ConfigError, match="AIAAS_PAI_TOKEN is not set, and there are no"):
         PaiInvoker.from_config(config, {"AIAAS_PAI_ENDPOINT": "http://127.0.0.1:1"})
+    with pytest.raises(ConfigError) as neither:
+        PaiInvoker.from_config(config, {"ALIBABA_CLOUD_ACCESS_KEY_ID": "AK"})  # no secret
+    message = neither.value.message
+    assert message.startswith("AIAAS_PAI_ENDPOINT and AIAAS_PAI_TOKEN are not set")
+    assert "set AIAAS_PAI_ENDPOINT and AIAAS_PAI_TOKEN" in message  # one way
+    assert "or ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET" in message
+    assert "eas:DescribeService" in message  # the other
     with pytest.raises(ConfigError, match="is not an http"):
         PaiInvoker.from_config(
             config, {"AIAAS_PAI_ENDPOINT": "127.0.0.1:1", "AIAAS_PAI_TOKEN": "t"}
         )
+    keys = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "AK", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "SK"}
+    for bad in ("127.0.0.1:8080", "ftp://127.0.0.1", "http://127.0.0.1:8080/api", "http://",
+                "http://u:p@127.0.0.1", "http://127.0.0.1:99999", "http://h?x=1"):  # fmt: skip
+        with pytest.raises(ConfigError, match=r"^AIAAS_PAI_EAS_URL=.* is not an http\(s\)://"):
+            PaiInvoker.from_config(config, {**keys, "AIAAS_PAI_EAS_URL": bad})
+    built = PaiInvoker.from_config(config, {**keys, "AIAAS_PAI_EAS_URL": "HTTP://127.0.0.1:8/"})
+    assert built.control_url == "http://127.0.0.1:8" and built.looks_up
+    assert PaiInvoker.from_config(config, keys).control_url == (
+        "https://pai-eas.cn-hangzhou.aliyuncs.com"  # the region's: no variable, no setting
+    )
+
+
+def lookup_env(eas: Eas, **more: str) -> dict[str, str]:
+    """Credentials and EAS's URL only: what ``aiaas emulate alibaba`` exports."""
+    assert eas.server is not None
+    unset = {"AIAAS_PAI_ENDPOINT": "", "AIAAS_PAI_TOKEN": "", "AIAAS_PAI_EAS_URL": eas.server.url}
+    return env(eas, **{**unset, **more})
+
+
+def looking_up(eas: Eas, **more: str) -> PaiInvoker:
+    """An invoker with neither the endpoint nor the token, and no ``pai.endpoint`` (the
+    control plane's URL from ``AIAAS_PAI_EAS_URL``)."""
+    config = FunctionConfig("pai", Path("."), SETTINGS)
+    built = PaiInvoker.from_config(config, lookup_env(eas, **more))
+    built.retry = type(built.retry)(5, 0.01, 0.02, budget=RetryBudget(allowance=100))
+    return built
+
+
+def test_the_endpoint_and_token_are_looked_up_once_per_service(fresh: Eas) -> None:
+    built = looking_up(fresh)
+    assert built.invoke_sync("probe", EXAMPLE, timeout=5).body == ANSWER
+    assert run(built, lambda: built.invoke("probe", EXAMPLE, timeout=5)).body == ANSWER
+    assert built.invoke_sync("probe", EXAMPLE, timeout=5).body == ANSWER
+    (asked,) = fresh.describes  # one DescribeService for the three calls, signed
+    assert asked["authorization"].startswith("ACS3-HMAC-SHA256 Credential=STS.AK,")
+    assert [c["authorization"] for c in fresh.calls] == [TOKEN] * 3
+    with pytest.raises(NotFound, match="no PAI-EAS service 'gone_"):  # DescribeService's 404
+        built.invoke_sync("gone", EXAMPLE, timeout=5)
+    assert len(fresh.calls) == 3  # nothing sent to a service that is not there
+    # the internet endpoint comes first; a VPC-only service is reached at its intranet one
+    answer = {
+        "Status": "Running",
+        "AccessToken": "t",
+        "IntranetEndpoint": f"http://1.vpc.{REGION}.pai-eas.aliyuncs.com/api/predict/s",
+    }
+    assert built._access_of("s", answer).base == f"http://1.vpc.{REGION}.pai-eas.aliyuncs.com"
+    with pytest.raises(NotReady, match="has no endpoint nor AccessToken yet"):
+        built._access_of("s", {"Status": "Creating"})
+    # a token the environment gives is used as it is: only the endpoint is looked up
+    given = looking_up(fresh, AIAAS_PAI_TOKEN="not-the-token")
+    with pytest.raises(AccessDenied, match="AIAAS_PAI_TOKEN is not the service's"):
+        given.invoke_sync("probe", EXAMPLE, timeout=5)
+    assert len(fresh.describes) == 3  # gone, then given's lookup; no second one after a 401
+    built.close()
+    given.close()
+
+
+def test_a_refused_token_is_read_again_once(fresh: Eas, caplog: pytest.LogCaptureFixture) -> None:
+    """The service was created again (a new token): the 401 reads DescribeService again and
+    the call goes through with the new token; when DescribeService still gives the refused
+    token, AccessDenied at once. The token is never shown, nor logged (httpx's and the
+    transport's debug lines included)."""
+    caplog.set_level(logging.DEBUG)
+    built = looking_up(fresh)
+    assert built.invoke_sync("probe", EXAMPLE, timeout=5).body == ANSWER
+    fresh.token = "service-token-2"  # created again
+    assert run(built, lambda: built.invoke("probe", EXAMPLE, timeout=5)).body == ANSWER
+    assert [c["authorization"] for c in fresh.calls] == [TOKEN, TOKEN, "service-token-2"]
+    assert len(fresh.describes) == 2
+    fresh.token, fresh.given = "service-token-3", "service-token-2"  # DescribeService lags
+    with pytest.raises(AccessDenied, match="read again after the first refusal") as refused:
+        built.invoke_sync("probe", EXAMPLE, timeout=5)
+    assert len(fresh.describes) == 3 and len(fresh.calls) == 4  # one read, no second try
+    kept = built._cached(SERVICE)
+    assert kept is not None and kept.looked_up
+    shown = [str(refused.value), repr(refused.value), str(refused.value.cloud_text),
+             repr(built), repr(kept), repr(kept.auth)]  # fmt: skip
+    assert not [text for text in shown if "service-token" in text], shown
+    fresh.given = None
+    assert built.invoke_sync("probe", EXAMPLE, timeout=5).body == ANSWER
+    built.close()
+    assert caplog.records and "service-token" not in caplog.text
 
 
 def test_status_is_describe_service_signed_with_the_functions_sts_credentials(
@@ -315,14 +421,17 @@ from pathlib import Path
 from aiaas.packaged import FunctionConfig
 from adapters.pai import PaiSettings
 from adapters.pai.invoke import PaiInvoker
-section, env = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+section, env, lookup = (json.loads(arg) for arg in sys.argv[1:4])
 config = FunctionConfig("pai", Path("."), PaiSettings.read(section))
 built = PaiInvoker.from_config(config, env)
+looking = PaiInvoker.from_config(config, lookup)
 async def main():
     answer = await built.invoke("probe", b'{"inputs": [{"value": 3}]}', timeout=5)
     status = await built.status("probe")
+    found = await looking.invoke("probe", b'{"inputs": [{"value": 3}]}', timeout=5)
     await built.aclose()
-    return [answer.version, str(status)]
+    await looking.aclose()
+    return [answer.version, str(status), found.version]
 print(json.dumps(asyncio.run(main())))
 tops = {m.split(".")[0] for m in sys.modules}
 heavy = [m for m in sorted(tops) if m.startswith("alibabacloud")
@@ -333,13 +442,44 @@ print(json.dumps(heavy))
 
 def test_the_invoke_path_loads_no_alibaba_sdk_pydantic_nor_torch(eas: Eas) -> None:
     """A fresh interpreter (this one has pydantic and torch loaded) answers a prediction and
-    its status, then lists what it imported."""
+    its status, and one through the endpoint and token looked up, then lists what it
+    imported."""
     section, variables = json.dumps(settings(eas).__dict__), json.dumps(env(eas))
+    lookup = json.dumps(lookup_env(eas))
     done = subprocess.run(
-        [sys.executable, "-c", LIGHT_RUN, section, variables],
+        [sys.executable, "-c", LIGHT_RUN, section, variables, lookup],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     answered, heavy = done.stdout.strip().splitlines()
-    assert json.loads(answered) == ["v1digest", "ready"]
+    assert json.loads(answered) == ["v1digest", "ready", "v1digest"]
     assert json.loads(heavy) == []
+
+
+def test_from_a_shell_the_service_is_looked_up_on_the_emulated_eas(
+    alibaba: AlibabaEmulator, probe_bundle: BuiltBundle
+) -> None:
+    """What ``aiaas emulate alibaba`` exports (credentials, ``AIAAS_PAI_EAS_URL``), no
+    endpoint nor token and no ``pai.endpoint``: the invoker finds the service through the
+    emulated EAS's DescribeService (ACS3-verified), and after the service is created again
+    (a new AccessToken) its 401 reads the new token once and the call goes through."""
+    settings = PaiSettings(region=alibaba.region)
+    service = names.service_name("probe", settings)
+    oss_path = upload(alibaba, probe_bundle.path, "aiaas/probe/v1")
+
+    def created() -> None:
+        create_service(alibaba, service_config(service, oss_path))
+        assert alibaba.wait(service) == "Running", alibaba.container_output(service)
+
+    created()
+    built = PaiInvoker.from_config(FunctionConfig("pai", Path("."), settings), alibaba.env())
+    first = json.loads(built.invoke_sync("probe", EXAMPLE, timeout=30).body)
+    assert first["outputs"][0]["value"] == 6.0
+    eas_client(alibaba).delete_service(alibaba.region, service)
+    created()
+    again = run(built, lambda: built.invoke("probe", EXAMPLE, timeout=30))
+    assert json.loads(again.body)["outputs"][0]["value"] == 6.0
+    described = [c for c in alibaba.calls() if c.action == "DescribeService"]
+    assert [c.status for c in described] == [200, 200]  # once, then once after the 401
+    assert [c.status for c in alibaba.predict_calls()] == [200, 401, 200]
+    built.close()
