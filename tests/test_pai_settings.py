@@ -1,12 +1,10 @@
-"""The ``pai:`` section, its instance-type hints and prices, service names, and the neutral
-settings it refuses or maps: pure checks, no emulator, no Alibaba Cloud SDK (milliseconds).
-
-``provider: pai`` is not registered as an entry point yet (the control plane is not
-written), so these check the section and ``check_deploy`` directly, not through
-``load_config``."""
+"""The ``pai:`` section, its instance-type hints and prices, service names, the neutral
+settings it refuses or maps, and the endpoints the environment puts in place of the
+section's: pure checks, no emulator, no Alibaba Cloud SDK (milliseconds)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +21,15 @@ from adapters.pai import (
     qps_threshold,
 )
 from adapters.pai.instance_types import check_instance_type, find, hint, instance_price
+from adapters.pai.provider import PaiProvider, with_environment
 from adapters.pai.settings import PaiSection, RpcSection, server_problems
-from aiaas.config import DeploySection, RolloutSection, ScalingSection, ServerSection
+from aiaas.config import (
+    DeploySection,
+    RolloutSection,
+    ScalingSection,
+    ServerSection,
+    load_config,
+)
 from aiaas.errors import ConfigError
 
 GOOD: dict[str, Any] = {
@@ -187,3 +192,33 @@ def test_the_spec_points_at_the_light_modules() -> None:
     assert {"AIAAS_PAI_ENDPOINT", "AIAAS_PAI_TOKEN"} <= set(SPEC.invoke_environment)
     assert SPEC.capabilities.scale_to_zero and not SPEC.capabilities.traffic_split
     assert limits(PaiSection(**GOOD)).max_request_bytes is None
+
+
+def test_the_environment_points_the_control_plane_elsewhere(tmp_path: Path) -> None:
+    """``AIAAS_PAI_EAS_URL`` and ``AIAAS_PAI_OSS_URL`` override ``pai.endpoint`` /
+    ``pai.protocol`` and ``pai.oss_endpoint`` when the provider is built (no client is made:
+    the SDKs load on first use); a malformed one is a ConfigError naming the variable."""
+    section = "\n".join(f"  {key}: '{value}'" for key, value in GOOD.items())
+    (tmp_path / "aiaas.yaml").write_text(
+        "model:\n  entrypoint: m:M\nprovider: pai\npai:\n"
+        f"{section}\n  endpoint: pai-eas.cn-shanghai.aliyuncs.com\n"
+    )
+    config = load_config(tmp_path)
+    as_written = PaiProvider.from_config(config, {})
+    assert as_written.settings.control_plane_url == "https://pai-eas.cn-shanghai.aliyuncs.com"
+    assert as_written.settings.oss_url == "https://oss-cn-hangzhou.aliyuncs.com"
+    env = {"AIAAS_PAI_EAS_URL": "http://127.0.0.1:8123/", "AIAAS_PAI_OSS_URL": "http://[::1]:1"}
+    with pytest.raises(ConfigError, match=r"^AIAAS_PAI_OSS_URL='http://\[::1\]:1' is not an"):
+        PaiProvider.from_config(config, env)  # IPv6 is not taken (nor by pai.oss_endpoint)
+    env["AIAAS_PAI_OSS_URL"] = " https://127.0.0.1:8124 "
+    moved = PaiProvider.from_config(config, env).settings
+    assert (moved.endpoint, moved.protocol) == ("127.0.0.1:8123", "http")
+    assert moved.control_plane_url == "http://127.0.0.1:8123"
+    assert moved.oss_endpoint == moved.oss_url == "https://127.0.0.1:8124"  # path style
+    assert (moved.region, moved.oss_bucket) == (GOOD["region"], GOOD["oss_bucket"])
+    only_oss = with_environment(PaiSection(**GOOD), {"AIAAS_PAI_OSS_URL": "http://h:1"})
+    assert only_oss.control_plane_url == "https://pai-eas.cn-hangzhou.aliyuncs.com"
+    unchanged = PaiSection(**GOOD)
+    assert with_environment(unchanged, {"AIAAS_PAI_EAS_URL": " "}) is unchanged  # blank: unset
+    with pytest.raises(ConfigError, match=r"^AIAAS_PAI_EAS_URL='127\.0\.0\.1:8123' is not an"):
+        PaiProvider.from_config(config, {"AIAAS_PAI_EAS_URL": "127.0.0.1:8123"})

@@ -18,7 +18,9 @@ same digest and settings make no write at all.
   when present, multipart (the SDK's Uploader) above :data:`MULTIPART_THRESHOLD`.
 - **Clients**: credentials from alibabacloud-credentials' default chain (built once, given
   to both SDKs and to the smoke test's invoker); endpoints from ``pai.endpoint`` /
-  ``pai.protocol`` / ``pai.oss_endpoint``: nothing global is set.
+  ``pai.protocol`` / ``pai.oss_endpoint``, which ``AIAAS_PAI_EAS_URL`` and
+  ``AIAAS_PAI_OSS_URL`` override when set (read once, by :meth:`PaiProvider.from_config`:
+  neither SDK reads an endpoint from the environment itself); nothing global is set.
 
 Every SDK failure is mapped once, by :func:`adapters.pai.errors.pai_error`.
 """
@@ -29,8 +31,9 @@ import builtins
 import functools
 import hashlib
 import json
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -191,8 +194,14 @@ class PaiProvider(Provider):
         self._lock = threading.RLock()
 
     @classmethod
-    def from_config(cls, config: ProjectConfig) -> PaiProvider:
-        return cls(config, config.provider_settings("pai", PaiSection))
+    def from_config(
+        cls, config: ProjectConfig, env: Mapping[str, str] | None = None
+    ) -> PaiProvider:
+        """From the project's ``pai:`` section, with the endpoints ``AIAAS_PAI_EAS_URL`` and
+        ``AIAAS_PAI_OSS_URL`` name in ``env`` (default: this process's environment, read
+        now) in place of the section's (:func:`with_environment`)."""
+        settings = config.provider_settings("pai", PaiSection)
+        return cls(config, with_environment(settings, os.environ if env is None else env))
 
     # -- clients -------------------------------------------------------------------------
 
@@ -691,6 +700,24 @@ class PaiProvider(Provider):
             raise ProviderError(f"oss://{bucket}/{key} is not an aiaas manifest") from None
 
 
+def with_environment(settings: PaiSection, env: Mapping[str, str]) -> PaiSection:
+    """``settings`` with the endpoints the environment names instead of the section's:
+    ``AIAAS_PAI_EAS_URL`` (``http(s)://host[:port]``) as ``endpoint`` and ``protocol``,
+    ``AIAAS_PAI_OSS_URL`` as ``oss_endpoint`` (so addressed path style, as any
+    ``oss_endpoint``). ConfigError naming the variable when one is not such a URL."""
+    from adapters.pai.invoke import EAS_URL_VARIABLE, OSS_URL_VARIABLE, endpoint_url
+
+    changes: dict[str, Any] = {}
+    eas = endpoint_url(env, EAS_URL_VARIABLE)
+    if eas is not None:
+        protocol, _, host = eas.partition("://")
+        changes.update(endpoint=host, protocol=protocol)
+    oss = endpoint_url(env, OSS_URL_VARIABLE)
+    if oss is not None:
+        changes["oss_endpoint"] = oss
+    return settings.model_copy(update=changes) if changes else settings
+
+
 def replace_body(request: Any, data: bytes) -> Any:
     """``request`` (a PutObjectRequest) carrying ``data``."""
     request.body = data
@@ -716,4 +743,4 @@ def service_status(live: Live) -> DeploymentStatus:
     return DeploymentStatus.UNKNOWN
 
 
-__all__ = ["SPEC", "Desired", "Live", "PaiProvider"]
+__all__ = ["SPEC", "Desired", "Live", "PaiProvider", "with_environment"]
