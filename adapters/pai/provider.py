@@ -190,6 +190,7 @@ class PaiProvider(Provider):
         self._credential: Any = None
         self._eas: Any = None
         self._oss: Any = None
+        self._oss_http: Any = None
         self._invokers: dict[tuple[str, str], PaiInvoker] = {}
         self._lock = threading.RLock()
 
@@ -258,6 +259,9 @@ class PaiProvider(Provider):
                 config.endpoint = self.settings.oss_url
                 if self.settings.oss_endpoint is not None:
                     config.use_path_style = True
+                # ours, so close() can close its connections (oss.Client has no close)
+                self._oss_http = oss.transport.RequestsHttpClient()
+                config.http_client = self._oss_http
                 self._oss = oss.Client(config)
             return self._oss
 
@@ -268,33 +272,41 @@ class PaiProvider(Provider):
             raise NotFound(f"service {live.service} has no endpoint or token yet")
         # keyed on the token's digest: the cache never holds the secret itself as a key
         key = (live.endpoint, hashlib.sha256(live.token.encode()).hexdigest())
-        invoker = self._invokers.get(key)
-        if invoker is None:
-            from adapters.pai.invoke import PaiInvoker
+        with self._lock:
+            invoker = self._invokers.get(key)
+            if invoker is None:
+                from adapters.pai.invoke import PaiInvoker
 
-            invoker = PaiInvoker.for_control_plane(
-                self.settings,
-                endpoint=live.endpoint,
-                token=live.token,
-                credentials=self.credentials,
-            )
-            self._invokers[key] = invoker
-        return invoker
+                invoker = PaiInvoker.for_control_plane(
+                    self.settings,
+                    endpoint=live.endpoint,
+                    token=live.token,
+                    credentials=self.credentials,
+                )
+                self._invokers[key] = invoker
+            return invoker
 
     def close(self) -> None:
-        """Drop every client held; a client that fails to close is passed over."""
-        invokers = list(self._invokers.values())
-        self._invokers.clear()
-        self._eas = self._oss = self._credential = None
-        for invoker in invokers:
-            with suppress(Exception):
-                invoker.close()
+        """Drop every client held, closing what can be closed: the invokers' httpx clients
+        and the OSS client's connections (its requests session). The EAS client has nothing
+        to close: tea-openapi keeps its connections in a process-wide pool of sessions per
+        host; nor has the credentials client. A client that fails to close is passed over."""
+        with self._lock:
+            invokers = list(self._invokers.values())
+            self._invokers.clear()
+            oss_http = self._oss_http
+            self._eas = self._oss = self._oss_http = self._credential = None
+        for client in [*invokers, oss_http]:
+            if client is not None:
+                with suppress(Exception):
+                    client.close()
 
     @property
     def clients_open(self) -> bool:
         """True while any client is held (dropped by :meth:`close`)."""
-        held = (self._eas, self._oss, self._credential)
-        return any(c is not None for c in held) or bool(self._invokers)
+        with self._lock:
+            held = (self._eas, self._oss, self._credential)
+            return any(c is not None for c in held) or bool(self._invokers)
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -630,10 +642,15 @@ class PaiProvider(Provider):
             f"delete service {service}",
             lambda: self.eas.delete_service(self.settings.region, service),
         )
-        for key in [k for k in self._invokers if k[0].rstrip("/").endswith("/" + service)]:
-            stale = self._invokers.pop(key)
+        with self._lock:
+            stale = [
+                self._invokers.pop(key)
+                for key in list(self._invokers)
+                if key[0].rstrip("/").endswith("/" + service)
+            ]
+        for invoker in stale:
             with suppress(Exception):
-                stale.close()
+                invoker.close()
         return done is not None
 
     def delete(self, name: str) -> bool:
