@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -145,9 +146,35 @@ def create_service(
 
 
 def error_code(call: Callable[[], Any]) -> str | None:
-    """The SDK error's ``code`` when ``call`` raises one (None when it succeeds)."""
+    """The code of the Alibaba Cloud SDK error ``call`` raises (None when it succeeds): Tea's
+    ``TeaException`` (what alibabacloud-eas20210701 raises, through tea-openapi and darabonba:
+    ``ClientException``, ``ServerException``, ``ThrottlingException``, and
+    ``UnretryableException`` for a connection that failed, by its type's name), or
+    alibabacloud-oss-v2's ``ServiceError`` / ``OperationError`` (the service error inside).
+    Anything else propagates: a bug in a test is not a cloud's refusal."""
     try:
         call()
-    except Exception as err:  # the SDKs' exception types differ; their code is what counts
-        return str(getattr(err, "code", None) or type(err).__name__)
+    except Exception as err:
+        code = sdk_error_code(err)
+        if code is None:
+            raise
+        return code
+    return None
+
+
+def sdk_error_code(err: BaseException) -> str | None:
+    """``err``'s code when it is one of the Alibaba Cloud SDKs' errors (see
+    :func:`error_code`), else None."""
+    from Tea.exceptions import TeaException  # type: ignore[import-untyped]  # no py.typed
+
+    if isinstance(err, TeaException):
+        return str(err.code or type(err).__name__)
+    if "alibabacloud_oss_v2" in sys.modules:  # an OSS error comes from an imported SDK
+        from alibabacloud_oss_v2.exceptions import OperationError, ServiceError
+
+        if isinstance(err, OperationError):
+            inner = err.unwrap()
+            return str(getattr(inner, "code", None) or type(inner).__name__)
+        if isinstance(err, ServiceError):
+            return str(err.code or type(err).__name__)
     return None

@@ -81,6 +81,16 @@ def test_eas_verifies_acs3_and_refuses_a_wrong_secret(alibaba: AlibabaEmulator) 
     assert alibaba.calls()[-1].status == 400
 
 
+def test_error_code_reads_only_the_sdks_errors(alibaba: AlibabaEmulator) -> None:
+    from alibabacloud_eas20210701 import models
+
+    client = eas_client(alibaba)
+    request = models.DescribeMachineSpecRequest()
+    assert error_code(lambda: client.describe_machine_spec(request)) is None
+    with pytest.raises(ZeroDivisionError):  # a bug in a test is not a cloud's refusal
+        error_code(lambda: 1 / 0)
+
+
 def test_acs3_verifier_refuses_unsigned_and_stale_requests() -> None:
     headers = {"Authorization": "ACS3-HMAC-SHA256 Credential=AK,SignedHeaders=host,Signature=x"}
     assert verify_acs3("GET", "/", "", headers, b"", {"AK": "SK"}) == "InvalidTimeStamp.Expired"

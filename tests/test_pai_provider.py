@@ -4,7 +4,8 @@ service config as EAS received it (the mount, the environment, rpc, labels), a r
 through the invoker after deploy, no write for the live digest, an update that replaces the
 config (never merges it), a failed update rolled back with UpdateServiceVersion and EAS's
 reason in the error, the autoscaler calls, and delete's idempotence. One emulator for the
-module; the tests run in file order.
+module; each test deploys under a name of its own (or reads the module's first deployment,
+which no test changes), so any one runs alone or in any order.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from adapters.pai.provider import MOUNT_PATH, PaiProvider
 from aiaas.bundle import BuiltBundle, build_bundle
 from aiaas.config import load_config
 from aiaas.errors import DeployFailed
-from emulators.alibaba import AlibabaEmulator
+from emulators.alibaba import WRITE_ACTIONS, AlibabaEmulator, EasCall
 
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 SERVER_YAML = "server:\n  max_queue_size: 4\n  queue_wait_ms: 0\n"
@@ -77,21 +78,57 @@ def provider(
         made.close()
 
 
-def _writes(emulator: AlibabaEmulator, since: int) -> list[str]:
-    return [w.split(" ", 1)[0] for w in emulator.writes()[since:]]
+def _writes(emulator: AlibabaEmulator, service: str, since: int) -> list[str]:
+    """The write actions carried out on ``service`` since call ``since`` (the emulator's
+    record: CreateService names the service in its body, the others in their path)."""
+    found = []
+    for call in emulator.calls()[since:]:
+        if call.action not in WRITE_ACTIONS or call.status >= 300:
+            continue
+        named = call.path.split("/")[5:6] == [service] or (
+            call.action == "CreateService" and f'"name": "{service}"' in call.body
+        )
+        if named:
+            found.append(call.action)
+    return found
+
+
+def _fresh(provider: PaiProvider, bundle: BuiltBundle, name: str) -> str:
+    """``bundle`` deployed as ``name`` (a deployment no other test uses); its service."""
+    provider.deploy(bundle.path, name=name)
+    return names.service_name(name, provider.settings)
+
+
+@dataclass(frozen=True)
+class First:
+    """The module's first deployment ("probe", v1) and the control-plane calls it made."""
+
+    service: str
+    calls: list[EasCall]
+
+
+@pytest.fixture(scope="module")
+def first(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
+) -> First:
+    since = len(alibaba.calls())
+    deployment = provider.deploy(bundles.v1.path, name=NAME)
+    assert deployment.version == bundles.v1.manifest.version
+    assert deployment.status is DeploymentStatus.READY
+    return First(names.service_name(NAME, provider.settings), alibaba.calls()[since:])
 
 
 def test_deploy_creates_the_service_and_it_answers_through_the_invoker(
     provider: PaiProvider,
     alibaba: AlibabaEmulator,  # noqa: F811
     bundles: Bundles,
+    first: First,
 ) -> None:
-    deployment = provider.deploy(bundles.v1.path, name=NAME)
-    assert deployment.version == bundles.v1.manifest.version
-    assert deployment.status is DeploymentStatus.READY
-    service = names.service_name(NAME, provider.settings)
-    create = next(c for c in alibaba.calls() if c.action == "CreateService")
+    create = next(c for c in first.calls if c.action == "CreateService")
     config = json.loads(create.body)
+    assert config["metadata"]["name"] == first.service
     container = config["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["AIAAS_MODEL_DIR"] == MOUNT_PATH and env["AIAAS_PORT"] == str(container["port"])
@@ -110,13 +147,13 @@ def test_deploy_creates_the_service_and_it_answers_through_the_invoker(
     labels = json.loads(create.query["Labels"])
     assert labels[names.PROJECT_LABEL] == "tests" and labels[names.DEPLOYMENT_LABEL] == NAME
     # a real prediction through the invoke path, with the service's endpoint and token
-    live = provider._live(service)
+    live = provider._live(first.service)
     answer = provider.invoker_for(live).invoke_sync(
         NAME, json.dumps(bundles.v1.manifest.example_request).encode()
     )
     assert answer.version == bundles.v1.manifest.version
     # the autoscaler: max > min, a qps threshold per instance (target 4 / 1 s)
-    scaler = next(c for c in alibaba.calls() if c.action == "CreateServiceAutoScaler")
+    scaler = next(c for c in first.calls if c.action == "CreateServiceAutoScaler")
     assert json.loads(scaler.body) == {
         "min": 1,
         "max": 3,
@@ -129,11 +166,12 @@ def test_the_live_digest_writes_nothing(
     provider: PaiProvider,
     alibaba: AlibabaEmulator,  # noqa: F811
     bundles: Bundles,
+    first: First,
 ) -> None:
-    before, objects = len(alibaba.writes()), len(alibaba.oss.objects(alibaba.bucket, ""))
+    since, objects = len(alibaba.calls()), len(alibaba.oss.objects(alibaba.bucket, ""))
     assert provider.plan(bundles.v1.path, name=NAME).unchanged
     assert provider.deploy(bundles.v1.path, name=NAME).version == bundles.v1.manifest.version
-    assert alibaba.writes()[before:] == []
+    assert _writes(alibaba, first.service, since) == []
     assert len(alibaba.oss.objects(alibaba.bucket, "")) == objects
 
 
@@ -142,11 +180,12 @@ def test_a_new_digest_replaces_the_config_and_the_autoscaler_is_kept(
     alibaba: AlibabaEmulator,  # noqa: F811
     bundles: Bundles,
 ) -> None:
-    before = len(alibaba.writes())
-    deployment = provider.deploy(bundles.v2.path, name=NAME)
+    service = _fresh(provider, bundles.v1, "updated")
+    since = len(alibaba.calls())
+    deployment = provider.deploy(bundles.v2.path, name="updated")
     assert deployment.version == bundles.v2.manifest.version
-    assert _writes(alibaba, before) == ["UpdateService"]  # the autoscaler as it was: no write
-    update = [c for c in alibaba.calls() if c.action == "UpdateService"][-1]
+    assert _writes(alibaba, service, since) == ["UpdateService"]  # the autoscaler: no write
+    update = [c for c in alibaba.calls()[since:] if c.action == "UpdateService"][-1]
     assert update.query.get("UpdateType") == "replace"
     assert bundles.v2.manifest.version in json.loads(update.body)["storage"][0]["oss"]["path"]
     assert deployment.details["service_version"] == 2
@@ -157,42 +196,47 @@ def test_a_failed_update_is_rolled_back_with_update_service_version(
     alibaba: AlibabaEmulator,  # noqa: F811
     bundles: Bundles,
 ) -> None:
-    before = len(alibaba.writes())
+    service = _fresh(provider, bundles.v1, "rolled")
+    since = len(alibaba.calls())
     alibaba.fail_next_version("Failed to pull image: manifest unknown", reason="ImagePullFailed")
     with pytest.raises(DeployFailed) as failed:
-        provider.deploy(bundles.v3.path, name=NAME)
+        provider.deploy(bundles.v3.path, name="rolled")
     message = failed.value.message
     assert "Failed to pull image: manifest unknown" in message, message
     assert "ImagePullFailed" in message, message
-    assert _writes(alibaba, before) == ["UpdateService", "UpdateServiceVersion"]
-    rollback = [c for c in alibaba.calls() if c.action == "UpdateServiceVersion"][-1]
-    assert json.loads(rollback.body) == {"Version": 2}
-    described = provider.describe(NAME)
-    assert described.version == bundles.v2.manifest.version
+    assert _writes(alibaba, service, since) == ["UpdateService", "UpdateServiceVersion"]
+    rollback = [c for c in alibaba.calls()[since:] if c.action == "UpdateServiceVersion"][-1]
+    assert json.loads(rollback.body) == {"Version": 1}
+    described = provider.describe("rolled")
+    assert described.version == bundles.v1.manifest.version
     assert described.status is DeploymentStatus.READY
-    assert described.details["service_version"] == 2
+    assert described.details["service_version"] == 1
 
 
 def test_equal_min_and_max_delete_the_autoscaler(
+    provider: PaiProvider,
     alibaba: AlibabaEmulator,  # noqa: F811
     bundles: Bundles,
     tmp_path: Path,
 ) -> None:
+    service = _fresh(provider, bundles.v1, "fixed")  # with an autoscaler (min 1, max 3)
     fixed = "deploy:\n  scaling:\n    min_instances: 2\n    max_instances: 2\n"
     with _provider(tmp_path / "fixed", alibaba, fixed) as other:
-        before = len(alibaba.writes())
-        other.deploy(bundles.v2.path, name=NAME)
-        assert _writes(alibaba, before) == ["DeleteServiceAutoScaler"]
+        since = len(alibaba.calls())
+        other.deploy(bundles.v1.path, name="fixed")
+        assert _writes(alibaba, service, since) == ["DeleteServiceAutoScaler"]
 
 
 def test_delete_is_idempotent_and_logs_read_the_service_log(
     provider: PaiProvider,
-    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
 ) -> None:
-    assert provider.logs(NAME, tail=3)
-    assert provider.delete(NAME) is True
-    assert provider.delete(NAME) is False
-    assert provider.list() == []
+    _fresh(provider, bundles.v1, "deleted")
+    assert "deleted" in [d.name for d in provider.list()]
+    assert provider.logs("deleted", tail=3)
+    assert provider.delete("deleted") is True
+    assert provider.delete("deleted") is False
+    assert "deleted" not in [d.name for d in provider.list()]
 
 
 def test_the_service_token_never_shows_in_what_the_provider_reads() -> None:

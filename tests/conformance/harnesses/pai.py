@@ -17,6 +17,7 @@ gateway as the endpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Generator, Hashable, Iterator
 from contextlib import AbstractContextManager
@@ -71,13 +72,21 @@ class _TokenOfService(httpx.Auth):
 
 def token_of(emulator: AlibabaEmulator, service: str) -> str | None:
     """The service's AccessToken (DescribeService), or None when there is no such service."""
-    from alibaba_emulated import eas_client
+    body = _described(emulator, service)
+    return None if body is None else str(body.access_token or "") or None
+
+
+def _described(emulator: AlibabaEmulator, service: str) -> Any:
+    """DescribeService's body, or None when EAS answers ``InvalidService.NotFound``; any other
+    failure (another refusal, a bug) is raised."""
+    from alibaba_emulated import eas_client, sdk_error_code
 
     try:
-        body = eas_client(emulator).describe_service(emulator.region, service).body
-    except Exception:  # InvalidService.NotFound: no token to give
-        return None
-    return str(body.access_token or "") or None
+        return eas_client(emulator).describe_service(emulator.region, service).body
+    except Exception as err:
+        if sdk_error_code(err) == "InvalidService.NotFound":
+            return None
+        raise
 
 
 class _SuiteInvoker(PaiInvoker):
@@ -137,16 +146,9 @@ class PaiHarness(Harness):
 
     def running_versions(self, name: str) -> set[str]:
         service = names.service_name(name, self._settings())
-        from alibaba_emulated import eas_client
-
-        try:
-            body = eas_client(self.alibaba).describe_service(self.alibaba.region, service).body
-        except Exception:
+        body = _described(self.alibaba, service)
+        if body is None or not body.running_instance:
             return set()
-        if not body.running_instance:
-            return set()
-        import json
-
         config: Any = json.loads(body.service_config or "{}")
         version = version_of_config(config) if isinstance(config, dict) else None
         return {version} if version else set()
