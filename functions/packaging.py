@@ -191,6 +191,19 @@ def zip_with_wheels(
     return ZipContents(data, sorted(w.name for w in wheels), compiled)
 
 
+def unpack(package: Path, folder: Path) -> Path:
+    """``package`` unzipped into ``folder`` (emptied first) as a platform unpacks it, each
+    file's mode kept (``zipfile`` drops modes: FC's ``bootstrap`` must stay executable)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with zipfile.ZipFile(package) as zf:
+        for info in zf.infolist():
+            path = Path(zf.extract(info, folder))
+            mode = (info.external_attr >> 16) & 0o777
+            if mode and not info.is_dir():
+                path.chmod(mode)
+    return folder
+
+
 def packaging_of(target: str) -> Packaging:
     """What goes in ``target``'s zip (its platform record); a :class:`ConfigError` naming the
     platforms a zip is built for."""
