@@ -32,7 +32,9 @@ URL the SDK signs ``host`` as the whole URL), and an :class:`~emulators.oss.OssE
   it fails), the previous container keeps serving: a rolling update.
 
 The data plane is ``POST /api/predict/<service>[/<path>]`` on the same port
-(``InternetEndpoint``): ``Authorization: <AccessToken>`` (raw, no scheme) or 401; scripted
+(``InternetEndpoint``; any other method is forwarded as it came, and the container answers
+405 for one it does not serve, as EAS's status-codes page describes a service's 405):
+``Authorization: <AccessToken>`` (raw, no scheme) or 401; scripted
 faults (:meth:`AlibabaEmulator.fault`: 429 rate limit, 450 queue full, 503); the call is
 forwarded to the serving container at ``/<path>`` (EAS forwards the service root) within the
 service's ``metadata.rpc.keepalive`` (ms, default 5000; 408 past it).
@@ -109,6 +111,10 @@ WRITE_ACTIONS = frozenset(
         "CreateService", "UpdateService", "UpdateServiceVersion", "DeleteService",
         "CreateServiceAutoScaler", "UpdateServiceAutoScaler", "DeleteServiceAutoScaler",
     }
+)  # fmt: skip
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server",
+     "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"}
 )  # fmt: skip
 FAULT_BODIES = {
     408: "Request timeout",
@@ -197,6 +203,20 @@ def _merge(old: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _int_param(query: Mapping[str, str], key: str, default: int) -> int:
+    """Query parameter ``key`` as an integer (``default`` when absent or empty); anything else
+    is refused as EAS refuses a malformed parameter: 400 ``InvalidParameter`` (assumed text)."""
+    value = query.get(key) or ""
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise EasError(
+            400, "InvalidParameter", f"Specified parameter {key} is not valid: {value!r}."
+        ) from None
 
 
 def _env_of(container: Mapping[str, Any]) -> dict[str, str]:
@@ -534,8 +554,8 @@ class AlibabaEmulator:
         if sub == "logs" and method == "GET":
             keyword = query.get("Keyword", "")
             lines = [line for line in service.output if keyword in line]
-            size = max(1, int(query.get("PageSize") or 100))
-            page = max(1, int(query.get("PageNum") or 1))
+            size = max(1, _int_param(query, "PageSize", 100))
+            page = max(1, _int_param(query, "PageNum", 1))
             chunk = lines[(page - 1) * size : page * size]
             pages = max(1, -(-len(lines) // size))
             return {"Logs": chunk, "TotalCount": len(lines), "PageNum": page,
@@ -583,6 +603,17 @@ class AlibabaEmulator:
                 )
             if oss is not None and not str(entry.get("mount_path", "")).startswith("/"):
                 raise EasError(400, "InvalidParameter", "storage[].mount_path must be absolute.")
+        instance = metadata.get("instance", 1)
+        if isinstance(instance, bool) or not isinstance(instance, int) or instance < 1:
+            # assumed: a service starts with at least one instance (the console's minimum);
+            # scaling to zero is the autoscaler's (min 0), not metadata.instance's
+            raise EasError(
+                400,
+                "InvalidParameter",
+                f"metadata.instance must be a positive integer, not {instance!r}.",
+            )
+        # metadata.cpu/memory without metadata.resource are accepted: public resources (the
+        # ROS ALIYUN::PAI::Service and Terraform alicloud_pai_service examples send just that)
         rpc = metadata.get("rpc") or {}
         if "keepalive" in rpc and not (isinstance(rpc["keepalive"], int) and rpc["keepalive"] > 0):
             raise EasError(
@@ -676,6 +707,11 @@ class AlibabaEmulator:
                 "CurrentMetrics": [],
             }  # fmt: skip
         if method == "DELETE":
+            if service.autoscaler is None:
+                # assumed: EAS's answer to deleting an autoscaler a service does not have is
+                # not documented (DeleteServiceAutoScaler's reference lists no error codes);
+                # answered like an update of a missing one, so a client must treat it as gone
+                raise EasError(404, "InvalidAutoscaler.NotFound", "The service has no autoscaler.")
             service.autoscaler = None
             return {"Message": "Autoscaler deleted."}
         if method not in ("POST", "PUT"):
@@ -712,8 +748,8 @@ class AlibabaEmulator:
             for s in sorted(self._services.values(), key=lambda s: s.created)
             if substring in s.name and all(s.labels.get(k) == str(v) for k, v in wanted.items())
         ]
-        size = max(1, int(query.get("PageSize") or 100))
-        page = max(1, int(query.get("PageNumber") or 1))
+        size = max(1, _int_param(query, "PageSize", 100))
+        page = max(1, _int_param(query, "PageNumber", 1))
         chunk = found[(page - 1) * size : page * size]
         return {"Services": [self._describe(s) for s in chunk], "TotalCount": len(found),
                 "PageNumber": page, "PageSize": size}  # fmt: skip
@@ -964,7 +1000,12 @@ class AlibabaEmulator:
         finally:
             conn.close()
         self._predict_calls.add(PredictCall(name, version, reply.status))
-        out = {"Content-Type": reply.getheader("Content-Type") or "application/octet-stream"}
+        # the service's own headers come back (its 405's Allow, its Retry-After...), less the
+        # hop-by-hop ones and those the gateway's server sets itself (assumed: EAS's gateway
+        # is a reverse proxy; which headers it adds or drops is not documented)
+        out = {k: v for k, v in reply.getheaders() if k.lower() not in HOP_BY_HOP}
+        if not any(k.lower() == "content-type" for k in out):
+            out["Content-Type"] = "application/octet-stream"
         return reply.status, out, data
 
 
@@ -995,9 +1036,14 @@ class _EasHandler(KeepAliveHandler):
         except Exception as err:  # an emulator bug: a 500 for the client
             status, out = 500, {"Content-Type": "application/json"}
             body = json.dumps({"Code": "InternalError", "Message": repr(err)}).encode()
+        if self.command == "HEAD":
+            body = b""  # the status and headers alone
         self.send(status, out, body)
 
-    do_GET = do_PUT = do_POST = do_DELETE = _any
+    # Every method the gateway may forward (EAS passes the method to the service: a method
+    # the service does not serve is the service's 405, per EAS's status-codes page), and the
+    # control plane's unknown ones answered as EAS errors rather than http.server's 501.
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _any
 
 
 @contextlib.contextmanager

@@ -201,6 +201,82 @@ def test_autoscaler_refuses_max_not_above_min(alibaba: AlibabaEmulator, live: Li
     assert scaler.scale_strategies[0].metric_name == "qps"
 
 
+def test_a_service_without_an_autoscaler_refuses_its_delete(alibaba: AlibabaEmulator) -> None:
+    from alibabacloud_eas20210701 import models
+
+    client = eas_client(alibaba)
+    alibaba.fail_next_version("scripted: no container needed here")
+    create_service(alibaba, service_config("aiaas_scaler", "oss://aiaas-bundles/none/"))
+    strategy = models.CreateServiceAutoScalerRequestScaleStrategies(metric_name="qps", threshold=5)
+    scaler = models.CreateServiceAutoScalerRequest(min=1, max=2, scale_strategies=[strategy])
+
+    def delete() -> str | None:
+        return error_code(lambda: client.delete_service_auto_scaler(alibaba.region, "aiaas_scaler"))
+
+    assert delete() == "InvalidAutoscaler.NotFound"
+    assert alibaba.calls()[-1].status == 404
+    client.create_service_auto_scaler(alibaba.region, "aiaas_scaler", scaler)
+    assert delete() is None
+    assert delete() == "InvalidAutoscaler.NotFound"
+    client.delete_service(alibaba.region, "aiaas_scaler")
+
+
+def test_create_refuses_an_instance_count_below_one(alibaba: AlibabaEmulator) -> None:
+    def create(name: str, instance: object) -> str | None:
+        config = service_config(name, "oss://aiaas-bundles/none/")
+        config["metadata"]["instance"] = instance
+        return error_code(lambda: create_service(alibaba, config))
+
+    from Tea.exceptions import TeaException  # type: ignore[import-untyped]  # no py.typed
+
+    assert create("aiaas_zero", 0) == "InvalidParameter"
+    assert create("aiaas_minus", -1) == "InvalidParameter"
+    with pytest.raises(TeaException, match=r"metadata\.instance must be a positive integer"):
+        create_service(
+            alibaba,
+            service_config(
+                "aiaas_text", "oss://b/x/", metadata={"name": "aiaas_text", "instance": "2"}
+            ),
+        )
+    assert alibaba.service_status("aiaas_zero") is None
+    # cpu and memory with neither a resource group nor an instance type: EAS's public
+    # resources take that (ROS's and Terraform's own examples), so the emulator does too
+    public = service_config("aiaas_public", "oss://aiaas-bundles/none/")
+    del public["cloud"]
+    alibaba.fail_next_version("scripted: no container needed here")
+    assert error_code(lambda: create_service(alibaba, public)) is None
+    eas_client(alibaba).delete_service(alibaba.region, "aiaas_public")
+
+
+def test_a_page_size_that_is_not_a_number_is_a_400(alibaba: AlibabaEmulator) -> None:
+    from alibabacloud_eas20210701 import models
+
+    client = eas_client(alibaba)
+    listed = models.ListServicesRequest(page_size="ten")  # the SDK sends it as it is
+    assert error_code(lambda: client.list_services(listed)) == "InvalidParameter"
+    assert (alibaba.calls()[-1].query["PageSize"], alibaba.calls()[-1].status) == ("ten", 400)
+    alibaba.fail_next_version("scripted: no container needed here")
+    create_service(alibaba, service_config("aiaas_paged", "oss://aiaas-bundles/none/"))
+    logs = models.DescribeServiceLogRequest(page_size=10, page_num="last")
+    assert error_code(lambda: client.describe_service_log(alibaba.region, "aiaas_paged", logs)) == (
+        "InvalidParameter"
+    )
+    client.delete_service(alibaba.region, "aiaas_paged")
+
+
+def test_the_gateway_forwards_every_method_to_the_service(live: Live) -> None:
+    headers = {"Authorization": live.token}
+    with httpx.Client(timeout=30) as client:
+        # EAS forwards the method; the service answers one it does not serve with 405
+        patched = client.patch(live.endpoint, json=PREDICT, headers=headers)
+        assert patched.status_code == 405, patched.text
+        assert "POST" in patched.headers["allow"]
+        assert client.get(live.endpoint, headers=headers).status_code == 200  # its root: live
+        assert client.options(live.endpoint).status_code == 401  # the token first
+        head = client.head(live.endpoint, headers=headers)
+        assert (head.status_code, head.content) == (200, b"")
+
+
 def test_update_merge_replace_failed_version_and_rollback(
     alibaba: AlibabaEmulator, live: Live
 ) -> None:
