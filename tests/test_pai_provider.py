@@ -239,6 +239,33 @@ def test_delete_is_idempotent_and_logs_read_the_service_log(
     assert "deleted" not in [d.name for d in provider.list()]
 
 
+def test_a_create_without_a_clear_answer_removes_nothing(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
+) -> None:
+    # A 503 leaves open whether EAS took the call, and a read that does not find the service
+    # proves nothing (it may be created yet): no DeleteService, the error says so.
+    service = names.service_name("unclear", provider.settings)
+    since = len(alibaba.calls())
+    alibaba.refuse_next("CreateService", 503, "ServiceUnavailable", "The server is busy.")
+    with pytest.raises(DeployFailed) as failed:
+        provider.deploy(bundles.v1.path, name="unclear")
+    message = failed.value.message
+    assert "ServiceUnavailable" in message and "may still be created" in message, message
+    assert "nothing removed" in message, message
+    assert "DeleteService" not in [c.action for c in alibaba.calls()[since:]]
+    # EAS refusing it (a 4xx) proves it was not carried out: the cleanup may go ahead
+    alibaba.refuse_next("CreateService", 400, "InvalidParameter", "Scripted refusal.")
+    with pytest.raises(DeployFailed) as refused:
+        provider.deploy(bundles.v1.path, name="unclear")
+    assert "may still" not in refused.value.message, refused.value.message
+    # and deploying again once nothing is pending creates it
+    since = len(alibaba.calls())
+    assert provider.deploy(bundles.v1.path, name="unclear").status is DeploymentStatus.READY
+    assert _writes(alibaba, service, since)[0] == "CreateService"
+
+
 def test_the_service_token_never_shows_in_what_the_provider_reads() -> None:
     from adapters.pai.provider import Live
 

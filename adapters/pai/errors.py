@@ -68,6 +68,14 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
+def refused(exc: BaseException) -> bool:
+    """True when EAS (or OSS) answered the call that raised ``exc`` with a client error (a 4xx
+    status: the call was refused, not carried out). False for a 5xx or no answer at all (a
+    read timeout, a connection reset): whether the cloud took the call is then unknown."""
+    status = _status(_inner(exc))
+    return status is not None and 400 <= status < 500
+
+
 def pai_error(exc: BaseException, doing: str) -> AiaasError:
     """``exc`` (raised while ``doing``) as the :mod:`aiaas.errors` type that says what to do."""
     if isinstance(exc, AiaasError):
@@ -88,4 +96,4 @@ def pai_error(exc: BaseException, doing: str) -> AiaasError:
     return ProviderError(what)
 
 
-__all__ = ["code_of", "pai_error"]
+__all__ = ["code_of", "pai_error", "refused"]

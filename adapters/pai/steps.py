@@ -3,7 +3,8 @@ of ``deploy``. The provider (:mod:`adapters.pai.provider`) keeps the clients, th
 mapping and the reads; these steps use them.
 
 - a first deploy: CreateService (the labels, the workspace), settled once the service is
-  ``Running``; a failure deletes the service again;
+  ``Running``; a failure deletes the service again, unless the call may have been taken
+  (a 5xx or no answer, not EAS refusing it: :meth:`PaiSteps.taken`), which removes nothing;
 - a new digest (or new settings): UpdateService with ``UpdateType=replace`` makes a new
   service version that EAS rolls out in place (``CurrentVersion`` moves to it at once), settled
   once it is ``Running``; EAS cannot send a request to a version that takes no traffic
@@ -22,17 +23,21 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from adapters.base import Change
 from adapters.pai import SPEC, names
+from adapters.pai.errors import refused
 from adapters.pai.provider import FAILED, SETTLING, SMOKE_TIMEOUT_S, Desired, Live
 from adapters.rollout import Busy, Diff, Settle, Terms, TrafficStep
 from aiaas.errors import DeployFailed, NotFound
 
 if TYPE_CHECKING:
     from adapters.pai.provider import PaiProvider
+
+T = TypeVar("T")
 
 OBJECT, SERVICE, VERSION = "oss object", "EAS service", "service version"
 ENDPOINT, AUTOSCALER = "service endpoint", "autoscaler"
@@ -50,6 +55,7 @@ class PaiSteps:
         self.provider = provider
         self._previous: int | None = None  # the service version that served before
         self._want: int | None = None  # the service version that should end Running
+        self._refused: bool | None = None  # the last write failed: EAS refused it (a 4xx)
 
     # -- what is wanted, what is there ---------------------------------------------------
 
@@ -161,7 +167,10 @@ class PaiSteps:
             request = models.CreateServiceRequest(
                 body=body, labels=desired.labels, workspace_id=s.workspace_id
             )
-            p._call(f"create service {desired.service}", lambda: p.eas.create_service(request))
+            p._call(
+                f"create service {desired.service}",
+                lambda: self._write(lambda: p.eas.create_service(request)),
+            )
             self._want = 1
             return
         live = p._live(desired.service)
@@ -169,9 +178,19 @@ class PaiSteps:
         update = models.UpdateServiceRequest(body=body, update_type="replace")
         p._call(
             f"update service {desired.service}",
-            lambda: p.eas.update_service(s.region, desired.service, update),
+            lambda: self._write(lambda: p.eas.update_service(s.region, desired.service, update)),
         )
         self._want = live.latest_version + 1
+
+    def _write(self, call: Callable[[], T]) -> T:
+        """``call()``, remembering whether a failure was EAS refusing it (a 4xx: not carried
+        out) or left it open (a 5xx, no answer: it may have been taken), for :meth:`taken`."""
+        self._refused = None
+        try:
+            return call()
+        except Exception as exc:
+            self._refused = refused(exc)
+            raise
 
     def settled(self, desired: Desired, traffic_pct: int) -> Settle:
         """The service ``Running`` on the version wanted; ``Failed``: EAS's message and its
@@ -211,15 +230,31 @@ class PaiSteps:
         return message
 
     def taken(self, desired: Desired, traffic_pct: int) -> str | None:
-        """After a create or update call failed: the service settling toward it (the call
-        was taken), or None."""
+        """After a create or update call failed: where the service is when the call was (or
+        may have been) taken, so that nothing is removed; None only when it is proven not
+        taken: EAS refused the call (a 4xx) and the service shows no trace of it. A call
+        that got a 5xx or no answer may still be carried out though a read does not show it
+        yet (the shared rule: a call that failed but may have been taken removes nothing)."""
         live = self.provider._live(desired.service)
+        unclear = not self._refused
+        if self._previous is None:  # a create
+            if live.exists:  # created (or someone else's: never ours to delete)
+                return live.status or "there"
+            if unclear:
+                return (
+                    "not visible yet, but CreateService failed without PAI-EAS refusing it, "
+                    "so it may still be created"
+                )
+            return None
         if not live.exists:
             return None
-        if self._previous is None:  # a create: the service exists now
-            return live.status or "there"
         if live.latest_version > self._previous and live.current_version > self._previous:
             return f"{live.status} on version {live.current_version}"
+        if unclear:
+            return (
+                f"still on version {live.current_version}, but UpdateService failed without "
+                "PAI-EAS refusing it, so the new version may still come"
+            )
         return None
 
     # -- traffic -------------------------------------------------------------------------
