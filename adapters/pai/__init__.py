@@ -172,15 +172,21 @@ SPEC = ProviderSpec(
         "AIAAS_PAI_ENDPOINT": (
             "the service endpoint: DescribeService's InternetEndpoint or IntranetEndpoint "
             "(http://<uid>.<region>.pai-eas.aliyuncs.com, with or without "
-            "/api/predict/<service>)"
+            "/api/predict/<service>); unset: read with DescribeService (credentials below)"
         ),
         "AIAAS_PAI_TOKEN": (
-            "the service's AccessToken (a secret: from KMS or the function's config)"
+            "the service's AccessToken (a secret: from KMS or the function's config); unset: "
+            "read with DescribeService at the first call (credentials below), read again once "
+            "when the service refuses it"
         ),
         "ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET": (
-            "the function role's credentials (set by Function Compute), for status() only: "
-            "DescribeService, which needs eas:DescribeService on the service; without them "
-            "status() is unknown"
+            "the function role's credentials (set by Function Compute), for DescribeService, "
+            "which needs eas:DescribeService on the service: status(), and the endpoint and "
+            "token when the two variables above are unset; without them status() is unknown"
+        ),
+        "AIAAS_PAI_EAS_URL": (
+            "EAS's control plane as http(s)://host[:port], instead of pai.endpoint/protocol "
+            "(optional: another endpoint, or `aiaas emulate alibaba`)"
         ),
         "ALIBABA_CLOUD_SECURITY_TOKEN": "the STS token that goes with a role's credentials",
         "AIAAS_PAI_CA_BUNDLE": "a CA bundle to verify the endpoints' TLS with (optional)",
