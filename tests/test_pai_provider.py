@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from conftest import PROJECTS
 from adapters.base import DeploymentStatus
 from adapters.pai import names
 from adapters.pai.provider import MOUNT_PATH, PaiProvider
+from adapters.pai.steps import PaiSteps
+from adapters.rollout import Timing, run_rollout
 from aiaas.bundle import BuiltBundle, build_bundle
 from aiaas.config import load_config
 from aiaas.errors import DeployFailed
@@ -211,6 +214,47 @@ def test_a_failed_update_is_rolled_back_with_update_service_version(
     assert described.version == bundles.v1.manifest.version
     assert described.status is DeploymentStatus.READY
     assert described.details["service_version"] == 1
+
+
+def test_the_rollback_waits_on_the_deploys_clock_until_its_deadline(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
+) -> None:
+    service = _fresh(provider, bundles.v1, "late")
+    since = len(alibaba.calls())
+
+    class Clock:
+        """The deploy's clock: 1 s a poll, and the deadline past once the rollback is sent."""
+
+        now = 0.0
+
+        def __call__(self) -> float:
+            rolled = any(c.action == "UpdateServiceVersion" for c in alibaba.calls()[since:])
+            return self.now + (1000.0 if rolled else 0.0)
+
+        def sleep(self, seconds: float) -> None:
+            self.now += seconds
+            time.sleep(0.01)  # the emulator's versions start on its threads, in real time
+
+    clock = Clock()
+    timing = Timing(60.0, 1.0, clock=clock, sleep=clock.sleep)
+    alibaba.fail_next_version("scripted: the new version does not start")
+    with pytest.raises(DeployFailed) as failed:
+        run_rollout(  # provider.deploy, on this clock
+            PaiSteps(provider, timing=timing),
+            bundles.v2.path,
+            name="late",
+            rollout=provider.config.deploy.rollout,
+            timing=timing,
+            upload=provider.upload,
+        )
+    message = failed.value.message
+    assert "scripted: the new version does not start" in message, message
+    assert "still rolling back to version 1" in message and "goes on in PAI-EAS" in message
+    assert _writes(alibaba, service, since) == ["UpdateService", "UpdateServiceVersion"]
+    assert alibaba.wait(service) == "Running"  # the rollback went on
+    assert provider.describe("late").details["service_version"] == 1
 
 
 def test_equal_min_and_max_delete_the_autoscaler(

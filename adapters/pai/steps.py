@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,7 +30,7 @@ from adapters.base import Change
 from adapters.pai import SPEC, names
 from adapters.pai.errors import refused
 from adapters.pai.provider import FAILED, SETTLING, SMOKE_TIMEOUT_S, Desired, Live
-from adapters.rollout import Busy, Diff, Settle, Terms, TrafficStep
+from adapters.rollout import Busy, Diff, Settle, StillSettling, Terms, Timing, TrafficStep
 from aiaas.errors import DeployFailed, NotFound
 
 if TYPE_CHECKING:
@@ -42,7 +41,6 @@ T = TypeVar("T")
 OBJECT, SERVICE, VERSION = "oss object", "EAS service", "service version"
 ENDPOINT, AUTOSCALER = "service endpoint", "autoscaler"
 LOG_LINES_IN_ERROR = 10
-ROLLBACK_WAIT_S = 0.2
 
 
 class PaiSteps:
@@ -51,8 +49,14 @@ class PaiSteps:
     capabilities = SPEC.capabilities  # no pre-traffic smoke, no traffic split
     terms = Terms("service", "PAI-EAS", "pai.deploy_timeout_s")
 
-    def __init__(self, provider: PaiProvider) -> None:
+    def __init__(self, provider: PaiProvider, *, timing: Timing | None = None) -> None:
+        """``timing``: the deploy's (:func:`~adapters.rollout.run_rollout`'s), whose clock,
+        sleep and deadline the rollback's wait shares; by default the provider's settings'
+        ``deploy_timeout_s`` and ``poll_interval_s`` on the real clock."""
         self.provider = provider
+        s = provider.settings
+        self.timing = timing or Timing(s.deploy_timeout_s, s.poll_interval_s)
+        self._deadline: float | None = None  # the deploy's, from its first write
         self._previous: int | None = None  # the service version that served before
         self._want: int | None = None  # the service version that should end Running
         self._refused: bool | None = None  # the last write failed: EAS refused it (a 4xx)
@@ -162,6 +166,8 @@ class PaiSteps:
         from alibabacloud_eas20210701 import models
 
         p, s = self.provider, self.provider.settings
+        if self._deadline is None:  # the first write: the deploy's deadline runs from here
+            self._deadline = self.timing.clock() + self.timing.timeout_s
         body = json.dumps(desired.config)
         if any(c.kind == SERVICE and c.action == "create" for c in diff.new_version):
             request = models.CreateServiceRequest(
@@ -296,8 +302,8 @@ class PaiSteps:
 
     def remove(self, change: Change) -> None:
         """A service: DeleteService. A service version (a failed update): the service goes
-        back to the version before (UpdateServiceVersion), waited for within the deploy's
-        timeout; nothing when it already runs it."""
+        back to the version before (UpdateServiceVersion), waited for until the deploy's
+        deadline (:meth:`_wait_running`); nothing when it already runs it."""
         p = self.provider
         if change.kind == SERVICE:
             p.delete_service(change.name)
@@ -307,9 +313,15 @@ class PaiSteps:
                 self._wait_running(service)
 
     def _wait_running(self, service: str) -> None:
-        p = self.provider
-        deadline = time.monotonic() + p.settings.deploy_timeout_s
-        while time.monotonic() < deadline:
+        """Poll until the service runs the version rolled back to, on the deploy's clock and
+        until its deadline (the one :func:`~adapters.rollout.run_rollout` set at the first
+        write): past it, :class:`~adapters.rollout.StillSettling` (the rollback goes on in
+        PAI-EAS; nothing else is touched)."""
+        p, timing = self.provider, self.timing
+        clock = timing.clock
+        started = clock()
+        deadline = self._deadline if self._deadline is not None else started + timing.timeout_s
+        while True:
             live = p._live(service)
             if not live.exists:
                 return
@@ -320,11 +332,14 @@ class PaiSteps:
                     f"rolling service {service} back to version {self._want} failed: "
                     f"{live.message or live.status}"
                 )
-            time.sleep(min(p.settings.poll_interval_s, 1.0))
-        raise DeployFailed(
-            f"service {service} still rolling back to version {self._want} after "
-            f"{p.settings.deploy_timeout_s:g}s"
-        )
+            if clock() >= deadline:
+                raise StillSettling(
+                    f"service {service} still rolling back to version {self._want} "
+                    f"({live.status}) at the deploy's deadline ({self.terms.timeout_key}, "
+                    f"{clock() - started:.0f}s of it spent rolling back); it goes on in "
+                    "PAI-EAS: see `aiaas status`"
+                )
+            timing.sleep(min(timing.poll_s, max(deadline - clock(), 0.0)))
 
     def read_scaling(self, desired: Desired) -> object:
         return self.provider.read_autoscaler(desired.service)
