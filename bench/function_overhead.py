@@ -44,6 +44,21 @@ same with ``provider: local``. The same package given ``AIAAS_AZUREML_SCORING_UR
 call) is printed beside it. ``--only azure`` runs this part alone (Azurite must be installed:
 ``make install``).
 
+Issue 18 (``provider: pai``): the probe is also deployed on the emulated PAI-EAS
+(emulators/alibaba.py: the control plane, every call ACS3-verified, through the pai provider
+and alibabacloud-eas20210701; the bundle in the emulated OSS; the gateway checking the
+service token and forwarding to the container's entrypoint), and the **Function Compute**
+package (``aiaas function package --target alibaba``) is built with ``provider: local`` and
+``provider: pai``. Each is unzipped (modes kept) into a read-only folder and run the way FC
+runs a custom runtime: its ``bootstrap`` spawned as a fresh process (``FC_SERVER_PORT`` on
+127.0.0.1; ``python3`` a bare virtual environment of this Python, with none of the package's
+dependencies, as FC's runtime has none), its port tried every millisecond, one
+``POST /predict`` sent on the first connection it accepts: spawn to the first 200, the two
+packages alternating run by run. The pai package is given the service's endpoint and token
+(``AIAAS_PAI_ENDPOINT``, ``AIAAS_PAI_TOKEN``, from DescribeService) and the function role's
+credentials, as FC sets them. Target: at most 1.3 x the same with ``provider: local``.
+``--only alibaba`` runs this part alone (the ``alibaba`` extra must be installed).
+
 Issue 15: the cold start at most 1.5 x the floor any Mangum + Starlette + httpx function
 pays. The floor is a minimal Lambda function (:data:`FLOOR_FUNCTION`: Mangum, a Starlette
 app with one route that forwards the body with an httpx ``AsyncClient``), packaged the way
@@ -75,7 +90,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -121,15 +135,22 @@ def loaded_at_cold_start(task: Path, env: dict[str, str]) -> list[str]:
     return loaded
 
 
-# Run inside a private mount namespace: bind each job's task folder read-only over itself,
-# then time fresh interpreters running each job's code from it, the jobs taking turns run by
-# run (argv: jobs as JSON, runs). A job: {"label", "task", "code", "args", "env"}.
-_READ_ONLY_RUNS = """
-import json, subprocess, sys, time
-jobs, runs = json.loads(sys.argv[1]), int(sys.argv[2])
+# Inside a private mount namespace: each job's task folder bound read-only over itself.
+_MOUNT_TASKS_READ_ONLY = """
 for task in {job["task"] for job in jobs}:
     subprocess.run(["mount", "--bind", task, task], check=True)
     subprocess.run(["mount", "-o", "remount,bind,ro", task, task], check=True)
+"""
+# Run inside a private mount namespace: bind each job's task folder read-only over itself,
+# then time fresh interpreters running each job's code from it, the jobs taking turns run by
+# run (argv: jobs as JSON, runs). A job: {"label", "task", "code", "args", "env"}.
+_READ_ONLY_RUNS = (
+    """
+import json, subprocess, sys, time
+jobs, runs = json.loads(sys.argv[1]), int(sys.argv[2])
+"""
+    + _MOUNT_TASKS_READ_ONLY
+    + """
 times = {job["label"]: [] for job in jobs}
 for _ in range(runs):
     for job in jobs:
@@ -140,6 +161,7 @@ for _ in range(runs):
         times[job["label"]].append((time.perf_counter() - t) * 1000)
 print(json.dumps(times))
 """
+)
 
 IMPORT_ONLY = "import functions.aws_lambda"
 # The cold start and the first call: the handler answers one event (argv[1]), as Lambda's
@@ -223,11 +245,10 @@ def package_floor(output: Path, wheel_cache: Path, *, client_at_import: bool = F
 
 
 def unzip(zip_path: Path, task: Path) -> Path:
-    """The package unzipped into ``task`` (Lambda's /var/task)."""
-    shutil.rmtree(task, ignore_errors=True)
-    with zipfile.ZipFile(zip_path) as zf:
-        zf.extractall(task)
-    return task
+    """The package unzipped into ``task`` (Lambda's /var/task, FC's /code), modes kept."""
+    from functions.packaging import unpack
+
+    return unpack(zip_path, task)
 
 
 def lambda_runs(jobs: list[dict[str, Any]], runs: int) -> tuple[dict[str, list[float]], str]:
@@ -544,6 +565,219 @@ def azure_lines(first: dict[str, list[float]] | str) -> tuple[list[str], bool | 
     return lines, ratio <= 1.3
 
 
+# The Function Compute cold start and first call (issue 18): FC starts the package's
+# bootstrap (bash, then python3 -m functions.alibaba_fc: uvicorn) and sends the request once
+# its port accepts. Each run: spawn the bootstrap, try its port every millisecond, send one
+# POST /predict on the first connection accepted, read the answer (spawn to the first 200),
+# stop the process (SIGTERM, as FC stops an instance) and wait for it before the next run;
+# the jobs take turns run by run. argv: jobs as JSON, runs, "mount" (inside a private mount
+# namespace: each task folder bound read-only over itself, as FC's /code is) or "as-is".
+# A job: {"label", "task", "env", "port", "body", "key"}.
+_FC_RUNS = (
+    """
+import http.client, json, socket, subprocess, sys, tempfile, time
+jobs, runs = json.loads(sys.argv[1]), int(sys.argv[2])
+if sys.argv[3] == "mount":
+"""
+    + "\n".join("    " + line for line in _MOUNT_TASKS_READ_ONLY.strip().splitlines())
+    + """
+
+def first_answer(job):
+    env = {**job["env"], "FC_SERVER_HOST": "127.0.0.1", "FC_SERVER_PORT": str(job["port"])}
+    headers = {"content-type": "application/json", "authorization": "Bearer " + job["key"]}
+    with tempfile.TemporaryFile() as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen([job["task"] + "/bootstrap"], cwd=job["task"], env=env,
+                                stdout=log, stderr=log)
+        try:
+            while True:
+                try:
+                    sock = socket.create_connection(("127.0.0.1", job["port"]), timeout=30)
+                    break
+                except ConnectionRefusedError:
+                    if proc.poll() is not None:
+                        log.seek(0)
+                        sys.exit(job["label"] + ": the bootstrap exited: "
+                                 + log.read().decode(errors="replace")[-2000:])
+                    time.sleep(0.001)
+            conn = http.client.HTTPConnection("127.0.0.1", job["port"], timeout=30)
+            conn.sock = sock
+            conn.request("POST", "/predict", body=job["body"].encode(), headers=headers)
+            answer = conn.getresponse()
+            body = answer.read()
+            elapsed = (time.perf_counter() - t) * 1000
+            conn.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        if answer.status != 200:
+            sys.exit(f"{job['label']}: {answer.status} {body[:500]!r}")
+        return elapsed
+
+times = {job["label"]: [] for job in jobs}
+for _ in range(runs):
+    for job in jobs:
+        times[job["label"]].append(first_answer(job))
+print(json.dumps(times))
+"""
+)
+
+
+def fc_runs(jobs: list[dict[str, Any]], runs: int) -> tuple[dict[str, list[float]], str]:
+    """Milliseconds from spawn to the first 200 of each job's FC package (:data:`_FC_RUNS`),
+    jobs taking turns, and how the folders were made read-only."""
+    python: str = getattr(sys, "_base_executable", sys.executable)
+    unshare = shutil.which("unshare")
+    if unshare is not None:
+        cmd = [unshare, "-m", python, "-c", _FC_RUNS, json.dumps(jobs), str(runs), "mount"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode == 0:
+            return json.loads(done.stdout), "read-only bind mount"
+    # No mount namespace here: nothing may write bytecode, as in a read-only folder.
+    quiet = [{**job, "env": {**job["env"], "PYTHONDONTWRITEBYTECODE": "1"}} for job in jobs]
+    cmd = [python, "-c", _FC_RUNS, json.dumps(quiet), str(runs), "as-is"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the FC runs failed: {done.stderr.strip()[-3000:]}")
+    return json.loads(done.stdout), "PYTHONDONTWRITEBYTECODE (no read-only mount available)"
+
+
+def bare_python(folder: Path) -> Path:
+    """A virtual environment of this Python with nothing installed (its ``bin``): FC's
+    ``python3``, which has none of the package's dependencies (and keeps this machine's
+    site-packages out: only the package's own files import)."""
+    python: str = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([python, "-m", "venv", "--without-pip", str(folder)], check=True)
+    return folder / "bin"
+
+
+def pai_yaml(emulator: Any) -> str:
+    """The ``pai:`` section of the emulated region (a CPU instance type: the probe needs no
+    GPU; the emulators' endpoints as settings)."""
+    s = emulator.settings()
+    return (
+        f"provider: pai\npai:\n  region: {s['region']}\n  endpoint: '{s['endpoint']}'\n"
+        f"  protocol: {s['protocol']}\n  oss_endpoint: '{s['oss_endpoint']}'\n"
+        f"  oss_bucket: {s['oss_bucket']}\n"
+        "  image: registry-vpc.cn-hangzhou.aliyuncs.com/aiaas/aiaas-server:bench\n"
+        "  instance_type: ecs.c6.large\n  poll_interval_s: 0.05\n"
+    )
+
+
+def alibaba_first_calls(
+    work: Path, model_yaml: str, runs: int, wheel_cache: Path
+) -> tuple[dict[str, list[float]], str] | str:
+    """Cold start + first call of the Function Compute package, ``provider: local`` against
+    ``provider: pai`` (the service's endpoint and token given, as a function is configured),
+    runs alternating, and how the folders were read-only; or why it cannot run here."""
+    import importlib.util
+
+    if importlib.util.find_spec("alibabacloud_eas20210701") is None:
+        return "the alibaba extra is not installed: pip install 'aiaas[alibaba]'"
+    from adapters.local.provider import LocalProvider
+    from adapters.pai import names
+    from adapters.pai.provider import PaiProvider
+    from aiaas.bundle import build_bundle
+    from aiaas.config import load_config
+    from emulators.alibaba import AlibabaEmulator
+    from emulators.fleet import free_port
+    from functions.auth import create_key
+    from functions.packaging import package_function
+
+    work.mkdir(parents=True, exist_ok=True)
+    # The credentials chain reads ~/.aliyun and, with no key in the environment, asks the ECS
+    # metadata address: nothing of this machine's Alibaba Cloud setup, metadata off.
+    saved = {k: v for k, v in os.environ.items() if k.startswith("ALIBABA_CLOUD_") or k == "HOME"}
+    for name in saved:
+        del os.environ[name]
+    (work / "home").mkdir()
+    os.environ.update({"HOME": str(work / "home"), "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true"})
+    emulator = AlibabaEmulator(work / "alibaba")
+    emulator.start()
+    emulator_env = emulator.env()
+    os.environ.update(emulator_env)
+    local_project, pai_project = work / "probe", work / "probe-pai"
+    for folder, extra in ((local_project, ""), (pai_project, pai_yaml(emulator))):
+        folder.mkdir()
+        (folder / "probe_model.py").write_text((PROBE / "probe_model.py").read_text())
+        (folder / "aiaas.yaml").write_text(model_yaml + extra)
+    built = build_bundle(local_project, work / "probe.tar.gz")
+    config, pai_config = load_config(local_project, env={}), load_config(pai_project, env={})
+    local = LocalProvider.from_config(config)
+    pai = PaiProvider.from_config(pai_config)
+    try:
+        local.deploy(built.path)
+        pai.deploy(built.path, name="probe")
+        # DescribeService: the endpoint and token a user gives the function.
+        service = names.service_name("probe", pai.settings)
+        described = pai.eas.describe_service(pai.settings.region, service).body
+        packages = {
+            "local": package_function(
+                config, built.manifest, "alibaba", work / "fn-fc-local.zip",
+                allow_local=True, wheel_cache=wheel_cache,
+            ),
+            "pai": package_function(
+                pai_config, built.manifest, "alibaba", work / "fn-fc-pai.zip",
+                wheel_cache=wheel_cache,
+            ),
+        }  # fmt: skip
+        tasks = {k: unzip(v.path, work / f"code-{k}") for k, v in packages.items()}
+        key, record = create_key()
+        base = {"PATH": f"{bare_python(work / 'runtime')}:/usr/bin:/bin", "LANG": "C.UTF-8",
+                "HOME": str(work), "AIAAS_API_KEYS": str(record)}  # fmt: skip
+        envs = {
+            "local": {**base, "AIAAS_STATE_DIR": str(config.state_path)},
+            # FC gives a function with a role its STS credentials in these variables
+            # (here the emulator's key): status() signs DescribeService with them.
+            "pai": {**base, **emulator_env, "AIAAS_PAI_ENDPOINT": described.internet_endpoint,
+                    "AIAAS_PAI_TOKEN": described.access_token},
+        }  # fmt: skip
+        body = json.dumps({"inputs": [{"value": 1.0}]})
+        jobs = [
+            {"label": label, "task": str(tasks[label]), "env": env, "port": free_port(),
+             "body": body, "key": key}
+            for label, env in envs.items()
+        ]  # fmt: skip
+        return fc_runs(jobs, runs)
+    finally:
+        local.delete("probe")
+        pai.close()
+        emulator.stop()
+        for name in [*emulator_env, "HOME", "ALIBABA_CLOUD_ECS_METADATA_DISABLED"]:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
+
+
+def run_alibaba(runs: int, wheel_cache: Path) -> tuple[list[str], bool | None]:
+    """Issue 18's part, in a folder of its own: its report lines and verdict."""
+    with tempfile.TemporaryDirectory(prefix="aiaas-fn-bench-alibaba-") as tmp:
+        return alibaba_lines(alibaba_first_calls(Path(tmp), MODEL_YAML, runs, wheel_cache))
+
+
+def alibaba_lines(
+    measured: tuple[dict[str, list[float]], str] | str,
+) -> tuple[list[str], bool | None]:
+    """The report of :func:`alibaba_first_calls` and its verdict (None: not measured)."""
+    if isinstance(measured, str):
+        return [f"Function Compute cold start + first call: not measured ({measured})"], None
+    first, how = measured
+
+    def spread(values: list[float]) -> str:
+        middle = statistics.median(values)
+        return f"median {middle:.0f} ms (min {min(values):.0f}, max {max(values):.0f})"
+
+    ratio = statistics.median(first["pai"]) / statistics.median(first["local"])
+    lines = [
+        f"Function Compute cold start + first call (packaged zip, {how}, its bootstrap spawned "
+        "until it answers one POST /predict: spawn to first 200), runs alternating:",
+        f"  provider: local: {spread(first['local'])}",
+        f"  provider: pai:   {spread(first['pai'])}  (the service token over plain HTTP to "
+        "the emulated EAS gateway)",
+        f"  ratio pai / local: {ratio:.2f}",
+    ]
+    return lines, ratio <= 1.3
+
+
 def main() -> int:
     """Deploy the probe locally and on the emulated SageMaker, measure, print the figures
     and verdicts."""
@@ -559,8 +793,9 @@ def main() -> int:
         help="the packagings' wheel cache (aiaas function package --wheel-cache)",
     )  # fmt: skip
     parser.add_argument(
-        "--only", choices=("all", "azure"), default="all",
-        help="azure: only the Azure Functions package's cold start + first call (issue 17)",
+        "--only", choices=("all", "azure", "alibaba"), default="all",
+        help="azure: only the Azure Functions package's cold start + first call (issue 17); "
+        "alibaba: only the Function Compute package's (issue 18)",
     )  # fmt: skip
     args = parser.parse_args()
     if args.imports < 7:
@@ -571,6 +806,12 @@ def main() -> int:
         print("\n".join([*az_lines, "", "targets:", f"  {mark}  Azure Functions cold start + "
                          "first call, azureml <= 1.3 x local"]))  # fmt: skip
         return 0 if az_ok else 1
+    if args.only == "alibaba":
+        fc_lines, fc_ok = run_alibaba(args.imports, args.wheel_cache)
+        mark = {True: "PASS", False: "FAIL", None: "NOT RUN"}[fc_ok]
+        print("\n".join([*fc_lines, "", "targets:", f"  {mark}  Function Compute cold start + "
+                         "first call, pai <= 1.3 x local"]))  # fmt: skip
+        return 0 if fc_ok else 1
 
     import boto3
     from mangum import Mangum
@@ -747,14 +988,17 @@ def main() -> int:
     first_ratio = first_sm / first_local
     sm_added = percentile(sm_through, 0.5) - percentile(sm_direct, 0.5)
     az_lines, az_ok = run_azure(args.imports, args.wheel_cache)
+    fc_lines, fc_ok = run_alibaba(args.imports, args.wheel_cache)
     checks = (
         cold_ms <= 250, zip_size <= 10 * 1024 * 1024, added <= 1.5, async_ratio <= 1.05,
         first_ratio <= 1.3, sm_zip_size <= 10 * 1024 * 1024, sm_added <= 1.5,
-        floor_ratio <= 1.5, az_ok is not False,
+        floor_ratio <= 1.5, az_ok is not False, fc_ok is not False,
     )  # fmt: skip
     verdict = ["PASS" if ok else "FAIL" for ok in checks]
     if az_ok is None:
         verdict[8] = "NOT RUN"
+    if fc_ok is None:
+        verdict[9] = "NOT RUN"
 
     def spread(values: list[float]) -> str:
         middle = statistics.median(values)
@@ -803,8 +1047,10 @@ def main() -> int:
         f"  {verdict[7]}  cold start <= 1.5 x floor  ({cold_ms:.0f} / {floor_ms:.0f} ms = "
         f"{floor_ratio:.2f})",
         f"  {verdict[8]}  Azure Functions cold start + first call, azureml <= 1.3 x local",
+        f"  {verdict[9]}  Function Compute cold start + first call, pai <= 1.3 x local",
     ]
-    lines[lines.index("targets:") - 1 : lines.index("targets:") - 1] = ["", *az_lines]
+    at = lines.index("targets:") - 1
+    lines[at:at] = ["", *az_lines, "", *fc_lines]
     print("\n".join(lines))
     return 0 if all(checks) else 1
 
