@@ -18,6 +18,8 @@ import pytest
 from alibaba_emulated import alibaba
 from conftest import PROJECTS, guard_environment
 
+import aiaas.api as aiaas_api
+from aiaas.errors import ConfigError
 from emulators.alibaba import AlibabaEmulator
 
 __all__ = ["alibaba"]  # a fixture, used by name
@@ -97,3 +99,19 @@ def test_deploy_status_invoke_logs_delete_from_the_cli(
     assert alibaba.service_status(service) is None
     gone = aiaas(alibaba, project, "status", "probe", ok=False)
     assert gone.returncode == 1 and "probe" in gone.stdout + gone.stderr
+
+
+def test_an_instance_type_eas_does_not_offer_is_refused_before_any_write(
+    alibaba: AlibabaEmulator, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form is right (load accepts it); EAS's own list (DescribeMachineSpec) lacks it.
+    In this process: the message is the same one the CLI prints."""
+    monkeypatch.setenv("AIAAS_PAI__INSTANCE_TYPE", "ecs.c6.largex")
+    writes = len(alibaba.writes())
+    with pytest.raises(ConfigError) as refused:
+        aiaas_api.plan(project, provider="pai")
+    message = refused.value.message
+    assert "pai.instance_type" in message and "'ecs.c6.largex'" in message
+    assert "did you mean 'ecs.c6.large'" in message
+    assert any(c.action == "DescribeMachineSpec" for c in alibaba.calls())
+    assert len(alibaba.writes()) == writes

@@ -28,6 +28,7 @@ Every SDK failure is mapped once, by :func:`adapters.pai.errors.pai_error`.
 from __future__ import annotations
 
 import builtins
+import difflib
 import functools
 import hashlib
 import json
@@ -192,6 +193,7 @@ class PaiProvider(Provider):
         self._oss: Any = None
         self._oss_http: Any = None
         self._invokers: dict[tuple[str, str], PaiInvoker] = {}
+        self._instance_type_checked = False
         self._lock = threading.RLock()
 
     @classmethod
@@ -537,9 +539,43 @@ class PaiProvider(Provider):
         data = Path(bundle).read_bytes()
         self._call(where, lambda: self.oss.put_object(replace_body(request, data)))
 
+    def check_instance_type(self) -> None:
+        """``pai.instance_type`` against EAS's own list for the region (DescribeMachineSpec,
+        the public resource group's types), read once per provider: ConfigError naming the
+        key when EAS does not offer the type, or says it is not available now (no stock),
+        with the closest names EAS lists. A cpu/memory spec on a resource group is not
+        checked (EAS lists the group's machines elsewhere)."""
+        wanted = self.settings.instance_type
+        if wanted is None or self._instance_type_checked:
+            return
+        from alibabacloud_eas20210701 import models
+
+        body = self._call(
+            "list the instance types (DescribeMachineSpec)",
+            lambda: self.eas.describe_machine_spec(models.DescribeMachineSpecRequest()).body,
+        )
+        metas = {str(m.instance_type): m for m in (body.instance_metas or []) if m.instance_type}
+        meta = metas.get(wanted)
+        region = self.settings.region
+        if meta is None:
+            close = difflib.get_close_matches(wanted, list(metas), n=2, cutoff=0.6)
+            near = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            raise ConfigError(
+                f"pai.instance_type: PAI-EAS offers no {wanted!r} in {region} "
+                f"(DescribeMachineSpec lists {len(metas)} types){near}"
+            )
+        if meta.is_available is False:
+            stock = f", stock: {meta.stock_status}" if meta.stock_status else ""
+            raise ConfigError(
+                f"pai.instance_type: {wanted!r} is not available in {region} now{stock}: "
+                "choose another type, or deploy on a resource group"
+            )
+        self._instance_type_checked = True
+
     def plan(self, bundle: Path, *, name: str | None = None) -> Plan:
         from adapters.pai.steps import PaiSteps
 
+        self.check_instance_type()
         steps = PaiSteps(self)
         desired = steps.desired(bundle, name)
         return steps.diff(desired, steps.live(desired)).plan()
@@ -551,6 +587,7 @@ class PaiProvider(Provider):
     ) -> Deployment:
         from adapters.pai.steps import PaiSteps
 
+        self.check_instance_type()
         steps = PaiSteps(self)
         outcome = run_rollout(
             steps,
