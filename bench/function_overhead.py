@@ -56,8 +56,10 @@ dependencies, as FC's runtime has none), its port tried every millisecond, one
 ``POST /predict`` sent on the first connection it accepts: spawn to the first 200, the two
 packages alternating run by run. The pai package is given the service's endpoint and token
 (``AIAAS_PAI_ENDPOINT``, ``AIAAS_PAI_TOKEN``, from DescribeService) and the function role's
-credentials, as FC sets them. Target: at most 1.3 x the same with ``provider: local``.
-``--only alibaba`` runs this part alone (the ``alibaba`` extra must be installed).
+credentials, as FC sets them. Target: at most 1.3 x the same with ``provider: local``. The
+same pai package given neither variable (its first call reads them with one DescribeService
+signed with the role's credentials) is printed beside it. ``--only alibaba`` runs this part
+alone (the ``alibaba`` extra must be installed).
 
 Issue 15: the cold start at most 1.5 x the floor any Mangum + Starlette + httpx function
 pays. The floor is a minimal Lambda function (:data:`FLOOR_FUNCTION`: Mangum, a Starlette
@@ -668,7 +670,7 @@ def alibaba_first_calls(
     work: Path, model_yaml: str, runs: int, wheel_cache: Path
 ) -> tuple[dict[str, list[float]], str] | str:
     """Cold start + first call of the Function Compute package, ``provider: local`` against
-    ``provider: pai`` (the service's endpoint and token given, as a function is configured),
+    ``provider: pai`` (the service's endpoint and token given; and neither given, looked up),
     runs alternating, and how the folders were read-only; or why it cannot run here."""
     import importlib.util
 
@@ -731,11 +733,13 @@ def alibaba_first_calls(
             # (here the emulator's key): status() signs DescribeService with them.
             "pai": {**base, **emulator_env, "AIAAS_PAI_ENDPOINT": described.internet_endpoint,
                     "AIAAS_PAI_TOKEN": described.access_token},
+            # Neither given: the first call reads them with one signed DescribeService.
+            "pai-lookup": {**base, **emulator_env},
         }  # fmt: skip
         body = json.dumps({"inputs": [{"value": 1.0}]})
         jobs = [
-            {"label": label, "task": str(tasks[label]), "env": env, "port": free_port(),
-             "body": body, "key": key}
+            {"label": label, "task": str(tasks[label.partition("-")[0]]), "env": env,
+             "port": free_port(), "body": body, "key": key}
             for label, env in envs.items()
         ]  # fmt: skip
         return fc_runs(jobs, runs)
@@ -767,12 +771,15 @@ def alibaba_lines(
         return f"median {middle:.0f} ms (min {min(values):.0f}, max {max(values):.0f})"
 
     ratio = statistics.median(first["pai"]) / statistics.median(first["local"])
+    looked_up = statistics.median(first["pai-lookup"]) / statistics.median(first["local"])
     lines = [
         f"Function Compute cold start + first call (packaged zip, {how}, its bootstrap spawned "
         "until it answers one POST /predict: spawn to first 200), runs alternating:",
         f"  provider: local: {spread(first['local'])}",
-        f"  provider: pai:   {spread(first['pai'])}  (the service token over plain HTTP to "
-        "the emulated EAS gateway)",
+        f"  provider: pai:   {spread(first['pai'])}  (AIAAS_PAI_ENDPOINT and AIAAS_PAI_TOKEN "
+        "given; the token over plain HTTP to the emulated EAS gateway)",
+        "  provider: pai, neither given (one DescribeService signed with the role's "
+        f"credentials reads them): {spread(first['pai-lookup'])}  (ratio {looked_up:.2f})",
         f"  ratio pai / local: {ratio:.2f}",
     ]
     return lines, ratio <= 1.3

@@ -234,3 +234,21 @@ def test_a_wrong_token_is_the_function_tiers_access_denied_not_a_500(
     assert "not-the-service-token" not in response.text
     assert [c.status for c in alibaba.predict_calls()[before:]] == [401]
     assert "Traceback" not in running.stderr
+
+
+def test_without_endpoint_and_token_the_function_looks_them_up_with_its_role(
+    function: Function,
+    alibaba: AlibabaEmulator,  # noqa: F811
+) -> None:
+    """With neither variable set, the function's first call reads the endpoint and token with
+    one DescribeService signed by the role's credentials (ACS3 over httpx, verified by the
+    emulator) and answers; still no SDK nor pydantic loaded."""
+    described = len([c for c in alibaba.calls() if c.action == "DescribeService"])
+    with fc_process(function, AIAAS_PAI_ENDPOINT="", AIAAS_PAI_TOKEN="") as running:
+        first, second = _predict(running, function, 2), _predict(running, function, 3)
+    assert (first.status_code, second.status_code) == (200, 200), first.text
+    assert second.json()["outputs"][0]["value"] == 6.0
+    lookups = [c for c in alibaba.calls() if c.action == "DescribeService"][described:]
+    assert [(c.status, c.path.rsplit("/", 1)[-1]) for c in lookups] == [(200, function.service)]
+    assert [m for m in running.modules if m.split(".")[0].startswith(HEAVY)] == []
+    assert "Traceback" not in running.stderr
