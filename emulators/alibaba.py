@@ -78,7 +78,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -255,7 +255,7 @@ class AlibabaEmulator:
         self._predict_calls: CallLog[PredictCall] = CallLog()
         self._faults = Faults()
         self._refusals: Refusals[EasError] = Refusals()
-        self._fail_next: list[tuple[str, str]] = []
+        self._fail_next: list[tuple[str, str, tuple[str, ...]]] = []
         self._threads: list[threading.Thread] = []
         self._retired: list[ContainerProcess] = []
         emulator = self
@@ -373,11 +373,14 @@ class AlibabaEmulator:
         self._predict_calls.clear()
         self.oss.clear_calls()
 
-    def fail_next_version(self, message: str, reason: str = "ContainerStartFailed") -> None:
+    def fail_next_version(
+        self, message: str, reason: str = "ContainerStartFailed", *, log: Sequence[str] = ()
+    ) -> None:
         """The next version to start (create, update or rollback) ends ``Failed`` with
-        ``message`` and a Warning event ``reason``; its container never starts."""
+        ``message`` and a Warning event ``reason``; its container never starts, and ``log``
+        is what it printed first (DescribeServiceLog's lines, as they came)."""
         with self._lock:
-            self._fail_next.append((reason, message))
+            self._fail_next.append((reason, message, tuple(log)))
 
     def refuse_next(
         self,
@@ -836,10 +839,12 @@ class AlibabaEmulator:
         service: _Service,
         number: int,
         generation: int,
-        scripted: tuple[str, str] | None,
+        scripted: tuple[str, str, tuple[str, ...]] | None,
     ) -> None:
+        printed: tuple[str, ...] = ()
         if scripted is not None:
-            problem: tuple[str, str] | None = scripted
+            reason, message, printed = scripted
+            problem: tuple[str, str] | None = (reason, message)
         else:
             try:
                 problem = self._start_version(service, number, generation)
@@ -861,6 +866,7 @@ class AlibabaEmulator:
                 if pending is not None:
                     self._retired.append(pending)
                 reason, message = problem
+                service.output.extend(printed)
                 service.versions[number].message = message
                 service.status, service.message, service.reason = "Failed", message, reason
                 self._event(service, "Warning", reason, message)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from conftest import PROJECTS
 
 from adapters.base import DeploymentStatus
 from adapters.pai import names
+from adapters.pai.errors import log_tail, safe_line
 from adapters.pai.provider import MOUNT_PATH, PaiProvider
 from adapters.pai.steps import PaiSteps
 from adapters.rollout import Timing, run_rollout
@@ -214,6 +216,57 @@ def test_a_failed_update_is_rolled_back_with_update_service_version(
     assert described.version == bundles.v1.manifest.version
     assert described.status is DeploymentStatus.READY
     assert described.details["service_version"] == 1
+
+
+def test_a_failed_versions_error_quotes_its_log_safely(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+    bundles: Bundles,
+) -> None:
+    service = _fresh(provider, bundles.v1, "leaky")
+    token = provider._live(service).token
+    assert token
+    dangerous = [
+        "\x1b[31mERROR\x1b[0m model failed to load\r\x07",
+        f"Authorization: {token}",
+        f"calling back with token={token} and \u202eevil\u200b text",
+        f'{{"password": "hunter22", "note": "the token is {token}"}}',
+        "x" * 5000,
+        "last words",
+    ]
+    # noise first, so that the log ends on a whole page of DescribeServiceLog's 10 lines
+    # (the provider's service_logs reads the first page and the last)
+    before = len(alibaba.container_output(service).splitlines())
+    noise = [f"noise {i}" for i in range(10 + (-(before + 10 + len(dangerous))) % 10)]
+    alibaba.fail_next_version(f"container exited (token {token})", log=noise + dangerous)
+    with pytest.raises(DeployFailed) as failed:
+        provider.deploy(bundles.v2.path, name="leaky")
+    message = failed.value.message
+    assert token not in message and "hunter22" not in message, message
+    assert not any(unicodedata.category(c)[0] == "C" for c in message), repr(message)
+    assert "ERROR model failed to load" in message and "last words" in message, message
+    assert "Authorization: [redacted]" in message and "token=[redacted]" in message, message
+    assert "noise 0" not in message  # the last lines only
+    assert len(message) < 2500, len(message)
+
+
+def test_a_log_line_is_made_safe_to_quote() -> None:
+    assert safe_line("a\tb\n\x1b[1;32mok\x1b[0m \x1b]0;title\x07done\u2028\u202e!") == (
+        "a b ok done !"
+    )
+    assert safe_line("Bearer use: Authorization: Bearer abc.def") == (
+        "Bearer use: Authorization: [redacted]"
+    )
+    assert safe_line("x-acs-security-token:sts-1 AccessKeySecret = s3cr3t;") == (
+        "x-acs-security-token:[redacted] AccessKeySecret = [redacted];"
+    )
+    assert safe_line("t0k3n-value-123 inside", secrets=["t0k3n-value-123"]) == "[redacted] inside"
+    assert safe_line("y" * 500) == "y" * 199 + "…"
+    lines = [f"line {i}" for i in range(400)]
+    tail = log_tail(lines, limit=60)
+    assert tail.endswith("line 399") and len(tail) <= 60 and "line 390" not in tail
+    assert log_tail(["z" * 300], limit=50) == "z" * 49 + "…"
+    assert log_tail(["", "  ", "\x07"]) == ""
 
 
 def test_the_rollback_waits_on_the_deploys_clock_until_its_deadline(

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from adapters.base import Change
 from adapters.pai import SPEC, names
-from adapters.pai.errors import refused
+from adapters.pai.errors import log_tail, refused, safe_line
 from adapters.pai.provider import FAILED, SETTLING, SMOKE_TIMEOUT_S, Desired, Live
 from adapters.rollout import Busy, Diff, Settle, StillSettling, Terms, Timing, TrafficStep
 from aiaas.errors import DeployFailed, NotFound
@@ -41,6 +41,8 @@ T = TypeVar("T")
 OBJECT, SERVICE, VERSION = "oss object", "EAS service", "service version"
 ENDPOINT, AUTOSCALER = "service endpoint", "autoscaler"
 LOG_LINES_IN_ERROR = 10
+MAX_EVENTS = 600
+"""The most of the Warning events an error quotes (the log's tail: errors.MAX_LOG_TAIL)."""
 
 
 class PaiSteps:
@@ -218,22 +220,38 @@ class PaiSteps:
         return Settle("ok")
 
     def _failure(self, desired: Desired, live: Live) -> str:
+        """Why the version failed, as the error says it: EAS's reason and message, its last
+        Warning events and the log's last lines (as azureml's error quotes its deployment's
+        log), each made safe to show (:func:`~adapters.pai.errors.safe_line`: no control
+        characters, no service token or anything named like a secret, bounded)."""
         p = self.provider
-        said = live.message or "no message"
+        secrets = self._secrets(live)
+        said = safe_line(live.message or "no message", secrets)
         message = f"service {desired.service} version {live.current_version} is Failed"
-        message += f" ({live.reason}: {said})" if live.reason else f" ({said})"
+        reason = safe_line(live.reason, secrets)
+        message += f" ({reason}: {said})" if reason else f" ({said})"
         try:
             events = p.events(desired.service)
             lines = p.service_logs(desired.service, LOG_LINES_IN_ERROR)
         except Exception:  # the failure is the news; its details are a bonus
             return message
         if events:
-            message += "; events: " + " | ".join(events)
-        if lines:
-            message += "; its log ends: " + " | ".join(line.strip() for line in lines)
+            message += "; events: " + log_tail(events, secrets, limit=MAX_EVENTS)
+        tail = log_tail(lines, secrets)
+        if tail:
+            message += "; its log ends: " + tail
         if self._previous:
             message += f"; version {self._previous} kept serving"
         return message
+
+    def _secrets(self, live: Live) -> tuple[str, ...]:
+        """What an error must never quote: the service's token, and the deploying
+        credentials' secret and STS token (when they can be read)."""
+        found = [live.token or ""]
+        with contextlib.suppress(Exception):
+            credentials = self.provider.credentials()
+            found += [credentials.access_key_secret, credentials.security_token or ""]
+        return tuple(x for x in found if x)
 
     def taken(self, desired: Desired, traffic_pct: int) -> str | None:
         """After a create or update call failed: where the service is when the call was (or
