@@ -571,9 +571,11 @@ def azure_lines(first: dict[str, list[float]] | str) -> tuple[list[str], bool | 
 # bootstrap (bash, then python3 -m functions.alibaba_fc: uvicorn) and sends the request once
 # its port accepts. Each run: spawn the bootstrap, try its port every millisecond, send one
 # POST /predict on the first connection accepted, read the answer (spawn to the first 200),
-# stop the process (SIGTERM, as FC stops an instance) and wait for it before the next run;
+# stop the process (SIGTERM) and wait for it before the next run;
 # the jobs take turns run by run. argv: jobs as JSON, runs, "mount" (inside a private mount
-# namespace: each task folder bound read-only over itself, as FC's /code is) or "as-is".
+# namespace: each task folder bound read-only over itself; FC's /code is taken to be
+# read-only like Lambda's /var/task, which our notes do not confirm: the stricter case) or
+# "as-is".
 # A job: {"label", "task", "env", "port", "body", "key"}.
 _FC_RUNS = (
     """

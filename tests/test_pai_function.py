@@ -149,7 +149,7 @@ class Running:
 @contextlib.contextmanager
 def fc_process(function: Function, **env: str) -> Iterator[Running]:
     """The package's ``bootstrap`` as FC starts it, on a free port of 127.0.0.1, until it
-    listens (``env``: variables replaced); stopped as FC stops an instance (SIGTERM)."""
+    listens (``env``: variables replaced); stopped with SIGTERM."""
     port = free_port()
     log = function.task.parent / f"fc-{port}.stderr"
     modules = log.with_suffix(".modules")
