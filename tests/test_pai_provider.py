@@ -326,11 +326,27 @@ def test_equal_min_and_max_delete_the_autoscaler(
 
 def test_delete_is_idempotent_and_logs_read_the_service_log(
     provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
     bundles: Bundles,
 ) -> None:
-    _fresh(provider, bundles.v1, "deleted")
+    service = _fresh(provider, bundles.v1, "deleted")
     assert "deleted" in [d.name for d in provider.list()]
-    assert provider.logs("deleted", tail=3)
+    # a failed update's 13 lines after the live version's: a log of many pages
+    alibaba.fail_next_version("exited", log=[f"line {i}" for i in range(13)])
+    with pytest.raises(DeployFailed):
+        provider.deploy(bundles.v2.path, name="deleted")
+
+    def printed() -> list[str]:
+        return [line for line in alibaba.container_output(service).split("\n") if line.strip()]
+
+    assert len(printed()) >= 15 and "line 12" in printed(), printed()
+    for tail in range(1, len(printed()) + 2):  # pages of `tail` lines; the last one often short
+        for _ in range(20):  # the restarted container may still be printing: a quiet moment
+            before = printed()
+            got = provider.logs("deleted", tail=tail)
+            if printed() == before:
+                break
+        assert got == before[-tail:], (tail, before, got)
     assert provider.delete("deleted") is True
     assert provider.delete("deleted") is False
     assert "deleted" not in [d.name for d in provider.list()]

@@ -74,6 +74,8 @@ SCRIPT = "python -m aiaas.runtime.container serve"
 """The container's command (``containers[].script``, the documented key)."""
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
+LOG_PAGES_READ = 4
+"""DescribeServiceLog pages read for one tail (blank lines make a page short)."""
 MAX_LOG_LINES = 10_000
 SMOKE_TIMEOUT_S = 70.0
 READ_TIMEOUT_MS = 30_000
@@ -588,15 +590,14 @@ class PaiProvider(Provider):
         from adapters.pai.steps import PaiSteps
 
         self.check_instance_type()
-        steps = PaiSteps(self)
+        timing = Timing(self.settings.deploy_timeout_s, self.settings.poll_interval_s, smoke_s=30.0)
+        steps = PaiSteps(self, timing=timing)  # the rollback's wait shares the one deadline
         outcome = run_rollout(
             steps,
             bundle,
             name=name,
             rollout=self.config.deploy.rollout,
-            timing=Timing(
-                self.settings.deploy_timeout_s, self.settings.poll_interval_s, smoke_s=30.0
-            ),
+            timing=timing,
             upload=self.upload,
             progress=progress,
         )
@@ -699,8 +700,12 @@ class PaiProvider(Provider):
             return False
         return self.delete_service(service)
 
+    def _read_log_page(self, service: str, page: Callable[[int], Any], number: int) -> Any:
+        return self._call(f"read the log of service {service}", lambda: page(number))
+
     def service_logs(self, service: str, tail: int) -> builtins.list[str]:
-        """The last ``tail`` lines of the service's log (DescribeServiceLog, last page)."""
+        """The last ``tail`` lines of the service's log that are not blank
+        (DescribeServiceLog, read from its last page backwards)."""
         from alibabacloud_eas20210701 import models
 
         def page(number: int) -> Any:
@@ -710,12 +715,17 @@ class PaiProvider(Provider):
         first = self._maybe(f"read the log of service {service}", lambda: page(1))
         if first is None:
             return []
-        lines = [str(x) for x in (first.logs or [])]
+        # Pages hold ``tail`` lines, oldest first, blank ones included: the tail is read from
+        # the last page backwards until it holds ``tail`` lines that are not blank (the last
+        # page is often short), at most LOG_PAGES_READ pages.
         pages = int(first.total_page_num or 1)
-        if pages > 1:
-            last = self._call(f"read the log of service {service}", lambda: page(pages))
-            lines = lines + [str(x) for x in (last.logs or [])]
-        return [line for line in lines if line.strip()][-tail:]
+        lines: builtins.list[str] = []
+        for number in range(pages, max(0, pages - LOG_PAGES_READ), -1):
+            body = first if number == 1 else self._read_log_page(service, page, number)
+            lines = [str(x) for x in (body.logs or []) if str(x).strip()] + lines
+            if len(lines) >= tail:
+                break
+        return lines[-tail:]
 
     def logs(self, name: str, tail: int = 100) -> builtins.list[str]:
         if tail <= 0:
