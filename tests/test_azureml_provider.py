@@ -48,7 +48,11 @@ class Bundles:
 
 
 LOAD = 'time.sleep(float(os.environ.get("PROBE_LOAD_DELAY_S", "0")))'
-BROKEN_LOAD = 'raise RuntimeError("the weights are missing from the bundle")'
+BROKEN_LOAD = (
+    'print("\\x1b[31mopening the store with password=hunter22\\x1b[0m", flush=True); '
+    'raise RuntimeError("the weights are missing from the bundle")'
+)
+"""The broken model's load: a line with a terminal escape and a secret, then the failure."""
 
 
 def _build(work: Path, salt: str, *, broken: bool = False) -> BuiltBundle:
@@ -260,6 +264,8 @@ def test_a_failed_provisioning_leaves_the_traffic_on_the_old_deployment(
     assert "is Failed" in message and "User container has crashed" in message, message
     assert "; its logs end: " in message, message
     assert "the weights are missing from the bundle" in message.split("; its logs end: ")[1]
+    assert "opening the store with password=[redacted]" in message, message  # quoted safely
+    assert "hunter22" not in message and "\x1b" not in message, message
     assert _endpoint_puts(azure, endpoint, since) == []  # no traffic ever moved
     assert azure.endpoint_traffic(endpoint) == {serving: 100}
     after = provider.describe("probe")

@@ -25,7 +25,6 @@ from conftest import PROJECTS
 
 from adapters.base import DeploymentStatus
 from adapters.pai import names
-from adapters.pai.errors import log_tail, safe_line
 from adapters.pai.provider import MOUNT_PATH, PaiProvider
 from adapters.pai.steps import PaiSteps
 from adapters.rollout import Timing, run_rollout
@@ -248,25 +247,6 @@ def test_a_failed_versions_error_quotes_its_log_safely(
     assert "Authorization: [redacted]" in message and "token=[redacted]" in message, message
     assert "noise 0" not in message  # the last lines only
     assert len(message) < 2500, len(message)
-
-
-def test_a_log_line_is_made_safe_to_quote() -> None:
-    assert safe_line("a\tb\n\x1b[1;32mok\x1b[0m \x1b]0;title\x07done\u2028\u202e!") == (
-        "a b ok done !"
-    )
-    assert safe_line("Bearer use: Authorization: Bearer abc.def") == (
-        "Bearer use: Authorization: [redacted]"
-    )
-    assert safe_line("x-acs-security-token:sts-1 AccessKeySecret = s3cr3t;") == (
-        "x-acs-security-token:[redacted] AccessKeySecret = [redacted];"
-    )
-    assert safe_line("t0k3n-value-123 inside", secrets=["t0k3n-value-123"]) == "[redacted] inside"
-    assert safe_line("y" * 500) == "y" * 199 + "…"
-    lines = [f"line {i}" for i in range(400)]
-    tail = log_tail(lines, limit=60)
-    assert tail.endswith("line 399") and len(tail) <= 60 and "line 390" not in tail
-    assert log_tail(["z" * 300], limit=50) == "z" * 49 + "…"
-    assert log_tail(["", "  ", "\x07"]) == ""
 
 
 def test_the_rollback_waits_on_the_deploys_clock_until_its_deadline(

@@ -38,6 +38,7 @@ from adapters.azureml.provider import (
     Live,
 )
 from adapters.base import Change, ProgressFn, no_progress
+from adapters.cloud_text import log_tail
 from adapters.rollout import Busy, Diff, Settle, Terms, TrafficStep
 from aiaas.errors import AiaasError, DeployFailed
 
@@ -307,7 +308,7 @@ class AzureMLSteps:
 
     def _failure(self, desired: Desired, state: str) -> str:
         """Why the deployment failed: its operation's error and its container's last log
-        lines (both as Azure gave them, on one line)."""
+        lines, made safe to quote (:func:`adapters.cloud_text.log_tail`), on one line."""
         p, dep = self.provider, desired.deployment
         reason = ""
         poller = self._pollers.get(dep)
@@ -324,8 +325,9 @@ class AzureMLSteps:
             lines = p.deployment_logs(desired.endpoint, dep, LOG_LINES_IN_ERROR)
         except AiaasError as exc:
             return f"{message}; its logs could not be read: {exc.message}"
-        if lines:
-            message += "; its logs end: " + " | ".join(line.strip() for line in lines)
+        tail = log_tail(lines)  # escapes, control characters and secret-like values gone
+        if tail:
+            message += "; its logs end: " + tail
         return message
 
     def taken(self, desired: Desired, traffic_pct: int) -> str | None:

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from adapters.base import Change
+from adapters.cloud_text import log_tail, safe_line
 from adapters.pai import SPEC, names
-from adapters.pai.errors import log_tail, refused, safe_line
+from adapters.pai.errors import refused
 from adapters.pai.provider import FAILED, SETTLING, SMOKE_TIMEOUT_S, Desired, Live
 from adapters.rollout import Busy, Diff, Settle, StillSettling, Terms, Timing, TrafficStep
 from aiaas.errors import DeployFailed, NotFound
