@@ -96,6 +96,13 @@ class ServerSection(_Section):
         le=64,
         description="Batches run side by side, each on its own model copy.",
     )
+    # process: the event loop (parsing, validation, refusals) and the forward pass hold two
+    # GILs, so under overload the loop no longer slows the forward (docs/benchmarks.md).
+    inference_in: Literal["thread", "process"] = Field(
+        default="thread",
+        description="Where each inference worker's model runs: a thread of the server's "
+        "process, or a process of its own (the server stops, exit 1, if one dies).",
+    )
 
 
 SERVER_ENV_PREFIX = f"{ENV_PREFIX}SERVER__"

@@ -174,15 +174,16 @@ class ModelServer:
 def create_app(
     runner: ModelRunner,
     settings: ServerSection | None = None,
-    on_load_failure: Callable[[BaseException], None] | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
 ) -> SimpleFastPath:
     """The model server app for ``runner`` (not yet loaded: loading starts with the app).
 
-    ``on_load_failure`` is called if the model cannot load; ``aiaas serve`` uses it to exit
-    with status 1 so the platform (or the local provider) sees the failure at once instead of
-    a readiness probe that never turns green.
+    ``on_fatal`` is called with the exception if the model cannot load or an inference
+    process dies (``server.inference_in: process``); ``aiaas serve`` uses it to exit with status
+    1 so the platform (or the local provider) sees the failure at once instead of a
+    readiness probe that never turns green (or never turns green again).
     """
-    plane = DataPlane(runner, settings or ServerSection(), on_load_failure)
+    plane = DataPlane(runner, settings or ServerSection(), on_fatal)
     simple = simple_endpoints(plane)
     server = ModelServer(plane, simple)
     app = Starlette(

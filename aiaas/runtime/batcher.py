@@ -92,8 +92,10 @@ class Batcher:
         run_batch: called in an inference thread with 1..max_batch_size items; must return
             one result per item, in order (a :class:`BadResult` fails its item alone). With
             ``workers > 1`` it is called from several threads at once. If it raises, each
-            item is run alone so that one bad item fails alone; if it returns the wrong number
-            of results, the whole batch fails (a model bug, logged once with the counts).
+            item is run alone so that one bad item fails alone (but every item fails with a
+            :class:`~aiaas.errors.NotReady` it raises: nothing can run); if it returns the
+            wrong number of results, the whole batch fails (a model bug, logged once with
+            the counts).
         max_batch_size: most items in one call of ``run_batch``.
         max_delay_ms: how long a batch may wait for more items after its first.
         max_queue_size: most items waiting (not counting the batch in flight); more are
@@ -391,6 +393,9 @@ class Batcher:
             if pending.future.done():
                 continue
             if isinstance(outcome, _Failure):
+                if isinstance(outcome.exc, NotReady):  # nothing can run: 503, as it says
+                    pending.future.set_exception(NotReady(**_not_ready_args(outcome.exc)))
+                    continue
                 if outcome.logged:  # one line for the whole batch, already written
                     pending.future.set_exception(ModelError(str(outcome.exc)))
                     continue
@@ -417,6 +422,8 @@ class Batcher:
         (not in an input), so every item of the batch fails, with one log line."""
         try:
             results = list(self._run_batch(items))
+        except NotReady as exc:  # no item's fault (an inference process died): all fail
+            return [_Failure(exc, logged=True)] * len(items)
         except Exception as exc:
             if len(items) == 1:
                 return [_Failure(exc)]
@@ -442,3 +449,8 @@ class Batcher:
         log.error(message)
         failure = _Failure(ModelError(message), logged=True)
         return [failure] * expected
+
+
+def _not_ready_args(exc: NotReady) -> dict[str, Any]:
+    """What a fresh copy of ``exc`` for each waiting request is built from."""
+    return {"message": exc.message, "retry_after": exc.retry_after}

@@ -40,6 +40,7 @@ from aiaas.protocol import (
 )
 from aiaas.retry import TIMEOUT_HEADER, timeout_ms
 from aiaas.runtime.batcher import OVERLOADED, Batcher
+from aiaas.runtime.inference_process import InferenceProcessDied
 from aiaas.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from aiaas.runtime.runner import ModelRunner
 
@@ -108,10 +109,10 @@ class DataPlane:
         self,
         runner: ModelRunner,
         settings: ServerSection,
-        on_load_failure: Callable[[BaseException], None] | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.runner = runner
-        self._on_load_failure = on_load_failure
+        self._on_fatal = on_fatal
         self.manifest = runner.manifest
         self.settings = settings
         #: The one validation truth, shared with the function tier's edge.
@@ -132,7 +133,9 @@ class DataPlane:
         )
         self.ready = False
         self.load_error: str | None = None
+        self.died: InferenceProcessDied | None = None  # an inference process is gone
         self._load_task: asyncio.Future[None] | None = None
+        self._stopping = False
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -140,6 +143,7 @@ class DataPlane:
         """Start batching and load the model in the background (call it on the running
         loop): readiness turns true only once the model is loaded and warmed up."""
         loop = asyncio.get_running_loop()
+        self.runner.start()  # inference processes, if any: started from this thread
         # Loading goes to the inference thread first; batching starts there once it is done.
         self._load_task = loop.run_in_executor(self.batcher.executor, self.runner.load)
         self._load_task.add_done_callback(self._loaded)
@@ -148,28 +152,47 @@ class DataPlane:
     async def stop(self) -> None:
         """Stop being ready and drain the batcher. While the model is still loading there is
         nothing to drain, and the load cannot be interrupted: the batcher is abandoned, not
-        joined (the process exits without waiting the load out, see ``serve``)."""
+        joined (the process exits without waiting the load out, see ``serve``). Inference
+        processes stop last, once their batches are answered (killed if still loading)."""
         self.ready = False
+        self._stopping = True
         loading = self._load_task is not None and not self._load_task.done()
         await self.batcher.stop(abandon=loading)
+        if self.runner.processes:
+            await asyncio.to_thread(self.runner.close, now=loading)
 
     def _loaded(self, task: asyncio.Future[None]) -> None:
-        if task.cancelled():
+        if task.cancelled() or self._stopping:  # stopped while loading: no failure
             return
         exc = task.exception()
         if exc is None:
             self.ready = True
+            self.runner.watch(asyncio.get_running_loop(), self._inference_died)
         else:
             self.load_error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, AiaasError):  # aiaas's own refusal: its message says it all
                 log.error("model failed to load: %s", exc.message)
             else:  # the model's code raised: where it did matters
                 log.error("model failed to load", exc_info=exc)
-            if self._on_load_failure is not None:
-                self._on_load_failure(exc)
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
+
+    def _inference_died(self, what: str) -> None:
+        """An inference process died: not ready from now on (every prediction 503, the
+        batches in flight on it too), and ``on_fatal`` stops the server, so that its
+        platform starts a new one."""
+        if self.died is not None:
+            return
+        self.died = InferenceProcessDied(what)
+        self.ready = False
+        log.error("%s: not ready from now on; the server stops", what)
+        if self._on_fatal is not None:
+            self._on_fatal(self.died)
 
     def require_ready(self) -> None:
         """Raise :class:`~aiaas.errors.NotReady` (503) unless the model is loaded."""
+        if self.died is not None:
+            raise InferenceProcessDied(self.died.message)
         if not self.ready:
             reason = (
                 f"model failed to load: {self.load_error}"

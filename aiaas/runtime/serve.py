@@ -16,6 +16,7 @@ import uvicorn
 from aiaas.bundle import open_bundle
 from aiaas.config import ServerSection
 from aiaas.runtime.app import create_app
+from aiaas.runtime.inference_process import InferenceProcessDied
 from aiaas.runtime.runner import ModelRunner
 
 GRACEFUL_SHUTDOWN_S = 25
@@ -36,6 +37,7 @@ def _exit_now_if_still_loading(runner: ModelRunner, code: int | str | None) -> N
     if runner.load_finished:
         return
     logging.getLogger("aiaas.serve").info("stopped while the model was still loading")
+    runner.close(now=True)  # inference processes still loading, if any: killed
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
@@ -81,14 +83,15 @@ def serve(
         torch_threads=settings.torch_threads,
         workers=settings.inference_workers,
         output_validation=settings.output_validation,
+        process=settings.inference_in == "process",
     )
     failed: list[BaseException] = []
 
-    def stop_on_load_failure(exc: BaseException) -> None:
+    def stop_on_fatal(exc: BaseException) -> None:
         failed.append(exc)
         server.should_exit = True
 
-    app = create_app(runner, settings, on_load_failure=stop_on_load_failure)
+    app = create_app(runner, settings, on_fatal=stop_on_fatal)
     config = uvicorn.Config(
         app,
         host=host,
@@ -106,4 +109,6 @@ def serve(
         raise
     _exit_now_if_still_loading(runner, 0)
     if failed:
+        if isinstance(failed[0], InferenceProcessDied):
+            raise SystemExit(f"{failed[0].message}; the server stopped")
         raise SystemExit(f"model failed to load: {type(failed[0]).__name__}: {failed[0]}")
