@@ -255,6 +255,7 @@ class AlibabaEmulator:
         self._predict_calls: CallLog[PredictCall] = CallLog()
         self._faults = Faults()
         self._refusals: Refusals[EasError] = Refusals()
+        self._sold_out: set[str] = set()  # instance types DescribeMachineSpec has no stock of
         self._fail_next: list[tuple[str, str, tuple[str, ...]]] = []
         self._threads: list[threading.Thread] = []
         self._retired: list[ContainerProcess] = []
@@ -382,6 +383,12 @@ class AlibabaEmulator:
         with self._lock:
             self._fail_next.append((reason, message, tuple(log)))
 
+    def sell_out(self, instance_type: str, sold_out: bool = True) -> None:
+        """DescribeMachineSpec lists ``instance_type`` as not available (``NoStock``), or again
+        with stock. (Gap: EAS still accepts a create here; the real one fails it later.)"""
+        with self._lock:
+            (self._sold_out.add if sold_out else self._sold_out.discard)(instance_type)
+
     def refuse_next(
         self,
         action: str,
@@ -504,7 +511,12 @@ class AlibabaEmulator:
     def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> dict[str, Any]:
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts == ["api", "v2", "public", "instance_types"] and method == "GET":
-            metas = [{**m, "IsAvailable": True, "StockStatus": "WithStock"} for m in MACHINE_SPECS]
+            metas = [
+                {**m, "IsAvailable": True, "StockStatus": "WithStock"}
+                if m["InstanceType"] not in self._sold_out
+                else {**m, "IsAvailable": False, "StockStatus": "NoStock"}
+                for m in MACHINE_SPECS
+            ]
             return {"InstanceMetas": metas, "Types": []}
         if parts[:3] != ["api", "v2", "services"]:
             raise EasError(404, "InvalidAction.NotFound", f"No route for {method} {path}.")

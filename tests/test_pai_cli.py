@@ -88,7 +88,7 @@ def test_deploy_status_invoke_logs_delete_from_the_cli(
     assert served and served[-1].service == service  # through the gateway, with the token
 
     logs = aiaas(alibaba, project, "logs", "probe")
-    assert logs.stdout.strip()  # the container's own output, read with DescribeServiceLog
+    assert "aiaas container: serving" in logs.stdout  # the container's own output
 
     writes = len(alibaba.writes())
     dry = aiaas(alibaba, project, "deploy", "--dry-run")
@@ -115,3 +115,18 @@ def test_an_instance_type_eas_does_not_offer_is_refused_before_any_write(
     assert "did you mean 'ecs.c6.large'" in message
     assert any(c.action == "DescribeMachineSpec" for c in alibaba.calls())
     assert len(alibaba.writes()) == writes
+
+
+def test_an_instance_type_without_stock_is_refused_naming_it(
+    alibaba: AlibabaEmulator, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIAAS_PAI__INSTANCE_TYPE", "ecs.c7.xlarge")
+    alibaba.sell_out("ecs.c7.xlarge")
+    try:
+        with pytest.raises(ConfigError) as refused:
+            aiaas_api.plan(project, provider="pai")
+    finally:
+        alibaba.sell_out("ecs.c7.xlarge", False)
+    message = refused.value.message
+    assert "pai.instance_type" in message and "not available" in message, message
+    assert "NoStock" in message, message

@@ -245,8 +245,9 @@ def endpoint_url(env: Mapping[str, str], variable: str) -> str | None:
         or split.query
         or split.fragment
     ):
+        shown = value if "@" not in value else "(a URL with credentials in it: not shown)"
         raise ConfigError(
-            f"{variable}={value!r} is not an http(s)://host[:port] URL (e.g. "
+            f"{variable}={shown!r} is not an http(s)://host[:port] URL (e.g. "
             "http://127.0.0.1:8080, as `aiaas emulate alibaba` prints it)"
         )
     return f"{split.scheme}://{split.netloc}"

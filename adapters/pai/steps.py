@@ -223,7 +223,7 @@ class PaiSteps:
     def _failure(self, desired: Desired, live: Live) -> str:
         """Why the version failed, as the error says it: EAS's reason and message, its last
         Warning events and the log's last lines (as azureml's error quotes its deployment's
-        log), each made safe to show (:func:`~adapters.pai.errors.safe_line`: no control
+        log), each made safe to show (:func:`~adapters.cloud_text.safe_line`: no control
         characters, no service token or anything named like a secret, bounded)."""
         p = self.provider
         secrets = self._secrets(live)
@@ -347,9 +347,9 @@ class PaiSteps:
             if live.status == "running" and live.current_version == self._want:
                 return
             if live.status in FAILED and live.current_version == self._want:
+                said = safe_line(live.message or live.status, self._secrets(live))
                 raise DeployFailed(
-                    f"rolling service {service} back to version {self._want} failed: "
-                    f"{live.message or live.status}"
+                    f"rolling service {service} back to version {self._want} failed: {said}"
                 )
             if clock() >= deadline:
                 raise StillSettling(
