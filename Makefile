@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 # whose extra is missing fails instead of being skipped.
 export AIAAS_CONFORMANCE_REQUIRE := all
 
-.PHONY: install demo test lint typecheck pytest bench clean image image-check
+.PHONY: install demo test lint typecheck pytest iac-check bench clean image image-check
 
 # torch is installed first and pinned: 2.13.0 is the CPU wheel on this machine; anything
 # that depends on torch afterwards must not pull a different (CUDA) build.
@@ -47,10 +47,18 @@ PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-# mypy and the linters run beside pytest: most of pytest's time is spent waiting for model
-# servers to start, and mypy fills it (-Otarget keeps each one's output together).
+# The infrastructure templates (iac/), checked offline: cfn-lint with the resource schemas it
+# bundles (never --update-specs, which downloads them), under the tests' network guard so that
+# a checker that reaches out fails. tests/test_iac_aws.py deploys the AWS stack into moto and
+# shows each checker failing on a planted mistake. docs/deploy-from-ci.md.
+iac-check: $(STAMP)
+	PYTHONPATH=tests/guarded_site $(VENV)/bin/cfn-lint iac/aws/template.yaml
+
+# mypy, the linters and the template checks run beside pytest: most of pytest's time is spent
+# waiting for model servers to start, and mypy fills it (-Otarget keeps each one's output
+# together).
 test: $(STAMP)
-	@$(MAKE) --no-print-directory -j3 -Otarget lint typecheck pytest
+	@$(MAKE) --no-print-directory -j4 -Otarget lint typecheck pytest iac-check
 
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
