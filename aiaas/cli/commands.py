@@ -21,6 +21,7 @@ from rich.table import Table
 from aiaas import api
 from aiaas.api import deployment_name, load_project
 from aiaas.cli.function import register as register_function_commands
+from aiaas.cli.iac import register as register_iac_commands
 from aiaas.cli.support import ConfigOpt, NameArg, ProviderOpt, err, out, plain, server_option_flags
 from aiaas.config import ModelSection, ServerSection
 from aiaas.errors import AiaasError, BadRequest, ConfigError
@@ -553,8 +554,10 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-# The function tier's commands (function serve|package, keys, usage), listed after these.
+# The function tier's commands (function serve|package, keys, usage) and `aiaas iac`, listed
+# after these.
 register_function_commands(app)
+register_iac_commands(app)
 
 
 def main() -> None:
