@@ -1,0 +1,634 @@
+"""The AWS template (iac/aws/template.yaml) and ``aiaas iac render --cloud aws`` (issue 19).
+
+Each checker is shown to catch a planted mistake, so none passes silently:
+
+- ``cfn-lint`` (``make iac-check`` runs it on the committed template; here a misspelled
+  property fails it), a real process under the network guard: it must not fetch;
+- the documented IAM policies (docs/providers/sagemaker.md, parsed) against the template's,
+  statement for statement (a planted extra action is reported);
+- the stack deployed into moto's CloudFormation (the emulated AWS of the other tests), with
+  the parameters ``aiaas iac render`` wrote, checked against aiaas.yaml and the provider's
+  own names (a planted too-short function timeout is reported).
+
+moto's gaps (it creates the stack, but): no ``AWS::Lambda::Url`` (the resource and its output
+are taken out before deploying; their properties are checked in the template instead); no
+``AWS::IAM::OIDCProvider`` (the GitHub case names an existing provider's ARN); the bucket's
+versioning, public access block, ownership controls and lifecycle rules, the repository's
+scanning, encryption and lifecycle policy, and the function's logging config are accepted
+but not applied (cfn-lint checks them against CloudFormation's schemas; the test reads them
+from the template); ``Rules`` are not evaluated; inline role policies come back as Python's
+``repr`` of the document instead of JSON, and an ``Fn::If`` to ``AWS::NoValue`` in a list
+stays as ``None`` in it; the resources a stack update adds are created lazily (listed here
+to create them).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import fnmatch
+import io
+import json
+import re
+import shlex
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_cli_documented_commands import SHELL_BLOCK, parse
+from typer.testing import CliRunner
+
+from adapters.iac import PLANNED, RenderOptions, cloud_of, iac_target
+from adapters.sagemaker import names
+from adapters.sagemaker.iac import DERIVED, FREE, TIMEOUT_MARGIN_S
+from aiaas.cli import app
+from aiaas.config import load_config
+from aiaas.errors import ConfigError
+from emulators.aws import AwsEmulator
+from functions.platforms.aws import PLATFORM
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "iac" / "aws" / "template.yaml"
+SAGEMAKER_DOC = ROOT / "docs" / "providers" / "sagemaker.md"
+ACCOUNT = AwsEmulator.ACCOUNT
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/aiaas-sagemaker-execution"
+IMAGE_URI = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/aiaas-server:0.1.0"
+RECORD = "k1:" + "ab" * 16 + ":" + "cd" * 32  # an API key record: <id>:<salt>:<sha256>
+CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+
+
+# -- the template, read as CloudFormation reads it ------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms (``!Ref``, ``!Sub``, ``!GetAtt``, ...)."""
+
+
+def _short_form(loader: _Loader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "Condition":
+        return {"Condition": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        return {"Fn::GetAtt": value.split(".", 1)}
+    return {f"Fn::{suffix}": value}
+
+
+_Loader.add_multi_constructor("!", _short_form)
+
+
+def load_template(text: str | None = None) -> dict[str, Any]:
+    """The template as a plain dict (short forms as their long ``Fn::`` forms)."""
+    loaded: dict[str, Any] = yaml.load(
+        TEMPLATE.read_text() if text is None else text,
+        Loader=_Loader,  # SafeLoader plus CloudFormation's tags
+    )
+    return loaded
+
+
+def statements(template: dict[str, Any], role: str, policy: str) -> list[dict[str, Any]]:
+    """The statements of a role's inline policy, as written (``Fn::If`` ones included)."""
+    props = template["Resources"][role]["Properties"]
+    (found,) = [p for p in props["Policies"] if p["PolicyName"] == policy]
+    return list(found["PolicyDocument"]["Statement"])
+
+
+# -- the documented policies -----------------------------------------------------------------
+PLACEHOLDERS = {
+    "${AWS::Partition}": "aws",  # the doc shows the commercial partition's ARNs
+    "${AWS::Region}": "REGION",
+    "${AWS::AccountId}": "ACCOUNT",
+    "${BucketName}": "BUCKET",
+    "${BundlePrefix}": "PREFIX",
+    "${ExecutionRoleName}": "ROLE",
+    "${EndpointName}": "NAME",
+}
+
+
+def as_documented(value: Any) -> Any:
+    """A template value in the doc's terms: ``Fn::Sub`` strings with its placeholders
+    (``REGION``, ``ACCOUNT``, ``BUCKET``, ``PREFIX``, ``ROLE``, ``NAME``); a single action or
+    resource as a one-item list, as the doc writes either."""
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+        text = value["Fn::Sub"]
+        for sub, placeholder in PLACEHOLDERS.items():
+            text = text.replace(sub, placeholder)
+        return text
+    if isinstance(value, dict):
+        return {k: as_documented(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_documented(v) for v in value]
+    return value
+
+
+def _listed(statement: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: [v] if k in ("Action", "Resource") and not isinstance(v, list) else v
+        for k, v in statement.items()
+    }
+
+
+def split_conditional(stmts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The statements always there, and those under a condition (``Fn::If`` with
+    ``AWS::NoValue`` as its else), by condition."""
+    always, conditional = [], {}
+    for stmt in stmts:
+        if "Fn::If" in stmt:
+            condition, then, otherwise = stmt["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}, stmt
+            conditional[condition] = then
+        else:
+            always.append(stmt)
+    return always, conditional
+
+
+def doc_json_blocks() -> list[Any]:
+    text = SAGEMAKER_DOC.read_text()
+    return [json.loads(b) for b in re.findall(r"^```json\n(.*?)^```", text, re.M | re.S)]
+
+
+def documented_deployer() -> list[dict[str, Any]]:
+    (policy,) = [b for b in doc_json_blocks() if isinstance(b, dict) and "Statement" in b]
+    return list(policy["Statement"])
+
+
+def documented_function() -> dict[str, Any]:
+    (stmt,) = [b for b in doc_json_blocks() if isinstance(b, dict) and "Action" in b]
+    return dict(stmt)
+
+
+def documented_execution_role() -> list[tuple[list[str], list[str]]]:
+    """Each bullet of the doc's execution role: its actions and the resources it names."""
+    text = SAGEMAKER_DOC.read_text()
+    section = text.split("**The execution role**", 1)[1].split("**The function**", 1)[0]
+    bullets = re.split(r"\n- ", section)[1:]
+    found = []
+    for bullet in bullets:
+        tokens = re.findall(r"`([^`]+)`", bullet)
+        actions = [t for t in tokens if re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", t)]
+        resources = [t for t in tokens if t.startswith(("arn:", "/")) or t == "*"]
+        found.append((actions, resources))
+    return found
+
+
+def deployer_differences(template: dict[str, Any]) -> list[str]:
+    """How the template's deploying policy differs from the documented one (empty: none).
+    The doc's KMS statement is prose ("add kms:GenerateDataKey and kms:Decrypt on that
+    key"): the template's, under ``HasKmsKey``, is compared with that."""
+    always, conditional = split_conditional(statements(template, "DeployerRole", "aiaas-deploy"))
+    ours = {s.get("Sid"): _listed(as_documented(s)) for s in always}
+    doc = {s.get("Sid"): _listed(s) for s in documented_deployer()}
+    problems = [
+        f"{sid}: template {ours.get(sid)} != doc {doc.get(sid)}"
+        for sid in sorted(set(ours) | set(doc), key=str)
+        if ours.get(sid) != doc.get(sid)
+    ]
+    kms = conditional.pop("HasKmsKey", None)
+    if kms is None or sorted(_listed(kms)["Action"]) != ["kms:Decrypt", "kms:GenerateDataKey"]:
+        problems.append(f"HasKmsKey: {kms}")
+    if conditional:
+        problems.append(f"statements the doc does not name: {conditional}")
+    return problems
+
+
+def test_the_deploying_role_is_the_documented_policy_statement_for_statement() -> None:
+    assert deployer_differences(load_template()) == []
+
+
+def test_a_planted_extra_action_in_the_deploying_role_is_reported() -> None:
+    template = load_template()
+    stmts = statements(template, "DeployerRole", "aiaas-deploy")
+    stmts[0]["Action"] = [*stmts[0]["Action"], "s3:DeleteObject"]
+    template["Resources"]["DeployerRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ] = stmts
+    (problem,) = deployer_differences(template)
+    assert problem.startswith("Bundles:") and "s3:DeleteObject" in problem
+
+
+def test_the_function_role_may_only_invoke_and_describe_this_endpoint() -> None:
+    template = load_template()
+    role = template["Resources"]["FunctionRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+    invoke, logs = statements(template, "FunctionRole", "aiaas-invoke")
+    assert {k: v for k, v in _listed(as_documented(invoke)).items() if k != "Sid"} == _listed(
+        documented_function()
+    )
+    # Its own logs only (narrower than AWSLambdaBasicExecutionRole, which the doc names).
+    assert sorted(logs["Action"]) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    group = template["Resources"]["FunctionLogGroup"]["Properties"]["LogGroupName"]
+    assert group == {"Fn::Sub": "/aws/lambda/${EndpointName}"}
+    assert as_documented(logs["Resource"]) == (
+        "arn:aws:logs:REGION:ACCOUNT:log-group:/aws/lambda/NAME:*"
+    )
+    assert len(role["Policies"]) == 1 and "ManagedPolicyArns" not in role
+
+
+def test_the_execution_role_grants_what_the_doc_lists_and_nothing_else() -> None:
+    template = load_template()
+    trust = template["Resources"]["ExecutionRole"]["Properties"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    always, conditional = split_conditional(
+        statements(template, "ExecutionRole", "aiaas-execution")
+    )
+    # The doc: kms:Decrypt "with a KMS key"; DescribeAlarms "with rollback_alarms".
+    assert {c: _listed(s)["Action"] for c, s in conditional.items()} == {
+        "HasKmsKey": ["kms:Decrypt"],
+        "WatchesAlarms": ["cloudwatch:DescribeAlarms"],
+    }
+    granted = {a: _listed(as_documented(s)) for s in always for a in _listed(s)["Action"]}
+    granted |= {
+        a: _listed(as_documented(s)) for s in conditional.values() for a in _listed(s)["Action"]
+    }
+    documented = documented_execution_role()
+    assert set(granted) == {a for actions, _ in documented for a in actions}
+    for actions, resources in documented:
+        stmt = granted[actions[0]]
+        for resource in resources:
+            arns = [r for r in stmt["Resource"] if isinstance(r, str)]
+            assert resource in arns or any(a.endswith(f":log-group:{resource}") for a in arns), (
+                actions,
+                resource,
+                stmt,
+            )
+    # "on the image's repository"
+    assert granted["ecr:BatchGetImage"]["Resource"] == [{"Fn::GetAtt": ["Repository", "Arn"]}]
+
+
+def test_what_moto_cannot_show_is_in_the_template() -> None:
+    """The properties moto accepts without applying them (its gaps, named above)."""
+    resources = load_template()["Resources"]
+    bucket = resources["Bucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["old-bundles"]["Prefix"] == {"Fn::Sub": "${BundlePrefix}/bundles/"}
+    assert rules["old-bundles"]["NoncurrentVersionExpiration"]
+    repo = resources["Repository"]["Properties"]
+    assert repo["ImageScanningConfiguration"] == {"ScanOnPush": True}
+    url = resources["FunctionUrl"]
+    assert url["Properties"] == {
+        "TargetFunctionArn": {"Fn::GetAtt": ["Function", "Arn"]},
+        "AuthType": {"Ref": "FunctionUrlAuthType"},
+    }
+    assert url["Condition"] == "HasFunction"
+    rule = load_template()["Rules"]["DeployedInTheConfiguredRegion"]["Assertions"][0]["Assert"]
+    assert rule == {"Fn::Equals": [{"Ref": "Region"}, {"Ref": "AWS::Region"}]}
+
+
+# -- cfn-lint -------------------------------------------------------------------------------
+def test_cfn_lint_passes_the_template_and_fails_a_misspelled_property(tmp_path: Path) -> None:
+    """One cfn-lint process (its bundled schemas; never --update-specs) under the network
+    guard: the committed template is clean, a copy with a misspelled property is not."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TEMPLATE.read_text().replace("ImageTagMutability:", "ImageTagMutabilty:"))
+    r = subprocess.run(
+        [str(CFN_LINT), "--format", "json", str(TEMPLATE), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0, r.stdout
+    findings = json.loads(r.stdout)
+    assert {f["Filename"] for f in findings} == {str(bad)}, findings
+    assert [f["Rule"]["Id"] for f in findings] == ["E3002"]
+    assert "ImageTagMutabilty" in findings[0]["Message"]
+
+
+# -- aiaas iac render ------------------------------------------------------------------------
+def project(tmp_path: Path, **sagemaker: Any) -> Path:
+    """A project whose aiaas.yaml drives the sagemaker provider."""
+    section = {
+        "region": "us-east-1",
+        "role_arn": ROLE_ARN,
+        "bucket": "my-models",
+        "image_uri": IMAGE_URI,
+        "instance_type": "ml.m5.xlarge",
+    } | sagemaker
+    config = {
+        "model": {"name": "minilm", "entrypoint": "model:Model"},
+        "provider": "sagemaker",
+        "sagemaker": section,
+    }
+    folder = tmp_path / "project"
+    folder.mkdir(exist_ok=True)
+    (folder / "aiaas.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def render_cli(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    result = CliRunner().invoke(app, ["iac", "render", *args], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = Path(args[args.index("-o") + 1]).read_text() if "-o" in args else result.stdout
+    rows = json.loads(out)
+    return {row["ParameterKey"]: row["ParameterValue"] for row in rows}
+
+
+def test_rendered_parameters_are_the_templates_and_the_providers_names(tmp_path: Path) -> None:
+    folder = project(tmp_path)
+    out = tmp_path / "params.json"
+    params = render_cli("-c", str(folder), "-o", str(out), env={"AIAAS_API_KEYS": RECORD})
+    assert out.stat().st_mode & 0o777 == 0o600  # it holds the keys' hashes
+    template_params = load_template()["Parameters"]
+    assert set(params) <= set(template_params)
+    # Every parameter is either derived from aiaas.yaml, set by hand, or the zip's/keys'.
+    assert set(template_params) == DERIVED | FREE | {"FunctionCodeKey", "ApiKeyHashes"}
+    assert set(params) >= DERIVED
+    assert all("Default" in p for k, p in template_params.items() if k not in DERIVED)
+    # The provider's own names, from the same aiaas.yaml.
+    settings = load_config(folder).provider_settings("sagemaker", _section())
+    assert params["EndpointName"] == "minilm" and names.check_endpoint_name("minilm") is None
+    assert params["BucketName"] == settings.bucket
+    assert params["BundlePrefix"] == settings.prefix
+    assert f"{ROLE_ARN.rsplit('/', 1)[0]}/{params['ExecutionRoleName']}" == settings.role_arn
+    assert IMAGE_URI.split("/", 1)[1].startswith(params["RepositoryName"] + ":")
+    assert params["Region"] == settings.region
+    assert float(params["FunctionTimeoutS"]) > load_config(folder).function.invoke_timeout_s
+    assert params["FunctionUrlAuthType"] == "NONE"  # function.auth: api_key
+    assert params["ApiKeyHashes"] == RECORD
+
+
+def _section() -> Any:
+    from adapters.sagemaker.settings import SageMakerSection
+
+    return SageMakerSection
+
+
+def test_render_refuses_what_the_template_cannot_follow(tmp_path: Path) -> None:
+    aws = iac_target("aws")
+    cases = {
+        "in eu-west-1, the endpoint in us-east-1": {
+            "image_uri": IMAGE_URI.replace("us-east-1", "eu-west-1")
+        },
+        "has a path": {"role_arn": ROLE_ARN.replace("role/", "role/team/")},
+        "in account 999999999999": {"image_uri": "999999999999" + IMAGE_URI[12:]},
+        "empty": {"prefix": ""},
+        "by its ARN": {"kms_key_id": "alias/mine"},
+    }
+    for expected, override in cases.items():
+        cfg = load_config(project(tmp_path, **override))
+        with pytest.raises(ConfigError, match=expected):
+            aws.render(cfg, RenderOptions(deployment="minilm"))
+    cfg = load_config(project(tmp_path))
+    with pytest.raises(ConfigError, match=r"--set BucketName: comes from aiaas\.yaml"):
+        aws.render(cfg, RenderOptions(deployment="minilm", values={"BucketName": "x"}))
+    with pytest.raises(ConfigError, match="invalid deployment name"):
+        aws.render(cfg, RenderOptions(deployment="Not_A_Name"))
+    for cloud in PLANNED:
+        with pytest.raises(ConfigError, match=f"--cloud {cloud}: not yet: issue 19"):
+            iac_target(cloud)
+    assert cloud_of("sagemaker") == "aws"
+    with pytest.raises(ConfigError, match="provider: local has no infrastructure template"):
+        cloud_of("local")
+
+
+def deploy_doc_commands() -> list[list[str]]:
+    """The ``aiaas`` calls in docs/deploy-from-ci.md's shell blocks, which sit indented in
+    its numbered steps (as test_cli_documented_commands reads the other docs)."""
+    text = "\n".join(
+        line.strip() for line in (ROOT / "docs/deploy-from-ci.md").read_text().splitlines()
+    )
+    found = []
+    for block in SHELL_BLOCK.findall(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in re.split(r"\$\(|\||&&|&|\)", line):
+                words = shlex.split(part, comments=True)
+                if words and Path(words[0]).name == "aiaas":
+                    found.append(words[1:])
+    return found
+
+
+def test_the_deploy_docs_aiaas_commands_parse() -> None:
+    commands = deploy_doc_commands()
+    assert ["iac", "render", "--cloud", "aws", "-c", ".", "-o", "params.json"] in commands
+    for args in commands:
+        parse(args)
+
+
+# -- deployed into moto's CloudFormation -----------------------------------------------------
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEmulator]:
+    with AwsEmulator(tmp_path_factory.mktemp("aws")) as emulator:
+        yield emulator
+
+
+def moto_body(text: str | None = None) -> str:
+    """The template less what moto lacks (``AWS::Lambda::Url`` and its output)."""
+    template = copy.deepcopy(load_template(text))
+    del template["Resources"]["FunctionUrl"]
+    del template["Outputs"]["FunctionUrl"]
+    return json.dumps(template)
+
+
+def _policy(document: Any) -> Any:
+    """An inline policy as moto returns it: JSON, or (its gap) Python's repr of it."""
+    if isinstance(document, str):
+        try:
+            return json.loads(document)
+        except ValueError:
+            return ast.literal_eval(document)
+    return document
+
+
+def deploy(aws: AwsEmulator, params: dict[str, str], body: str) -> dict[str, str]:
+    """Create the stack, or update it; its outputs."""
+    cf = aws.client("cloudformation")
+    rows = [{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()]
+    kwargs = {
+        "StackName": "aiaas",
+        "TemplateBody": body,
+        "Parameters": rows,
+        "Capabilities": ["CAPABILITY_NAMED_IAM"],
+    }
+    stacks = [
+        s["StackName"]
+        for s in cf.list_stacks()["StackSummaries"]
+        if s["StackStatus"] != "DELETE_COMPLETE"
+    ]
+    (cf.update_stack if "aiaas" in stacks else cf.create_stack)(**kwargs)
+    # moto's gap: a resource an update adds is created when first looked at (its resource
+    # map is lazy); listing them creates the ones nothing references (the permissions).
+    cf.list_stack_resources(StackName="aiaas")
+    (stack,) = cf.describe_stacks(StackName="aiaas")["Stacks"]
+    assert stack["StackStatus"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE"), stack
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def role_policy(aws: AwsEmulator, role_arn: str) -> list[dict[str, Any]]:
+    iam = aws.client("iam")
+    role = role_arn.rsplit("/", 1)[1]
+    (name,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    document = _policy(iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
+    # moto's gap: an ``Fn::If`` whose branch is AWS::NoValue leaves None in the list
+    # (CloudFormation drops the item).
+    return [s for s in document["Statement"] if s is not None]
+
+
+def stack_problems(
+    aws: AwsEmulator, folder: Path, params: dict[str, str], outputs: dict[str, str]
+) -> list[str]:
+    """How what moto created differs from aiaas.yaml and the provider's names (empty: none)."""
+    cfg = load_config(folder)
+    settings = cfg.provider_settings("sagemaker", _section())
+    endpoint, region, bucket = params["EndpointName"], settings.region, settings.bucket
+    problems: list[str] = []
+
+    def expect(what: str, got: Any, want: Any) -> None:
+        if got != want:
+            problems.append(f"{what}: {got!r}, expected {want!r}")
+
+    expect("bucket output", outputs["BucketName"], bucket)
+    expect("role output", outputs["ExecutionRoleArn"], settings.role_arn)
+    expect("repository output", outputs["RepositoryUri"], settings.image_uri.rsplit(":", 1)[0])
+    rules = aws.client("s3").get_bucket_encryption(Bucket=bucket)[
+        "ServerSideEncryptionConfiguration"
+    ]["Rules"]
+    sse = rules[0]["ApplyServerSideEncryptionByDefault"]
+    expect(
+        "bucket encryption", sse.get("SSEAlgorithm"), "aws:kms" if settings.kms_key_id else "AES256"
+    )
+    (repo,) = aws.client("ecr").describe_repositories()["repositories"]
+    expect("tag mutability", repo["imageTagMutability"], "IMMUTABLE")
+    # The execution role reads what the provider uploads (names.bundle_key).
+    execution = {s["Sid"]: s for s in role_policy(aws, outputs["ExecutionRoleArn"])}
+    bundle = names.bundle_key(settings.prefix, "sha256:" + "0" * 64)
+    if not fnmatch.fnmatchcase(
+        f"arn:aws:s3:::{bucket}/{bundle}", execution["ReadBundles"]["Resource"]
+    ):
+        problems.append(f"execution role cannot read {bundle}")
+    expect("kms statement", "DecryptBundles" in execution, bool(settings.kms_key_id))
+    # The deploying role: the provider's resources by their names.
+    deployer = {s["Sid"]: s for s in role_policy(aws, outputs["DeployerRoleArn"])}
+    arn = f"arn:aws:sagemaker:{region}:{ACCOUNT}"
+    model = names.resource_name(endpoint, "0" * 16, {"image": settings.image_uri})
+    for resource in (
+        f"{arn}:model/{model}",
+        f"{arn}:endpoint-config/{model}",
+        f"{arn}:endpoint/{endpoint}",
+    ):
+        if not any(fnmatch.fnmatchcase(resource, r) for r in deployer["Endpoints"]["Resource"]):
+            problems.append(f"deploying role cannot manage {resource}")
+    log_arn = f"arn:aws:logs:{region}:{ACCOUNT}:log-group:{names.log_group(endpoint)}:*"
+    expect("deploy logs", deployer["Logs"]["Resource"], log_arn)
+    expect("pass role", deployer["PassTheExecutionRole"]["Resource"], settings.role_arn)
+    if "FunctionCodeKey" not in params:
+        return problems
+    # The function: the packaged zip's handler, its endpoint, a timeout above its own.
+    fn = aws.client("lambda").get_function(FunctionName=outputs["FunctionName"])["Configuration"]
+    assert PLATFORM.package is not None
+    expect("handler", fn["Handler"], PLATFORM.package.handler.split()[0])
+    expect("runtime", fn["Runtime"], params["FunctionRuntime"])
+    expect("architectures", fn["Architectures"], [params["FunctionArchitecture"]])
+    if not fn["Timeout"] > cfg.function.invoke_timeout_s:
+        limit = cfg.function.invoke_timeout_s
+        problems.append(
+            f"function timeout {fn['Timeout']} s is not above function.invoke_timeout_s {limit}"
+        )
+    expect("role", fn["Role"], outputs["FunctionRoleArn"])
+    env = fn["Environment"]["Variables"]
+    expect("AIAAS_DEPLOYMENT", env.get("AIAAS_DEPLOYMENT"), endpoint)
+    expect("AIAAS_API_KEYS", env.get("AIAAS_API_KEYS"), params.get("ApiKeyHashes", ""))
+    (invoke, logs) = role_policy(aws, outputs["FunctionRoleArn"])
+    expect(
+        "function may call",
+        (invoke["Action"], invoke["Resource"]),
+        (["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"], f"{arn}:endpoint/{endpoint}"),
+    )
+    (group,) = aws.client("logs").describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{endpoint}")[
+        "logGroups"
+    ]
+    expect("log retention", group.get("retentionInDays"), 30)
+    expect("function logs", logs["Resource"], f"{group['logGroupArn']}:*")
+    lam = aws.client("lambda")
+    try:
+        policy = json.loads(lam.get_policy(FunctionName=endpoint)["Policy"])["Statement"]
+    except lam.exceptions.ResourceNotFoundException:
+        policy = []
+    public = sorted((s["Action"], s["Principal"]) for s in policy)
+    want = [("lambda:InvokeFunction", "*"), ("lambda:InvokeFunctionUrl", "*")]
+    expect(
+        "public URL permissions", public, want if params["FunctionUrlAuthType"] == "NONE" else []
+    )
+    return problems
+
+
+def function_zip(folder: Path) -> Path:
+    """A stand-in for the packaged zip (moto's Lambda stores it, never runs it)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("functions/aws_lambda.py", "def handler(event, context): ...\n")
+    path = folder / "dist" / "function-aws-x86_64.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def two_passes(aws: AwsEmulator, folder: Path, body: str, *extra: str) -> list[str]:
+    """The documented flow: the stack without the function, the zip uploaded where render
+    says, the stack again with it; what differs from aiaas.yaml at each pass."""
+    aws.reset()
+    env = {"AIAAS_API_KEYS": RECORD}
+    params = render_cli("-c", str(folder), *extra, env=env)
+    problems = stack_problems(aws, folder, params, deploy(aws, params, body))
+    zipped = function_zip(folder)
+    params = render_cli("-c", str(folder), "--function-zip", str(zipped), *extra, env=env)
+    aws.client("s3").put_object(
+        Bucket=params["BucketName"], Key=params["FunctionCodeKey"], Body=zipped.read_bytes()
+    )
+    return problems + stack_problems(aws, folder, params, deploy(aws, params, body))
+
+
+def test_the_stack_in_moto_has_what_aiaas_yaml_and_the_provider_name(
+    aws: AwsEmulator, tmp_path: Path
+) -> None:
+    assert two_passes(aws, project(tmp_path), moto_body()) == []
+
+
+def test_a_kms_key_alarms_github_and_iam_auth(aws: AwsEmulator, tmp_path: Path) -> None:
+    key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    folder = project(tmp_path, kms_key_id=key)
+    config = yaml.safe_load((folder / "aiaas.yaml").read_text())
+    config["deploy"] = {
+        "instance_count": 2,
+        "rollout": {"strategy": "canary", "rollback_alarms": ["my-5xx"]},
+    }
+    config["function"] = {"auth": "platform", "invoke_timeout_s": 60}
+    (folder / "aiaas.yaml").write_text(yaml.safe_dump(config))
+    provider = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+    subject = "repo:octo/models:environment:production"
+    extra = ("--set", f"GitHubSubject={subject}", "--set", f"GitHubOidcProviderArn={provider}")
+    assert two_passes(aws, folder, moto_body(), *extra) == []
+    cf = aws.client("cloudformation")
+    resources = cf.list_stack_resources(StackName="aiaas")["StackResourceSummaries"]
+    deployer = next(r for r in resources if r["LogicalResourceId"] == "DeployerRole")
+    role = aws.client("iam").get_role(RoleName=deployer["PhysicalResourceId"])["Role"]
+    (trust,) = _policy(role["AssumeRolePolicyDocument"])["Statement"]
+    assert trust["Principal"] == {"Federated": provider}
+    assert trust["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == subject
+    execution = {s["Sid"] for s in role_policy(aws, ROLE_ARN)}
+    assert {"DecryptBundles", "WatchRollbackAlarms"} <= execution
+    fn = aws.client("lambda").get_function(FunctionName="minilm")["Configuration"]
+    assert fn["Timeout"] == 60 + TIMEOUT_MARGIN_S
+
+
+def test_a_planted_short_function_timeout_is_reported(aws: AwsEmulator, tmp_path: Path) -> None:
+    body = moto_body(TEMPLATE.read_text().replace("Timeout: !Ref FunctionTimeoutS", "Timeout: 3"))
+    (problem,) = two_passes(aws, project(tmp_path), body)
+    assert problem == "function timeout 3 s is not above function.invoke_timeout_s 30.0"
