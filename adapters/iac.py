@@ -45,7 +45,8 @@ class RenderOptions:
     deployment: str
     function_zip: Path | None = None
     python: str = "3.11"
-    arch: str = "x86_64"
+    arch: str | None = None
+    """None: the one in the zip's name (``function-<target>-<arch>.zip``), else x86_64."""
     values: Mapping[str, str] = field(default_factory=dict)
     api_keys: str | None = None
     """The API keys' salted hashes for the target's ``secret_parameter`` (None: left out,

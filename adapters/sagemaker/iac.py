@@ -75,6 +75,23 @@ def function_code_key(prefix: str, zip_path: Path) -> str:
     return f"{prefix}/functions/{digest}/{zip_path.name}"
 
 
+def _arch(options: RenderOptions) -> str:
+    """The architecture the zip was packaged for: ``--arch``, or its name's
+    (``aiaas function package`` writes ``function-aws-<arch>.zip``), else x86_64."""
+    named = None
+    if options.function_zip is not None:
+        match = re.fullmatch(r"function-aws-(?P<arch>[a-z0-9_]+)\.zip", options.function_zip.name)
+        named = match["arch"] if match else None
+    arch = options.arch or named or "x86_64"
+    if arch not in ARCHES:
+        raise ConfigError(f"--arch {arch}: use one of {', '.join(ARCHES)}")
+    if named and named != arch:
+        raise ConfigError(
+            f"--arch {arch}: {options.function_zip} was packaged for {named} (its name says)"
+        )
+    return arch
+
+
 def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
     """The template's parameters for ``config``'s ``sagemaker:`` section and function."""
     from adapters.sagemaker.settings import SageMakerSection
@@ -120,8 +137,7 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
         )
     if options.python not in RUNTIMES:
         raise ConfigError(f"--python {options.python}: Lambda here takes {', '.join(RUNTIMES)}")
-    if options.arch not in ARCHES:
-        raise ConfigError(f"--arch {options.arch}: use one of {', '.join(ARCHES)}")
+    arch = _arch(options)
     parameters = {
         "EndpointName": options.deployment,
         "Region": region,
@@ -134,7 +150,7 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
         "FunctionTimeoutS": str(timeout),
         "FunctionUrlAuthType": "NONE" if config.function.auth == "api_key" else "AWS_IAM",
         "FunctionRuntime": f"python{options.python}",
-        "FunctionArchitecture": options.arch,
+        "FunctionArchitecture": arch,
     }
     notes = [f"deploy the stack in {region} (aws cloudformation deploy --region {region} ...)"]
     if options.function_zip is not None:

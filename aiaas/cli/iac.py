@@ -44,9 +44,10 @@ def render(
         typer.Option(help="The zip of `aiaas function package` (adds the function and its URL)."),
     ] = None,
     python: Annotated[str, typer.Option(help="The Python the zip was packaged for.")] = "3.11",
-    arch: Annotated[str, typer.Option(help="The architecture the zip was packaged for.")] = (
-        "x86_64"
-    ),
+    arch: Annotated[
+        str | None,
+        typer.Option(help="The zip's architecture (default: from its name, else x86_64)."),
+    ] = None,
     values: Annotated[
         list[str] | None,
         typer.Option("--set", help="NAME=VALUE for a parameter aiaas.yaml does not hold."),
