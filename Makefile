@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # Azurite, the Azure Storage emulator of the emulated Azure (emulators/azurite.py), from npm into
 # .venv/azurite: 3.35.0 is the last release whose engines accept node 20.
 AZURITE_VERSION := 3.35.0
+# checkov (make iac-check) in a venv of its own, .venv/checkov: it pins boto3/botocore 1.35,
+# networkx 2 and packaging 23, which would downgrade what the project and its emulators run on.
+CHECKOV_VERSION := 3.3.30
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 # Every provider's conformance run must run (dev installs every extra they need): a harness
@@ -23,6 +26,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[serve,examples,dev]'
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	npm install --no-audit --no-fund --silent --prefix $(VENV)/azurite azurite@$(AZURITE_VERSION)
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install -q checkov==$(CHECKOV_VERSION)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -47,12 +52,13 @@ PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-# The infrastructure templates (iac/), checked offline: cfn-lint with the resource schemas it
-# bundles (never --update-specs, which downloads them), under the tests' network guard so that
-# a checker that reaches out fails. tests/test_iac_aws.py deploys the AWS stack into moto and
-# shows each checker failing on a planted mistake. docs/deploy-from-ci.md.
+# The infrastructure templates (iac/), checked offline by iac/check.py: cfn-lint with the
+# resource schemas it bundles (never --update-specs, which downloads them) and checkov
+# --skip-download (every template parsed, no failed check unless skipped with a reason), under
+# the tests' network guard so that a checker that reaches out fails. tests/test_iac_aws.py
+# deploys the AWS stack into moto and shows each checker failing on a planted mistake.
 iac-check: $(STAMP)
-	PYTHONPATH=tests/guarded_site $(VENV)/bin/cfn-lint iac/aws/template.yaml
+	PYTHONPATH=tests/guarded_site $(PY) iac/check.py --checkov $(VENV)/checkov/bin/checkov
 
 # mypy, the linters and the template checks run beside pytest: most of pytest's time is spent
 # waiting for model servers to start, and mypy fills it (-Otarget keeps each one's output

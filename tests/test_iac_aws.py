@@ -2,8 +2,10 @@
 
 Each checker is shown to catch a planted mistake, so none passes silently:
 
-- ``cfn-lint`` (``make iac-check`` runs it on the committed template; here a misspelled
-  property fails it), a real process under the network guard: it must not fetch;
+- ``cfn-lint`` and ``checkov`` as ``iac/check.py`` runs them (``make iac-check`` on the
+  committed template; here a misspelled property fails cfn-lint, a bucket that no longer
+  restricts public buckets, a check skipped without a reason and a broken file fail
+  checkov), real processes under the network guard: they must not fetch;
 - the documented IAM policies (docs/providers/sagemaker.md, parsed) against the template's,
   statement for statement (a planted extra action is reported);
 - the stack deployed into moto's CloudFormation (the emulated AWS of the other tests), with
@@ -59,7 +61,6 @@ ACCOUNT = AwsEmulator.ACCOUNT
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/aiaas-sagemaker-execution"
 IMAGE_URI = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/aiaas-server:0.1.0"
 RECORD = "k1:" + "ab" * 16 + ":" + "cd" * 32  # an API key record: <id>:<salt>:<sha256>
-CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 
 
 # -- the template, read as CloudFormation reads it ------------------------------------------
@@ -293,23 +294,52 @@ def test_what_moto_cannot_show_is_in_the_template() -> None:
     assert rule == {"Fn::Equals": [{"Ref": "Region"}, {"Ref": "AWS::Region"}]}
 
 
-# -- cfn-lint -------------------------------------------------------------------------------
-def test_cfn_lint_passes_the_template_and_fails_a_misspelled_property(tmp_path: Path) -> None:
-    """One cfn-lint process (its bundled schemas; never --update-specs) under the network
-    guard: the committed template is clean, a copy with a misspelled property is not."""
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(TEMPLATE.read_text().replace("ImageTagMutability:", "ImageTagMutabilty:"))
+# -- cfn-lint and checkov (iac/check.py, which make iac-check runs on iac/) -----------------
+def check_sections(output: str) -> dict[str, list[str]]:
+    """iac/check.py's problems by checker."""
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in output.splitlines():
+        if line.startswith("  "):
+            sections[current].append(line.strip())
+        elif ": " in line and not line.startswith("iac-check"):
+            current = line.split(":", 1)[0]
+            sections[current] = []
+    return sections
+
+
+def test_each_checker_fails_its_planted_mistakes(tmp_path: Path) -> None:
+    """iac/check.py as make iac-check runs it (its checkers side by side, under the network
+    guard: they must not fetch), on a copy of the template with a misspelled property (for
+    cfn-lint), a bucket that no longer restricts public buckets and a check skipped without a
+    reason (for checkov), beside a template that no longer parses: checkov exits 0 on that, so
+    the script reads its report. make iac-check shows the committed template clean."""
+    text = TEMPLATE.read_text().replace("ImageTagMutability:", "ImageTagMutabilty:")
+    text = text.replace("        RestrictPublicBuckets: true\n", "")
+    text, removed = re.subn(r"(- id: CKV_AWS_18\n)\s+comment: >-\n\s+[^\n]+\n", r"\1", text)
+    assert removed == 1
+    (tmp_path / "aws").mkdir()
+    (tmp_path / "aws" / "template.yaml").write_text(text)
+    (tmp_path / "aws" / "broken.yaml").write_text(TEMPLATE.read_text() + "  Oops: [open\n")
     r = subprocess.run(
-        [str(CFN_LINT), "--format", "json", str(TEMPLATE), str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode != 0, r.stdout
-    findings = json.loads(r.stdout)
-    assert {f["Filename"] for f in findings} == {str(bad)}, findings
-    assert [f["Rule"]["Id"] for f in findings] == ["E3002"]
-    assert "ImageTagMutabilty" in findings[0]["Message"]
+        [sys.executable, str(ROOT / "iac" / "check.py"), str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    found = check_sections(r.stdout)
+    assert set(found) == {"cfn-lint", "checkov"}, r.stdout
+    lint = found["cfn-lint"]
+    assert len(lint) == 2, lint
+    assert any("template.yaml" in p and "E3002" in p and "ImageTagMutabilty" in p for p in lint)
+    assert any("broken.yaml" in p and ":E0000:" in p for p in lint), lint
+    checkov = found["checkov"]
+    assert len(checkov) == 5, checkov
+    # The misspelled ImageTagMutability counts for checkov too: tags are mutable again.
+    assert any("Repository: CKV_AWS_51" in p for p in checkov), checkov
+    assert any(p.startswith("checkov could not parse 1 file(s)") for p in checkov)
+    assert "aws/broken.yaml: checkov checked no resource of it" in checkov
+    assert any("Bucket: CKV_AWS_56" in p for p in checkov), checkov
+    assert any("CKV_AWS_18 is skipped without a reason" in p for p in checkov), checkov
 
 
 # -- aiaas iac render ------------------------------------------------------------------------
@@ -389,6 +419,12 @@ def test_render_refuses_what_the_template_cannot_follow(tmp_path: Path) -> None:
     cfg = load_config(project(tmp_path))
     with pytest.raises(ConfigError, match=r"--set BucketName: comes from aiaas\.yaml"):
         aws.render(cfg, RenderOptions(deployment="minilm", values={"BucketName": "x"}))
+    zipped = tmp_path / "function-aws-arm64.zip"
+    zipped.write_bytes(b"PK")
+    arm = aws.render(cfg, RenderOptions(deployment="minilm", function_zip=zipped))
+    assert arm.parameters["FunctionArchitecture"] == "arm64"
+    with pytest.raises(ConfigError, match="was packaged for arm64"):
+        aws.render(cfg, RenderOptions(deployment="minilm", function_zip=zipped, arch="x86_64"))
     with pytest.raises(ConfigError, match="invalid deployment name"):
         aws.render(cfg, RenderOptions(deployment="Not_A_Name"))
     for cloud in PLANNED:
