@@ -419,6 +419,9 @@ def test_render_refuses_what_the_template_cannot_follow(tmp_path: Path) -> None:
     cfg = load_config(project(tmp_path))
     with pytest.raises(ConfigError, match=r"--set BucketName: comes from aiaas\.yaml"):
         aws.render(cfg, RenderOptions(deployment="minilm", values={"BucketName": "x"}))
+    many = ",".join(RECORD.replace("k1:", f"k{i}:") for i in range(40))
+    with pytest.raises(ConfigError, match="over Lambda's 4096"):
+        aws.render(cfg, RenderOptions(deployment="minilm", api_keys=many))
     zipped = tmp_path / "function-aws-arm64.zip"
     zipped.write_bytes(b"PK")
     arm = aws.render(cfg, RenderOptions(deployment="minilm", function_zip=zipped))

@@ -37,6 +37,9 @@ TIMEOUT_MARGIN_S = 5
 """How much longer the Lambda function may run than ``function.invoke_timeout_s``: the
 function's own deadline (and its 504) comes first, then the answer is written."""
 MAX_LAMBDA_TIMEOUT_S = 900
+MAX_LAMBDA_ENVIRONMENT_BYTES = 4096
+"""Lambda's limit on a function's environment variables, names and values together (its
+quotas page: 4 KB); the API keys' hashes are most of it (about 106 bytes a key)."""
 RUNTIMES = ("3.11", "3.12", "3.13")
 """The Python versions the template's ``FunctionRuntime`` takes (``python3.X``)."""
 ARCHES = ("x86_64", "arm64")
@@ -168,6 +171,14 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
             "again with the packaged zip to add the function and its URL"
         )
     if options.api_keys is not None:
+        variables = {"AIAAS_DEPLOYMENT": options.deployment, "AIAAS_API_KEYS": options.api_keys}
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
+        if size > MAX_LAMBDA_ENVIRONMENT_BYTES:
+            raise ConfigError(
+                f"AIAAS_API_KEYS: the key records take the function's variables to {size} "
+                f"bytes, over Lambda's {MAX_LAMBDA_ENVIRONMENT_BYTES}: revoke unused keys "
+                "(aiaas keys revoke)"
+            )
         parameters["ApiKeyHashes"] = options.api_keys
     for name, value in options.values.items():
         if name not in FREE:
