@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from adapters.iac import PLANNED, TARGETS, RenderOptions, cloud_of, iac_target
 from aiaas.api import deployment_name, load_project
 from aiaas.cli.support import ConfigOpt, NameArg, err, out, plain
 from aiaas.config import ProjectConfig
@@ -33,7 +34,10 @@ def render(
     name: NameArg = None,
     cloud: Annotated[
         str | None,
-        typer.Option(help="The template's cloud (default: the one of aiaas.yaml's provider)."),
+        typer.Option(
+            help=f"{', '.join(TARGETS)} ({', '.join(PLANNED)}: not yet). Default: the cloud "
+            "of aiaas.yaml's provider."
+        ),
     ] = None,
     config: ConfigOpt = Path("aiaas.yaml"),
     output: Annotated[
@@ -54,8 +58,6 @@ def render(
     ] = None,
 ) -> None:
     """Write a cloud template's parameter file from aiaas.yaml (names as the provider's)."""
-    from adapters.iac import RenderOptions, cloud_of, iac_target
-
     cfg = load_project(config)
     target = iac_target(cloud or cloud_of(cfg.provider))
     pairs = {}
