@@ -363,12 +363,22 @@ def project(tmp_path: Path, **sagemaker: Any) -> Path:
     return folder
 
 
-def render_cli(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+def render_rows(*args: str, env: dict[str, str] | None = None) -> tuple[list[Any], str]:
+    """``aiaas iac render ...``: the parameter file it wrote (CloudFormation's rows, as
+    create-stack takes them) and what it told the user (stderr)."""
     result = CliRunner().invoke(app, ["iac", "render", *args], env=env)
     assert result.exit_code == 0, (result.output, result.exception)
     out = Path(args[args.index("-o") + 1]).read_text() if "-o" in args else result.stdout
-    rows = json.loads(out)
+    rows: list[Any] = json.loads(out)
+    return rows, result.stderr
+
+
+def as_params(rows: list[Any]) -> dict[str, str]:
     return {row["ParameterKey"]: row["ParameterValue"] for row in rows}
+
+
+def render_cli(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    return as_params(render_rows(*args, env=env)[0])
 
 
 def test_rendered_parameters_are_the_templates_and_the_providers_names(tmp_path: Path) -> None:
@@ -486,10 +496,10 @@ def _policy(document: Any) -> Any:
     return document
 
 
-def deploy(aws: AwsEmulator, params: dict[str, str], body: str) -> dict[str, str]:
-    """Create the stack, or update it; its outputs."""
+def deploy(aws: AwsEmulator, rows: list[Any], body: str) -> dict[str, str]:
+    """Create the stack, or update it, with the rendered file's rows as they are; its
+    outputs."""
     cf = aws.client("cloudformation")
-    rows = [{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()]
     kwargs = {
         "StackName": "aiaas",
         "TemplateBody": body,
@@ -624,14 +634,18 @@ def two_passes(aws: AwsEmulator, folder: Path, body: str, *extra: str) -> list[s
     says, the stack again with it; what differs from aiaas.yaml at each pass."""
     aws.reset()
     env = {"AIAAS_API_KEYS": RECORD}
-    params = render_cli("-c", str(folder), *extra, env=env)
-    problems = stack_problems(aws, folder, params, deploy(aws, params, body))
+    rows, _ = render_rows("-c", str(folder), *extra, env=env)
+    problems = stack_problems(aws, folder, as_params(rows), deploy(aws, rows, body))
     zipped = function_zip(folder)
-    params = render_cli("-c", str(folder), "--function-zip", str(zipped), *extra, env=env)
+    rows, told = render_rows("-c", str(folder), "--function-zip", str(zipped), *extra, env=env)
+    params = as_params(rows)
+    # Where render says to upload it is where the stack takes it from.
+    (upload,) = [line for line in told.splitlines() if "aws s3 cp" in line]
+    assert upload.endswith(f" s3://{params['BucketName']}/{params['FunctionCodeKey']}"), upload
     aws.client("s3").put_object(
         Bucket=params["BucketName"], Key=params["FunctionCodeKey"], Body=zipped.read_bytes()
     )
-    return problems + stack_problems(aws, folder, params, deploy(aws, params, body))
+    return problems + stack_problems(aws, folder, params, deploy(aws, rows, body))
 
 
 def test_the_stack_in_moto_has_what_aiaas_yaml_and_the_provider_name(
