@@ -290,8 +290,11 @@ def test_what_moto_cannot_show_is_in_the_template() -> None:
         "AuthType": {"Ref": "FunctionUrlAuthType"},
     }
     assert url["Condition"] == "HasFunction"
-    rule = load_template()["Rules"]["DeployedInTheConfiguredRegion"]["Assertions"][0]["Assert"]
-    assert rule == {"Fn::Equals": [{"Ref": "Region"}, {"Ref": "AWS::Region"}]}
+    rules = load_template()["Rules"]
+    assert [r["Assertions"][0]["Assert"] for r in rules.values()] == [
+        {"Fn::Equals": [{"Ref": "Region"}, {"Ref": "AWS::Region"}]},
+        {"Fn::Equals": [{"Ref": "AccountId"}, {"Ref": "AWS::AccountId"}]},
+    ]
 
 
 # -- cfn-lint and checkov (iac/check.py, which make iac-check runs on iac/) -----------------
@@ -400,6 +403,7 @@ def test_rendered_parameters_are_the_templates_and_the_providers_names(tmp_path:
     assert f"{ROLE_ARN.rsplit('/', 1)[0]}/{params['ExecutionRoleName']}" == settings.role_arn
     assert IMAGE_URI.split("/", 1)[1].startswith(params["RepositoryName"] + ":")
     assert params["Region"] == settings.region
+    assert params["AccountId"] == ACCOUNT
     assert float(params["FunctionTimeoutS"]) > load_config(folder).function.invoke_timeout_s
     assert params["FunctionUrlAuthType"] == "NONE"  # function.auth: api_key
     assert params["ApiKeyHashes"] == RECORD

@@ -5,7 +5,8 @@ What comes from ``aiaas.yaml`` (never set by hand, so the stack and the provider
 
 - ``EndpointName``: the deployment's name, which is the endpoint's (:mod:`.names`);
 - ``Region``: ``sagemaker.region``, else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, as the
-  provider reads it (the template refuses a stack in another region);
+  provider reads it; ``AccountId``: ``sagemaker.role_arn``'s (and ``image_uri``'s) account
+  (the template refuses a stack in another region or account);
 - ``BucketName``, ``BundlePrefix``, ``KmsKeyId``: where the provider uploads bundles
   (:func:`.names.bundle_key`: ``<prefix>/bundles/<digest>/...``);
 - ``RepositoryName``: ``sagemaker.image_uri``'s repository (the stack's ``RepositoryUri``
@@ -63,9 +64,9 @@ FREE = frozenset(
 """Template parameters ``aiaas.yaml`` does not hold (``aiaas iac render --set``)."""
 DERIVED = frozenset(
     {
-        "EndpointName", "Region", "BucketName", "BundlePrefix", "KmsKeyId", "RepositoryName",
-        "ExecutionRoleName", "WatchRollbackAlarms", "FunctionTimeoutS", "FunctionUrlAuthType",
-        "FunctionRuntime", "FunctionArchitecture",
+        "EndpointName", "Region", "AccountId", "BucketName", "BundlePrefix", "KmsKeyId",
+        "RepositoryName", "ExecutionRoleName", "WatchRollbackAlarms", "FunctionTimeoutS",
+        "FunctionUrlAuthType", "FunctionRuntime", "FunctionArchitecture",
     }
 )  # fmt: skip
 """Template parameters rendered from ``aiaas.yaml`` (every render writes them)."""
@@ -144,6 +145,7 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
     parameters = {
         "EndpointName": options.deployment,
         "Region": region,
+        "AccountId": role["account"],
         "BucketName": settings.bucket,
         "BundlePrefix": settings.prefix,
         "KmsKeyId": settings.kms_key_id or "",
