@@ -6,9 +6,10 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,34 @@ def guard_environment() -> dict[str, str]:
     """What a test that builds a child's environment from nothing adds to it, so that the
     network guard goes along."""
     return {k: os.environ[k] for k in ("PYTHONPATH", netguard.LOG_VARIABLE)}
+
+
+AIAAS = str(Path(sys.executable).with_name("aiaas"))
+"""The ``aiaas`` command of the test run's environment, as a shell finds it."""
+
+
+def aiaas_in_shell(
+    project: Path, args: Sequence[str], cloud_env: Mapping[str, str], *, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``aiaas <args> -c <project>`` run as from a shell whose environment holds only
+    ``cloud_env`` (an emulated cloud's variables, as ``aiaas emulate`` prints them), a home
+    beside the project, the model hub off and the run's network guard. ``ok``: it must exit
+    0. Never a traceback on stderr."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(project.parent), "HF_HUB_OFFLINE": "1"}
+    env.update(guard_environment())
+    env.update(cloud_env)
+    done = subprocess.run(
+        [AIAAS, *args, "-c", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=project.parent,
+    )
+    if ok:
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
 
 
 def pytest_configure(config: pytest.Config) -> None:

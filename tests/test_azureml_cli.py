@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from azure_emulated import azure
 from conformance.harnesses.azureml import azureml_yaml
-from conftest import PROJECTS, guard_environment
+from conftest import PROJECTS, aiaas_in_shell
 
 from emulators.azure import AzureEmulator
 
 __all__ = ["azure"]  # a fixture, used by name
 
-AIAAS = str(Path(sys.executable).with_name("aiaas"))
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 SERVER_YAML = "server:\n  max_queue_size: 8\n"  # >= 2 x max_concurrent_requests_per_instance
 
@@ -42,23 +40,10 @@ def project(azure: AzureEmulator, tmp_path_factory: pytest.TempPathFactory) -> P
 def aiaas(
     azure: AzureEmulator, project: Path, *args: str, ok: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """``aiaas <args> --provider azureml`` in a shell-like environment holding only the
-    emulated Azure's variables (and the test run's network guard)."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(project.parent), "HF_HUB_OFFLINE": "1"}
-    env.update(guard_environment())
-    env.update(azure.env())
-    done = subprocess.run(
-        [AIAAS, *args, "--provider", "azureml", "-c", str(project)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=project.parent,
-    )
-    if ok:
-        assert done.returncode == 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
+    """``aiaas <args> --provider azureml`` from a shell holding only the emulated cloud's
+    variables."""
+    env = {**azure.env()}
+    return aiaas_in_shell(project, [*args, "--provider", "azureml"], env, ok=ok)
 
 
 def test_deploy_status_invoke_logs_delete_from_the_cli(azure: AzureEmulator, project: Path) -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from alibaba_emulated import alibaba
-from conftest import PROJECTS, guard_environment
+from conftest import PROJECTS, aiaas_in_shell
 
 import aiaas.api as aiaas_api
 from aiaas.errors import ConfigError
@@ -24,7 +23,6 @@ from emulators.alibaba import AlibabaEmulator
 
 __all__ = ["alibaba"]  # a fixture, used by name
 
-AIAAS = str(Path(sys.executable).with_name("aiaas"))
 MODEL_YAML = "model:\n  entrypoint: probe_model:Probe\n  max_batch_size: 1\n  max_delay_ms: 0\n"
 
 
@@ -47,24 +45,10 @@ def project(alibaba: AlibabaEmulator, tmp_path_factory: pytest.TempPathFactory) 
 def aiaas(
     alibaba: AlibabaEmulator, project: Path, *args: str, ok: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """``aiaas <args> --provider pai`` in a shell-like environment holding only the emulated
-    cloud's variables (and the test run's network guard); deploy polls fast."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(project.parent), "HF_HUB_OFFLINE": "1"}
-    env.update(guard_environment())
-    env.update(alibaba.env())
-    env["AIAAS_PAI__POLL_INTERVAL_S"] = "0.05"
-    done = subprocess.run(
-        [AIAAS, *args, "--provider", "pai", "-c", str(project)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=project.parent,
-    )
-    if ok:
-        assert done.returncode == 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
+    """``aiaas <args> --provider pai`` from a shell holding only the emulated cloud's
+    variables (deploy polling fast)."""
+    env = {**alibaba.env(), "AIAAS_PAI__POLL_INTERVAL_S": "0.05"}
+    return aiaas_in_shell(project, [*args, "--provider", "pai"], env, ok=ok)
 
 
 def test_deploy_status_invoke_logs_delete_from_the_cli(
