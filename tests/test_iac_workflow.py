@@ -1,0 +1,295 @@
+"""The GitHub Actions workflow a user copies (``iac/github/deploy.yml``; docs/deploy-from-ci.md).
+
+- make iac-check's workflow checkers each fail a planted mistake (actionlint: an unknown job key
+  and an output that does not exist; checkov: a skip without its reason and a file that does
+  not parse), in one run of ``iac/check.py`` as make iac-check runs it;
+- actionlint's node process is under a network guard of its own (node loads no sitecustomize);
+- every ``aiaas`` line of the workflow, expanded by bash as the runner would, parses with the
+  real CLI, and the rehearse job runs the commands the docs show (the rehearsal itself is what
+  tests/test_emulate_aws.py and tests/test_sagemaker_cli.py run; it is too slow to repeat here);
+- the workflow's shape: OIDC only, ``id-token: write`` only where a role is assumed, actions
+  pinned to full release tags, one concurrency group per environment, azure and alibaba
+  refused by name, the deploying role read from the template's output.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_cli_documented_commands import SHELL_BLOCK, parse
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / "iac" / "github" / "deploy.yml"
+DOC = ROOT / "docs" / "deploy-from-ci.md"
+_spec = importlib.util.spec_from_file_location("iac_check", ROOT / "iac" / "check.py")
+assert _spec is not None and _spec.loader is not None
+check = importlib.util.module_from_spec(_spec)  # iac/check.py, the script make iac-check runs
+_spec.loader.exec_module(check)
+
+ACTIONLINT = ROOT / ".venv" / "actionlint" / "node_modules" / "@tktco" / "node-actionlint"
+CHECKOV = ROOT / ".venv" / "checkov" / "bin" / "checkov"
+
+
+def workflow() -> dict[Any, Any]:
+    flow: dict[Any, Any] = yaml.safe_load(WORKFLOW.read_text())
+    return flow
+
+
+def jobs() -> dict[str, Any]:
+    found: dict[str, Any] = workflow()["jobs"]
+    return found
+
+
+# -- the checkers (iac/check.py) -------------------------------------------------------------
+def sections(output: str) -> dict[str, list[str]]:
+    """iac/check.py's problems by checker."""
+    found: dict[str, list[str]] = {}
+    current = ""
+    for line in output.splitlines():
+        if line.startswith("  "):
+            found[current].append(line.strip())
+        elif ": " in line and not line.startswith("iac-check"):
+            current = line.split(":", 1)[0]
+            found[current] = []
+    return found
+
+
+def test_each_workflow_checker_fails_its_planted_mistake(tmp_path: Path) -> None:
+    """One run of iac/check.py as make iac-check runs it (network guard on): actionlint and
+    checkov side by side on a copy of the workflow with a misspelled ``runs-on`` key, a
+    reference to an output the job does not have and checkov's skip left without its reason,
+    beside a workflow that no longer parses (checkov exits 0 on that: the script reads its
+    report). make iac-check shows the committed workflow clean."""
+    text = WORKFLOW.read_text()
+    planted = text.replace(
+        "  rehearse:\n    needs: test\n", "  rehearse:\n    needs: test\n    run-on: x\n"
+    )
+    planted = planted.replace(
+        "needs.validate.outputs.region }}", "needs.validate.outputs.regoin }}"
+    )
+    planted, removed = re.subn(r"(# checkov:skip=CKV_GHA_7):[^\n]+", r"\1", planted)
+    assert removed == 1 and planted.count("regoin") == 2 and "run-on: x" in planted
+    (tmp_path / "github").mkdir()
+    (tmp_path / "github" / "deploy.yml").write_text(planted)
+    (tmp_path / "github" / "broken.yml").write_text(text + "  oops: [open\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "guarded_site")}
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "iac" / "check.py"), str(tmp_path),
+         "--checkov", str(CHECKOV), "--actionlint", str(ACTIONLINT)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    found = sections(r.stdout)
+    assert set(found) == {"actionlint", "checkov"}, r.stdout  # no template: no cfn-lint
+    lint = found["actionlint"]
+    assert any(p.startswith("github/deploy.yml:") and '"run-on"' in p for p in lint), lint
+    regoin = [p for p in lint if 'property "regoin" is not defined' in p]
+    assert len(regoin) == 2, lint
+    assert any(p.startswith("github/broken.yml:") and "[syntax-check]" in p for p in lint), lint
+    assert len(lint) == 4, lint
+    ckv = found["checkov"]
+    assert any(
+        "github/deploy.yml" in p and "CKV_GHA_7 is skipped without a reason" in p for p in ckv
+    ), ckv
+    assert "github/broken.yml: checkov checked no resource of it" in ckv, ckv
+
+
+def test_actionlint_under_node_cannot_reach_the_network(tmp_path: Path) -> None:
+    """The guard iac/check.py puts in front of actionlint's node process: a name lookup or a
+    connect outside loopback throws before anything leaves the machine; loopback passes."""
+    script = tmp_path / "reach.cjs"
+    script.write_text(
+        check.NODE_GUARD
+        + """
+{
+const net = require("net"), dns = require("dns");
+const tries = {
+  lookup: () => dns.lookup("registry.example", () => {}),
+  connect: () => net.connect({ host: "192.0.2.1", port: 443 }),
+  connectPort: () => net.connect(443, "192.0.2.1"),
+};
+for (const [name, attempt] of Object.entries(tries)) {
+  try {
+    attempt();
+    console.log(name + ": allowed");
+  } catch (e) {
+    console.log(name + ": " + e.message);
+  }
+}
+const local = net.connect({ host: "127.0.0.1", port: 9 });
+local.on("error", () => {});
+local.destroy();
+console.log("loopback: allowed");
+}
+"""
+    )
+    r = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    for name in ("lookup", "connect", "connectPort"):
+        assert lines[name].startswith("network guard (iac/check.py):"), r.stdout
+    assert lines["loopback"] == "allowed"
+
+
+# -- the aiaas commands ----------------------------------------------------------------------
+EXPANDED = {
+    "AIAAS_PROJECT": "my-project",
+    "AIAAS_SOURCE": ".",
+    "CLOUD": "aws",
+    "SUBJECT": "repo:OWNER/REPO:environment:production",
+    "OIDC_PROVIDER_ARN": (
+        "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+    ),
+}
+
+
+def aiaas_lines(script: str) -> list[str]:
+    """The lines of a ``run:`` script that call aiaas."""
+    return [line.strip() for line in script.splitlines() if line.strip().startswith("aiaas ")]
+
+
+def expanded(lines: list[str], cwd: Path) -> list[list[str]]:
+    """Each line's aiaas arguments as bash expands them (quotes, ``${VAR:+...}``), with
+    ``aiaas`` a shell function that only prints them (to fd 3, past the lines' redirections)."""
+    script = "aiaas() { printf '%s\\0' \"$@\" >&3; printf '\\n\\0' >&3; }\n"
+    script += "".join(f"{line}\nwait\n" for line in lines)
+    r = subprocess.run(
+        ["bash", "-c", f"exec 3>args; {script}"],
+        cwd=cwd, env={"PATH": os.environ["PATH"], **EXPANDED}, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    words = (cwd / "args").read_bytes().decode().split("\0")
+    calls: list[list[str]] = []
+    current: list[str] = []
+    for word in words[:-1]:
+        if word == "\n":
+            calls.append(current)
+            current = []
+        else:
+            current.append(word)
+    return calls
+
+
+def test_every_aiaas_line_of_the_workflow_parses(tmp_path: Path) -> None:
+    lines = [
+        line
+        for job in jobs().values()
+        for step in job["steps"]
+        for line in aiaas_lines(step.get("run", ""))
+    ]
+    calls = expanded(lines, tmp_path)
+    assert len(calls) == len(lines)
+    for args in calls:
+        parse(args)
+    commands = {
+        " ".join(args[:2]) if args[0] in {"iac", "function", "bundle"} else args[0]
+        for args in calls
+    }
+    assert commands == {
+        "bundle build", "function package", "emulate", "deploy", "status", "invoke", "iac render"
+    }  # fmt: skip
+    (render,) = [args for args in calls if args[:2] == ["iac", "render"]]
+    assert render[render.index("--cloud") + 1] == "aws"
+    assert f"GitHubSubject={EXPANDED['SUBJECT']}" in render
+    assert f"GitHubOidcProviderArn={EXPANDED['OIDC_PROVIDER_ARN']}" in render
+    (package,) = [args for args in calls if args[:2] == ["function", "package"]]
+    # render reads the architecture from the zip's name: the one package wrote.
+    assert package[package.index("-o") + 1] == render[render.index("--function-zip") + 1]
+
+
+def test_the_rehearse_job_runs_the_commands_the_docs_show(tmp_path: Path) -> None:
+    text = DOC.read_text()
+    section = text[text.index("### The rehearse job") :]
+    documented = aiaas_lines(SHELL_BLOCK.findall(section)[0])
+    job = [
+        line for step in jobs()["rehearse"]["steps"] for line in aiaas_lines(step.get("run", ""))
+    ]
+    assert job == documented
+    calls = expanded(job, tmp_path)
+    assert [args[:2] for args in calls] == [
+        ["emulate", "aws"], ["deploy", "-c"], ["status", "-c"], ["invoke", "-c"]
+    ]  # fmt: skip
+    # The emulator's variables reach the later steps (it runs in the background of one step).
+    start = next(
+        s["run"] for s in jobs()["rehearse"]["steps"] if "aiaas emulate" in s.get("run", "")
+    )
+    assert '>> "$GITHUB_ENV"' in start
+    assert "aiaas emulate aws -c . --env-file aws.env" in text  # the doc's own step 2
+
+
+# -- the workflow's shape --------------------------------------------------------------------
+def test_oidc_only_least_permissions_pinned_actions_one_deploy_per_environment() -> None:
+    flow = workflow()
+    assert flow["permissions"] == {"contents": "read"}
+    assert flow["concurrency"]["group"] == "aiaas-deploy-${{ inputs.environment || 'production' }}"
+    assert flow["concurrency"]["cancel-in-progress"] is False
+    text = WORKFLOW.read_text()
+    assert "aws-access-key-id" not in text and "AWS_SECRET_ACCESS_KEY" not in text
+    for name, job in jobs().items():
+        uses = [step["uses"] for step in job["steps"] if "uses" in step]
+        for use in uses:
+            assert re.fullmatch(r"[\w-]+/[\w-]+@v\d+\.\d+\.\d+", use), (name, use)
+        assumes = any(u.startswith("aws-actions/configure-aws-credentials@") for u in uses)
+        if assumes:
+            assert job["permissions"] == {"id-token": "write", "contents": "read"}, name
+            assert job["environment"] == "${{ inputs.environment || 'production' }}", name
+        else:
+            assert "permissions" not in job, name
+    # The deploy job's model deploy runs as the template's deploying role, read from its output.
+    template = (ROOT / "iac" / "aws" / "template.yaml").read_text()
+    assert "\n  DeployerRoleArn:\n" in template[template.index("\nOutputs:") :]
+    steps = jobs()["deploy"]["steps"]
+    stack = next(s for s in steps if s.get("id") == "stack")
+    assert 'echo "deployer-role=$(output DeployerRoleArn)"' in stack["run"]
+    roles = [
+        s["with"]["role-to-assume"]
+        for s in steps
+        if "configure-aws-credentials" in s.get("uses", "")
+    ]
+    assert roles == ["${{ vars.AWS_INFRA_ROLE_ARN }}", "${{ steps.stack.outputs.deployer-role }}"]
+    names = [s.get("name", s.get("uses")) for s in steps]
+    assert names.index("Deploy the model") < names.index("Smoke-test the function URL")
+
+
+def test_azure_and_alibaba_stop_in_the_first_job_by_name(tmp_path: Path) -> None:
+    """The cloud step's script, run by bash with each cloud chosen: aws goes on, the others
+    stop with the issue's name (no aiaas.yaml is read when the input names the cloud)."""
+    (step,) = [s for s in jobs()["test"]["steps"] if s.get("id") == "cloud"]
+    assert step["env"] == {"CHOSEN": "${{ inputs.cloud }}"}
+    for cloud in ("aws", "azure", "alibaba"):
+        out = tmp_path / "out"
+        r = subprocess.run(
+            ["bash", "-e", "-c", step["run"]],
+            env={"PATH": os.environ["PATH"], "CHOSEN": cloud, "GITHUB_OUTPUT": str(out)},
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        if cloud == "aws":
+            assert r.returncode == 0 and out.read_text() == "cloud=aws\n", r.stdout + r.stderr
+        else:
+            assert r.returncode == 1
+            assert r.stdout.startswith("::error title=not yet (issue 19)::cloud " + cloud), r.stdout
+    dispatched = workflow()[True]["workflow_dispatch"]["inputs"]  # YAML 1.1 reads "on" as True
+    assert dispatched["cloud"]["options"] == ["from-aiaas-yaml", "aws", "azure", "alibaba"]
+
+
+def test_the_docs_name_every_variable_and_secret_the_workflow_reads() -> None:
+    used = set(re.findall(r"\$\{\{ (?:vars|secrets)\.(\w+)", WORKFLOW.read_text()))
+    assert used >= {"AWS_INFRA_ROLE_ARN", "AIAAS_API_KEYS", "AIAAS_SMOKE_KEY"}
+    doc = DOC.read_text()
+    for name in used:
+        assert f"| `{name}` |" in doc, name
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools() -> None:
+    for tool in ("node", "bash"):
+        assert shutil.which(tool), f"{tool} is needed (make install)"
