@@ -25,11 +25,13 @@ from aiaas.errors import ConfigError
 if TYPE_CHECKING:
     from aiaas.config import ProjectConfig
 
-TARGETS: dict[str, str] = {"aws": "adapters.sagemaker.iac:TARGET"}
+TARGETS: dict[str, str] = {
+    "aws": "adapters.sagemaker.iac:TARGET",
+    "azure": "adapters.azureml.iac:TARGET",
+}
 """Each cloud with a template, and where its :class:`IacTarget` lives (imported when used)."""
 
 PLANNED: dict[str, str] = {
-    "azure": "ARM template for the azureml provider",
     "alibaba": "ROS template for the pai provider",
 }
 """Clouds whose template is still to come (issue 19), refused by name."""
