@@ -8,7 +8,10 @@ compiler, no ARM schema package: ``../shared/notes/iac.md``), so two checks:
   (``iac/azure/schemas/generate.py`` says which): a misspelled or read-only property, a value
   of the wrong JSON type, an unknown apiVersion or resource type fails, with the closest
   names. Values that are ARM expressions (``"[...]"``) are not evaluated; every
-  ``parameters('x')`` and ``variables('x')`` they name must be declared;
+  ``parameters('x')`` and ``variables('x')`` they name must be declared. Not checked:
+  enum values (Azure's are extensible strings in the REST models), required properties,
+  what an expression evaluates to, and child resources nested in a resource (a nested
+  ``resources`` is reported as unknown: declare children at the top level);
 - **checkov-arm**: ``checkov --framework arm --skip-download`` over ``<dir>/azure``, read
   from its JSON report as ``iac/check.py`` reads the CloudFormation one: every template
   parsed and checked (checkov exits 0 on a file it cannot parse), no failed check unless
