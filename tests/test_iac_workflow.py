@@ -202,6 +202,12 @@ def test_every_aiaas_line_of_the_workflow_parses(tmp_path: Path) -> None:
     assert render[render.index("--cloud") + 1] == "aws"
     assert f"GitHubSubject={EXPANDED['SUBJECT']}" in render
     assert f"GitHubOidcProviderArn={EXPANDED['OIDC_PROVIDER_ARN']}" in render
+    # The bundle the test job built is the one rehearsed and the one deployed.
+    (bundle,) = [args for args in calls if args[:2] == ["bundle", "build"]]
+    deploys = [args for args in calls if args[0] == "deploy"]
+    assert len(deploys) == 2
+    for args in deploys:
+        assert args[args.index("--bundle") + 1] == bundle[bundle.index("-o") + 1]
     (package,) = [args for args in calls if args[:2] == ["function", "package"]]
     # render reads the architecture from the zip's name: the one package wrote.
     assert package[package.index("-o") + 1] == render[render.index("--function-zip") + 1]
@@ -258,7 +264,9 @@ def test_oidc_only_least_permissions_pinned_actions_one_deploy_per_environment()
     ]
     assert roles == ["${{ vars.AWS_INFRA_ROLE_ARN }}", "${{ steps.stack.outputs.deployer-role }}"]
     names = [s.get("name", s.get("uses")) for s in steps]
-    assert names.index("Deploy the model") < names.index("Smoke-test the function URL")
+    assert names.index("Deploy the model (the bundle the rehearsal deployed)") < names.index(
+        "Smoke-test the function URL"
+    )
 
 
 def test_azure_and_alibaba_stop_in_the_first_job_by_name(tmp_path: Path) -> None:
