@@ -286,6 +286,23 @@ def test_azure_and_alibaba_stop_in_the_first_job_by_name(tmp_path: Path) -> None
         else:
             assert r.returncode == 1
             assert r.stdout.startswith("::error title=not yet (issue 19)::cloud " + cloud), r.stdout
+    # from-aiaas-yaml: the cloud of the provider aiaas.yaml names.
+    (tmp_path / "project").mkdir()
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    for provider, expected in (("sagemaker", "cloud=aws\n"), ("azureml", "not yet (issue 19)"),
+                               ("local", "no cloud")):  # fmt: skip
+        (tmp_path / "project" / "aiaas.yaml").write_text(f"provider: {provider}\n")
+        out = tmp_path / f"out-{provider}"
+        r = subprocess.run(
+            ["bash", "-e", "-c", step["run"]],
+            env={"PATH": path, "CHOSEN": "from-aiaas-yaml", "GITHUB_OUTPUT": str(out),
+                 "AIAAS_PROJECT": str(tmp_path / "project")},
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        if provider == "sagemaker":
+            assert r.returncode == 0 and out.read_text() == expected, r.stdout + r.stderr
+        else:
+            assert r.returncode == 1 and expected in r.stdout, r.stdout + r.stderr
     dispatched = workflow()[True]["workflow_dispatch"]["inputs"]  # YAML 1.1 reads "on" as True
     assert dispatched["cloud"]["options"] == ["from-aiaas-yaml", "aws", "azure", "alibaba"]
 
