@@ -23,7 +23,8 @@ export AIAAS_CONFORMANCE_REQUIRE := all
 
 # torch is installed first and pinned: 2.13.0 is the CPU wheel on this machine; anything
 # that depends on torch afterwards must not pull a different (CUDA) build.
-$(STAMP): pyproject.toml
+# The Makefile is a prerequisite too: a tool added to the recipe reaches an existing .venv.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[serve,examples,dev]'
