@@ -8,10 +8,11 @@ reads only the generated file, so the check needs none of these packages:
     pip install --no-deps --target /tmp/azsdk azure-mgmt-web==11.0.1 azure-mgmt-storage==25.3.0 \
         azure-mgmt-keyvault==14.1.0 azure-mgmt-containerregistry==15.0.0 \
         azure-mgmt-loganalytics==14.0.0 azure-mgmt-applicationinsights==4.1.0 \
-        azure-mgmt-authorization==4.0.0
+        azure-mgmt-authorization==4.0.0 azure-common==1.1.28
     PYTHONPATH=/tmp/azsdk .venv/bin/python iac/azure/schemas/generate.py
 
-(azure-ai-ml, in the project's environment, has the Azure ML workspace.) Two model styles
+(azure-common: the multi-version packages import ``azure.profiles``; azure-ai-ml, in the
+project's environment, has the Azure ML workspace.) Two model styles
 are read: the TypeSpec-generated ``rest_field`` models (their REST names and visibility:
 read-only fields are left out, so a template that sets one fails) and the older msrest
 models (``_attribute_map`` with flattened ``properties.x`` keys, ``_validation`` readonly).
