@@ -14,7 +14,8 @@ Measured, in order:
    layout and batch size is measured again after the servers, and the higher of the two
    rates is the limit);
 2. aiaas: ``python -m aiaas serve model.tar.gz`` with its defaults and the bundle's batching
-   (32 / 5 ms), and with ``--inference-workers 2 --max-batch-size 16``;
+   (32 / 5 ms), and with ``--inference-workers 2 --max-batch-size 16``; each of the two
+   again with ``--inference-in process`` (each worker's model in a process of its own);
 3. naive FastAPI: one forward per request in an ``async def`` endpoint;
 4. LitServe 32 / 5 ms as a user configures it, tuned (fast_queue + orjson ``Response``),
    and tuned with two inference workers of one torch thread and batches of 16 (like aiaas's).
@@ -757,6 +758,7 @@ def systems(archive: Path, bundle_dir: Path) -> list[System]:
     naive = [PYTHON, str(BENCH / "_naive_server.py"), str(bundle_dir)]
     lit = [PYTHON, str(BENCH / "_litserve_server.py"), str(bundle_dir)]
     two_workers = ["--inference-workers", "2", "--max-batch-size", "16"]
+    process = ["--inference-in", "process"]  # each worker's model in a process of its own
     return [
         System(
             "aiaas",
@@ -767,6 +769,27 @@ def systems(archive: Path, bundle_dir: Path) -> list[System]:
         System(
             "aiaas 2 workers",
             lambda port: [*aiaas, "--port", str(port), "--log-level", "warning", *two_workers],
+            "/invocations",
+            metrics=True,
+            workers=2,
+        ),
+        System(
+            "aiaas process",
+            lambda port: [*aiaas, "--port", str(port), "--log-level", "warning", *process],
+            "/invocations",
+            metrics=True,
+        ),
+        System(
+            "aiaas process 2 workers",
+            lambda port: [
+                *aiaas,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *process,
+                *two_workers,
+            ],
             "/invocations",
             metrics=True,
             workers=2,
@@ -785,6 +808,8 @@ def systems(archive: Path, bundle_dir: Path) -> list[System]:
 SYSTEM_KEYS = {
     "aiaas": "aiaas",
     "aiaas-2w": "aiaas 2 workers",
+    "aiaas-proc": "aiaas process",
+    "aiaas-proc-2w": "aiaas process 2 workers",
     "naive": "naive FastAPI",
     "litserve": "LitServe 32/5ms",
     "litserve-tuned": "LitServe tuned",
