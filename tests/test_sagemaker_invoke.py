@@ -250,6 +250,7 @@ def test_a_connect_timeout_is_retried_as_never_sent(
 
 
 def test_a_slow_answer_is_deadline_exceeded(clean: AwsEmulator) -> None:
+    mark = len(clean.runtime_calls)
     clean.fault("probe", 200, delay_s=2.0, times=2)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
@@ -257,6 +258,11 @@ def test_a_slow_answer_is_deadline_exceeded(clean: AwsEmulator) -> None:
     with pytest.raises(DeadlineExceeded):
         asyncio.run(invoker(clean).invoke("probe", EXAMPLE, timeout=0.5))
     assert time.monotonic() - started < 2.5
+    # The emulator answers (and records) both slow calls later: wait for them, so that the
+    # next test's call records do not receive two stray 200s (seen under load).
+    until = time.monotonic() + 10
+    while len(calls_since(clean, mark)) < 2 and time.monotonic() < until:
+        time.sleep(0.05)
 
 
 def test_4xx_from_the_model_map_to_its_errors_and_are_not_retried(clean: AwsEmulator) -> None:
