@@ -100,7 +100,7 @@ def test_answers_as_in_the_servers_own_process_and_sigterm_leaves_no_process(
         assert message.startswith("model returned an invalid result: outputs[1]"), message
 
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(_post, server.url, [{"value": 4, "sleep_ms": 1000}])
+            waiting = pool.submit(_post, server.url, [{"value": 4, "sleep_ms": 800}])
             time.sleep(0.3)  # in flight by then; if not, the drain answers it all the same
             server.proc.terminate()
             answer = waiting.result(timeout=30)
@@ -124,7 +124,7 @@ def test_a_killed_inference_process_is_a_503_not_a_hang_and_the_server_stops(
             # 5 s in predict; whether the kill finds it in the child, queued or not yet
             # read, the answer is the same 503
             waiting = pool.submit(_post, server.url, [{"value": 1, "sleep_ms": 5000}])
-            time.sleep(0.5)  # let it reach the child (not an assertion: see above)
+            time.sleep(0.3)  # let it reach the child (not an assertion: see above)
             os.kill(child, signal.SIGKILL)
             answer = waiting.result(timeout=20)
             elapsed = time.monotonic() - started
