@@ -153,7 +153,7 @@ def test_check_deploy_refuses_what_azure_ml_cannot_do_by_name() -> None:
             section,
         )
     )
-    assert "iac/azure" in refused["deploy.scaling"]
+    assert "new deployment" in refused["deploy.scaling"]
     assert "at most 50" in refused["deploy.instance_count"]
     assert "holds 900s in all" in refused["deploy.rollout.wait_s"]
     alarms = DeploySection(rollout=RolloutSection(rollback_alarms=["errors"]))

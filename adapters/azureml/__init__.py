@@ -95,10 +95,10 @@ def check_deploy(deploy: DeploySection, settings: Any) -> list[tuple[str, str]]:
         refused.append(
             (
                 "deploy.scaling",
-                "Azure ML autoscaling is Azure Monitor autoscale, another API: set it in "
-                "the infrastructure template (iac/azure, a Microsoft.Insights/autoscaleSettings "
-                "resource on the deployment), not in aiaas.yaml; deploy.instance_count is the "
-                "instance count",
+                "Azure ML autoscaling is Azure Monitor autoscale, another API, on one "
+                "deployment by name, and each aiaas version is a new deployment, so neither "
+                "aiaas.yaml nor iac/azure sets it: deploy.instance_count is the instance "
+                "count",
             )
         )
     if deploy.instance_count > MAX_INSTANCES:
