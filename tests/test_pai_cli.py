@@ -114,3 +114,18 @@ def test_an_instance_type_without_stock_is_refused_naming_it(
     message = refused.value.message
     assert "pai.instance_type" in message and "not available" in message, message
     assert "NoStock" in message, message
+
+
+def test_the_live_version_deploys_with_no_write_even_when_its_type_sold_out(
+    alibaba: AlibabaEmulator, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIAAS_PAI__POLL_INTERVAL_S", "0.05")
+    aiaas_api.deploy(project, provider="pai", name="stocked")
+    writes = len(alibaba.writes())
+    alibaba.sell_out("ecs.c6.large")
+    try:
+        again = aiaas_api.deploy(project, provider="pai", name="stocked")
+    finally:
+        alibaba.sell_out("ecs.c6.large", False)
+    assert again.status.value == "ready" and len(alibaba.writes()) == writes
+    assert aiaas_api.delete(project, provider="pai", name="stocked") is True
