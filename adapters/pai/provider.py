@@ -541,21 +541,16 @@ class PaiProvider(Provider):
         data = Path(bundle).read_bytes()
         self._call(where, lambda: self.oss.put_object(replace_body(request, data)))
 
-    def check_instance_type(self, bundle: Path, name: str | None) -> None:
+    def check_instance_type(self) -> None:
         """``pai.instance_type`` against EAS's own list for the region (DescribeMachineSpec,
         the public resource group's types), read once per provider: ConfigError naming the
         key when EAS does not offer the type, or says it is not available now (no stock),
         with the closest names EAS lists. A cpu/memory spec on a resource group is not
-        checked (EAS lists the group's machines elsewhere), nor a deploy of the version the
-        service already runs (no write: it must not fail because stock ran out)."""
+        checked (EAS lists the group's machines elsewhere). Called by the steps' diff only
+        when the service is to be created or updated: a deploy that keeps the service writes
+        nothing and must not fail because the type's stock ran out."""
         wanted = self.settings.instance_type
         if wanted is None or self._instance_type_checked:
-            return
-        manifest = inspect_archive(bundle)
-        live = self._live(names.service_name(name or manifest.name, self.settings))
-        if live.exists and live.version == manifest.version:
-            # What is live stays as it is (deploying it writes nothing), whatever the stock:
-            # a settings change with the same digest is checked by EAS itself (a gap here).
             return
         from alibabacloud_eas20210701 import models
 
@@ -584,7 +579,6 @@ class PaiProvider(Provider):
     def plan(self, bundle: Path, *, name: str | None = None) -> Plan:
         from adapters.pai.steps import PaiSteps
 
-        self.check_instance_type(bundle, name)
         steps = PaiSteps(self)
         desired = steps.desired(bundle, name)
         return steps.diff(desired, steps.live(desired)).plan()
@@ -596,7 +590,6 @@ class PaiProvider(Provider):
     ) -> Deployment:
         from adapters.pai.steps import PaiSteps
 
-        self.check_instance_type(bundle, name)
         timing = Timing(self.settings.deploy_timeout_s, self.settings.poll_interval_s, smoke_s=30.0)
         steps = PaiSteps(self, timing=timing)  # the rollback's wait shares the one deadline
         outcome = run_rollout(

@@ -97,6 +97,7 @@ class PaiSteps:
         version = desired.manifest.version
         scaling: tuple[Change, ...] = ()
         if not live.exists:
+            p.check_instance_type()  # before any write: EAS's own list of types
             new_version: tuple[Change, ...] = (
                 Change("create", SERVICE, svc, f"CreateService ({self._where()}, {version})"),
             )
@@ -116,6 +117,7 @@ class PaiSteps:
             new_version = (Change("keep", SERVICE, svc, f"{version} serves"),)
             entry = Change("keep", ENDPOINT, svc, f"{version} takes all traffic")
         else:
+            p.check_instance_type()
             number = live.latest_version + 1
             new_version = (
                 Change(
