@@ -468,3 +468,51 @@ def test_at_most_max_queue_size_items_wait_beyond_which_refusal_is_at_once() -> 
             await b.stop()
 
     asyncio.run(run())
+
+
+def test_no_more_wait_than_the_queue_takes_within_the_wait_beyond_which_refusal_is_at_once() -> (
+    None
+):
+    """A request that would wait behind more than ``queue_wait_ms`` of the workers' measured
+    work is refused at once: under overload it would only be refused after the wait."""
+    gate = threading.Event()
+    gate.set()
+
+    def slow(items: list[int]) -> Sequence[int]:  # about 10 items a second, then the gate
+        time.sleep(0.1)
+        gate.wait(timeout=10)
+        return [i * 10 for i in items]
+
+    async def run() -> None:
+        b = Batcher(slow, max_batch_size=1, max_delay_ms=0, max_queue_size=20, queue_wait_ms=500)
+        assert b.waiting_room == 20  # no estimate before the first batch
+        b.start()
+        try:
+            assert await b.submit([1]) == [10]
+            rate = b.taken_per_second
+            assert 2.0 < rate <= 10.5, rate  # 10/s unless the machine is very busy
+            room = b.waiting_room
+            assert room == int(rate * 0.5) and 1 <= room <= 5
+            gate.clear()  # the next batch blocks: the queue stays as it is
+            queued = [asyncio.ensure_future(b.submit([i])) for i in range(21)]  # one runs
+            await asyncio.sleep(0.01)
+            _until(lambda: b.queue_depth == 20)
+            waiters: list[asyncio.Future[list[int]]] = []
+            while not b.refuses_now():
+                waiters.append(asyncio.ensure_future(b.submit([100 + len(waiters)])))
+                await asyncio.sleep(0.01)
+                assert len(waiters) <= 20
+            assert len(waiters) == room == b.waiting_items < 20  # was 20: max_queue_size
+            assert not any(w.done() for w in waiters)
+            started = time.monotonic()
+            with pytest.raises(Overloaded):  # refused at once, not after the 500 ms wait
+                await b.submit([999])
+            assert time.monotonic() - started < 0.2
+            for f in (*waiters, *queued):
+                f.cancel()
+            await asyncio.gather(*waiters, *queued, return_exceptions=True)
+        finally:
+            gate.set()
+            await b.stop()
+
+    asyncio.run(run())
