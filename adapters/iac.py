@@ -28,12 +28,11 @@ if TYPE_CHECKING:
 TARGETS: dict[str, str] = {
     "aws": "adapters.sagemaker.iac:TARGET",
     "azure": "adapters.azureml.iac:TARGET",
+    "alibaba": "adapters.pai.iac:TARGET",
 }
 """Each cloud with a template, and where its :class:`IacTarget` lives (imported when used)."""
 
-PLANNED: dict[str, str] = {
-    "alibaba": "ROS template for the pai provider",
-}
+PLANNED: dict[str, str] = {}
 """Clouds whose template is still to come (issue 19), refused by name."""
 
 

@@ -35,8 +35,9 @@ def render(
     cloud: Annotated[
         str | None,
         typer.Option(
-            help=f"{', '.join(TARGETS)} ({', '.join(PLANNED)}: not yet). Default: the cloud "
-            "of aiaas.yaml's provider."
+            help=", ".join(TARGETS)
+            + (f" ({', '.join(PLANNED)}: not yet)" if PLANNED else "")
+            + ". Default: the cloud of aiaas.yaml's provider."
         ),
     ] = None,
     config: ConfigOpt = Path("aiaas.yaml"),

@@ -1,0 +1,356 @@
+"""The Alibaba Cloud template (iac/alibaba/template.json, ROS) and ``aiaas iac render --cloud
+alibaba`` (issue 19).
+
+Nothing offline deploys ROS, so the template is checked by what can be read from it:
+
+- the documented RAM policies (docs/providers/pai.md, parsed) against the template's roles,
+  statement for statement (a planted extra action is reported);
+- the function's settings against what the function tier and its packaging say: the
+  environment loaded through ``aiaas.config`` as a packaged function loads it, the custom
+  runtime's port and bootstrap as ``aiaas function package --target alibaba`` prints them;
+- the parameters ``aiaas iac render`` writes, against aiaas.yaml and the provider's own names.
+
+Not shown offline (Alibaba Cloud only: ``aliyun ros PreviewStack`` in the workflow): that ROS
+accepts each resource as written, the RAM policies' effect, Function Compute's start of the
+custom runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from adapters.iac import PLANNED, RenderOptions, cloud_of, iac_target
+from adapters.pai import SPEC, PaiSettings, names
+from adapters.pai.iac import (
+    DERIVED,
+    FREE,
+    TIMEOUT_MARGIN_S,
+    function_hash,
+    read_ros_parameters,
+    ros_parameters,
+)
+from adapters.pai.invoke import ENDPOINT_VARIABLE
+from aiaas.cli import app
+from aiaas.config import load_config
+from aiaas.errors import ConfigError
+from functions.auth import KEYS_ENV
+from functions.platforms.alibaba import PLATFORM
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "iac" / "alibaba" / "template.json"
+PAI_DOC = ROOT / "docs" / "providers" / "pai.md"
+BOOTSTRAP = ROOT / "templates" / "functions" / "alibaba" / "bootstrap"
+IMAGE = "registry.cn-hangzhou.aliyuncs.com/me/aiaas-server:0.1.0"
+RECORD = "k1:" + "ab" * 16 + ":" + "cd" * 32  # an API key record: <id>:<salt>:<sha256>
+
+
+def load_template() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(TEMPLATE.read_text())
+    return loaded
+
+
+# -- the documented RAM policies ---------------------------------------------------------------
+PLACEHOLDERS = {
+    "${Region}": "<region>",
+    "${ALIYUN::TenantId}": "<uid>",
+    "${ProjectHash}": "<hash6>",
+    "${BucketName}": "<bucket>",
+    "${BundlePrefix}": "<oss_prefix>",
+    "${ServiceName}": "<service>",
+}
+
+
+def as_documented(value: Any) -> Any:
+    """A template value in the doc's terms: ``Fn::Sub`` strings with its placeholders."""
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+        text = value["Fn::Sub"]
+        for sub, placeholder in PLACEHOLDERS.items():
+            text = text.replace(sub, placeholder)
+        return text
+    if isinstance(value, dict):
+        return {k: as_documented(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_documented(v) for v in value]
+    return value
+
+
+def documented_policies() -> list[dict[str, Any]]:
+    """The doc's two policies: the deploying identity's, then the function role's."""
+    text = PAI_DOC.read_text()
+    blocks = [json.loads(b) for b in re.findall(r"^```json\n(.*?)^```", text, re.M | re.S)]
+    return [b for b in blocks if isinstance(b, dict) and "Statement" in b]
+
+
+def role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    (policy,) = template["Resources"][role]["Properties"]["Policies"]
+    return list(policy["PolicyDocument"]["Statement"])
+
+
+def differences(ours: list[dict[str, Any]], doc: list[dict[str, Any]]) -> list[str]:
+    """How the template's statements differ from the doc's, statement by statement."""
+    ours = [as_documented(s) for s in ours]
+    problems = [f"statement {i}: template {a} != doc {b}"
+                for i, (a, b) in enumerate(zip(ours, doc, strict=False)) if a != b]  # fmt: skip
+    if len(ours) != len(doc):
+        problems.append(f"{len(ours)} statements in the template, {len(doc)} in the doc")
+    return problems
+
+
+def test_the_deploying_role_is_the_documented_policy_statement_for_statement() -> None:
+    deployer, _ = documented_policies()
+    assert (
+        differences(role_statements(load_template(), "DeployerRole"), deployer["Statement"]) == []
+    )
+
+
+def test_a_planted_extra_action_in_the_deploying_role_is_reported() -> None:
+    deployer, _ = documented_policies()
+    stmts = role_statements(load_template(), "DeployerRole")
+    stmts[3] = {**stmts[3], "Action": [*stmts[3]["Action"], "oss:DeleteObject"]}
+    (problem,) = differences(stmts, deployer["Statement"])
+    assert problem.startswith("statement 3:") and "oss:DeleteObject" in problem
+
+
+def test_the_function_role_may_only_describe_its_service_and_write_its_logs() -> None:
+    template = load_template()
+    role = template["Resources"]["FunctionRole"]
+    assert role["Condition"] == "HasFunction"
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Principal": {"Service": ["fc.aliyuncs.com"]},
+        }
+    ]
+    describe, logs = role_statements(template, "FunctionRole")
+    _, function = documented_policies()
+    assert differences([describe], function["Statement"]) == []
+    # Its own logstore only.
+    assert logs == {
+        "Effect": "Allow",
+        "Action": "log:PostLogStoreLogs",
+        "Resource": {"Fn::Sub": "acs:log:${Region}:${ALIYUN::TenantId}:project/${LogProject}/"
+                                "logstore/${Logstore.LogstoreName}"},
+    }  # fmt: skip
+    function_props = template["Resources"]["Function"]["Properties"]
+    assert function_props["Role"] == {"Fn::GetAtt": ["FunctionRole", "Arn"]}
+    assert function_props["LogConfig"]["Logstore"] == {"Fn::GetAtt": ["Logstore", "LogstoreName"]}
+
+
+def test_the_deploying_role_trusts_github_or_the_account() -> None:
+    trust = load_template()["Resources"]["DeployerRole"]["Properties"]["AssumeRolePolicyDocument"]
+    ((condition, github, account),) = [s["Fn::If"] for s in trust["Statement"]]
+    assert condition == "TrustsGitHub"
+    assert github["Principal"] == {"Federated": [{"Ref": "GitHubOidcProviderArn"}]}
+    assert github["Condition"]["StringEquals"] == {
+        "oidc:aud": "sts.aliyuncs.com",
+        "oidc:iss": "https://token.actions.githubusercontent.com",
+        "oidc:sub": {"Ref": "GitHubSubject"},
+    }
+    assert account["Principal"] == {"RAM": [{"Fn::Sub": "acs:ram::${ALIYUN::TenantId}:root"}]}
+
+
+def test_the_bucket_is_private_encrypted_versioned_and_expires_old_versions() -> None:
+    bucket = load_template()["Resources"]["Bucket"]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert props["AccessControl"] == "private" and props["BlockPublicAccess"] is True
+    assert props["ServerSideEncryptionConfiguration"] == {"SSEAlgorithm": "AES256"}
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    (rule,) = props["LifecycleConfiguration"]["Rule"]
+    # The provider's bundles: <oss_prefix>/<version>/model.tar.gz, manifests and zips beside.
+    assert rule["Prefix"] == {"Fn::Sub": "${BundlePrefix}/"} and rule["Status"] == "Enabled"
+    assert rule["NoncurrentVersionExpiration"] == {
+        "NoncurrentDays": {"Ref": "NoncurrentBundleDays"}
+    }
+    assert rule["Expiration"]["Fn::If"][0] == "ExpiresBundles"
+
+
+# -- the function, as the function tier and its packaging see it -------------------------------
+def test_the_function_runs_the_packaged_bootstrap_as_packaging_says() -> None:
+    """The custom runtime: FC starts /code/bootstrap, which serves on port 9000 (the handler
+    line ``aiaas function package`` prints) with the runtime's python3 of --python."""
+    from functions.alibaba_fc import FC_PORT
+
+    template = load_template()
+    props = template["Resources"]["Function"]["Properties"]
+    assert props["CustomRuntimeConfig"] == {"Command": ["/code/bootstrap"], "Port": FC_PORT}
+    assert PLATFORM.package is not None
+    handler = PLATFORM.package.handler.format(python="3.11", arch="x86_64")
+    assert f"port {FC_PORT}" in handler and "./bootstrap" in handler
+    assert "python3.11 as python3" in handler
+    assert "exec python3 -m functions.alibaba_fc" in BOOTSTRAP.read_text()
+    runtimes = template["Mappings"]["PythonRuntimes"]
+    assert set(runtimes) == set(template["Parameters"]["FunctionPython"]["AllowedValues"])
+    # custom.debian12's /usr/bin/python3 is 3.11; 3.12 lives under /opt/python3.12.
+    assert runtimes["python3.11"] == {
+        "Runtime": "custom.debian12",
+        "Path": "/usr/local/bin:/usr/bin:/bin",
+    }
+    assert runtimes["python3.12"]["Path"].startswith("/opt/python3.12/bin:")
+    assert props["Code"] == {
+        "OssBucketName": {"Fn::GetAtt": ["Bucket", "Name"]},
+        "OssObjectName": {"Ref": "FunctionCodeKey"},
+    }
+    trigger = template["Resources"]["Trigger"]["Properties"]
+    assert trigger["TriggerType"] == "http"
+    assert trigger["TriggerConfig"]["authType"] == {"Ref": "FunctionAuthType"}
+    assert template["Outputs"]["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["Trigger", "UrlInternet"]}
+
+
+def test_the_environment_is_what_the_function_tier_reads(tmp_path: Path) -> None:
+    """The template's variables, its references filled for one deployment, loaded through
+    aiaas.config as the packaged function loads its config and overrides: the function runs
+    provider pai for the deployment, and its service is the template's ServiceName."""
+    template = load_template()
+    variables = template["Resources"]["Function"]["Properties"]["EnvironmentVariables"]
+    assert set(variables) == {"AIAAS_PROVIDER", "AIAAS_DEPLOYMENT", KEYS_ENV, ENDPOINT_VARIABLE,
+                              "PATH"}  # fmt: skip
+    assert ENDPOINT_VARIABLE in SPEC.invoke_environment
+    assert variables[KEYS_ENV] == {"Ref": "ApiKeyHashes"}
+    assert template["Parameters"]["ApiKeyHashes"]["NoEcho"] is True
+    assert variables[ENDPOINT_VARIABLE] == {"Ref": "EasEndpoint"}
+    folder = project(tmp_path)
+    rendered = render_cli("-c", str(folder), "--cloud", "alibaba")
+    filled = {"DeploymentName": rendered["DeploymentName"]}
+    pinned = ("AIAAS_PROVIDER", "AIAAS_DEPLOYMENT")
+    env = {k: filled[v["Ref"]] if isinstance(v, dict) else v
+           for k, v in variables.items() if k in pinned}  # fmt: skip
+    raw = yaml.safe_load((folder / "aiaas.yaml").read_text())
+    (folder / "aiaas.yaml").write_text(yaml.safe_dump(raw | {"provider": "local"}))
+    cfg = load_config(folder, env=env)
+    assert cfg.provider == "pai"
+    light = PaiSettings.read(cfg.provider_sections()["pai"])
+    assert names.service_name(env["AIAAS_DEPLOYMENT"], light) == rendered["ServiceName"]
+
+
+# -- aiaas iac render --cloud alibaba ----------------------------------------------------------
+def project(tmp_path: Path, **pai: Any) -> Path:
+    """A project whose aiaas.yaml drives the pai provider."""
+    section = {"region": "cn-hangzhou", "oss_bucket": "my-models", "image": IMAGE} | pai
+    config = {
+        "model": {"name": "minilm", "entrypoint": "model:Model"},
+        "provider": "pai",
+        "pai": section,
+    }
+    folder = tmp_path / "project"
+    folder.mkdir(exist_ok=True)
+    (folder / "aiaas.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def render_cli(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """``aiaas iac render ...``: the parameters of the file it wrote."""
+    result = CliRunner().invoke(app, ["iac", "render", *args], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = Path(args[args.index("-o") + 1]).read_text() if "-o" in args else result.stdout
+    return read_ros_parameters(out)
+
+
+def _section() -> Any:
+    from adapters.pai.settings import PaiSection
+
+    return PaiSection
+
+
+def test_rendered_parameters_are_the_templates_and_the_providers_names(tmp_path: Path) -> None:
+    folder = project(tmp_path, workspace_id="123456", oss_prefix="team-a", prefix="proj")
+    zipped = tmp_path / "function-alibaba-x86_64.zip"
+    zipped.write_bytes(b"PK")
+    out = tmp_path / "params.txt"
+    result = CliRunner().invoke(
+        app,
+        ["iac", "render", "-c", str(folder), "-o", str(out), "--function-zip", str(zipped),
+         "--set", "FunctionMemoryMB=1024", "--set", "EasEndpoint=http://x.vpc"],
+        env={KEYS_ENV: RECORD},
+    )  # fmt: skip
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert out.stat().st_mode & 0o777 == 0o600  # it holds the keys' hashes
+    params = read_ros_parameters(out.read_text())
+    template_params = load_template()["Parameters"]
+    assert set(params) <= set(template_params)
+    # Every parameter is derived from aiaas.yaml, set by hand, or the zip's/keys'.
+    assert set(template_params) == DERIVED | FREE | {"FunctionCodeKey", "ApiKeyHashes"}
+    assert set(params) >= DERIVED
+    assert all("Default" in p for k, p in template_params.items() if k not in DERIVED)
+    # The provider's own names, from the same aiaas.yaml.
+    settings = load_config(folder).provider_settings("pai", _section())
+    assert cloud_of("pai") == "alibaba"
+    assert params["Region"] == settings.region == "cn-hangzhou"
+    assert params["DeploymentName"] == "minilm"
+    assert params["ServiceName"] == names.service_name("minilm", settings)
+    assert params["ServiceName"] == f"minilm_{names.project_hash(settings)}"
+    assert params["ProjectHash"] == names.project_hash(settings)
+    assert params["FunctionHash"] == function_hash(params["ServiceName"])
+    assert params["BucketName"] == settings.oss_bucket
+    assert params["BundlePrefix"] == settings.oss_prefix == "team-a"
+    assert float(params["FunctionTimeoutS"]) == load_config(folder).function.invoke_timeout_s + (
+        TIMEOUT_MARGIN_S
+    )
+    assert params["FunctionAuthType"] == "anonymous"  # function.auth: api_key
+    assert params["FunctionPython"] == "python3.11"
+    assert re.fullmatch(r"team-a/functions/[0-9a-f]{64}/function-alibaba-x86_64\.zip",
+                        params["FunctionCodeKey"])  # fmt: skip
+    assert params["ApiKeyHashes"] == RECORD
+    assert (params["FunctionMemoryMB"], params["EasEndpoint"]) == ("1024", "http://x.vpc")
+    # Each derived value passes the template's own pattern for it.
+    for name in DERIVED:
+        pattern = template_params[name].get("AllowedPattern")
+        assert pattern is None or re.fullmatch(pattern, params[name]), (name, params[name])
+        allowed = template_params[name].get("AllowedValues")
+        assert allowed is None or params[name] in allowed, name
+    assert f"aliyun oss cp {zipped} oss://my-models/{params['FunctionCodeKey']}" in result.stderr
+    assert "aliyun ros CreateStack --RegionId cn-hangzhou" in result.stderr
+
+
+def test_the_parameter_file_is_what_the_aliyun_cli_takes() -> None:
+    text = ros_parameters({"A": "1", "B": "x y"})
+    assert text.splitlines() == [
+        "--Parameters.1.ParameterKey", "A", "--Parameters.1.ParameterValue", "1",
+        "--Parameters.2.ParameterKey", "B", "--Parameters.2.ParameterValue", "x y",
+    ]  # fmt: skip
+    assert read_ros_parameters(text) == {"A": "1", "B": "x y"}
+    with pytest.raises(ConfigError, match="parameter B: a value on one line"):
+        ros_parameters({"B": "x\ny"})
+
+
+def test_render_refuses_what_the_template_cannot_follow(tmp_path: Path) -> None:
+    alibaba = iac_target("alibaba")
+    assert "alibaba" not in PLANNED
+    cfg = load_config(project(tmp_path, oss_prefix=""))
+    with pytest.raises(ConfigError, match=r"pai\.oss_prefix: empty"):
+        alibaba.render(cfg, RenderOptions(deployment="minilm"))
+    cfg = load_config(project(tmp_path))
+    cases = {
+        "--set ServiceName: comes from aiaas.yaml": {"values": {"ServiceName": "x"}},
+        "--set ApiKeyHashes: comes from `aiaas keys`": {"values": {"ApiKeyHashes": "x"}},
+        "--set FunctionCodeKey: comes from --function-zip": {"values": {"FunctionCodeKey": "x"}},
+        "--set nope: not a parameter of iac/alibaba/template.json": {"values": {"nope": "x"}},
+        "--set FunctionMemoryMB=big: a whole number": {"values": {"FunctionMemoryMB": "big"}},
+        "--python 3.13": {"python": "3.13"},
+        "--arch: arm64; Function Compute's custom runtime runs x86_64 only": {"arch": "arm64"},
+    }
+    for expected, options in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            alibaba.render(cfg, RenderOptions(deployment="minilm", **options))  # type: ignore[arg-type]
+    arm_zip = tmp_path / "function-alibaba-arm64.zip"
+    arm_zip.write_bytes(b"PK")
+    with pytest.raises(ConfigError, match="runs x86_64 only"):
+        alibaba.render(cfg, RenderOptions(deployment="minilm", function_zip=arm_zip))
+    with pytest.raises(ConfigError, match="gives PAI-EAS service"):
+        alibaba.render(cfg, RenderOptions(deployment="Not-A-Name"))
+    with pytest.raises(ConfigError, match="over Function Compute's 4096"):
+        alibaba.render(cfg, RenderOptions(deployment="minilm", api_keys=",".join([RECORD] * 40)))
+    # function.auth platform: the trigger asks Function Compute's own signature.
+    folder = project(tmp_path)
+    raw = yaml.safe_load((folder / "aiaas.yaml").read_text())
+    (folder / "aiaas.yaml").write_text(yaml.safe_dump(raw | {"function": {"auth": "platform"}}))
+    rendered = alibaba.render(load_config(folder), RenderOptions(deployment="minilm"))
+    assert rendered.parameters["FunctionAuthType"] == "function"
