@@ -11,7 +11,15 @@
   every template and workflow parsed and checked, and no failed check unless it is skipped
   with a written reason (a template's ``Metadata``: ``checkov: skip: [{id, comment}]``; a
   workflow's comment ``# checkov:skip=ID: reason``). checkov reads workflows only under
-  ``.github/workflows/``, so it runs on a copy laid out as a repository would hold them.
+  ``.github/workflows/``, so it runs on a copy laid out as a repository would hold them;
+- the **ARM** checks of ``iac/check_arm.py`` on every ARM template (``<dir>/azure/*.json``),
+  and the **ROS** check of ``iac/check_ros.py`` on every ROS template (``<dir>/alibaba/*.json``):
+  resource types, property names, required properties, ``Fn::GetAtt`` attributes and every
+  reference against a vendored subset of the ROS resource catalogue, plus the project's own
+  rules (a custom runtime for the function, the HTTP trigger's ``authType``, the OSS ACL).
+  checkov has no ROS support (its frameworks include CloudFormation, ARM and Terraform's
+  alicloud provider, not ROS), so the ROS template has no security scan here: what one
+  would check (a private, encrypted bucket, the roles' policies) is tests/test_iac_alibaba.py's.
 
 ``make iac-check`` runs this with the tests' network guard on ``PYTHONPATH``: a checker that
 reaches for the network fails. Exit status 1 when any check finds a problem, each printed.
@@ -19,7 +27,8 @@ A folder without workflows (or without templates) skips the checkers that have n
 check; one with neither fails.
 
     python iac/check.py [--cfn-lint PATH] [--checkov PATH] [--node PATH] [--actionlint DIR]
-                        [--only cfn-lint|checkov|actionlint] [DIR]
+                        [--only cfn-lint|checkov|actionlint|arm-schema|checkov-arm|ros-schema]
+                        [DIR]
 """
 
 from __future__ import annotations
@@ -213,13 +222,23 @@ def main(argv: list[str] | None = None) -> int:
         default=bin_dir.parent / "actionlint" / "node_modules" / "@tktco" / "node-actionlint",
         help="the npm package's folder",
     )
-    parser.add_argument("--only", choices=("cfn-lint", "checkov", "actionlint"))
+    parser.add_argument(
+        "--only",
+        choices=("cfn-lint", "checkov", "actionlint", "arm-schema", "checkov-arm", "ros-schema"),
+    )
     args = parser.parse_args(argv)
     folder = args.folder.resolve()
     templates = cloudformation_templates(folder)
     flows = workflows(folder)
-    if not templates and not flows:
-        print(f"{folder}: no CloudFormation template (aws/*.yaml) and no workflow (github/*.yml)")
+    others: dict[str, tuple[str, Callable[[], list[str]]]] = {
+        **__import__("check_arm").checks(folder, args.checkov),  # ARM: iac/check_arm.py
+        **__import__("check_ros").checks(folder),  # ROS: iac/check_ros.py
+    }
+    if not templates and not flows and not others:
+        print(
+            f"{folder}: no template (aws/*.yaml, azure/*.json, alibaba/*.json) and no "
+            "workflow (github/*.yml)"
+        )
         return 1
     checks: dict[str, tuple[str, Callable[[], list[str]]]] = {}
     counted = ", ".join(
@@ -237,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(flows)} workflow(s)",
             lambda: run_actionlint(args.node, args.actionlint, folder, flows),
         )
-    checks["checkov"] = (counted, lambda: run_checkov(args.checkov, folder, templates, flows))
-    checks.update(__import__("check_arm").checks(folder, args.checkov))  # ARM: iac/check_arm.py
+    if templates or flows:
+        checks["checkov"] = (counted, lambda: run_checkov(args.checkov, folder, templates, flows))
+    checks.update(others)
     chosen = {name: check for name, check in checks.items() if args.only in (None, name)}
     start = time.monotonic()
     with ThreadPoolExecutor(len(chosen)) as pool:  # each a process of its own: side by side

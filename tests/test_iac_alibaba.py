@@ -1,8 +1,14 @@
 """The Alibaba Cloud template (iac/alibaba/template.json, ROS) and ``aiaas iac render --cloud
 alibaba`` (issue 19).
 
-Nothing offline deploys ROS, so the template is checked by what can be read from it:
+Nothing offline deploys ROS, so the template is checked by what can be read from it, each
+check shown to catch a planted mistake so that none passes silently:
 
+- ``iac/check_ros.py``'s schema check (``make iac-check``, through ``iac/check.py``): resource
+  types, property names, required properties, ``Fn::GetAtt`` attributes and every reference
+  against ``iac/alibaba/schemas/ros-subset.json`` (the ROS catalogue of alibabacloud-ros-tran),
+  and the project's rules for what no catalogue checks (the function's custom runtime, the
+  HTTP trigger's authType, the OSS ACL);
 - the documented RAM policies (docs/providers/pai.md, parsed) against the template's roles,
   statement for statement (a planted extra action is reported);
 - the function's settings against what the function tier and its packaging say: the
@@ -17,8 +23,11 @@ custom runtime.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +63,102 @@ RECORD = "k1:" + "ab" * 16 + ":" + "cd" * 32  # an API key record: <id>:<salt>:<
 def load_template() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(TEMPLATE.read_text())
     return loaded
+
+
+def _script(path: Path) -> Any:
+    """One of iac/'s scripts as a module (iac/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check_ros = _script(ROOT / "iac" / "check_ros.py")
+
+
+# -- iac/check_ros.py: the schema check --------------------------------------------------------
+def schema_problems(folder: Path) -> list[str]:
+    problems: list[str] = check_ros.run_schema_check(folder, check_ros.ros_templates(folder))
+    return problems
+
+
+def test_the_committed_template_passes_the_schema_check() -> None:
+    assert schema_problems(ROOT / "iac") == []
+    subset = json.loads(check_ros.SCHEMAS.read_text())
+    assert subset["source"].startswith("alibabacloud-ros-tran 0.28.1")
+    assert subset["licence"].startswith("Apache-2.0")
+    # Every resource type of the template is in the vendored subset, with its required list.
+    used = {r["Type"] for r in load_template()["Resources"].values()}
+    assert used <= set(subset["resourceTypes"])
+    assert all(subset["resourceTypes"][t]["required"] for t in used)
+
+
+PLANTS = {
+    # (what is replaced, by what): the problem reported
+    ('"Type": "ALIYUN::SLS::Logstore"', '"Type": "ALIYUN::SLS::LogStore"'):
+        "Resources.Logstore: type 'ALIYUN::SLS::LogStore' is not one the catalogue knows "
+        "(did you mean ALIYUN::SLS::Logstore?)",
+    ('"InternetAccess": true', '"InternetAcess": true'):
+        "Resources.Function.Properties.InternetAcess: not a property the catalogue knows "
+        "(did you mean InternetAccess?)",
+    ('"EnableRequestMetrics": true', '"EnableRequestMetric": true'):  # inside a known Map
+        "Resources.Function.Properties.LogConfig.EnableRequestMetric: not a property",
+    ('"Fn::GetAtt": ["Trigger", "UrlInternet"]', '"Fn::GetAtt": ["Trigger", "Url"]'):
+        "Trigger.Url: not an attribute of ALIYUN::FC3::Trigger",
+    ('"AIAAS_PAI_ENDPOINT": {"Ref": "EasEndpoint"}', '"AIAAS_PAI_ENDPOINT": {"Ref": "EasEndpont"}'):
+        "Ref 'EasEndpont' names no parameter, resource or pseudo parameter (did you mean "
+        "EasEndpoint?)",
+    ('resource/*/service/*_${ProjectHash}"}', 'resource/*/service/*_${ProjectHsh}"}'):
+        "${ProjectHsh} names no parameter, resource or pseudo parameter",
+    ('"Condition": "HasFunction",\n      "Properties": {\n        "Name"',
+     '"Condition": "HasFunctio",\n      "Properties": {\n        "Name"'):
+        "Resources.LogProject.Condition: condition 'HasFunctio' is not declared",
+    ('"Handler": "index.handler",', ""): "Handler is required (ALIYUN::FC3::Function)",
+    ('"python3.12": {"Runtime": "custom.debian12"', '"python3.12": {"Runtime": "python3.12"'):
+        "Runtime: 'python3.12': the packaged function's bootstrap needs a custom runtime",
+    ('"AllowedValues": ["anonymous", "function"]', '"AllowedValues": ["anonymous", "none"]'):
+        "TriggerConfig.authType: 'none': not an HTTP trigger's authType",
+    ('"AccessControl": "private"', '"AccessControl": "public"'):
+        "Resources.Bucket.Properties.AccessControl: 'public': not an OSS ACL",
+}  # fmt: skip
+
+
+def planted(tmp_path: Path) -> Path:
+    """A copy of the template with every planted mistake, beside a broken file."""
+    text = TEMPLATE.read_text()
+    for old, new in PLANTS:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (tmp_path / "alibaba").mkdir()
+    (tmp_path / "alibaba" / "template.json").write_text(text)
+    (tmp_path / "alibaba" / "broken.json").write_text(TEMPLATE.read_text()[:-40])
+    return tmp_path
+
+
+def test_planted_mistakes_fail_the_schema_check(tmp_path: Path) -> None:
+    problems = schema_problems(planted(tmp_path))
+    expected = ["alibaba/broken.json: not JSON", *PLANTS.values()]
+    for one in expected:
+        assert sum(one in p for p in problems) == 1, (one, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_each_planted_mistake_fails_make_iac_check(tmp_path: Path) -> None:
+    """iac/check.py as make iac-check runs it (a real process, under the network guard), on a
+    folder with the planted template alone: its ros-schema check fails with each mistake,
+    and nothing else runs (no CloudFormation template, no workflow). make iac-check shows the
+    committed template clean."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "iac" / "check.py"), str(planted(tmp_path))],
+        capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": str(ROOT / "tests" / "guarded_site"), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    header, *found = [line for line in r.stdout.splitlines() if not line.startswith("iac-check")]
+    assert header.startswith("ros-schema: 2 ROS template(s), 12 problem(s)"), r.stdout
+    for one in ["not JSON", *PLANTS.values()]:
+        assert sum(one in line for line in found) == 1, (one, r.stdout)
 
 
 # -- the documented RAM policies ---------------------------------------------------------------
