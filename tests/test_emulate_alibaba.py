@@ -1,10 +1,11 @@
-"""``aiaas emulate alibaba`` as docs/rehearse.md runs it: the emulated PAI-EAS and OSS in
-their own process, serving the region and bucket of the project's ``pai:`` section (written
-for the real cloud: no endpoint in it), and the pai provider reaching them through the
+"""``aiaas emulate alibaba`` as docs/rehearse.md runs it: the emulated PAI-EAS and OSS
+serving the region and bucket of the project's ``pai:`` section (written for the real cloud:
+no endpoint in it) and every ``--bucket``, and the pai provider reaching them through the
 variables it prints alone (``AIAAS_PAI_EAS_URL``, ``AIAAS_PAI_OSS_URL``, the access key), with
-the real SDKs: the bundle uploaded to OSS, the services listed on EAS. Then SIGTERM. No
-service is created here (tests/test_pai_invoke.py runs one on the emulator in-process); the
-refusals run ``main`` in this process (no second process start)."""
+the real SDKs: the bundle uploaded to OSS, the services listed on EAS. Then SIGTERM. ``main``
+runs in this process; the command in a process of its own, deploying, invoking and deleting
+through it, is tests/test_iac_workflow.py's run of the workflow's rehearse job. The refusals
+run ``main`` here too."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +25,6 @@ from aiaas.bundle import BuiltBundle
 from aiaas.config import load_config
 from emulators.cli import main
 
-AIAAS = str(Path(sys.executable).with_name("aiaas"))
 REGION = "cn-shanghai"  # not the emulator's default: the project's is served
 BUCKET = "rehearsal-bundles"
 PAI_YAML = f"""model:
@@ -55,21 +55,37 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_emulate_alibaba_serves_the_projects_region_and_bucket(
-    project: Path, probe_bundle: BuiltBundle, monkeypatch: pytest.MonkeyPatch
+    project: Path,
+    probe_bundle: BuiltBundle,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """``main`` in this process, as ``aiaas emulate alibaba -c <project> --bucket ...`` runs it
+    (tests/test_iac_workflow.py runs the command itself, in the rehearse job, and deploys
+    through it); a thread is the user's shell: it waits for the exports, uses them, then sends
+    this process the SIGTERM that stops the emulator (the handler ``main`` installed)."""
     env_file = project.parent / "alibaba.env"
-    command = [AIAAS, "emulate", "alibaba", "-c", str(project), "--bucket", "extra-bucket"]
-    command += ["--env-file", str(env_file), "--workdir", str(project.parent / "cloud")]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=project.parent
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not env_file.exists() or not env_file.read_text().endswith("\n"):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the emulator never printed its variables"
-            time.sleep(0.05)
-        env = _exports(env_file.read_text())
+    argv = ["alibaba", "-c", str(project), "--bucket", "extra-bucket"]
+    argv += ["--env-file", str(env_file), "--workdir", str(project.parent / "cloud")]
+    returned = threading.Event()
+    failures: list[BaseException] = []
+
+    def shell() -> None:
+        try:
+            deadline = time.monotonic() + 60
+            while not env_file.exists() or not env_file.read_text().endswith("\n"):
+                if returned.is_set():
+                    return  # main gave up: no handler of its own to signal
+                assert time.monotonic() < deadline, "the emulator never printed its variables"
+                time.sleep(0.02)
+            try:
+                use(_exports(env_file.read_text()))
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)
+        except BaseException as exc:  # raised in the test's thread below
+            failures.append(exc)
+
+    def use(env: dict[str, str]) -> None:
         assert set(env) == {
             "AIAAS_PAI_EAS_URL",
             "AIAAS_PAI_OSS_URL",
@@ -103,10 +119,21 @@ def test_emulate_alibaba_serves_the_projects_region_and_bucket(
         sessions = provider._oss_http
         provider.close()
         assert sessions.session is None and not provider.clients_open
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=shell, daemon=True)
+    thread.start()
+    try:
+        code = main(argv)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+        returned.set()
+        thread.join(timeout=60)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    if failures:
+        raise failures[0]
+    out, err = capsys.readouterr()
+    assert code == 0, err
     assert out == env_file.read_text()
     assert f"region {REGION}, buckets: {BUCKET}, extra-bucket." in err
     assert "Traceback" not in err

