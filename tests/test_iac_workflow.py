@@ -9,9 +9,12 @@
 - the rehearse job itself, end to end, for every cloud: its ``run:`` steps by bash as the
   runner runs them, against real ``aiaas emulate <cloud>`` processes on 127.0.0.1, side by
   side (this is where the CLI-level rehearsal of each emulator is tested);
-- the workflow's shape: OIDC only, ``id-token: write`` only where a role is assumed, actions
-  pinned to full release tags, one concurrency group per environment, azure and alibaba
-  refused by name, the deploying role read from the template's output.
+- the steps of each cloud's image, validate and deploy jobs that need no cloud (what
+  aiaas.yaml names, the template's parameters), run as the runner runs them;
+- the workflow's shape: OIDC only (each cloud's own sign-in action), ``id-token: write`` only
+  where a cloud is signed in to, actions pinned to full release tags, one concurrency group
+  per environment, the cloud and its provider chosen by the input or aiaas.yaml, the model
+  deployed as the template's deploying identity.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -82,7 +86,7 @@ def test_each_workflow_checker_fails_its_planted_mistake(tmp_path: Path) -> None
         "  rehearse:\n    needs: test\n", "  rehearse:\n    needs: test\n    run-on: x\n"
     )
     planted = planted.replace(
-        "needs.validate.outputs.region }}", "needs.validate.outputs.regoin }}"
+        "needs.aws-validate.outputs.region }}", "needs.aws-validate.outputs.regoin }}"
     )
     planted, removed = re.subn(r"(# checkov:skip=CKV_GHA_7):[^\n]+", r"\1", planted)
     assert removed == 1 and planted.count("regoin") == 2 and "run-on: x" in planted
@@ -158,6 +162,7 @@ EXPANDED = {
     "OIDC_PROVIDER_ARN": (
         "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
     ),
+    "DEPLOYER": "11111111-1111-1111-1111-111111111111",
 }
 
 
@@ -189,36 +194,56 @@ def expanded(lines: list[str], cwd: Path) -> list[list[str]]:
 
 
 def test_every_aiaas_line_of_the_workflow_parses(tmp_path: Path) -> None:
-    lines = [
-        line
-        for job in jobs().values()
-        for step in job["steps"]
-        for line in aiaas_lines(step.get("run", ""))
-    ]
-    calls = expanded(lines, tmp_path)
-    assert len(calls) == len(lines)
-    for args in calls:
-        parse(args)
+    """Each job's ``aiaas`` lines, expanded, parse with the real CLI; each cloud's jobs render
+    its own template, deploy the bundle the test job built with its own provider, and render
+    with the zip the test job packaged."""
+    calls: dict[str, list[list[str]]] = {}
+    for name, job in jobs().items():
+        lines = [line for step in job["steps"] for line in aiaas_lines(step.get("run", ""))]
+        calls[name] = expanded(lines, tmp_path) if lines else []
+        assert len(calls[name]) == len(lines)
+        for args in calls[name]:
+            parse(args)
+    everything = [args for job in calls.values() for args in job]
     commands = {
         " ".join(args[:2]) if args[0] in {"iac", "function", "bundle"} else args[0]
-        for args in calls
+        for args in everything
     }
     assert commands == {
         "bundle build", "function package", "emulate", "deploy", "status", "invoke", "iac render"
     }  # fmt: skip
-    (render,) = [args for args in calls if args[:2] == ["iac", "render"]]
-    assert render[render.index("--cloud") + 1] == "aws"
-    assert f"GitHubSubject={EXPANDED['SUBJECT']}" in render
-    assert f"GitHubOidcProviderArn={EXPANDED['OIDC_PROVIDER_ARN']}" in render
-    # The bundle the test job built is the one rehearsed and the one deployed.
-    (bundle,) = [args for args in calls if args[:2] == ["bundle", "build"]]
-    deploys = [args for args in calls if args[0] == "deploy"]
-    assert len(deploys) == 2
-    for args in deploys:
-        assert args[args.index("--bundle") + 1] == bundle[bundle.index("-o") + 1]
-    (package,) = [args for args in calls if args[:2] == ["function", "package"]]
-    # render reads the architecture from the zip's name: the one package wrote.
-    assert package[package.index("-o") + 1] == render[render.index("--function-zip") + 1]
+    (bundle,) = [args for args in calls["test"] if args[:2] == ["bundle", "build"]]
+    (package,) = [args for args in calls["test"] if args[:2] == ["function", "package"]]
+    zip_of = package[package.index("-o") + 1]  # $CLOUD as aws here
+    # The bundle the test job built is the one rehearsed and the one deployed, every cloud.
+    deploys = {name: [a for a in job if a[0] == "deploy"] for name, job in calls.items()}
+    assert {name: len(found) for name, found in deploys.items() if found} == {
+        "rehearse": 1, "aws-deploy": 1, "azure-deploy": 1, "alibaba-deploy": 1
+    }  # fmt: skip
+    providers = {
+        "rehearse": EXPANDED["PROVIDER"],
+        **{f"{c}-deploy": p for c, p in PROVIDERS.items()},
+    }
+    for name, (args,) in ((n, d) for n, d in deploys.items() if d):
+        assert args[args.index("--bundle") + 1] == bundle[bundle.index("-o") + 1], name
+        assert args[args.index("--provider") + 1] == providers[name], name
+    renders = {name: [a for a in job if a[:2] == ["iac", "render"]] for name, job in calls.items()}
+    assert {name: len(found) for name, found in renders.items() if found} == {
+        "aws-validate": 1, "azure-validate": 1, "azure-deploy": 1,
+        "alibaba-validate": 1, "alibaba-deploy": 1,
+    }  # fmt: skip
+    for name, found in renders.items():
+        for args in found:
+            cloud = args[args.index("--cloud") + 1]
+            assert name.startswith(cloud + "-"), (name, args)
+            if cloud == "azure":  # the deploying identity the template gives its roles to
+                assert f"deployerPrincipalId={EXPANDED['DEPLOYER']}" in args
+                continue
+            assert f"GitHubSubject={EXPANDED['SUBJECT']}" in args
+            assert f"GitHubOidcProviderArn={EXPANDED['OIDC_PROVIDER_ARN']}" in args
+            # render reads the architecture from the zip's name: the one package wrote.
+            zip_path = args[args.index("--function-zip") + 1]
+            assert zip_path == zip_of.replace("-aws-", f"-{cloud}-"), (name, zip_path)
 
 
 def test_the_rehearse_job_runs_the_commands_the_docs_show(tmp_path: Path) -> None:
@@ -352,6 +377,7 @@ class Runner:
         self.workspace = workspace
         self.context = dict(context)
         self.exported: dict[str, str] = {}
+        self.outputs: dict[str, str] = {}
         self.failed = False
         self.results: dict[str, subprocess.CompletedProcess[str]] = {}
         (workspace / "home").mkdir()
@@ -364,6 +390,8 @@ class Runner:
             "TRANSFORMERS_OFFLINE": "1",
             "GITHUB_WORKSPACE": str(workspace),
             "RUNNER_TEMP": str(workspace / "runner-temp"),
+            "PIP_NO_INDEX": "1",  # a pip install of what .venv holds passes; anything else fails
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             **guard_environment(),
         }
         self.env.update(self._env(flow.get("env", {})))
@@ -387,7 +415,9 @@ class Runner:
         github_env.write_text("")
         env = {**self.env, **self.exported, **self._env(step.get("env", {}))}
         env["GITHUB_ENV"] = str(github_env)
-        env["GITHUB_OUTPUT"] = str(self.workspace / "github-output")
+        github_output = self.workspace / "github-output"
+        github_output.write_text("")
+        env["GITHUB_OUTPUT"] = str(github_output)
         done = subprocess.run(
             ["bash", "-e", str(script)],
             cwd=self.workspace, env=env, capture_output=True, text=True, timeout=300,
@@ -398,6 +428,12 @@ class Runner:
             key, _, value = line.partition("=")
             assert key and "<<" not in key, line
             self.exported[key] = value
+        for line in github_output.read_text().splitlines():
+            key, _, value = line.partition("=")
+            assert key and "<<" not in key, line
+            self.outputs[key] = value
+            if "id" in step:
+                self.context[f"steps.{step['id']}.outputs.{key}"] = value
 
     def ok(self, name: str) -> str:
         """The output of step ``name``, which must have run and passed."""
@@ -495,78 +531,188 @@ def test_the_rehearse_job_runs_end_to_end_for_every_cloud(
     assert "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true" in alibaba.read_text()
 
 
+LOCAL_STEPS = {
+    "aws-image": "image", "aws-validate": "params",
+    "azure-image": "image", "azure-validate": "params", "azure-deploy": "params",
+    "alibaba-image": "image", "alibaba-validate": "params", "alibaba-deploy": "params",
+}  # fmt: skip
+"""The steps of the cloud jobs that need no cloud (by id): what aiaas.yaml names, and the
+template's parameters rendered from it."""
+
+
+def local_step(job: str, workspace: Path, project: Path) -> Runner:
+    """Job ``job``'s step ``LOCAL_STEPS[job]``, run in a workspace of its own with the project,
+    its bundle and a zip packaged for each cloud (the test job's artifact)."""
+    shutil.copytree(project, workspace / "model")
+    for cloud in PROVIDERS:
+        with zipfile.ZipFile(workspace / "model" / "dist" / f"function-{cloud}-x86_64.zip", "w"):
+            pass
+    context = {
+        "vars.AIAAS_PROJECT": "model",
+        "vars.AZURE_DEPLOYER_PRINCIPAL_ID": EXPANDED["DEPLOYER"],
+        "vars.ALIBABA_OIDC_PROVIDER_ARN": "acs:ram::1234567890123456:oidc-provider/github",
+        "secrets.AIAAS_API_KEYS": "",
+        "github.repository": "OWNER/REPO",
+        "inputs.environment": "",
+    }
+    runner = Runner(workspace, context)
+    runner.job(job)
+    (step,) = [s for s in jobs()[job]["steps"] if s.get("id") == LOCAL_STEPS[job]]
+    runner.step(step)
+    runner.ok(step["name"])
+    return runner
+
+
+def test_the_cloud_jobs_steps_that_need_no_cloud_run_here(
+    built_project: Path, tmp_path: Path
+) -> None:
+    """Each cloud job's steps before its sign-in, run as the runner runs them on the project of
+    the rehearsal: the image and the coordinates aiaas.yaml names, and the parameters
+    ``aiaas iac render`` writes, as the later steps read them. The deploy jobs render what
+    their validate job rendered."""
+    with ThreadPoolExecutor(len(PROVIDERS)) as pool:
+        done = {job: pool.submit(local_step, job, tmp_path / job, built_project)
+                for job in LOCAL_STEPS}  # fmt: skip
+    out = {job: future.result().outputs for job, future in done.items()}
+    assert out["aws-image"] == {
+        "uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/aiaas-server:0.1.0",
+        "registry": "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        "region": "us-east-1", "repository": "aiaas-server", "tag": "0.1.0",
+    }  # fmt: skip
+    aws = json.loads((tmp_path / "aws-validate" / "params.json").read_text())
+    key = next(p["ParameterValue"] for p in aws if p["ParameterKey"] == "FunctionCodeKey")
+    assert key.startswith("rehearse/functions/") and key.endswith("/function-aws-x86_64.zip")
+    assert out["aws-validate"] == {
+        "stack": "aiaas-probe", "region": "us-east-1", "bucket": "rehearsal-models", "key": key
+    }  # fmt: skip
+    assert out["azure-image"] == {
+        "uri": "rehearsal.azurecr.io/aiaas-server:0.1.0", "registry": "rehearsal",
+        "repository": "aiaas-server", "tag": "0.1.0",
+        "subscription": "00000000-0000-0000-0000-000000000000",
+    }  # fmt: skip
+    azure = {"subscription": "00000000-0000-0000-0000-000000000000",
+             "group": "rehearsal-rg", "deployment": "aiaas-probe"}  # fmt: skip
+    assert out["azure-validate"] == out["azure-deploy"] == azure
+    arm = json.loads((tmp_path / "azure-validate" / "params.json").read_text())["parameters"]
+    assert arm["deployerPrincipalId"] == {"value": EXPANDED["DEPLOYER"]}
+    assert out["alibaba-image"] == {  # pushed over the registry's public endpoint
+        "uri": "registry.cn-shanghai.aliyuncs.com/aiaas/aiaas-server:0.1.0",
+        "registry": "registry.cn-shanghai.aliyuncs.com", "region": "cn-shanghai",
+    }  # fmt: skip
+    ros = (tmp_path / "alibaba-validate" / "params.txt").read_text().split("\n")
+    key = ros[ros.index("FunctionCodeKey") + 2]
+    assert key.startswith("aiaas/functions/") and key.endswith("/function-alibaba-x86_64.zip")
+    assert out["alibaba-validate"] == {
+        "stack": "aiaas-probe", "region": "cn-shanghai", "bucket": "rehearsal-bundles", "key": key
+    }  # fmt: skip
+    assert out["alibaba-deploy"] == {"stack": "aiaas-probe", "region": "cn-shanghai"}
+    assert ros[ros.index("GitHubSubject") + 2] == "repo:OWNER/REPO:environment:production"
+    for job in ("azure", "alibaba"):  # the same parameters in both jobs
+        rendered = [(tmp_path / f"{job}-{j}").glob("params.*") for j in ("validate", "deploy")]
+        first, second = ([f.read_bytes() for f in files] for files in rendered)
+        assert first == second, job
+
+
 # -- the workflow's shape --------------------------------------------------------------------
+SIGN_IN = {
+    "aws": "aws-actions/configure-aws-credentials",
+    "azure": "azure/login",
+    "alibaba": "aliyun/configure-aliyun-credentials-action",
+}
+"""Each cloud's OIDC sign-in action."""
+
+
 def test_oidc_only_least_permissions_pinned_actions_one_deploy_per_environment() -> None:
     flow = workflow()
     assert flow["permissions"] == {"contents": "read"}
     assert flow["concurrency"]["group"] == "aiaas-deploy-${{ inputs.environment || 'production' }}"
     assert flow["concurrency"]["cancel-in-progress"] is False
     text = WORKFLOW.read_text()
-    assert "aws-access-key-id" not in text and "AWS_SECRET_ACCESS_KEY" not in text
+    for long_lived in ("aws-access-key-id", "AWS_SECRET_ACCESS_KEY", "creds:", "client-secret",
+                       "publish-profile", "access-key-secret", "ACCESS_KEY_SECRET"):  # fmt: skip
+        assert long_lived not in text, long_lived
+    assert set(jobs()) == {"test", "rehearse"} | {
+        f"{cloud}-{job}" for cloud in PROVIDERS for job in ("image", "validate", "deploy")
+    }
     for name, job in jobs().items():
         uses = [step["uses"] for step in job["steps"] if "uses" in step]
-        for use in uses:
-            assert re.fullmatch(r"[\w-]+/[\w-]+@v\d+\.\d+\.\d+", use), (name, use)
-        assumes = any(u.startswith("aws-actions/configure-aws-credentials@") for u in uses)
-        if assumes:
+        for use in uses:  # a full release tag, or a commit where the action has no release
+            assert re.fullmatch(r"[\w-]+/[\w-]+@(v\d+\.\d+\.\d+|[0-9a-f]{40})", use), (name, use)
+        signs_in = {
+            cloud for cloud, action in SIGN_IN.items() for u in uses if u.startswith(action)
+        }
+        if signs_in:
+            (cloud,) = signs_in  # one cloud per job, its own
+            assert name.startswith(cloud + "-"), name
             assert job["permissions"] == {"id-token": "write", "contents": "read"}, name
             assert job["environment"] == "${{ inputs.environment || 'production' }}", name
+            if not name.endswith("-deploy"):  # after validate, which only runs for the cloud
+                assert job["if"] == f"needs.test.outputs.cloud == '{cloud}'", name
         else:
-            assert "permissions" not in job, name
-    # The deploy job's model deploy runs as the template's deploying role, read from its output.
+            assert "permissions" not in job and name in {"test", "rehearse"}, name
+    # Each deploy job's model deploy runs as the template's deploying identity, signed in
+    # right before it: AWS and Alibaba Cloud assume the role the stack outputs; Azure signs in
+    # as the identity whose object id the template gave the deployer's roles.
+    for cloud, output in (("aws", "DeployerRoleArn"), ("alibaba", "DeployerRoleArn")):
+        steps = jobs()[f"{cloud}-deploy"]["steps"]
+        stack = next(s for s in steps if s.get("id") == "stack")
+        assert f'echo "deployer-role=$(output {output})"' in stack["run"], cloud
     template = (ROOT / "iac" / "aws" / "template.yaml").read_text()
     assert "\n  DeployerRoleArn:\n" in template[template.index("\nOutputs:") :]
-    steps = jobs()["deploy"]["steps"]
-    stack = next(s for s in steps if s.get("id") == "stack")
-    assert 'echo "deployer-role=$(output DeployerRoleArn)"' in stack["run"]
-    roles = [
-        s["with"]["role-to-assume"]
-        for s in steps
-        if "configure-aws-credentials" in s.get("uses", "")
-    ]
-    assert roles == ["${{ vars.AWS_INFRA_ROLE_ARN }}", "${{ steps.stack.outputs.deployer-role }}"]
-    names = [s.get("name", s.get("uses")) for s in steps]
-    assert names.index("Deploy the model (the bundle the rehearsal deployed)") < names.index(
-        "Smoke-test the function URL"
-    )
+    ros = json.loads((ROOT / "iac" / "alibaba" / "template.json").read_text())
+    assert "DeployerRoleArn" in ros["Outputs"]
+    arm = json.loads((ROOT / "iac" / "azure" / "template.json").read_text())
+    assert "deployerPrincipalId" in arm["parameters"]
+    deployer = {
+        "aws": ("role-to-assume", "${{ steps.stack.outputs.deployer-role }}"),
+        "alibaba": ("role-to-assume", "${{ steps.stack.outputs.deployer-role }}"),
+        "azure": ("client-id", "${{ vars.AZURE_DEPLOYER_CLIENT_ID }}"),
+    }
+    for cloud, (key, value) in deployer.items():
+        steps = jobs()[f"{cloud}-deploy"]["steps"]
+        names = [s.get("name", s.get("uses")) for s in steps]
+        model = names.index("Deploy the model (the bundle the rehearsal deployed)")
+        signed = [i for i, s in enumerate(steps) if s.get("uses", "").startswith(SIGN_IN[cloud])]
+        assert signed[-1] == model - 1 and steps[model - 1]["with"][key] == value, cloud
+        assert names[-1] == "Smoke-test the function URL", cloud
+    validate = next(s for s in jobs()["azure-validate"]["steps"] if s.get("id") == "params")
+    assert "deployerPrincipalId=$DEPLOYER" in validate["run"]
+    assert validate["env"]["DEPLOYER"] == "${{ vars.AZURE_DEPLOYER_PRINCIPAL_ID }}"
+    # Flex Consumption: its publish endpoint, the zip's own packages (no remote build).
+    (publish,) = [s for s in jobs()["azure-deploy"]["steps"]
+                  if s.get("uses", "").startswith("Azure/functions-action@")]  # fmt: skip
+    assert publish["with"]["sku"] == "flexconsumption" and publish["with"]["remote-build"] is False
 
 
-def test_azure_and_alibaba_stop_in_the_first_job_by_name(tmp_path: Path) -> None:
-    """The cloud step's script, run by bash with each cloud chosen: aws goes on, the others
-    stop with the issue's name (no aiaas.yaml is read when the input names the cloud)."""
+def test_the_cloud_step_picks_each_cloud_and_its_provider(tmp_path: Path) -> None:
+    """The cloud step's script, run by bash: the input names the cloud (no aiaas.yaml is read
+    then), else aiaas.yaml's provider does; a provider with no cloud stops the run by name."""
     (step,) = [s for s in jobs()["test"]["steps"] if s.get("id") == "cloud"]
     assert step["env"] == {"CHOSEN": "${{ inputs.cloud }}"}
-    for cloud in ("aws", "azure", "alibaba"):
-        out = tmp_path / "out"
-        r = subprocess.run(
-            ["bash", "-e", "-c", step["run"]],
-            env={"PATH": os.environ["PATH"], "CHOSEN": cloud, "GITHUB_OUTPUT": str(out)},
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        if cloud == "aws":
-            assert r.returncode == 0, r.stdout + r.stderr
-            assert out.read_text() == "cloud=aws\nprovider=sagemaker\n"
-        else:
-            assert r.returncode == 1
-            assert r.stdout.startswith("::error title=not yet (issue 19)::cloud " + cloud), r.stdout
-    # from-aiaas-yaml: the cloud of the provider aiaas.yaml names.
-    (tmp_path / "project").mkdir()
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    for provider, expected in (("sagemaker", "cloud=aws\nprovider=sagemaker\n"),
-                               ("azureml", "not yet (issue 19)"),
-                               ("local", "no cloud")):  # fmt: skip
-        (tmp_path / "project" / "aiaas.yaml").write_text(f"provider: {provider}\n")
-        out = tmp_path / f"out-{provider}"
+    (tmp_path / "project").mkdir()
+    cases: list[tuple[str, str | None, str | None]] = []
+    for cloud, provider in PROVIDERS.items():
+        chose = f"cloud={cloud}\nprovider={provider}\n"
+        cases += [(cloud, None, chose), ("from-aiaas-yaml", provider, chose)]
+    cases += [("from-aiaas-yaml", "local", None), ("gcp", None, None)]
+    for i, (chosen, named, expected) in enumerate(cases):
+        (tmp_path / "project" / "aiaas.yaml").write_text(f"provider: {named}\n")
+        if named is None:
+            (tmp_path / "project" / "aiaas.yaml").unlink()
+        out = tmp_path / f"out-{i}"
         r = subprocess.run(
             ["bash", "-e", "-c", step["run"]],
-            env={"PATH": path, "CHOSEN": "from-aiaas-yaml", "GITHUB_OUTPUT": str(out),
+            env={"PATH": path, "CHOSEN": chosen, "GITHUB_OUTPUT": str(out),
                  "AIAAS_PROJECT": str(tmp_path / "project")},
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
-        if provider == "sagemaker":
-            assert r.returncode == 0 and out.read_text() == expected, r.stdout + r.stderr
+        if expected is None:
+            assert r.returncode == 1, (chosen, named)
+            assert r.stdout.startswith("::error title=no cloud::"), r.stdout + r.stderr
         else:
-            assert r.returncode == 1 and expected in r.stdout, r.stdout + r.stderr
+            assert r.returncode == 0, (chosen, named, r.stdout + r.stderr)
+            assert out.read_text() == expected, (chosen, named)
     dispatched = workflow()[True]["workflow_dispatch"]["inputs"]  # YAML 1.1 reads "on" as True
     assert dispatched["cloud"]["options"] == ["from-aiaas-yaml", "aws", "azure", "alibaba"]
 
