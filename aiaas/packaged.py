@@ -271,8 +271,8 @@ _OVERRIDES: dict[tuple[str, ...], Any] = {
 
 def _read_packaged(file: Path, env: Mapping[str, str]) -> FunctionConfig | None:
     """``file`` read without pydantic, or None where :func:`~aiaas.config.load_config` must
-    decide (an override of a key not read here, an unknown provider, a provider whose spec
-    has no ``invoke_settings``)."""
+    decide (an override of a key not read here, ``AIAAS_PROVIDER`` naming another provider
+    than the file's, an unknown provider, a provider whose spec has no ``invoke_settings``)."""
     from aiaas.plugins import installed_providers
 
     if not file.is_file():
@@ -284,6 +284,7 @@ def _read_packaged(file: Path, env: Mapping[str, str]) -> FunctionConfig | None:
     if not isinstance(raw, dict):
         return None
     specs = installed_providers()
+    provider = raw.get("provider", "local")
     overrides: dict[tuple[str, ...], tuple[str, str]] = {}
     for var, value in sorted(env.items()):
         if not var.startswith(ENV_PREFIX):
@@ -291,10 +292,11 @@ def _read_packaged(file: Path, env: Mapping[str, str]) -> FunctionConfig | None:
         key = tuple(part.lower() for part in var[len(ENV_PREFIX) :].split("__"))
         if key[0] not in CONFIG_KEYS and key[0] not in specs:
             continue  # not a config key (AIAAS_API_KEYS, AIAAS_DEPLOYMENT, ...)
+        if key == ("provider",) and value == provider:
+            continue  # the packaged provider, named again (a template documents it so)
         if key not in _OVERRIDES:
             return None
         overrides[key] = (var, value)
-    provider = raw.get("provider", "local")
     spec = specs.get(provider) if isinstance(provider, str) else None
     if spec is None or spec.invoke_settings is None:
         return None

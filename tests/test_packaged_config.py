@@ -133,6 +133,17 @@ def test_an_override_of_another_key_is_validated_by_load_config(tmp_path: Path) 
     assert function_config(path, env=other).project is None
 
 
+def test_naming_the_packaged_provider_again_keeps_the_light_path(tmp_path: Path) -> None:
+    """The IaC templates set AIAAS_PROVIDER to the packaged provider (it documents it): the
+    same provider is no override, another one is load_config's to read."""
+    path = _packaged(tmp_path, {"provider": "sagemaker", "sagemaker": SAGEMAKER})
+    same = function_config(path, env={"AIAAS_PROVIDER": "sagemaker"})
+    assert same.project is None and same.provider == "sagemaker"
+    _same(same, FunctionConfig.of(load_config(path, env={"AIAAS_PROVIDER": "sagemaker"})))
+    other = function_config(path, env={"AIAAS_PROVIDER": "local"})
+    assert other.project is not None and other.provider == "local"
+
+
 def test_a_missing_or_broken_packaged_config_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"aiaas\.json: config file not found"):
         function_config(tmp_path / "aiaas.json", env={})
