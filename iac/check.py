@@ -260,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         checks["checkov"] = (counted, lambda: run_checkov(args.checkov, folder, templates, flows))
     checks.update(others)
     chosen = {name: check for name, check in checks.items() if args.only in (None, name)}
+    if not chosen:
+        print(f"{folder}: no {args.only} check for this folder (it runs: {', '.join(checks)})")
+        return 1
     start = time.monotonic()
     with ThreadPoolExecutor(len(chosen)) as pool:  # each a process of its own: side by side
         running = {name: pool.submit(_timed, check) for name, (_, check) in chosen.items()}
