@@ -9,22 +9,28 @@ template transformer, alibabacloud-ros-tran, ships; Apache-2.0):
 - the template parses as JSON, is ``ROSTemplateFormatVersion: 2015-09-01`` and has only ROS's
   sections; each parameter's ``Type`` is ROS's and its ``Default`` among its ``AllowedValues``;
 - each resource's ``Type`` is one the catalogue knows; its properties, and the keys of a
-  ``Map`` property whose keys the catalogue lists, are the type's (with the closest name);
+  ``Map`` property whose keys the catalogue lists, are the type's (with the closest name),
+  each of the shape the catalogue gives it (a ``Map``, a ``List`` or a scalar: ``Fn::If``
+  branches followed, other functions taken as right);
   the properties the ROS reference marks required are there; its ``Condition`` and
   ``DependsOn`` name what the template declares;
 - every ``Ref`` names a parameter, a resource or a pseudo parameter (``ALIYUN::Region``, ...);
   every ``Fn::GetAtt`` a resource and an attribute its type has; every ``${...}`` in an
   ``Fn::Sub`` either of those; every ``Fn::If`` and ``Condition`` a declared condition; every
-  ``Fn::FindInMap`` a declared mapping (and its keys, when written out);
+  ``Fn::FindInMap`` a declared mapping (and its keys, when written out), in ``Resources``,
+  ``Outputs``, ``Conditions`` and ``Rules``; a resource or output refers to a conditional
+  resource only under the same condition (its own ``Condition`` or an ``Fn::If`` branch);
 - the project's own rules, for what no catalogue checks (values are followed through
   ``Ref`` to a parameter's ``AllowedValues``, ``Fn::FindInMap`` and ``Fn::If``):
   a Function Compute 3.0 function runs a custom runtime (:data:`FC3_RUNTIMES`: the packaged
   zip is a custom-runtime ``bootstrap``); an HTTP trigger's ``authType`` is ``anonymous`` or
-  ``function`` and its methods HTTP's; an OSS bucket's ``AccessControl`` is one OSS takes.
+  ``function`` and its methods HTTP's; an OSS bucket's ``AccessControl`` is one OSS takes; a
+  value these rules cannot follow (a parameter without ``AllowedValues``) is reported, not
+  passed.
 
-Not checked: value types and ranges (the catalogue has none), keys below a ``Map`` it does
-not list (a RAM policy document, a lifecycle rule), what ROS itself accepts (the workflow's
-``aliyun ros PreviewStack``).
+Not checked: the shape of a property the catalogue gives no type, ranges, keys below a
+``Map`` it does not list (a RAM policy document, a lifecycle rule's keys), what ROS itself
+accepts (the workflow's ``aliyun ros PreviewStack``).
 
     python iac/check_ros.py [DIR]
 """
@@ -127,6 +133,7 @@ class TemplateCheck:
             if "Condition" in output:
                 self.check_condition_name(output["Condition"], f"Outputs.{name}.Condition")
         self.check_references()
+        self.check_conditional_references()
         self.check_project_rules()
         return self.problems
 
@@ -167,6 +174,23 @@ class TemplateCheck:
                 self.report(f"{path}.Properties", f"{required} is required ({ros_type})")
         self.walk(properties, known["properties"], f"{path}.Properties")
 
+    def check_shape(self, value: Any, kind: str | None, path: str) -> None:
+        """``value`` is the ``kind`` (Map, List or a scalar type) the catalogue says."""
+        if kind is None:
+            return
+        if _intrinsic(value):
+            branches = value.get("Fn::If")
+            if isinstance(branches, list):
+                for branch in branches[1:]:
+                    if branch != {"Ref": "ALIYUN::NoValue"}:
+                        self.check_shape(branch, kind, path)
+            return
+        shape = "Map" if isinstance(value, dict) else "List" if isinstance(value, list) else None
+        expected = kind if kind in ("Map", "List") else None
+        if shape != expected:
+            given = f"a {shape}" if shape else f"a scalar ({value!r})"
+            self.report(path, f"{given} where the catalogue takes {kind}")
+
     def walk(self, value: Any, known: dict[str, Any], path: str) -> None:
         """``value``'s keys against the catalogue's ``known`` names (and their Maps')."""
         if _intrinsic(value):
@@ -185,12 +209,14 @@ class TemplateCheck:
                 self.report(
                     f"{path}.{key}", f"not a property the catalogue knows{_close(key, known)}"
                 )
-            elif known[key].get("properties"):
+                continue
+            self.check_shape(item, known[key].get("type"), f"{path}.{key}")
+            if known[key].get("properties"):
                 self.walk(item, known[key]["properties"], f"{path}.{key}")
 
     def check_references(self) -> None:
         names = set(self.parameters) | set(self.resources) | PSEUDO
-        for section in ("Resources", "Outputs", "Conditions"):
+        for section in ("Resources", "Outputs", "Conditions", "Rules"):
             for function, argument, path in _functions(self.t.get(section) or {}, section):
                 if function == "Ref":
                     if argument not in names:
@@ -219,6 +245,54 @@ class TemplateCheck:
                     self.check_condition_name(argument[0], path)
                 elif function == "Fn::FindInMap":
                     self.check_mapping(argument, path)
+
+    def check_conditional_references(self) -> None:
+        """A resource that exists only under a condition is referred to only under it."""
+        outputs = self.t.get("Outputs") or {}
+        for section, items in (("Resources", self.resources), ("Outputs", outputs)):
+            for name, item in items.items():
+                if not isinstance(item, dict):
+                    continue
+                holds = {item["Condition"]} if isinstance(item.get("Condition"), str) else set()
+                depends = item.get("DependsOn", [])
+                for target in [depends] if isinstance(depends, str) else depends:
+                    self._under(target, holds, f"{section}.{name}.DependsOn")
+                body = {k: v for k, v in item.items() if k in ("Properties", "Value")}
+                self._conditional(body, holds, f"{section}.{name}")
+
+    def _conditional(self, value: Any, holds: set[str], path: str) -> None:
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                self._conditional(item, holds, f"{path}[{i}]")
+            return
+        if not isinstance(value, dict):
+            return
+        if _intrinsic(value):
+            ((function, argument),) = value.items()
+            if function == "Fn::If" and isinstance(argument, list) and len(argument) == 3:
+                self._conditional(argument[1], holds | {str(argument[0])}, path)
+                self._conditional(argument[2], holds, path)
+                return
+            if function == "Ref" and isinstance(argument, str):
+                self._under(argument, holds, path)
+            elif function == "Fn::GetAtt" and isinstance(argument, list) and argument:
+                self._under(argument[0], holds, path)
+            elif function == "Fn::Sub":
+                text = argument[0] if isinstance(argument, list) else argument
+                for name in _SUB.findall(text if isinstance(text, str) else ""):
+                    self._under(name.partition(".")[0], holds, path)
+        for key, item in value.items():
+            self._conditional(item, holds, f"{path}.{key}")
+
+    def _under(self, target: Any, holds: set[str], path: str) -> None:
+        resource = self.resources.get(target) if isinstance(target, str) else None
+        condition = resource.get("Condition") if isinstance(resource, dict) else None
+        if condition in self.conditions and condition not in holds:  # undeclared: reported
+            self.report(
+                path,
+                f"refers to {target}, which exists only under condition {condition}: give "
+                f"it Condition {condition} or an Fn::If",
+            )
 
     def check_attribute(self, resource: Any, attribute: Any, path: str) -> None:
         if resource not in self.resources:
@@ -273,8 +347,14 @@ class TemplateCheck:
         return None
 
     def check_enum(self, value: Any, allowed: set[str], path: str, what: str) -> None:
+        if value is None:
+            return  # absent: a required one is reported as such
         values = self.possible(value)
-        for one in sorted(map(str, values or set())):
+        if values is None:
+            self.report(path, f"value not knowable offline, so not checked ({what}: "
+                              "give its parameter AllowedValues, or write it out)")  # fmt: skip
+            return
+        for one in sorted(map(str, values)):
             if one not in allowed:
                 self.report(path, f"{one!r}: {what} ({', '.join(sorted(allowed))})")
 

@@ -64,8 +64,6 @@ FREE = frozenset(
         "FunctionMemoryMB",
         "FunctionInstanceConcurrency",
         "LogRetentionDays",
-        "BundleExpirationDays",
-        "NoncurrentBundleDays",
         "GitHubSubject",
         "GitHubOidcProviderArn",
     }
@@ -81,7 +79,6 @@ DERIVED = frozenset(
 _INTEGERS = frozenset(
     {
         "FunctionMemoryMB", "FunctionInstanceConcurrency", "LogRetentionDays",
-        "BundleExpirationDays", "NoncurrentBundleDays",
     }
 )  # fmt: skip
 
@@ -141,6 +138,16 @@ def _check_arch(options: RenderOptions) -> None:
             )
 
 
+def _check_github(parameters: Mapping[str, str]) -> None:
+    """The template's Rules.GitHubNeedsItsProvider, before ROS: a role trusting GitHub names
+    the account's OIDC provider."""
+    if parameters.get("GitHubSubject") and not parameters.get("GitHubOidcProviderArn"):
+        raise ConfigError(
+            "--set GitHubSubject needs --set GitHubOidcProviderArn=acs:ram::<uid>:oidc-provider/"
+            "<name> (the account's OIDC provider for GitHub): the role's trust names both"
+        )
+
+
 def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
     """The template's parameters for ``config``'s ``pai:`` section and function."""
     from adapters.pai.settings import PaiSection
@@ -180,8 +187,11 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
     stack = f"aliyun ros CreateStack --RegionId {settings.region}"
     notes = [
         f"create the stack in {settings.region}: {stack} --StackName <name> --TemplateBody "
-        f'"$(cat {TEMPLATE})" "${{params[@]}}" (mapfile -t params < <this file>; UpdateStack '
-        "the same, with --UsePreviousParameters true to keep ApiKeyHashes when it is left out)"
+        f'"$(cat {TEMPLATE})" "${{params[@]}}" (mapfile -t params < <this file>)',
+        "update it with UpdateStack, the same arguments and always --UsePreviousParameters "
+        "true: a parameter this file leaves out (ApiKeyHashes without keys, FunctionCodeKey "
+        "without --function-zip) then keeps its value; without it the function, its trigger, "
+        "role and log project are deleted",
     ]
     if options.function_zip is not None:
         if not options.function_zip.is_file():
@@ -223,6 +233,12 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
         if name in _INTEGERS and not value.isdigit():
             raise ConfigError(f"--set {name}={value}: a whole number")
         parameters[name] = value
+    _check_github(parameters)
+    if "ApiKeyHashes" in parameters:
+        notes.append(
+            "ApiKeyHashes goes on the aliyun command line: salted hashes of the keys, not the "
+            "keys, but keep the file (0600) and the command out of logs"
+        )
     return Rendered(parameters, notes, ros_parameters(parameters))
 
 

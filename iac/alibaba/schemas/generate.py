@@ -14,9 +14,13 @@ MB): it is never installed in ``.venv`` nor by ``make install``::
         /tmp/rostran/alibabacloud_ros_tran-0.28.1-py3-none-any.whl
 
 The catalogue's ``Name$$0`` keys are a second mapping of one ROS name (to another Terraform
-argument): the suffix is dropped. It says nothing of which properties are required, so
-:data:`REQUIRED` adds that, by hand, from each type's ROS reference page ("Required" column,
-help.aliyun.com/zh/ros/developer-reference/aliyun-<type>), for the types the template uses.
+argument): the suffix is dropped. Each property keeps the catalogue's ``Type`` where it gives
+one (``Map`` or ``List``; most scalars have none). It says nothing of which properties are
+required, so :data:`REQUIRED` adds that, by hand, from each type's ROS reference page
+("Required" column, help.aliyun.com/zh/ros/developer-reference/aliyun-<type>), for the types
+the template uses; :data:`TYPES` adds, the same way, the "Type" column of the pages read
+(the catalogue types ``ALIYUN::OSS::Bucket``'s ``Tags`` by no ``Type`` but a handler that
+takes a list or a map; the reference page says ``Map``).
 """
 
 from __future__ import annotations
@@ -59,19 +63,48 @@ REQUIRED = {
     "ALIYUN::SLS::Logstore": ["LogstoreName", "ProjectName"],
 }
 """Required properties, from the ROS reference pages (the catalogue does not say)."""
+TYPES = {
+    "ALIYUN::OSS::Bucket": {
+        "AccessControl": "String", "BlockPublicAccess": "Boolean", "BucketName": "String",
+        "DeletionForce": "Boolean", "EnableOssHdfsService": "Boolean", "Policy": "Map",
+        "RedundancyType": "String", "ResourceGroupId": "String", "StorageClass": "String",
+        "Tags": "Map",
+    },
+    "ALIYUN::FC3::Function": {
+        "Cpu": "Number", "Description": "String", "DiskSize": "Integer",
+        "DisableOndemand": "Boolean", "EnvironmentVariables": "Map", "FunctionName": "String",
+        "Handler": "String", "InstanceConcurrency": "Integer", "InstanceIsolationMode": "String",
+        "InternetAccess": "Boolean", "Layers": "List", "MemorySize": "Integer", "Role": "String",
+        "Runtime": "String", "SessionAffinity": "String", "Tags": "List", "Timeout": "Integer",
+        "TracingConfig": "Map",
+    },
+}  # fmt: skip
+"""Property types from the ROS reference pages' syntax blocks (ALIYUN::OSS::Bucket, updated
+2025-11/2026-02; ALIYUN::FC3::Function), where the catalogue gives none; they win."""
+SCALARS = ("String", "Number", "Integer", "Boolean")
 
 
 def _name(key: str) -> str:
     return key.split("$$", 1)[0]
 
 
-def _properties(entries: dict[str, Any]) -> dict[str, Any]:
-    """Property name to ``{}`` (anything under it) or ``{"properties": {...}}`` (a Map whose
-    keys the catalogue lists)."""
+def _properties(entries: dict[str, Any], types: dict[str, str] | None = None) -> dict[str, Any]:
+    """Property name to ``{}`` (anything under it), with ``"type"`` (``Map``, ``List`` or a
+    scalar: the catalogue's, or :data:`TYPES`') where known and ``"properties"`` (the keys of
+    a Map, or of each item of a List) where the catalogue lists them."""
     found: dict[str, Any] = {}
     for key, entry in sorted((entries or {}).items()):
-        schema = (entry or {}).get("Schema")
-        found[_name(key)] = {"properties": _properties(schema)} if schema else {}
+        entry = entry or {}
+        name = _name(key)
+        found[name] = {}
+        kind = (types or {}).get(name) or entry.get("Type")
+        if kind in ("Map", "List", *SCALARS):
+            found[name]["type"] = kind
+        if entry.get("Schema"):
+            found[name]["properties"] = _properties(entry["Schema"])
+    missing = set(types or {}) - set(found)
+    if missing:
+        raise SystemExit(f"TYPES names what the catalogue does not: {', '.join(sorted(missing))}")
     return found
 
 
@@ -86,7 +119,7 @@ def extract(wheel: Path) -> dict[str, Any]:
         if ros_type in wanted:
             types[ros_type] = {
                 "file": name,
-                "properties": _properties(rule.get("Properties") or {}),
+                "properties": _properties(rule.get("Properties") or {}, TYPES.get(ros_type)),
                 "attributes": sorted({_name(a) for a in rule.get("Attributes") or {}}),
                 "required": REQUIRED.get(ros_type, []),
             }
@@ -107,6 +140,8 @@ def extract(wheel: Path) -> dict[str, Any]:
         "licence": LICENCE,
         "generatedBy": "iac/alibaba/schemas/generate.py",
         "required": "from the ROS reference pages, by hand (generate.py's REQUIRED)",
+        "types": "the catalogue's Map/List, and the ROS reference pages' Type column by hand "
+        "(generate.py's TYPES)",
         "resourceTypes": dict(sorted(types.items())),
     }
 
