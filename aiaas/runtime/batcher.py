@@ -22,16 +22,6 @@ are then skipped by the inference thread, which also skips, on its own clock, an
 deadline passed while the event loop was too busy to say so. A request whose caller gave up
 (its task was cancelled: the client went away) is skipped the same way.
 
-The waiting room holds no more than the queue can take within the wait: the batcher keeps a
-running estimate of how many items a second its inference workers take (each batch's size
-over its run time, the recent batches weighing most), and a request that would wait behind
-more than ``queue_wait_ms`` of that work is refused at once instead of after the wait. Under
-open-loop overload such a request used to be read, parsed, validated and parked for a full
-``queue_wait_ms``, only to be refused then: work for nothing, taken from the forward pass
-(``bench/overload.py``). The first waiter is always let in (an estimate made on small
-batches after a quiet spell is too low), and before the first batch there is no estimate:
-then ``max_queue_size`` items may wait, as before.
-
 When the waiting room is full too, every request is refused at once whatever it holds, and
 :meth:`Batcher.refuses_now` says so before the request's body is read: under open-loop
 overload (new requests at 4 x capacity, whatever the answers) reading, parsing and
@@ -91,9 +81,6 @@ OVERLOADED: Final = "model server queue is full; retry later"
 #: The message of a :class:`~aiaas.errors.DeadlineExceeded` raised by :meth:`Batcher.submit`.
 LATE: Final = "the request's deadline passed before its result was ready"
 
-#: How much of the estimate of items taken per second each new batch leaves to the ones before.
-_RUN_DECAY: Final = 0.8
-
 _STOP: Final = object()
 """Put on the queue by :meth:`Batcher.stop` to wake an idle inference thread."""
 
@@ -149,9 +136,6 @@ class Batcher:
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._waiting_items = 0  # items of the requests waiting now (not admitted, not gone)
         self._reserved = 0  # room promised to admitted waiters that have not queued yet
-        # Decayed sums of the items run and their run time: taken_per_second's estimate.
-        self._run_items = 0.0
-        self._run_seconds = 0.0
 
     @property
     def queue_depth(self) -> int:
@@ -162,36 +146,6 @@ class Batcher:
     def waiting_items(self) -> int:
         """Items of the requests waiting for room in the queue (the waiting room)."""
         return self._waiting_items
-
-    @property
-    def taken_per_second(self) -> float:
-        """Estimated items a second the inference workers take when all are busy (every
-        batch's items over its run time, times ``workers``; recent batches weigh most);
-        0.0 before the first batch."""
-        if self._run_seconds <= 0:
-            return 0.0
-        return self._run_items / self._run_seconds * self.workers
-
-    @property
-    def waiting_room(self) -> int:
-        """Most items that may wait for room now: what the queue takes within
-        ``queue_wait_ms`` at :attr:`taken_per_second`, at most ``max_queue_size`` (all of
-        it before the first batch, when there is no estimate)."""
-        rate = self.taken_per_second
-        if rate <= 0:
-            return self.max_queue_size
-        return min(self.max_queue_size, int(rate * self._queue_wait_s))
-
-    def _no_room_to_wait(self, n: int) -> bool:
-        """True when a request of ``n`` items may not wait for room: waiting is off, or
-        the waiting requests and it would hold more than the waiting room (the first waiter
-        is always let in, up to ``max_queue_size`` items)."""
-        if self._queue_wait_s <= 0:
-            return True
-        after = self._waiting_items + n
-        if after > self.max_queue_size:
-            return True
-        return self._waiting_items > 0 and after > self.waiting_room
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -257,9 +211,10 @@ class Batcher:
         pass. Advisory, like :meth:`submit`'s own check: room may come a moment later."""
         if self._stopping:
             return False  # submit answers that (NotReady)
-        if not self._waiting_items and self._queue.qsize() + self._reserved < self.max_queue_size:
+        waiting = self._waiting_items
+        if not waiting and self._queue.qsize() + self._reserved < self.max_queue_size:
             return False
-        return self._no_room_to_wait(1)
+        return self._queue_wait_s <= 0 or waiting >= self.max_queue_size
 
     async def submit(
         self, items: Sequence[Any], request_id: str = "", deadline: float | None = None
@@ -320,10 +275,9 @@ class Batcher:
         """Wait, behind earlier waiters, until ``n`` items fit in the queue; the room is then
         reserved (the caller queues its items and releases the reservation). Raises
         :class:`~aiaas.errors.Overloaded` after ``queue_wait_ms``, or at once when waiting is
-        off or the waiting requests would hold more than the waiting room
-        (:attr:`waiting_room`: what the queue takes within the wait, and never more than
-        ``max_queue_size`` items: parked requests hold their bodies)."""
-        if self._no_room_to_wait(n):
+        off or the waiting requests would hold more than ``max_queue_size`` items (parked
+        requests hold their bodies: they are bounded like the queue)."""
+        if self._queue_wait_s <= 0 or self._waiting_items + n > self.max_queue_size:
             raise Overloaded(OVERLOADED, retry_after=1.0)
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((n, ticket))
@@ -435,9 +389,6 @@ class Batcher:
         """In the event loop: resolve one batch's futures."""
         if self._on_batch is not None:
             self._on_batch(len(live), elapsed)
-        if elapsed > 0:  # the estimate of taken_per_second: each batch weighs 1/5 of the rest
-            self._run_items = self._run_items * _RUN_DECAY + len(live)
-            self._run_seconds = self._run_seconds * _RUN_DECAY + elapsed
         for pending, outcome in zip(live, outcomes, strict=True):
             if pending.future.done():
                 continue
