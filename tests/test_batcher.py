@@ -468,3 +468,41 @@ def test_at_most_max_queue_size_items_wait_beyond_which_refusal_is_at_once() -> 
             await b.stop()
 
     asyncio.run(run())
+
+
+def test_the_waiting_room_holds_max_queue_size_items_whatever_the_throughput() -> None:
+    """Clients that ignore ``Retry-After`` come straight back when refused at once, so the
+    waiting room is not cut to what the workers would take within the wait: bounding it by
+    the measured rate (tried) refused ~200 of bench/storm.py's 1,024 connections on every
+    try and goodput fell from 0.9 to 0.2 x capacity."""
+    gate = threading.Event()
+    gate.set()
+
+    def slow(items: list[int]) -> Sequence[int]:  # about 50 items a second, then the gate
+        time.sleep(0.02)
+        gate.wait(timeout=10)
+        return [i * 10 for i in items]
+
+    async def run() -> None:
+        # 50/s over a 100 ms wait would be room for 5: all 8 must wait, none refused at once
+        b = Batcher(slow, max_batch_size=1, max_delay_ms=0, max_queue_size=8, queue_wait_ms=100)
+        b.start()
+        try:
+            for i in range(3):  # some batches first: a throughput could be measured
+                assert await b.submit([i]) == [i * 10]
+            gate.clear()
+            queued = [asyncio.ensure_future(b.submit([i])) for i in range(9)]  # one runs
+            await asyncio.sleep(0.01)
+            _until(lambda: b.queue_depth == 8)
+            waiters = [asyncio.ensure_future(b.submit([i])) for i in range(8)]
+            await asyncio.sleep(0.01)
+            assert b.waiting_items == 8 and not any(w.done() for w in waiters)
+            assert b.refuses_now()  # the ninth would be refused at once: the room is full
+            for f in (*waiters, *queued):
+                f.cancel()
+            await asyncio.gather(*waiters, *queued, return_exceptions=True)
+        finally:
+            gate.set()
+            await b.stop()
+
+    asyncio.run(run())
