@@ -42,10 +42,12 @@ from adapters.pai.iac import (
     FREE,
     TIMEOUT_MARGIN_S,
     function_hash,
+    image_repository,
     read_ros_parameters,
     ros_parameters,
 )
 from adapters.pai.invoke import ENDPOINT_VARIABLE
+from adapters.pai.settings import IMAGE as IMAGE_REFERENCE
 from aiaas.cli import app
 from aiaas.config import load_config
 from aiaas.errors import ConfigError
@@ -132,6 +134,9 @@ PLANTS = {
     ('"FunctionRoleArn": {"Condition": "HasFunction", ', '"FunctionRoleArn": {'):
         "Outputs.FunctionRoleArn.Value: refers to FunctionRole, which exists only under "
         "condition HasFunction",
+    ('"InfraRoleArn": {"Condition": "TrustsGitHub", ', '"InfraRoleArn": {'):
+        "Outputs.InfraRoleArn.Value: refers to InfraRole, which exists only under condition "
+        "TrustsGitHub",
 }  # fmt: skip
 
 
@@ -181,6 +186,9 @@ PLACEHOLDERS = {
     "${BucketName}": "<bucket>",
     "${BundlePrefix}": "<oss_prefix>",
     "${ServiceName}": "<service>",
+    "${FunctionHash}": "<hash8>",
+    "${ALIYUN::StackId}": "<stack-id>",
+    "${ImageRepository}": "<namespace>/<repository>",
 }
 
 
@@ -199,7 +207,8 @@ def as_documented(value: Any) -> Any:
 
 
 def documented_policies() -> list[dict[str, Any]]:
-    """The doc's two policies: the deploying identity's, then the function role's."""
+    """The doc's three policies: the deploying identity's, the function role's, then CI's
+    infrastructure role's."""
     text = PAI_DOC.read_text()
     blocks = [json.loads(b) for b in re.findall(r"^```json\n(.*?)^```", text, re.M | re.S)]
     return [b for b in blocks if isinstance(b, dict) and "Statement" in b]
@@ -221,14 +230,14 @@ def differences(ours: list[dict[str, Any]], doc: list[dict[str, Any]]) -> list[s
 
 
 def test_the_deploying_role_is_the_documented_policy_statement_for_statement() -> None:
-    deployer, _ = documented_policies()
+    deployer, _, _ = documented_policies()
     assert (
         differences(role_statements(load_template(), "DeployerRole"), deployer["Statement"]) == []
     )
 
 
 def test_a_planted_extra_action_in_the_deploying_role_is_reported() -> None:
-    deployer, _ = documented_policies()
+    deployer, _, _ = documented_policies()
     stmts = role_statements(load_template(), "DeployerRole")
     stmts[3] = {**stmts[3], "Action": [*stmts[3]["Action"], "oss:DeleteObject"]}
     (problem,) = differences(stmts, deployer["Statement"])
@@ -247,7 +256,7 @@ def test_the_function_role_may_only_describe_its_service_and_write_its_logs() ->
         }
     ]
     describe, logs = role_statements(template, "FunctionRole")
-    _, function = documented_policies()
+    _, function, _ = documented_policies()
     assert differences([describe], function["Statement"]) == []
     # Its own logstore only.
     assert logs == {
@@ -272,6 +281,228 @@ def test_the_deploying_role_trusts_github_or_the_account() -> None:
         "oidc:sub": {"Ref": "GitHubSubject"},
     }
     assert account["Principal"] == {"RAM": [{"Fn::Sub": "acs:ram::${ALIYUN::TenantId}:root"}]}
+
+
+# -- CI's infrastructure role (InfraRole) ------------------------------------------------------
+ROS_RAM = "ROS: help/en/ros/ram-authorization (API table)"
+CR_RAM = "Container Registry: help/en/acr/user-guide/ram-authorization-information"
+OSS_RAM = "OSS: help/en/oss/user-guide/ram-policy-actions (bucket and object actions)"
+RAM_API = "RAM: help/en/ram/developer-reference (each API's Authorization information)"
+FC_RAM = (
+    "Function Compute 3.0: help/en/functioncompute/fc-3-0/developer-reference/api-fc-2023-03-30-ram"
+)
+SLS_RAM = "Simple Log Service: help/en/sls/developer-reference/api-sls-2020-12-30-ram"
+EAS_RAM = "PAI-EAS: each API page's Authorization information (docs/providers/pai.md)"
+DOCUMENTED_ACTIONS = {
+    **dict.fromkeys(["ros:ListStacks", "ros:PreviewStack", "ros:GetStack", "ros:UpdateStack"],
+                    ROS_RAM),
+    **dict.fromkeys(["cr:GetAuthorizationToken", "cr:PullRepository", "cr:PushRepository"],
+                    CR_RAM),
+    **dict.fromkeys(["oss:PutObject", "oss:GetObject", "oss:AbortMultipartUpload",
+                     "oss:GetBucketInfo", "oss:GetBucketAcl", "oss:PutBucketAcl",
+                     "oss:GetBucketPublicAccessBlock", "oss:PutBucketPublicAccessBlock",
+                     "oss:GetBucketEncryption", "oss:PutBucketEncryption",
+                     "oss:GetBucketVersioning", "oss:PutBucketVersioning",
+                     "oss:GetBucketLifecycle", "oss:PutBucketLifecycle",
+                     "oss:GetBucketTagging", "oss:PutBucketTagging"], OSS_RAM),
+    **dict.fromkeys(["ram:GetRole", "ram:CreateRole", "ram:UpdateRole", "ram:DeleteRole",
+                     "ram:ListPoliciesForRole", "ram:AttachPolicyToRole",
+                     "ram:DetachPolicyFromRole", "ram:GetPolicy", "ram:CreatePolicy",
+                     "ram:DeletePolicy", "ram:ListPolicyVersions", "ram:CreatePolicyVersion",
+                     "ram:DeletePolicyVersion", "ram:PassRole", "ram:CreateServiceLinkedRole",
+                     "sts:AssumeRole"], RAM_API),
+    **dict.fromkeys(["fc:CreateFunction", "fc:GetFunction", "fc:UpdateFunction",
+                     "fc:DeleteFunction", "fc:CreateTrigger", "fc:GetTrigger",
+                     "fc:UpdateTrigger", "fc:DeleteTrigger"], FC_RAM),
+    **dict.fromkeys(["log:CreateProject", "log:GetProject", "log:UpdateProject",
+                     "log:DeleteProject", "log:CreateLogStore", "log:GetLogStore",
+                     "log:UpdateLogStore", "log:DeleteLogStore", "log:PostLogStoreLogs"],
+                    SLS_RAM),
+    **dict.fromkeys(["eas:CreateService", "eas:DescribeMachineSpec", "eas:ListServices",
+                     "eas:DescribeService", "eas:UpdateService", "eas:UpdateServiceVersion",
+                     "eas:DeleteService", "eas:CreateServiceAutoScaler",
+                     "eas:UpdateServiceAutoScaler", "eas:DeleteServiceAutoScaler",
+                     "eas:DescribeServiceAutoScaler", "eas:DescribeServiceLog",
+                     "eas:DescribeServiceEvent"], EAS_RAM),
+}  # fmt: skip
+"""Every RAM action the template names, with the page its name (and resource form) was read
+from. What each name is is checked offline; what RAM grants with it is not (no RAM evaluation
+offline: Alibaba Cloud only)."""
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def template_actions(template: dict[str, Any]) -> set[str]:
+    """Every action of every role's trust and policies."""
+    found: set[str] = set()
+    for resource in template["Resources"].values():
+        if resource["Type"] != "ALIYUN::RAM::Role":
+            continue
+        props = resource["Properties"]
+        statements = list(props["AssumeRolePolicyDocument"]["Statement"])
+        statements = [b for s in statements for b in (s["Fn::If"][1:] if "Fn::If" in s else [s])]
+        for policy in props["Policies"]:
+            statements += policy["PolicyDocument"]["Statement"]
+        for statement in statements:
+            found.update(_as_list(statement["Action"]))
+    return found
+
+
+def test_every_action_is_one_its_service_documents() -> None:
+    template = load_template()
+    assert template_actions(template) - set(DOCUMENTED_ACTIONS) == set()
+    # A misspelt action would be refused by RAM at the first pass (or, worse, never match):
+    stmts = role_statements(template, "InfraRole")
+    stmts[6] = {**stmts[6], "Action": [*stmts[6]["Action"], "ram:AttachPolicyToRoles"]}
+    template["Resources"]["InfraRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ] = stmts
+    assert template_actions(template) - set(DOCUMENTED_ACTIONS) == {"ram:AttachPolicyToRoles"}
+
+
+def test_the_infra_role_trusts_only_githubs_subject() -> None:
+    template = load_template()
+    infra = template["Resources"]["InfraRole"]
+    assert infra["Condition"] == "TrustsGitHub"  # no GitHub, no CI: no role
+    (trust,) = infra["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    deployer = template["Resources"]["DeployerRole"]["Properties"]["AssumeRolePolicyDocument"]
+    ((_, github, _),) = [s["Fn::If"] for s in deployer["Statement"]]
+    assert trust == github  # the deploying role's GitHub trust, and no account fallback
+    assert trust["Principal"] == {"Federated": [{"Ref": "GitHubOidcProviderArn"}]}
+    assert trust["Condition"] == {
+        "StringEquals": {
+            "oidc:aud": "sts.aliyuncs.com",
+            "oidc:iss": "https://token.actions.githubusercontent.com",
+            "oidc:sub": {"Ref": "GitHubSubject"},
+        }
+    }
+    output = template["Outputs"]["InfraRoleArn"]
+    assert output["Condition"] == "TrustsGitHub"
+    assert output["Value"] == {"Fn::GetAtt": ["InfraRole", "Arn"]}
+
+
+def test_the_infra_role_is_the_documented_policy_statement_for_statement() -> None:
+    _, _, infra = documented_policies()
+    assert differences(role_statements(load_template(), "InfraRole"), infra["Statement"]) == []
+
+
+def test_a_planted_extra_action_in_the_infra_role_is_reported() -> None:
+    _, _, infra = documented_policies()
+    stmts = role_statements(load_template(), "InfraRole")
+    stmts[4] = {**stmts[4], "Action": [*stmts[4]["Action"], "oss:DeleteObject"]}
+    (problem,) = differences(stmts, infra["Statement"])
+    assert problem.startswith("statement 4:") and "oss:DeleteObject" in problem
+
+
+def _arn_matches(pattern: str, arn: str) -> bool:
+    """RAM's match of a Resource: ``*`` is any run of characters."""
+    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), arn) is not None
+
+
+def _filled(value: Any, parameters: dict[str, str]) -> str:
+    text: str = value["Fn::Sub"] if isinstance(value, dict) else value
+    return re.sub(r"\$\{([^}]+)\}", lambda m: parameters[m[1]], text)
+
+
+def test_the_infra_role_names_exactly_this_stacks_resources_and_not_itself(
+    tmp_path: Path,
+) -> None:
+    """Each resource ARN of the infra role, filled with a real render's parameters, is the one
+    resource the template creates (or the object the workflow writes), so a renamed resource
+    cannot leave the policy behind; nothing in it names the infra role itself (it cannot
+    widen its own policy)."""
+    template = load_template()
+    res = template["Resources"]
+    folder = project(tmp_path)
+    zipped = tmp_path / "function-alibaba-x86_64.zip"
+    zipped.write_bytes(b"PK")
+    params = render_cli("-c", str(folder), "--cloud", "alibaba", "--function-zip", str(zipped))
+    params |= {"ALIYUN::TenantId": "1234567890", "ALIYUN::StackId": "4a6c9851-stack"}
+    statements = role_statements(template, "InfraRole")
+
+    def allowed(action: str, arn: str) -> bool:
+        return any(
+            action in _as_list(s["Action"])
+            and any(_arn_matches(_filled(r, params), arn) for r in _as_list(s["Resource"]))
+            for s in statements
+        )
+
+    uid, region = params["ALIYUN::TenantId"], params["Region"]
+    for role in ("DeployerRole", "FunctionRole"):
+        props = res[role]["Properties"]
+        name = _filled(props["RoleName"], params)
+        (policy,) = props["Policies"]
+        assert allowed("ram:UpdateRole", f"acs:ram:*:{uid}:role/{name}")
+        policy_name = _filled(policy["PolicyName"], params)
+        assert allowed("ram:CreatePolicyVersion", f"acs:ram:*:{uid}:policy/{policy_name}")
+    function_role = _filled(res["FunctionRole"]["Properties"]["RoleName"], params)
+    deployer = _filled(res["DeployerRole"]["Properties"]["RoleName"], params)
+    assert allowed("ram:PassRole", f"acs:ram:*:{uid}:role/{function_role}")
+    assert not allowed("ram:PassRole", f"acs:ram:*:{uid}:role/{deployer}")
+    project_name = _filled(res["LogProject"]["Properties"]["Name"], params)
+    logstore = res["Logstore"]["Properties"]["LogstoreName"]
+    assert allowed("log:UpdateProject", f"acs:log:{region}:{uid}:project/{project_name}")
+    logstore_arn = f"acs:log:{region}:{uid}:project/{project_name}/logstore/{logstore}"
+    assert allowed("log:UpdateLogStore", logstore_arn)
+    assert res["Function"]["Properties"]["FunctionName"] == {"Ref": "ServiceName"}
+    service, trigger = params["ServiceName"], res["Trigger"]["Properties"]["TriggerName"]
+    assert allowed("fc:UpdateFunction", f"acs:fc:{region}:{uid}:functions/{service}")
+    assert allowed(
+        "fc:UpdateTrigger", f"acs:fc:{region}:{uid}:functions/{service}/triggers/{trigger}"
+    )
+    assert not allowed("fc:UpdateFunction", f"acs:fc:{region}:{uid}:functions/other_123456")
+    bucket = params["BucketName"]
+    assert res["Bucket"]["Properties"]["BucketName"] == {"Ref": "BucketName"}
+    assert allowed("oss:PutObject", f"acs:oss:*:*:{bucket}/{params['FunctionCodeKey']}")
+    assert not allowed("oss:PutObject", f"acs:oss:*:*:{bucket}/{params['BundlePrefix']}/v1/x")
+    assert allowed("ros:UpdateStack", f"acs:ros:{region}:{uid}:stack/4a6c9851-stack")
+    assert not allowed("ros:UpdateStack", f"acs:ros:{region}:{uid}:stack/another")
+    # pai.image's repository, in any instance, and no other repository.
+    assert params["ImageRepository"] == "me/aiaas-server"
+    assert allowed("cr:PushRepository", f"acs:cr:{region}:{uid}:repository/cri-x/me/aiaas-server")
+    assert not allowed("cr:PushRepository", f"acs:cr:{region}:{uid}:repository/cri-x/me/other")
+    # Each bucket setting the template makes, the role may read and write: no more.
+    settings = {"AccessControl": "Acl", "BlockPublicAccess": "PublicAccessBlock",
+                "ServerSideEncryptionConfiguration": "Encryption",
+                "VersioningConfiguration": "Versioning", "LifecycleConfiguration": "Lifecycle",
+                "Tags": "Tagging"}  # fmt: skip
+    assert set(res["Bucket"]["Properties"]) == {"BucketName", *settings}
+    bucket_actions = {f"oss:{verb}Bucket{s}" for s in settings.values() for verb in ("Get", "Put")}
+    (on_bucket,) = [
+        s for s in statements if s["Resource"] == {"Fn::Sub": "acs:oss:*:*:${BucketName}"}
+    ]
+    assert set(on_bucket["Action"]) == bucket_actions | {"oss:GetBucketInfo"}
+    infra_name = _filled(res["InfraRole"]["Properties"]["RoleName"], params)
+    assert not any(allowed(a, f"acs:ram:*:{uid}:{kind}/{infra_name}")
+                   for a in DOCUMENTED_ACTIONS if a.startswith("ram:")
+                   for kind in ("role", "policy"))  # fmt: skip
+
+
+WORKFLOW = ROOT / "iac" / "github" / "deploy.yml"
+
+
+def test_the_infra_role_holds_what_the_workflows_alibaba_jobs_call_and_no_other_ros_or_cr() -> None:
+    """The aliyun ros/cr calls and docker's registry calls of the alibaba-image, -validate and
+    -deploy jobs (which assume ALIBABA_INFRA_ROLE_ARN), against the policy: each is granted,
+    and the policy grants no ROS or Container Registry action they do not make."""
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    scripts = "\n".join(step.get("run", "") for name in ("alibaba-image", "alibaba-validate",
+                        "alibaba-deploy") for step in jobs[name]["steps"])  # fmt: skip
+    called = {f"{service}:{api}" for service, api in
+              re.findall(r"aliyun (ros|cr) ([A-Z][A-Za-z]+)", scripts)}  # fmt: skip
+    called |= {"cr:PullRepository"} if "docker manifest inspect" in scripts else set()
+    called |= {"cr:PushRepository"} if "docker push" in scripts else set()
+    called |= {"oss:PutObject"} if "aliyun oss cp" in scripts else set()
+    assert called >= {"ros:ListStacks", "ros:GetStack", "ros:PreviewStack", "ros:UpdateStack",
+                      "cr:GetAuthorizationToken", "cr:PushRepository"}  # fmt: skip
+    granted = {a for s in role_statements(load_template(), "InfraRole")
+               for a in _as_list(s["Action"])}  # fmt: skip
+    assert called <= granted
+    assert {a for a in granted if a.startswith(("ros:", "cr:"))} == {
+        a for a in called if a.startswith(("ros:", "cr:"))
+    }
 
 
 RULE_KEYS = {"ID", "Prefix", "Status", "Expiration", "AbortMultipartUpload", "Filter",
@@ -457,6 +688,7 @@ def test_rendered_parameters_are_the_templates_and_the_providers_names(tmp_path:
     assert params["FunctionHash"] == function_hash(params["ServiceName"])
     assert params["BucketName"] == settings.oss_bucket
     assert params["BundlePrefix"] == settings.oss_prefix == "team-a"
+    assert params["ImageRepository"] == "me/aiaas-server"  # IMAGE without host and tag
     assert float(params["FunctionTimeoutS"]) == load_config(folder).function.invoke_timeout_s + (
         TIMEOUT_MARGIN_S
     )
@@ -474,6 +706,22 @@ def test_rendered_parameters_are_the_templates_and_the_providers_names(tmp_path:
         assert allowed is None or params[name] in allowed, name
     assert f"aliyun oss cp {zipped} oss://my-models/{params['FunctionCodeKey']}" in result.stderr
     assert "aliyun ros CreateStack --RegionId cn-hangzhou" in result.stderr
+
+
+def test_the_image_repository_is_the_image_without_registry_tag_and_digest() -> None:
+    cases = {
+        "registry-vpc.cn-hangzhou.aliyuncs.com/ns/aiaas-server:0.1.0": "ns/aiaas-server",
+        "myinst-registry.cn-hangzhou.cr.aliyuncs.com/ns/server@sha256:" + "a" * 64: "ns/server",
+        "localhost:5000/ns/server:1": "ns/server",
+        "localhost/ns/server": "ns/server",
+        "ns/server:1.0": "ns/server",  # no host: Docker reads "ns" as a namespace
+        "server": "server",
+    }
+    pattern = load_template()["Parameters"]["ImageRepository"]["AllowedPattern"]
+    for image, repository in cases.items():
+        assert IMAGE_REFERENCE.fullmatch(image), image  # pai.image takes it
+        assert image_repository(image) == repository
+        assert re.fullmatch(pattern, repository), repository
 
 
 def test_the_parameter_file_is_what_the_aliyun_cli_takes() -> None:

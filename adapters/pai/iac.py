@@ -13,6 +13,9 @@ What comes from ``aiaas.yaml`` (never set by hand, so the stack and the provider
   project (RAM and Simple Log Service names take no underscore);
 - ``BucketName``, ``BundlePrefix``: ``pai.oss_bucket`` and ``pai.oss_prefix``, where the
   provider uploads bundles (``<prefix>/<version>/model.tar.gz``);
+- ``ImageRepository``: ``pai.image`` without its registry host, tag and digest (Container
+  Registry's ``<namespace>/<repository>``), the one repository CI's infrastructure role may
+  push to (:func:`image_repository`);
 - ``FunctionTimeoutS``: above ``function.invoke_timeout_s``; ``FunctionAuthType``: the HTTP
   trigger's ``anonymous`` for ``function.auth: api_key`` (our keys guard the URL),
   ``function`` for ``platform``; ``FunctionCodeKey`` and ``FunctionPython``: the zip from
@@ -72,7 +75,7 @@ FREE = frozenset(
 DERIVED = frozenset(
     {
         "Region", "DeploymentName", "ServiceName", "ProjectHash", "FunctionHash", "BucketName",
-        "BundlePrefix", "FunctionTimeoutS", "FunctionAuthType", "FunctionPython",
+        "BundlePrefix", "ImageRepository", "FunctionTimeoutS", "FunctionAuthType", "FunctionPython",
     }
 )  # fmt: skip
 """Template parameters rendered from ``aiaas.yaml`` (every render writes them)."""
@@ -117,6 +120,20 @@ def function_code_key(prefix: str, zip_path: Path) -> str:
     update with a new zip is a new key (ROS updates the function's code only then)."""
     digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
     return f"{prefix}/functions/{digest}/{zip_path.name}"
+
+
+def image_repository(image: str) -> str:
+    """``image`` (``pai.image``, ``[registry/]repository[:tag][@sha256:digest]``) without its
+    registry host, tag and digest: ``registry-vpc.cn-hangzhou.aliyuncs.com/ns/server:1.0`` is
+    ``ns/server``. The first component is a registry host as Docker reads one: it holds a
+    ``.`` or a ``:``, or is ``localhost``."""
+    name = image.split("@", 1)[0]
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        name = rest
+    head, _, last = name.rpartition("/")
+    last = last.split(":", 1)[0]
+    return f"{head}/{last}" if head else last
 
 
 def function_hash(service: str) -> str:
@@ -180,6 +197,7 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
         "FunctionHash": function_hash(service),
         "BucketName": settings.oss_bucket,
         "BundlePrefix": settings.oss_prefix,
+        "ImageRepository": image_repository(settings.image),
         "FunctionTimeoutS": str(timeout),
         "FunctionAuthType": "anonymous" if config.function.auth == "api_key" else "function",
         "FunctionPython": f"python{options.python}",
@@ -204,8 +222,10 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
         )
     else:
         notes.append(
-            "no --function-zip: the stack creates the bucket and the deploying role; render "
-            "again with the packaged zip to add the function and its URL"
+            "no --function-zip: the stack creates the bucket and the deploying role (and, with "
+            "GitHubSubject, CI's infrastructure role: output InfraRoleArn is the workflow's "
+            "ALIBABA_INFRA_ROLE_ARN); render again with the packaged zip to add the function "
+            "and its URL"
         )
     if options.api_keys is not None:
         variables = {
