@@ -29,6 +29,8 @@ from __future__ import annotations
 import ast
 import copy
 import fnmatch
+import functools
+import importlib.util
 import io
 import json
 import re
@@ -113,6 +115,8 @@ PLACEHOLDERS = {
     "${BundlePrefix}": "PREFIX",
     "${ExecutionRoleName}": "ROLE",
     "${EndpointName}": "NAME",
+    "${RepositoryName}": "REPOSITORY",
+    "${AWS::StackName}": "STACK",
 }
 
 
@@ -272,6 +276,356 @@ def test_the_execution_role_grants_what_the_doc_lists_and_nothing_else() -> None
     assert granted["ecr:BatchGetImage"]["Resource"] == [{"Fn::GetAtt": ["Repository", "Arn"]}]
 
 
+# -- CI's two roles: the infrastructure role and CloudFormation's ----------------------------
+CI_DOC = ROOT / "docs" / "deploy-from-ci.md"
+_CFNLINT = importlib.util.find_spec("cfnlint")
+assert _CFNLINT is not None and _CFNLINT.origin, "cfn-lint is needed (make install)"
+CFN_SCHEMAS = Path(_CFNLINT.origin).parent / "data" / "schemas" / "resources"
+IAM_CATALOGUE = Path(_CFNLINT.origin).parent / "data" / "AdditionalSpecs" / "Policies.json"
+HANDLERS = ("create", "read", "update", "delete")
+"""The handlers a stack operation calls (``list`` is for resource discovery, never a stack's)."""
+
+UNUSED = {
+    ("AWS::S3::Bucket", "MetadataTableConfiguration"): {"s3tables:*"},
+    ("AWS::S3::Bucket", "MetadataConfiguration"): {"s3tables:*"},
+    ("AWS::S3::Bucket", "ReplicationConfiguration"): {"iam:PassRole"},
+    ("AWS::ECR::Repository", "EncryptionConfiguration.KmsKey"): {"kms:*"},
+    ("AWS::Lambda::Function", "KmsKeyArn"): {
+        "kms:CreateGrant", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"
+    },
+    ("AWS::Lambda::Function", "VpcConfig"): {"ec2:Describe*"},
+    ("AWS::Lambda::Function", "FileSystemConfigs"): {
+        "elasticfilesystem:DescribeMountTargets", "s3files:ListMountTargets"
+    },
+    ("AWS::Lambda::Function", "CodeSigningConfigArn"): {"lambda:GetCodeSigningConfig"},
+    ("AWS::Lambda::Function", "Layers"): {"lambda:GetLayerVersion"},
+    ("AWS::Lambda::Function", "CapacityProviderConfig"): {"lambda:PassCapacityProvider"},
+    ("AWS::Logs::LogGroup", "ResourcePolicyDocument"): {
+        "logs:PutResourcePolicy", "logs:DeleteResourcePolicy"
+    },
+    ("AWS::Logs::LogGroup", "FieldIndexPolicies"): {
+        "logs:PutIndexPolicy", "logs:DeleteIndexPolicy"
+    },
+    ("AWS::Logs::LogGroup", "DataProtectionPolicy"): {
+        "logs:CreateLogDelivery", "firehose:TagDeliveryStream"
+    },
+}  # fmt: skip
+"""Handler permissions the CloudFormation role does not hold, by the property whose value
+makes the handler call them: this template sets none of these properties (a test checks),
+and the permissions cannot be scoped to this stack's resources (IAM takes only ``*`` for
+them, or a resource of a kind the stack has none of: a key, a VPC, a layer), so holding
+them would hold them everywhere. ``kms:Decrypt`` (Lambda's handlers) is held with
+``KmsKeyId`` only, on that key: Lambda reads the zip from the SSE-KMS bucket with it. The
+delete handlers of a resource the template retains (``DeletionPolicy`` and
+``UpdateReplacePolicy`` Retain) are never called."""
+
+AUTHORIZED_BY = {
+    "s3:DeleteBucketAnalyticsConfiguration": "s3:PutAnalyticsConfiguration",
+    "s3:DeleteBucketCors": "s3:PutBucketCORS",
+    "s3:DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
+    "s3:DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
+    "s3:DeleteBucketMetricsConfiguration": "s3:PutMetricsConfiguration",
+    "s3:DeleteBucketReplication": "s3:PutReplicationConfiguration",
+    "s3:PutBucketReplication": "s3:PutReplicationConfiguration",
+    "s3:PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+}
+"""Handler "permissions" that are S3 API operations, not IAM actions: IAM authorizes each
+by another action (the S3 API reference's "Permissions" of each operation)."""
+NOT_IAM_ACTIONS = {
+    "s3:REST.PUT.OBJECT": "an S3 access log's operation name, no IAM action",
+    "lambda:AssociateRuntimeAlias": "not in IAM's catalogue (cfn-lint's W3037 refuses it)",
+}
+
+
+@functools.cache
+def _catalogue() -> dict[str, Any]:
+    """IAM's actions and resource types by service, as cfn-lint bundles them (its W3037)."""
+    loaded: dict[str, Any] = json.loads(IAM_CATALOGUE.read_text())
+    return loaded
+
+
+@functools.cache
+def _schemas() -> dict[str, Any]:
+    """CloudFormation's resource provider schemas cfn-lint bundles, by type name."""
+    schemas = {}
+    for path in CFN_SCHEMAS.glob("*.json"):
+        schema = json.loads(path.read_text())
+        schemas[schema.get("typeName", "")] = schema
+    return schemas
+
+
+def _in_catalogue(action: str, catalogue: dict[str, Any]) -> bool:
+    service, name = action.split(":", 1)
+    return name.lower() in catalogue.get(service, {}).get("Actions", {})
+
+
+def handler_permissions(template: dict[str, Any]) -> dict[str, set[str]]:
+    """What CloudFormation's handlers may call for this template's resources (their
+    schemas' ``handlers.*.permissions``), permission -> the ``Type.handler``s that list it;
+    no delete handler for a retained resource."""
+    schemas = _schemas()
+    needed: dict[str, set[str]] = {}
+    for resource in template["Resources"].values():
+        kind = resource["Type"]
+        retained = resource.get("DeletionPolicy") == resource.get("UpdateReplacePolicy") == "Retain"
+        for handler in HANDLERS:
+            if handler == "delete" and retained:
+                continue
+            for permission in schemas[kind]["handlers"].get(handler, {}).get("permissions", []):
+                needed.setdefault(permission, set()).add(f"{kind}.{handler}")
+    return needed
+
+
+def policy_actions(template: dict[str, Any], role: str) -> list[str]:
+    """Every action a role's inline policies name, conditional statements included."""
+    found = []
+    for policy in template["Resources"][role]["Properties"]["Policies"]:
+        for stmt in policy["PolicyDocument"]["Statement"]:
+            stmt = stmt["Fn::If"][1] if "Fn::If" in stmt else stmt
+            assert stmt["Effect"] == "Allow", stmt
+            found += _listed(stmt)["Action"]
+    return found
+
+
+def _matches(pattern: str, action: str) -> bool:
+    return fnmatch.fnmatchcase(action.lower(), pattern.lower())  # IAM: case-insensitive
+
+
+def cloudformation_role_problems(template: dict[str, Any]) -> list[str]:
+    """How the CloudFormation role's policy differs from what the handlers of the template's
+    resource types need (empty: none): a permission not held, an action held that no
+    handler lists, a wildcard (it would hold actions no handler lists)."""
+    catalogue = _catalogue()
+    needed = handler_permissions(template)
+    held = policy_actions(template, "CloudFormationRole")
+    unused_by_type: dict[str, set[str]] = {}
+    for (kind, _prop), patterns in UNUSED.items():
+        unused_by_type.setdefault(kind, set()).update(patterns)
+    problems = []
+    required = set()
+    for permission, where in sorted(needed.items()):
+        if permission in NOT_IAM_ACTIONS:
+            continue
+        if not _in_catalogue(permission, catalogue):
+            authorizer = AUTHORIZED_BY.get(permission)
+            if authorizer is None:
+                problems.append(f"{permission} ({', '.join(sorted(where))}): not an IAM action")
+                continue
+            permission = authorizer
+        kinds = {w.split(".")[0] for w in where}
+        if all(
+            any(_matches(p, permission) for p in unused_by_type.get(kind, ())) for kind in kinds
+        ):
+            continue
+        required.add(permission)
+        if not any(_matches(h, permission) for h in held):
+            problems.append(f"{permission} ({', '.join(sorted(where))}): not held")
+    for action in held:
+        if "*" in action or "?" in action:
+            problems.append(f"{action}: a wildcard holds actions no handler lists")
+        elif not any(_matches(action, r) for r in required):
+            problems.append(f"{action}: no handler of this template's resources lists it")
+    return problems
+
+
+def test_the_cloudformation_role_holds_what_the_handlers_need_and_nothing_else() -> None:
+    assert cloudformation_role_problems(load_template()) == []
+    # What is left out is left out for a reason the template keeps true.
+    resources = load_template()["Resources"].values()
+    for kind, path in UNUSED:
+        for resource in [r for r in resources if r["Type"] == kind]:
+            value = resource.get("Properties", {})
+            for key in path.split("."):
+                value = value.get(key, {})
+            assert value == {}, (kind, path)
+
+
+def test_the_cloudformation_role_check_catches_a_dropped_and_an_extra_permission() -> None:
+    template = load_template()
+    stmts = statements(template, "CloudFormationRole", "aiaas-cloudformation")
+    (function,) = [s for s in stmts if s.get("Sid") == "Function"]
+    function["Action"].remove("lambda:UpdateFunctionCode")
+    function["Action"].append("lambda:InvokeFunction")
+    problems = cloudformation_role_problems(template)
+    assert problems == [
+        "lambda:UpdateFunctionCode (AWS::Lambda::Function.update): not held",
+        "lambda:InvokeFunction: no handler of this template's resources lists it",
+    ]
+    # A resource type added to the template brings its handlers' permissions in.
+    template = load_template()
+    template["Resources"]["Queue"] = {"Type": "AWS::SQS::Queue", "Properties": {}}
+    assert any(p.startswith("sqs:CreateQueue (AWS::SQS::Queue.create)") for p in
+               cloudformation_role_problems(template))  # fmt: skip
+
+
+# Sample values to render the roles' resources with, checked against IAM's ARN formats.
+SAMPLE = {
+    "AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": ACCOUNT,
+    "AWS::StackName": "aiaas-minilm", "BucketName": "my-models", "BundlePrefix": "aiaas",
+    "ExecutionRoleName": "aiaas-sagemaker-execution", "EndpointName": "minilm",
+    "RepositoryName": "aiaas-server",
+    "KmsKeyId": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "CloudFormationRole.Arn": f"arn:aws:iam::{ACCOUNT}:role/aiaas/aiaas-minilm/aiaas-Cfn-ABC",
+    "Repository.Arn": f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/aiaas-server",
+}  # fmt: skip
+
+
+def _sample(value: Any) -> str:
+    """A resource of a statement, rendered with :data:`SAMPLE`'s values."""
+    if value == "*":
+        return "*"
+    if "Fn::Sub" in value:
+        return str(re.sub(r"\$\{([^}]+)\}", lambda m: SAMPLE[m[1]], value["Fn::Sub"]))
+    if "Ref" in value:
+        return SAMPLE[str(value["Ref"])]
+    return SAMPLE[".".join(value["Fn::GetAtt"])]
+
+
+def resource_problems(template: dict[str, Any], role: str, *, scoped: bool = True) -> list[str]:
+    """An action whose statement names no resource of a type IAM's catalogue gives it (the
+    grant would be void: IAM matches it to nothing); with ``scoped``, also ``*`` for an
+    action that takes a resource's ARN."""
+    catalogue = _catalogue()
+    problems = []
+    for policy in template["Resources"][role]["Properties"]["Policies"]:
+        for stmt in policy["PolicyDocument"]["Statement"]:
+            stmt = _listed(stmt["Fn::If"][1] if "Fn::If" in stmt else stmt)
+            arns = [_sample(r) for r in stmt["Resource"]]
+            for action in stmt["Action"]:
+                service, name = action.split(":", 1)
+                types = catalogue[service]["Actions"][name.lower()].get("Resources", [])
+                if arns == ["*"]:
+                    if types and scoped:
+                        problems.append(f"{stmt['Sid']}: {action} on * (it takes {types})")
+                    continue
+                kinds = catalogue[service]["Resources"]
+                formats = [f for t in types for f in kinds.get(t, {}).get("ARNFormats", [])]
+                if not any(re.fullmatch(_arn_regex(f), a) for f in formats for a in arns):
+                    problems.append(f"{stmt['Sid']}: {action} takes none of {arns}")
+    return problems
+
+
+def _arn_regex(arn_format: str) -> str:
+    parts = re.split(r"(\$\{[A-Za-z]+\}|\.\*)", arn_format)
+    return "".join(
+        "[^:]*" if p.startswith("${") else ".*" if p == ".*" else re.escape(p) for p in parts
+    )
+
+
+def test_the_ci_roles_scope_every_action_to_resources_it_takes() -> None:
+    """Each action on an ARN of a resource type IAM's catalogue gives it, so no grant is
+    silently void; ``*`` only where the action takes no resource."""
+    template = load_template()
+    assert resource_problems(template, "InfraRole") == []
+    assert resource_problems(template, "CloudFormationRole") == []
+    # The other roles' grants are not void either (their ``*`` follow the provider's doc).
+    for role in ("ExecutionRole", "DeployerRole", "FunctionRole"):
+        assert resource_problems(template, role, scoped=False) == [], role
+    # Planted mistakes: a log group's action scoped to the function; a scopable one on *.
+    stmts = statements(template, "CloudFormationRole", "aiaas-cloudformation")
+    (function,) = [s for s in stmts if s.get("Sid") == "Function"]
+    function["Action"].append("logs:CreateLogGroup")
+    (reads,) = [s for s in stmts if s.get("Sid") == "ReadLogGroups"]
+    reads["Action"].append("logs:GetDataProtectionPolicy")
+    arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:minilm"
+    assert resource_problems(template, "CloudFormationRole") == [
+        "ReadLogGroups: logs:GetDataProtectionPolicy on * (it takes ['log-group'])",
+        f"Function: logs:CreateLogGroup takes none of ['{arn}', '{arn}:*']",
+    ]
+
+
+def test_the_ci_roles_trust_githubs_subject_and_cloudformation_only() -> None:
+    template = load_template()
+    resources = template["Resources"]
+    deployer = resources["DeployerRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    github = deployer[0]["Fn::If"][1]  # the deploying role's trust with GitHubSubject
+    infra = resources["InfraRole"]
+    assert infra["Condition"] == resources["CloudFormationRole"]["Condition"] == "TrustsGitHub"
+    assert infra["Properties"]["AssumeRolePolicyDocument"]["Statement"] == [github]
+    assert github["Condition"] == {
+        "StringEquals": {
+            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+            "token.actions.githubusercontent.com:sub": {"Ref": "GitHubSubject"},
+        }
+    }
+    cfn = resources["CloudFormationRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert cfn == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudformation.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+    outputs = template["Outputs"]
+    assert outputs["InfraRoleArn"]["Value"] == {"Fn::GetAtt": ["InfraRole", "Arn"]}
+    assert outputs["CloudFormationRoleArn"]["Value"] == {
+        "Fn::GetAtt": ["CloudFormationRole", "Arn"]
+    }
+    # Only the CloudFormation role may be passed, and only to CloudFormation.
+    (passing,) = [s for s in statements(template, "InfraRole", "aiaas-infra") if
+                  "iam:PassRole" in _listed(s).get("Action", [])]  # fmt: skip
+    assert passing["Resource"] == {"Fn::GetAtt": ["CloudFormationRole", "Arn"]}
+    assert passing["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "cloudformation.amazonaws.com"}
+    }
+
+
+def documented_infra() -> list[dict[str, Any]]:
+    """The infrastructure role's policy in docs/deploy-from-ci.md (its json block, indented
+    in its bullet)."""
+    text = CI_DOC.read_text()
+    found = re.findall(r"^ *```json\n(.*?)^ *```", text, re.M | re.S)
+    blocks = [json.loads(b) for b in found]
+    (policy,) = [b for b in blocks if isinstance(b, dict) and "Statement" in b]
+    return list(policy["Statement"])
+
+
+def infra_differences(template: dict[str, Any]) -> list[str]:
+    """How the template's infrastructure role differs from the documented policy (empty:
+    none). The doc writes the CloudFormation role's ARN as ``CLOUDFORMATION_ROLE_ARN`` (the
+    stack's output), and its KMS statement as prose (kms:GenerateDataKey and kms:Decrypt on
+    that key), compared with the template's under ``HasKmsKey``."""
+    always, conditional = split_conditional(statements(template, "InfraRole", "aiaas-infra"))
+    role_arn = {"Fn::GetAtt": ["CloudFormationRole", "Arn"]}
+    ours = {
+        s.get("Sid"): _listed(
+            as_documented(
+                {k: "CLOUDFORMATION_ROLE_ARN" if v == role_arn else v for k, v in s.items()}
+            )
+        )
+        for s in always
+    }
+    doc = {s.get("Sid"): _listed(s) for s in documented_infra()}
+    problems = [
+        f"{sid}: template {ours.get(sid)} != doc {doc.get(sid)}"
+        for sid in sorted(set(ours) | set(doc), key=str)
+        if ours.get(sid) != doc.get(sid)
+    ]
+    kms = conditional.pop("HasKmsKey", None)
+    if kms is None or sorted(_listed(kms)["Action"]) != ["kms:Decrypt", "kms:GenerateDataKey"]:
+        problems.append(f"HasKmsKey: {kms}")
+    elif kms["Resource"] != {"Ref": "KmsKeyId"}:
+        problems.append(f"HasKmsKey: on {kms['Resource']}")
+    if conditional:
+        problems.append(f"statements the doc does not name: {conditional}")
+    return problems
+
+
+def test_the_infra_role_is_the_documented_policy_statement_for_statement() -> None:
+    assert infra_differences(load_template()) == []
+    doc = " ".join(CI_DOC.read_text().split())
+    assert "add `kms:GenerateDataKey` and `kms:Decrypt` on that key" in doc
+
+
+def test_a_planted_extra_action_in_the_infra_role_is_reported() -> None:
+    template = load_template()
+    stmts = statements(template, "InfraRole", "aiaas-infra")
+    (zips,) = [s for s in stmts if s.get("Sid") == "FunctionZips"]
+    zips["Action"] = ["s3:PutObject", "s3:DeleteObject"]
+    (problem,) = infra_differences(template)
+    assert problem.startswith("FunctionZips:") and "s3:DeleteObject" in problem
+
+
 def test_what_moto_cannot_show_is_in_the_template() -> None:
     """The properties moto accepts without applying them (its gaps, named above)."""
     resources = load_template()["Resources"]
@@ -407,6 +761,11 @@ def test_rendered_parameters_are_the_templates_and_the_providers_names(tmp_path:
     assert float(params["FunctionTimeoutS"]) > load_config(folder).function.invoke_timeout_s
     assert params["FunctionUrlAuthType"] == "NONE"  # function.auth: api_key
     assert params["ApiKeyHashes"] == RECORD
+    # With GitHub's subject, render names the outputs the workflow's variables come from.
+    subject = "repo:octo/models:environment:production"
+    _, told = render_rows("-c", str(folder), "--set", f"GitHubSubject={subject}")
+    assert "AWS_INFRA_ROLE_ARN and AWS_CLOUDFORMATION_ROLE_ARN" in " ".join(told.split())
+    assert "InfraRoleArn" not in render_rows("-c", str(folder))[1]
 
 
 def _section() -> Any:
@@ -656,6 +1015,11 @@ def test_the_stack_in_moto_has_what_aiaas_yaml_and_the_provider_name(
     aws: AwsEmulator, tmp_path: Path
 ) -> None:
     assert two_passes(aws, project(tmp_path), moto_body()) == []
+    # No GitHubSubject: no CI roles (the deploying role trusts the account).
+    (stack,) = aws.client("cloudformation").describe_stacks(StackName="aiaas")["Stacks"]
+    assert {"InfraRoleArn", "CloudFormationRoleArn"}.isdisjoint(
+        o["OutputKey"] for o in stack["Outputs"]
+    )
 
 
 def test_a_kms_key_alarms_github_and_iam_auth(aws: AwsEmulator, tmp_path: Path) -> None:
@@ -681,6 +1045,25 @@ def test_a_kms_key_alarms_github_and_iam_auth(aws: AwsEmulator, tmp_path: Path) 
     assert trust["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == subject
     execution = {s["Sid"] for s in role_policy(aws, ROLE_ARN)}
     assert {"DecryptBundles", "WatchRollbackAlarms"} <= execution
+    # CI's two roles, under the stack's path: GitHub's subject may assume the infrastructure
+    # role, which may pass only the CloudFormation role, which only CloudFormation assumes.
+    (stack,) = cf.describe_stacks(StackName="aiaas")["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    iam = aws.client("iam")
+    infra = iam.get_role(RoleName=outputs["InfraRoleArn"].rsplit("/", 1)[1])["Role"]
+    cfn = iam.get_role(RoleName=outputs["CloudFormationRoleArn"].rsplit("/", 1)[1])["Role"]
+    assert infra["Path"] == cfn["Path"] == role["Path"] == "/aiaas/aiaas/"
+    assert _policy(infra["AssumeRolePolicyDocument"])["Statement"] == [trust]
+    (cfn_trust,) = _policy(cfn["AssumeRolePolicyDocument"])["Statement"]
+    assert cfn_trust["Principal"] == {"Service": "cloudformation.amazonaws.com"}
+    granted = {s["Sid"]: s for s in role_policy(aws, outputs["InfraRoleArn"])}
+    assert granted["PassTheCloudFormationRole"]["Resource"] == outputs["CloudFormationRoleArn"]
+    assert granted["FunctionZipEncryption"]["Resource"] == key
+    stack_arn = f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/aiaas/"
+    assert granted["ChangeSets"]["Resource"] == stack_arn + "*"
+    assert stack["StackId"].startswith(stack_arn)
+    cfn_sids = {s["Sid"] for s in role_policy(aws, outputs["CloudFormationRoleArn"])}
+    assert {"Roles", "Function", "FunctionCodeEncryption"} <= cfn_sids
     fn = aws.client("lambda").get_function(FunctionName="minilm")["Configuration"]
     assert fn["Timeout"] == 60 + TIMEOUT_MARGIN_S
 

@@ -17,6 +17,10 @@ What comes from ``aiaas.yaml`` (never set by hand, so the stack and the provider
   ``platform``; ``FunctionCodeKey``, ``FunctionRuntime``, ``FunctionArchitecture``: the zip
   from ``aiaas function package --target aws`` (content-addressed under
   ``<prefix>/functions/``), the Python and architecture it was packaged for.
+
+``GitHubSubject`` (``--set``) makes the stack trust GitHub Actions' OIDC tokens for that
+subject and create the two roles CI changes it with (outputs ``InfraRoleArn`` and
+``CloudFormationRoleArn``: docs/deploy-from-ci.md).
 """
 
 from __future__ import annotations
@@ -171,6 +175,12 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
         notes.append(
             "no --function-zip: the stack creates the bucket, repository and roles; render "
             "again with the packaged zip to add the function and its URL"
+        )
+    if options.values.get("GitHubSubject"):
+        notes.append(
+            "GitHubSubject: the stack also creates CI's roles; set the workflow's "
+            "AWS_INFRA_ROLE_ARN and AWS_CLOUDFORMATION_ROLE_ARN from its outputs "
+            "InfraRoleArn and CloudFormationRoleArn"
         )
     if options.api_keys is not None:
         variables = {"AIAAS_DEPLOYMENT": options.deployment, "AIAAS_API_KEYS": options.api_keys}
