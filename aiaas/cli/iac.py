@@ -73,8 +73,10 @@ def render(
         if not records:
             err.print(
                 f"[yellow]warning:[/yellow] no API keys (AIAAS_API_KEYS, or `aiaas keys create`):"
-                f" {target.secret_parameter} is left out, so the stack keeps its value (empty "
-                "on a new stack: every call is refused with 401)",
+                f" {target.secret_parameter} is left out. Whether an update keeps the deployed"
+                " value depends on how it is run: iac/github/deploy.yml keeps it on every cloud"
+                " (docs/deploy-from-ci.md says what keeps it on each); a new stack gets it"
+                " empty: every call is refused with 401",
                 highlight=False,
             )
     options = RenderOptions(
