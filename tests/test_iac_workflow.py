@@ -28,6 +28,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -163,6 +165,7 @@ EXPANDED = {
         "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
     ),
     "DEPLOYER": "11111111-1111-1111-1111-111111111111",
+    "SCORING_URI": "https://probe.westeurope.inference.ml.azure.com/score",
 }
 
 
@@ -238,6 +241,7 @@ def test_every_aiaas_line_of_the_workflow_parses(tmp_path: Path) -> None:
             assert name.startswith(cloud + "-"), (name, args)
             if cloud == "azure":  # the deploying identity the template gives its roles to
                 assert f"deployerPrincipalId={EXPANDED['DEPLOYER']}" in args
+                assert f"scoringUri={EXPANDED['SCORING_URI']}" in args  # for auth_mode key
                 continue
             assert f"GitHubSubject={EXPANDED['SUBJECT']}" in args
             assert f"GitHubOidcProviderArn={EXPANDED['OIDC_PROVIDER_ARN']}" in args
@@ -330,6 +334,10 @@ INSTALLS = {
 PROVIDED = {"actions/checkout", "actions/setup-python", "actions/download-artifact"}
 """The actions the test stands in for: the workspace, .venv/bin on PATH, the bundle in place."""
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+SHELL = ["bash", "--noprofile", "--norc", "-eo", "pipefail"]
+"""How GitHub's runner runs a ``run:`` step under ``shell: bash`` (the workflow's
+``defaults``): ``bash --noprofile --norc -eo pipefail {0}``, the script's path for ``{0}``.
+(With no shell named it would be ``bash -e {0}``: no pipefail.)"""
 
 
 def evaluate(expression: str, context: dict[str, str]) -> str:
@@ -367,7 +375,7 @@ def runs(condition: str | None, context: dict[str, str], failed: bool) -> bool:
 
 class Runner:
     """One job's ``run:`` steps as GitHub's runner runs them on ubuntu: each with
-    ``bash -e`` in the workspace, the workflow's, job's and step's ``env:`` (expressions
+    :data:`SHELL` in the workspace, the workflow's, job's and step's ``env:`` (expressions
     evaluated), ``GITHUB_ENV`` a new file per step whose lines the later steps get as they are
     written (no unquoting), later steps skipped after a failure unless ``if: always()``. The
     environment is otherwise empty: .venv/bin on PATH (setup-python's place), a home of its
@@ -419,7 +427,7 @@ class Runner:
         github_output.write_text("")
         env["GITHUB_OUTPUT"] = str(github_output)
         done = subprocess.run(
-            ["bash", "-e", str(script)],
+            [*SHELL, str(script)],
             cwd=self.workspace, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         self.results[name] = done
@@ -485,11 +493,26 @@ def rehearse(cloud: str, workspace: Path, project: Path) -> Runner:
             if i == last:
                 runner.step(delete)
     finally:  # the job's last step stops the emulator; if it did not run, this does
-        pid = workspace / "emulate.pid"
-        if pid.exists() and not (workspace / "emulate.exit").exists():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid.read_text()), signal.SIGKILL)
+        stop_emulator(workspace)
     return runner
+
+
+def stop_emulator(workspace: Path) -> None:
+    """If ``aiaas emulate`` still runs (a step failed before the job's last one): SIGTERM, so
+    it stops its containers and Azurite itself (its atexit), up to 30 s for the job's subshell
+    to write its exit status, then SIGKILL. It is no child of the test's (the step's shell
+    exited): the status file is what says it ended."""
+    pid, done = workspace / "emulate.pid", workspace / "emulate.exit"
+    if not pid.exists() or done.exists():
+        return
+    emulator = int(pid.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(emulator, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not done.exists():
+            os.kill(emulator, signal.SIGKILL)
 
 
 def test_the_rehearse_job_runs_end_to_end_for_every_cloud(
@@ -549,6 +572,7 @@ def local_step(job: str, workspace: Path, project: Path) -> Runner:
             pass
     context = {
         "vars.AIAAS_PROJECT": "model",
+        "vars.AIAAS_SOURCE": str(ROOT),  # the templates the later steps send
         "vars.AZURE_DEPLOYER_PRINCIPAL_ID": EXPANDED["DEPLOYER"],
         "vars.ALIBABA_OIDC_PROVIDER_ARN": "acs:ram::1234567890123456:oidc-provider/github",
         "secrets.AIAAS_API_KEYS": "",
@@ -563,17 +587,27 @@ def local_step(job: str, workspace: Path, project: Path) -> Runner:
     return runner
 
 
+@pytest.fixture(scope="module")
+def local_runs(
+    built_project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Runner]]:
+    """Each of :data:`LOCAL_STEPS` run (side by side), in ``<folder>/<job>``."""
+    folder = tmp_path_factory.mktemp("local-steps")
+    with ThreadPoolExecutor(len(PROVIDERS)) as pool:
+        done = {job: pool.submit(local_step, job, folder / job, built_project)
+                for job in LOCAL_STEPS}  # fmt: skip
+    return folder, {job: future.result() for job, future in done.items()}
+
+
 def test_the_cloud_jobs_steps_that_need_no_cloud_run_here(
-    built_project: Path, tmp_path: Path
+    local_runs: tuple[Path, dict[str, Runner]],
 ) -> None:
     """Each cloud job's steps before its sign-in, run as the runner runs them on the project of
     the rehearsal: the image and the coordinates aiaas.yaml names, and the parameters
     ``aiaas iac render`` writes, as the later steps read them. The deploy jobs render what
     their validate job rendered."""
-    with ThreadPoolExecutor(len(PROVIDERS)) as pool:
-        done = {job: pool.submit(local_step, job, tmp_path / job, built_project)
-                for job in LOCAL_STEPS}  # fmt: skip
-    out = {job: future.result().outputs for job, future in done.items()}
+    tmp_path, runners = local_runs
+    out = {job: runner.outputs for job, runner in runners.items()}
     assert out["aws-image"] == {
         "uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/aiaas-server:0.1.0",
         "registry": "123456789012.dkr.ecr.us-east-1.amazonaws.com",
@@ -611,6 +645,266 @@ def test_the_cloud_jobs_steps_that_need_no_cloud_run_here(
         rendered = [(tmp_path / f"{job}-{j}").glob("params.*") for j in ("validate", "deploy")]
         first, second = ([f.read_bytes() for f in files] for files in rendered)
         assert first == second, job
+
+
+# -- the cloud steps, against fake cloud CLIs -------------------------------------------------
+# The cloud's own CLI is the boundary nothing offline reaches: these steps run as the runner runs
+# them (their shell, env and outputs), with ``aws``, ``aliyun``, ``curl`` and ``sleep`` small
+# scripts first on PATH that record each call (NUL-separated words, a "\n" word after each) and
+# answer as the cloud does. The fake ``aliyun`` refuses a call without a region as aliyun-cli
+# does (config/profile.go Validate: "region can't be empty", checked before --RegionId is read).
+FAKES = {
+    "aws": r"""
+{ printf '%s\0' "$@"; printf '\n\0'; } >> aws.calls
+case "$2" in
+  describe-stacks)
+    if [ -n "$FAKE_NO_STACK" ]; then echo "Stack with id x does not exist" >&2; exit 254; fi
+    echo "$FAKE_STACK_KEYS" ;;
+  create-change-set)
+    while [ $# -gt 0 ]; do
+      if [ "$1" = --parameters ]; then cp "${2#file://}" change-set.sent; fi
+      shift
+    done
+    echo '{"Id": "arn:change-set"}' ;;
+  wait) ;;
+  describe-change-set) echo "| Modify | Function | AWS::Lambda::Function | False |" ;;
+  *) echo "fake aws: $*" >&2; exit 2 ;;
+esac
+""",
+    "aliyun": r"""
+{ printf '%s\0' "$@"; printf '\n\0'; } >> aliyun.calls
+region=$ALIBABA_CLOUD_REGION_ID
+prev=
+for word in "$@"; do
+  if [ "$prev" = --region ]; then region=$word; fi
+  prev=$word
+done
+if [ -z "$region" ]; then echo "ERROR: region can't be empty" >&2; exit 1; fi
+case "$2" in
+  ListStacks) echo '{"Stacks": [{"StackId": "stack-1", "StackName": "aiaas-probe"}]}' ;;
+  PreviewStack)
+    echo '{"Stack": {"Resources": [{"Action": "Modify", "LogicalResourceId": "Function",
+      "ResourceType": "ALIYUN::FC3::Function"}]}}' ;;
+  UpdateStack) echo '{"StackId": "stack-1"}' ;;
+  GetStack)
+    echo >> getstack.count
+    STATUS=UPDATE_COMPLETE
+    if [ "$(wc -l < getstack.count)" -le "$FAKE_IN_PROGRESS" ]; then STATUS=UPDATE_IN_PROGRESS; fi
+    printf '{"Status": "%s", "Outputs": [
+      {"OutputKey": "DeployerRoleArn", "OutputValue": "acs:ram::1:role/deployer"},
+      {"OutputKey": "FunctionUrl", "OutputValue": "https://fc.example/"}]}\n' "$STATUS" ;;
+  *) echo "fake aliyun: $*" >&2; exit 2 ;;
+esac
+""",
+    "curl": r"""
+{ printf '%s\0' "$@"; printf '\n\0'; } >> curl.calls
+echo '{"outputs": [{"value": 2.0}]}'
+""",
+    "sleep": r"""
+echo "$@" >> sleep.calls
+""",
+}
+
+
+def calls(path: Path) -> list[list[str]]:
+    """The calls a fake recorded, each its words."""
+    if not path.exists():
+        return []
+    found: list[list[str]] = []
+    current: list[str] = []
+    for word in path.read_text().split("\0")[:-1]:
+        if word == "\n":
+            found.append(current)
+            current = []
+        else:
+            current.append(word)
+    return found
+
+
+def with_fakes(runner: Runner, bin_dir: Path, **env: str) -> Runner:
+    """A copy of ``runner`` (its workspace, outputs and context so far) whose steps find the
+    fakes first on PATH."""
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in FAKES.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    copy = Runner.__new__(Runner)
+    copy.__dict__.update(runner.__dict__)
+    copy.context, copy.outputs, copy.results = dict(runner.context), dict(runner.outputs), {}
+    copy.exported, copy.failed = dict(runner.exported), False
+    copy.env = {**runner.env, "PATH": f"{bin_dir}{os.pathsep}{runner.env['PATH']}", **env}
+    copy.env.pop("ALIBABA_CLOUD_REGION_ID", None)
+    return copy
+
+
+def step_of(job: str, name: str) -> dict[str, Any]:
+    """Job ``job``'s one step whose name starts with ``name``."""
+    (step,) = [s for s in jobs()[job]["steps"] if s.get("name", "").startswith(name)]
+    found: dict[str, Any] = step
+    return found
+
+
+class TemplateLoader(yaml.SafeLoader):
+    """A CloudFormation template's YAML with its short forms (``!Ref``, ``!Sub``...) as None."""
+
+
+TemplateLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def test_every_aliyun_call_names_its_region() -> None:
+    """Each ``aliyun`` call of the workflow (continued lines joined) passes ``--region
+    "$REGION"``, and its step sets REGION: the configure action sets no region and the CLI
+    refuses a call without one."""
+    found = 0
+    for name, job in jobs().items():
+        for step in job["steps"]:
+            script = step.get("run", "").replace("\\\n", " ")
+            for call in re.findall(r"aliyun [^|;)\n]*", script):
+                found += 1
+                assert '--region "$REGION"' in call, (name, call)
+                assert "REGION" in step.get("env", {}), (name, step.get("name"))
+    assert found == 7  # cr, oss, and ListStacks, PreviewStack / UpdateStack, GetStack
+
+
+def test_the_aws_change_set_keeps_every_parameter_render_left_out(
+    local_runs: tuple[Path, dict[str, Runner]], tmp_path: Path
+) -> None:
+    """aws-validate's change-set step (after the real render), against a fake ``aws``: each
+    parameter the stack has and the render left out (ApiKeyHashes with no AIAAS_API_KEYS, the
+    first pass's --set values) goes to the change set as UsePreviousValue, so CloudFormation
+    does not reset it to the template's default; one the template no longer has is not sent
+    (CloudFormation refuses it); what was rendered is sent as rendered. No stack: a named
+    error, no change set."""
+    folder, runners = local_runs
+    workspace = folder / "aws-validate"
+    rendered = json.loads((workspace / "params.json").read_text())
+    given = {p["ParameterKey"] for p in rendered}
+    template = step_of("aws-validate", "Validate")
+    template_keys = list(
+        yaml.load((ROOT / "iac/aws/template.yaml").read_text(), TemplateLoader)["Parameters"]
+    )
+    assert "ApiKeyHashes" in template_keys and "ApiKeyHashes" not in given
+    stack_keys = [*template_keys, "RemovedLongAgo"]
+    runner = with_fakes(runners["aws-validate"], tmp_path / "bin",
+                        FAKE_STACK_KEYS=json.dumps(stack_keys))  # fmt: skip
+    runner.context.update({"github.run_id": "7", "github.run_attempt": "1"})
+    runner.step(template)
+    runner.ok(template["name"])
+    sent = json.loads((workspace / "change-set.sent").read_text())
+    assert sent[: len(rendered)] == rendered
+    kept = sent[len(rendered) :]
+    assert kept == [
+        {"ParameterKey": k, "UsePreviousValue": True} for k in template_keys if k not in given
+    ]
+    assert {"ApiKeyHashes", "FunctionMemoryMB", "LogRetentionDays"} <= {
+        p["ParameterKey"] for p in kept
+    }
+    assert runner.outputs["name"] == "aiaas-7-1"
+    (create,) = [c for c in calls(workspace / "aws.calls") if c[1] == "create-change-set"]
+    assert create[create.index("--parameters") + 1] == "file://change-set.json"
+    (workspace / "aws.calls").unlink()
+    (workspace / "change-set.sent").unlink()
+    missing = with_fakes(runners["aws-validate"], tmp_path / "bin", FAKE_NO_STACK="1")
+    missing.context.update({"github.run_id": "7", "github.run_attempt": "1"})
+    missing.step(template)
+    done = missing.results[template["name"]]
+    assert done.returncode == 1 and "::error title=no stack::aiaas-probe" in done.stdout
+    assert [c[1] for c in calls(workspace / "aws.calls")] == ["describe-stacks"]
+
+
+def test_the_alibaba_steps_preview_the_update_and_wait_for_it(
+    local_runs: tuple[Path, dict[str, Runner]], tmp_path: Path
+) -> None:
+    """alibaba-validate's PreviewStack and alibaba-deploy's UpdateStack, against a fake
+    ``aliyun``: every call has its region (the fake refuses one without, as the CLI does);
+    the preview is of the stack's update (its StackId from ListStacks, the previous
+    parameters kept, as UpdateStack keeps them), not of a new stack; the wait ends with the
+    stack's outputs once it is UPDATE_COMPLETE, and fails by name when 180 tries still see
+    UPDATE_IN_PROGRESS."""
+    folder, runners = local_runs
+    validate_at = folder / "alibaba-validate"
+    rendered = (validate_at / "params.txt").read_text().splitlines()
+    runner = with_fakes(runners["alibaba-validate"], tmp_path / "bin")
+    preview = step_of("alibaba-validate", "Validate")
+    runner.step(preview)
+    assert runner.ok(preview["name"]) == '["Modify","Function","ALIYUN::FC3::Function"]\n'
+    listed, previewed = calls(validate_at / "aliyun.calls")
+    assert listed[:2] == ["ros", "ListStacks"] and "aiaas-probe" in listed
+    assert previewed[:2] == ["ros", "PreviewStack"] and "--StackName" not in previewed
+    assert previewed[previewed.index("--StackId") + 1] == "stack-1"
+    assert previewed[previewed.index("--UsePreviousParameters") + 1] == "true"
+    assert previewed[-len(rendered) :] == rendered
+    body = previewed[previewed.index("--TemplateBody") + 1]
+    assert body == (ROOT / "iac/alibaba/template.json").read_text().rstrip("\n")  # $(cat ...)
+
+    deploy_at = folder / "alibaba-deploy"
+    update = step_of("alibaba-deploy", "Update the stack")
+    for in_progress, ok in ((2, True), (10_000, False)):
+        for leftover in ("aliyun.calls", "getstack.count", "sleep.calls"):
+            (deploy_at / leftover).unlink(missing_ok=True)
+        runner = with_fakes(runners["alibaba-deploy"], tmp_path / "bin",
+                            FAKE_IN_PROGRESS=str(in_progress))  # fmt: skip
+        runner.step(update)
+        made = calls(deploy_at / "aliyun.calls")
+        assert all(c[c.index("--region") + 1] == "cn-shanghai" for c in made)
+        waits = len((deploy_at / "sleep.calls").read_text().splitlines())
+        if ok:
+            runner.ok(update["name"])
+            assert [c[1] for c in made] == ["ListStacks", "UpdateStack"] + ["GetStack"] * 3
+            assert waits == 2
+            assert runner.outputs == {
+                "stack": "aiaas-probe", "region": "cn-shanghai",
+                "deployer-role": "acs:ram::1:role/deployer", "url": "https://fc.example/",
+            }  # fmt: skip
+        else:
+            done = runner.results[update["name"]]
+            assert done.returncode == 1 and waits == 180
+            assert (
+                "::error title=stack not updated::aiaas-probe is still UPDATE_IN_PROGRESS"
+                in done.stdout
+            )
+            assert "url" not in runner.outputs
+
+
+@pytest.mark.parametrize("auth", ["api_key", "platform"])
+def test_the_smoke_tests_send_the_key_or_skip_for_platform_auth(
+    built_project: Path, tmp_path: Path, auth: str
+) -> None:
+    """Each deploy job's smoke test, against a fake ``curl``: with ``function.auth: api_key``
+    it sends the bundle's example request with the smoke key to the function URL's /predict;
+    with ``platform`` (the URL wants the cloud's own credentials) it says so and sends
+    nothing."""
+    headers = {"aws": "Authorization: Bearer k", "azure": "Authorization: Bearer k",
+               "alibaba": "x-api-key: k"}  # fmt: skip
+    for cloud in PROVIDERS:
+        workspace = tmp_path / cloud
+        shutil.copytree(built_project, workspace / "model")
+        if auth == "platform":
+            config = workspace / "model" / "aiaas.yaml"
+            config.write_text(config.read_text() + "function:\n  auth: platform\n")
+        context = {
+            "vars.AIAAS_PROJECT": "model",
+            "secrets.AIAAS_SMOKE_KEY": "k",
+            "steps.stack.outputs.url": "https://function.example/",
+            "steps.template.outputs.url": "https://function.example",
+        }
+        runner = with_fakes(Runner(workspace, context), tmp_path / "bin")
+        runner.job(f"{cloud}-deploy")
+        smoke = step_of(f"{cloud}-deploy", "Smoke-test the function URL")
+        runner.step(smoke)
+        out = runner.ok(smoke["name"])
+        sent = calls(workspace / "curl.calls")
+        if auth == "platform":
+            assert sent == [] and "::notice title=smoke test skipped::" in out, (cloud, out)
+            continue
+        (args,) = sent
+        assert "https://function.example/predict" in args and headers[cloud] in args, cloud
+        with tarfile.open(workspace / "model" / "dist" / "model.tar.gz") as tar:
+            manifest = tar.extractfile("aiaas-manifest.json")
+            assert manifest is not None
+            example = json.load(manifest)["example_request"]
+        assert json.loads(args[args.index("-d") + 1]) == example, cloud
+        assert json.loads((workspace / "answer.json").read_text()) == {"outputs": [{"value": 2.0}]}
 
 
 # -- the workflow's shape --------------------------------------------------------------------
@@ -684,6 +978,28 @@ def test_oidc_only_least_permissions_pinned_actions_one_deploy_per_environment()
     assert publish["with"]["sku"] == "flexconsumption" and publish["with"]["remote-build"] is False
 
 
+def test_shell_sessions_pins_and_the_cpu_torch() -> None:
+    """Every ``run:`` step under ``shell: bash`` (pipefail: the Runner's :data:`SHELL`), none
+    naming another; each Alibaba Cloud sign-in asks for an hour (the action's 30 minutes end
+    before a long UpdateStack and aiaas deploy; an hour is RAM's default MaxSessionDuration),
+    the aliyun CLI pinned to a version; the jobs that install torch (test, rehearse) take its
+    CPU build; the Azure renders pass AZURE_SCORING_URI (auth_mode key needs it)."""
+    assert workflow()["defaults"] == {"run": {"shell": "bash"}}
+    for name, job in jobs().items():
+        for step in job["steps"]:
+            assert "shell" not in step, (name, step.get("name"))
+            use = step.get("uses", "")
+            if use.startswith(SIGN_IN["alibaba"]):
+                assert step["with"]["role-session-expiration"] == 3600, name
+            if use.startswith("aliyun/setup-aliyun-cli-action@"):
+                assert re.fullmatch(r"3\.\d+\.\d+", step["with"]["version"]), name
+        cpu = job.get("env", {}).get("PIP_EXTRA_INDEX_URL")
+        installs_serve = any("[serve" in s.get("run", "") for s in job["steps"])
+        assert (cpu == "https://download.pytorch.org/whl/cpu") == installs_serve, name
+    for job in ("azure-validate", "azure-deploy"):
+        assert step_of(job, "Render")["env"]["SCORING_URI"] == "${{ vars.AZURE_SCORING_URI }}"
+
+
 def test_the_cloud_step_picks_each_cloud_and_its_provider(tmp_path: Path) -> None:
     """The cloud step's script, run by bash: the input names the cloud (no aiaas.yaml is read
     then), else aiaas.yaml's provider does; a provider with no cloud stops the run by name."""
@@ -702,7 +1018,7 @@ def test_the_cloud_step_picks_each_cloud_and_its_provider(tmp_path: Path) -> Non
             (tmp_path / "project" / "aiaas.yaml").unlink()
         out = tmp_path / f"out-{i}"
         r = subprocess.run(
-            ["bash", "-e", "-c", step["run"]],
+            [*SHELL, "-c", step["run"]],
             env={"PATH": path, "CHOSEN": chosen, "GITHUB_OUTPUT": str(out),
                  "AIAAS_PROJECT": str(tmp_path / "project")},
             capture_output=True, text=True, timeout=30,
