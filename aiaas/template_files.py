@@ -1,9 +1,12 @@
 """Where the shipped template files are: ``templates/`` (function packaging files, the
-``aiaas init`` scaffold, the container image).
+``aiaas init`` scaffold, the container image) and ``iac/`` (each cloud's infrastructure
+template and the GitHub Actions workflow).
 
-The files live in the repository's top-level ``templates/``. A built wheel carries them as
-``aiaas/templates/`` (``setup.py`` maps the folder there); a source checkout or an editable
-install reads the top-level folder itself. :func:`templates_dir` is the one place that knows.
+The files live in the repository's top-level ``templates/`` and ``iac/``. A built wheel
+carries them as ``aiaas/templates/`` and ``aiaas/iac/<cloud>/`` (``setup.py`` maps the
+folders there; of ``iac/`` only the templates and the workflow, not the checkers); a source
+checkout or an editable install reads the top-level folders themselves.
+:func:`templates_dir` and :func:`iac_dir` are the one place that knows.
 """
 
 from __future__ import annotations
@@ -28,3 +31,17 @@ def templates_dir() -> Path:
         if all((candidate / marker).is_dir() for marker in _MARKERS):
             return candidate
     return CANDIDATES[0]
+
+
+# Installed from a wheel first, then the source checkout; every real iac folder has these.
+IAC_CANDIDATES = (_PACKAGE / "iac", _PACKAGE.parent / "iac")
+_IAC_MARKERS = ("aws", "azure", "alibaba", "github")
+
+
+def iac_dir() -> Path:
+    """The infrastructure templates' folder (``iac/``), or the wheel's place for it if none
+    is found (reading a file from it then raises ``FileNotFoundError`` naming the path)."""
+    for candidate in IAC_CANDIDATES:
+        if all((candidate / marker).is_dir() for marker in _IAC_MARKERS):
+            return candidate
+    return IAC_CANDIDATES[0]

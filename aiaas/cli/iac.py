@@ -1,8 +1,10 @@
-"""``aiaas iac render``: a cloud template's parameter file from ``aiaas.yaml``, registered on
-the ``aiaas`` app with :func:`register`.
+"""``aiaas iac render``: a cloud template's parameter file from ``aiaas.yaml``; ``aiaas iac
+template``: the template itself, as this install of aiaas ships it. Registered on the
+``aiaas`` app with :func:`register`.
 
-The templates live in the repository's ``iac/<cloud>/``; which clouds have one, and how each
-renders its parameters, is :mod:`adapters.iac`'s registry (this module names no cloud).
+The templates live in the repository's ``iac/<cloud>/`` (a wheel carries them as
+``aiaas/iac/<cloud>/``: :func:`aiaas.template_files.iac_dir`); which clouds have one, and how
+each renders its parameters, is :mod:`adapters.iac`'s registry (this module names no cloud).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiaas.api import deployment_name, load_project
 from aiaas.cli.support import ConfigOpt, NameArg, err, out, plain
 from aiaas.config import ProjectConfig
 from aiaas.errors import BadRequest
+from aiaas.template_files import iac_dir
 
 iac_app = typer.Typer(
     no_args_is_help=True, help="Infrastructure templates (iac/<cloud>/) and their parameters."
@@ -103,6 +106,33 @@ def render(
         plain(out, f"{output}  ({target.parameter_format}; template iac/{target.template})")
     for note in rendered.notes:
         plain(err, note)
+
+
+@iac_app.command("template")
+def template(
+    cloud: Annotated[
+        str | None,
+        typer.Option(
+            help=", ".join(TARGETS) + ". Default: the cloud of aiaas.yaml's provider."
+        ),
+    ] = None,
+    config: ConfigOpt = Path("aiaas.yaml"),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the file here (default: stdout).")
+    ] = None,
+) -> None:
+    """Write a cloud's infrastructure template, as this aiaas ships it (pip or checkout)."""
+    if cloud is None:
+        cloud = cloud_of(load_project(config).provider)
+    target = iac_target(cloud)
+    source = iac_dir() / target.template
+    text = source.read_text(encoding="utf-8")
+    if output is None:
+        plain(out, text.rstrip())
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    plain(out, f"{output}  (iac/{target.template} of aiaas; parameters: aiaas iac render)")
 
 
 def _key_records(cfg: ProjectConfig) -> str:
