@@ -309,12 +309,16 @@ UNUSED = {
     ("AWS::Logs::LogGroup", "DataProtectionPolicy"): {
         "logs:CreateLogDelivery", "firehose:TagDeliveryStream"
     },
+    ("AWS::IAM::Role", "ManagedPolicyArns"): {"iam:AttachRolePolicy", "iam:DetachRolePolicy"},
 }  # fmt: skip
 """Handler permissions the CloudFormation role does not hold, by the property whose value
 makes the handler call them: this template sets none of these properties (a test checks),
 and the permissions cannot be scoped to this stack's resources (IAM takes only ``*`` for
 them, or a resource of a kind the stack has none of: a key, a VPC, a layer), so holding
-them would hold them everywhere. ``kms:Decrypt`` (Lambda's handlers) is held with
+them would hold them everywhere. The roles' ``ManagedPolicyArns`` is left out for another
+reason: ``iam:AttachRolePolicy`` on a role the CloudFormation role may write could attach
+any managed policy (``AdministratorAccess``) to it; the template attaches none, so the
+handlers never call it or ``iam:DetachRolePolicy``. ``kms:Decrypt`` (Lambda's handlers) is held with
 ``KmsKeyId`` only, on that key: Lambda reads the zip from the SSE-KMS bucket with it. The
 delete handlers of a resource the template retains (``DeletionPolicy`` and
 ``UpdateReplacePolicy`` Retain) are never called."""
@@ -561,6 +565,24 @@ def test_the_ci_roles_trust_githubs_subject_and_cloudformation_only() -> None:
     assert outputs["CloudFormationRoleArn"]["Value"] == {
         "Fn::GetAtt": ["CloudFormationRole", "Arn"]
     }
+    # The account's shared OIDC provider is the stack's to manage only if it creates it.
+    (oidc,) = [s for s in statements(template, "CloudFormationRole", "aiaas-cloudformation")
+               if "Fn::If" in s and s["Fn::If"][1].get("Sid") == "GitHubOidcProvider"]  # fmt: skip
+    assert oidc["Fn::If"][0] == "CreatesOidcProvider"
+    assert oidc["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    # The stack's service role outlives the operations that delete it (docs: tearing down).
+    cfn_role = resources["CloudFormationRole"]
+    assert cfn_role["DeletionPolicy"] == cfn_role["UpdateReplacePolicy"] == "Retain"
+    # The paths: CI's roles apart from the ones its change sets may write; "/" without CI.
+    app = "/aiaas/${AWS::StackName}/app/"
+    assert resources["DeployerRole"]["Properties"]["Path"] == {
+        "Fn::If": ["TrustsGitHub", {"Fn::Sub": app}, "/"]
+    }
+    assert resources["FunctionRole"]["Properties"]["Path"] == {
+        "Fn::If": ["TrustsGitHub", {"Fn::Sub": app + "function/"}, "/"]
+    }
+    for role in ("InfraRole", "CloudFormationRole"):
+        assert resources[role]["Properties"]["Path"] == {"Fn::Sub": "/aiaas/${AWS::StackName}/ci/"}
     # Only the CloudFormation role may be passed, and only to CloudFormation.
     (passing,) = [s for s in statements(template, "InfraRole", "aiaas-infra") if
                   "iam:PassRole" in _listed(s).get("Action", [])]  # fmt: skip
@@ -981,6 +1003,48 @@ def stack_problems(
     return problems
 
 
+def _resources(stmt: dict[str, Any]) -> list[str]:
+    resource = stmt.get("Resource", [])
+    return [resource] if isinstance(resource, str) else list(resource)
+
+
+def _names(resources: list[str], arn: str) -> bool:
+    return any(fnmatch.fnmatchcase(arn, r) for r in resources)  # IAM's * spans "/" too
+
+
+def reach_problems(
+    cfn: list[dict[str, Any]], infra: list[dict[str, Any]], arns: dict[str, str]
+) -> list[str]:
+    """Which roles the CloudFormation role's policy (``cfn``, as deployed) may write and
+    pass, matched to the real role ARNs (``arns``: the stack's ``<Name>RoleArn`` outputs by
+    ``<Name>``): it writes the deploying, function and execution roles and
+    not CI's two; it passes the function role only, only to Lambda; the infrastructure
+    role passes the CloudFormation role only to CloudFormation. Empty: as it should be."""
+    problems = []
+    (roles,) = [s for s in cfn if s["Sid"] == "Roles"]
+    writes = _resources(roles)
+    assert "iam:PutRolePolicy" in roles["Action"], roles
+    for name, writable in (("Deployer", True), ("Function", True), ("Execution", True),
+                           ("Infra", False), ("CloudFormation", False)):  # fmt: skip
+        if _names(writes, arns[name]) != writable:
+            problems.append(f"CloudFormationRole: may {'not ' if writable else ''}write {name}Role")
+    (passing,) = [s for s in cfn if s["Sid"] == "PassTheFunctionRole"]
+    for name in ("Deployer", "Function", "Execution", "Infra", "CloudFormation"):
+        if _names(_resources(passing), arns[name]) != (name == "Function"):
+            may = "may not" if name == "Function" else "may"
+            problems.append(f"CloudFormationRole: {may} pass {name}Role")
+    lambda_only = {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}}
+    if passing.get("Condition") != lambda_only:
+        problems.append("CloudFormationRole: passes FunctionRole not only to lambda")
+    (infra_pass,) = [s for s in infra if s["Sid"] == "PassTheCloudFormationRole"]
+    if _resources(infra_pass) != [arns["CloudFormation"]]:
+        problems.append(f"InfraRole: passes {_resources(infra_pass)}")
+    cfn_only = {"StringEquals": {"iam:PassedToService": "cloudformation.amazonaws.com"}}
+    if infra_pass.get("Condition") != cfn_only:
+        problems.append("InfraRole: passes CloudFormationRole not only to cloudformation")
+    return problems
+
+
 def function_zip(folder: Path) -> Path:
     """A stand-in for the packaged zip (moto's Lambda stores it, never runs it)."""
     buf = io.BytesIO()
@@ -1017,9 +1081,11 @@ def test_the_stack_in_moto_has_what_aiaas_yaml_and_the_provider_name(
     assert two_passes(aws, project(tmp_path), moto_body()) == []
     # No GitHubSubject: no CI roles (the deploying role trusts the account).
     (stack,) = aws.client("cloudformation").describe_stacks(StackName="aiaas")["Stacks"]
-    assert {"InfraRoleArn", "CloudFormationRoleArn"}.isdisjoint(
-        o["OutputKey"] for o in stack["Outputs"]
-    )
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert {"InfraRoleArn", "CloudFormationRoleArn"}.isdisjoint(outputs)
+    # ... and its roles keep the ARNs they had before CI's paths (no path without CI).
+    for output in ("DeployerRoleArn", "FunctionRoleArn"):
+        assert re.fullmatch(rf"arn:aws:iam::{ACCOUNT}:role/[^/]+", outputs[output]), output
 
 
 def test_a_kms_key_alarms_github_and_iam_auth(aws: AwsEmulator, tmp_path: Path) -> None:
@@ -1052,7 +1118,8 @@ def test_a_kms_key_alarms_github_and_iam_auth(aws: AwsEmulator, tmp_path: Path) 
     iam = aws.client("iam")
     infra = iam.get_role(RoleName=outputs["InfraRoleArn"].rsplit("/", 1)[1])["Role"]
     cfn = iam.get_role(RoleName=outputs["CloudFormationRoleArn"].rsplit("/", 1)[1])["Role"]
-    assert infra["Path"] == cfn["Path"] == role["Path"] == "/aiaas/aiaas/"
+    assert infra["Path"] == cfn["Path"] == "/aiaas/aiaas/ci/"
+    assert role["Path"] == "/aiaas/aiaas/app/"
     assert _policy(infra["AssumeRolePolicyDocument"])["Statement"] == [trust]
     (cfn_trust,) = _policy(cfn["AssumeRolePolicyDocument"])["Statement"]
     assert cfn_trust["Principal"] == {"Service": "cloudformation.amazonaws.com"}
@@ -1062,8 +1129,45 @@ def test_a_kms_key_alarms_github_and_iam_auth(aws: AwsEmulator, tmp_path: Path) 
     stack_arn = f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/aiaas/"
     assert granted["ChangeSets"]["Resource"] == stack_arn + "*"
     assert stack["StackId"].startswith(stack_arn)
-    cfn_sids = {s["Sid"] for s in role_policy(aws, outputs["CloudFormationRoleArn"])}
-    assert {"Roles", "Function", "FunctionCodeEncryption"} <= cfn_sids
+    cfn_stmts = role_policy(aws, outputs["CloudFormationRoleArn"])
+    assert {"Roles", "Function", "FunctionCodeEncryption"} <= {s["Sid"] for s in cfn_stmts}
+    # GitHubOidcProviderArn names the account's provider: the stack's roles may not touch it.
+    assert "GitHubOidcProvider" not in {s["Sid"] for s in cfn_stmts}
+    # What the CloudFormation role may write and pass, matched to the roles' real ARNs.
+    arns = {k.removesuffix("RoleArn"): v for k, v in outputs.items() if k.endswith("RoleArn")}
+    infra_stmts = list(granted.values())
+    assert reach_problems(cfn_stmts, infra_stmts, arns) == []
+    # Planted mistakes, each reported: the IAM writes on the whole stack path (CI's roles
+    # included); the function role's pass on the app path (the deploying role included);
+    # a pass without its service condition; the roles created without their paths.
+    for sid, key, old, new, want in (
+        ("Roles", "Resource", "/app/*", "/*", ["may write InfraRole",
+                                                "may write CloudFormationRole"]),
+        ("PassTheFunctionRole", "Resource", "/app/function/*", "/app/*",
+         ["may pass DeployerRole"]),
+        ("PassTheFunctionRole", "Condition", "", None,
+         ["passes FunctionRole not only to lambda"]),
+    ):  # fmt: skip
+        planted = copy.deepcopy(cfn_stmts)
+        (stmt,) = [s for s in planted if s["Sid"] == sid]
+        if new is None:
+            del stmt[key]
+        else:
+            stmt[key] = json.loads(json.dumps(stmt[key]).replace(old, new))
+        assert [p.split(": ", 1)[1] for p in reach_problems(planted, infra_stmts, arns)] == want
+    planted_stmts = copy.deepcopy(infra_stmts)
+    (passing,) = [s for s in planted_stmts if s["Sid"] == "PassTheCloudFormationRole"]
+    del passing["Condition"]
+    assert reach_problems(cfn_stmts, planted_stmts, arns) == [
+        "InfraRole: passes CloudFormationRole not only to cloudformation"
+    ]
+    at_root = {k: re.sub(r"role/.*/", "role/", v) if k in ("Deployer", "Function") else v
+               for k, v in arns.items()}  # fmt: skip
+    assert reach_problems(cfn_stmts, infra_stmts, at_root) == [
+        "CloudFormationRole: may not write DeployerRole",
+        "CloudFormationRole: may not write FunctionRole",
+        "CloudFormationRole: may not pass FunctionRole",
+    ]
     fn = aws.client("lambda").get_function(FunctionName="minilm")["Configuration"]
     assert fn["Timeout"] == 60 + TIMEOUT_MARGIN_S
 

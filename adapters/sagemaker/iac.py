@@ -20,7 +20,8 @@ What comes from ``aiaas.yaml`` (never set by hand, so the stack and the provider
 
 ``GitHubSubject`` (``--set``) makes the stack trust GitHub Actions' OIDC tokens for that
 subject and create the two roles CI changes it with (outputs ``InfraRoleArn`` and
-``CloudFormationRoleArn``: docs/deploy-from-ci.md).
+``CloudFormationRoleArn``: docs/deploy-from-ci.md). Treat the infrastructure role as an
+administrator of the account: its change sets may put any policy on roles GitHub assumes.
 """
 
 from __future__ import annotations
@@ -180,7 +181,9 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
         notes.append(
             "GitHubSubject: the stack also creates CI's roles; set the workflow's "
             "AWS_INFRA_ROLE_ARN and AWS_CLOUDFORMATION_ROLE_ARN from its outputs "
-            "InfraRoleArn and CloudFormationRoleArn"
+            "InfraRoleArn and CloudFormationRoleArn; the infrastructure role is as strong "
+            "as an account administrator (docs/deploy-from-ci.md), and a change to CI's "
+            "roles is an administrator's update"
         )
     if options.api_keys is not None:
         variables = {"AIAAS_DEPLOYMENT": options.deployment, "AIAAS_API_KEYS": options.api_keys}
