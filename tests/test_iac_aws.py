@@ -648,6 +648,103 @@ def test_a_planted_extra_action_in_the_infra_role_is_reported() -> None:
     assert problem.startswith("FunctionZips:") and "s3:DeleteObject" in problem
 
 
+WORKFLOW = ROOT / "iac" / "github" / "deploy.yml"
+AWS_CLI_ACTIONS = {
+    "cloudformation describe-stacks": ["cloudformation:DescribeStacks"],
+    "cloudformation create-change-set": ["cloudformation:CreateChangeSet"],
+    "cloudformation describe-change-set": ["cloudformation:DescribeChangeSet"],
+    "cloudformation delete-change-set": ["cloudformation:DeleteChangeSet"],
+    "cloudformation execute-change-set": ["cloudformation:ExecuteChangeSet"],
+    "cloudformation wait change-set-create-complete": ["cloudformation:DescribeChangeSet"],
+    "cloudformation wait stack-update-complete": ["cloudformation:DescribeStacks"],
+    "ecr describe-images": ["ecr:DescribeImages"],
+    "ecr get-login-password": ["ecr:GetAuthorizationToken"],
+    "s3 cp": ["s3:PutObject"],  # a local file to s3:// (multipart parts: the same action)
+}
+"""The IAM actions of each AWS CLI call the workflow makes (the service's API reference for
+each operation; a ``wait`` polls the describe call). A call not listed fails the test."""
+DOCKER_PUSH = ["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
+               "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
+               "ecr:BatchGetImage"]  # fmt: skip
+"""``docker push`` to ECR: the actions ECR's user guide lists for pushing an image."""
+INFRA_JOBS = ("aws-image", "aws-validate", "aws-deploy")
+
+
+def infra_calls(jobs: dict[str, Any]) -> tuple[set[str], list[str]]:
+    """The IAM actions the aws-* jobs' run steps call while signed in as
+    ``AWS_INFRA_ROLE_ARN`` (from its ``configure-aws-credentials`` step to the next one), and
+    the ``aws`` calls the table does not know."""
+    called: set[str] = set()
+    unknown = []
+    for name in INFRA_JOBS:
+        infra = False
+        for step in jobs[name]["steps"]:
+            if "configure-aws-credentials" in step.get("uses", ""):
+                infra = "AWS_INFRA_ROLE_ARN" in step["with"]["role-to-assume"]
+            if not infra or "run" not in step:
+                continue
+            script = step["run"].replace("\\\n", " ")
+            for match in re.finditer(r"\baws ([a-z0-9]+) ((?:wait )?[a-z0-9-]+)", script):
+                call = f"{match[1]} {match[2]}"
+                if call not in AWS_CLI_ACTIONS:
+                    unknown.append(f"{name}: aws {call}")
+                    continue
+                called.update(AWS_CLI_ACTIONS[call])
+                if call == "cloudformation create-change-set" and "--role-arn" in script:
+                    called.add("iam:PassRole")
+            if "docker push" in script:
+                called.update(DOCKER_PUSH)
+    return called, unknown
+
+
+def workflow_problems(jobs: dict[str, Any], template: dict[str, Any]) -> list[str]:
+    """How the infrastructure role's grants differ from the aws-* jobs' calls (empty: none):
+    a call not granted, an unknown call, or a CloudFormation, ECR, S3 or IAM action granted
+    that no job calls (KMS, under ``HasKmsKey``, follows the bucket's key)."""
+    called, unknown = infra_calls(jobs)
+    granted = set(policy_actions(template, "InfraRole"))
+    services = ("cloudformation:", "ecr:", "s3:", "iam:")
+    return (
+        [f"unknown call {u}" for u in unknown]
+        + [f"{a}: called, not granted" for a in sorted(called - granted)]
+        + [f"{a}: granted, not called" for a in sorted(granted - called) if a.startswith(services)]
+    )
+
+
+def test_the_infra_role_holds_what_the_workflows_aws_jobs_call_and_nothing_else() -> None:
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    called, _ = infra_calls(jobs)
+    assert {"cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet", "s3:PutObject",
+            "ecr:PutImage", "iam:PassRole"} <= called  # fmt: skip
+    assert workflow_problems(jobs, load_template()) == []
+    # Planted: a call the role lacks, one the table does not know, a grant no job uses.
+    planted = copy.deepcopy(jobs)
+    (push,) = [s for s in planted["aws-image"]["steps"] if "docker push" in s.get("run", "")]
+    push["run"] += 'aws ecr batch-delete-image --repository-name "$REPOSITORY"\n'
+    push["run"] += 'aws cloudformation delete-stack --stack-name "$STACK"\n'
+    template = load_template()
+    (zips,) = [s for s in statements(template, "InfraRole", "aiaas-infra")
+               if s.get("Sid") == "FunctionZips"]  # fmt: skip
+    zips["Action"] = ["s3:PutObject", "s3:GetObject"]
+    assert workflow_problems(planted, template) == [
+        "unknown call aws-image: aws ecr batch-delete-image",
+        "unknown call aws-image: aws cloudformation delete-stack",
+        "s3:GetObject: granted, not called",
+    ]
+    # A call made as the deploying role (aws-deploy's second sign-in) is not the infra role's.
+    planted = copy.deepcopy(jobs)
+    steps = planted["aws-image"]["steps"]
+    (push,) = [s for s in steps if "docker push" in s.get("run", "")]
+    push["run"] = push["run"].replace("aws ecr describe-images", "true")
+    deploy_steps = planted["aws-deploy"]["steps"]
+    (signin,) = [i for i, s in enumerate(deploy_steps)
+                 if "deployer-role" in s.get("with", {}).get("role-to-assume", "")]  # fmt: skip
+    deploy_steps.insert(signin + 1, {"run": "aws ecr describe-images"})
+    assert workflow_problems(planted, load_template()) == [
+        "ecr:DescribeImages: granted, not called"
+    ]
+
+
 def test_what_moto_cannot_show_is_in_the_template() -> None:
     """The properties moto accepts without applying them (its gaps, named above)."""
     resources = load_template()["Resources"]
