@@ -117,6 +117,30 @@ def cloud_of(provider: str) -> str:
     )
 
 
+def refuse_unsettable(
+    values: Mapping[str, str], free: frozenset[str], origins: Mapping[str, str], template: str
+) -> None:
+    """A :class:`ConfigError` for the first ``--set NAME`` that is not one of ``free``, saying
+    where that parameter comes from instead (``origins``: name to where, e.g. "comes from
+    aiaas.yaml: change it there"), or that ``template`` has no such parameter."""
+    for name in values:
+        if name not in free:
+            why = origins.get(name, f"not a parameter of {template}")
+            raise ConfigError(f"--set {name}: {why} (settable: {', '.join(sorted(free))})")
+
+
+def check_function_environment(variables: Mapping[str, str], limit: int, platform: str) -> None:
+    """A :class:`ConfigError` when the function's environment ``variables`` (names and values,
+    as the platform counts them: UTF-8 bytes) are over the ``platform``'s ``limit``: the API
+    keys' records are what grows."""
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
+    if size > limit:
+        raise ConfigError(
+            f"AIAAS_API_KEYS: the key records take the function's variables to {size} bytes, "
+            f"over {platform}'s {limit}: revoke unused keys (aiaas keys revoke)"
+        )
+
+
 def cloudformation_parameters(parameters: Mapping[str, str]) -> str:
     """CloudFormation's parameter file: ``[{"ParameterKey": ..., "ParameterValue": ...}]``,
     which ``aws cloudformation create-stack --parameters file://...`` and (AWS CLI v2)

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from adapters.azureml import names
-from adapters.iac import IacTarget, Rendered, RenderOptions
+from adapters.iac import IacTarget, Rendered, RenderOptions, refuse_unsettable
 from aiaas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -124,12 +124,10 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
         parameters["location"] = settings.region
     if options.api_keys is not None:
         parameters["apiKeyHashes"] = options.api_keys
+    origins = dict.fromkeys(DERIVED | {"location"}, "comes from aiaas.yaml: change it there")
+    origins["apiKeyHashes"] = "comes from `aiaas keys` (AIAAS_API_KEYS)"
+    refuse_unsettable(options.values, FREE, origins, "iac/azure/template.json")
     for name, value in options.values.items():
-        if name not in FREE:
-            where = dict.fromkeys(DERIVED | {"location"}, "comes from aiaas.yaml: change it there")
-            where["apiKeyHashes"] = "comes from `aiaas keys` (AIAAS_API_KEYS)"
-            why = where.get(name, "not a parameter of iac/azure/template.json")
-            raise ConfigError(f"--set {name}: {why} (settable: {', '.join(sorted(FREE))})")
         if name in _INTEGERS:
             if not value.isdigit():
                 raise ConfigError(f"--set {name}={value}: a whole number")

@@ -38,7 +38,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.iac import IacTarget, Rendered, RenderOptions
+from adapters.iac import (
+    IacTarget,
+    Rendered,
+    RenderOptions,
+    check_function_environment,
+    refuse_unsettable,
+)
 from adapters.pai import names
 from aiaas.errors import ConfigError
 
@@ -235,21 +241,13 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
             "AIAAS_PAI_ENDPOINT": options.values.get("EasEndpoint", ""),
             "PATH": "/opt/python3.12/bin:/usr/local/bin:/usr/bin:/bin",
         }
-        size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
-        if size > MAX_FC_ENVIRONMENT_BYTES:
-            raise ConfigError(
-                f"AIAAS_API_KEYS: the key records take the function's variables to {size} "
-                f"bytes, over Function Compute's {MAX_FC_ENVIRONMENT_BYTES}: revoke unused keys "
-                "(aiaas keys revoke)"
-            )
+        check_function_environment(variables, MAX_FC_ENVIRONMENT_BYTES, "Function Compute")
         parameters["ApiKeyHashes"] = options.api_keys
+    origins = {**dict.fromkeys(DERIVED, "comes from aiaas.yaml: change it there"),
+               "FunctionCodeKey": "comes from --function-zip",
+               "ApiKeyHashes": "comes from `aiaas keys` (AIAAS_API_KEYS)"}  # fmt: skip
+    refuse_unsettable(options.values, FREE, origins, TEMPLATE)
     for name, value in options.values.items():
-        if name not in FREE:
-            where = {**dict.fromkeys(DERIVED, "comes from aiaas.yaml: change it there"),
-                     "FunctionCodeKey": "comes from --function-zip",
-                     "ApiKeyHashes": "comes from `aiaas keys` (AIAAS_API_KEYS)"}  # fmt: skip
-            why = where.get(name, f"not a parameter of {TEMPLATE}")
-            raise ConfigError(f"--set {name}: {why} (settable: {', '.join(sorted(FREE))})")
         if name in _INTEGERS and not value.isdigit():
             raise ConfigError(f"--set {name}={value}: a whole number")
         parameters[name] = value

@@ -32,7 +32,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.iac import IacTarget, Rendered, RenderOptions, cloudformation_parameters
+from adapters.iac import (
+    IacTarget,
+    Rendered,
+    RenderOptions,
+    check_function_environment,
+    cloudformation_parameters,
+    refuse_unsettable,
+)
 from adapters.sagemaker import aws, names
 from aiaas.errors import ConfigError
 
@@ -187,22 +194,13 @@ def render(config: ProjectConfig, options: RenderOptions) -> Rendered:
         )
     if options.api_keys is not None:
         variables = {"AIAAS_DEPLOYMENT": options.deployment, "AIAAS_API_KEYS": options.api_keys}
-        size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
-        if size > MAX_LAMBDA_ENVIRONMENT_BYTES:
-            raise ConfigError(
-                f"AIAAS_API_KEYS: the key records take the function's variables to {size} "
-                f"bytes, over Lambda's {MAX_LAMBDA_ENVIRONMENT_BYTES}: revoke unused keys "
-                "(aiaas keys revoke)"
-            )
+        check_function_environment(variables, MAX_LAMBDA_ENVIRONMENT_BYTES, "Lambda")
         parameters["ApiKeyHashes"] = options.api_keys
-    for name, value in options.values.items():
-        if name not in FREE:
-            where = {**dict.fromkeys(DERIVED, "comes from aiaas.yaml: change it there"),
-                     "FunctionCodeKey": "comes from --function-zip",
-                     "ApiKeyHashes": "comes from `aiaas keys` (AIAAS_API_KEYS)"}  # fmt: skip
-            why = where.get(name, "not a parameter of iac/aws/template.yaml")
-            raise ConfigError(f"--set {name}: {why} (settable: {', '.join(sorted(FREE))})")
-        parameters[name] = value
+    origins = {**dict.fromkeys(DERIVED, "comes from aiaas.yaml: change it there"),
+               "FunctionCodeKey": "comes from --function-zip",
+               "ApiKeyHashes": "comes from `aiaas keys` (AIAAS_API_KEYS)"}  # fmt: skip
+    refuse_unsettable(options.values, FREE, origins, "iac/aws/template.yaml")
+    parameters.update(options.values)
     return Rendered(parameters, notes, cloudformation_parameters(parameters))
 
 
