@@ -1,10 +1,10 @@
 """Where the shipped template files are: ``templates/`` (function packaging files, the
 ``aiaas init`` scaffold, the container image) and ``iac/`` (each cloud's infrastructure
-template and the GitHub Actions workflow).
+template).
 
 The files live in the repository's top-level ``templates/`` and ``iac/``. A built wheel
 carries them as ``aiaas/templates/`` and ``aiaas/iac/<cloud>/`` (``setup.py`` maps the
-folders there; of ``iac/`` only the templates and the workflow, not the checkers); a source
+folders there; of ``iac/`` only the cloud templates, not the workflow nor the checkers); a source
 checkout or an editable install reads the top-level folders themselves.
 :func:`templates_dir` and :func:`iac_dir` are the one place that knows.
 """
@@ -35,7 +35,7 @@ def templates_dir() -> Path:
 
 # Installed from a wheel first, then the source checkout; every real iac folder has these.
 IAC_CANDIDATES = (_PACKAGE / "iac", _PACKAGE.parent / "iac")
-_IAC_MARKERS = ("aws", "azure", "alibaba", "github")
+_IAC_MARKERS = ("aws", "azure", "alibaba")
 
 
 def iac_dir() -> Path:

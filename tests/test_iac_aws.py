@@ -731,6 +731,13 @@ def test_the_infra_role_holds_what_the_workflows_aws_jobs_call_and_nothing_else(
         "unknown call aws-image: aws cloudformation delete-stack",
         "s3:GetObject: granted, not called",
     ]
+    # Planted: a call the jobs make (docker push) that the role no longer grants.
+    template = load_template()
+    for statement in statements(template, "InfraRole", "aiaas-infra"):
+        actions = statement.get("Action")  # None for an Fn::If statement
+        if isinstance(actions, list) and "ecr:PutImage" in actions:
+            actions.remove("ecr:PutImage")
+    assert workflow_problems(jobs, template) == ["ecr:PutImage: called, not granted"]
     # A call made as the deploying role (aws-deploy's second sign-in) is not the infra role's.
     planted = copy.deepcopy(jobs)
     steps = planted["aws-image"]["steps"]
@@ -743,6 +750,14 @@ def test_the_infra_role_holds_what_the_workflows_aws_jobs_call_and_nothing_else(
     assert workflow_problems(planted, load_template()) == [
         "ecr:DescribeImages: granted, not called"
     ]
+
+
+def test_the_template_fits_in_a_template_body() -> None:
+    """CloudFormation takes at most 51,200 bytes as ``--template-body`` (the workflow's
+    change set, ``aws cloudformation deploy`` without ``--s3-bucket``); cfn-lint checks only
+    its own 1,000,000-byte limit, so a bigger template would pass make iac-check and fail in
+    the cloud."""
+    assert len(TEMPLATE.read_bytes()) < 51_200
 
 
 def test_what_moto_cannot_show_is_in_the_template() -> None:

@@ -78,8 +78,9 @@ def render(
                 f"[yellow]warning:[/yellow] no API keys (AIAAS_API_KEYS, or `aiaas keys create`):"
                 f" {target.secret_parameter} is left out. Whether an update keeps the deployed"
                 " value depends on how it is run: iac/github/deploy.yml keeps it on every cloud"
-                " (docs/deploy-from-ci.md says what keeps it on each); a new stack gets it"
-                " empty: every call is refused with 401",
+                " (docs/deploy-from-ci.md says what keeps it on each); a new stack has no"
+                " keys: every call is refused with 401, or the function does not start where"
+                " the template reads them from a secret store (Azure's Key Vault)",
                 highlight=False,
             )
     options = RenderOptions(
