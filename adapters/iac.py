@@ -8,7 +8,7 @@ settings' validation), so the template and the provider never disagree on a name
 
 A cloud adds itself with one :class:`IacTarget` in its provider's package (``iac.py``) and
 one line in :data:`TARGETS`; nothing above ``adapters`` names a cloud: the CLI asks this
-registry. Clouds named in :data:`PLANNED` are refused by name until their renderer exists.
+registry.
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ TARGETS: dict[str, str] = {
     "alibaba": "adapters.pai.iac:TARGET",
 }
 """Each cloud with a template, and where its :class:`IacTarget` lives (imported when used)."""
-
-PLANNED: dict[str, str] = {}
-"""Clouds whose template is still to come (issue 19), refused by name."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +90,9 @@ class IacTarget:
 
 
 def iac_target(cloud: str) -> IacTarget:
-    """The target of ``cloud``; a :class:`ConfigError` for a planned or unknown one."""
-    if cloud in PLANNED:
-        raise ConfigError(f"--cloud {cloud}: not yet: issue 19 ({PLANNED[cloud]})")
+    """The target of ``cloud``; a :class:`ConfigError` for an unknown one."""
     if cloud not in TARGETS:
-        known = ", ".join([*TARGETS, *PLANNED])
-        raise ConfigError(f"--cloud {cloud}: unknown cloud; one of {known}")
+        raise ConfigError(f"--cloud {cloud}: unknown cloud; one of {', '.join(TARGETS)}")
     module, _, attr = TARGETS[cloud].partition(":")
     target = getattr(importlib.import_module(module), attr)
     assert isinstance(target, IacTarget) and target.cloud == cloud, TARGETS[cloud]
@@ -112,8 +106,7 @@ def cloud_of(provider: str) -> str:
         if iac_target(cloud).provider == provider:
             return cloud
     raise ConfigError(
-        f"provider: {provider} has no infrastructure template; pass --cloud "
-        f"({', '.join([*TARGETS, *PLANNED])})"
+        f"provider: {provider} has no infrastructure template; pass --cloud ({', '.join(TARGETS)})"
     )
 
 

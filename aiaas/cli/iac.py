@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from adapters.iac import PLANNED, TARGETS, RenderOptions, cloud_of, iac_target
+from adapters.iac import TARGETS, RenderOptions, cloud_of, iac_target
 from aiaas.api import deployment_name, load_project
 from aiaas.cli.support import ConfigOpt, NameArg, err, out, plain
 from aiaas.config import ProjectConfig
@@ -37,11 +37,7 @@ def render(
     name: NameArg = None,
     cloud: Annotated[
         str | None,
-        typer.Option(
-            help=", ".join(TARGETS)
-            + (f" ({', '.join(PLANNED)}: not yet)" if PLANNED else "")
-            + ". Default: the cloud of aiaas.yaml's provider."
-        ),
+        typer.Option(help=", ".join(TARGETS) + ". Default: the cloud of aiaas.yaml's provider."),
     ] = None,
     config: ConfigOpt = Path("aiaas.yaml"),
     output: Annotated[
@@ -113,9 +109,7 @@ def render(
 def template(
     cloud: Annotated[
         str | None,
-        typer.Option(
-            help=", ".join(TARGETS) + ". Default: the cloud of aiaas.yaml's provider."
-        ),
+        typer.Option(help=", ".join(TARGETS) + ". Default: the cloud of aiaas.yaml's provider."),
     ] = None,
     config: ConfigOpt = Path("aiaas.yaml"),
     output: Annotated[
