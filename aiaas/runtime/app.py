@@ -108,7 +108,7 @@ class ModelServer:
         headers = request.headers
         attributes = headers.get(CUSTOM_ATTRIBUTES_HEADER)
         deadline = caller_deadline(headers.get(TIMEOUT_HEADER), attributes)  # 400 if malformed
-        await self.plane.admit()  # 503 (at once, or after a wait) before reading the body
+        self.plane.admit()  # 503 before reading a body that would be refused anyway
         body = await self.plane.read_body(request.stream(), headers.get("content-length"))
         work = self.plane.infer(
             body,

@@ -22,17 +22,6 @@ are then skipped by the inference thread, which also skips, on its own clock, an
 deadline passed while the event loop was too busy to say so. A request whose caller gave up
 (its task was cancelled: the client went away) is skipped the same way.
 
-Only the requests the queue will take within the wait are read and parsed while they wait:
-the batcher keeps an estimate of how many items a second its workers take (each batch's size
-over its run time, recent batches weighing most), and past that many seconds' worth of
-waiting items a request waits at the door (:meth:`Batcher.enter`), before its body is read,
-for a place in the waiting room, and is refused after ``queue_wait_ms`` without ever being
-parsed. Under open-loop overload the requests refused after their wait used to be read,
-parsed and validated first: work for nothing, taken from the forward pass. The door and the
-waiting room together hold at most ``max_queue_size`` requests, as the waiting room alone
-did: clients that ignore ``Retry-After`` are held as long as before (refusing them at once
-instead had them come straight back: ``bench/storm.py``'s goodput fell to 0.2 x capacity).
-
 When the waiting room is full too, every request is refused at once whatever it holds, and
 :meth:`Batcher.refuses_now` says so before the request's body is read: under open-loop
 overload (new requests at 4 x capacity, whatever the answers) reading, parsing and
@@ -92,9 +81,6 @@ OVERLOADED: Final = "model server queue is full; retry later"
 #: The message of a :class:`~aiaas.errors.DeadlineExceeded` raised by :meth:`Batcher.submit`.
 LATE: Final = "the request's deadline passed before its result was ready"
 
-#: How much of the estimate of items taken per second each new batch leaves to the ones before.
-_RUN_DECAY: Final = 0.8
-
 _STOP: Final = object()
 """Put on the queue by :meth:`Batcher.stop` to wake an idle inference thread."""
 
@@ -150,13 +136,6 @@ class Batcher:
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._waiting_items = 0  # items of the requests waiting now (not admitted, not gone)
         self._reserved = 0  # room promised to admitted waiters that have not queued yet
-        # Requests waiting at the door, unread, for a place in the waiting room (oldest first;
-        # one that gives up leaves its done ticket behind, as in _waiting).
-        self._door: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._door_count = 0
-        # Decayed sums of the items run and their run time: taken_per_second's estimate.
-        self._run_items = 0.0
-        self._run_seconds = 0.0
 
     @property
     def queue_depth(self) -> int:
@@ -167,84 +146,6 @@ class Batcher:
     def waiting_items(self) -> int:
         """Items of the requests waiting for room in the queue (the waiting room)."""
         return self._waiting_items
-
-    @property
-    def taken_per_second(self) -> float:
-        """Estimated items a second the inference workers take when all are busy (each
-        batch's items over its run time, times ``workers``; recent batches weigh most); 0.0
-        before the first batch."""
-        if self._run_seconds <= 0:
-            return 0.0
-        return self._run_items / self._run_seconds * self.workers
-
-    @property
-    def waiting_room(self) -> int:
-        """Items that may wait for room, read and parsed, before requests wait at the door
-        instead: what the queue takes within ``queue_wait_ms`` at :attr:`taken_per_second`,
-        at most ``max_queue_size`` (all of it before the first batch: no estimate yet)."""
-        rate = self.taken_per_second
-        if rate <= 0:
-            return self.max_queue_size
-        return min(self.max_queue_size, int(rate * self._queue_wait_s))
-
-    @property
-    def at_the_door(self) -> int:
-        """Requests waiting at the door, unread, for a place in the waiting room."""
-        return self._door_count
-
-    async def enter(self) -> None:
-        """Called before a request's body is read: return when it may be read (the request
-        then queues or waits in the waiting room through :meth:`submit`), after waiting at
-        the door when the waiting room already holds what the queue takes within the wait.
-
-        Raises:
-            Overloaded: at once when waiting is off or the door and the waiting room hold
-                ``max_queue_size`` requests; after ``queue_wait_ms`` at the door.
-        """
-        if self._stopping or (
-            not self._waiting_items
-            and not self._door_count
-            and self._queue.qsize() + self._reserved < self.max_queue_size
-        ):
-            return  # submit answers a stopping batcher (NotReady); room in the queue now
-        if self._queue_wait_s <= 0 or self._waiting_items + self._door_count >= self.max_queue_size:
-            raise Overloaded(OVERLOADED, retry_after=1.0)
-        if not self._door_count and self._room_to_wait():
-            return
-        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._door.append(ticket)
-        self._door_count += 1
-        try:
-            async with asyncio.timeout(self._queue_wait_s):
-                await ticket
-        except BaseException as exc:
-            if not ticket.done():
-                ticket.cancel()
-            if ticket.cancelled():  # gave up before its turn (already let in: uncounted)
-                self._door_count -= 1
-            if isinstance(exc, TimeoutError):
-                raise Overloaded(OVERLOADED, retry_after=1.0) from None
-            raise
-
-    def _room_to_wait(self) -> bool:
-        """Whether one more request may be read and wait in the waiting room (the first one
-        always may: an estimate made on small batches after a quiet spell is too low)."""
-        return not self._waiting_items or self._waiting_items < self.waiting_room
-
-    def _open_door(self) -> None:
-        """In the event loop: let requests in from the door, oldest first, as many as the
-        waiting room has places for. Soft: those let in count once they wait (a body read
-        from the socket's buffer takes far less than a batch, the next call's interval), and
-        the door and the room still hold ``max_queue_size`` requests at most."""
-        door = self._door
-        places = max(self.waiting_room - self._waiting_items, 0 if self._waiting_items else 1)
-        while door and places > 0:
-            ticket = door.popleft()
-            if ticket.done():  # gave up (already uncounted)
-                continue
-            ticket.set_result(None)
-            self._door_count -= 1
-            places -= 1
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -299,11 +200,6 @@ class Batcher:
             if not ticket.done():
                 ticket.set_exception(NotReady("server is shutting down"))
         self._waiting_items = 0
-        while self._door:
-            door_ticket = self._door.popleft()
-            if not door_ticket.done():
-                door_ticket.set_exception(NotReady("server is shutting down"))
-        self._door_count = 0
         self._executor.shutdown(wait=not abandon, cancel_futures=abandon)
 
     def refuses_now(self) -> bool:
@@ -315,7 +211,7 @@ class Batcher:
         pass. Advisory, like :meth:`submit`'s own check: room may come a moment later."""
         if self._stopping:
             return False  # submit answers that (NotReady)
-        waiting = self._waiting_items + self._door_count
+        waiting = self._waiting_items
         if not waiting and self._queue.qsize() + self._reserved < self.max_queue_size:
             return False
         return self._queue_wait_s <= 0 or waiting >= self.max_queue_size
@@ -388,7 +284,7 @@ class Batcher:
         self._waiting_items += n
         # The inference thread may have emptied the queue between our "full" and the append,
         # seeing no waiter: nobody else would admit us (nor anyone queued behind us).
-        self._admit(open_door=False)
+        self._admit()
         if ticket.done():
             return
         try:
@@ -399,9 +295,7 @@ class Batcher:
                 ticket.cancel()
             if ticket.cancelled():  # gave up unadmitted: those behind may fit now
                 self._waiting_items -= n
-                # Not the door: what waits there would wait again, behind a queue that did
-                # not move; the next batch taken opens it.
-                self._admit(open_door=False)
+                self._admit()
             elif ticket.exception() is None:
                 self._reserved -= n  # admitted just as it gave up: hand the room on
                 self._admit()
@@ -409,9 +303,8 @@ class Batcher:
                 raise Overloaded(OVERLOADED, retry_after=1.0) from None
             raise
 
-    def _admit(self, open_door: bool = True) -> None:
-        """In the event loop: admit waiters, oldest first, while their items fit; then (with
-        ``open_door``: the queue moved) let requests in from the door to the places left."""
+    def _admit(self) -> None:
+        """In the event loop: admit waiters, oldest first, while their items fit."""
         room = self.max_queue_size - self._queue.qsize() - self._reserved
         waiting = self._waiting
         while waiting:
@@ -426,8 +319,6 @@ class Batcher:
             self._waiting_items -= n
             self._reserved += n
             room -= n
-        if open_door and self._door:
-            self._open_door()
 
     # -- the inference thread -------------------------------------------------------------
 
@@ -437,7 +328,7 @@ class Batcher:
             batch = self._take_batch()
             if self._stopping:
                 return batch
-            if self._waiting_items or self._door_count:  # room in the queue: let waiters in
+            if self._waiting_items:  # taking the batch made room in the queue: let waiters in
                 loop.call_soon_threadsafe(self._admit)
             live = self._live(batch, loop)
             if not live:
@@ -498,9 +389,6 @@ class Batcher:
         """In the event loop: resolve one batch's futures."""
         if self._on_batch is not None:
             self._on_batch(len(live), elapsed)
-        if elapsed > 0:  # taken_per_second's estimate: each batch weighs 1/5 of the rest
-            self._run_items = self._run_items * _RUN_DECAY + len(live)
-            self._run_seconds = self._run_seconds * _RUN_DECAY + elapsed
         for pending, outcome in zip(live, outcomes, strict=True):
             if pending.future.done():
                 continue

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from aiaas import oip
 from aiaas.config import ServerSection
 from aiaas.custom_attributes import TIMEOUT_ATTRIBUTE, timeout_in_attributes
-from aiaas.errors import AiaasError, DeadlineExceeded, NotReady, PayloadTooLarge
+from aiaas.errors import AiaasError, DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
 from aiaas.http import JSON, error_response, oip_error_response, read_limited_body
 from aiaas.protocol import (
     InputCheck,
@@ -39,7 +39,7 @@ from aiaas.protocol import (
     validate_items,
 )
 from aiaas.retry import TIMEOUT_HEADER, timeout_ms
-from aiaas.runtime.batcher import Batcher
+from aiaas.runtime.batcher import OVERLOADED, Batcher
 from aiaas.runtime.inference_process import InferenceProcessDied
 from aiaas.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from aiaas.runtime.runner import ModelRunner
@@ -208,15 +208,14 @@ class DataPlane:
         at once if the declared ``content-length`` says so."""
         return await read_limited_body(chunks, declared, self.settings.max_body_bytes)
 
-    async def admit(self) -> None:
-        """Let a request's body be read, or refuse it (503 ``overloaded``, ``Retry-After``)
-        before: at once when the queue, its waiting room and the door are full, after
-        ``queue_wait_ms`` at the door when it got no place in the waiting room
-        (:meth:`~aiaas.runtime.batcher.Batcher.enter`). Transports call it before reading the
-        body, so under overload a refusal costs the event loop next to nothing (no body read,
-        parsed, nor validated); such a request is refused even if its body was malformed
-        (400) or too large (413), which only a request let in is told."""
-        await self.batcher.enter()
+    def admit(self) -> None:
+        """Refuse (503 ``overloaded``, ``Retry-After``) a request the batcher would refuse
+        at once whatever it holds: the queue and its waiting room are full. Transports call it
+        before reading the body, so under overload a refusal costs the event loop next to
+        nothing (no body read, parsed, nor validated); such a request is refused even if its
+        body was malformed (400) or too large (413), which only a request let in is told."""
+        if self.batcher.refuses_now():
+            raise Overloaded(OVERLOADED, retry_after=1.0)
 
     def check_item_count(self, count: int) -> None:
         """Refuse (413 ``payload_too_large``) a request of more than
