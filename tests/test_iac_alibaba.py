@@ -23,7 +23,6 @@ custom runtime.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -33,6 +32,8 @@ from typing import Any
 
 import pytest
 import yaml
+from iac_scripts import as_documented as documented
+from iac_scripts import load_script
 from typer.testing import CliRunner
 
 from adapters.iac import RenderOptions, cloud_of, iac_target
@@ -67,16 +68,7 @@ def load_template() -> dict[str, Any]:
     return loaded
 
 
-def _script(path: Path) -> Any:
-    """One of iac/'s scripts as a module (iac/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check_ros = _script(ROOT / "iac" / "check_ros.py")
+check_ros = load_script(ROOT / "iac" / "check_ros.py")
 
 
 # -- iac/check_ros.py: the schema check --------------------------------------------------------
@@ -194,16 +186,7 @@ PLACEHOLDERS = {
 
 def as_documented(value: Any) -> Any:
     """A template value in the doc's terms: ``Fn::Sub`` strings with its placeholders."""
-    if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
-        text = value["Fn::Sub"]
-        for sub, placeholder in PLACEHOLDERS.items():
-            text = text.replace(sub, placeholder)
-        return text
-    if isinstance(value, dict):
-        return {k: as_documented(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_documented(v) for v in value]
-    return value
+    return documented(value, PLACEHOLDERS)
 
 
 def documented_policies() -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 import yaml
+from iac_scripts import as_documented as documented
 from test_cli_documented_commands import SHELL_BLOCK, parse
 from typer.testing import CliRunner
 
@@ -124,16 +125,7 @@ def as_documented(value: Any) -> Any:
     """A template value in the doc's terms: ``Fn::Sub`` strings with its placeholders
     (``REGION``, ``ACCOUNT``, ``BUCKET``, ``PREFIX``, ``ROLE``, ``NAME``); a single action or
     resource as a one-item list, as the doc writes either."""
-    if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
-        text = value["Fn::Sub"]
-        for sub, placeholder in PLACEHOLDERS.items():
-            text = text.replace(sub, placeholder)
-        return text
-    if isinstance(value, dict):
-        return {k: as_documented(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_documented(v) for v in value]
-    return value
+    return documented(value, PLACEHOLDERS)
 
 
 def _listed(statement: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
+from iac_scripts import load_script
 from typer.testing import CliRunner
 
 from adapters.azureml import SPEC, AzureMLSettings, names
@@ -48,16 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "iac" / "azure" / "template.json"
 
 
-def _script(path: Path) -> Any:
-    """One of iac/'s scripts as a module (iac/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check_arm = _script(ROOT / "iac" / "check_arm.py")
+check_arm = load_script(ROOT / "iac" / "check_arm.py")
 
 SCORE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action"
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"

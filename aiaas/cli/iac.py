@@ -27,6 +27,15 @@ iac_app = typer.Typer(
 )
 
 
+CloudOpt = Annotated[
+    str | None,
+    typer.Option(help=", ".join(TARGETS) + ". Default: the cloud of aiaas.yaml's provider."),
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the file here (default: stdout).")
+]
+
+
 def register(app: typer.Typer) -> None:
     """Add ``aiaas iac`` to the ``aiaas`` CLI."""
     app.add_typer(iac_app, name="iac")
@@ -35,14 +44,9 @@ def register(app: typer.Typer) -> None:
 @iac_app.command("render")
 def render(
     name: NameArg = None,
-    cloud: Annotated[
-        str | None,
-        typer.Option(help=", ".join(TARGETS) + ". Default: the cloud of aiaas.yaml's provider."),
-    ] = None,
+    cloud: CloudOpt = None,
     config: ConfigOpt = Path("aiaas.yaml"),
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the file here (default: stdout).")
-    ] = None,
+    output: OutputOpt = None,
     function_zip: Annotated[
         Path | None,
         typer.Option(help="The zip of `aiaas function package` (adds the function and its URL)."),
@@ -107,14 +111,9 @@ def render(
 
 @iac_app.command("template")
 def template(
-    cloud: Annotated[
-        str | None,
-        typer.Option(help=", ".join(TARGETS) + ". Default: the cloud of aiaas.yaml's provider."),
-    ] = None,
+    cloud: CloudOpt = None,
     config: ConfigOpt = Path("aiaas.yaml"),
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the file here (default: stdout).")
-    ] = None,
+    output: OutputOpt = None,
 ) -> None:
     """Write a cloud's infrastructure template, as this aiaas ships it (pip or checkout)."""
     if cloud is None:
