@@ -87,6 +87,14 @@ class ServerSection(_Section):
         default=DEFAULT_MAX_BODY_BYTES, ge=1024, description="Largest request body (413 above)."
     )
     request_timeout_s: float = Field(default=60.0, gt=0, description="Seconds before 504.")
+    # A request let in holds a place (aiaas/runtime/door.py) while its body is read: a client
+    # that stalls mid-body must not hold it until request_timeout_s.
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a request let in may take to send its whole body before 408.",
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads (default: all cores, split)."
     )

@@ -59,6 +59,13 @@ class BadRequest(AiaasError):
     http_status = 400
 
 
+class RequestTimeout(BadRequest):
+    """The client did not send its whole request body in time (``server.body_timeout_s``)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 class MethodNotAllowed(AiaasError):
     """The route exists but not for this HTTP method."""
 
@@ -205,6 +212,7 @@ _BY_CODE: dict[str, type[AiaasError]] = {
     cls.code: cls
     for cls in (
         BadRequest,
+        RequestTimeout,
         Unauthorized,
         MethodNotAllowed,
         UnsupportedMediaType,
@@ -254,6 +262,7 @@ def _class_for_status(status: int) -> type[AiaasError]:
         401: Unauthorized,
         404: NotFound,
         405: MethodNotAllowed,
+        408: RequestTimeout,
         413: PayloadTooLarge,
         415: UnsupportedMediaType,
         422: InvalidInput,

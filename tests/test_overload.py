@@ -2,8 +2,11 @@
 
 Under open-loop overload most requests are refused; reading, parsing and validating each of
 them took the event loop's time (and the GIL) from the forward pass (``bench/overload.py``).
-The server now asks the batcher first: with the queue and its waiting room full, the answer
-is 503 ``overloaded`` with ``Retry-After`` before any of the body is read.
+The server now lets a request in before reading its body only while the requests in (being
+read, queued or computed) are fewer than what fills the queue and the batches in flight
+(:mod:`aiaas.runtime.door`): otherwise it waits at the door, unread, and is answered 503
+``overloaded`` with ``Retry-After`` after ``queue_wait_ms`` (at once when the door is full,
+504 at its caller's deadline) without any of its body ever being read.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def _connect(url: str) -> socket.socket:
 
 
 class TestRefusedBeforeTheBody:
-    def test_full_queue_and_waiting_room_refuse_without_reading_the_body(
+    def test_a_full_queue_and_door_refuse_without_reading_the_body(
         self, start_server: StartServer, probe_bundle: BuiltBundle
     ) -> None:
         server = start_server(
@@ -108,13 +111,15 @@ class TestRefusedBeforeTheBody:
                             break
                     else:
                         await asyncio.sleep(0.01)
-                assert await asyncio.to_thread(_gauge, url, "aiaas_queue_waiting") == 0
+                assert await asyncio.to_thread(_gauge, url, "aiaas_door_waiting") == 0
                 waiting = asyncio.create_task(post(invocations, json={"inputs": [{"value": 1}]}))
                 await asyncio.to_thread(
                     _until,
-                    lambda: _gauge(url, "aiaas_queue_waiting") == 1,
-                    "the third never waited for room",
+                    lambda: _gauge(url, "aiaas_door_waiting") == 1,
+                    "the third never waited at the door",
                 )
+                # it waits unread: not in the batcher's waiting room, which holds read bodies
+                assert await asyncio.to_thread(_gauge, url, "aiaas_queue_waiting") == 0
                 refused = await asyncio.to_thread(self._refused_at_once, url, one)
                 return refused, [await running, *[await q for q in queued], await waiting]
 
@@ -123,9 +128,120 @@ class TestRefusedBeforeTheBody:
         assert {r.status_code for r in served} == {200} and len(served) >= 3
         assert refusals == ["invocations", "oip", "keep-alive"]
 
+    def test_a_request_at_the_door_is_refused_after_the_wait_or_at_its_deadline_unread(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(
+            probe_bundle.path, "--max-queue-size", "1", "--max-batch-size", "1",
+            "--queue-wait-ms", "400",
+        )  # fmt: skip
+        url = server.url
+        one = json.dumps({"inputs": [{"value": 1}]}).encode()
+        slow = json.dumps({"inputs": [{"value": 1, "sleep_ms": 2000}]}).encode()
+        # Two slow ones fill the door's two places (one running, one queued), whichever runs
+        # first; what comes next waits at the door.
+        holders = [_connect(url) for _ in range(2)]
+        try:
+            for sock in holders:
+                sock.sendall(_request("/invocations", slow))
+            _until(lambda: _gauge(url, "aiaas_queue_depth") == 1, "never one running, one queued")
+            with _connect(url) as sock:
+                # a body announced but never sent: a read would wait for it until the test fails
+                started = time.monotonic()
+                sock.sendall(_request("/invocations", one[:5], declared=len(one)))
+                status, headers, body = _answer(sock)
+                waited = time.monotonic() - started
+            assert (status, headers["retry-after"]) == (503, "1"), body
+            assert body["error"]["code"] == "overloaded"
+            assert waited >= 0.35, f"refused after {waited:.2f} s, not after its wait"
+            with _connect(url) as sock:
+                # the caller's deadline comes before the door's wait ends: 504, still unread
+                head = _request("/invocations", one[:5], declared=len(one))
+                sock.sendall(head.replace(b"\r\n\r\n", b"\r\nX-Aiaas-Timeout-Ms: 100\r\n\r\n", 1))
+                status, _, body = _answer(sock)
+            assert status == 504 and body["error"]["code"] == "deadline_exceeded", body
+            assert "caller's deadline" in body["error"]["message"]
+            for sock in holders:  # nothing let in was lost
+                status, _, body = _answer(sock)
+                assert status == 200, body
+        finally:
+            for sock in holders:
+                sock.close()
+
+    def test_requests_let_in_hand_their_place_back_whatever_their_answer(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        # Two places (a queue of 1, batches of 1) and a 60 s wait at the door: a place kept
+        # by a request that failed after it was let in would hold the good ones below until
+        # their sockets time out.
+        server = start_server(
+            probe_bundle.path, "--max-queue-size", "1", "--max-batch-size", "1",
+            "--queue-wait-ms", "60000", "--max-body-bytes", "2048", "--body-timeout-s", "0.5",
+        )  # fmt: skip
+        url = server.url
+        one = json.dumps({"inputs": [{"value": 1}]}).encode()
+        for body, code in [
+            (b'{"inputs": [', "bad_request"),
+            (b'{"inputs": [{"value": "x"}]}', "invalid_input"),
+            (b"x" * 4096, "payload_too_large"),
+            (b"{}", "bad_request"),
+        ]:
+            with _connect(url) as sock:
+                sock.sendall(_request("/invocations", body))
+                status, _, answer = _answer(sock)
+            assert answer["error"]["code"] == code, answer
+        with _connect(url) as sock:  # a client gone halfway through its body
+            sock.sendall(_request("/invocations", one[:5], declared=len(one)))
+        with _connect(url) as sock:  # a body that stalls: 408 once body_timeout_s is up
+            started = time.monotonic()
+            sock.sendall(_request("/invocations", one[:5], declared=len(one)))
+            status, _, answer = _answer(sock)
+            waited = time.monotonic() - started
+        assert status == 408 and answer["error"]["code"] == "request_timeout", answer
+        assert "server.body_timeout_s" in answer["error"]["message"]
+        assert waited >= 0.45, waited
+        _until(lambda: _gauge(url, "aiaas_door_waiting") == 0, "someone still waits")
+        slow = json.dumps({"inputs": [{"value": 1, "sleep_ms": 300}]}).encode()
+        both = [_connect(url) for _ in range(2)]
+        try:
+            for sock in both:  # both places at once, as soon as they are asked for
+                sock.settimeout(10)
+                sock.sendall(_request("/invocations", slow))
+            assert [_answer(sock)[0] for sock in both] == [200, 200]
+        finally:
+            for sock in both:
+                sock.close()
+
+    def test_the_servers_own_timeout_counts_the_wait_at_the_door(
+        self, start_server: StartServer, probe_bundle: BuiltBundle
+    ) -> None:
+        server = start_server(
+            probe_bundle.path, "--max-queue-size", "1", "--max-batch-size", "1",
+            "--queue-wait-ms", "60000", "--request-timeout", "1.2",
+        )  # fmt: skip
+        url = server.url
+        holders = [_connect(url) for _ in range(2)]
+        try:
+            # one running, then one queued behind it (or the other way round)
+            for sock, sleep_ms in zip(holders, (800, 0), strict=True):
+                body = json.dumps({"inputs": [{"value": 1, "sleep_ms": sleep_ms}]}).encode()
+                sock.sendall(_request("/invocations", body))
+                time.sleep(0.05)
+            # Let in when the slow one is answered (about 0.75 s from now), then 0.6 s to
+            # compute: over the 1.2 s counted from its arrival, within it from its entry.
+            late = json.dumps({"inputs": [{"value": 1, "sleep_ms": 600}]}).encode()
+            with _connect(url) as sock:
+                sock.sendall(_request("/invocations", late))
+                status, _, answer = _answer(sock)
+            assert status == 504 and "server.request_timeout_s" in answer["error"]["message"]
+            assert [_answer(sock)[0] for sock in holders] == [200, 200]
+        finally:
+            for sock in holders:
+                sock.close()
+
     @staticmethod
     def _refused_at_once(url: str, one: bytes) -> list[str]:
-        """With the queue and the waiting room full: requests refused before their bodies."""
+        """With the queue and the door full: requests refused before their bodies."""
         done = []
         # 1. a body announced but not sent (a read would wait for it until the test fails)
         with _connect(url) as sock:

@@ -108,17 +108,20 @@ class ModelServer:
         headers = request.headers
         attributes = headers.get(CUSTOM_ATTRIBUTES_HEADER)
         deadline = caller_deadline(headers.get(TIMEOUT_HEADER), attributes)  # 400 if malformed
-        self.plane.admit()  # 503 before reading a body that would be refused anyway
-        body = await self.plane.read_body(request.stream(), headers.get("content-length"))
-        work = self.plane.infer(
-            body,
-            request.path_params,
-            header_length=headers.get(oip.HEADER_LENGTH),
-            content_type=headers.get("content-type"),
-            request_id=request_id,
-            deadline=deadline,
-        )
-        return await unless_client_leaves(work, request.receive)
+        # 503 (at once, or after a wait at the door) before reading the body; in until answered
+        async with self.plane.admitted(deadline) as own:
+            length = headers.get("content-length")
+            body = await self.plane.read_body(request.stream(), length, deadline, own)
+            work = self.plane.infer(
+                body,
+                request.path_params,
+                header_length=headers.get(oip.HEADER_LENGTH),
+                content_type=headers.get("content-type"),
+                request_id=request_id,
+                deadline=deadline,
+                own=own,
+            )
+            return await unless_client_leaves(work, request.receive)
 
     async def metrics_route(self, _request: Request, _rid: str) -> Answer:
         """Prometheus text exposition."""

@@ -26,7 +26,10 @@ When the waiting room is full too, every request is refused at once whatever it 
 :meth:`Batcher.refuses_now` says so before the request's body is read: under open-loop
 overload (new requests at 4 x capacity, whatever the answers) reading, parsing and
 validating the bodies of requests refused anyway took the event loop's time and the GIL from
-the forward pass (goodput 0.74 x capacity at best; ``bench/overload.py``).
+the forward pass (goodput 0.74 x capacity at best; ``bench/overload.py``). In the model
+server most waiting happens before that, unread: :mod:`aiaas.runtime.door` lets in only the
+requests that fill the queue and the batches in flight; the waiting room then holds what a
+request of several items finds no room for once read.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ queued then are never run (:meth:`~aiaas.runtime.batcher.Batcher.submit`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -29,7 +30,14 @@ from starlette.responses import Response
 from aiaas import oip
 from aiaas.config import ServerSection
 from aiaas.custom_attributes import TIMEOUT_ATTRIBUTE, timeout_in_attributes
-from aiaas.errors import AiaasError, DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge
+from aiaas.errors import (
+    AiaasError,
+    DeadlineExceeded,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from aiaas.http import JSON, error_response, oip_error_response, read_limited_body
 from aiaas.protocol import (
     InputCheck,
@@ -40,6 +48,7 @@ from aiaas.protocol import (
 )
 from aiaas.retry import TIMEOUT_HEADER, timeout_ms
 from aiaas.runtime.batcher import OVERLOADED, Batcher
+from aiaas.runtime.door import Door
 from aiaas.runtime.inference_process import InferenceProcessDied
 from aiaas.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from aiaas.runtime.runner import ModelRunner
@@ -121,6 +130,7 @@ class DataPlane:
             self.manifest.name,
             lambda: self.batcher.queue_depth,
             lambda: self.batcher.waiting_items,
+            lambda: self.door.waiting,
         )
         self.batcher = Batcher(
             runner.run_batch,
@@ -130,6 +140,14 @@ class DataPlane:
             on_batch=self.metrics.observe_batch,
             workers=runner.workers,
             queue_wait_ms=settings.queue_wait_ms,
+        )
+        #: Requests past the point where bodies are read: what fills the queue and the
+        #: batches in flight; the rest wait at the door, unread, as long as the waiting room
+        #: would hold them (``queue_wait_ms``, ``max_queue_size`` of them).
+        self.door = Door(
+            settings.max_queue_size + runner.workers * self.manifest.batching.max_batch_size,
+            max_waiting=settings.max_queue_size,
+            wait_s=settings.queue_wait_ms / 1000.0,
         )
         self.ready = False
         self.load_error: str | None = None
@@ -156,6 +174,7 @@ class DataPlane:
         processes stop last, once their batches are answered (killed if still loading)."""
         self.ready = False
         self._stopping = True
+        self.door.close()  # those waiting at the door: 503 not_ready, as the queue's leftovers
         loading = self._load_task is not None and not self._load_task.done()
         await self.batcher.stop(abandon=loading)
         if self.runner.processes:
@@ -203,19 +222,61 @@ class DataPlane:
 
     # -- the predict path ----------------------------------------------------------------
 
-    async def read_body(self, chunks: AsyncIterator[bytes], declared: str | None) -> bytes:
+    async def read_body(
+        self,
+        chunks: AsyncIterator[bytes],
+        declared: str | None,
+        deadline: float | None = None,
+        own: float | None = None,
+    ) -> bytes:
         """The whole body from ``chunks``, refused (413) as soon as it is over the limit:
-        at once if the declared ``content-length`` says so."""
-        return await read_limited_body(chunks, declared, self.settings.max_body_bytes)
+        at once if the declared ``content-length`` says so. A request let in holds a place
+        while its body is read: 408 ``request_timeout`` unless all of it arrives within
+        ``server.body_timeout_s``, 504 when the caller's ``deadline`` or the server's ``own``
+        (see :meth:`admitted`) passes first."""
+        timeout = self.settings.body_timeout_s
+        now = time.monotonic()
+        ends = [now + timeout, *(t for t in (deadline, own) if t is not None)]
+        end = min(ends)
+        try:
+            async with asyncio.timeout(end - now):
+                return await read_limited_body(chunks, declared, self.settings.max_body_bytes)
+        except TimeoutError:
+            if end == ends[0]:
+                raise RequestTimeout(
+                    f"the request's body did not arrive within {timeout:g}s (server.body_timeout_s)"
+                ) from None
+            raise self._late(deadline, own if own is not None else end) from None
 
-    def admit(self) -> None:
-        """Refuse (503 ``overloaded``, ``Retry-After``) a request the batcher would refuse
-        at once whatever it holds: the queue and its waiting room are full. Transports call it
-        before reading the body, so under overload a refusal costs the event loop next to
-        nothing (no body read, parsed, nor validated); such a request is refused even if its
-        body was malformed (400) or too large (413), which only a request let in is told."""
+    @contextlib.asynccontextmanager
+    async def admitted(self, deadline: float | None) -> AsyncIterator[float]:
+        """Let a request in before its body is read, for the block's duration; yields its
+        own deadline (``server.request_timeout_s`` from now, the door's wait included),
+        for :meth:`read_body`, :meth:`simple`, :meth:`infer` and :meth:`predict`.
+
+        Refused before any of the body is read, so under overload a refusal costs the event
+        loop next to nothing (no body read, parsed, nor validated), even a body that would
+        have been malformed (400) or too large (413), which only a request let in is told:
+
+        - 503 ``not_ready`` while the model is not loaded (or the server stops);
+        - 503 ``overloaded`` (``Retry-After``) at once when the waiting room is full, or the
+          door holds ``max_queue_size`` requests; after ``queue_wait_ms`` at the door when
+          no place came (:class:`~aiaas.runtime.door.Door`);
+        - 504 ``deadline_exceeded`` when the caller's ``deadline`` (or the server's own)
+          passes at the door.
+        """
+        own = time.monotonic() + self.settings.request_timeout_s
+        self.require_ready()
         if self.batcher.refuses_now():
             raise Overloaded(OVERLOADED, retry_after=1.0)
+        try:
+            await self.door.enter(own if deadline is None else min(own, deadline))
+        except DeadlineExceeded:
+            raise self._late(deadline, own, "while the request waited for room") from None
+        try:
+            yield own
+        finally:
+            self.door.leave()
 
     def check_item_count(self, count: int) -> None:
         """Refuse (413 ``payload_too_large``) a request of more than
@@ -247,32 +308,50 @@ class DataPlane:
         request_id: str,
         where: str = "inputs",
         deadline: float | None = None,
+        own: float | None = None,
     ) -> list[Any]:
         """Validate the items, queue them for a batch, and return their results: within
-        ``server.request_timeout_s`` and the caller's ``deadline`` (a :func:`time.monotonic`
-        instant, see :func:`caller_deadline`), else :class:`~aiaas.errors.DeadlineExceeded`
-        (504), and the items still queued are never run."""
+        the server's ``own`` deadline (default: ``server.request_timeout_s`` from now; a
+        request let in by :meth:`admitted` passes the one it got there) and the caller's
+        ``deadline`` (:func:`time.monotonic` instants, see :func:`caller_deadline`), else
+        :class:`~aiaas.errors.DeadlineExceeded` (504), and the items still queued are never
+        run."""
         self.require_ready()
         items = self.validate(raw_items, where)
-        limit = self.settings.request_timeout_s
-        own = time.monotonic() + limit
+        if own is None:
+            own = time.monotonic() + self.settings.request_timeout_s
         try:
             return await self.batcher.submit(
                 items, request_id, own if deadline is None else min(own, deadline)
             )
         except DeadlineExceeded:
-            if deadline is not None and deadline < own:
-                raise DeadlineExceeded(  # from the header or SageMaker's custom attributes
-                    "the caller's deadline passed before the result was ready; "
-                    "the request was dropped"
-                ) from None
-            raise DeadlineExceeded(f"prediction took longer than {limit:g}s") from None
+            raise self._late(deadline, own) from None
 
-    async def simple(self, body: bytes, request_id: str, deadline: float | None = None) -> bytes:
+    def _late(
+        self, deadline: float | None, own: float, when: str = "before the result was ready"
+    ) -> DeadlineExceeded:
+        """The 504 for a request whose deadline passed ``when``: the caller's (``deadline``)
+        or the server's ``own`` (``server.request_timeout_s``), whichever came first."""
+        if deadline is not None and deadline < own:
+            # from the header or SageMaker's custom attributes
+            return DeadlineExceeded(f"the caller's deadline passed {when}; the request was dropped")
+        return DeadlineExceeded(
+            f"the request took longer than {self.settings.request_timeout_s:g}s "
+            f"(server.request_timeout_s): its deadline passed {when}"
+        )
+
+    async def simple(
+        self,
+        body: bytes,
+        request_id: str,
+        deadline: float | None = None,
+        own: float | None = None,
+    ) -> bytes:
         """The simple protocol, request body to response body:
         ``{"inputs": [...]}`` → ``{"outputs": [...], "model", "version"}`` (JSON), within
-        ``deadline`` (see :meth:`predict`)."""
-        outputs = await self.predict(simple_inputs(parse_json(body)), request_id, deadline=deadline)
+        ``deadline`` and ``own`` (see :meth:`predict`)."""
+        inputs = simple_inputs(parse_json(body))
+        outputs = await self.predict(inputs, request_id, deadline=deadline, own=own)
         return simple_response(outputs, self.manifest.name, self.manifest.version)
 
     async def infer(
@@ -284,9 +363,11 @@ class DataPlane:
         content_type: str | None,
         request_id: str,
         deadline: float | None = None,
+        own: float | None = None,
     ) -> Answer:
         """Open Inference Protocol ``/infer``: tensors in, tensors out (as JSON or as binary
-        tensor data, see :mod:`aiaas.oip`), within ``deadline`` (see :meth:`predict`)."""
+        tensor data, see :mod:`aiaas.oip`), within ``deadline`` and ``own`` (see
+        :meth:`predict`)."""
         oip.check_model(self.manifest, path_params)
         infer = oip.parse_infer(
             body,
@@ -295,7 +376,7 @@ class DataPlane:
             max_items=self.settings.max_items_per_request,
             output_names=oip.output_names(self.manifest),
         )
-        outputs = await self.predict(infer.items, request_id, "instances", deadline)
+        outputs = await self.predict(infer.items, request_id, "instances", deadline, own)
         response = oip.infer_response(infer, outputs, self.manifest.name, self.manifest.version)
         return answer_of(response)
 

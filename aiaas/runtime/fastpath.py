@@ -110,10 +110,11 @@ class SimpleEndpoint:
         check_request_id(given)  # 400 for an id that is not printable ASCII (answered anew)
         deadline = caller_deadline(*timeout)  # 400 for a malformed one; counted from here
         check_json_content_type(content_type)  # 415 before reading a body we cannot parse
-        self.plane.admit()  # 503 before reading a body that would be refused anyway
-        body = await self.plane.read_body(_body_chunks(receive), declared)
-        work = self.plane.simple(body, request_id, deadline)
-        return Answer(200, await unless_client_leaves(work, receive))
+        # 503 (at once, or after a wait at the door) before reading the body; in until answered
+        async with self.plane.admitted(deadline) as own:
+            body = await self.plane.read_body(_body_chunks(receive), declared, deadline, own)
+            work = self.plane.simple(body, request_id, deadline, own)
+            return Answer(200, await unless_client_leaves(work, receive))
 
 
 async def send_answer(send: Send, answer: Answer, request_id: str) -> None:

@@ -14,14 +14,15 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ServerMetrics:
-    """Request counts and latency by route and status, batch sizes, queue depth, and the
-    items waiting for room in the queue."""
+    """Request counts and latency by route and status, batch sizes, queue depth, the items
+    waiting for room in the queue, and the requests waiting at the door."""
 
     def __init__(
         self,
         model: str,
         queue_depth: Callable[[], float],
         waiting: Callable[[], float] = lambda: 0.0,
+        at_the_door: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -62,6 +63,13 @@ class ServerMetrics:
             registry=self.registry,
         )
         waiting_gauge.labels(model).set_function(waiting)
+        door_gauge = Gauge(
+            "aiaas_door_waiting",
+            "Requests waiting, unread, for room in the server (server.queue_wait_ms).",
+            ["model"],
+            registry=self.registry,
+        )
+        door_gauge.labels(model).set_function(at_the_door)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one finished request."""
