@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -94,6 +95,9 @@ def run_checkov(
         r = subprocess.run(
             [checkov, "-d", staging, "--framework", *frameworks, "--skip-download", "-o", "json"],
             capture_output=True, text=True, timeout=300,
+            # --skip-download leaves checkov's update check on: it asks pypi.org whenever
+            # the answer it keeps in the user's cache folder is over an hour old.
+            env={**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},
         )  # fmt: skip
     try:
         report: Any = json.loads(r.stdout)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -162,6 +163,7 @@ def run_checkov_arm(checkov: str, folder: Path, templates: list[Path]) -> list[s
         [checkov, "-d", str(folder / "azure"), "--framework", "arm", "--skip-download",
          "-o", "json"],
         capture_output=True, text=True, timeout=300,
+        env={**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},  # as iac/check.py's
     )  # fmt: skip
     try:
         report: Any = json.loads(r.stdout)

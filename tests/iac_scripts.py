@@ -1,9 +1,11 @@
-"""What the iac tests share: loading one of ``iac/``'s scripts as a module, and a template
-value written in a doc's terms (its ``Fn::Sub`` variables as the doc's placeholders)."""
+"""What the iac tests share: loading one of ``iac/``'s scripts as a module, a template value
+written in a doc's terms (its ``Fn::Sub`` variables as the doc's placeholders), and the
+environment for running its checkers with a home of their own."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,15 @@ def load_script(path: Path, name: str | None = None) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def own_home(tmp_path: Path) -> dict[str, str]:
+    """This process's environment (the network guard's included) with a home and a cache
+    folder of its own under ``tmp_path/home``, for one of iac/'s checkers: checkov keeps its
+    update check's answer in the user's cache folder for an hour, so with the machine's home
+    it asked pypi.org (which must fail the test) only in the first run an hour after the last."""
+    home = tmp_path / "home"
+    return {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
 
 
 def as_documented(value: Any, placeholders: Mapping[str, str]) -> Any:

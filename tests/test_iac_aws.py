@@ -45,6 +45,7 @@ from typing import Any
 import pytest
 import yaml
 from iac_scripts import as_documented as documented
+from iac_scripts import own_home
 from test_cli_documented_commands import SHELL_BLOCK, parse
 from typer.testing import CliRunner
 
@@ -806,7 +807,7 @@ def test_each_checker_fails_its_planted_mistakes(tmp_path: Path) -> None:
     (tmp_path / "aws" / "broken.yaml").write_text(TEMPLATE.read_text() + "  Oops: [open\n")
     r = subprocess.run(
         [sys.executable, str(ROOT / "iac" / "check.py"), str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=own_home(tmp_path),
     )  # fmt: skip
     assert r.returncode == 1, r.stdout + r.stderr
     found = check_sections(r.stdout)

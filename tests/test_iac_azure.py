@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
-from iac_scripts import load_script
+from iac_scripts import load_script, own_home
 from typer.testing import CliRunner
 
 from adapters.azureml import SPEC, AzureMLSettings, names
@@ -148,7 +148,7 @@ def test_checkov_fails_its_planted_mistakes(tmp_path: Path) -> None:
     (tmp_path / "azure" / "broken.json").write_text(json.dumps(small)[:-40])
     r = subprocess.run(
         [sys.executable, str(ROOT / "iac" / "check_arm.py"), str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=own_home(tmp_path),
     )  # fmt: skip
     assert r.returncode == 1, r.stdout + r.stderr
     sections: dict[str, list[str]] = {}

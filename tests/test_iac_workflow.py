@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import PROJECTS, guard_environment
-from iac_scripts import load_script
+from iac_scripts import load_script, own_home
 from test_cli_documented_commands import SHELL_BLOCK, parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_each_workflow_checker_fails_its_planted_mistake(tmp_path: Path) -> None
     (tmp_path / "github").mkdir()
     (tmp_path / "github" / "deploy.yml").write_text(planted)
     (tmp_path / "github" / "broken.yml").write_text(text + "  oops: [open\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "guarded_site")}
+    env = {**own_home(tmp_path), "PYTHONPATH": str(ROOT / "tests" / "guarded_site")}
     r = subprocess.run(
         [sys.executable, "iac/check.py", str(tmp_path),
          "--checkov", CHECKOV, "--actionlint", ACTIONLINT],
