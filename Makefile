@@ -52,10 +52,15 @@ typecheck: $(STAMP)
 # fixtures and emulators stay together; the conformance suite's run for each provider is a unit
 # of its own: tests/conftest.py). Most of a test's time is spent waiting for a model server, an
 # emulated cloud or a fresh process, so 2 cores keep 4 workers busy (2026-12-07, this machine:
-# 269 and 276 s with 4 against 298 and 293 s with 3, alternating).
+# 269 and 276 s with 4 against 298 and 293 s with 3, alternating). Python writes bytecode here
+# even where the environment says not to (PYTHONDONTWRITEBYTECODE=1 on this machine): pytest
+# keeps each test module with its asserts rewritten as bytecode, which every worker otherwise
+# redid in every run (the first test started 28 s into a run; 8 to 11 s with the bytecode
+# kept), and a process a test starts compiles a module of this checkout once, not each time.
+# __pycache__ is ignored by git, and bundles, wheels and function packages leave it out.
 PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # The infrastructure templates (iac/), checked offline by iac/check.py: cfn-lint with the
 # resource schemas it bundles (never --update-specs, which downloads them), actionlint on the
