@@ -80,6 +80,15 @@ def aiaas_in_shell(
     return done
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-unit-seconds",
+        action="store_true",
+        help=f"write each work unit's seconds (setup, call and teardown of its tests) into "
+        f"tests/{UNIT_SECONDS.name}, which orders the units longest first",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -103,17 +112,81 @@ def work_unit(nodeid: str) -> str:
     return file
 
 
+UNIT_SECONDS = Path(__file__).resolve().parent / "unit_seconds.json"
+"""Each work unit's seconds in a recorded run (``pytest -n 4 --dist loadfile
+--record-unit-seconds``): the scheduler hands out the longest units first."""
+SECONDS_PER_UNKNOWN_TEST = 0.5
+"""A unit not in :data:`UNIT_SECONDS` (a new file) counts this much per test."""
+
+
+def longest_first(units: Mapping[str, Sequence[str]], seconds: Mapping[str, float]) -> list[str]:
+    """The work units (name: its tests), longest first by their recorded ``seconds``, a unit
+    not recorded by its number of tests. With each file on one worker, the run lasts as
+    long as its busiest worker: xdist's own order (most tests first) left long units of one
+    test for the end, with the other workers idle meanwhile."""
+
+    def estimate(unit: str) -> float:
+        return seconds.get(unit, SECONDS_PER_UNKNOWN_TEST * len(units[unit]))
+
+    return sorted(units, key=estimate, reverse=True)  # stable: ties keep xdist's order
+
+
+def read_unit_seconds() -> dict[str, float]:
+    """:data:`UNIT_SECONDS` (empty where it is missing or unreadable: xdist's order then)."""
+    import json
+
+    try:
+        recorded = json.loads(UNIT_SECONDS.read_text())
+        return {str(unit): float(s) for unit, s in recorded.items()}
+    except (OSError, ValueError, TypeError, AttributeError):  # missing, not JSON, not {unit: s}
+        return {}
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile`` with the conformance suite split by provider (:func:`work_unit`)."""
+    """``--dist loadfile`` with the conformance suite split by provider (:func:`work_unit`),
+    the units handed out longest first (:func:`longest_first`)."""
     if config.getoption("dist", None) != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling  # type: ignore[import-untyped]
 
     class ProviderSplitScheduling(LoadFileScheduling):  # type: ignore[misc]
+        ordered = False
+
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
 
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self.ordered:  # the first hand-out: the queue is complete and in xdist's order
+                self.ordered = True
+                order = longest_first(self.workqueue, read_unit_seconds())
+                queue = {unit: self.workqueue[unit] for unit in order}
+                self.workqueue.clear()
+                self.workqueue.update(queue)
+            super()._assign_work_unit(node)
+
     return ProviderSplitScheduling(config, log)
+
+
+_unit_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Each unit's seconds so far, for ``--record-unit-seconds`` (under xdist the controlling
+    process receives every worker's reports)."""
+    unit = work_unit(report.nodeid)
+    _unit_seconds[unit] = _unit_seconds.get(unit, 0.0) + report.duration
+
+
+def _record_unit_seconds(config: pytest.Config) -> None:
+    """Merge this run's unit seconds into :data:`UNIT_SECONDS` (units this run did not run keep
+    theirs)."""
+    import json
+
+    if not config.getoption("record_unit_seconds") or hasattr(config, "workerinput"):
+        return
+    recorded = read_unit_seconds()
+    recorded.update({unit: round(s, 1) for unit, s in _unit_seconds.items()})
+    UNIT_SECONDS.write_text(json.dumps(dict(sorted(recorded.items())), indent=1) + "\n")
 
 
 # Modules whose tests (or module fixtures) run `pip download` for a function package: the
@@ -155,8 +228,9 @@ def network_guard() -> Iterator[None]:
         pytest.fail("\n".join([*local, *children]), pytrace=False)
 
 
-def pytest_sessionfinish() -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     shutil.rmtree(_NETGUARD_LOG.parent, ignore_errors=True)
+    _record_unit_seconds(session.config)
 
 
 EXAMPLES = REPO / "examples"
