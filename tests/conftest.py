@@ -35,6 +35,7 @@ pytest_plugins = ["sagemaker_emulated"]
 NETGUARD_DIR = Path(__file__).resolve().parent / "guarded_site"
 sys.path.insert(0, str(NETGUARD_DIR))
 import netguard  # noqa: E402 - found through the path set just above
+import worker_exit  # noqa: E402 - as netguard
 
 netguard.install()
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -231,6 +232,14 @@ def network_guard() -> Iterator[None]:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     shutil.rmtree(_NETGUARD_LOG.parent, ignore_errors=True)
     _record_unit_seconds(session.config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """An xdist worker whose session is over exits without its interpreter's teardown
+    (tests/guarded_site/worker_exit.py)."""
+    if hasattr(config, "workerinput"):
+        os.environ[worker_exit.VARIABLE] = str(os.getpid())
 
 
 EXAMPLES = REPO / "examples"
