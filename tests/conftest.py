@@ -287,6 +287,15 @@ def function_url_event(
     return event
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, all threads) process ``pid`` has used so far, from
+    /proc. Tests that guard against a request buying seconds of work bound this, not the
+    wall clock: a busy machine (four test workers on two cores) stretches wall time by
+    whatever else runs, but not the work the process itself does."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ServerProcess:
     """``aiaas serve`` as a real subprocess on 127.0.0.1; its output goes to a log file."""
 
@@ -335,6 +344,10 @@ class ServerProcess:
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def cpu_seconds(self) -> float:
+        """The CPU time the server process has used so far (see :func:`cpu_seconds`)."""
+        return cpu_seconds(self.proc.pid)
 
     def log(self) -> str:
         """Everything the server printed so far."""

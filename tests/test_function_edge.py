@@ -137,12 +137,14 @@ def test_too_many_items_are_refused_before_validation_with_a_small_answer(
     assert len(body) < app_limit
     app = FunctionApp(provider.invoker, probe_bundle.manifest, keys=None, max_body_bytes=app_limit)
     with serve_asgi(app.asgi()) as url:
-        started = time.monotonic()
+        started = time.process_time()  # the app runs in this process
         r = httpx.post(url + "/predict", content=body, timeout=30)
-        elapsed = time.monotonic() - started
+        cpu = time.process_time() - started
     assert r.status_code == 413, r.text[:300]
     assert len(r.content) < 1024 and "at most 512" in r.json()["error"]["message"]
-    assert elapsed < 2.0
+    # CPU time, not the wall clock, which a busy machine stretches by whatever else runs:
+    # the client and the app together spend ~0.1 s; validating the million items, seconds
+    assert cpu < 1.0, cpu
 
 
 def test_many_invalid_items_under_the_limit_get_a_bounded_error(

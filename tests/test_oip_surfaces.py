@@ -7,6 +7,7 @@ must get the same small, fast 4xx naming the problem (issue 7, items 6, 9 and 13
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import serve_asgi
+from conftest import cpu_seconds, serve_asgi
 
 from adapters.local.provider import LocalProvider
 from aiaas.bundle import BuiltBundle
@@ -24,21 +25,33 @@ from functions.app import FunctionApp
 SURFACES = ["server", "function"]
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """The two surfaces' URLs and the model server's pid."""
+
+    urls: dict[str, str]
+    server_pid: int
+
+
 @pytest.fixture(scope="module")
-def urls(
-    probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """``{"server": model server URL, "function": function app URL}``; the function app
-    forwards to that same server."""
+def served(probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """``urls``: ``{"server": model server URL, "function": function app URL}``; the
+    function app (in this process) forwards to that same server."""
     provider = LocalProvider(state_dir=str(tmp_path_factory.mktemp("oip-state")))
     deployment = provider.deploy(probe_bundle.path)
     assert deployment.endpoint is not None
     app = FunctionApp(provider.invoker, probe_bundle.manifest, keys=None).asgi()
     try:
         with serve_asgi(app) as function_url:
-            yield {"server": deployment.endpoint, "function": function_url}
+            urls = {"server": deployment.endpoint, "function": function_url}
+            yield Served(urls, int(deployment.details["pid"]))
     finally:
         provider.delete("probe")
+
+
+@pytest.fixture(scope="module")
+def urls(served: Served) -> dict[str, str]:
+    return served.urls
 
 
 def _infer(url: str, body: bytes | dict[str, Any], **headers: str) -> httpx.Response:
@@ -79,33 +92,37 @@ AMPLIFIER = (
 
 
 @pytest.mark.parametrize("surface", SURFACES)
-def test_amplifying_shape_gets_a_fast_small_4xx_and_ping_stays_responsive(
-    urls: dict[str, str], surface: str
+def test_amplifying_shape_gets_a_cheap_small_4xx_and_ping_stays_responsive(
+    served: Served, surface: str
 ) -> None:
     """Before: the server stalled 7 s (``/ping`` blocked 7.45 s, 954 MB RSS) and answered a
     106 MB 422; the function app took 7.8 s."""
     assert len(AMPLIFIER) == 89
-    answers: list[tuple[float, httpx.Response]] = []
+    urls = served.urls
+    answers: list[httpx.Response] = []
 
     def attack() -> None:
         for _ in range(3):
-            started = time.monotonic()
-            r = _infer(urls[surface], AMPLIFIER)
-            answers.append((time.monotonic() - started, r))
+            answers.append(_infer(urls[surface], AMPLIFIER))
 
+    # CPU time, not the wall clock: a busy machine stretches wall time by whatever else
+    # runs, not the work the server (its own process) and the function app (this one) do.
+    cpu_before = cpu_seconds(served.server_pid) + time.process_time()
     thread = threading.Thread(target=attack)
     thread.start()
-    pings: list[float] = []
-    while thread.is_alive() or not pings:  # poll the model server's health while attacked
-        started = time.monotonic()
-        assert httpx.get(urls["server"] + "/ping", timeout=30).status_code == 200
-        pings.append(time.monotonic() - started)
+    pings = 0
+    with httpx.Client(timeout=30) as client:  # one client: each httpx.get builds a TLS context
+        while thread.is_alive() or not pings:  # poll the model server's health while attacked
+            assert client.get(urls["server"] + "/ping").status_code == 200
+            pings += 1
+            time.sleep(0.01)  # the pings' own cost stays small beside the bound below
     thread.join()
-    assert max(pings) < 1.0, pings
+    cpu = cpu_seconds(served.server_pid) + time.process_time() - cpu_before
     assert len(answers) == 3
-    for seconds, r in answers:
+    for r in answers:
         _oip_error(r, 413, "inputs[0] (features)", "1000000 items", "at most 512")
-        assert seconds < 1.0 and len(r.content) < 1024, (seconds, len(r.content))
+        assert len(r.content) < 1024, len(r.content)
+    assert cpu < 1.0, cpu  # three attacks, the pings and their clients: ~0.1-0.2 s
 
 
 @pytest.mark.parametrize("surface", SURFACES)

@@ -187,23 +187,22 @@ class TestItemLimit:
             answer.append(httpx.post(server.url + "/invocations", content=body, timeout=60))
 
         worker = threading.Thread(target=post)
-        started = time.monotonic()
+        cpu_before = server.cpu_seconds()
         worker.start()
-        slowest_ping = 0.0
         with httpx.Client(timeout=30) as client:
             while worker.is_alive():  # the server keeps answering health checks meanwhile
-                ping_started = time.monotonic()
                 assert client.get(server.url + "/ping").status_code == 200
-                slowest_ping = max(slowest_ping, time.monotonic() - ping_started)
+                time.sleep(0.01)  # the pings' own cost stays small beside the bound below
         worker.join()
-        elapsed = time.monotonic() - started
+        cpu = server.cpu_seconds() - cpu_before
         r = answer[0]
         assert r.status_code == 413, r.text[:500]
         assert len(r.content) < 1000
         assert "1000000 items" in r.json()["error"]["message"]
-        # Validating a million items took seconds and blocked /ping for as long.
-        assert elapsed < 2.0, elapsed
-        assert slowest_ping < 0.5, slowest_ping
+        # Validating a million items took seconds of the event loop and blocked /ping for
+        # as long; counted before validation, the request costs the server ~0.05 s of CPU.
+        # CPU time, not the wall clock: CI's loaded run once took 0.89 s for a ping.
+        assert cpu < 0.5, cpu
 
 
 def _send_half_a_body_and_leave(url: str, path: str) -> None:
