@@ -83,6 +83,7 @@ class Eas:
     states: dict[str, str] = field(default_factory=lambda: {SERVICE: "Running"})
     token: str = TOKEN  # what the service takes
     given: str | None = None  # what DescribeService says it takes (None: the token)
+    internet: str | None = None  # DescribeService's InternetEndpoint host (None: this server)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: HttpServer | None = None
 
@@ -112,7 +113,8 @@ class Eas:
         answer = {"ServiceName": service, "Status": self.states[service], "CurrentVersion": 2,
                   "LatestVersion": 2, "RunningInstance": 1, "TotalInstance": 1,
                   "AccessToken": self.given or self.token,
-                  "InternetEndpoint": f"{self.server.url}/api/predict/{service}",
+                  "InternetEndpoint": f"{self.internet or self.server.url}/api/predict/"
+                                      f"{service}",
                   # never reachable from here; never asked: the internet one comes first
                   "IntranetEndpoint": f"http://1.vpc.{REGION}.pai-eas.aliyuncs.com/api/predict/"
                                       f"{service}"}  # fmt: skip
@@ -146,7 +148,7 @@ def fresh(eas: Eas) -> Iterator[Eas]:
     eas.script.clear()
     eas.calls.clear()
     eas.describes.clear()
-    eas.token, eas.given = TOKEN, None
+    eas.token, eas.given, eas.internet = TOKEN, None, None
 
 
 def settings(eas: Eas) -> PaiSettings:
@@ -332,6 +334,77 @@ def test_the_endpoint_and_token_are_looked_up_once_per_service(fresh: Eas) -> No
     assert len(fresh.describes) == 3  # gone, then given's lookup; no second one after a 401
     built.close()
     given.close()
+
+
+def test_eas_public_endpoints_are_called_over_tls_and_the_rest_as_written() -> None:
+    public = f"http://166408185518.{REGION}.pai-eas.aliyuncs.com/api/predict/svc"
+    assert names.over_tls(public) == public.replace("http://", "https://", 1)
+    assert names.over_tls(f"HTTP://1.{REGION.upper()}.PAI-EAS.aliyuncs.com/") == (
+        f"https://1.{REGION.upper()}.PAI-EAS.aliyuncs.com/"
+    )
+    for kept in (
+        f"https://1.{REGION}.pai-eas.aliyuncs.com/api/predict/svc",  # already
+        f"http://1.vpc.{REGION}.pai-eas.aliyuncs.com/api/predict/svc",  # inside a VPC
+        f"http://1.{REGION}.pai-eas.aliyuncs.com:8080/api/predict/svc",  # a port of its own
+        "http://127.0.0.1:8080/api/predict/svc",  # an emulator
+        "http://pai-eas.aliyuncs.com/",  # not a gateway's host
+        "http://x.pai-eas.aliyuncs.com.example.com/",
+        "http://example.com/x.pai-eas.aliyuncs.com",
+        "http://[::1/",  # not a URL at all: left for the caller's own check
+    ):
+        assert names.over_tls(kept) == kept
+
+
+def _connect_recorder() -> tuple[socket.socket, list[bytes], threading.Thread]:
+    """A forward proxy on 127.0.0.1 that records each request's head and answers 502: what
+    a call through ``HTTPS_PROXY`` asks for (``CONNECT host:443``) shows whether it goes over
+    TLS, without resolving EAS's host (nothing here may leave the machine)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    heads: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed by the test
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                heads.append(head)
+                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, heads, thread
+
+
+def test_a_looked_up_public_endpoint_is_called_over_tls(fresh: Eas) -> None:
+    """DescribeService gives EAS's public gateway as an ``http://`` URL; the token goes there
+    over TLS only: the call asks the proxy for a tunnel to port 443, and nothing it sends the
+    proxy carries the token."""
+    host = f"166408185518.{REGION}.pai-eas.aliyuncs.com"
+    fresh.internet = f"http://{host}"
+    listener, heads, thread = _connect_recorder()
+    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        built = looking_up(fresh, HTTPS_PROXY=proxy, HTTP_PROXY=proxy, NO_PROXY="127.0.0.1")
+        with pytest.raises(AiaasError):  # the stand-in proxy answers 502 to everything
+            built.invoke_sync("probe", EXAMPLE, timeout=5)
+        built.close()
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        listener.close()
+        thread.join(timeout=5)
+    assert len(fresh.describes) == 1  # DescribeService, direct (NO_PROXY)
+    assert heads, "the call never reached the proxy"
+    for head in heads:
+        assert head.startswith(f"CONNECT {host}:443 HTTP/1.1\r\n".encode()), head[:200]
+        assert TOKEN.encode() not in head
 
 
 def test_a_refused_token_is_read_again_once(fresh: Eas, caplog: pytest.LogCaptureFixture) -> None:

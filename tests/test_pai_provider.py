@@ -166,6 +166,26 @@ def test_deploy_creates_the_service_and_it_answers_through_the_invoker(
     assert provider.live_manifest(NAME) == bundles.v1.manifest
 
 
+def test_the_public_endpoint_is_shown_and_smoke_tested_over_tls(
+    provider: PaiProvider,
+    alibaba: AlibabaEmulator,  # noqa: F811
+    first: First,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EAS gives its public gateway as an ``http://`` URL; the provider (``status``, the
+    deploy's smoke test) uses its https form: the token must not cross the internet in clear.
+    The emulated EAS is scripted to give the real domain (it serves on 127.0.0.1 itself)."""
+    region = provider.settings.region
+    public = f"1.{region}.pai-eas.aliyuncs.com"
+    monkeypatch.setattr(alibaba, "_internet", lambda name: f"http://{public}/api/predict/{name}")
+    live = provider._live(first.service)
+    assert live.endpoint == f"https://{public}/api/predict/{first.service}"
+    assert provider.describe(NAME).endpoint == live.endpoint  # what `aiaas status` shows
+    monkeypatch.setattr(alibaba, "_internet", lambda name: "")  # a VPC-only service
+    vpc = provider._live(first.service).endpoint
+    assert vpc is not None and vpc.startswith(f"http://{alibaba.account_id}.vpc.{region}.")
+
+
 def test_the_live_digest_writes_nothing(
     provider: PaiProvider,
     alibaba: AlibabaEmulator,  # noqa: F811

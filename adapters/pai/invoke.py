@@ -23,7 +23,10 @@ pydantic.
   keeps the service's ``InternetEndpoint`` (``IntranetEndpoint`` when it has none: the
   internet one is the one reachable from a shell and the one the control plane's smoke test
   uses; a function in the VPC sets ``AIAAS_PAI_ENDPOINT`` to the intranet one) and its
-  ``AccessToken``, per service. A 401/403 from the service reads them again once (the
+  ``AccessToken``, per service. EAS gives its endpoints as ``http://`` URLs; the public
+  gateway's is called over https (:func:`~adapters.pai.names.over_tls`: the token must not
+  cross the internet in clear), a VPC's and ``AIAAS_PAI_ENDPOINT`` as they are written.
+  A 401/403 from the service reads them again once (the
   service may have been created again, with a new token) and retries with the new token
   before ``AccessDenied``; a 404 forgets them. The token is never in a repr, a log line or
   an error message.
@@ -578,9 +581,10 @@ class PaiInvoker(HttpInvoker):
 
     def _access_of(self, service: str, answer: dict[str, Any]) -> Access:
         """The service's endpoint and token from DescribeService's answer (what the
-        environment gave wins): ``InternetEndpoint``, else ``IntranetEndpoint``."""
-        endpoint = self.endpoint or str(
-            answer.get("InternetEndpoint") or answer.get("IntranetEndpoint") or ""
+        environment gave wins, as written): ``InternetEndpoint`` (over https on EAS's
+        public gateway, :func:`~adapters.pai.names.over_tls`), else ``IntranetEndpoint``."""
+        endpoint = self.endpoint or names.over_tls(
+            str(answer.get("InternetEndpoint") or answer.get("IntranetEndpoint") or "")
         )
         token = self._token or str(answer.get("AccessToken") or "")
         missing = [

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from aiaas.errors import ConfigError
 
@@ -98,3 +99,27 @@ def project_labels(settings: Project, deployment: str, version: str) -> dict[str
         DEPLOYMENT_LABEL: deployment,
         VERSION_LABEL: version,
     }
+
+
+#: The domain of EAS's gateways: ``<uid>.<region>.pai-eas.aliyuncs.com`` (public) and
+#: ``<uid>.vpc.<region>.pai-eas.aliyuncs.com`` (a VPC's).
+EAS_DOMAIN = ".pai-eas.aliyuncs.com"
+
+
+def over_tls(endpoint: str) -> str:
+    """``endpoint`` (DescribeService's ``InternetEndpoint``) over https when it is an
+    ``http://`` URL of EAS's public gateway without a port: every call carries the service's
+    token in its ``Authorization`` header, and the gateway serves the same endpoint over TLS
+    (PAI's "Call a service over a public endpoint": "replace http with https for more secure
+    encrypted transmission"). Anything else as it is: a VPC endpoint, an explicit port, another
+    host (a dedicated gateway's own domain, an emulator)."""
+    try:
+        split = urlsplit(endpoint.strip())
+        port = split.port
+    except ValueError:
+        return endpoint
+    host = (split.hostname or "").lower()
+    public = host.endswith(EAS_DOMAIN) and "vpc" not in host.split(".")
+    if split.scheme.lower() != "http" or port is not None or not public:
+        return endpoint
+    return split._replace(scheme="https").geturl()

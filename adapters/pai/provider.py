@@ -443,7 +443,9 @@ class PaiProvider(Provider):
             latest_version=int(body.latest_version or 0),
             labels=labels,
             config=config if isinstance(config, dict) else {},
-            endpoint=body.internet_endpoint or body.intranet_endpoint or None,
+            # the public gateway's over https (the smoke test sends the token, and `status`
+            # shows it): EAS gives http:// URLs
+            endpoint=names.over_tls(body.internet_endpoint or body.intranet_endpoint or "") or None,
             token=body.access_token or None,
             message=str(body.message or ""),
             reason=str(body.reason or ""),
