@@ -369,6 +369,7 @@ def _connect_recorder() -> tuple[socket.socket, list[bytes], threading.Thread]:
             except OSError:
                 return  # closed by the test
             with conn:
+                conn.settimeout(5)  # a stalled client cannot hold this thread
                 head = b""
                 while b"\r\n\r\n" not in head:
                     chunk = conn.recv(4096)
@@ -383,28 +384,39 @@ def _connect_recorder() -> tuple[socket.socket, list[bytes], threading.Thread]:
     return listener, heads, thread
 
 
-def test_a_looked_up_public_endpoint_is_called_over_tls(fresh: Eas) -> None:
-    """DescribeService gives EAS's public gateway as an ``http://`` URL; the token goes there
-    over TLS only: the call asks the proxy for a tunnel to port 443, and nothing it sends the
-    proxy carries the token."""
+@pytest.mark.parametrize("given", [False, True], ids=["looked-up", "given"])
+def test_the_public_gateway_is_called_over_tls(fresh: Eas, given: bool) -> None:
+    """EAS gives its public gateway as an ``http://`` URL (DescribeService, the console); the
+    token goes there over TLS only: the call asks the proxy for a tunnel to port 443, and
+    nothing it sends the proxy carries the token. An explicit ``:80`` keeps plain HTTP."""
     host = f"166408185518.{REGION}.pai-eas.aliyuncs.com"
     fresh.internet = f"http://{host}"
     listener, heads, thread = _connect_recorder()
     proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    proxies = {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "NO_PROXY": "127.0.0.1"}
+    endpoint = {"AIAAS_PAI_ENDPOINT": f"http://{host}/api/predict/{SERVICE}"} if given else {}
+    built = looking_up(fresh, **proxies, **endpoint)
+    plain = looking_up(fresh, **proxies, AIAAS_PAI_ENDPOINT=f"http://{host}:80")
     try:
-        built = looking_up(fresh, HTTPS_PROXY=proxy, HTTP_PROXY=proxy, NO_PROXY="127.0.0.1")
         with pytest.raises(AiaasError):  # the stand-in proxy answers 502 to everything
             built.invoke_sync("probe", EXAMPLE, timeout=5)
-        built.close()
+        tunnels = len(heads)
+        with pytest.raises(AiaasError):
+            plain.invoke_sync("probe", EXAMPLE, timeout=5)
     finally:
+        built.close()
+        plain.close()
         listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         listener.close()
         thread.join(timeout=5)
-    assert len(fresh.describes) == 1  # DescribeService, direct (NO_PROXY)
-    assert heads, "the call never reached the proxy"
-    for head in heads:
+    assert not thread.is_alive()
+    assert len(fresh.describes) == 2  # DescribeService, direct (NO_PROXY): the tokens
+    assert tunnels, "the call never reached the proxy"
+    for head in heads[:tunnels]:
         assert head.startswith(f"CONNECT {host}:443 HTTP/1.1\r\n".encode()), head[:200]
         assert TOKEN.encode() not in head
+    for head in heads[tunnels:]:  # what the user asked for: plain HTTP through the proxy
+        assert head.startswith(f"POST http://{host}/api/predict/{SERVICE} ".encode())
 
 
 def test_a_refused_token_is_read_again_once(fresh: Eas, caplog: pytest.LogCaptureFixture) -> None:

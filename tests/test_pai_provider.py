@@ -181,6 +181,13 @@ def test_the_public_endpoint_is_shown_and_smoke_tested_over_tls(
     live = provider._live(first.service)
     assert live.endpoint == f"https://{public}/api/predict/{first.service}"
     assert provider.describe(NAME).endpoint == live.endpoint  # what `aiaas status` shows
+    # the smoke test trusts AIAAS_PAI_CA_BUNDLE as aiaas invoke does (a TLS-intercepting
+    # network); read once, by from_config
+    assert provider.invoker_for(live).clients._ca_bundle is None
+    bundle = "/nonexistent/ca.pem"  # never opened: no https call is made here
+    with_bundle = PaiProvider.from_config(provider.config, {"AIAAS_PAI_CA_BUNDLE": bundle})
+    assert with_bundle.invoker_for(live).clients._ca_bundle == bundle
+    with_bundle.close()
     monkeypatch.setattr(alibaba, "_internet", lambda name: "")  # a VPC-only service
     vpc = provider._live(first.service).endpoint
     assert vpc is not None and vpc.startswith(f"http://{alibaba.account_id}.vpc.{region}.")

@@ -171,8 +171,10 @@ SPEC = ProviderSpec(
     invoke_environment={
         "AIAAS_PAI_ENDPOINT": (
             "the service endpoint: DescribeService's InternetEndpoint or IntranetEndpoint "
-            "(http://<uid>.<region>.pai-eas.aliyuncs.com, with or without "
-            "/api/predict/<service>); unset: read with DescribeService (credentials below)"
+            "(https://<uid>.<region>.pai-eas.aliyuncs.com, with or without "
+            "/api/predict/<service>; the public gateway's http:// form is called over https, "
+            "an explicit :80 keeps plain HTTP); unset: read with DescribeService "
+            "(credentials below)"
         ),
         "AIAAS_PAI_TOKEN": (
             "the service's AccessToken (a secret: from KMS or the function's config); unset: "

@@ -25,7 +25,8 @@ pydantic.
   uses; a function in the VPC sets ``AIAAS_PAI_ENDPOINT`` to the intranet one) and its
   ``AccessToken``, per service. EAS gives its endpoints as ``http://`` URLs; the public
   gateway's is called over https (:func:`~adapters.pai.names.over_tls`: the token must not
-  cross the internet in clear), a VPC's and ``AIAAS_PAI_ENDPOINT`` as they are written.
+  cross the internet in clear), and so is an ``AIAAS_PAI_ENDPOINT`` written so; a VPC's,
+  another host's and one with an explicit port (``:80`` keeps plain HTTP) as written.
   A 401/403 from the service reads them again once (the
   service may have been created again, with a new token) and retries with the new token
   before ``AccessDenied``; a 404 forgets them. The token is never in a repr, a log line or
@@ -445,7 +446,8 @@ class PaiInvoker(HttpInvoker):
         is there)."""
         env = dict(os.environ if env is None else env)
         settings: Any = FunctionConfig.of(config).settings
-        endpoint = env.get(ENDPOINT_VARIABLE, "").strip() or None
+        # the console's http:// form of the public gateway too goes over https
+        endpoint = names.over_tls(env.get(ENDPOINT_VARIABLE, "").strip()) or None
         token = env.get(TOKEN_VARIABLE, "").strip() or None
         found = AlibabaCredentials.from_env(env)
         if (endpoint is None or token is None) and found is None:
@@ -581,7 +583,7 @@ class PaiInvoker(HttpInvoker):
 
     def _access_of(self, service: str, answer: dict[str, Any]) -> Access:
         """The service's endpoint and token from DescribeService's answer (what the
-        environment gave wins, as written): ``InternetEndpoint`` (over https on EAS's
+        environment gave wins): ``InternetEndpoint`` (over https on EAS's
         public gateway, :func:`~adapters.pai.names.over_tls`), else ``IntranetEndpoint``."""
         endpoint = self.endpoint or names.over_tls(
             str(answer.get("InternetEndpoint") or answer.get("IntranetEndpoint") or "")

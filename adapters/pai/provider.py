@@ -197,6 +197,8 @@ class PaiProvider(Provider):
         self._invokers: dict[tuple[str, str], PaiInvoker] = {}
         self._instance_type_checked = False
         self._lock = threading.RLock()
+        #: ``AIAAS_PAI_CA_BUNDLE`` (read by :meth:`from_config`): the smoke test's TLS trust
+        self.ca_bundle: str | None = None
 
     @classmethod
     def from_config(
@@ -204,9 +206,15 @@ class PaiProvider(Provider):
     ) -> PaiProvider:
         """From the project's ``pai:`` section, with the endpoints ``AIAAS_PAI_EAS_URL`` and
         ``AIAAS_PAI_OSS_URL`` name in ``env`` (default: this process's environment, read
-        now) in place of the section's (:func:`with_environment`)."""
+        now) in place of the section's (:func:`with_environment`), and the CA bundle
+        ``AIAAS_PAI_CA_BUNDLE`` names for the smoke test's TLS."""
+        from adapters.pai.invoke import CA_BUNDLE_VARIABLE
+
+        env = os.environ if env is None else env
         settings = config.provider_settings("pai", PaiSection)
-        return cls(config, with_environment(settings, os.environ if env is None else env))
+        provider = cls(config, with_environment(settings, env))
+        provider.ca_bundle = env.get(CA_BUNDLE_VARIABLE) or None
+        return provider
 
     # -- clients -------------------------------------------------------------------------
 
@@ -286,6 +294,7 @@ class PaiProvider(Provider):
                     endpoint=live.endpoint,
                     token=live.token,
                     credentials=self.credentials,
+                    ca_bundle=self.ca_bundle,
                 )
                 self._invokers[key] = invoker
             return invoker
