@@ -13,8 +13,9 @@ After ``--duration`` seconds the schedule stops; every request sent is then wait
 or no answer in time). Meanwhile one probe request is sent every 100 ms until one is answered
 200: its answer time after the end of the load is the recovery time.
 
-The scheduler wakes at most once every ``--tick-ms`` (2 ms) and sends every request then due,
-so a request leaves up to a tick late (``send_lag_ms`` shows it). A timer per request (1,200
+The scheduler wakes at most once every ``--tick-ms`` (2 ms; 0: at each request's time) and
+sends every request then due, so a request leaves about a tick late at most, plus the timer's
+own delay (``send_lag_ms`` shows it). A timer per request (1,200
 a second) cost the generator 0.23 cores of the two it shares with the server; with the tick,
 0.07 (2026-12-08). Its CPU is taken from the server's, which a client on another machine
 would not do, so the less it takes the closer the figure is to the user's.
