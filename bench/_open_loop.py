@@ -15,10 +15,10 @@ or no answer in time). Meanwhile one probe request is sent every 100 ms until on
 
 The scheduler wakes at most once every ``--tick-ms`` (2 ms; 0: at each request's time) and
 sends every request then due, so a request leaves about a tick late at most, plus the timer's
-own delay (``send_lag_ms`` shows it). A timer per request (1,200
-a second) cost the generator 0.23 cores of the two it shares with the server; with the tick,
-0.07 (2026-12-08). Its CPU is taken from the server's, which a client on another machine
-would not do, so the less it takes the closer the figure is to the user's.
+own delay (``send_lag_ms`` shows it). A timer per request (1,200 a second) cost the generator
+0.23 cores of the two it shares with the server; with the tick, 0.07 (2026-12-08). Its CPU is
+taken from the server's, which a client on another machine would not do, so the less it takes
+the closer the figure is to the user's.
 
 Prints ``start`` as the schedule starts, ``end`` as it ends, then one JSON object on its last
 line (see :func:`report`). Plain asyncio on uvloop with raw protocols.

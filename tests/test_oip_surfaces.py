@@ -51,6 +51,7 @@ def served(probe_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def urls(served: Served) -> dict[str, str]:
+    """``served``'s URLs, by surface."""
     return served.urls
 
 
